@@ -1,0 +1,361 @@
+"""Fused, typed, OpenMP kernels of every optimisation rule (private).
+
+Design
+------
+Every update of one parameter array is a *program*: a short list of stages, one per
+element-wise rule of an ``OptimiserChain`` (a lone rule is a chain of one).  The driver
+walks the array tile by tile (``TILE`` elements, a few kB, so a tile stays in L1/L2 cache)
+and, inside one tile, runs every stage in order: stage 0 reads the gradient, each later
+stage reads the tile buffer the previous one wrote, and the last stage fuses ``x -= d``
+(or stores ``d`` into a destination array, for the functional ``apply_``).  So a chain
+costs one pass over memory, and no buffer is ever allocated per step.
+
+Tiles are distributed over OpenMP threads (``prange``, static schedule) when the array is
+larger than the parallel threshold; every stage is element-wise, so the result does not
+depend on the thread count.  Reductions (``ClipNorm``) are separate kernels with a fixed
+blocking for the same reason.
+
+Each stage is described by a ``Stage``: a rule ``kind``, up to ``MAX_HP`` scalar
+hyper-parameters already converted to the parameter dtype and folded by the Python side
+(bias corrections, ``1 - beta`` ...), and up to ``MAX_BUF`` state buffers of the parameter's
+dtype.  The per-rule tile functions live in the ``rules_*.pxi`` files included below; each
+reads like the rule's algorithm box, with the operation order of the seed (see the rule
+classes' docstrings and ``shared/reference/optimisers_jl_spec.md``).  Kernels are compiled
+without fast-math and without FP contraction, so they give the same bits as a numpy
+reference written with the same operation order.
+"""
+
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, isnan
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define OPTIMISERS_OPENMP 1
+    #else
+    #define OPTIMISERS_OPENMP 0
+    static int omp_get_max_threads(void) { return 1; }
+    static int omp_get_thread_num(void) { return 0; }
+    #endif
+    """
+    bint OPTIMISERS_OPENMP
+    int omp_get_max_threads() noexcept nogil
+    int omp_get_thread_num() noexcept nogil
+
+
+cdef enum:
+    MAX_HP = 12
+    MAX_BUF = 4
+    MAX_STAGES = 32
+    TILE = 2048
+
+
+cpdef enum Mode:
+    SUBTRACT = 0   # the last stage does x[i] -= d
+    STORE = 1      # the last stage does dst[i] = d
+    SINK = 2       # the last stage keeps d to itself (AccumGrad before its n-th gradient)
+
+
+cpdef enum Kind:
+    DESCENT = 1
+    MOMENTUM
+    NESTEROV
+    RMSPROP
+    RMSPROP_CENTRED
+    RPROP
+    ADAM
+    RADAM
+    ADAMAX
+    OADAM
+    ADAGRAD
+    ADADELTA
+    AMSGRAD
+    NADAM
+    ADAMW_COUPLED
+    ADAMW_DECOUPLED
+    ADABELIEF
+    LION
+    WEIGHTDECAY
+    SIGNDECAY
+    CLIPGRAD
+    SCALE
+    ACCUMGRAD
+
+
+cdef struct Stage:
+    int kind
+    double hp[MAX_HP]
+    void* buf[MAX_BUF]
+
+
+# Below this many elements a program runs on the calling thread: waking OpenMP workers
+# costs more than it gives (see bench/RESULTS.md for the measurement).
+cdef Py_ssize_t _parallel_threshold = 32768
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP (they run serially otherwise)."""
+    return bool(OPTIMISERS_OPENMP)
+
+
+def max_threads():
+    """The number of threads a kernel would use now (``omp_get_max_threads()``).
+
+    It follows ``threadpoolctl.threadpool_limits`` and ``OMP_NUM_THREADS``."""
+    return omp_get_max_threads()
+
+
+def get_parallel_threshold():
+    """Arrays with fewer elements than this are updated on one thread."""
+    return _parallel_threshold
+
+
+def set_parallel_threshold(Py_ssize_t n):
+    """Set the element count from which a program is split over OpenMP threads."""
+    global _parallel_threshold
+    if n < 0:
+        raise ValueError(f"the parallel threshold must be >= 0, got {n}")
+    _parallel_threshold = n
+
+
+# ---------------------------------------------------------------------------------------
+# Element helpers with numpy's semantics (NaN propagates; sign(0) = 0).
+
+cdef inline floating _sqrt(floating z) noexcept nogil:
+    if floating is float:
+        return sqrtf(z)
+    else:
+        return sqrt(z)
+
+
+cdef inline floating _abs(floating z) noexcept nogil:
+    if floating is float:
+        return fabsf(z)
+    else:
+        return fabs(z)
+
+
+cdef inline floating _sign(floating z) noexcept nogil:
+    if z > 0:
+        return 1
+    elif z < 0:
+        return -1
+    elif z == 0:
+        return 0
+    return z            # NaN
+
+
+cdef inline floating _max(floating a, floating b) noexcept nogil:
+    # np.maximum: NaN if either is NaN
+    if a >= b or a != a:
+        return a
+    return b
+
+
+cdef inline floating _min(floating a, floating b) noexcept nogil:
+    # np.minimum: NaN if either is NaN
+    if a <= b or a != a:
+        return a
+    return b
+
+
+cdef inline void _emit(floating* out, Py_ssize_t i, floating d, bint subtract) noexcept nogil:
+    # `subtract` is the same for a whole loop, so the compiler unswitches it.
+    if subtract:
+        out[i] = out[i] - d
+    else:
+        out[i] = d
+
+
+include "rules_sgd.pxi"
+include "rules_adam.pxi"
+include "rules_adaptive.pxi"
+include "rules_transform.pxi"
+
+
+# ---------------------------------------------------------------------------------------
+# The driver.
+
+cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                     const floating* g, floating* out, bint subtract) noexcept nogil:
+    """One stage over one tile: read ``g[0:n]``, emit ``d`` into ``out[0:n]``.
+
+    ``x``, ``g`` and ``out`` point at the tile already; state buffers are offset by ``off``."""
+    cdef int k = s.kind
+    if k == DESCENT:
+        descent_tile(s, off, n, x, g, out, subtract)
+    elif k == MOMENTUM:
+        momentum_tile(s, off, n, x, g, out, subtract)
+    elif k == NESTEROV:
+        nesterov_tile(s, off, n, x, g, out, subtract)
+    elif k == RMSPROP:
+        rmsprop_tile(s, off, n, x, g, out, subtract)
+    elif k == RMSPROP_CENTRED:
+        rmsprop_centred_tile(s, off, n, x, g, out, subtract)
+    elif k == RPROP:
+        rprop_tile(s, off, n, x, g, out, subtract)
+    elif k == ADAM:
+        adam_tile(s, off, n, x, g, out, subtract)
+    elif k == RADAM:
+        radam_tile(s, off, n, x, g, out, subtract)
+    elif k == ADAMAX:
+        adamax_tile(s, off, n, x, g, out, subtract)
+    elif k == OADAM:
+        oadam_tile(s, off, n, x, g, out, subtract)
+    elif k == ADAGRAD:
+        adagrad_tile(s, off, n, x, g, out, subtract)
+    elif k == ADADELTA:
+        adadelta_tile(s, off, n, x, g, out, subtract)
+    elif k == AMSGRAD:
+        amsgrad_tile(s, off, n, x, g, out, subtract)
+    elif k == NADAM:
+        nadam_tile(s, off, n, x, g, out, subtract)
+    elif k == ADAMW_COUPLED:
+        adamw_coupled_tile(s, off, n, x, g, out, subtract)
+    elif k == ADAMW_DECOUPLED:
+        adamw_decoupled_tile(s, off, n, x, g, out, subtract)
+    elif k == ADABELIEF:
+        adabelief_tile(s, off, n, x, g, out, subtract)
+    elif k == LION:
+        lion_tile(s, off, n, x, g, out, subtract)
+    elif k == WEIGHTDECAY:
+        weightdecay_tile(s, off, n, x, g, out, subtract)
+    elif k == SIGNDECAY:
+        signdecay_tile(s, off, n, x, g, out, subtract)
+    elif k == CLIPGRAD:
+        clipgrad_tile(s, off, n, x, g, out, subtract)
+    elif k == SCALE:
+        scale_tile(s, off, n, x, g, out, subtract)
+    elif k == ACCUMGRAD:
+        accumgrad_tile(s, off, n, x, g, out, subtract)
+
+
+cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_ssize_t n,
+                           floating* x, const floating* g, floating* dst, int mode,
+                           floating* tile) noexcept nogil:
+    cdef Py_ssize_t off = t * TILE
+    cdef Py_ssize_t m = n - off if n - off < TILE else TILE
+    cdef const floating* src = g + off
+    cdef floating* out
+    cdef bint subtract
+    cdef int k
+    for k in range(n_stages):
+        subtract = False
+        out = tile
+        if k == n_stages - 1:
+            if mode == SUBTRACT:
+                out = x + off
+                subtract = True
+            elif mode == STORE:
+                out = dst + off
+        _run_stage(&stages[k], off, m, x + off, src, out, subtract)
+        src = tile
+
+
+cdef void _run_program(const Stage* stages, int n_stages, Py_ssize_t n, floating* x,
+                       const floating* g, floating* dst, int mode, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n_tiles = (n + TILE - 1) // TILE
+    cdef Py_ssize_t t
+    cdef floating local_tile[TILE]
+    cdef floating* tile
+    if n_threads <= 1 or n < _parallel_threshold or n_tiles < 2:
+        for t in range(n_tiles):
+            _run_tile(stages, n_stages, t, n, x, g, dst, mode, local_tile)
+        return
+    with parallel(num_threads=n_threads):
+        # one tile buffer per thread, for the whole call (a few kB)
+        tile = <floating*> malloc(TILE * sizeof(floating))
+        if tile != NULL:
+            for t in prange(n_tiles, schedule="static"):
+                _run_tile(stages, n_stages, t, n, x, g, dst, mode, tile)
+            free(tile)
+
+
+cdef inline int _typenum(cnp.ndarray a) noexcept:
+    return cnp.PyArray_TYPE(a)
+
+
+cdef int _check(object a, int typenum, Py_ssize_t n, str what) except -1:
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{what} must be a numpy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray> a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{what} has dtype {arr.dtype}, the kernel needs the parameter's dtype")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{what} must be C-contiguous")
+    if cnp.PyArray_SIZE(arr) != n:
+        raise ValueError(f"{what} has {cnp.PyArray_SIZE(arr)} elements, expected {n}")
+    return 0
+
+
+def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int mode=SUBTRACT):
+    """Run a program of element-wise stages over one parameter array.
+
+    Parameters
+    ----------
+    stages : list of (kind, hyper-parameters, buffers)
+        ``kind`` a ``Kind``; hyper-parameters a sequence of at most ``MAX_HP`` floats, already
+        rounded to the parameter dtype; buffers a sequence of C-contiguous state arrays of the
+        parameter dtype and size.
+    x : ndarray, float32 or float64, C-contiguous
+        The parameter.  Written in place (``x -= d``) when ``mode`` is ``SUBTRACT``; the
+        state buffers are always written in place.
+    g : ndarray, same dtype and size as ``x``, C-contiguous
+        The incoming gradient (read only).
+    dst : ndarray or None
+        Where ``d`` goes when ``mode`` is ``STORE``.
+    mode : Mode
+    """
+    cdef Stage c_stages[MAX_STAGES]
+    cdef int n_stages = len(stages)
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    cdef int i, j
+    cdef void* dst_ptr = NULL
+    if n_stages == 0 or n_stages > MAX_STAGES:
+        raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"kernels run on float32 and float64, got {x.dtype}")
+    if not cnp.PyArray_ISWRITEABLE(x) and mode == SUBTRACT:
+        raise ValueError("x must be writable")
+    _check(x, typenum, n, "x")
+    _check(g, typenum, n, "the gradient")
+    if mode == STORE:
+        _check(dst, typenum, n, "dst")
+        dst_ptr = cnp.PyArray_DATA(<cnp.ndarray> dst)
+    for i in range(n_stages):
+        kind, hps, bufs = stages[i]
+        if len(hps) > MAX_HP or len(bufs) > MAX_BUF:
+            raise ValueError("too many hyper-parameters or buffers in a stage")
+        c_stages[i].kind = kind
+        for j in range(len(hps)):
+            c_stages[i].hp[j] = hps[j]
+        for j in range(len(bufs)):
+            _check(bufs[j], typenum, n, "a state buffer")
+            c_stages[i].buf[j] = cnp.PyArray_DATA(<cnp.ndarray> bufs[j])
+    cdef int n_threads = omp_get_max_threads()
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _run_program[float](c_stages, n_stages, n, <float*> cnp.PyArray_DATA(x),
+                                <const float*> cnp.PyArray_DATA(g), <float*> dst_ptr,
+                                mode, n_threads)
+    else:
+        with nogil:
+            _run_program[double](c_stages, n_stages, n, <double*> cnp.PyArray_DATA(x),
+                                 <const double*> cnp.PyArray_DATA(g), <double*> dst_ptr,
+                                 mode, n_threads)
+
+
+include "norms.pxi"
+
+
+# Module-level names (plain ints) for every enum member, as the Python side uses them.
+for _enum in (Kind, Mode, NormKind):
+    globals().update({_name: int(_value) for _name, _value in _enum.__members__.items()})
+del _enum

@@ -1,0 +1,126 @@
+# Norms for ClipNorm, with a reduction order fixed by the data alone (never by the number of
+# threads): blocks of NORM_BLOCK elements, each summed in float64 over LANES interleaved
+# accumulators (so the compiler can vectorise without reassociating), lanes combined left to
+# right, then block partials summed left to right.  See conventions in tests/reference.py.
+
+cdef enum:
+    NORM_BLOCK = 8192
+    LANES = 8
+
+cpdef enum NormKind:
+    NORM_SQUARES = 0      # sum |g|^2        (p = 2)
+    NORM_ABS = 1          # sum |g|          (p = 1)
+    NORM_COUNT = 2        # count of g != 0  (p = 0)
+    NORM_POWER = 3        # sum |g|^p        (other finite p)
+    NORM_MAX = 4          # max |g|          (p = inf)
+    NORM_MIN = 5          # min |g|          (p = -inf)
+
+
+cdef inline double _norm_term(double a, int how, double p) noexcept nogil:
+    if how == NORM_SQUARES:
+        return a * a
+    elif how == NORM_ABS:
+        return fabs(a)
+    elif how == NORM_COUNT:
+        return 1.0 if a != 0 else 0.0
+    return pow(fabs(a), p)
+
+
+cdef double _block_sum(const floating* g, Py_ssize_t n, int how, double p) noexcept nogil:
+    cdef double lanes[LANES]
+    cdef Py_ssize_t i, j, full = (n // LANES) * LANES
+    cdef int l
+    cdef double total
+    for l in range(LANES):
+        lanes[l] = 0.0
+    for j in range(n // LANES):
+        i = j * LANES
+        for l in range(LANES):
+            lanes[l] += _norm_term(<double> g[i + l], how, p)
+    for i in range(full, n):
+        lanes[i - full] += _norm_term(<double> g[i], how, p)
+    total = lanes[0]
+    for l in range(1, LANES):
+        total = total + lanes[l]
+    return total
+
+
+cdef double _block_extreme(const floating* g, Py_ssize_t n, bint want_max) noexcept nogil:
+    # max or min of |g| in float64; NaN wins
+    cdef Py_ssize_t i
+    cdef double a, r = fabs(<double> g[0])
+    for i in range(1, n):
+        a = fabs(<double> g[i])
+        if r != r:
+            break
+        if a != a or (want_max and a > r) or (not want_max and a < r):
+            r = a
+    return r
+
+
+cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n_blocks = (n + NORM_BLOCK - 1) // NORM_BLOCK
+    cdef Py_ssize_t b, start, m
+    cdef double total, part
+    cdef double* partials
+    cdef bint extreme = how == NORM_MAX or how == NORM_MIN
+    if n == 0:
+        return 0.0
+    partials = <double*> malloc(n_blocks * sizeof(double))
+    if partials == NULL:
+        return -1.0
+    if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
+        for b in range(n_blocks):
+            start = b * NORM_BLOCK
+            m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
+            if extreme:
+                partials[b] = _block_extreme(g + start, m, how == NORM_MAX)
+            else:
+                partials[b] = _block_sum(g + start, m, how, p)
+    else:
+        for b in prange(n_blocks, schedule="static", num_threads=n_threads):
+            start = b * NORM_BLOCK
+            m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
+            if extreme:
+                partials[b] = _block_extreme(g + start, m, how == NORM_MAX)
+            else:
+                partials[b] = _block_sum(g + start, m, how, p)
+    if extreme:
+        total = partials[0]
+        for b in range(1, n_blocks):
+            part = partials[b]
+            if total != total:
+                break
+            if part != part or (how == NORM_MAX and part > total) or (how == NORM_MIN and part < total):
+                total = part
+    else:
+        total = 0.0
+        for b in range(n_blocks):
+            total = total + partials[b]
+    free(partials)
+    return total
+
+
+def reduce_norm(cnp.ndarray g, int how, double p=2.0):
+    """The raw reduction behind ``ClipNorm``: a float64 sum (or extreme) over ``g``.
+
+    ``how`` is a ``NormKind``; the caller takes the square root or ``1/p`` power.  ``g`` is a
+    C-contiguous float32 or float64 array.  The result depends on the data only, never on the
+    number of threads."""
+    cdef int typenum = cnp.PyArray_TYPE(g)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(g)
+    cdef int n_threads = omp_get_max_threads()
+    cdef double r
+    if not cnp.PyArray_IS_C_CONTIGUOUS(g):
+        raise ValueError("the gradient must be C-contiguous")
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            r = _reduce[float](<const float*> cnp.PyArray_DATA(g), n, how, p, n_threads)
+    elif typenum == cnp.NPY_FLOAT64:
+        with nogil:
+            r = _reduce[double](<const double*> cnp.PyArray_DATA(g), n, how, p, n_threads)
+    else:
+        raise TypeError(f"norms are computed for float32 and float64, got {g.dtype}")
+    if r == -1.0 and how != NORM_MAX and how != NORM_MIN and n > 0:
+        raise MemoryError("could not allocate the partial sums of a norm")
+    return r

@@ -1,0 +1,208 @@
+# Adam and its relatives.  hp layout shared by most of them:
+#   hp[0] b1, hp[1] b2, hp[2] 1-b1, hp[3] 1-b2, hp[4] 1-bt1, hp[5] 1-bt2, hp[6] eps, hp[7] eta
+# where bt = beta^t is the running product kept in the state (bias corrections).
+
+cdef void adam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                    const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2
+    # d = ((m / (1-bt1)) / (sqrt(v / (1-bt2)) + eps)) * eta
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off
+    cdef floating gi, mi, vi
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        vi = b2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        _emit(out, i, ((mi / bc1) / (_sqrt(vi / bc2) + eps)) * eta, subtract)
+
+
+cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                     const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m, v as Adam.  hp[8] r (the rectification), hp[9] 1.0 when rho_t > 4 else 0.0:
+    # d = (((m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps)) * eta) * r   or, warming up,  (m/(1-bt1)) * eta
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
+    cdef floating r = <floating> s.hp[8]
+    cdef bint rectified = s.hp[9] != 0
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off
+    cdef floating gi, mi, vi
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        vi = b2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        if rectified:
+            _emit(out, i, (((mi / bc1) / (_sqrt(vi / bc2) + eps)) * eta) * r, subtract)
+        else:
+            _emit(out, i, (mi / bc1) * eta, subtract)
+
+
+cdef void adamax_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                      const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g|) ; d = ((eta/(1-bt1)) * m) / (u + eps)
+    # hp: b1, b2, 1-b1, eta/(1-bt1), eps
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], lr = <floating> s.hp[3]
+    cdef floating eps = <floating> s.hp[4]
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* u = (<floating*> s.buf[1]) + off
+    cdef floating gi, mi, ui
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        ui = _max(b2 * u[i], _abs(gi))
+        m[i] = mi
+        u[i] = ui
+        _emit(out, i, (lr * mi) / (ui + eps), subtract)
+
+
+cdef void oadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                     const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m, v as Adam ; term' = ((eta*m)/(1-bt1)) / (sqrt(v/(1-bt2)) + eps) ; d = 2*term' - term
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
+    cdef floating two = 2
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off
+    cdef floating* term = (<floating*> s.buf[2]) + off
+    cdef floating gi, mi, vi, ti
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        vi = b2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        ti = ((eta * mi) / bc1) / (_sqrt(vi / bc2) + eps)
+        _emit(out, i, two * ti - term[i], subtract)
+        term[i] = ti
+
+
+cdef void amsgrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                       const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m, v as Adam ; vhat <- max(vhat, v) ; d = (eta*m) / (sqrt(vhat) + eps)   (no bias correction)
+    # hp: b1, b2, 1-b1, 1-b2, eps, eta
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating eps = <floating> s.hp[4], eta = <floating> s.hp[5]
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off
+    cdef floating* vhat = (<floating*> s.buf[2]) + off
+    cdef floating gi, mi, vi, hi
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        vi = b2 * v[i] + omb2 * (gi * gi)
+        hi = _max(vhat[i], vi)
+        m[i] = mi
+        v[i] = vi
+        vhat[i] = hi
+        _emit(out, i, (eta * mi) / (_sqrt(hi) + eps), subtract)
+
+
+cdef void nadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                     const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m, v as Adam ; num = (b1*m)/(1 - b1*bt1) + ((1-b1)*g)/(1-bt1)
+    # den = sqrt((v*b2)/(1-bt2)) + eps ; d = (num/den) * eta
+    # hp: b1, b2, 1-b1, 1-b2, 1-bt1, 1-bt2, eps, eta, 1-b1*bt1
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
+    cdef floating bc1_next = <floating> s.hp[8]
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off
+    cdef floating gi, mi, vi, num, den
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        vi = b2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        num = (b1 * mi) / bc1_next + (omb1 * gi) / bc1
+        den = _sqrt((vi * b2) / bc2) + eps
+        _emit(out, i, (num / den) * eta, subtract)
+
+
+cdef void adamw_coupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                             const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m, v as Adam ; a = (m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps) ; d = eta * (a + lambda*x)
+    # hp: Adam's eight, then hp[8] lambda
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
+    cdef floating lam = <floating> s.hp[8]
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off
+    cdef floating gi, mi, vi, a
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        vi = b2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        a = (mi / bc1) / (_sqrt(vi / bc2) + eps)
+        _emit(out, i, eta * (a + lam * x[i]), subtract)
+
+
+cdef void adamw_decoupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                               const floating* g, floating* out, bint subtract) noexcept nogil:
+    # as adamw_coupled, but d = (eta*a) + lambda*x   (couple=False)
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
+    cdef floating lam = <floating> s.hp[8]
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off
+    cdef floating gi, mi, vi, a
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        vi = b2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        a = (mi / bc1) / (_sqrt(vi / bc2) + eps)
+        _emit(out, i, eta * a + lam * x[i], subtract)
+
+
+cdef void adabelief_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                         const floating* g, floating* out, bint subtract) noexcept nogil:
+    # m <- b1*m + (1-b1)*g ; s <- ((b2*s) + (1-b2)*(g-m)^2) + eps   (with the new m)
+    # d = ((eta*m)/(1-bt1)) / (sqrt(s/(1-bt2)) + eps)
+    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
+    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
+    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* sv = (<floating*> s.buf[1]) + off
+    cdef floating gi, mi, si, e
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + omb1 * gi
+        e = gi - mi
+        si = (b2 * sv[i] + omb2 * (e * e)) + eps
+        m[i] = mi
+        sv[i] = si
+        _emit(out, i, ((eta * mi) / bc1) / (_sqrt(si / bc2) + eps), subtract)

@@ -1,0 +1,43 @@
+"""optimisers: gradient-based optimisation rules for nested numpy models.
+
+The Python heir of Julia's Optimisers.jl: explicit state (``setup`` once, ``update`` every
+step), every rule of the seed, and fused OpenMP kernels that run at memory bandwidth.
+
+>>> import numpy as np, optimisers as opt
+>>> model = {"w": np.ones((3, 2), np.float32), "b": np.zeros(3, np.float32), "act": np.tanh}
+>>> state = opt.setup(opt.Adam(1e-3), model)
+>>> grads = {"w": np.ones((3, 2), np.float32), "b": np.ones(3, np.float32)}
+>>> state, model = opt.update_(state, model, grads)
+>>> model["b"]
+array([-0.001, -0.001, -0.001], dtype=float32)
+"""
+
+from ._kernels import (get_parallel_threshold, max_threads, openmp_enabled,
+                       set_parallel_threshold)
+from ._functor import functor, trainable
+from ._keypath import KeyPath, getkeypath, haskeypath
+from ._leaf import Leaf
+from ._rule import Rule, apply_, init
+from ._rules_sgd import Descent, Lion, Momentum, Nesterov, Rprop
+from ._rules_adam import AdaBelief, AdaMax, Adam, AdamW, AMSGrad, NAdam, OAdam, RAdam
+from ._rules_adaptive import AdaDelta, AdaGrad, RMSProp
+from ._rules_transform import ClipGrad, ClipNorm, SignDecay, WeightDecay
+from ._composite import AccumGrad, MixedPrecision, OptimiserChain
+from ._tree import (adjust, adjust_, freeze_, isnumeric, maywrite, setup, thaw_, trainables,
+                    update, update_)
+from ._destructure import Restructure, destructure
+
+__version__ = "0.1.0"
+
+#: every built-in rule class, in the order of the seed's documentation
+RULES = (Descent, Momentum, Nesterov, Rprop, RMSProp, Adam, RAdam, AdaMax, OAdam, AdaGrad,
+         AdaDelta, AMSGrad, NAdam, AdamW, AdaBelief, Lion, WeightDecay, SignDecay, ClipGrad,
+         ClipNorm, OptimiserChain, AccumGrad, MixedPrecision)
+
+__all__ = [
+    "setup", "update", "update_", "adjust", "adjust_", "freeze_", "thaw_", "destructure",
+    "Restructure", "trainables", "trainable", "isnumeric", "maywrite", "KeyPath",
+    "getkeypath", "haskeypath", "Leaf", "init", "apply_", "Rule", "functor",
+    "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",
+    "RULES",
+] + [r.__name__ for r in RULES]

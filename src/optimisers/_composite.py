@@ -1,0 +1,283 @@
+"""Rules made of rules: OptimiserChain, AccumGrad, MixedPrecision."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _kernels as K
+from ._rule import Rule
+from ._rules_sgd import zeros
+
+__all__ = ["OptimiserChain", "AccumGrad", "MixedPrecision", "AccumGradState",
+           "MixedPrecisionState"]
+
+
+class OptimiserChain(Rule):
+    r"""Compose rules: each one transforms the step the previous one produced.
+
+    .. math::  d_0 = g, \qquad d_k = \mathrm{rule}_k(d_{k-1}), \qquad x \leftarrow x - d_n
+
+    The element-wise rules of a chain run in one fused pass over memory (tile by tile),
+    with ``x -= d`` fused into the last.  A rule that needs the whole step first (a
+    ``ClipNorm`` after another rule, a rule written in Python) splits the pass there.  An
+    ``AccumGrad`` that is not yet due skips the rules after it (their states unchanged).
+    The empty chain is the identity (``x -= g``).  Chains nest.
+
+    Parameters
+    ----------
+    *rules : Rule
+        Applied in order.  ``MixedPrecision`` may not be one of them (wrap the chain).
+
+    Notes
+    -----
+    State: the tuple of the members' states.  ``adjust`` applies to every member that has
+    the named fields.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> rule = opt.OptimiserChain(opt.ClipGrad(1.0), opt.Descent(0.1))
+    >>> rule.opts
+    (ClipGrad(delta=1.0), Descent(eta=0.1))
+    """
+
+    __slots__ = ("opts",)
+
+    def __init__(self, *rules):
+        for r in rules:
+            if isinstance(r, MixedPrecision):
+                raise ValueError("MixedPrecision should wrap the entire OptimiserChain, "
+                                 "not be inside it")
+            if not isinstance(r, Rule):
+                raise TypeError(f"OptimiserChain takes rules, got {r!r}")
+        object.__setattr__(self, "opts", tuple(rules))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("rules are immutable: use optimisers.adjust")
+
+    def __repr__(self):
+        return f"OptimiserChain({', '.join(repr(r) for r in self.opts)})"
+
+    def __eq__(self, other):
+        return type(other) is OptimiserChain and self.opts == other.opts
+
+    def __hash__(self):
+        return hash(("OptimiserChain",) + self.opts)
+
+    def __reduce__(self):
+        return (OptimiserChain, self.opts)
+
+    def check_param(self, x, path=None):
+        for r in self.opts:
+            r.check_param(x, path)
+
+    def init(self, x):
+        return tuple(r.init(x) for r in self.opts)
+
+    def _precheck(self, prog):
+        if self.opts:
+            pre = getattr(self.opts[0], "_precheck", None)
+            if pre is not None:
+                pre(prog)
+
+    def _compile(self, state, prog):
+        new = []
+        for r, s in zip(self.opts, state):
+            new.append(s if prog.stopped else r._compile(s, prog))
+        return tuple(new)
+
+    def apply(self, state, x, dx):
+        from ._program import run_functional
+        return run_functional(self, state, x, dx)
+
+
+class AccumGradState(NamedTuple):
+    acc: np.ndarray
+    counter: int
+
+
+class AccumGrad(Rule):
+    r"""Accumulate ``n`` gradients, then pass their mean on: for large effective batches.
+
+    .. math::
+        a \leftarrow g/n \ (\text{1st}), \quad a \leftarrow a + g/n \ (\text{later}), \qquad
+        d = a \text{ on the } n\text{-th gradient, else no step}
+
+    Use as ``OptimiserChain(AccumGrad(n), rule)``: ``rule`` then sees one gradient in ``n``
+    and its state advances once.  Rules before ``AccumGrad`` in a chain run every time.
+
+    Parameters
+    ----------
+    n : int
+        Number of gradients to average, >= 1.
+
+    Notes
+    -----
+    State: ``AccumGradState(acc, counter)``, ``counter`` from 1 to ``n``.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"x": np.array([1.0], np.float32), "y": np.array([2.0], np.float32)}
+    >>> rule = opt.OptimiserChain(opt.AccumGrad(2), opt.WeightDecay(0.01), opt.Descent(0.1))
+    >>> s = opt.setup(rule, m)
+    >>> s, m = opt.update_(s, m, {"x": np.array([33]), "y": np.array([0])})
+    >>> m["x"], m["y"]      # not changed yet
+    (array([1.], dtype=float32), array([2.], dtype=float32))
+    >>> s, m = opt.update_(s, m, {"x": np.array([0]), "y": np.array([444])})
+    >>> m["x"], m["y"]
+    (array([-0.651], dtype=float32), array([-20.202002], dtype=float32))
+    """
+
+    __slots__ = ("n",)
+    _complex = "componentwise"
+
+    def __init__(self, n):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"AccumGrad: n must be an integer, got {n!r}")
+        if n < 1:
+            raise ValueError(f"AccumGrad: n={n} is out of range, it must be >= 1 "
+                             "(accumulate at least one gradient)")
+        object.__setattr__(self, "n", int(n))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("rules are immutable: use optimisers.adjust")
+
+    def __repr__(self):
+        return f"AccumGrad(n={self.n})"
+
+    def __eq__(self, other):
+        return type(other) is AccumGrad and self.n == other.n
+
+    def __hash__(self):
+        return hash(("AccumGrad", self.n))
+
+    def __reduce__(self):
+        return (AccumGrad, (self.n,))
+
+    def _replace(self, **kw):
+        return AccumGrad(kw.get("n", self.n))
+
+    def _fields(self):
+        return ("n",)
+
+    def init(self, x):
+        return AccumGradState(zeros(x), 1)
+
+    def _compile(self, state, prog):
+        first = 1.0 if state.counter == 1 else 0.0
+        prog.add(K.ACCUMGRAD, (prog.scalar(self.n), first), state.acc)
+        if state.counter >= self.n:
+            return AccumGradState(state.acc, 1)
+        prog.stop()
+        return AccumGradState(state.acc, state.counter + 1)
+
+    def apply(self, state, x, dx):
+        from ._program import run_functional
+        return run_functional(self, state, x, dx)
+
+
+class MixedPrecisionState(NamedTuple):
+    xT: np.ndarray
+    inner: object
+
+
+class MixedPrecision(Rule):
+    r"""Train a low-precision parameter through a high-precision master copy.
+
+    The inner rule runs on the master copy :math:`x_T` (and keeps its state in that
+    precision); the parameter receives :math:`x_T` rounded:
+
+    .. math::  x_T \leftarrow x_T - \mathrm{rule}(g), \qquad x \leftarrow \mathrm{round}(x_T)
+
+    Parameters
+    ----------
+    dtype : numpy dtype, default float32
+        Precision of the master copy; may be omitted: ``MixedPrecision(rule)``.
+    rule : Rule
+        The rule to run in that precision.
+
+    Notes
+    -----
+    Must wrap a whole chain, never sit inside one.  The gradient is cast once, straight to
+    ``dtype``.  State: ``MixedPrecisionState(xT, inner)``.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> x = np.ones(2, np.float16)
+    >>> st = opt.setup(opt.MixedPrecision(opt.Descent(1e-4)), x)
+    >>> for _ in range(10):
+    ...     st, x = opt.update_(st, x, np.ones(2, np.float16))
+    >>> x, st.state.xT     # float16 alone would never leave 1.0 (its spacing is 1e-3)
+    (array([0.999, 0.999], dtype=float16), array([0.99899983, 0.99899983], dtype=float32))
+    """
+
+    __slots__ = ("rule", "dtype")
+    _complex = "componentwise"
+
+    def __init__(self, *args, rule=None, dtype=None):
+        if len(args) == 2:
+            dtype, rule = args
+        elif len(args) == 1:
+            rule = args[0]
+        elif args:
+            raise TypeError("MixedPrecision(rule) or MixedPrecision(dtype, rule)")
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        if dtype.kind not in "fc":
+            raise TypeError(f"MixedPrecision: dtype must be a floating dtype, got {dtype}")
+        if not isinstance(rule, Rule):
+            raise TypeError(f"MixedPrecision wraps a rule, got {rule!r}")
+        if isinstance(rule, MixedPrecision):
+            raise ValueError("MixedPrecision cannot wrap another MixedPrecision")
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "dtype", dtype)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("rules are immutable: use optimisers.adjust")
+
+    def __repr__(self):
+        return f"MixedPrecision(np.{self.dtype.name}, {self.rule!r})"
+
+    def __eq__(self, other):
+        return type(other) is MixedPrecision and (self.dtype, self.rule) == (other.dtype, other.rule)
+
+    def __hash__(self):
+        return hash(("MixedPrecision", self.dtype, self.rule))
+
+    def __reduce__(self):
+        return (MixedPrecision, (self.dtype, self.rule))
+
+    def _fields(self):
+        return ("rule", "dtype")
+
+    def check_param(self, x, path=None):
+        Rule.check_param(self, x, path)
+        self.rule.check_param(np.empty(0, self.dtype), path)
+
+    def _precheck(self, prog):
+        pre = getattr(self.rule, "_precheck", None)
+        if pre is not None:
+            pre(prog)     # prog's gradient is already in self.dtype
+
+    def grad_dtype(self, dtype):
+        return self.dtype
+
+    def init(self, x):
+        xT = np.array(x, dtype=self.dtype, order="C")
+        return MixedPrecisionState(xT, self.rule.init(xT))
+
+    def _compile(self, state, prog):
+        from ._program import Program
+        inner = Program(state.xT, np.ascontiguousarray(prog.src, dtype=self.dtype),
+                        path=prog.path)
+        new_inner = self.rule._compile(state.inner, inner)
+        inner.finish()                                  # xT -= d'
+        prog.assign(state.xT)                           # x <- round(xT)
+        return MixedPrecisionState(state.xT, new_inner)
+
+    def apply(self, state, x, dx):
+        from ._program import run_functional
+        return run_functional(self, state, x, dx)

@@ -1,0 +1,174 @@
+"""Which objects are containers, what their children are, and how to rebuild them.
+
+``dict``, ``list``, ``tuple`` and namedtuples are containers by default.  Any other class
+becomes one when registered with :func:`functor`; every other object is a leaf of the tree.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+__all__ = ["functor", "children", "trainable", "rebuild", "is_namedtuple"]
+
+
+class _Spec:
+    __slots__ = ("fields", "trainable")
+
+    def __init__(self, fields, trainable):
+        self.fields = fields          # tuple of names, or None: every attribute
+        self.trainable = trainable    # tuple of names, or None: every field
+
+
+_REGISTRY: dict[type, _Spec] = {}
+
+
+def functor(cls=None, *, fields=None, trainable=None):
+    """Register a class as a container whose fields are the children of the tree.
+
+    Use as a decorator, ``@functor``, ``@functor(fields=("w", "b"), trainable=("w",))``, or
+    call ``functor(SomeClass, ...)`` for a class you do not own.
+
+    Parameters
+    ----------
+    cls : type
+        The class to register.
+    fields : sequence of str, optional
+        The attributes that are children, in this order.  By default: the dataclass fields,
+        else the ``__slots__``, else the instance's attributes (``vars``) in their order.
+    trainable : sequence of str, optional
+        The subset of ``fields`` that optimisers train; the others are carried along
+        unchanged (``None`` in the state tree).  By default every field.
+
+    Returns
+    -------
+    The class itself, so that ``functor`` works as a decorator.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> @opt.functor(trainable=("w",))
+    ... class Affine:
+    ...     def __init__(self, w, b):
+    ...         self.w, self.b = w, b
+    >>> st = opt.setup(opt.Descent(), Affine(np.ones(2), np.zeros(2)))
+    >>> sorted(st), st["b"] is None
+    (['b', 'w'], True)
+    """
+    def register(c):
+        if not isinstance(c, type):
+            raise TypeError(f"functor registers a class, got {c!r}")
+        f = None if fields is None else tuple(fields)
+        t = None if trainable is None else tuple(trainable)
+        if f is not None and t is not None and not set(t) <= set(f):
+            raise ValueError(f"trainable={t} must be a subset of fields={f}")
+        _REGISTRY[c] = _Spec(f, t)
+        return c
+
+    if cls is None:
+        return register
+    return register(cls)
+
+
+def is_namedtuple(x) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def _spec(t):
+    spec = _REGISTRY.get(t)
+    if spec is None:
+        for base in t.__mro__[1:]:
+            spec = _REGISTRY.get(base)
+            if spec is not None:
+                break
+    return spec
+
+
+def _default_fields(x):
+    if dataclasses.is_dataclass(x):
+        return tuple(f.name for f in dataclasses.fields(x))
+    slots = []
+    for klass in type(x).__mro__:
+        s = klass.__dict__.get("__slots__", ())
+        slots.extend([s] if isinstance(s, str) else s)
+    slots = [s for s in slots if s not in ("__dict__", "__weakref__") and hasattr(x, s)]
+    if slots:
+        return tuple(slots)
+    return tuple(vars(x))
+
+
+def children(x):
+    """The ``(keys, values)`` of a container, or ``None`` when ``x`` is a leaf.
+
+    Keys are dict keys, 0-based positions for lists and tuples, and field names for
+    namedtuples and registered classes."""
+    t = type(x)
+    if t is dict or isinstance(x, dict):
+        return tuple(x.keys()), tuple(x.values())
+    if t is list or t is tuple:
+        return tuple(range(len(x))), tuple(x)
+    if isinstance(x, tuple):
+        if is_namedtuple(x):
+            return tuple(t._fields), tuple(x)
+        return tuple(range(len(x))), tuple(x)
+    spec = _spec(t)
+    if spec is None:
+        return None
+    names = spec.fields if spec.fields is not None else _default_fields(x)
+    return names, tuple(getattr(x, f) for f in names)
+
+
+def trainable(x):
+    """The trainable children of a container, as a ``dict`` from key to child.
+
+    For a registered class these are the ``trainable=`` fields given to :func:`functor`
+    (every field by default); for the built-in containers, every child.  A leaf has none.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> opt.trainable({"a": 1, "b": 2})
+    {'a': 1, 'b': 2}
+    """
+    kv = children(x)
+    if kv is None:
+        return {}
+    keys, values = kv
+    allowed = trainable_keys(x, keys)
+    return {k: v for k, v in zip(keys, values) if allowed is None or k in allowed}
+
+
+def trainable_keys(x, keys):
+    """The set of trainable keys of a container, or ``None`` when all are trainable."""
+    t = type(x)
+    if t is dict or t is list or t is tuple:
+        return None
+    spec = _spec(t)
+    if spec is None or spec.trainable is None:
+        return None
+    return frozenset(spec.trainable)
+
+
+def rebuild(x, keys, values):
+    """A container like ``x`` whose children are ``values``.
+
+    Registered classes are copied (``copy.copy``) and the fields set with
+    ``object.__setattr__``, so no user ``__init__`` runs and frozen dataclasses and
+    ``__slots__`` classes rebuild too."""
+    t = type(x)
+    if t is dict:
+        return dict(zip(keys, values))
+    if t is list:
+        return list(values)
+    if t is tuple:
+        return tuple(values)
+    if isinstance(x, dict):
+        return t(zip(keys, values))
+    if isinstance(x, tuple):
+        if is_namedtuple(x):
+            return t._make(values)
+        return t(values)
+    new = copy.copy(x)
+    for k, v in zip(keys, values):
+        object.__setattr__(new, k, v)
+    return new

@@ -1,0 +1,101 @@
+"""KeyPath: where a node sits in a tree, as a tuple of keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["KeyPath", "getkeypath", "haskeypath"]
+
+
+class KeyPath(tuple):
+    """A path of keys into a nested model: dict keys, 0-based positions, field names.
+
+    ``KeyPath("b", 0, "c")`` reaches ``model["b"][0]["c"]`` (or ``model.b[0].c`` for
+    objects).  KeyPaths given as keys are spliced in.  ``str(kp)`` is ``b.0.c``.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> kp = opt.KeyPath("b", 0) + opt.KeyPath("c")
+    >>> kp, str(kp), len(kp)
+    (KeyPath('b', 0, 'c'), 'b.0.c', 3)
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *keys):
+        flat = []
+        for k in keys:
+            if isinstance(k, KeyPath):
+                flat.extend(k)
+            else:
+                flat.append(k)
+        return super().__new__(cls, flat)
+
+    def __add__(self, other):
+        return KeyPath(*self, *KeyPath(*other)) if isinstance(other, tuple) else KeyPath(*self, other)
+
+    def __getitem__(self, i):
+        r = tuple.__getitem__(self, i)
+        return KeyPath(*r) if isinstance(i, slice) else r
+
+    def __repr__(self):
+        return "KeyPath(" + ", ".join(repr(k) for k in self) + ")"
+
+    def __str__(self):
+        return ".".join(str(k) for k in self) if self else "(root)"
+
+    def __getnewargs__(self):
+        return tuple(self)
+
+
+def _step(x, k):
+    if isinstance(x, Mapping):
+        return x[k]
+    if isinstance(k, int) and isinstance(x, (list, tuple)):
+        return x[k]
+    if isinstance(k, str):
+        return getattr(x, k)
+    return x[k]
+
+
+def getkeypath(x, kp):
+    """The node of ``x`` at ``kp``; raises ``KeyError`` naming the first missing key.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> opt.getkeypath({"a": [10, 20]}, opt.KeyPath("a", 1))
+    20
+    """
+    for i, k in enumerate(KeyPath(*kp) if not isinstance(kp, KeyPath) else kp):
+        try:
+            x = _step(x, k)
+        except (KeyError, IndexError, AttributeError, TypeError) as e:
+            raise KeyError(f"no key {k!r} at {KeyPath(*kp[:i])}") from e
+    return x
+
+
+def haskeypath(x, kp):
+    """Whether ``getkeypath(x, kp)`` would succeed.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> opt.haskeypath({"a": [10, 20]}, opt.KeyPath("a", 2))
+    False
+    """
+    for k in kp:
+        if isinstance(x, Mapping):
+            if k not in x:
+                return False
+        elif isinstance(k, int) and isinstance(x, (list, tuple)):
+            if not -len(x) <= k < len(x):
+                return False
+        elif isinstance(k, str):
+            if not hasattr(x, k):
+                return False
+        else:
+            return False
+        x = _step(x, k)
+    return True

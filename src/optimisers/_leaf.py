@@ -1,0 +1,69 @@
+"""Leaf: the state of one trainable array in a state tree."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Leaf", "tree_equal"]
+
+
+class Leaf:
+    """The optimiser state of one parameter array: its rule, its state, and a frozen flag.
+
+    ``setup`` makes one ``Leaf`` per distinct trainable array; an array that appears twice in
+    a model (tied weights) shares one ``Leaf``.  A ``Leaf`` is mutable: ``update_`` replaces
+    ``.state``, ``adjust_`` replaces ``.rule``, ``freeze_``/``thaw_`` set ``.frozen``.
+    Equality compares rule, state (arrays by value and dtype) and flag.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> leaf = opt.setup(opt.Momentum(), np.zeros(2))
+    >>> leaf
+    Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0.]))
+    """
+
+    __slots__ = ("rule", "state", "frozen", "_scratch", "__weakref__")
+
+    def __init__(self, rule, state, frozen=False):
+        self.rule = rule
+        self.state = state
+        self.frozen = bool(frozen)
+        self._scratch = None   # a per-leaf buffer for chains that must materialise d
+
+    def __repr__(self):
+        tail = ", frozen=True" if self.frozen else ""
+        return f"Leaf({self.rule!r}, {self.state!r}{tail})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Leaf):
+            return NotImplemented
+        return (self.frozen == other.frozen and self.rule == other.rule
+                and tree_equal(self.state, other.state))
+
+    __hash__ = None
+
+    def __getstate__(self):
+        return (self.rule, self.state, self.frozen)
+
+    def __setstate__(self, s):
+        self.rule, self.state, self.frozen = s
+        self._scratch = None
+
+
+def tree_equal(a, b) -> bool:
+    """Equality of nested states: arrays equal in value (NaN equals NaN) and dtype."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+                and a.dtype == b.dtype and a.shape == b.shape
+                and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+    if isinstance(a, Leaf) or isinstance(b, Leaf):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(tree_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(tree_equal(x, y) for x, y in zip(a, b)))
+    if isinstance(a, np.generic) or isinstance(b, np.generic):
+        return (type(a) is type(b) and (a == b or (a != a and b != b)))
+    return type(a) is type(b) and a == b

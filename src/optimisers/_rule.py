@@ -1,0 +1,148 @@
+"""The rule protocol, and the checks every hyper-parameter goes through."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["Rule", "init", "apply_"]
+
+
+class Rule:
+    """Base class of every optimisation rule.
+
+    A rule is an immutable value holding hyper-parameters only.  Two methods define it:
+
+    * ``init(x) -> state``: the state for one parameter array ``x``;
+    * ``apply(state, x, dx) -> (state, d)``: the new state and the step ``d``; the caller
+      then does ``x -= d``.  ``d`` may be ``None`` for "no step this time".
+
+    Subclass it to write a rule in Python with numpy; it composes with the built-in rules in
+    an ``OptimiserChain``.  ``apply`` may update state arrays in place, and must not write
+    into ``x`` or ``dx``.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> class SignSGD(opt.Rule):
+    ...     def __init__(self, eta=0.01):
+    ...         self.eta = eta
+    ...     def apply(self, state, x, dx):
+    ...         return state, self.eta * np.sign(dx)
+    >>> x = np.array([1.0, -2.0])
+    >>> st = opt.setup(opt.OptimiserChain(opt.ClipGrad(1.0), SignSGD(0.5)), x)
+    >>> st, x = opt.update_(st, x, np.array([3.0, -0.0]))
+    >>> x
+    array([ 0.5, -2. ])
+    """
+
+    #: how the rule treats complex parameters: "componentwise", "moments", or None (refused)
+    _complex = None
+
+    def init(self, x):
+        return None
+
+    def apply(self, state, x, dx):
+        raise NotImplementedError(f"{type(self).__name__} must define apply(state, x, dx)")
+
+    def check_param(self, x, path=None):
+        """Raise ``TypeError`` at ``setup`` if this rule cannot train ``x``."""
+        if x.dtype.kind == "c" and not type(self)._user_rule() and self._complex is None:
+            where = f" at {path}" if path is not None else ""
+            raise TypeError(f"{type(self).__name__} is not defined for complex parameters "
+                            f"(it orders values){where}; got dtype {x.dtype}")
+
+    @classmethod
+    def _user_rule(cls):
+        return not cls.__module__.startswith("optimisers.")
+
+    # The engine's hook.  Kernel rules add a stage to the program; a rule written in Python
+    # (the default here) materialises the incoming step and calls its own ``apply``.
+    def _compile(self, state, prog):
+        dx = prog.current()
+        state, d = self.apply(state, prog.x, dx)
+        prog.set_source(d)
+        return state
+
+    def _fields(self):
+        """The names of the hyper-parameters (what ``adjust`` may change)."""
+        if dataclasses.is_dataclass(self):
+            return tuple(f.name for f in dataclasses.fields(self))
+        return tuple(k for k in getattr(self, "__dict__", {}) if not k.startswith("_"))
+
+
+def init(rule, x):
+    """The initial state of ``rule`` for one parameter array ``x`` (``rule.init(x)``).
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> opt.init(opt.Descent(0.1), np.ones(3, np.float32)) is None
+    True
+    """
+    x = np.asarray(x)
+    rule.check_param(x)
+    return rule.init(x)
+
+
+def apply_(rule, state, x, dx):
+    """One step of ``rule`` without touching ``x``: returns ``(state, d)``, with ``x - d``
+    the updated parameter.  State arrays are updated in place (hence the underscore).
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> opt.apply_(opt.Descent(0.1), None, np.ones(3, np.float32), np.array([4, 5, 6]))
+    (None, array([0.4, 0.5, 0.6], dtype=float32))
+    """
+    from ._program import run_functional
+    return run_functional(rule, state, np.asarray(x), dx)
+
+
+# ----------------------------------------------------------------------------------------
+# Hyper-parameter checks.  Each returns the normalised value or raises ValueError naming
+# the rule, the field, the value and the allowed range.
+
+def _is_real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def real(rule, name, v, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, what=None):
+    rule = type(rule).__name__
+    if not _is_real(v) or isinstance(v, np.ndarray):
+        raise TypeError(f"{rule}: {name} must be a real number, got {v!r}")
+    v = float(v)
+    low_ok = v > lo if lo_open else v >= lo
+    high_ok = v < hi if hi_open else v <= hi
+    if math.isnan(v) or not (low_ok and high_ok):
+        rng = what or f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ValueError(f"{rule}: {name}={v!r} is out of range, it must be in {rng}")
+    return v
+
+
+def nonneg(rule, name, v):
+    return real(rule, name, v, lo=0.0, what="[0, inf]")
+
+
+def decay(rule, name, v):
+    """A decay rate: in [0, 1)."""
+    return real(rule, name, v, lo=0.0, hi=1.0, hi_open=True)
+
+
+def pair(rule, name, v, check):
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise TypeError(f"{type(rule).__name__}: {name} must be a pair (tuple of 2 numbers), got {v!r}")
+    return (check(rule, f"{name}[0]", v[0]), check(rule, f"{name}[1]", v[1]))
+
+
+def checked(cls):
+    """Decorator: a frozen dataclass rule whose ``_check()`` normalises its fields."""
+    def __post_init__(self):
+        for name, value in self._check().items():
+            object.__setattr__(self, name, value)
+
+    cls.__post_init__ = __post_init__
+    return dataclasses.dataclass(frozen=True)(cls)

@@ -1,0 +1,582 @@
+"""The tree functions: setup, update/update_, adjust/adjust_, freeze_/thaw_, trainables.
+
+``update_`` works in phases so that bad input changes nothing:
+
+1. *collect*: walk state tree, model and gradient together; check the gradient's structure,
+   shapes and dtypes; cast each gradient once; sum the gradients of tied arrays.
+2. *precheck*: for every leaf, build its program and run the checks that a leading
+   ``ClipNorm(throw=True)`` demands (finite norm).
+3. *step*: run each leaf's fused kernel program, writing parameters and states.
+4. *rebuild*: only where an array could not be written in place (read-only), rebuild the
+   containers around the new array.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import numbers
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._functor import children, is_namedtuple, rebuild, trainable_keys
+from ._keypath import KeyPath
+from ._leaf import Leaf
+from ._program import Program, gradient_dtype
+from ._rule import Rule
+
+__all__ = ["setup", "update", "update_", "adjust", "adjust_", "freeze_", "thaw_",
+           "trainables", "isnumeric", "maywrite"]
+
+
+def isnumeric(x) -> bool:
+    """True for what optimisers train: numpy arrays of floating or complex numbers.
+
+    Integer and boolean arrays, scalars, and everything else are not trainable.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> opt.isnumeric(np.zeros(2)), opt.isnumeric(np.arange(2)), opt.isnumeric(1.0)
+    (True, False, False)
+    """
+    return isinstance(x, np.ndarray) and x.dtype.kind in "fc"
+
+
+def maywrite(x) -> bool:
+    """True when ``update_`` may write into ``x`` in place (a writable numpy array).
+
+    Views count: writing through a view writes the array it looks into, which is how a
+    model held by another framework is trained through numpy views of its tensors.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> a = np.zeros(2); a.flags.writeable = False
+    >>> opt.maywrite(np.zeros(2)), opt.maywrite(a)
+    (True, False)
+    """
+    return isinstance(x, np.ndarray) and x.flags.writeable
+
+
+# ----------------------------------------------------------------------------------------
+# setup
+
+def _state_container(x, keys, states):
+    t = type(x)
+    if t is list:
+        return list(states)
+    if t is tuple:
+        return tuple(states)
+    if is_namedtuple(x):
+        return t._make(states)
+    if isinstance(x, tuple):
+        return tuple(states)
+    return dict(zip(keys, states))
+
+
+def setup(rule, model):
+    """Initialise ``rule`` for every trainable array of ``model``: the state tree.
+
+    The state tree has the model's shape (a dict for a dict, a list for a list, the same
+    namedtuple type for a namedtuple, a dict of fields for a registered object), with a
+    :class:`Leaf` for each trainable array and ``None`` where there is nothing to train.
+    An array appearing twice (tied weights) gets one shared ``Leaf``.  When ``model`` is
+    itself an array, the result is a bare ``Leaf``.
+
+    Parameters
+    ----------
+    rule : Rule
+    model : nested dicts, lists, tuples, namedtuples, registered objects and arrays
+
+    Returns
+    -------
+    The state tree.  Raises ``TypeError`` for a parameter the rule cannot train (e.g. a
+    complex array with ``Rprop``), naming its key path.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> st = opt.setup(opt.Momentum(), {"x": np.zeros(3), "y": (True, False), "z": np.tanh})
+    >>> st["x"], st["y"], st["z"]
+    (Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0., 0.])), (None, None), None)
+    """
+    if not isinstance(rule, Rule):
+        raise TypeError(f"setup(rule, model) takes a rule first, got {type(rule).__name__}")
+    cache = {}
+
+    def walk(x, path):
+        if isnumeric(x):
+            leaf = cache.get(id(x))
+            if leaf is None:
+                rule.check_param(x, path)
+                leaf = cache[id(x)] = Leaf(rule, rule.init(x))
+            return leaf
+        kv = children(x)
+        if kv is None:
+            return None
+        keys, values = kv
+        allowed = trainable_keys(x, keys)
+        states = [walk(v, path + (k,)) if allowed is None or k in allowed else None
+                  for k, v in zip(keys, values)]
+        return _state_container(x, keys, states)
+
+    tree = walk(model, KeyPath())
+    if not cache:
+        warnings.warn("setup found no trainable parameters in this model", stacklevel=2)
+    return tree
+
+
+# ----------------------------------------------------------------------------------------
+# update
+
+class _Entry:
+    __slots__ = ("leaf", "x", "g", "path")
+
+    def __init__(self, leaf, x, g, path):
+        self.leaf, self.x, self.g, self.path = leaf, x, g, path
+
+
+def _state_children(t, m, keys, path):
+    if isinstance(t, dict):
+        if len(t) != len(keys) or any(k not in t for k in keys):
+            raise ValueError(f"the state tree does not match the model at {path}: "
+                             f"state keys {list(t)}, model keys {list(keys)}")
+        return [t[k] for k in keys]
+    if isinstance(t, (list, tuple)):
+        if len(t) != len(keys):
+            raise ValueError(f"the state tree does not match the model at {path}: "
+                             f"{len(t)} state entries, {len(keys)} model entries")
+        return t
+    raise TypeError(f"the state tree has {type(t).__name__} at {path} where the model has "
+                    f"a container ({type(m).__name__})")
+
+
+def _grad_children(m, g, keys, path):
+    """The gradient's children aligned with the model's ``keys``."""
+    if isinstance(m, dict):
+        if not isinstance(g, Mapping):
+            raise TypeError(f"the gradient at {path} is a {type(g).__name__}, the model has "
+                            f"a {type(m).__name__} there")
+        extra = [k for k in g if k not in m]
+        if extra:
+            raise ValueError(f"the gradient at {path} has key(s) {extra} that the model "
+                             f"does not have (model keys: {list(keys)})")
+        return [g.get(k) for k in keys]
+    if isinstance(m, (list, tuple)) and not is_namedtuple(m):
+        if not isinstance(g, (list, tuple)):
+            raise TypeError(f"the gradient at {path} is a {type(g).__name__}, the model has "
+                            f"a {type(m).__name__} of length {len(m)} there")
+        if len(g) != len(m):
+            raise ValueError(f"the gradient at {path} has length {len(g)}, the model's "
+                             f"{type(m).__name__} has length {len(m)}")
+        return g
+    # namedtuples and registered objects: by field name
+    if isinstance(g, Mapping):
+        extra = [k for k in g if k not in keys]
+        if extra and is_namedtuple(m):
+            raise ValueError(f"the gradient at {path} has field(s) {extra} that the model's "
+                             f"{type(m).__name__} does not have")
+        return [g.get(k) for k in keys]
+    if is_namedtuple(m) and isinstance(g, tuple) and not is_namedtuple(g):
+        if len(g) != len(m):
+            raise ValueError(f"the gradient at {path} has length {len(g)}, the model's "
+                             f"{type(m).__name__} has length {len(m)}")
+        return g
+    if isinstance(g, (np.ndarray, numbers.Number, str, list)):
+        raise TypeError(f"the gradient at {path} is a {type(g).__name__}, the model has a "
+                        f"{type(m).__name__} there (give a dict of its fields, or an object "
+                        f"with them)")
+    return [getattr(g, k, None) for k in keys]
+
+
+def _check_gradient(g, x, rule, path):
+    """The gradient of one array, checked and cast once to the dtype its rule computes in."""
+    if isinstance(g, (list, tuple, Mapping, str)):
+        raise TypeError(f"the gradient at {path} is a {type(g).__name__}, expected an array "
+                        f"of shape {x.shape}")
+    a = g if isinstance(g, np.ndarray) else np.asarray(g)
+    kind = a.dtype.kind
+    if kind not in "biufc":
+        raise TypeError(f"the gradient at {path} has dtype {a.dtype}, which is not numeric")
+    if kind == "c" and x.dtype.kind != "c":
+        raise TypeError(f"the gradient at {path} is complex ({a.dtype}) but the parameter is "
+                        f"real ({x.dtype})")
+    if a.shape != x.shape:
+        raise ValueError(f"the gradient at {path} has shape {a.shape}, the parameter has "
+                         f"shape {x.shape} (gradients are never broadcast)")
+    return np.ascontiguousarray(a, dtype=gradient_dtype(rule, x.dtype))
+
+
+def _collect(t, m, g, path, found):
+    if g is None or t is None:
+        return
+    if isinstance(t, Leaf):
+        if not isnumeric(m):
+            raise TypeError(f"the state tree has a Leaf at {path} but the model has "
+                            f"{type(m).__name__} there")
+        gx = _check_gradient(g, m, t.rule, path)
+        e = found.get(id(t))
+        if e is None:
+            found[id(t)] = _Entry(t, m, gx, path)
+        elif e.x is not m:
+            raise ValueError(f"one Leaf is shared by two different arrays, at {e.path} and "
+                             f"{path}: the state tree does not belong to this model")
+        else:
+            e.g = e.g + gx                   # tied weights: sum the gradients
+        return
+    kv = children(m)
+    if kv is None:
+        raise TypeError(f"the state tree has a {type(t).__name__} at {path} but the model "
+                        f"has a {type(m).__name__} there")
+    keys, values = kv
+    ts = _state_children(t, m, keys, path)
+    gs = _grad_children(m, g, keys, path)
+    for k, tv, mv, gv in zip(keys, ts, values, gs):
+        _collect(tv, mv, gv, path + (k,), found)
+
+
+def _rebuild_model(m, new_arrays, memo):
+    if isinstance(m, np.ndarray):
+        return new_arrays.get(id(m), m)
+    kv = children(m)
+    if kv is None:
+        return m
+    r = memo.get(id(m))
+    if r is not None:
+        return r
+    keys, values = kv
+    new = [_rebuild_model(v, new_arrays, memo) for v in values]
+    r = m if all(a is b for a, b in zip(new, values)) else rebuild(m, keys, new)
+    memo[id(m)] = r
+    return r
+
+
+def update_(tree, model, grad, *more_grads):
+    """One optimisation step, in place: returns ``(tree, model)``.
+
+    Writes into every writable parameter array and every ``Leaf``'s state; a read-only
+    parameter is replaced by a new array in the returned model (so always use the returned
+    model).  Containers are rebuilt only around replaced arrays, so a model of writable
+    arrays comes back as the same object.
+
+    Parameters
+    ----------
+    tree : state tree from :func:`setup`
+    model : the model it was made for
+    grad : gradient with the model's structure
+        Arrays of exactly the parameters' shapes (never broadcast; any real dtype is cast
+        once to the parameter's).  ``None`` anywhere, or a key left out of a dict, means no
+        gradient there: the rule is not called and its state does not advance.  Gradients
+        of tied arrays are summed.
+    *more_grads
+        Accepted for compatibility with the seed's higher-order interface; they are checked
+        like ``grad`` and otherwise unused by the built-in rules.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a gradient of the wrong structure, shape or dtype, naming its key path, before
+        anything is written.
+    FloatingPointError
+        On a non-finite norm met by a ``ClipNorm(throw=True)``; before anything is written
+        when that ``ClipNorm`` leads its chain.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"x": np.array([1.0, 2.0], np.float32)}
+    >>> st = opt.setup(opt.Momentum(1 / 30, 0.9), m)
+    >>> st, m2 = opt.update_(st, m, {"x": np.array([10.0, 14.0], np.float32)})
+    >>> m2["x"], m2 is m
+    (array([0.6666666, 1.5333333], dtype=float32), True)
+    """
+    found = {}
+    _collect(tree, model, grad, KeyPath(), found)
+    for more in more_grads:
+        _collect(tree, model, more, KeyPath(), {})
+
+    programs = []
+    for e in found.values():
+        if e.leaf.frozen:
+            continue
+        x = e.x
+        work = x if (x.flags.c_contiguous and x.flags.writeable) else np.array(x, order="C")
+        prog = Program(work, e.g, e.leaf, e.path)
+        pre = getattr(e.leaf.rule, "_precheck", None)
+        if pre is not None:
+            pre(prog)
+        programs.append((e, work, prog))
+
+    replaced = {}
+    for e, work, prog in programs:
+        leaf = e.leaf
+        new_state = leaf.rule._compile(leaf.state, prog)
+        prog.finish()
+        leaf.state = new_state
+        if work is not e.x:
+            if e.x.flags.writeable:
+                np.copyto(e.x, work)
+            else:
+                replaced[id(e.x)] = work
+
+    if replaced:
+        model = _rebuild_model(model, replaced, {})
+    return tree, model
+
+
+def _copy_state(s, memo):
+    if isinstance(s, np.ndarray):
+        c = memo.get(id(s))
+        if c is None:
+            c = memo[id(s)] = s.copy()
+        return c
+    if isinstance(s, Leaf):
+        c = memo.get(id(s))
+        if c is None:
+            c = memo[id(s)] = Leaf(s.rule, _copy_state(s.state, memo), s.frozen)
+        return c
+    if isinstance(s, dict):
+        return {k: _copy_state(v, memo) for k, v in s.items()}
+    if is_namedtuple(s):
+        return type(s)._make(_copy_state(v, memo) for v in s)
+    if isinstance(s, (list, tuple)):
+        return type(s)(_copy_state(v, memo) for v in s)
+    return s
+
+
+def _copy_model(m, memo):
+    if isinstance(m, np.ndarray):
+        if not m.flags.writeable:
+            return m
+        c = memo.get(id(m))
+        if c is None:
+            c = memo[id(m)] = m.copy()
+        return c
+    kv = children(m)
+    if kv is None:
+        return m
+    c = memo.get(id(m))
+    if c is None:
+        keys, values = kv
+        c = memo[id(m)] = rebuild(m, keys, [_copy_model(v, memo) for v in values])
+    return c
+
+
+def update(tree, model, grad, *more_grads):
+    """One optimisation step that touches nothing it was given: returns new
+    ``(tree, model)``.
+
+    Copies the state tree and every writable array of the model (keeping ties), then runs
+    :func:`update_` on the copies.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"x": np.array([1, 2, 3], np.float32), "y": np.tanh}
+    >>> t = opt.setup(opt.Descent(0.1), m)
+    >>> t2, m2 = opt.update(t, m, {"x": np.array([1, 1, 1]), "y": None})
+    >>> m2["x"], m["x"]
+    (array([0.9, 1.9, 2.9], dtype=float32), array([1., 2., 3.], dtype=float32))
+    """
+    return update_(_copy_state(tree, {}), _copy_model(model, {}), grad, *more_grads)
+
+
+# ----------------------------------------------------------------------------------------
+# adjust, freeze
+
+def _state_leaves(tree, fname):
+    """Every distinct Leaf of a state tree; ``TypeError`` if the tree is a model."""
+    leaves, seen = [], set()
+
+    def walk(s, path):
+        if isinstance(s, Leaf):
+            if id(s) not in seen:
+                seen.add(id(s))
+                leaves.append(s)
+        elif s is None:
+            pass
+        elif isinstance(s, dict):
+            for k, v in s.items():
+                walk(v, path + (k,))
+        elif isinstance(s, (list, tuple)) and not isinstance(s, str):
+            keys = s._fields if is_namedtuple(s) else range(len(s))
+            for k, v in zip(keys, s):
+                walk(v, path + (k,))
+        else:
+            raise TypeError(f"{fname} must be applied to a state tree from setup, not to a "
+                            f"model: found a {type(s).__name__} at {path}")
+
+    walk(tree, KeyPath())
+    return leaves
+
+
+def freeze_(tree):
+    """Freeze every ``Leaf`` of ``tree`` (any sub-tree of a state tree): its parameter and
+    state stop changing until :func:`thaw_`.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"x": (np.array([1.0]), 2.0), "y": np.array([3.0])}
+    >>> s = opt.setup(opt.Momentum(), m)
+    >>> opt.freeze_(s["x"])
+    >>> s, m = opt.update_(s, m, {"x": (np.array([np.pi]), None), "y": np.array([100 * np.pi])})
+    >>> m["x"][0], m["y"]
+    (array([1.]), array([-0.14159265]))
+    """
+    for leaf in _state_leaves(tree, "freeze_"):
+        leaf.frozen = True
+
+
+def thaw_(tree):
+    """Undo :func:`freeze_` on every ``Leaf`` of ``tree``.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> s = opt.setup(opt.Descent(), [np.zeros(1)]); opt.freeze_(s); opt.thaw_(s)
+    >>> s[0].frozen
+    False
+    """
+    for leaf in _state_leaves(tree, "thaw_"):
+        leaf.frozen = False
+
+
+def _changes(eta, fields):
+    kw = dict(fields)
+    if eta is not None:
+        kw["eta"] = eta
+    if "centered" in kw:
+        kw["centred"] = kw.pop("centered")
+    if not kw:
+        raise TypeError("adjust must be given something to change, e.g. adjust(tree, 0.01) "
+                        "or adjust(tree, beta=(0.9, 0.99))")
+    return kw
+
+
+def _rule_fields(rule):
+    return rule._fields() if hasattr(rule, "_fields") else tuple(vars(rule))
+
+
+def _adjust_rule(rule, kw, used, known):
+    from ._composite import AccumGrad, MixedPrecision, OptimiserChain
+    if isinstance(rule, OptimiserChain):
+        return OptimiserChain(*(_adjust_rule(r, kw, used, known) for r in rule.opts))
+    if isinstance(rule, MixedPrecision):
+        return MixedPrecision(rule.dtype, _adjust_rule(rule.rule, kw, used, known))
+    names = _rule_fields(rule)
+    known.update(names)
+    mine = {k: v for k, v in kw.items() if k in names}
+    if not mine:
+        return rule
+    if "centred" in mine:
+        raise ValueError("adjust cannot change RMSProp's centred: the two variants keep "
+                         "different states; set up a new state tree instead")
+    used.update(mine)
+    if isinstance(rule, AccumGrad):
+        return AccumGrad(mine["n"])
+    if dataclasses.is_dataclass(rule):
+        return dataclasses.replace(rule, **mine)
+    new = copy.copy(rule)
+    for k, v in mine.items():
+        object.__setattr__(new, k, v)
+    return new
+
+
+def _adjusted(rules, kw):
+    """New rules for ``rules`` (all checked first); ``TypeError`` for names no rule has."""
+    used, known, out = set(), set(), {}
+    for r in rules:
+        if id(r) not in out:
+            out[id(r)] = _adjust_rule(r, kw, used, known)
+    unknown = sorted(set(kw) - used)
+    if unknown:
+        raise TypeError(f"adjust: no rule here has field(s) {unknown}; the fields that exist "
+                        f"are {sorted(known)}")
+    return out
+
+
+def adjust(tree_or_rule, eta=None, **fields):
+    """A copy of a rule, ``Leaf`` or state tree with hyper-parameters changed.
+
+    States are kept (copied for trees).  ``adjust(x, 0.01)`` changes every ``eta``;
+    keywords change the fields of that name in every rule that has one (in chains too).
+    Values are validated as at construction; a name that no rule has is a ``TypeError``.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> opt.adjust(opt.OptimiserChain(opt.ClipGrad(2.0), opt.Adam()), 0.2)
+    OptimiserChain(ClipGrad(delta=2.0), Adam(eta=0.2, beta=(0.9, 0.999), epsilon=1e-08))
+    """
+    kw = _changes(eta, fields)
+    if isinstance(tree_or_rule, Rule):
+        return _adjusted([tree_or_rule], kw)[id(tree_or_rule)]
+    tree = _copy_state(tree_or_rule, {})
+    adjust_(tree, **kw)
+    return tree
+
+
+def adjust_(tree, eta=None, **fields):
+    """Change hyper-parameters in place in a state tree (any sub-tree), keeping states.
+
+    Every new rule is built and validated before any ``Leaf`` changes, so a failed
+    ``adjust_`` leaves the tree as it was.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> st = opt.setup(opt.Nesterov(), {"vec": np.zeros(2, np.float32)})
+    >>> opt.adjust_(st, 0.123)
+    >>> st["vec"].rule
+    Nesterov(eta=0.123, rho=0.9)
+    """
+    if isinstance(tree, Rule):
+        raise TypeError("adjust_ changes a state tree in place; use adjust(rule, ...) for a rule")
+    kw = _changes(eta, fields)
+    leaves = _state_leaves(tree, "adjust_")
+    new = _adjusted([leaf.rule for leaf in leaves], kw)
+    for leaf in leaves:
+        leaf.rule = new[id(leaf.rule)]
+
+
+# ----------------------------------------------------------------------------------------
+# trainables
+
+def trainables(model, path=False):
+    """Every trainable array of ``model``, each distinct array once, depth first.
+
+    With ``path=True``, a list of ``(KeyPath, array)`` pairs.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> x = {"a": np.array([1.0, 2.0]), "b": ({"c": np.array([3.0, 4.0]), "d": 5.0}, np.array([6.0, 7.0]))}
+    >>> for kp, y in opt.trainables(x, path=True):
+    ...     print(kp, y)
+    a [1. 2.]
+    b.0.c [3. 4.]
+    b.1 [6. 7.]
+    """
+    out, seen = [], set()
+
+    def walk(x, kp):
+        if isnumeric(x):
+            if id(x) not in seen:
+                seen.add(id(x))
+                out.append((kp, x) if path else x)
+            return
+        kv = children(x)
+        if kv is None:
+            return
+        keys, values = kv
+        allowed = trainable_keys(x, keys)
+        for k, v in zip(keys, values):
+            if allowed is None or k in allowed:
+                walk(v, kp + (k,))
+
+    walk(model, KeyPath())
+    return out

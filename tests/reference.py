@@ -1,0 +1,724 @@
+"""Plain-numpy reference implementation of the 23 optimisation rules (test oracle).
+
+Written independently of the Cython kernels, straight from the formulas of
+``shared/reference/optimisers_jl_spec.md`` §1.2 and the numeric conventions of
+``conventions.md`` (which win where they differ, as do the departures of
+``shared/API.md``).  Every element-wise formula is evaluated with the seed's
+parenthesisation, one IEEE operation at a time, with numpy scalars of the compute
+dtype for every hyper-parameter and derived scalar (NEP 50: no float64 creeps in).
+
+Public functions
+----------------
+``ref_init(rule, x) -> state``
+``ref_apply(rule, state, x, g) -> (new_state, d)``   (never mutates its inputs;
+    ``d`` is in the compute dtype C, or ``None`` for "no step")
+``ref_update(rule, state, x, g) -> (new_state, new_x)``
+``ref_norm(g, p) -> float``                          (the blocked norm of conventions §7)
+
+Rules are duck-typed: dispatch is on ``type(rule).__name__`` and the hyper-parameters
+are read from the attributes named in API.md (``eta``, ``beta``, ``lambda_`` ...).
+
+Readings chosen where the written conventions leave a choice (the kernels must match):
+
+* dtypes: T = x.dtype; C = float32 if T is float16 else T; R = real dtype of C.
+  Every hyper-parameter is converted with ``R.type(value)`` straight from the stored
+  Python value; derived scalars (1-b1, 1-bt1, -(rho*rho), (1+rho)*eta, rho_inf ...)
+  are computed once per step with R scalars.  Running products beta_t are R scalars.
+* float16: state arrays are loaded with an exact cast to float32; the step uses the
+  unrounded float32 new state; states and x_new are rounded to float16 on store.
+  Inside an OptimiserChain the running d is passed from member to member in C
+  (float32) WITHOUT rounding to float16.  The AccumGrad d is the unrounded float32
+  accumulator; its float16-rounded copy is what the next micro-step adds to.
+* float16 initial fills (AdaGrad acc, AMSGrad m/v/vhat = epsilon, Rprop step = eta)
+  are converted from the Python float straight to float16 (``np.full(..., dtype=f16)``,
+  a single correctly rounded cast from float64), not via float32.  AdaGrad's acc
+  with the default epsilon=1e-8 therefore starts at 0 in float16.
+* sign(): numpy's ``np.sign`` semantics: sign(+-0) = +0.0, sign(NaN) = NaN (Lion,
+  SignDecay, Rprop's sign(gprev_new)).
+* Rprop: d = step_new * sign(gprev_new) uses the unrounded float32 step_new and
+  gprev_new (= g in C where p >= 0 or NaN, +0 where p < 0); p = gprev_old * g in C.
+  The three-way choice is written with ``np.where``: p > 0 -> min(step*ell2, gamma2),
+  p < 0 -> max(step*ell1, gamma1), otherwise (0 or NaN) step unchanged;
+  min/max are np.minimum/np.maximum (NaN propagating).
+* ClipGrad: d = g where g is NaN, else (delta if g > delta else (-delta if g < -delta
+  else g)), with -delta = -(R(delta)).
+* RAdam: rho_inf = (2/(1-b2)) - 1; rho = rho_inf - ((R(2*t)*bt2) / (1-bt2)); the
+  branch test is rho > 4 (all R scalars); r = sqrt((((rho-4)*(rho-2))*rho_inf) /
+  (((rho_inf-4)*(rho_inf-2))*rho)) with sqrt of an R scalar.
+* AccumGrad: division g / R(n) (complex: each component divided by R(n)).
+* ClipNorm: the norm is taken of the gradient AFTER its cast to C.  For complex g
+  and p not in {2, 0} (p = 1, +-inf, other), |g_i| = C-library ``hypot(re, im)`` of
+  the components converted to float64 (``np.hypot``; NOT ``np.abs`` of a complex
+  array, whose own cabs differs from libm in the last bit for many inputs).
+  Other finite p: a_i = C-library ``pow(|g_i|, p)`` in float64 and
+  norm = ``pow(total, 1.0/p)`` with 1.0/p a float64 division (libm pow via
+  ``math.pow``; numpy's ``np.power`` uses its own SIMD code on AVX-512 machines and
+  differs from libm in the last bit).  p = 0 counts g_i != 0 (NaN counts).
+  lam in float64: norm == 0 -> 1.0 (even when omega == 0), norm == +inf -> 0.0
+  (even when omega == inf), NaN -> NaN, else np.minimum(omega/norm, 1.0); then
+  lam = R(lam) and d = g * lam (complex: each component times lam).  ``throw`` and a
+  non-finite norm raise ``ValueError`` here (the library's exception class is not
+  fixed by the docs).
+* float arithmetic used: + - * / and sqrt only (IEEE, identical in numpy's SIMD
+  loops and in C); max/min are np.maximum/np.minimum; abs is exact.  No numpy
+  transcendental (np.power, np.abs(complex)) is used anywhere.
+* Complex parameters: Rprop, AdaMax, AMSGrad, ClipGrad, and also Lion and SignDecay
+  (not in the supported list of the brief) raise TypeError in this reference.
+* MixedPrecision: the ORIGINAL gradient is cast straight to the high dtype H (not via
+  C); the inner rule is updated with ``ref_update`` on xT; new_x = xT_new.astype(T).
+  If x is complex and ``rule.dtype`` is real, H is promoted to the complex dtype of
+  that precision.  ``ref_apply`` on a MixedPrecision returns the seed's
+  non-writable-path step d = C(T(H(x) - xT_new)); ``ref_update`` does not use it.
+* ``g is None`` in ``ref_update``/``ref_apply``: no step, state unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+__all__ = [
+    "RMSPropState", "RpropState", "AdamState", "RAdamState", "AdaMaxState",
+    "OAdamState", "AdaDeltaState", "AMSGradState", "AdaBeliefState",
+    "AccumGradState", "MixedPrecisionState",
+    "ref_init", "ref_apply", "ref_update", "ref_norm",
+]
+
+# ---------------------------------------------------------------------------------------
+# State layouts (conventions §8)
+
+RMSPropState = namedtuple("RMSPropState", ["q", "l"])
+RpropState = namedtuple("RpropState", ["gprev", "step"])
+AdamState = namedtuple("AdamState", ["m", "v", "beta_t"])
+RAdamState = namedtuple("RAdamState", ["m", "v", "beta_t", "t"])
+AdaMaxState = namedtuple("AdaMaxState", ["m", "u", "beta_t"])
+OAdamState = namedtuple("OAdamState", ["m", "v", "beta_t", "term"])
+AdaDeltaState = namedtuple("AdaDeltaState", ["acc", "dacc"])
+AMSGradState = namedtuple("AMSGradState", ["m", "v", "vhat"])
+AdaBeliefState = namedtuple("AdaBeliefState", ["m", "s", "beta_t"])
+AccumGradState = namedtuple("AccumGradState", ["acc", "counter"])
+MixedPrecisionState = namedtuple("MixedPrecisionState", ["xT", "inner"])
+
+
+# ---------------------------------------------------------------------------------------
+# dtype context and component helpers
+
+class _Ctx:
+    """T (param/state dtype), C (compute), R (real compute), M (second-moment state)."""
+
+    def __init__(self, x):
+        T = np.dtype(np.asarray(x).dtype)
+        if T == np.float16:
+            C = np.dtype(np.float32)
+        elif T.kind in "fc":
+            C = T
+        else:
+            raise TypeError(f"reference: unsupported parameter dtype {T}")
+        self.T = T
+        self.C = C
+        self.cplx = C.kind == "c"
+        if C == np.complex64:
+            self.R = np.dtype(np.float32)
+        elif C == np.complex128:
+            self.R = np.dtype(np.float64)
+        elif C.kind == "c":
+            raise TypeError(f"reference: unsupported complex dtype {C}")
+        else:
+            self.R = C
+        self.M = self.R if self.cplx else T
+
+    def s(self, v):
+        """A hyper-parameter / derived scalar as a numpy scalar of R."""
+        return self.R.type(v)
+
+    # loading: exact cast of a stored state array to the compute dtype (always a copy)
+    def ld(self, a):
+        return np.array(a, dtype=self.C, copy=True)
+
+    def ldr(self, a):
+        return np.array(a, dtype=self.R, copy=True)
+
+    # storing: round to the state dtype
+    def st(self, a):
+        return np.array(a, dtype=self.T, copy=True)
+
+    def stm(self, a):
+        return np.array(a, dtype=self.M, copy=True)
+
+    def split(self, a):
+        """Components of a C array as R arrays: [re, im] for complex, [a] for real."""
+        a = np.asarray(a)
+        if self.cplx:
+            return [np.array(a.real, dtype=self.R, copy=True),
+                    np.array(a.imag, dtype=self.R, copy=True)]
+        return [np.asarray(a, dtype=self.C)]
+
+    def join(self, parts):
+        if self.cplx:
+            out = np.empty(parts[0].shape, dtype=self.C)
+            out.real = parts[0]
+            out.imag = parts[1]
+            return out
+        return np.asarray(parts[0], dtype=self.C)
+
+    @staticmethod
+    def abs2(parts):
+        if len(parts) == 1:
+            return parts[0] * parts[0]
+        return (parts[0] * parts[0]) + (parts[1] * parts[1])
+
+    def no_complex(self, name):
+        if self.cplx:
+            raise TypeError(f"reference: {name} does not support complex parameters")
+
+
+def _name(rule):
+    return type(rule).__name__
+
+
+def _beta(k, rule):
+    return k.s(rule.beta[0]), k.s(rule.beta[1])
+
+
+def _bt(k, state_bt):
+    return k.s(state_bt[0]), k.s(state_bt[1])
+
+
+# ---------------------------------------------------------------------------------------
+# init
+
+def ref_init(rule, x):
+    """Initial state of ``rule`` for parameter array ``x`` (conventions §8)."""
+    name = _name(rule)
+    x = np.asarray(x)
+    if name == "OptimiserChain":
+        return tuple(ref_init(r, x) for r in rule.opts)
+    if name == "MixedPrecision":
+        H = _high_dtype(rule, x)
+        xT = np.array(x, dtype=H, copy=True)
+        return MixedPrecisionState(xT, ref_init(rule.rule, xT))
+    k = _Ctx(x)
+    T, M = k.T, k.M
+    shape = x.shape
+    z = lambda dt: np.zeros(shape, dtype=dt)  # noqa: E731
+    if name in ("Descent", "WeightDecay", "ClipNorm"):
+        return None
+    if name in ("SignDecay", "ClipGrad"):
+        k.no_complex(name)
+        return None
+    if name in ("Momentum", "Nesterov"):
+        return z(T)
+    if name == "Lion":
+        k.no_complex(name)
+        return z(T)
+    if name == "AdaGrad":
+        return np.full(shape, rule.epsilon, dtype=M)
+    if name == "RMSProp":
+        return RMSPropState(z(M), z(T) if rule.centred else None)
+    if name == "Rprop":
+        k.no_complex(name)
+        return RpropState(z(T), np.full(shape, rule.eta, dtype=T))
+    if name in ("Adam", "NAdam", "AdamW"):
+        return AdamState(z(T), z(M), _beta(k, rule))
+    if name == "RAdam":
+        return RAdamState(z(T), z(M), _beta(k, rule), 1)
+    if name == "AdaMax":
+        k.no_complex(name)
+        return AdaMaxState(z(T), z(T), _beta(k, rule))
+    if name == "OAdam":
+        return OAdamState(z(T), z(M), _beta(k, rule), z(T))
+    if name == "AdaDelta":
+        return AdaDeltaState(z(M), z(M))
+    if name == "AMSGrad":
+        k.no_complex(name)
+        e = rule.epsilon
+        return AMSGradState(np.full(shape, e, dtype=T), np.full(shape, e, dtype=T),
+                            np.full(shape, e, dtype=T))
+    if name == "AdaBelief":
+        return AdaBeliefState(z(T), z(M), _beta(k, rule))
+    if name == "AccumGrad":
+        return AccumGradState(z(T), 1)
+    raise TypeError(f"reference: unknown rule {name}")
+
+
+# ---------------------------------------------------------------------------------------
+# the rules (each gets k, rule, state, x (dtype T), g (dtype C); returns (state, d))
+
+def _descent(k, rule, state, x, g):
+    eta = k.s(rule.eta)
+    return None, k.join([gc * eta for gc in k.split(g)])
+
+
+def _momentum(k, rule, state, x, g):
+    eta, rho = k.s(rule.eta), k.s(rule.rho)
+    vs = k.split(k.ld(state))
+    vn = [(rho * vc) + (eta * gc) for vc, gc in zip(vs, k.split(g))]
+    v = k.join(vn)
+    return k.st(v), v
+
+
+def _nesterov(k, rule, state, x, g):
+    eta, rho = k.s(rule.eta), k.s(rule.rho)
+    a = -(rho * rho)
+    b = (k.s(1) + rho) * eta
+    vs = k.split(k.ld(state))
+    gs = k.split(g)
+    d = [(a * vc) + (b * gc) for vc, gc in zip(vs, gs)]       # old v
+    vn = [(rho * vc) - (eta * gc) for vc, gc in zip(vs, gs)]
+    return k.st(k.join(vn)), k.join(d)
+
+
+def _rmsprop(k, rule, state, x, g):
+    eta, rho, eps = k.s(rule.eta), k.s(rule.rho), k.s(rule.epsilon)
+    omr = k.s(1) - rho
+    gs = k.split(g)
+    q = k.ldr(state.q)
+    qn = (rho * q) + (omr * k.abs2(gs))
+    if rule.centred:
+        ls = k.split(k.ld(state.l))
+        ln = [(rho * lc) + (omr * gc) for lc, gc in zip(ls, gs)]
+        den = np.sqrt(qn - k.abs2(ln)) + eps
+        new_l = k.st(k.join(ln))
+    else:
+        den = np.sqrt(qn) + eps
+        new_l = None
+    d = [(gc * eta) / den for gc in gs]
+    return RMSPropState(k.stm(qn), new_l), k.join(d)
+
+
+def _rprop(k, rule, state, x, g):
+    k.no_complex("Rprop")
+    l1, l2 = k.s(rule.ell[0]), k.s(rule.ell[1])
+    G1, G2 = k.s(rule.gamma[0]), k.s(rule.gamma[1])
+    gp = k.ld(state.gprev)
+    step = k.ld(state.step)
+    p = gp * g
+    up = np.minimum(step * l2, G2)
+    down = np.maximum(step * l1, G1)
+    step_n = np.where(p > 0, up, np.where(p < 0, down, step)).astype(k.C, copy=False)
+    gp_n = np.where(p < 0, k.C.type(0), g).astype(k.C, copy=False)
+    d = step_n * np.sign(gp_n)
+    return RpropState(k.st(gp_n), k.st(step_n)), d
+
+
+def _adam_moments(k, rule, state, g):
+    b1, b2 = _beta(k, rule)
+    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
+    gs = k.split(g)
+    ms = k.split(k.ld(state.m))
+    mn = [(b1 * mc) + (omb1 * gc) for mc, gc in zip(ms, gs)]
+    v = k.ldr(state.v)
+    vn = (b2 * v) + (omb2 * k.abs2(gs))
+    return b1, b2, omb1, gs, mn, vn
+
+
+def _adam(k, rule, state, x, g):
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
+    bt1, bt2 = _bt(k, state.beta_t)
+    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    den = np.sqrt(vn / bc2) + eps
+    d = [((mc / bc1) / den) * eta for mc in mn]
+    new = AdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2))
+    return new, k.join(d)
+
+
+def _radam_rho(k, b2, bt2, t):
+    one = k.s(1)
+    rho_inf = (k.s(2) / (one - b2)) - one
+    rho = rho_inf - ((k.s(2 * t) * bt2) / (one - bt2))
+    return rho_inf, rho
+
+
+def _radam(k, rule, state, x, g):
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
+    bt1, bt2 = _bt(k, state.beta_t)
+    t = int(state.t)
+    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    rho_inf, rho = _radam_rho(k, b2, bt2, t)
+    four, two = k.s(4), k.s(2)
+    if rho > four:
+        r = np.sqrt((((rho - four) * (rho - two)) * rho_inf)
+                    / (((rho_inf - four) * (rho_inf - two)) * rho))
+        r = k.s(r)
+        den = np.sqrt(vn / bc2) + eps
+        d = [(((mc / bc1) / den) * eta) * r for mc in mn]
+    else:
+        d = [(mc / bc1) * eta for mc in mn]
+    new = RAdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2), t + 1)
+    return new, k.join(d)
+
+
+def _adamax(k, rule, state, x, g):
+    k.no_complex("AdaMax")
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    b1, b2 = _beta(k, rule)
+    omb1 = k.s(1) - b1
+    bt1, bt2 = _bt(k, state.beta_t)
+    m = k.ld(state.m)
+    u = k.ld(state.u)
+    mn = (b1 * m) + (omb1 * g)
+    un = np.maximum(b2 * u, np.abs(g))
+    d = ((eta / (k.s(1) - bt1)) * mn) / (un + eps)
+    return AdaMaxState(k.st(mn), k.st(un), (bt1 * b1, bt2 * b2)), d
+
+
+def _oadam(k, rule, state, x, g):
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
+    bt1, bt2 = _bt(k, state.beta_t)
+    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    prev = k.split(k.ld(state.term))
+    den = np.sqrt(vn / bc2) + eps
+    term = [((eta * mc) / bc1) / den for mc in mn]
+    two = k.s(2)
+    d = [(two * tc) - pc for tc, pc in zip(term, prev)]
+    new = OAdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2), k.st(k.join(term)))
+    return new, k.join(d)
+
+
+def _adagrad(k, rule, state, x, g):
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    gs = k.split(g)
+    acc = k.ldr(state)
+    accn = acc + k.abs2(gs)
+    den = np.sqrt(accn) + eps
+    d = [(gc * eta) / den for gc in gs]
+    return k.stm(accn), k.join(d)
+
+
+def _adadelta(k, rule, state, x, g):
+    rho, eps = k.s(rule.rho), k.s(rule.epsilon)
+    omr = k.s(1) - rho
+    gs = k.split(g)
+    acc = k.ldr(state.acc)
+    dacc = k.ldr(state.dacc)
+    accn = (rho * acc) + (omr * k.abs2(gs))
+    num = np.sqrt(dacc + eps)            # old dacc
+    den = np.sqrt(accn + eps)
+    d = [(gc * num) / den for gc in gs]
+    daccn = (rho * dacc) + (omr * k.abs2(d))
+    return AdaDeltaState(k.stm(accn), k.stm(daccn)), k.join(d)
+
+
+def _amsgrad(k, rule, state, x, g):
+    k.no_complex("AMSGrad")
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    b1, b2 = _beta(k, rule)
+    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
+    m, v, vh = k.ld(state.m), k.ld(state.v), k.ld(state.vhat)
+    mn = (b1 * m) + (omb1 * g)
+    vn = (b2 * v) + (omb2 * (g * g))
+    vhn = np.maximum(vh, vn)
+    d = (eta * mn) / (np.sqrt(vhn) + eps)
+    return AMSGradState(k.st(mn), k.st(vn), k.st(vhn)), d
+
+
+def _nadam(k, rule, state, x, g):
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    b1, b2, omb1, gs, mn, vn = _adam_moments(k, rule, state, g)
+    bt1, bt2 = _bt(k, state.beta_t)
+    one = k.s(1)
+    c1 = one - (b1 * bt1)
+    bc1, bc2 = one - bt1, one - bt2
+    num = [((b1 * mc) / c1) + ((omb1 * gc) / bc1) for mc, gc in zip(mn, gs)]
+    den = np.sqrt((vn * b2) / bc2) + eps
+    d = [(nc / den) * eta for nc in num]
+    new = AdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2))
+    return new, k.join(d)
+
+
+def _adamw(k, rule, state, x, g):
+    eta, eps, lam = k.s(rule.eta), k.s(rule.epsilon), k.s(rule.lambda_)
+    b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
+    bt1, bt2 = _bt(k, state.beta_t)
+    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    den = np.sqrt(vn / bc2) + eps
+    a = [(mc / bc1) / den for mc in mn]
+    xs = k.split(k.ld(x))
+    if rule.couple:
+        d = [eta * (ac + (lam * xc)) for ac, xc in zip(a, xs)]
+    else:
+        d = [(eta * ac) + (lam * xc) for ac, xc in zip(a, xs)]
+    new = AdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2))
+    return new, k.join(d)
+
+
+def _adabelief(k, rule, state, x, g):
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    b1, b2 = _beta(k, rule)
+    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
+    bt1, bt2 = _bt(k, state.beta_t)
+    gs = k.split(g)
+    ms = k.split(k.ld(state.m))
+    mn = [(b1 * mc) + (omb1 * gc) for mc, gc in zip(ms, gs)]
+    diff = [gc - mc for gc, mc in zip(gs, mn)]                 # uses the new m
+    s = k.ldr(state.s)
+    sn = ((b2 * s) + (omb2 * k.abs2(diff))) + eps
+    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    den = np.sqrt(sn / bc2) + eps
+    d = [((eta * mc) / bc1) / den for mc in mn]
+    new = AdaBeliefState(k.st(k.join(mn)), k.stm(sn), (bt1 * b1, bt2 * b2))
+    return new, k.join(d)
+
+
+def _lion(k, rule, state, x, g):
+    k.no_complex("Lion")
+    eta = k.s(rule.eta)
+    b1, b2 = _beta(k, rule)
+    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
+    m = k.ld(state)
+    c = (b1 * m) + (omb1 * g)
+    d = eta * np.sign(c)
+    mn = (b2 * m) + (omb2 * g)
+    return k.st(mn), d
+
+
+def _weightdecay(k, rule, state, x, g):
+    lam = k.s(rule.lambda_)
+    xs = k.split(k.ld(x))
+    d = [gc + (lam * xc) for gc, xc in zip(k.split(g), xs)]
+    return None, k.join(d)
+
+
+def _signdecay(k, rule, state, x, g):
+    k.no_complex("SignDecay")
+    lam = k.s(rule.lambda_)
+    return None, g + (lam * np.sign(k.ld(x)))
+
+
+def _clipgrad(k, rule, state, x, g):
+    k.no_complex("ClipGrad")
+    hi = k.s(rule.delta)
+    lo = -hi
+    d = np.where(np.isnan(g), g, np.where(g > hi, hi, np.where(g < lo, lo, g)))
+    return None, d.astype(k.C, copy=False)
+
+
+def _clipnorm_lambda(omega, nrm):
+    nrm = np.float64(nrm)
+    if np.isnan(nrm):
+        return np.float64(np.nan)
+    if nrm == 0.0:
+        return np.float64(1.0)
+    if np.isinf(nrm):
+        return np.float64(0.0)
+    with np.errstate(all="ignore"):
+        ratio = np.float64(omega) / nrm
+    return np.minimum(ratio, np.float64(1.0))
+
+
+def _clipnorm(k, rule, state, x, g):
+    nrm = _ref_norm(g, rule.p)
+    if rule.throw and not np.isfinite(nrm):
+        raise ValueError(f"gradient has {rule.p}-norm {nrm}, for array of shape {np.shape(g)}")
+    lam = k.s(_clipnorm_lambda(rule.omega, nrm))
+    return None, k.join([gc * lam for gc in k.split(g)])
+
+
+def _accumgrad(k, rule, state, x, g):
+    n = int(rule.n)
+    nC = k.s(n)
+    gs = k.split(g)
+    counter = int(state.counter)
+    if counter == 1:
+        accn = [gc / nC for gc in gs]
+    else:
+        accs = k.split(k.ld(state.acc))
+        accn = [ac + (gc / nC) for ac, gc in zip(accs, gs)]
+    acc = k.join(accn)
+    if counter == n:
+        return AccumGradState(k.st(acc), 1), acc
+    return AccumGradState(k.st(acc), counter + 1), None
+
+
+_APPLY = {
+    "Descent": _descent,
+    "Momentum": _momentum,
+    "Nesterov": _nesterov,
+    "RMSProp": _rmsprop,
+    "Rprop": _rprop,
+    "Adam": _adam,
+    "RAdam": _radam,
+    "AdaMax": _adamax,
+    "OAdam": _oadam,
+    "AdaGrad": _adagrad,
+    "AdaDelta": _adadelta,
+    "AMSGrad": _amsgrad,
+    "NAdam": _nadam,
+    "AdamW": _adamw,
+    "AdaBelief": _adabelief,
+    "Lion": _lion,
+    "WeightDecay": _weightdecay,
+    "SignDecay": _signdecay,
+    "ClipGrad": _clipgrad,
+    "ClipNorm": _clipnorm,
+    "AccumGrad": _accumgrad,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# MixedPrecision helpers
+
+def _high_dtype(rule, x):
+    H = np.dtype(rule.dtype)
+    if np.asarray(x).dtype.kind == "c" and H.kind != "c":
+        H = np.promote_types(H, np.complex64)
+    return H
+
+
+def _mixed_update(rule, state, x, g):
+    """(new_state, xT_new) for a MixedPrecision rule."""
+    H = np.asarray(state.xT).dtype
+    gH = np.array(g, dtype=H, copy=True)
+    inner, xT_new = _ref_update(rule.rule, state.inner, state.xT, gH)
+    return MixedPrecisionState(xT_new, inner), xT_new
+
+
+# ---------------------------------------------------------------------------------------
+# public entry points
+
+def ref_apply(rule, state, x, g):
+    """``(new_state, d)``; d in the compute dtype C, or None for "no step".
+
+    Never mutates ``state``, ``x`` or ``g``.  Floating-point warnings are silenced
+    (IEEE results are unaffected).
+    """
+    with np.errstate(all="ignore"):
+        return _ref_apply(rule, state, x, g)
+
+
+def _ref_apply(rule, state, x, g):
+    name = _name(rule)
+    x = np.asarray(x)
+    if g is None:
+        return state, None
+    if name == "MixedPrecision":
+        new_state, xT_new = _mixed_update(rule, state, x, g)
+        k = _Ctx(x)
+        H = xT_new.dtype
+        d = np.array(np.array(x, dtype=H) - xT_new, dtype=k.T).astype(k.C)
+        return new_state, d
+    if name == "OptimiserChain":
+        k = _Ctx(x)
+        d = np.array(g, dtype=k.C, copy=True)
+        new_states = []
+        for r, s in zip(rule.opts, state):
+            if d is None:
+                new_states.append(s)
+            else:
+                s2, d = _ref_apply(r, s, x, d)
+                new_states.append(s2)
+        return tuple(new_states), d
+    fn = _APPLY.get(name)
+    if fn is None:
+        raise TypeError(f"reference: unknown rule {name}")
+    k = _Ctx(x)
+    gC = np.array(g, dtype=k.C, copy=True)
+    return fn(k, rule, state, x, gC)
+
+
+def ref_update(rule, state, x, g):
+    """``(new_state, new_x)`` with new_x = T(C(x) - d); x unchanged (a copy) if d is None."""
+    with np.errstate(all="ignore"):
+        return _ref_update(rule, state, x, g)
+
+
+def _ref_update(rule, state, x, g):
+    x = np.asarray(x)
+    if g is None:
+        return state, x.copy()
+    if _name(rule) == "MixedPrecision":
+        new_state, xT_new = _mixed_update(rule, state, x, g)
+        return new_state, np.array(xT_new, dtype=x.dtype, copy=True)
+    k = _Ctx(x)
+    gC = np.array(g, dtype=k.C, copy=True)
+    new_state, d = _ref_apply(rule, state, x, gC)
+    if d is None:
+        return new_state, x.copy()
+    new_x = np.array(k.ld(x) - np.asarray(d, dtype=k.C), dtype=k.T)
+    return new_state, new_x
+
+
+# ---------------------------------------------------------------------------------------
+# the blocked norm (conventions §7)
+
+_BLOCK = 8192
+_LANES = 8
+
+
+def _libm_pow(a, b):
+    """C-library pow(a, b) for a >= 0 (or NaN): ``math.pow`` calls libm's pow, but raises
+    where C returns an IEEE special value; map those back.  (np.power is NOT used: numpy
+    dispatches float64 power to its own SIMD/SVML code, which differs from libm pow in the
+    last bit for a few percent of inputs on AVX-512 machines.)"""
+    try:
+        return math.pow(a, b)
+    except OverflowError:
+        return math.inf
+    except ValueError:          # pow(+-0, b < 0) -> +inf (a >= 0 here)
+        return math.inf
+
+
+_pow_ufunc = np.frompyfunc(_libm_pow, 2, 1)
+
+
+def _pow_vec(a, b):
+    with np.errstate(all="ignore"):
+        return np.asarray(_pow_ufunc(np.asarray(a, dtype=np.float64), float(b)), dtype=np.float64)
+
+
+def ref_norm(g, p):
+    """p-norm of g, accumulated in float64 with the fixed blocking of conventions §7."""
+    with np.errstate(all="ignore"):
+        return _ref_norm(g, p)
+
+
+def _ref_norm(g, p):
+    a = np.asarray(g).ravel(order="C")
+    p = float(p)
+    n = a.size
+    if n == 0:
+        return 0.0
+    cplx = a.dtype.kind == "c"
+    if cplx:
+        z = a.astype(np.complex128)
+        re, im = z.real, z.imag
+    else:
+        re = a.astype(np.float64)
+    if p == 2.0:
+        vals = (re * re + im * im) if cplx else re * re
+    elif p == 0.0:
+        vals = (a != 0).astype(np.float64)
+    else:
+        # complex |g_i|: libm hypot(re, im) in float64 (np.hypot calls it; np.abs of a
+        # complex array does NOT -- numpy has its own cabs, which differs in the last bit)
+        absv = np.hypot(re, im) if cplx else np.abs(re)
+        if p == np.inf:
+            return float(np.max(absv))
+        if p == -np.inf:
+            return float(np.min(absv))
+        if p == 1.0:
+            vals = absv
+        else:
+            vals = _pow_vec(absv, p)
+    vals = np.asarray(vals, dtype=np.float64)
+    nblocks = -(-n // _BLOCK)
+    padded = np.zeros(nblocks * _BLOCK, dtype=np.float64)
+    padded[:n] = vals          # zero padding: x + 0.0 == x for the non-negative partial sums
+    lanes = np.cumsum(padded.reshape(nblocks, _BLOCK // _LANES, _LANES), axis=1)[:, -1, :]
+    part = lanes[:, 0].copy()
+    for lane in range(1, _LANES):
+        part = part + lanes[:, lane]
+    total = np.float64(0.0)
+    for b in range(nblocks):
+        total = total + part[b]
+    with np.errstate(all="ignore"):
+        if p == 2.0:
+            return float(np.sqrt(total))
+        if p == 1.0 or p == 0.0:
+            return float(total)
+        return _libm_pow(float(total), 1.0 / p)
