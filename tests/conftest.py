@@ -1,0 +1,29 @@
+"""Shared test setup: make tests/ importable (reference.py, registry.py) under
+--import-mode=importlib, and offer thread-count fixtures."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+import optimisers  # noqa: E402,F401  (loads the OpenMP runtime before threadpoolctl looks)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def n_threads(request):
+    """Run the test body with OpenMP limited to 1 and to 2 threads."""
+    with threadpool_limits(limits=request.param, user_api="openmp"):
+        yield request.param
+
+
+@pytest.fixture
+def small_parallel_threshold():
+    """Lower the parallel threshold so that modest arrays take the OpenMP path."""
+    old = optimisers.get_parallel_threshold()
+    optimisers.set_parallel_threshold(4096)
+    yield 4096
+    optimisers.set_parallel_threshold(old)
