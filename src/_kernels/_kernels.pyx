@@ -90,8 +90,11 @@ cpdef enum Kind:
 
 cdef struct Stage:
     int kind
-    double hp[MAX_HP]
-    void* buf[MAX_BUF]
+    double hp[MAX_HP]       # hyper-parameters in the compute dtype; some slots are filled
+                            # per leaf and step by the stage's prologue
+    void* buf[MAX_BUF]      # element-wise state buffers, the parameter's size and dtype
+    void* sc                # per-step scalars of the compute dtype (beta_t), or NULL
+    long long* ctr          # an int64 step counter (RAdam, AccumGrad), or NULL
 
 
 # Below this many elements a program runs on the calling thread: waking OpenMP workers
@@ -177,6 +180,7 @@ include "rules_sgd.pxi"
 include "rules_adam.pxi"
 include "rules_adaptive.pxi"
 include "rules_transform.pxi"
+include "prologues.pxi"
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,30 +262,39 @@ cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
         src = tile
 
 
-cdef void _run_program(const Stage* stages, int n_stages, Py_ssize_t n, floating* x,
-                       const floating* g, floating* dst, int mode, int n_threads) noexcept nogil:
+cdef int _run_leaf(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
+                   const floating* g, floating* dst, int mode, int n_threads) noexcept nogil:
+    """Run one leaf's program: prologues, the tiles, epilogues.  Returns 1 when a stage
+    stopped the program (AccumGrad not due): then the stages up to it ran and nothing was
+    subtracted or stored."""
     cdef Py_ssize_t n_tiles = (n + TILE - 1) // TILE
     cdef Py_ssize_t t
     cdef floating local_tile[TILE]
     cdef floating* tile
+    cdef int k, stopped = 0
+    for k in range(n_stages):
+        if _prologue(&stages[k], <floating> 0):
+            n_stages = k + 1
+            mode = SINK
+            stopped = 1
+            break
     if n_threads <= 1 or n < _parallel_threshold or n_tiles < 2:
         for t in range(n_tiles):
             _run_tile(stages, n_stages, t, n, x, g, dst, mode, local_tile)
-        return
-    with parallel(num_threads=n_threads):
-        # one tile buffer per thread, for the whole call (a few kB)
-        tile = <floating*> malloc(TILE * sizeof(floating))
-        if tile != NULL:
-            for t in prange(n_tiles, schedule="static"):
-                _run_tile(stages, n_stages, t, n, x, g, dst, mode, tile)
-            free(tile)
+    else:
+        with parallel(num_threads=n_threads):
+            # one tile buffer per thread, for the whole call (a few kB)
+            tile = <floating*> malloc(TILE * sizeof(floating))
+            if tile != NULL:
+                for t in prange(n_tiles, schedule="static"):
+                    _run_tile(stages, n_stages, t, n, x, g, dst, mode, tile)
+                free(tile)
+    for k in range(n_stages):
+        _epilogue(&stages[k], <floating> 0)
+    return stopped
 
 
-cdef inline int _typenum(cnp.ndarray a) noexcept:
-    return cnp.PyArray_TYPE(a)
-
-
-cdef int _check(object a, int typenum, Py_ssize_t n, str what) except -1:
+cdef inline int _check(object a, int typenum, Py_ssize_t n, str what) except -1:
     if not isinstance(a, cnp.ndarray):
         raise TypeError(f"{what} must be a numpy array, got {type(a).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray> a
@@ -289,9 +302,45 @@ cdef int _check(object a, int typenum, Py_ssize_t n, str what) except -1:
         raise TypeError(f"{what} has dtype {arr.dtype}, the kernel needs the parameter's dtype")
     if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{what} must be C-contiguous")
-    if cnp.PyArray_SIZE(arr) != n:
+    if n >= 0 and cnp.PyArray_SIZE(arr) != n:
         raise ValueError(f"{what} has {cnp.PyArray_SIZE(arr)} elements, expected {n}")
     return 0
+
+
+cdef inline void* _scalar_ptr(object a, int typenum, Py_ssize_t need, str what) except? NULL:
+    if a is None:
+        return NULL
+    _check(a, typenum, -1, what)
+    if cnp.PyArray_SIZE(<cnp.ndarray> a) < need or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> a):
+        raise ValueError(f"{what} must be a writable array of at least {need} elements")
+    return cnp.PyArray_DATA(<cnp.ndarray> a)
+
+
+cdef int _fill_stage(Stage* st, int kind, object hps, object bufs, object sc, object ctr,
+                     int typenum, Py_ssize_t n) except -1:
+    cdef int j
+    if len(hps) > MAX_HP or len(bufs) > MAX_BUF:
+        raise ValueError("too many hyper-parameters or buffers in a stage")
+    st.kind = kind
+    for j in range(len(hps)):
+        st.hp[j] = hps[j]
+    for j in range(len(hps), MAX_HP):
+        st.hp[j] = 0.0
+    for j in range(len(bufs)):
+        _check(bufs[j], typenum, n, "a state buffer")
+        if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> bufs[j]):
+            raise ValueError("state buffers must be writable")
+        st.buf[j] = cnp.PyArray_DATA(<cnp.ndarray> bufs[j])
+    st.sc = _scalar_ptr(sc, typenum, 2, "a per-step scalar buffer")
+    st.ctr = <long long*> _scalar_ptr(ctr, cnp.NPY_INT64, 1, "a step counter")
+    return 0
+
+
+cdef int _float_typenum(cnp.ndarray x) except -1:
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"kernels run on float32 and float64, got {x.dtype}")
+    return typenum
 
 
 def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int mode=SUBTRACT):
@@ -299,57 +348,152 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
 
     Parameters
     ----------
-    stages : list of (kind, hyper-parameters, buffers)
+    stages : list of (kind, hyper-parameters, buffers, scalars, counter)
         ``kind`` a ``Kind``; hyper-parameters a sequence of at most ``MAX_HP`` floats, already
-        rounded to the parameter dtype; buffers a sequence of C-contiguous state arrays of the
-        parameter dtype and size.
+        rounded to the parameter dtype; buffers a sequence of C-contiguous, writable state
+        arrays of the parameter dtype and size; scalars a small array of the parameter dtype
+        (the running ``beta_t``) or None; counter a 1-element int64 array or None.
     x : ndarray, float32 or float64, C-contiguous
-        The parameter.  Written in place (``x -= d``) when ``mode`` is ``SUBTRACT``; the
-        state buffers are always written in place.
+        The parameter.  Written in place (``x -= d``) when ``mode`` is ``SUBTRACT``.
     g : ndarray, same dtype and size as ``x``, C-contiguous
         The incoming gradient (read only).
     dst : ndarray or None
         Where ``d`` goes when ``mode`` is ``STORE``.
     mode : Mode
+
+    Returns
+    -------
+    True when a stage stopped the program (``AccumGrad`` before its n-th gradient): the
+    stages up to it ran, and nothing was subtracted or stored.
     """
     cdef Stage c_stages[MAX_STAGES]
     cdef int n_stages = len(stages)
-    cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef int typenum = _float_typenum(x)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    cdef int i, j
+    cdef int i, stopped
     cdef void* dst_ptr = NULL
     if n_stages == 0 or n_stages > MAX_STAGES:
         raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        raise TypeError(f"kernels run on float32 and float64, got {x.dtype}")
-    if not cnp.PyArray_ISWRITEABLE(x) and mode == SUBTRACT:
-        raise ValueError("x must be writable")
     _check(x, typenum, n, "x")
     _check(g, typenum, n, "the gradient")
+    if mode == SUBTRACT and not cnp.PyArray_ISWRITEABLE(x):
+        raise ValueError("x must be writable")
     if mode == STORE:
         _check(dst, typenum, n, "dst")
         dst_ptr = cnp.PyArray_DATA(<cnp.ndarray> dst)
     for i in range(n_stages):
-        kind, hps, bufs = stages[i]
-        if len(hps) > MAX_HP or len(bufs) > MAX_BUF:
-            raise ValueError("too many hyper-parameters or buffers in a stage")
-        c_stages[i].kind = kind
-        for j in range(len(hps)):
-            c_stages[i].hp[j] = hps[j]
-        for j in range(len(bufs)):
-            _check(bufs[j], typenum, n, "a state buffer")
-            c_stages[i].buf[j] = cnp.PyArray_DATA(<cnp.ndarray> bufs[j])
+        kind, hps, bufs, sc, ctr = stages[i]
+        _fill_stage(&c_stages[i], kind, hps, bufs, sc, ctr, typenum, n)
     cdef int n_threads = omp_get_max_threads()
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
-            _run_program[float](c_stages, n_stages, n, <float*> cnp.PyArray_DATA(x),
-                                <const float*> cnp.PyArray_DATA(g), <float*> dst_ptr,
-                                mode, n_threads)
+            stopped = _run_leaf[float](c_stages, n_stages, n, <float*> cnp.PyArray_DATA(x),
+                                       <const float*> cnp.PyArray_DATA(g), <float*> dst_ptr,
+                                       mode, n_threads)
     else:
         with nogil:
-            _run_program[double](c_stages, n_stages, n, <double*> cnp.PyArray_DATA(x),
-                                 <const double*> cnp.PyArray_DATA(g), <double*> dst_ptr,
-                                 mode, n_threads)
+            stopped = _run_leaf[double](c_stages, n_stages, n, <double*> cnp.PyArray_DATA(x),
+                                        <const double*> cnp.PyArray_DATA(g), <double*> dst_ptr,
+                                        mode, n_threads)
+    return bool(stopped)
+
+
+cdef inline object _follow(object state, tuple path):
+    cdef object i
+    for i in path:
+        state = (<tuple> state)[<Py_ssize_t> i]
+    return state
+
+
+cdef void _run_many(Stage* stages, int n_stages, Py_ssize_t n_leaves, Py_ssize_t* sizes,
+                    void** xs, void** gs, int n_threads, floating dummy) noexcept nogil:
+    cdef Py_ssize_t j, small_elements = 0
+    cdef int n_small = 0
+    # Large leaves one after the other, each split over the threads by tiles...
+    for j in range(n_leaves):
+        if sizes[j] >= _parallel_threshold:
+            _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
+                      <const floating*> gs[j], <floating*> NULL, SUBTRACT, n_threads)
+        else:
+            n_small += 1
+            small_elements += sizes[j]
+    # ...small ones spread over the threads whole (never split a tiny array).
+    if n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
+        for j in prange(n_leaves, schedule="dynamic", chunksize=4, num_threads=n_threads):
+            if sizes[j] < _parallel_threshold:
+                _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
+                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1)
+    else:
+        for j in range(n_leaves):
+            if sizes[j] < _parallel_threshold:
+                _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
+                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1)
+
+
+def run_group(list template, list xs, list gs, list states):
+    """Update many parameters that share one program (same rule, same dtype) in one call.
+
+    Parameters
+    ----------
+    template : list of (kind, hyper-parameters, buffer paths, scalars path, counter path)
+        The program of the group; each path is a tuple of indices that leads from a leaf's
+        state to that buffer (``()`` is the state itself), or None for no such buffer.
+    xs, gs, states : lists of equal length
+        Per leaf: the parameter (C-contiguous, writable, float32 or float64), its gradient
+        (same dtype and size, C-contiguous) and its state.
+    """
+    cdef Py_ssize_t n_leaves = len(xs), j
+    cdef int n_stages = len(template), k, typenum
+    cdef Stage* stages
+    cdef Py_ssize_t* sizes
+    cdef void** ptrs
+    cdef cnp.ndarray x
+    cdef object state
+    cdef int n_threads
+    if n_leaves == 0:
+        return
+    if len(gs) != n_leaves or len(states) != n_leaves:
+        raise ValueError("xs, gs and states must have the same length")
+    if n_stages == 0 or n_stages > MAX_STAGES:
+        raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
+    typenum = _float_typenum(xs[0])
+    stages = <Stage*> malloc(n_leaves * n_stages * sizeof(Stage))
+    sizes = <Py_ssize_t*> malloc(n_leaves * sizeof(Py_ssize_t))
+    ptrs = <void**> malloc(2 * n_leaves * sizeof(void*))
+    if stages == NULL or sizes == NULL or ptrs == NULL:
+        free(stages); free(sizes); free(ptrs)
+        raise MemoryError()
+    try:
+        for j in range(n_leaves):
+            x = <cnp.ndarray?> xs[j]
+            sizes[j] = cnp.PyArray_SIZE(x)
+            _check(x, typenum, sizes[j], "x")
+            if not cnp.PyArray_ISWRITEABLE(x):
+                raise ValueError("x must be writable")
+            _check(gs[j], typenum, sizes[j], "the gradient")
+            ptrs[j] = cnp.PyArray_DATA(x)
+            ptrs[n_leaves + j] = cnp.PyArray_DATA(<cnp.ndarray> gs[j])
+            state = states[j]
+            for k in range(n_stages):
+                kind, hps, buf_paths, sc_path, ctr_path = template[k]
+                _fill_stage(&stages[j * n_stages + k], kind, hps,
+                            [_follow(state, p) for p in buf_paths],
+                            None if sc_path is None else _follow(state, sc_path),
+                            None if ctr_path is None else _follow(state, ctr_path),
+                            typenum, sizes[j])
+        n_threads = omp_get_max_threads()
+        if typenum == cnp.NPY_FLOAT32:
+            with nogil:
+                _run_many[float](stages, n_stages, n_leaves, sizes, ptrs, ptrs + n_leaves,
+                                 n_threads, 0)
+        else:
+            with nogil:
+                _run_many[double](stages, n_stages, n_leaves, sizes, ptrs, ptrs + n_leaves,
+                                  n_threads, 0)
+    finally:
+        free(stages)
+        free(sizes)
+        free(ptrs)
 
 
 include "norms.pxi"

@@ -95,7 +95,7 @@ class OptimiserChain(Rule):
 
 class AccumGradState(NamedTuple):
     acc: np.ndarray
-    counter: int
+    counter: np.ndarray
 
 
 class AccumGrad(Rule):
@@ -115,7 +115,8 @@ class AccumGrad(Rule):
 
     Notes
     -----
-    State: ``AccumGradState(acc, counter)``, ``counter`` from 1 to ``n``.
+    State: ``AccumGradState(acc, counter)``, ``counter`` (a 0-d int64 array) from 1 to
+    ``n``.
 
     Examples
     --------
@@ -164,15 +165,13 @@ class AccumGrad(Rule):
         return ("n",)
 
     def init(self, x):
-        return AccumGradState(zeros(x), 1)
+        return AccumGradState(zeros(x), np.ones((), np.int64))
 
     def _compile(self, state, prog):
-        first = 1.0 if state.counter == 1 else 0.0
-        prog.add(K.ACCUMGRAD, (prog.scalar(self.n), first), state.acc)
-        if state.counter >= self.n:
-            return AccumGradState(state.acc, 1)
-        prog.stop()
-        return AccumGradState(state.acc, state.counter + 1)
+        # The kernel reads the counter: before the n-th gradient it accumulates and stops
+        # the program (nothing subtracted, later rules skipped), then advances the counter.
+        prog.add(K.ACCUMGRAD, (prog.scalar(self.n), 0.0), state.acc, ctr=state.counter)
+        return state
 
     def apply(self, state, x, dx):
         from ._program import run_functional

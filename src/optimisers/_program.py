@@ -1,15 +1,21 @@
 """The per-leaf engine: turns a rule and its state into one fused kernel pass.
 
 A :class:`Program` is built for one parameter array at one step.  Each element-wise rule
-adds a *stage* (its kernel kind, its hyper-parameters in the compute dtype, its state
-buffers); the kernel then runs all stages tile by tile and fuses ``x -= d`` into the last.
+adds a *stage*: its kernel kind, its constant hyper-parameters in the compute dtype, its
+state buffers (arrays like the parameter) and, for rules with per-step scalars, a small
+scalar array (``beta_t``) and an int64 counter that the kernel reads and advances itself.
+The kernel then runs all stages tile by tile and fuses ``x -= d`` into the last.
+
 A rule that needs the whole incoming step first (``ClipNorm``'s norm, a rule written in
 Python) asks for :meth:`Program.current`, which runs the stages so far into a per-leaf
-buffer.  ``AccumGrad`` before its n-th gradient calls :meth:`Program.stop`: the stages run,
-but nothing is subtracted and later rules are skipped.
+buffer.  ``AccumGrad`` before its n-th gradient makes the kernel stop after its stage: the
+stages so far run, nothing is subtracted, and later rules are skipped.
 
 Float16 parameters are computed in float32: the program works on float32 copies of the
-parameter and of the float16 state buffers, and rounds them back on :meth:`finish`.
+parameter and of the float16 state buffers, and rounds them back when it finishes.
+
+Many leaves that share a rule and a dtype and need no barrier run through one kernel call
+(:func:`template` records the program once; ``_kernels.run_group`` fills it per leaf).
 """
 
 from __future__ import annotations
@@ -18,16 +24,31 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["Program", "compute_dtype", "run_functional"]
+__all__ = ["Program", "compute_dtype", "real_compute_dtype", "gradient_dtype",
+           "run_functional", "template"]
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 
 
 def compute_dtype(dtype):
     """The dtype the kernels compute in for parameters of ``dtype``."""
     dtype = np.dtype(dtype)
     return _F32 if dtype == _F16 else dtype
+
+
+def real_compute_dtype(dtype):
+    """The real dtype of hyper-parameters and per-step scalars for parameters of ``dtype``."""
+    c = compute_dtype(dtype)
+    return np.dtype(c.char.lower()) if c.kind == "c" else c
+
+
+def gradient_dtype(rule, dtype):
+    """The dtype a rule wants its gradient in: the compute dtype of the parameter, or
+    (``MixedPrecision``) its own."""
+    f = getattr(rule, "grad_dtype", None)
+    return np.dtype(f(dtype)) if f is not None else compute_dtype(dtype)
 
 
 class Program:
@@ -42,7 +63,7 @@ class Program:
         ``grad_dtype`` (never written)."""
         cd = compute_dtype(x.dtype)
         self.dtype = cd
-        self.scalar = cd.type
+        self.scalar = real_compute_dtype(cd).type
         self._writeback = []
         self._x_orig = x
         self.x = x if x.dtype == cd else x.astype(cd)
@@ -55,86 +76,85 @@ class Program:
         self._leaf = leaf
         self._norms = {}
 
-    def where(self):
-        """The key path of this parameter, for error messages."""
-        return str(self.path) if self.path is not None else "the parameter"
+    # -- used by rules ---------------------------------------------------------------
+    def add(self, kind, hp, *buffers, sc=None, ctr=None):
+        """Append an element-wise stage: kernel ``kind``, constants ``hp``, state
+        ``buffers``, per-step scalars ``sc`` and step counter ``ctr``."""
+        self.stages.append((kind, hp, tuple(self._work(b) for b in buffers), sc, ctr))
+
+    def current(self):
+        """The step so far as an array (runs the pending stages into a per-leaf buffer),
+        or ``None`` when a stage stopped the program (then later rules must not run)."""
+        if self.stages:
+            out = self._scratch()
+            stopped = _kernels.run_program(self.stages, self.x, self.src, out, _kernels.STORE)
+            self.stages = []
+            self._norms = {}
+            if stopped:
+                self.stopped = True
+                self.src = None
+            else:
+                self.src = out
+        return None if self.stopped else self.src
 
     def norm(self, p):
-        """The p-norm of the step so far (see ``ClipNorm``), computed once per source."""
+        """The p-norm of the step so far (see ``ClipNorm``), computed once per source;
+        ``None`` when the program stopped."""
         from ._rules_transform import grad_norm
         d = self.current()
+        if d is None:
+            return None
         n = self._norms.get(p)
         if n is None:
             n = self._norms[p] = grad_norm(d, p)
         return n
 
-    def assign(self, value):
-        """Set the parameter to ``value`` (rounded to its dtype) instead of subtracting."""
-        if self.functional:
-            x = self._x_orig
-            d = (x.astype(value.dtype) - value).astype(x.dtype)
-            self.stages = []
-            self.set_source(d)
-        else:
-            np.copyto(self._x_orig, value, casting="unsafe")
-            self.assigned = True
-
-    # -- used by rules ---------------------------------------------------------------
-    def add(self, kind, hp, *buffers):
-        """Append an element-wise stage: ``kind``, scalars ``hp``, state ``buffers``."""
-        self.stages.append((kind, hp, tuple(self._work(b) for b in buffers)))
-
-    def current(self):
-        """The step so far as an array (runs the pending stages into a per-leaf buffer)."""
-        if self.stages:
-            out = self._scratch()
-            _kernels.run_program(self.stages, self.x, self.src, out, _kernels.STORE)
-            self.stages = []
-            self.src = out
-            self._norms = {}
-        return self.src
-
     def set_source(self, d):
         """Continue from ``d`` (the output of a rule written in Python); ``None`` stops."""
+        self._norms = {}
         if d is None:
             self.stopped = True
             self.src = None
             return
         d = np.asarray(d)
         if d.shape != self.x.shape:
-            raise ValueError(f"a rule returned a step of shape {d.shape} for a parameter "
-                             f"of shape {self.x.shape}")
+            raise ValueError(f"a rule returned a step of shape {d.shape} for the parameter "
+                             f"at {self.where()} of shape {self.x.shape}")
         self.src = np.ascontiguousarray(d, dtype=self.dtype)
-        self._norms = {}
 
-    def stop(self):
-        """No step this time: run the pending stages for their state, subtract nothing."""
-        self.stopped = True
+    def assign(self, value):
+        """Set the parameter to ``value`` (rounded to its dtype) instead of subtracting."""
+        if self.functional:
+            x = self._x_orig
+            self.stages = []
+            self.set_source((x.astype(value.dtype) - value).astype(x.dtype))
+        else:
+            np.copyto(self._x_orig, value, casting="unsafe")
+            self.assigned = True
+
+    def where(self):
+        """The key path of this parameter, for error messages."""
+        return str(self.path) if self.path is not None else "the parameter"
 
     # -- used by the engine ----------------------------------------------------------
     def finish(self):
         """Run what is pending and subtract the step from ``x`` (in place)."""
-        if self.assigned:
-            self._round_back(write_x=False)
-            return
-        if self.stages:
-            mode = _kernels.SINK if self.stopped else _kernels.SUBTRACT
-            _kernels.run_program(self.stages, self.x, self.src, None, mode)
-        elif not self.stopped:
-            np.subtract(self.x, self.src, out=self.x)
-        self._round_back()
+        if not self.assigned:
+            if self.stages:
+                _kernels.run_program(self.stages, self.x, self.src, None, _kernels.SUBTRACT)
+            elif not self.stopped:
+                np.subtract(self.x, self.src, out=self.x)
+        self._round_back(write_x=not self.assigned)
 
     def finish_store(self):
         """Run what is pending and return the step ``d`` (``None`` for no step)."""
-        if self.stopped:
-            if self.stages:
-                _kernels.run_program(self.stages, self.x, self.src, None, _kernels.SINK)
-            d = None
-        elif self.stages:
+        d = None
+        if self.stages:
             d = np.empty_like(self.src)
-            _kernels.run_program(self.stages, self.x, self.src, d, _kernels.STORE)
-        else:
-            d = self.src.copy() if self.src is not None else None
+            if _kernels.run_program(self.stages, self.x, self.src, d, _kernels.STORE):
+                d = None
+        elif not self.stopped:
+            d = self.src.copy()
         self._round_back(write_x=False)
         return d
 
@@ -165,13 +185,6 @@ class Program:
         return s
 
 
-def gradient_dtype(rule, dtype):
-    """The dtype a rule wants its gradient in: the compute dtype of the parameter, or
-    (``MixedPrecision``) its own."""
-    f = getattr(rule, "grad_dtype", None)
-    return np.dtype(f(dtype)) if f is not None else compute_dtype(dtype)
-
-
 def run_functional(rule, state, x, dx):
     """``apply_``: one step of ``rule`` that returns ``d`` and leaves ``x`` untouched."""
     xc = np.ascontiguousarray(x)
@@ -181,3 +194,63 @@ def run_functional(rule, state, x, dx):
     prog = Program(xc, g, functional=True)
     state = rule._compile(state, prog)
     return state, prog.finish_store()
+
+
+# ----------------------------------------------------------------------------------------
+# Templates: one program for a group of leaves.
+
+class _Barrier(Exception):
+    """A rule asked for the whole step: this program cannot run as a batch."""
+
+
+class _Recorder(Program):
+    """A Program that only records stages; any barrier makes it give up."""
+
+    __slots__ = ()
+
+    def current(self):
+        raise _Barrier
+
+    def norm(self, p):
+        raise _Barrier
+
+    def set_source(self, d):
+        raise _Barrier
+
+    def assign(self, value):
+        raise _Barrier
+
+
+def _paths(state, prefix=(), out=None):
+    """id(array) -> index path inside a state made of tuples, arrays and scalars."""
+    if out is None:
+        out = {}
+    if isinstance(state, np.ndarray):
+        out.setdefault(id(state), prefix)
+    elif isinstance(state, tuple):
+        for i, s in enumerate(state):
+            _paths(s, prefix + (i,), out)
+    return out
+
+
+def template(rule, x, state):
+    """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
+    index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
+    dtype is not float32/float64)."""
+    if x.dtype != _F32 and x.dtype != _F64:
+        return None
+    rec = _Recorder(x, x)
+    try:
+        new_state = rule._compile(state, rec)
+    except _Barrier:
+        return None
+    if new_state is not state or not rec.stages:
+        return None          # a rule that rebuilds its state cannot be batched
+    paths = _paths(state)
+    try:
+        return [(kind, hp, tuple(paths[id(b)] for b in bufs),
+                 None if sc is None else paths[id(sc)],
+                 None if ctr is None else paths[id(ctr)])
+                for kind, hp, bufs, sc, ctr in rec.stages]
+    except KeyError:
+        return None

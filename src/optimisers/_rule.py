@@ -63,6 +63,8 @@ class Rule:
     # (the default here) materialises the incoming step and calls its own ``apply``.
     def _compile(self, state, prog):
         dx = prog.current()
+        if dx is None:           # an AccumGrad before this rule is not due: no step
+            return state
         state, d = self.apply(state, prog.x, dx)
         prog.set_source(d)
         return state

@@ -1,8 +1,9 @@
 """Adam and its relatives: RAdam, AdaMax, OAdam, AMSGrad, NAdam, AdamW, AdaBelief.
 
 All keep a first moment ``m``, a second moment, and (except AMSGrad) the running products
-``beta_t = (beta1^t, beta2^t)`` for the bias corrections, as numpy scalars of the compute
-dtype, multiplied once per step (a running product with rounding, as the seed does).
+``beta_t = [beta1^t, beta2^t]`` for the bias corrections: a 2-element array of the compute
+dtype that the kernel multiplies in place once per step (a running product with rounding,
+as the seed does), so a state is never rebuilt.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._rule import Rule, checked, decay, nonneg, pair
-from ._program import compute_dtype
+from ._program import real_compute_dtype
 from ._rules_sgd import zeros
 
 __all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "AdaBelief",
@@ -24,26 +25,26 @@ __all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "Ada
 class AdamState(NamedTuple):
     m: np.ndarray
     v: np.ndarray
-    beta_t: tuple
+    beta_t: np.ndarray
 
 
 class RAdamState(NamedTuple):
     m: np.ndarray
     v: np.ndarray
-    beta_t: tuple
-    t: int
+    beta_t: np.ndarray
+    t: np.ndarray
 
 
 class AdaMaxState(NamedTuple):
     m: np.ndarray
     u: np.ndarray
-    beta_t: tuple
+    beta_t: np.ndarray
 
 
 class OAdamState(NamedTuple):
     m: np.ndarray
     v: np.ndarray
-    beta_t: tuple
+    beta_t: np.ndarray
     term: np.ndarray
 
 
@@ -56,24 +57,24 @@ class AMSGradState(NamedTuple):
 class AdaBeliefState(NamedTuple):
     m: np.ndarray
     s: np.ndarray
-    beta_t: tuple
+    beta_t: np.ndarray
 
 
 def _betas(rule, x):
-    T = compute_dtype(x.dtype).type
-    return (T(rule.beta[0]), T(rule.beta[1]))
+    """The running products [b1^t, b2^t] at t = 1, in the compute dtype."""
+    return np.array(rule.beta, dtype=real_compute_dtype(x.dtype))
 
 
-def _adam_scalars(rule, beta_t, T):
-    """b1, b2, 1-b1, 1-b2, 1-bt1, 1-bt2, eps, eta, all in the compute dtype."""
+def _step_counter():
+    return np.ones((), np.int64)
+
+
+def _adam_scalars(rule, T):
+    """The kernel's hp slots: b1, b2, 1-b1, 1-b2, [1-bt1, 1-bt2 filled per step by the
+    kernel from beta_t], eps, eta -- all rounded to the compute dtype."""
     one = T(1)
     b1, b2 = T(rule.beta[0]), T(rule.beta[1])
-    return (b1, b2, one - b1, one - b2, one - beta_t[0], one - beta_t[1],
-            T(rule.epsilon), T(rule.eta))
-
-
-def _next(beta_t, hp):
-    return (beta_t[0] * hp[0], beta_t[1] * hp[1])
+    return (b1, b2, one - b1, one - b2, 0.0, 0.0, T(rule.epsilon), T(rule.eta))
 
 
 class _AdamLike(Rule):
@@ -112,8 +113,8 @@ class Adam(_AdamLike):
     >>> import numpy as np, optimisers as opt
     >>> st = opt.setup(opt.Adam(0.1), np.zeros(2))
     >>> st, x = opt.update(st, np.zeros(2), np.ones(2))
-    >>> st.state.m, st.state.v, tuple(float(b) for b in st.state.beta_t)
-    (array([0.1, 0.1]), array([0.001, 0.001]), (0.81, 0.998001))
+    >>> st.state.m, st.state.v, st.state.beta_t
+    (array([0.1, 0.1]), array([0.001, 0.001]), array([0.81    , 0.998001]))
     """
     eta: float = 1e-3
     beta: tuple = (0.9, 0.999)
@@ -124,9 +125,8 @@ class Adam(_AdamLike):
         return AdamState(zeros(x), zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        hp = _adam_scalars(self, state.beta_t, prog.scalar)
-        prog.add(K.ADAM, hp, state.m, state.v)
-        return AdamState(state.m, state.v, _next(state.beta_t, hp))
+        prog.add(K.ADAM, _adam_scalars(self, prog.scalar), state.m, state.v, sc=state.beta_t)
+        return state
 
 
 @checked
@@ -150,15 +150,16 @@ class RAdam(_AdamLike):
 
     Notes
     -----
-    State: ``RAdamState(m, v, beta_t, t)`` with the step counter ``t`` starting at 1.
-    :math:`\rho_t` and :math:`r_t` are computed once per step in the compute dtype.
+    State: ``RAdamState(m, v, beta_t, t)`` with the step counter ``t`` (a 0-d int64 array)
+    starting at 1.  :math:`\rho_t` and :math:`r_t` are computed once per step in the
+    compute dtype.
 
     Examples
     --------
     >>> import numpy as np, optimisers as opt
     >>> st = opt.setup(opt.RAdam(0.1), np.zeros(2))
     >>> st, x = opt.update(st, np.zeros(2), np.ones(2))   # warm-up: d = (m/(1-b1)) * eta
-    >>> x, st.state.t
+    >>> x, int(st.state.t)
     (array([-0.1, -0.1]), 2)
     """
     eta: float = 1e-3
@@ -167,23 +168,13 @@ class RAdam(_AdamLike):
     _complex = "moments"
 
     def init(self, x):
-        return RAdamState(zeros(x), zeros(x), _betas(self, x), 1)
+        return RAdamState(zeros(x), zeros(x), _betas(self, x), _step_counter())
 
     def _compile(self, state, prog):
-        T = prog.scalar
-        hp = _adam_scalars(self, state.beta_t, T)
-        one, two, four = T(1), T(2), T(4)
-        b2, bt2 = hp[1], state.beta_t[1]
-        rho_inf = two / (one - b2) - one
-        rho = rho_inf - (two * T(state.t) * bt2) / (one - bt2)
-        if rho > four:
-            r = np.sqrt(((rho - four) * (rho - two) * rho_inf)
-                        / ((rho_inf - four) * (rho_inf - two) * rho))
-            hp = hp + (r, 1.0)
-        else:
-            hp = hp + (T(0), 0.0)
-        prog.add(K.RADAM, hp, state.m, state.v)
-        return RAdamState(state.m, state.v, _next(state.beta_t, hp), state.t + 1)
+        # rho_t, r_t and the branch are computed per step by the kernel from beta_t and t
+        prog.add(K.RADAM, _adam_scalars(self, prog.scalar) + (0.0, 0.0), state.m, state.v,
+                 sc=state.beta_t, ctr=state.t)
+        return state
 
 
 @checked
@@ -219,11 +210,10 @@ class AdaMax(_AdamLike):
         return AdaMaxState(zeros(x), zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        T = prog.scalar
-        hp = _adam_scalars(self, state.beta_t, T)
-        b1, b2, omb1, _, bc1, _, eps, eta = hp
-        prog.add(K.ADAMAX, (b1, b2, omb1, eta / bc1, eps), state.m, state.u)
-        return AdaMaxState(state.m, state.u, _next(state.beta_t, hp))
+        b1, b2, omb1, _, _, _, eps, eta = _adam_scalars(self, prog.scalar)
+        # hp[3] = eta/(1-bt1) is filled per step by the kernel, from eta kept in hp[5]
+        prog.add(K.ADAMAX, (b1, b2, omb1, 0.0, eps, eta), state.m, state.u, sc=state.beta_t)
+        return state
 
 
 @checked
@@ -263,9 +253,9 @@ class OAdam(_AdamLike):
         return OAdamState(zeros(x), zeros(x), _betas(self, x), zeros(x))
 
     def _compile(self, state, prog):
-        hp = _adam_scalars(self, state.beta_t, prog.scalar)
-        prog.add(K.OADAM, hp, state.m, state.v, state.term)
-        return OAdamState(state.m, state.v, _next(state.beta_t, hp), state.term)
+        prog.add(K.OADAM, _adam_scalars(self, prog.scalar), state.m, state.v, state.term,
+                 sc=state.beta_t)
+        return state
 
 
 @checked
@@ -345,10 +335,10 @@ class NAdam(_AdamLike):
         return AdamState(zeros(x), zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        T = prog.scalar
-        hp = _adam_scalars(self, state.beta_t, T)
-        prog.add(K.NADAM, hp + (T(1) - hp[0] * state.beta_t[0],), state.m, state.v)
-        return AdamState(state.m, state.v, _next(state.beta_t, hp))
+        # hp[8] = 1 - b1*bt1 is filled per step by the kernel
+        prog.add(K.NADAM, _adam_scalars(self, prog.scalar) + (0.0,), state.m, state.v,
+                 sc=state.beta_t)
+        return state
 
 
 @checked
@@ -403,10 +393,10 @@ class AdamW(_AdamLike):
 
     def _compile(self, state, prog):
         T = prog.scalar
-        hp = _adam_scalars(self, state.beta_t, T)
         kind = K.ADAMW_COUPLED if self.couple else K.ADAMW_DECOUPLED
-        prog.add(kind, hp + (T(self.lambda_),), state.m, state.v)
-        return AdamState(state.m, state.v, _next(state.beta_t, hp))
+        prog.add(kind, _adam_scalars(self, T) + (T(self.lambda_),), state.m, state.v,
+                 sc=state.beta_t)
+        return state
 
 
 @checked
@@ -445,6 +435,6 @@ class AdaBelief(_AdamLike):
         return AdaBeliefState(zeros(x), zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        hp = _adam_scalars(self, state.beta_t, prog.scalar)
-        prog.add(K.ADABELIEF, hp, state.m, state.s)
-        return AdaBeliefState(state.m, state.s, _next(state.beta_t, hp))
+        prog.add(K.ADABELIEF, _adam_scalars(self, prog.scalar), state.m, state.s,
+                 sc=state.beta_t)
+        return state

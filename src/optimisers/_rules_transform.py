@@ -166,7 +166,7 @@ class ClipNorm(Rule):
 
     def _norm(self, prog):
         n = prog.norm(self.p)
-        if self.throw and not math.isfinite(n):
+        if n is not None and self.throw and not math.isfinite(n):
             raise FloatingPointError(f"ClipNorm: the gradient at {prog.where()} has "
                                      f"{self.p:g}-norm {n} (throw=False lets it through)")
         return n
@@ -176,6 +176,8 @@ class ClipNorm(Rule):
 
     def _compile(self, state, prog):
         n = self._norm(prog)
+        if n is None:            # an AccumGrad before this one is not due: no step
+            return state
         ratio = math.inf if n == 0 else self.omega / n
         prog.add(K.SCALE, (prog.scalar(min(ratio, 1.0)),))
         return state

@@ -24,7 +24,8 @@ import numpy as np
 from ._functor import children, is_namedtuple, rebuild, trainable_keys
 from ._keypath import KeyPath
 from ._leaf import Leaf
-from ._program import Program, gradient_dtype
+from . import _kernels
+from ._program import Program, gradient_dtype, template
 from ._rule import Rule
 
 __all__ = ["setup", "update", "update_", "adjust", "adjust_", "freeze_", "thaw_",
@@ -139,103 +140,161 @@ class _Entry:
         self.leaf, self.x, self.g, self.path = leaf, x, g, path
 
 
-def _state_children(t, m, keys, path):
+def _keypath(link):
+    """A KeyPath from the linked ``(parent, key)`` pairs the walk carries (built lazily,
+    only for messages and programs, so the walk itself stays cheap)."""
+    keys = []
+    while link:
+        link, k = link
+        keys.append(k)
+    return KeyPath(*reversed(keys))
+
+
+def _state_children(t, m, keys, link):
     if isinstance(t, dict):
         if len(t) != len(keys) or any(k not in t for k in keys):
-            raise ValueError(f"the state tree does not match the model at {path}: "
+            raise ValueError(f"the state tree does not match the model at {_keypath(link)}: "
                              f"state keys {list(t)}, model keys {list(keys)}")
         return [t[k] for k in keys]
     if isinstance(t, (list, tuple)):
         if len(t) != len(keys):
-            raise ValueError(f"the state tree does not match the model at {path}: "
+            raise ValueError(f"the state tree does not match the model at {_keypath(link)}: "
                              f"{len(t)} state entries, {len(keys)} model entries")
         return t
-    raise TypeError(f"the state tree has {type(t).__name__} at {path} where the model has "
-                    f"a container ({type(m).__name__})")
+    raise TypeError(f"the state tree has {type(t).__name__} at {_keypath(link)} where the "
+                    f"model has a container ({type(m).__name__})")
 
 
-def _grad_children(m, g, keys, path):
+def _grad_children(m, g, keys, link):
     """The gradient's children aligned with the model's ``keys``."""
     if isinstance(m, dict):
         if not isinstance(g, Mapping):
-            raise TypeError(f"the gradient at {path} is a {type(g).__name__}, the model has "
-                            f"a {type(m).__name__} there")
-        extra = [k for k in g if k not in m]
-        if extra:
-            raise ValueError(f"the gradient at {path} has key(s) {extra} that the model "
-                             f"does not have (model keys: {list(keys)})")
+            raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the "
+                            f"model has a {type(m).__name__} there")
+        if not g.keys() <= m.keys():
+            extra = [k for k in g if k not in m]
+            raise ValueError(f"the gradient at {_keypath(link)} has key(s) {extra} that the "
+                             f"model does not have (model keys: {list(keys)})")
         return [g.get(k) for k in keys]
     if isinstance(m, (list, tuple)) and not is_namedtuple(m):
         if not isinstance(g, (list, tuple)):
-            raise TypeError(f"the gradient at {path} is a {type(g).__name__}, the model has "
-                            f"a {type(m).__name__} of length {len(m)} there")
+            raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the "
+                            f"model has a {type(m).__name__} of length {len(m)} there")
         if len(g) != len(m):
-            raise ValueError(f"the gradient at {path} has length {len(g)}, the model's "
-                             f"{type(m).__name__} has length {len(m)}")
+            raise ValueError(f"the gradient at {_keypath(link)} has length {len(g)}, the "
+                             f"model's {type(m).__name__} has length {len(m)}")
         return g
     # namedtuples and registered objects: by field name
     if isinstance(g, Mapping):
         extra = [k for k in g if k not in keys]
         if extra and is_namedtuple(m):
-            raise ValueError(f"the gradient at {path} has field(s) {extra} that the model's "
-                             f"{type(m).__name__} does not have")
+            raise ValueError(f"the gradient at {_keypath(link)} has field(s) {extra} that the "
+                             f"model's {type(m).__name__} does not have")
         return [g.get(k) for k in keys]
     if is_namedtuple(m) and isinstance(g, tuple) and not is_namedtuple(g):
         if len(g) != len(m):
-            raise ValueError(f"the gradient at {path} has length {len(g)}, the model's "
-                             f"{type(m).__name__} has length {len(m)}")
+            raise ValueError(f"the gradient at {_keypath(link)} has length {len(g)}, the "
+                             f"model's {type(m).__name__} has length {len(m)}")
         return g
     if isinstance(g, (np.ndarray, numbers.Number, str, list)):
-        raise TypeError(f"the gradient at {path} is a {type(g).__name__}, the model has a "
-                        f"{type(m).__name__} there (give a dict of its fields, or an object "
-                        f"with them)")
+        raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the model "
+                        f"has a {type(m).__name__} there (give a dict of its fields, or an "
+                        f"object with them)")
     return [getattr(g, k, None) for k in keys]
 
 
-def _check_gradient(g, x, rule, path):
+# (id(rule), parameter dtype) -> (rule, gradient dtype); the rule is kept so its id stays valid
+_GRAD_DTYPES = {}
+
+
+def _check_gradient(g, x, rule, link):
     """The gradient of one array, checked and cast once to the dtype its rule computes in."""
+    key = (id(rule), x.dtype)
+    hit = _GRAD_DTYPES.get(key)
+    if hit is None or hit[0] is not rule:
+        if len(_GRAD_DTYPES) > 4096:
+            _GRAD_DTYPES.clear()
+        hit = _GRAD_DTYPES[key] = (rule, gradient_dtype(rule, x.dtype))
+    want = hit[1]
+    if type(g) is np.ndarray and g.dtype == want and g.shape == x.shape and g.flags.c_contiguous:
+        return g                                    # the common case: nothing to do
     if isinstance(g, (list, tuple, Mapping, str)):
-        raise TypeError(f"the gradient at {path} is a {type(g).__name__}, expected an array "
-                        f"of shape {x.shape}")
+        raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, expected "
+                        f"an array of shape {x.shape}")
     a = g if isinstance(g, np.ndarray) else np.asarray(g)
     kind = a.dtype.kind
     if kind not in "biufc":
-        raise TypeError(f"the gradient at {path} has dtype {a.dtype}, which is not numeric")
+        raise TypeError(f"the gradient at {_keypath(link)} has dtype {a.dtype}, which is not "
+                        f"numeric")
     if kind == "c" and x.dtype.kind != "c":
-        raise TypeError(f"the gradient at {path} is complex ({a.dtype}) but the parameter is "
-                        f"real ({x.dtype})")
+        raise TypeError(f"the gradient at {_keypath(link)} is complex ({a.dtype}) but the "
+                        f"parameter is real ({x.dtype})")
     if a.shape != x.shape:
-        raise ValueError(f"the gradient at {path} has shape {a.shape}, the parameter has "
-                         f"shape {x.shape} (gradients are never broadcast)")
-    return np.ascontiguousarray(a, dtype=gradient_dtype(rule, x.dtype))
+        raise ValueError(f"the gradient at {_keypath(link)} has shape {a.shape}, the parameter "
+                         f"has shape {x.shape} (gradients are never broadcast)")
+    return np.ascontiguousarray(a, dtype=want)
 
 
-def _collect(t, m, g, path, found):
+def _collect(t, m, g, link, found):
+    """Walk state tree ``t``, model ``m`` and gradient ``g`` together; record one _Entry
+    per Leaf that has a gradient (tied arrays: the sum).  Checks only, writes nothing."""
     if g is None or t is None:
         return
-    if isinstance(t, Leaf):
+    if type(t) is Leaf:
         if not isnumeric(m):
-            raise TypeError(f"the state tree has a Leaf at {path} but the model has "
+            raise TypeError(f"the state tree has a Leaf at {_keypath(link)} but the model has "
                             f"{type(m).__name__} there")
-        gx = _check_gradient(g, m, t.rule, path)
+        gx = _check_gradient(g, m, t.rule, link)
         e = found.get(id(t))
         if e is None:
-            found[id(t)] = _Entry(t, m, gx, path)
+            found[id(t)] = _Entry(t, m, gx, link)
         elif e.x is not m:
-            raise ValueError(f"one Leaf is shared by two different arrays, at {e.path} and "
-                             f"{path}: the state tree does not belong to this model")
+            raise ValueError(f"one Leaf is shared by two different arrays, at "
+                             f"{_keypath(e.path)} and {_keypath(link)}: the state tree does "
+                             f"not belong to this model")
         else:
             e.g = e.g + gx                   # tied weights: sum the gradients
         return
+    if type(m) is dict and type(t) is dict and type(g) is dict:
+        # the common case, without building key lists
+        if len(t) != len(m) or not g.keys() <= m.keys():
+            _state_children(t, m, tuple(m), link)
+            _grad_children(m, g, tuple(m), link)
+        for k, mv in m.items():
+            gv = g.get(k)
+            if gv is not None:
+                try:
+                    tv = t[k]
+                except KeyError:
+                    _state_children(t, m, tuple(m), link)
+                    raise
+                if tv is not None:
+                    _collect(tv, mv, gv, (link, k), found)
+        return
     kv = children(m)
     if kv is None:
-        raise TypeError(f"the state tree has a {type(t).__name__} at {path} but the model "
-                        f"has a {type(m).__name__} there")
+        raise TypeError(f"the state tree has a {type(t).__name__} at {_keypath(link)} but the "
+                        f"model has a {type(m).__name__} there")
     keys, values = kv
-    ts = _state_children(t, m, keys, path)
-    gs = _grad_children(m, g, keys, path)
+    ts = _state_children(t, m, keys, link)
+    gs = _grad_children(m, g, keys, link)
     for k, tv, mv, gv in zip(keys, ts, values, gs):
-        _collect(tv, mv, gv, path + (k,), found)
+        if gv is not None and tv is not None:
+            _collect(tv, mv, gv, (link, k), found)
+
+
+# (id(rule), parameter dtype) -> (rule, template or None); see _program.template
+_TEMPLATES = {}
+
+
+def _template(rule, x, state):
+    key = (id(rule), x.dtype)
+    hit = _TEMPLATES.get(key)
+    if hit is None or hit[0] is not rule:
+        if len(_TEMPLATES) > 4096:
+            _TEMPLATES.clear()
+        hit = _TEMPLATES[key] = (rule, template(rule, x, state))
+    return hit[1]
 
 
 def _rebuild_model(m, new_arrays, memo):
@@ -294,21 +353,40 @@ def update_(tree, model, grad, *more_grads):
     (array([0.6666666, 1.5333333], dtype=float32), True)
     """
     found = {}
-    _collect(tree, model, grad, KeyPath(), found)
+    _collect(tree, model, grad, (), found)
     for more in more_grads:
-        _collect(tree, model, more, KeyPath(), {})
+        _collect(tree, model, more, (), {})
 
-    programs = []
+    # Plan every leaf before writing anything.  Leaves whose rule compiles to a plain
+    # kernel program (no barrier) and whose array can be written in place are grouped by
+    # (rule, dtype) and run by one kernel call per group; the rest get a Program each.
+    groups, programs = {}, []
     for e in found.values():
-        if e.leaf.frozen:
+        leaf = e.leaf
+        if leaf.frozen:
             continue
         x = e.x
-        work = x if (x.flags.c_contiguous and x.flags.writeable) else np.array(x, order="C")
-        prog = Program(work, e.g, e.leaf, e.path)
-        pre = getattr(e.leaf.rule, "_precheck", None)
+        if x.flags.c_contiguous and x.flags.writeable:
+            tpl = _template(leaf.rule, x, leaf.state)
+            if tpl is not None:
+                grp = groups.get((id(leaf.rule), x.dtype))
+                if grp is None:
+                    grp = groups[(id(leaf.rule), x.dtype)] = (tpl, [], [], [])
+                grp[1].append(x)
+                grp[2].append(e.g)
+                grp[3].append(leaf.state)
+                continue
+            work = x
+        else:
+            work = np.array(x, order="C")
+        prog = Program(work, e.g, leaf, _keypath(e.path))
+        pre = getattr(leaf.rule, "_precheck", None)
         if pre is not None:
             pre(prog)
         programs.append((e, work, prog))
+
+    for tpl, xs, gs, states in groups.values():
+        _kernels.run_group(tpl, xs, gs, states)
 
     replaced = {}
     for e, work, prog in programs:
@@ -344,7 +422,9 @@ def _copy_state(s, memo):
         return type(s)._make(_copy_state(v, memo) for v in s)
     if isinstance(s, (list, tuple)):
         return type(s)(_copy_state(v, memo) for v in s)
-    return s
+    if s is None or isinstance(s, (numbers.Number, np.generic, str, bytes, Rule)):
+        return s
+    return copy.deepcopy(s, memo)      # a user rule's own state object (memo keeps ties)
 
 
 def _copy_model(m, memo):

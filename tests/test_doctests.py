@@ -1,0 +1,26 @@
+"""Run the docstring examples of every public module of the installed package."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import optimisers
+
+# Modules whose docstrings are prose only (private machinery; the kernels are compiled).
+WITHOUT_EXAMPLES = {"optimisers._kernels", "optimisers._program", "optimisers._probe"}
+
+MODULES = sorted(
+    name for _, name, _ in pkgutil.walk_packages(optimisers.__path__, "optimisers.")
+    if not name.endswith("__main__")
+) + ["optimisers"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
+    if name not in WITHOUT_EXAMPLES:
+        assert result.attempted > 0, f"{name} has no docstring examples"

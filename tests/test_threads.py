@@ -1,0 +1,68 @@
+"""OpenMP is really compiled in, visible to threadpoolctl, and obeys its limits."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import optimisers as opt
+from optimisers import _kernels
+
+
+def test_openmp_is_compiled_in():
+    # Without the meson `openmp` dependency on the extension, prange silently runs serially.
+    assert opt.openmp_enabled() is True
+
+
+def test_threadpoolctl_sees_the_openmp_runtime():
+    apis = {info["user_api"] for info in threadpool_info()}
+    assert "openmp" in apis
+
+
+def test_threadpool_limits_makes_kernels_single_threaded():
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert opt.max_threads() == 1
+    with threadpool_limits(limits=2, user_api="openmp"):
+        assert opt.max_threads() == 2
+
+
+def test_parallel_threshold_is_settable_and_validated():
+    old = opt.get_parallel_threshold()
+    try:
+        opt.set_parallel_threshold(123)
+        assert opt.get_parallel_threshold() == 123
+        with pytest.raises(ValueError):
+            opt.set_parallel_threshold(-1)
+    finally:
+        opt.set_parallel_threshold(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_and_serial_paths_agree_bit_for_bit(dtype, small_parallel_threshold):
+    # Element-wise programs must not depend on how tiles are spread over threads; sizes
+    # straddle the tile (2048) and the lowered threshold (4096).
+    rng = np.random.default_rng(0)
+    for n in (1, 2047, 2049, 4095, 50_001):
+        g = rng.standard_normal(n).astype(dtype)
+        results = []
+        for threads in (1, 2):
+            x = np.linspace(-1, 1, n).astype(dtype)
+            st = opt.setup(opt.OptimiserChain(opt.ClipGrad(1.0), opt.AdamW(0.1, lambda_=0.1)), x)
+            with threadpool_limits(limits=threads, user_api="openmp"):
+                for _ in range(3):
+                    st, x = opt.update_(st, x, g)
+            results.append((x, st.state[1].m, st.state[1].v))
+        for a, b in zip(*results):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, np.inf, -np.inf, 0.0, 3.0])
+def test_norm_does_not_depend_on_thread_count(p, small_parallel_threshold):
+    g = np.random.default_rng(1).standard_normal(100_003)
+    how = {2.0: _kernels.NORM_SQUARES, 1.0: _kernels.NORM_ABS, 0.0: _kernels.NORM_COUNT,
+           np.inf: _kernels.NORM_MAX, -np.inf: _kernels.NORM_MIN}.get(p, _kernels.NORM_POWER)
+    values = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            values.append(_kernels.reduce_norm(g, how, p))
+    assert values[0] == values[1]
+    assert values[0] != 0.0
