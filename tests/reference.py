@@ -189,16 +189,16 @@ def _bt(k, state_bt):
 # ---------------------------------------------------------------------------------------
 # init
 
-def ref_init(rule, x):
+def _ref_init(rule, x):
     """Initial state of ``rule`` for parameter array ``x`` (conventions §8)."""
     name = _name(rule)
     x = np.asarray(x)
     if name == "OptimiserChain":
-        return tuple(ref_init(r, x) for r in rule.opts)
+        return tuple(_ref_init(r, x) for r in rule.opts)
     if name == "MixedPrecision":
         H = _high_dtype(rule, x)
         xT = np.array(x, dtype=H, copy=True)
-        return MixedPrecisionState(xT, ref_init(rule.rule, xT))
+        return MixedPrecisionState(xT, _ref_init(rule.rule, xT))
     k = _Ctx(x)
     T, M = k.T, k.M
     shape = x.shape
@@ -581,7 +581,7 @@ def _mixed_update(rule, state, x, g):
 # ---------------------------------------------------------------------------------------
 # public entry points
 
-def ref_apply(rule, state, x, g):
+def _ref_apply_quiet(rule, state, x, g):
     """``(new_state, d)``; d in the compute dtype C, or None for "no step".
 
     Never mutates ``state``, ``x`` or ``g``.  Floating-point warnings are silenced
@@ -622,9 +622,11 @@ def _ref_apply(rule, state, x, g):
 
 
 def ref_update(rule, state, x, g):
-    """``(new_state, new_x)`` with new_x = T(C(x) - d); x unchanged (a copy) if d is None."""
+    """``(new_state, new_x)`` with new_x = T(C(x) - d); x unchanged (a copy) if d is None.
+    States in the library's layout (see the end of this file)."""
     with np.errstate(all="ignore"):
-        return _ref_update(rule, state, x, g)
+        new_state, new_x = _ref_update(rule, _internal_layout(state), x, g)
+    return _library_layout(new_state), new_x
 
 
 def _ref_update(rule, state, x, g):
@@ -722,3 +724,51 @@ def _ref_norm(g, p):
         if p == 1.0 or p == 0.0:
             return float(total)
         return _libm_pow(float(total), 1.0 / p)
+
+
+# ---------------------------------------------------------------------------------------
+# The library keeps its per-step scalars in small arrays that its kernels advance in place
+# (beta_t: a 2-element array of the real compute dtype; RAdam's t and AccumGrad's counter:
+# 0-d int64 arrays).  The formulas above work on plain scalars; these wrappers present the
+# states in the library's layout, so states can be compared field by field.
+
+def _internal_layout(state):
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        d = state._asdict()
+        if "beta_t" in d and isinstance(d["beta_t"], np.ndarray):
+            d["beta_t"] = (d["beta_t"][0], d["beta_t"][1])
+        for f in ("t", "counter"):
+            if f in d and isinstance(d[f], np.ndarray):
+                d[f] = int(d[f])
+        return type(state)(**{k: _internal_layout(v) for k, v in d.items()})
+    if isinstance(state, tuple):
+        return tuple(_internal_layout(s) for s in state)
+    return state
+
+
+def _library_layout(state):
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        d = state._asdict()
+        if "beta_t" in d and isinstance(d["beta_t"], tuple):
+            b = d["beta_t"]
+            d["beta_t"] = np.array([b[0], b[1]], dtype=np.asarray(b[0]).dtype)
+        for f in ("t", "counter"):
+            if f in d and isinstance(d[f], (int, np.integer)):
+                d[f] = np.array(d[f], dtype=np.int64)
+        return type(state)(**{k: _library_layout(v) for k, v in d.items()})
+    if isinstance(state, tuple):
+        return tuple(_library_layout(s) for s in state)
+    return state
+
+
+def ref_init(rule, x):
+    """Initial state of ``rule`` for parameter array ``x`` (conventions §8), in the
+    library's layout."""
+    return _library_layout(_ref_init(rule, x))
+
+
+def ref_apply(rule, state, x, g):
+    """(new_state, d) for one step; never mutates its inputs.  States in the library's
+    layout."""
+    new_state, d = _ref_apply_quiet(rule, _internal_layout(state), x, g)
+    return _library_layout(new_state), d

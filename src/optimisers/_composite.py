@@ -270,8 +270,10 @@ class MixedPrecision(Rule):
 
     def _compile(self, state, prog):
         from ._program import Program
-        inner = Program(state.xT, np.ascontiguousarray(prog.src, dtype=self.dtype),
-                        path=prog.path)
+        # The whole raw gradient, already cast to self.dtype by the engine.  (Asking for it
+        # first also keeps batch recording free of side effects: it is a barrier there.)
+        g = prog.current()
+        inner = Program(state.xT, np.ascontiguousarray(g, dtype=self.dtype), path=prog.path)
         new_inner = self.rule._compile(state.inner, inner)
         inner.finish()                                  # xT -= d'
         prog.assign(state.xT)                           # x <- round(xT)
