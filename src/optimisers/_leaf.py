@@ -23,13 +23,14 @@ class Leaf:
     Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0.]))
     """
 
-    __slots__ = ("rule", "state", "frozen", "_scratch", "__weakref__")
+    __slots__ = ("rule", "state", "frozen", "_scratch", "_plan", "__weakref__")
 
     def __init__(self, rule, state, frozen=False):
         self.rule = rule
         self.state = state
         self.frozen = bool(frozen)
         self._scratch = None   # a per-leaf buffer for chains that must materialise d
+        self._plan = None      # per-leaf facts update_ reuses between steps (_tree._leaf_plan)
 
     def __repr__(self):
         tail = ", frozen=True" if self.frozen else ""
@@ -49,6 +50,7 @@ class Leaf:
     def __setstate__(self, s):
         self.rule, self.state, self.frozen = s
         self._scratch = None
+        self._plan = None
 
 
 def tree_equal(a, b) -> bool:

@@ -133,13 +133,6 @@ def setup(rule, model):
 # ----------------------------------------------------------------------------------------
 # update
 
-class _Entry:
-    __slots__ = ("leaf", "x", "g", "path")
-
-    def __init__(self, leaf, x, g, path):
-        self.leaf, self.x, self.g, self.path = leaf, x, g, path
-
-
 def _keypath(link):
     """A KeyPath from the linked ``(parent, key)`` pairs the walk carries (built lazily,
     only for messages and programs, so the walk itself stays cheap)."""
@@ -196,28 +189,41 @@ def _grad_children(m, g, keys, link):
             raise ValueError(f"the gradient at {_keypath(link)} has length {len(g)}, the "
                              f"model's {type(m).__name__} has length {len(m)}")
         return g
-    if isinstance(g, (np.ndarray, numbers.Number, str, list)):
+    if is_namedtuple(m) and is_namedtuple(g):
+        extra = [k for k in g._fields if k not in keys]
+        if extra:
+            raise ValueError(f"the gradient at {_keypath(link)} has field(s) {extra} that the "
+                             f"model's {type(m).__name__} does not have")
+    if (isinstance(g, (np.ndarray, numbers.Number, str, list))
+            or (isinstance(g, tuple) and not is_namedtuple(g))):
         raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the model "
                         f"has a {type(m).__name__} there (give a dict of its fields, or an "
                         f"object with them)")
     return [getattr(g, k, None) for k in keys]
 
 
-# (id(rule), parameter dtype) -> (rule, gradient dtype); the rule is kept so its id stays valid
-_GRAD_DTYPES = {}
-
-
-def _check_gradient(g, x, rule, link):
-    """The gradient of one array, checked and cast once to the dtype its rule computes in."""
+def _leaf_plan(leaf, x):
+    """What does not change between steps for a Leaf and its array: the dtype its gradient
+    is cast to, and the batch template of its rule (see ``_program.template``).  Cached on
+    the Leaf, keyed by the identity of its rule and of the array's dtype."""
+    rule = leaf.rule
     key = (id(rule), x.dtype)
-    hit = _GRAD_DTYPES.get(key)
-    if hit is None or hit[0] is not rule:
-        if len(_GRAD_DTYPES) > 4096:
-            _GRAD_DTYPES.clear()
-        hit = _GRAD_DTYPES[key] = (rule, gradient_dtype(rule, x.dtype))
-    want = hit[1]
-    if type(g) is np.ndarray and g.dtype == want and g.shape == x.shape and g.flags.c_contiguous:
-        return g                                    # the common case: nothing to do
+    tpl = _TEMPLATES.get(key)
+    if tpl is None or tpl[0] is not rule:
+        if len(_TEMPLATES) > 4096:
+            _TEMPLATES.clear()
+        tpl = _TEMPLATES[key] = (rule, template(rule, x, leaf.state))
+    plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl[1])
+    return plan
+
+
+# (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
+# valid, and one template object is shared by all the leaves of a group.
+_TEMPLATES = {}
+
+
+def _check_gradient(g, x, want, link):
+    """The gradient of one array, checked and cast once to the dtype ``want``."""
     if isinstance(g, (list, tuple, Mapping, str)):
         raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, expected "
                         f"an array of shape {x.shape}")
@@ -235,25 +241,36 @@ def _check_gradient(g, x, rule, link):
     return np.ascontiguousarray(a, dtype=want)
 
 
+def _leaf(t, m, g, link, found):
+    """Record the gradient ``g`` of Leaf ``t`` and array ``m`` in ``found``:
+    id(leaf) -> [leaf, array, gradient, link, plan]; tied arrays sum their gradients."""
+    if type(m) is not np.ndarray or m.dtype.kind not in "fc":
+        raise TypeError(f"the state tree has a Leaf at {_keypath(link)} but the model has "
+                        f"{type(m).__name__} there")
+    plan = t._plan
+    if plan is None or plan[0] is not t.rule or plan[1] is not m.dtype:
+        plan = _leaf_plan(t, m)
+    want = plan[2]
+    if not (type(g) is np.ndarray and g.dtype is want and g.shape == m.shape
+            and g.flags.c_contiguous):
+        g = _check_gradient(g, m, want, link)
+    e = found.get(id(t))
+    if e is None:
+        found[id(t)] = [t, m, g, link, plan]
+    elif e[1] is not m:
+        raise ValueError(f"one Leaf is shared by two different arrays, at {_keypath(e[3])} "
+                         f"and {_keypath(link)}: the state tree does not belong to this model")
+    else:
+        e[2] = e[2] + g                   # tied weights: sum the gradients
+
+
 def _collect(t, m, g, link, found):
-    """Walk state tree ``t``, model ``m`` and gradient ``g`` together; record one _Entry
-    per Leaf that has a gradient (tied arrays: the sum).  Checks only, writes nothing."""
+    """Walk state tree ``t``, model ``m`` and gradient ``g`` together and record every Leaf
+    that has a gradient (see ``_leaf``).  Checks only, writes nothing."""
     if g is None or t is None:
         return
     if type(t) is Leaf:
-        if not isnumeric(m):
-            raise TypeError(f"the state tree has a Leaf at {_keypath(link)} but the model has "
-                            f"{type(m).__name__} there")
-        gx = _check_gradient(g, m, t.rule, link)
-        e = found.get(id(t))
-        if e is None:
-            found[id(t)] = _Entry(t, m, gx, link)
-        elif e.x is not m:
-            raise ValueError(f"one Leaf is shared by two different arrays, at "
-                             f"{_keypath(e.path)} and {_keypath(link)}: the state tree does "
-                             f"not belong to this model")
-        else:
-            e.g = e.g + gx                   # tied weights: sum the gradients
+        _leaf(t, m, g, link, found)
         return
     if type(m) is dict and type(t) is dict and type(g) is dict:
         # the common case, without building key lists
@@ -268,7 +285,9 @@ def _collect(t, m, g, link, found):
                 except KeyError:
                     _state_children(t, m, tuple(m), link)
                     raise
-                if tv is not None:
+                if type(tv) is Leaf:
+                    _leaf(tv, mv, gv, (link, k), found)
+                elif tv is not None:
                     _collect(tv, mv, gv, (link, k), found)
         return
     kv = children(m)
@@ -281,20 +300,6 @@ def _collect(t, m, g, link, found):
     for k, tv, mv, gv in zip(keys, ts, values, gs):
         if gv is not None and tv is not None:
             _collect(tv, mv, gv, (link, k), found)
-
-
-# (id(rule), parameter dtype) -> (rule, template or None); see _program.template
-_TEMPLATES = {}
-
-
-def _template(rule, x, state):
-    key = (id(rule), x.dtype)
-    hit = _TEMPLATES.get(key)
-    if hit is None or hit[0] is not rule:
-        if len(_TEMPLATES) > 4096:
-            _TEMPLATES.clear()
-        hit = _TEMPLATES[key] = (rule, template(rule, x, state))
-    return hit[1]
 
 
 def _rebuild_model(m, new_arrays, memo):
@@ -361,44 +366,42 @@ def update_(tree, model, grad, *more_grads):
     # kernel program (no barrier) and whose array can be written in place are grouped by
     # (rule, dtype) and run by one kernel call per group; the rest get a Program each.
     groups, programs = {}, []
-    for e in found.values():
-        leaf = e.leaf
+    for leaf, x, g, link, plan in found.values():
         if leaf.frozen:
             continue
-        x = e.x
-        if x.flags.c_contiguous and x.flags.writeable:
-            tpl = _template(leaf.rule, x, leaf.state)
+        flags = x.flags
+        if flags.c_contiguous and flags.writeable:
+            tpl = plan[3]
             if tpl is not None:
-                grp = groups.get((id(leaf.rule), x.dtype))
+                grp = groups.get(id(tpl))
                 if grp is None:
-                    grp = groups[(id(leaf.rule), x.dtype)] = (tpl, [], [], [])
+                    grp = groups[id(tpl)] = (tpl, [], [], [])
                 grp[1].append(x)
-                grp[2].append(e.g)
+                grp[2].append(g)
                 grp[3].append(leaf.state)
                 continue
             work = x
         else:
             work = np.array(x, order="C")
-        prog = Program(work, e.g, leaf, _keypath(e.path))
+        prog = Program(work, g, leaf, _keypath(link))
         pre = getattr(leaf.rule, "_precheck", None)
         if pre is not None:
             pre(prog)
-        programs.append((e, work, prog))
+        programs.append((leaf, x, work, prog))
 
     for tpl, xs, gs, states in groups.values():
         _kernels.run_group(tpl, xs, gs, states)
 
     replaced = {}
-    for e, work, prog in programs:
-        leaf = e.leaf
+    for leaf, x, work, prog in programs:
         new_state = leaf.rule._compile(leaf.state, prog)
         prog.finish()
         leaf.state = new_state
-        if work is not e.x:
-            if e.x.flags.writeable:
-                np.copyto(e.x, work)
+        if work is not x:
+            if x.flags.writeable:
+                np.copyto(x, work)
             else:
-                replaced[id(e.x)] = work
+                replaced[id(x)] = work
 
     if replaced:
         model = _rebuild_model(model, replaced, {})
