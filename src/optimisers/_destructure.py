@@ -33,14 +33,39 @@ def destructure(model):
     (array([3., 5.]), array([7.+11.j]))
     """
     offsets, pieces, total = {}, [], 0
+    for x in _distinct_arrays(model):
+        offsets[id(x)] = total
+        pieces.append(x.reshape(-1, order="C") if x.flags.c_contiguous else x.ravel(order="C"))
+        total += x.size
+    if pieces:
+        flat = np.concatenate(pieces, dtype=np.result_type(*pieces))
+    else:
+        flat = np.zeros(0, dtype=bool)
+    return flat, Restructure(_skeleton(model, {}), offsets, total)
+
+
+def _skeleton(x, memo):
+    """The model with every container rebuilt (the arrays and other leaves kept), so that
+    changing the user's containers later (``model["w"] = ...``) cannot break ``re``."""
+    kv = children(x)
+    if kv is None:
+        return x
+    r = memo.get(id(x))
+    if r is None:
+        keys, values = kv
+        r = memo[id(x)] = rebuild(x, keys, [_skeleton(v, memo) for v in values])
+    return r
+
+
+def _distinct_arrays(model):
+    """The trainable arrays of ``model``, each distinct array once, depth first."""
+    out, seen = [], set()
 
     def walk(x):
-        nonlocal total
         if isnumeric(x):
-            if id(x) not in offsets:
-                offsets[id(x)] = total
-                pieces.append(x.reshape(-1, order="C") if x.flags.c_contiguous else x.ravel(order="C"))
-                total += x.size
+            if id(x) not in seen:
+                seen.add(id(x))
+                out.append(x)
             return
         kv = children(x)
         if kv is None:
@@ -52,11 +77,7 @@ def destructure(model):
                 walk(v)
 
     walk(model)
-    if pieces:
-        flat = np.concatenate(pieces, dtype=np.result_type(*pieces))
-    else:
-        flat = np.zeros(0, dtype=bool)
-    return flat, Restructure(model, offsets, total)
+    return out
 
 
 class Restructure:
@@ -80,6 +101,19 @@ class Restructure:
 
     def __len__(self):
         return self.length
+
+    # offsets are keyed by the arrays' ids, which a copy or a pickle changes: store them in
+    # traversal order and key them again by the ids of the restored model's arrays
+    def __getstate__(self):
+        order = _distinct_arrays(self.model)
+        return {"model": self.model, "length": self.length,
+                "offsets": [self.offsets[id(x)] for x in order]}
+
+    def __setstate__(self, state):
+        self.model = state["model"]
+        self.length = state["length"]
+        order = _distinct_arrays(self.model)
+        self.offsets = {id(x): o for x, o in zip(order, state["offsets"])}
 
     def __repr__(self):
         return f"Restructure({type(self.model).__name__}, ..., {self.length})"

@@ -152,9 +152,10 @@ def trainable_keys(x, keys):
 def rebuild(x, keys, values):
     """A container like ``x`` whose children are ``values``.
 
-    Registered classes are copied (``copy.copy``) and the fields set with
-    ``object.__setattr__``, so no user ``__init__`` runs and frozen dataclasses and
-    ``__slots__`` classes rebuild too."""
+    Registered classes are shallow-copied without running their code (no ``__init__``,
+    ``__setattr__`` or ``__copy__``) and the fields set with ``object.__setattr__``, so
+    frozen dataclasses and immutable ``__slots__`` classes rebuild too.  Dict subclasses
+    keep their extras (a ``defaultdict`` its ``default_factory``)."""
     t = type(x)
     if t is dict:
         return dict(zip(keys, values))
@@ -163,12 +164,47 @@ def rebuild(x, keys, values):
     if t is tuple:
         return tuple(values)
     if isinstance(x, dict):
-        return t(zip(keys, values))
+        # a copy keeps what the subclass adds (defaultdict's default_factory, ...)
+        new = copy.copy(x)
+        new.clear()
+        new.update(zip(keys, values))
+        return new
     if isinstance(x, tuple):
         if is_namedtuple(x):
             return t._make(values)
         return t(values)
-    new = copy.copy(x)
+    new = _shallow_copy(x)
     for k, v in zip(keys, values):
         object.__setattr__(new, k, v)
+    return new
+
+
+def _slot_names(t):
+    for klass in t.__mro__:
+        s = klass.__dict__.get("__slots__", ())
+        for name in ([s] if isinstance(s, str) else s):
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{klass.__name__.lstrip('_')}{name}"     # name mangling
+            yield name
+
+
+def _shallow_copy(x):
+    """A shallow copy of a plain Python object that runs none of its code: no
+    ``__init__``, ``__setattr__``, ``__copy__`` or ``__setstate__`` (which may refuse, as
+    in immutable ``__slots__`` classes).  Other objects go through ``copy.copy``."""
+    t = type(x)
+    if t.__new__ is not object.__new__:
+        return copy.copy(x)
+    new = object.__new__(t)
+    d = getattr(x, "__dict__", None)
+    if d is not None:
+        object.__getattribute__(new, "__dict__").update(d)
+    for name in _slot_names(t):
+        try:
+            v = object.__getattribute__(x, name)
+        except AttributeError:
+            continue                                  # an unset slot stays unset
+        object.__setattr__(new, name, v)
     return new

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 __all__ = ["KeyPath", "getkeypath", "haskeypath"]
 
 
@@ -34,6 +36,9 @@ class KeyPath(tuple):
 
     def __add__(self, other):
         return KeyPath(*self, *KeyPath(*other)) if isinstance(other, tuple) else KeyPath(*self, other)
+
+    def __radd__(self, other):
+        return KeyPath(*KeyPath(*other), *self) if isinstance(other, tuple) else KeyPath(other, *self)
 
     def __getitem__(self, i):
         r = tuple.__getitem__(self, i)
@@ -90,6 +95,9 @@ def haskeypath(x, kp):
             if k not in x:
                 return False
         elif isinstance(k, int) and isinstance(x, (list, tuple)):
+            if not -len(x) <= k < len(x):
+                return False
+        elif isinstance(k, int) and isinstance(x, np.ndarray) and x.ndim > 0:
             if not -len(x) <= k < len(x):
                 return False
         elif isinstance(k, str):

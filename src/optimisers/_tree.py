@@ -78,6 +78,11 @@ def _state_container(x, keys, states):
     return dict(zip(keys, states))
 
 
+# what the kernels compute on (float16 via float32); not big-endian, not extended precision
+_TRAINABLE_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64,
+                                                     np.complex64, np.complex128))
+
+
 def setup(rule, model):
     """Initialise ``rule`` for every trainable array of ``model``: the state tree.
 
@@ -112,6 +117,11 @@ def setup(rule, model):
         if isnumeric(x):
             leaf = cache.get(id(x))
             if leaf is None:
+                if x.dtype not in _TRAINABLE_DTYPES:
+                    raise TypeError(
+                        f"setup: the parameter at {path} has dtype {x.dtype.str}, which "
+                        f"optimisers cannot train; convert it to one of float16/32/64 or "
+                        f"complex64/128 in native byte order (e.g. x.astype(np.float64))")
                 rule.check_param(x, path)
                 leaf = cache[id(x)] = Leaf(rule, rule.init(x))
             return leaf
@@ -244,7 +254,7 @@ def _check_gradient(g, x, want, link):
 def _leaf(t, m, g, link, found):
     """Record the gradient ``g`` of Leaf ``t`` and array ``m`` in ``found``:
     id(leaf) -> [leaf, array, gradient, link, plan]; tied arrays sum their gradients."""
-    if type(m) is not np.ndarray or m.dtype.kind not in "fc":
+    if not isinstance(m, np.ndarray) or m.dtype.kind not in "fc":
         raise TypeError(f"the state tree has a Leaf at {_keypath(link)} but the model has "
                         f"{type(m).__name__} there")
     plan = t._plan
