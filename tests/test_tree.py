@@ -919,3 +919,20 @@ def test_complex_parameters(inplace):
     assert m2["c"].dtype == np.complex64
     np.testing.assert_allclose(m2["c"], [1 + 0.5j, 1 - 1j], rtol=1e-6)
     np.testing.assert_array_equal(m2["r"], [0.5, 1.5])
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_adjusted_rule_is_used_by_the_next_step(inplace):
+    fn = opt.update_ if inplace else opt.update
+    m = {"a": np.array([1.0, 2.0]), "b": np.array([3.0], np.float32)}
+    st = opt.setup(opt.Momentum(0.1, 0.5), m)
+    g = {"a": np.ones(2), "b": np.ones(1, np.float32)}
+    st, m = fn(st, m, g)                               # v = 0.1
+    opt.adjust_(st["a"], 0.3)                          # only a's rule changes
+    st, m = fn(st, m, g)                               # a: v = 0.05 + 0.3, b: v = 0.05 + 0.1
+    np.testing.assert_allclose(m["a"], [1.0 - 0.1 - 0.35, 2.0 - 0.1 - 0.35], rtol=1e-15)
+    np.testing.assert_allclose(m["b"], [3.0 - 0.1 - 0.15], rtol=1e-6)
+    st = opt.adjust(st, rho=0.0)
+    st, m = fn(st, m, g)
+    np.testing.assert_allclose(m["a"], [1.0 - 0.1 - 0.35 - 0.3, 2.0 - 0.1 - 0.35 - 0.3],
+                               rtol=1e-15)
