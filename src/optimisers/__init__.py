@@ -26,6 +26,7 @@ from ._composite import AccumGrad, MixedPrecision, OptimiserChain
 from ._tree import (adjust, adjust_, freeze_, isnumeric, maywrite, setup, thaw_, trainables,
                     update, update_)
 from ._destructure import Restructure, destructure
+from ._checkpoint import CheckpointError, load_state, save_state
 
 __version__ = "0.1.0"
 
@@ -39,5 +40,5 @@ __all__ = [
     "Restructure", "trainables", "trainable", "isnumeric", "maywrite", "KeyPath",
     "getkeypath", "haskeypath", "Leaf", "init", "apply_", "Rule", "functor",
     "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",
-    "RULES",
+    "save_state", "load_state", "CheckpointError", "RULES",
 ] + [r.__name__ for r in RULES]

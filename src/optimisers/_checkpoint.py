@@ -456,13 +456,12 @@ def save_state(path, tree):
     --------
     >>> import os, tempfile
     >>> import numpy as np, optimisers as opt
-    >>> from optimisers._checkpoint import load_state, save_state
     >>> model = {"w": np.ones((2, 2), np.float32), "b": np.zeros(2, np.float32)}
     >>> state = opt.setup(opt.OptimiserChain(opt.ClipNorm(1.0), opt.Adam(0.01)), model)
     >>> state, model = opt.update_(state, model, {"w": np.ones((2, 2)), "b": np.ones(2)})
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     save_state(os.path.join(d, "state.ckpt"), state)
-    ...     again = load_state(os.path.join(d, "state.ckpt"))
+    ...     opt.save_state(os.path.join(d, "state.ckpt"), state)
+    ...     again = opt.load_state(os.path.join(d, "state.ckpt"))
     >>> again == state
     True
     >>> again["b"].rule.opts
@@ -815,12 +814,11 @@ def load_state(path, *, types=()):
     --------
     >>> import os, tempfile
     >>> import numpy as np, optimisers as opt
-    >>> from optimisers._checkpoint import load_state, save_state
     >>> w = np.ones(3, np.float32)
     >>> state = opt.setup(opt.RAdam(), {"a": w, "b": [w, np.tanh]})   # w is tied
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     save_state(os.path.join(d, "state.ckpt"), state)
-    ...     again = load_state(os.path.join(d, "state.ckpt"))
+    ...     opt.save_state(os.path.join(d, "state.ckpt"), state)
+    ...     again = opt.load_state(os.path.join(d, "state.ckpt"))
     >>> again["a"] is again["b"][0], again["b"][1]
     (True, None)
     >>> again["a"].rule, again["a"].state.m.dtype, again["a"].state.beta_t.dtype
