@@ -1,0 +1,216 @@
+"""The bandwidth probe of ``optimisers-bench``: a plain fused pass over a few arrays.
+
+An optimiser step on a big array is limited by memory bandwidth, and what a machine
+delivers depends on the access pattern (how many streams are read, how many are read and
+written back in place, how many are only written).  ``probe`` measures that ceiling: one
+OpenMP pass, no tiles, no state, the least arithmetic that still touches every element of
+every stream:
+
+    s[i]      = (sum of every read stream at i) / (number of read streams)
+    out_j[i]  = s[i] * c_j          c_j = 1 - j/16, for every written stream j
+
+An array given both in ``reads`` and in ``writes`` is *updated in place* (read, then
+written, as ``x``, ``m`` and ``v`` are by Adam); an array only in ``writes`` is write-only.
+With no written stream the pass is a reduction and returns the sum of ``s``.  The values
+stay bounded (a mean, scaled by at most 1), so repeated calls never overflow nor sink into
+denormals.
+
+The loop is compiled once per (read-only, updated, write-only) count, so that every stream
+is a plain local pointer and the compiler vectorises it (``omp simd``: the streams are
+distinct arrays, checked here); the threads split the array into equal contiguous ranges
+(``omp parallel``, as many threads as ``omp_get_max_threads()``, which follows
+``threadpoolctl.threadpool_limits(n, "openmp")``).
+"""
+
+cimport numpy as cnp
+from libc.stdint cimport uintptr_t
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define PROBE_OPENMP 1
+    #else
+    #define PROBE_OPENMP 0
+    static int omp_get_max_threads(void) { return 1; }
+    static int omp_get_thread_num(void) { return 0; }
+    static int omp_get_num_threads(void) { return 1; }
+    #endif
+
+    #define PROBE_MAX_RO 3   /* read-only streams */
+    #define PROBE_MAX_UP 4   /* streams read and written in place */
+    #define PROBE_MAX_WO 2   /* write-only streams */
+
+    /* One thread's range [lo, hi) of the pass.  NR, NU, NW are literal constants at every
+       call site (see PROBE_CASE), so the inner loops unroll and every stream becomes a
+       plain pointer. */
+    #define PROBE_BODY(T, NAME)                                                          \\
+    static inline __attribute__((always_inline)) double                                 \\
+    NAME(const int NR, const int NU, const int NW, void* const* P,                     \\
+         ptrdiff_t lo, ptrdiff_t hi)                                                    \\
+    {                                                                                   \\
+        T* p[PROBE_MAX_RO + PROBE_MAX_UP + PROBE_MAX_WO];                               \\
+        const T inv = (T)1 / (T)(NR + NU);                                              \\
+        double acc = 0.0;                                                               \\
+        ptrdiff_t i;                                                                    \\
+        int k;                                                                          \\
+        for (k = 0; k < NR + NU + NW; k++) p[k] = (T*)P[k];                             \\
+        if (NU + NW == 0) {                                                             \\
+            _Pragma("omp simd reduction(+:acc)")                                        \\
+            for (i = lo; i < hi; i++) {                                                 \\
+                T s = 0;                                                                \\
+                for (k = 0; k < NR; k++) s += p[k][i];                                  \\
+                acc += (double)(s * inv);                                               \\
+            }                                                                           \\
+            return acc;                                                                 \\
+        }                                                                               \\
+        _Pragma("omp simd")                                                             \\
+        for (i = lo; i < hi; i++) {                                                     \\
+            T s = 0;                                                                    \\
+            for (k = 0; k < NR + NU; k++) s += p[k][i];                                 \\
+            s *= inv;                                                                   \\
+            for (k = 0; k < NU + NW; k++)                                               \\
+                p[NR + k][i] = s * ((T)1 - (T)k / (T)16);                               \\
+        }                                                                               \\
+        return 0.0;                                                                     \\
+    }
+
+    PROBE_BODY(float, probe_body_f32)
+    PROBE_BODY(double, probe_body_f64)
+
+    #define PROBE_CASE(R, U, W)                                                        \\
+        case (R) * 100 + (U) * 10 + (W):                                               \\
+            return f64 ? probe_body_f64(R, U, W, P, lo, hi)                             \\
+                       : probe_body_f32(R, U, W, P, lo, hi);
+    #define PROBE_CASES_W(R, U) PROBE_CASE(R, U, 0) PROBE_CASE(R, U, 1) PROBE_CASE(R, U, 2)
+    #define PROBE_CASES_U(R) PROBE_CASES_W(R, 0) PROBE_CASES_W(R, 1) PROBE_CASES_W(R, 2) \\
+                             PROBE_CASES_W(R, 3) PROBE_CASES_W(R, 4)
+
+    static double probe_range(int nr, int nu, int nw, int f64, void* const* P,
+                              ptrdiff_t lo, ptrdiff_t hi)
+    {
+        switch (nr * 100 + nu * 10 + nw) {
+            PROBE_CASES_U(0) PROBE_CASES_U(1) PROBE_CASES_U(2) PROBE_CASES_U(3)
+            default: return 0.0;
+        }
+    }
+
+    /* The whole pass: equal contiguous ranges (rounded to 16 elements, a cache line of
+       float32) over the team of threads. */
+    static double probe_run(int nr, int nu, int nw, int f64, void* const* P, ptrdiff_t n,
+                            int n_threads)
+    {
+        double total = 0.0;
+        if (n_threads < 1) n_threads = 1;
+        #pragma omp parallel num_threads(n_threads) reduction(+:total)
+        {
+            ptrdiff_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+            ptrdiff_t lo = (t == 0) ? 0 : ((n / nt) * t) & ~(ptrdiff_t)15;
+            ptrdiff_t hi = (t == nt - 1) ? n : ((n / nt) * (t + 1)) & ~(ptrdiff_t)15;
+            total += probe_range(nr, nu, nw, f64, P, lo, hi);
+        }
+        return total;
+    }
+    """
+    bint PROBE_OPENMP
+    int PROBE_MAX_RO, PROBE_MAX_UP, PROBE_MAX_WO
+    int omp_get_max_threads() noexcept nogil
+    double probe_run(int nr, int nu, int nw, int f64, void* const* P, Py_ssize_t n,
+                     int n_threads) noexcept nogil
+
+
+#: the largest numbers of read-only, updated (read and written) and write-only streams
+MAX_READ_ONLY = PROBE_MAX_RO
+MAX_UPDATED = PROBE_MAX_UP
+MAX_WRITE_ONLY = PROBE_MAX_WO
+
+
+def openmp_enabled():
+    """True when the probe was compiled with OpenMP."""
+    return bool(PROBE_OPENMP)
+
+
+def max_threads():
+    """The number of threads a probe pass uses now."""
+    return omp_get_max_threads()
+
+
+def _classify(reads, writes):
+    """Split the streams into read-only, updated and write-only lists (order kept)."""
+    reads, writes = list(reads), list(writes)
+    if not reads:
+        raise ValueError("the probe needs at least one array to read")
+    for a in reads + writes:
+        if not isinstance(a, cnp.ndarray):
+            raise TypeError(f"the probe takes numpy arrays, got {type(a).__name__}")
+    ids_r = [id(a) for a in reads]
+    ids_w = [id(a) for a in writes]
+    if len(set(ids_r)) != len(ids_r) or len(set(ids_w)) != len(ids_w):
+        raise ValueError("an array appears twice in reads or twice in writes")
+    updated = [a for a in reads if id(a) in ids_w]
+    read_only = [a for a in reads if id(a) not in ids_w]
+    write_only = [a for a in writes if id(a) not in ids_r]
+    return read_only, updated, write_only
+
+
+def probe(reads, writes=()):
+    """One plain fused pass: ``out[i] = mean of reads[i] * c_j`` into every written array.
+
+    Parameters
+    ----------
+    reads : sequence of ndarray
+        The streams read (1 to 7).  An array also in ``writes`` is updated in place.
+    writes : sequence of ndarray
+        The streams written; ``writes[j]`` gets ``s * (1 - j/16)`` where ``s`` is the mean of
+        the reads (``j`` counts the written arrays in the order: updated ones in the order of
+        ``reads``, then write-only ones in the order of ``writes``).
+
+    All arrays are distinct, C-contiguous, of one dtype (float32 or float64) and size, and
+    do not overlap in memory; at most ``MAX_READ_ONLY`` read-only, ``MAX_UPDATED`` updated
+    and ``MAX_WRITE_ONLY`` write-only streams.
+
+    Returns
+    -------
+    float or None
+        With no written stream, the sum over ``i`` of the mean of the reads (a reduction,
+        accumulated in float64 per thread); ``None`` otherwise.
+    """
+    read_only, updated, write_only = _classify(reads, writes)
+    streams = read_only + updated + write_only
+    cdef int nr = len(read_only), nu = len(updated), nw = len(write_only)
+    if nr > PROBE_MAX_RO or nu > PROBE_MAX_UP or nw > PROBE_MAX_WO:
+        raise ValueError(f"the probe handles at most {PROBE_MAX_RO} read-only, {PROBE_MAX_UP} "
+                         f"updated and {PROBE_MAX_WO} write-only arrays, got {nr}, {nu}, {nw}")
+    cdef cnp.ndarray first = <cnp.ndarray> streams[0]
+    cdef int typenum = cnp.PyArray_TYPE(first)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"the probe runs on float32 and float64, got {first.dtype}")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(first)
+    cdef void* ptrs[9]
+    cdef cnp.ndarray a
+    cdef int k
+    spans = []
+    for k in range(nr + nu + nw):
+        a = <cnp.ndarray> streams[k]
+        if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_SIZE(a) != n:
+            raise ValueError("all probe arrays must have one dtype and one size")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            raise ValueError("probe arrays must be C-contiguous")
+        if k >= nr and not cnp.PyArray_ISWRITEABLE(a):
+            raise ValueError("a written probe array is read-only")
+        ptrs[k] = cnp.PyArray_DATA(a)
+        start = <uintptr_t> ptrs[k]
+        spans.append((start, start + <uintptr_t> cnp.PyArray_NBYTES(a)))
+    spans.sort()
+    for k in range(1, len(spans)):
+        if spans[k][0] < spans[k - 1][1]:
+            raise ValueError("probe arrays must not overlap in memory")
+    cdef int f64 = typenum == cnp.NPY_FLOAT64
+    cdef int n_threads = omp_get_max_threads()
+    cdef double total
+    with nogil:
+        total = probe_run(nr, nu, nw, f64, ptrs, n, n_threads)
+    return total if nu + nw == 0 else None

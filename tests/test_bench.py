@@ -1,0 +1,317 @@
+"""optimisers-bench: the command at --tiny size (table, JSON, CSV, quality, plot), the
+bandwidth probe against numpy, and the peers of --compare against optimisers' own results.
+
+No timing is asserted anywhere: only that the figures are consistent with each other."""
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import optimisers as opt
+from optimisers import _probe
+from optimisers.bench import compare, main, parse, rules, speed
+from optimisers.bench.speed import Case
+
+TINY = ["--tiny", "--no-progress"]
+
+
+def run_main(capsys, *args):
+    code = main(TINY + list(args))
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+@pytest.fixture(scope="module")
+def tiny_json():
+    """One --tiny --json run shared by the consistency tests."""
+    import contextlib
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(TINY + ["--json"]) == 0
+    return json.loads(buf.getvalue())
+
+
+# ----------------------------------------------------------------------------------------
+# the command
+
+def test_tiny_table(capsys):
+    out = run_main(capsys)
+    for title in ("Speed:", "Per-leaf overhead", "Quality:", "ms/step", "% bw"):
+        assert title in out
+    for rule in ("adam", "momentum", "lion"):
+        assert rule in out
+    for problem in ("rosenbrock", "logistic", "spirals"):
+        assert problem in out
+
+
+def test_tiny_json_fields(tiny_json):
+    meta = tiny_json["meta"]
+    assert meta["threads"] == [1, 2] and meta["optimisers"] == opt.__version__
+    assert meta["elapsed_s"] > 0
+    ns = parse(TINY)
+    speed_rows = tiny_json["speed"]
+    cases = {(r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]) for r in speed_rows}
+    # 3 rules x (1 size + 1 many-array model) x 2 thread counts
+    assert len(cases) == len(ns.rules) * (len(ns.sizes) + len(ns.many)) * len(ns.threads)
+    for case in cases:
+        impls = {r["impl"] for r in speed_rows if (r["rule"], r["dtype"], r["size"],
+                                                   r["leaves"], r["threads"]) == case}
+        assert impls == {"optimisers", "probe"}
+    assert len(tiny_json["per_leaf"]) == 2 * len(ns.threads)     # ours and the probe
+    for r in tiny_json["per_leaf"]:
+        assert r["leaves"] == ns.per_leaf and r["size"] == 16 * ns.per_leaf
+    assert {r["problem"] for r in tiny_json["quality"]} == {"rosenbrock", "logistic",
+                                                          "spirals"}
+
+
+def test_tiny_json_consistency(tiny_json):
+    rows = tiny_json["speed"] + tiny_json["per_leaf"]
+    by_case = {}
+    for r in rows:
+        by_case.setdefault((r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]),
+                           {})[r["impl"]] = r
+    for impls in by_case.values():
+        ours, probe = impls["optimisers"], impls["probe"]
+        for r in impls.values():
+            spec = rules.get(r["rule"])
+            itemsize = np.dtype(r["dtype"]).itemsize
+            assert r["bytes"] == rules.arrays_per_element(spec.passes) * r["size"] * itemsize
+            assert r["gbps"] == pytest.approx(r["bytes"] / (r["ms"] * 1e-3) / 1e9, rel=1e-9)
+            assert r["probe_gbps"] == pytest.approx(probe["gbps"], rel=1e-9)
+            assert r["pct_bw"] == pytest.approx(100 * probe["ms"] / r["ms"], rel=1e-9)
+            assert r["vs_opt"] == pytest.approx(r["ms"] / ours["ms"], rel=1e-9)
+            assert r["us_per_leaf"] == pytest.approx(r["ms"] * 1e3 / r["leaves"], rel=1e-9)
+            assert 0 < r["ms_best"] <= r["ms"] and r["ms_q1"] <= r["ms"] <= r["ms_q3"]
+            assert r["steps"] >= 3
+        assert ours["vs_opt"] == 1.0
+        # the state holds what the rule needs (+ a few scalars per array, Adam's beta^t)
+        assert ours["setup_ms"] > 0
+        assert 0 <= ours["state_bytes"] - ours["state_min_bytes"] <= 64 * ours["leaves"]
+
+
+def test_byte_counts():
+    a = rules.arrays_per_element
+    assert a(rules.get("adam").passes) == 7          # x, g, m, v read; x, m, v written
+    assert a(rules.get("adamw").passes) == 7
+    assert a(rules.get("momentum").passes) == 5
+    assert a(rules.get("lion").passes) == 5
+    assert a(rules.get("descent").passes) == 3
+    assert a(rules.get("clipnorm+adamw").passes) == 8
+    assert Case("adam", "float32", 10, 1, 1).bytes == 280
+    assert Case("adam", "float64", 10, 1, 1).bytes == 560
+
+
+def test_tiny_csv(capsys, tiny_json):
+    out = run_main(capsys, "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    sections = [r["section"] for r in rows]
+    assert sections.count("speed") == len(tiny_json["speed"])
+    assert sections.count("per_leaf") == len(tiny_json["per_leaf"])
+    assert sections.count("quality") == len(tiny_json["quality"])
+    for r in rows:
+        if r["section"] != "quality":
+            ms, b, gbps = float(r["ms"]), int(r["bytes"]), float(r["gbps"])
+            assert gbps == pytest.approx(b / (ms * 1e-3) / 1e9, rel=1e-6)
+
+
+def test_quality_mode_losses_decrease(capsys):
+    out = run_main(capsys, "quality", "--rules", "adam,momentum,descent,lion,clipnorm+adamw",
+                   "--json")
+    res = json.loads(out)
+    assert res["speed"] == [] and res["per_leaf"] == []
+    assert len(res["quality"]) == 5 * 3
+    for r in res["quality"]:
+        assert math.isfinite(r["final_loss"]) and not r["diverged"]
+        assert r["final_loss"] < r["initial_loss"], r
+        assert r["steps"] == 60
+
+
+def test_compare_tiny(capsys):
+    out = run_main(capsys, "--compare", "--rules", "adam,lion,clipnorm+adamw", "--many",
+                   "none", "--per-leaf", "0", "--no-quality", "--threads", "1", "--json")
+    res = json.loads(out)
+    impls = {(r["rule"], r["impl"]) for r in res["speed"]}
+    for rule in ("adam", "lion", "clipnorm+adamw"):
+        assert (rule, "numpy") in impls and (rule, "optimisers") in impls
+    if compare.torch_module() is not None:
+        assert ("adam", "torch-loop") in impls and ("adam", "torch-foreach") in impls
+        assert ("clipnorm+adamw", "torch-loop") in impls
+        assert any("Lion" in n or "lion" in n for n in res["notes"])
+    else:
+        assert any("torch is not installed" in n for n in res["notes"])
+
+
+def test_sizes_none_runs_only_the_many_models(capsys):
+    res = json.loads(run_main(capsys, "--sizes", "none", "--many", "20x500", "--rules",
+                              "descent", "--threads", "1", "--per-leaf", "0", "--no-quality",
+                              "--json"))
+    assert {(r["size"], r["leaves"]) for r in res["speed"]} == {(10000, 20)}
+    assert res["per_leaf"] == [] and res["quality"] == []
+
+
+def test_list_and_errors(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "clipnorm+adamw" in out and "28 B/elem float32" in out
+    with pytest.raises(SystemExit):
+        main(["--rules", "nonsense"])
+    with pytest.raises(SystemExit):
+        main(["--sizes", "0"])
+    with pytest.raises(SystemExit):
+        main(["--dtypes", "float16"])
+
+
+# ----------------------------------------------------------------------------------------
+# plotting
+
+def test_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    run_main(capsys, "--rules", "adam", "--threads", "1", "--per-leaf", "0", "--plot",
+             str(path))
+    assert path.stat().st_size > 1000
+    path2 = tmp_path / "quality.png"
+    run_main(capsys, "quality", "--rules", "adam,lion", "--plot", str(path2))
+    assert path2.stat().st_size > 1000
+
+
+def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
+    from optimisers.bench import plot
+
+    def missing():
+        raise plot.PlotUnavailable("--plot needs matplotlib: pip install 'optimisers[plot]'")
+    monkeypatch.setattr(plot, "_pyplot", missing)
+    assert main(TINY + ["--plot", str(tmp_path / "x.png")]) == 2
+    assert "matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# the probe
+
+def _reference(reads, writes):
+    """What the probe computes, in numpy: the mean of the reads into every written array."""
+    ids = {id(w) for w in writes}
+    order = [a for a in reads if id(a) not in ids] + [a for a in reads if id(a) in ids]
+    inv = reads[0].dtype.type(1) / reads[0].dtype.type(len(reads))
+    s = np.zeros_like(reads[0])
+    for a in order:
+        s = s + a
+    s = s * inv
+    outs_order = [a for a in reads if id(a) in ids] + [w for w in writes if id(w) not in
+                                                       {id(r) for r in reads}]
+    return s, [s * (s.dtype.type(1) - s.dtype.type(j) / s.dtype.type(16))
+               for j in range(len(outs_order))], outs_order
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 17, 1001, 100_003])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("pattern", [(1, 0, 0), (2, 0, 0), (1, 1, 0), (1, 2, 0), (1, 3, 0),
+                                     (1, 4, 0), (2, 1, 1), (0, 2, 0), (3, 0, 2), (1, 0, 1)])
+def test_probe_matches_numpy(dtype, n, threads, pattern):
+    n_ro, n_up, n_wo = pattern
+    rng = np.random.default_rng(n + 7 * n_up)
+    ro = [rng.standard_normal(n).astype(dtype) for _ in range(n_ro)]
+    up = [rng.standard_normal(n).astype(dtype) for _ in range(n_up)]
+    wo = [np.full(n, np.nan, dtype) for _ in range(n_wo)]
+    reads, writes = up[:1] + ro + up[1:], up + wo          # updated arrays anywhere in reads
+    s, expected, outs = _reference(reads, writes)           # before the probe writes
+    ro_before = [a.copy() for a in ro]
+    with threadpool_limits(threads, "openmp"):
+        total = _probe.probe(reads, writes)
+    for out, e in zip(outs, expected):
+        np.testing.assert_allclose(out, e, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-6)
+    for a, b in zip(ro, ro_before):
+        np.testing.assert_array_equal(a, b)                 # read-only arrays untouched
+    if writes:
+        assert total is None
+    else:
+        assert total == pytest.approx(float(np.sum(s, dtype=np.float64)), rel=1e-4, abs=1e-3)
+
+
+def test_probe_values_stay_bounded():
+    g = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
+    x, m, v = (np.ones(4096, np.float32) * k for k in (1e3, -1e3, 5.0))
+    with threadpool_limits(1, "openmp"):
+        for _ in range(300):
+            _probe.probe([x, g, m, v], [x, m, v])
+    for a in (x, m, v):
+        assert np.all(np.isfinite(a)) and np.abs(a).max() <= 1e3
+        tiny = np.abs(a[a != 0])
+        assert tiny.size == 0 or tiny.min() > np.finfo(np.float32).tiny   # no denormals
+
+
+def test_probe_refuses_bad_input():
+    a, b = np.zeros(8), np.zeros(8)
+    with pytest.raises(ValueError, match="overlap"):
+        big = np.zeros(16)
+        _probe.probe([big[:8], big[4:12]], [])
+    with pytest.raises(ValueError, match="one dtype"):
+        _probe.probe([a, b.astype(np.float32)], [])
+    with pytest.raises(ValueError, match="one dtype and one size"):
+        _probe.probe([a, np.zeros(9)], [])
+    with pytest.raises(TypeError):
+        _probe.probe([a.astype(np.int64)], [])
+    with pytest.raises(ValueError, match="at most"):
+        _probe.probe([np.zeros(8) for _ in range(4)], [])
+    with pytest.raises(ValueError, match="read-only"):
+        r = np.zeros(8)
+        r.flags.writeable = False
+        _probe.probe([b], [r])
+    with pytest.raises(ValueError, match="at least one"):
+        _probe.probe([], [a])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _probe.probe([np.zeros(16)[::2]], [])
+
+
+# ----------------------------------------------------------------------------------------
+# the peers compute the same step as optimisers (so the comparison is fair)
+
+def _after_steps(step, k=3):
+    for _ in range(k):
+        step()
+    return [x.copy() for x in step.params]
+
+
+@pytest.mark.parametrize("rule", ["descent", "momentum", "lion", "adam", "adamw",
+                                  "clipnorm+adamw"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_peer_matches_optimisers(rule, dtype):
+    case = Case(rule, dtype, 3000, 3, 1)
+    ours = _after_steps(speed.optimisers_step(case))
+    theirs = _after_steps(dict(compare.builders(case))["numpy"](case))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == "float32" else 1e-10,
+                                   atol=1e-6 if dtype == "float32" else 1e-14)
+
+
+@pytest.mark.parametrize("rule", ["descent", "momentum", "adam", "adamw"])
+def test_torch_peers_match_optimisers(rule):
+    if compare.torch_module() is None:
+        pytest.skip("torch is not installed")
+    case = Case(rule, "float64", 3000, 1, 1)      # one array: ClipNorm's norm is the same
+    ours = _after_steps(speed.optimisers_step(case))
+    for name, build in compare.builders(case):
+        if name == "numpy":
+            continue
+        try:
+            step = build(case)
+        except speed.Unavailable:
+            continue
+        for a, b in zip(ours, _after_steps(step)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, err_msg=name)
+
+
+def test_probe_step_covers_the_rule_passes():
+    case = Case("clipnorm+adamw", "float32", 5000, 1, 1)
+    step = speed.probe_step(case)
+    step()                                        # a norm pass, then the 1-read/3-update pass
+    assert rules.bytes_per_step(case.spec.passes, 5000, 4) == 8 * 5000 * 4
