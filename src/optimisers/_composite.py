@@ -252,9 +252,16 @@ class MixedPrecision(Rule):
     def _fields(self):
         return ("rule", "dtype")
 
+    def _high(self, dtype):
+        """The master copy's dtype for a parameter of ``dtype``: a complex parameter gets
+        the complex dtype of this precision (its imaginary part is kept)."""
+        if np.dtype(dtype).kind == "c" and self.dtype.kind != "c":
+            return np.promote_types(self.dtype, np.complex64)
+        return self.dtype
+
     def check_param(self, x, path=None):
         Rule.check_param(self, x, path)
-        self.rule.check_param(np.empty(0, self.dtype), path)
+        self.rule.check_param(np.empty(0, self._high(x.dtype)), path)
 
     def _precheck(self, prog):
         pre = getattr(self.rule, "_precheck", None)
@@ -262,10 +269,10 @@ class MixedPrecision(Rule):
             pre(prog)     # prog's gradient is already in self.dtype
 
     def grad_dtype(self, dtype):
-        return self.dtype
+        return self._high(dtype)
 
     def init(self, x):
-        xT = np.array(x, dtype=self.dtype, order="C")
+        xT = np.array(x, dtype=self._high(x.dtype), order="C")
         return MixedPrecisionState(xT, self.rule.init(xT))
 
     def _compile(self, state, prog):
@@ -273,7 +280,7 @@ class MixedPrecision(Rule):
         # The whole raw gradient, already cast to self.dtype by the engine.  (Asking for it
         # first also keeps batch recording free of side effects: it is a barrier there.)
         g = prog.current()
-        inner = Program(state.xT, np.ascontiguousarray(g, dtype=self.dtype), path=prog.path)
+        inner = Program(state.xT, np.ascontiguousarray(g, dtype=state.xT.dtype), path=prog.path)
         new_inner = self.rule._compile(state.inner, inner)
         inner.finish()                                  # xT -= d'
         prog.assign(state.xT)                           # x <- round(xT)

@@ -65,7 +65,9 @@ class Rule:
         dx = prog.current()
         if dx is None:           # an AccumGrad before this rule is not due: no step
             return state
-        state, d = self.apply(state, prog.x, dx)
+        # a private copy: dx may be the engine's per-leaf buffer, which the next step
+        # overwrites, and a rule may keep the array it was given in its state
+        state, d = self.apply(state, prog.x, dx.copy())
         prog.set_source(d)
         return state
 

@@ -112,13 +112,24 @@ _NORM_KINDS = {2.0: K.NORM_SQUARES, 1.0: K.NORM_ABS, 0.0: K.NORM_COUNT,
 def grad_norm(g, p):
     """The p-norm of a C-contiguous float32/float64 array, accumulated in float64 in an order
     fixed by the data (blocks of 8192 elements, 8 lanes each), never by the thread count."""
+    if g.size == 0:
+        return 0.0                      # conventions §7 (also for p < 0)
     how = _NORM_KINDS.get(p, K.NORM_POWER)
     total = K.reduce_norm(g, how, p)
     if how == K.NORM_SQUARES:
         return math.sqrt(total)
     if how == K.NORM_POWER:
-        return total ** (1.0 / p)
+        return _libm_pow(total, 1.0 / p)
     return total
+
+
+def _libm_pow(a, b):
+    """C ``pow(a, b)`` for ``a >= 0`` (or NaN), with its IEEE results where Python raises:
+    ``0 ** negative`` is ``inf`` (p < 0 and a zero total), an overflow is ``inf``."""
+    try:
+        return math.pow(a, b)
+    except (OverflowError, ValueError):
+        return math.inf
 
 
 @checked
@@ -178,6 +189,12 @@ class ClipNorm(Rule):
         n = self._norm(prog)
         if n is None:            # an AccumGrad before this one is not due: no step
             return state
-        ratio = math.inf if n == 0 else self.omega / n
-        prog.add(K.SCALE, (prog.scalar(min(ratio, 1.0)),))
+        # conventions §7: norm 0 -> 1, inf -> 0 (even when omega is inf), NaN -> NaN
+        if n == 0:
+            lam = 1.0
+        elif math.isinf(n):
+            lam = 0.0
+        else:
+            lam = min(self.omega / n, 1.0)
+        prog.add(K.SCALE, (prog.scalar(lam),))
         return state

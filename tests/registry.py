@@ -1,0 +1,136 @@
+"""Every rule of the seed, once at its defaults and once with hyper-parameters that make
+the arithmetic non-trivial, plus the chains of the seed's test list.
+
+``RULES`` is a list of ``(id, rule)``; tests parametrise over it (``ids=RULE_IDS``).
+``COMPLEX_OK`` / ``COMPLEX_REFUSED`` name the rule classes that must accept / refuse
+complex parameters (API.md "Departures", conventions §1 and §4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import optimisers as opt
+from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, AdamW, AMSGrad,
+                        ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
+                        Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
+                        WeightDecay)
+
+__all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
+           "COMPLEX_REFUSED", "rule_classes_in", "LEAF_CLASSES"]
+
+# one entry per rule class at its defaults (AccumGrad has no default n)
+DEFAULT_RULES = [
+    ("Descent", Descent()),
+    ("Momentum", Momentum()),
+    ("Nesterov", Nesterov()),
+    ("Rprop", Rprop()),
+    ("RMSProp", RMSProp()),
+    ("Adam", Adam()),
+    ("RAdam", RAdam()),
+    ("AdaMax", AdaMax()),
+    ("OAdam", OAdam()),
+    ("AdaGrad", AdaGrad()),
+    ("AdaDelta", AdaDelta()),
+    ("AMSGrad", AMSGrad()),
+    ("NAdam", NAdam()),
+    ("AdamW", AdamW()),
+    ("AdaBelief", AdaBelief()),
+    ("Lion", Lion()),
+    ("WeightDecay", WeightDecay()),
+    ("SignDecay", SignDecay()),
+    ("ClipGrad", ClipGrad()),
+    ("ClipNorm", ClipNorm()),
+    ("AccumGrad1", AccumGrad(1)),
+]
+
+# non-default hyper-parameters: larger steps, other decays, so every term matters
+TUNED_RULES = [
+    ("Descent-0.37", Descent(0.37)),
+    ("Momentum-0.05-0.7", Momentum(0.05, 0.7)),
+    ("Nesterov-0.02-0.8", Nesterov(0.02, 0.8)),
+    ("Rprop-0.01", Rprop(0.01, (0.4, 1.3), (1e-4, 0.05))),
+    ("RMSProp-0.01-0.8", RMSProp(0.01, 0.8, 1e-6)),
+    ("RMSProp-centred", RMSProp(centred=True)),
+    ("RMSProp-centred-0.01", RMSProp(0.01, 0.85, 1e-7, centred=True)),
+    ("Adam-0.05", Adam(0.05, (0.8, 0.99), 1e-6)),
+    ("RAdam-0.05", RAdam(0.05, (0.8, 0.95), 1e-6)),       # rectified from t = 3
+    ("AdaMax-0.05", AdaMax(0.05, (0.8, 0.99), 1e-6)),
+    ("OAdam-0.05", OAdam(0.05, (0.6, 0.95), 1e-6)),
+    ("AdaGrad-0.5", AdaGrad(0.5, 1e-6)),
+    ("AdaDelta-0.5", AdaDelta(0.5, 1e-4)),
+    ("AMSGrad-0.05", AMSGrad(0.05, (0.8, 0.95), 1e-6)),
+    ("NAdam-0.05", NAdam(0.05, (0.8, 0.99), 1e-6)),
+    ("AdamW-decoupled", AdamW(couple=False, lambda_=0.1)),
+    ("AdamW-lambda", AdamW(lambda_=0.1)),
+    ("AdamW-0.05", AdamW(0.05, (0.8, 0.99), 0.3, 1e-6)),
+    ("AdaBelief-0.05", AdaBelief(0.05, (0.8, 0.99), 1e-10)),
+    ("Lion-0.05", Lion(0.05, (0.8, 0.95))),
+    ("WeightDecay-0.3", WeightDecay(0.3)),
+    ("SignDecay-0.3", SignDecay(0.3)),
+    ("ClipGrad-0.5", ClipGrad(0.5)),
+    ("ClipNorm-1.5", ClipNorm(1.5)),
+    ("ClipNorm-p1", ClipNorm(3.0, 1.0)),
+    ("ClipNorm-pinf", ClipNorm(0.5, np.inf)),
+    ("ClipNorm-p3", ClipNorm(2.0, 3.0)),
+    ("AccumGrad3", AccumGrad(3)),
+]
+
+CHAINS = [
+    ("Chain-WeightDecay-Adam", OptimiserChain(WeightDecay(), Adam())),
+    ("Chain-ClipGrad-Momentum", OptimiserChain(ClipGrad(0.5), Momentum())),
+    ("Chain-WeightDecay-OAdam-ClipGrad", OptimiserChain(WeightDecay(), OAdam(), ClipGrad(1))),
+    ("Chain-ClipNorm-AdamW", OptimiserChain(ClipNorm(1.0), AdamW(lambda_=0.1))),
+    ("Chain-SignDecay-Descent", OptimiserChain(SignDecay(1e-3), Descent(0.1))),
+    ("Chain-AccumGrad-Adam", OptimiserChain(AccumGrad(3), Adam())),
+    ("Chain-Momentum-ClipNorm", OptimiserChain(Momentum(0.1), ClipNorm(0.5))),  # norm mid-chain
+    ("Chain-nested", OptimiserChain(ClipGrad(2.0),
+                                    OptimiserChain(WeightDecay(0.01), Nesterov(0.05)),
+                                    OptimiserChain(ClipNorm(3.0), OptimiserChain()))),
+    ("Chain-empty", OptimiserChain()),
+    ("Mixed-Adam", MixedPrecision(Adam())),
+    ("Mixed-f64-ClipGrad-Momentum",
+     MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum()))),
+]
+
+SINGLE_RULES = DEFAULT_RULES + TUNED_RULES
+RULES = SINGLE_RULES + CHAINS
+RULE_IDS = [name for name, _ in RULES]
+
+assert len(set(RULE_IDS)) == len(RULE_IDS)
+
+# rule classes that train complex parameters (the seed's tested complex rules, component-wise
+# or with a real |g|^2 moment; WeightDecay, AccumGrad, ClipNorm -- conventions §7 defines its
+# complex norm -- and the composites too)
+COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
+              NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
+              MixedPrecision)
+# rule classes that order values: TypeError at setup (API.md, Departures; the brief)
+COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay)
+
+# every class of opt.RULES is either accepted or refused
+assert set(COMPLEX_OK) | set(COMPLEX_REFUSED) == set(opt.RULES)
+assert not set(COMPLEX_OK) & set(COMPLEX_REFUSED)
+
+LEAF_CLASSES = tuple(c for c in opt.RULES
+                     if c not in (OptimiserChain, MixedPrecision))
+
+
+def rule_classes_in(rule):
+    """The set of leaf rule classes a (possibly composite) rule contains."""
+    if isinstance(rule, OptimiserChain):
+        out = set()
+        for r in rule.opts:
+            out |= rule_classes_in(r)
+        return out
+    if isinstance(rule, MixedPrecision):
+        return rule_classes_in(rule.rule)
+    return {type(rule)}
+
+
+# the registry covers every rule class of the library
+_covered = set()
+for _name, _r in RULES:
+    _covered |= rule_classes_in(_r)
+    _covered.add(type(_r))
+assert _covered == set(opt.RULES), set(opt.RULES) - _covered
