@@ -127,6 +127,13 @@ def real(rule, name, v, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False,
     return v
 
 
+def flag(rule, name, v):
+    """A boolean switch: True or False (numpy booleans too), nothing merely truthy."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{type(rule).__name__}: {name} must be True or False, got {v!r}")
+    return bool(v)
+
+
 def nonneg(rule, name, v):
     return real(rule, name, v, lo=0.0, what="[0, inf]")
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _kernels as K
-from ._rule import Rule, checked, decay, nonneg, pair
+from ._rule import Rule, checked, decay, flag, nonneg, pair
 from ._program import real_compute_dtype
 from ._rules_sgd import zeros
 
@@ -383,10 +383,8 @@ class AdamW(_AdamLike):
     _complex = "moments"
 
     def _check(self):
-        if not isinstance(self.couple, (bool, np.bool_)):
-            raise TypeError(f"AdamW: couple must be True or False, got {self.couple!r}")
         return {**super()._check(), "lambda_": nonneg(self, "lambda_", self.lambda_),
-                "couple": bool(self.couple)}
+                "couple": flag(self, "couple", self.couple)}
 
     def init(self, x):
         return AdamState(zeros(x), zeros(x), _betas(self, x))

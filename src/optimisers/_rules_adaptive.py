@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _kernels as K
-from ._rule import Rule, checked, decay, nonneg
+from ._rule import Rule, checked, decay, flag, nonneg
 from ._rules_sgd import zeros
 
 __all__ = ["RMSProp", "AdaGrad", "AdaDelta", "RMSPropState", "AdaDeltaState"]
@@ -65,7 +65,8 @@ class RMSProp(Rule):
         object.__setattr__(self, "eta", eta)
         object.__setattr__(self, "rho", rho)
         object.__setattr__(self, "epsilon", epsilon)
-        object.__setattr__(self, "centred", bool(centred) or bool(centered))
+        object.__setattr__(self, "centred", flag(self, "centred", centred)
+                           or flag(self, "centered", centered))
         self.__post_init__()
 
     def _check(self):

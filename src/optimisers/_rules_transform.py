@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from . import _kernels as K
-from ._rule import Rule, checked, nonneg, real
+from ._rule import Rule, checked, flag, nonneg, real
 
 __all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "grad_norm"]
 
@@ -173,7 +173,7 @@ class ClipNorm(Rule):
     def _check(self):
         return {"omega": nonneg(self, "omega", self.omega),
                 "p": real(self, "p", self.p, what="any real number or +-inf, not NaN"),
-                "throw": bool(self.throw)}
+                "throw": flag(self, "throw", self.throw)}
 
     def _norm(self, prog):
         n = prog.norm(self.p)
