@@ -11,7 +11,8 @@ every stream:
 
 An array given both in ``reads`` and in ``writes`` is *updated in place* (read, then
 written, as ``x``, ``m`` and ``v`` are by Adam); an array only in ``writes`` is write-only.
-With no written stream the pass is a reduction and returns the sum of ``s``.  The values
+With no written stream the pass is a reduction and returns the sum of ``s`` (32
+interleaved partial sums of the arrays' dtype per thread, then float64).  The values
 stay bounded (a mean, scaled by at most 1), so repeated calls never overflow nor sink into
 denormals.
 
@@ -43,6 +44,7 @@ cdef extern from *:
     #define PROBE_MAX_RO 3   /* read-only streams */
     #define PROBE_MAX_UP 4   /* streams read and written in place */
     #define PROBE_MAX_WO 2   /* write-only streams */
+    #define PROBE_LANES 32   /* partial sums of the reduction (no written stream) */
 
     /* One thread's range [lo, hi) of the pass.  NR, NU, NW are literal constants at every
        call site (see PROBE_CASE), so the inner loops unroll and every stream becomes a
@@ -59,13 +61,26 @@ cdef extern from *:
         int k;                                                                          \\
         for (k = 0; k < NR + NU + NW; k++) p[k] = (T*)P[k];                             \\
         if (NU + NW == 0) {                                                             \\
-            _Pragma("omp simd reduction(+:acc)")                                        \\
-            for (i = lo; i < hi; i++) {                                                 \\
+            /* PROBE_LANES independent partial sums, so that the adds are not one      \\
+               latency-bound chain; combined in double at the end */                   \\
+            T lanes[PROBE_LANES];                                                       \\
+            int l;                                                                      \\
+            for (l = 0; l < PROBE_LANES; l++) lanes[l] = 0;                             \\
+            for (i = lo; i + PROBE_LANES <= hi; i += PROBE_LANES) {                     \\
+                _Pragma("omp simd")                                                     \\
+                for (l = 0; l < PROBE_LANES; l++) {                                     \\
+                    T s = 0;                                                            \\
+                    for (k = 0; k < NR; k++) s += p[k][i + l];                          \\
+                    lanes[l] += s;                                                      \\
+                }                                                                       \\
+            }                                                                           \\
+            for (; i < hi; i++) {                                                       \\
                 T s = 0;                                                                \\
                 for (k = 0; k < NR; k++) s += p[k][i];                                  \\
-                acc += (double)(s * inv);                                               \\
+                acc += (double)s;                                                       \\
             }                                                                           \\
-            return acc;                                                                 \\
+            for (l = 0; l < PROBE_LANES; l++) acc += (double)lanes[l];                  \\
+            return acc * (double)inv;                                                   \\
         }                                                                               \\
         _Pragma("omp simd")                                                             \\
         for (i = lo; i < hi; i++) {                                                     \\
@@ -176,7 +191,8 @@ def probe(reads, writes=()):
     -------
     float or None
         With no written stream, the sum over ``i`` of the mean of the reads (a reduction,
-        accumulated in float64 per thread); ``None`` otherwise.
+        in 32 partial sums of the arrays' dtype per thread, combined in float64); ``None``
+        otherwise.
     """
     read_only, updated, write_only = _classify(reads, writes)
     streams = read_only + updated + write_only

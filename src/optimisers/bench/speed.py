@@ -88,16 +88,15 @@ class Case:
 
 
 def fmt_size(n):
-    """1000000 -> '1e6', 2500 -> '2500'.
+    """1000000 -> '1e6', 16000000 -> '1.6e7', 2500 -> '2500'.
 
-    >>> fmt_size(10**6), fmt_size(2500), fmt_size(1234567)
-    ('1e6', '2500', '1234567')
+    >>> fmt_size(10**6), fmt_size(16_000_000), fmt_size(2500), fmt_size(1234567)
+    ('1e6', '1.6e7', '2500', '1234567')
     """
     if n >= 10_000:
         e = len(str(n)) - 1
-        m = n / 10 ** e
-        if m == int(m):
-            return f"{int(m)}e{e}" if m != 1 else f"1e{e}"
+        if n % 10 ** (e - 1) == 0:
+            return f"{n / 10 ** e:g}e{e}"
     return str(n)
 
 
