@@ -23,13 +23,24 @@ reads like the rule's algorithm box, with the operation order of the seed (see t
 classes' docstrings and ``shared/reference/optimisers_jl_spec.md``).  Kernels are compiled
 without fast-math and without FP contraction, so they give the same bits as a numpy
 reference written with the same operation order.
+
+Complex parameters run on the real views of their arrays (``x.view(R)``: element k is the
+components 2k and 2k+1).  A component-wise stage (Descent, Momentum, WeightDecay, the
+ClipNorm scale, AccumGrad ...) runs unchanged on those views (``width`` 1).  The "moments"
+rules (Adam & co, RMSProp, AdaGrad, AdaDelta) keep REAL second moments holding
+``re*re + im*im``, one per complex element: their stages have ``width`` 2 and run the
+pair-aware tile functions of ``rules_complex.pxi``.  Tiles have an even length and start at
+even offsets, so no tile splits a pair; offsets reach the tile functions in components, and
+they halve them for their real buffers.  ``run_program`` takes complex arrays as they are
+and works out each stage's width and buffer layout from its kind (the rules refused for
+complex parameters, e.g. Rprop, are refused here too).
 """
 
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
-from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, isnan
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, isnan
 
 cnp.import_array()
 
@@ -90,6 +101,7 @@ cpdef enum Kind:
 
 cdef struct Stage:
     int kind
+    int width               # 1: component-wise; 2: pairs of a complex array (rules_complex)
     double hp[MAX_HP]       # hyper-parameters in the compute dtype; some slots are filled
                             # per leaf and step by the stage's prologue
     void* buf[MAX_BUF]      # element-wise state buffers, the parameter's size and dtype
@@ -180,6 +192,7 @@ include "rules_sgd.pxi"
 include "rules_adam.pxi"
 include "rules_adaptive.pxi"
 include "rules_transform.pxi"
+include "rules_complex.pxi"
 include "prologues.pxi"
 
 
@@ -190,9 +203,12 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                      const floating* g, floating* out, bint subtract) noexcept nogil:
     """One stage over one tile: read ``g[0:n]``, emit ``d`` into ``out[0:n]``.
 
-    ``x``, ``g`` and ``out`` point at the tile already; state buffers are offset by ``off``."""
+    ``x``, ``g`` and ``out`` point at the tile already; state buffers are offset by ``off``.
+    ``off`` and ``n`` count components (of the real views, for a complex program)."""
     cdef int k = s.kind
-    if k == DESCENT:
+    if s.width == 2:
+        _run_pair_stage(s, off, n, x, g, out, subtract)
+    elif k == DESCENT:
         descent_tile(s, off, n, x, g, out, subtract)
     elif k == MOMENTUM:
         momentum_tile(s, off, n, x, g, out, subtract)
@@ -263,10 +279,12 @@ cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
 
 
 cdef int _run_leaf(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
-                   const floating* g, floating* dst, int mode, int n_threads) noexcept nogil:
+                   const floating* g, floating* dst, int mode, int n_threads,
+                   int comps) noexcept nogil:
     """Run one leaf's program: prologues, the tiles, epilogues.  Returns 1 when a stage
     stopped the program (AccumGrad not due): then the stages up to it ran and nothing was
-    subtracted or stored."""
+    subtracted or stored.  ``n`` counts components, ``comps`` per element (2 for complex;
+    the parallel threshold counts elements).  TILE is even, so tiles never split a pair."""
     cdef Py_ssize_t n_tiles = (n + TILE - 1) // TILE
     cdef Py_ssize_t t
     cdef floating local_tile[TILE]
@@ -278,7 +296,7 @@ cdef int _run_leaf(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
             mode = SINK
             stopped = 1
             break
-    if n_threads <= 1 or n < _parallel_threshold or n_tiles < 2:
+    if n_threads <= 1 or n // comps < _parallel_threshold or n_tiles < 2:
         for t in range(n_tiles):
             _run_tile(stages, n_stages, t, n, x, g, dst, mode, local_tile)
     else:
@@ -317,17 +335,30 @@ cdef inline void* _scalar_ptr(object a, int typenum, Py_ssize_t need, str what) 
 
 
 cdef int _fill_stage(Stage* st, int kind, object hps, object bufs, object sc, object ctr,
-                     int typenum, Py_ssize_t n) except -1:
-    cdef int j
+                     int typenum, Py_ssize_t n, int ctypenum=-1) except -1:
+    """Fill one stage.  ``typenum`` is the real dtype of the kernel arithmetic, ``n`` the
+    number of elements of the parameter.  For a complex parameter ``ctypenum`` is its
+    complex dtype: the stage's width and which buffers are complex (the others are real,
+    of ``typenum``) follow from the kind."""
+    cdef int j, mask = 0
     if len(hps) > MAX_HP or len(bufs) > MAX_BUF:
         raise ValueError("too many hyper-parameters or buffers in a stage")
     st.kind = kind
+    st.width = 1
+    if ctypenum >= 0:
+        mask = _pair_buffers(kind)
+        if mask >= 0:
+            st.width = 2
+        elif _componentwise(kind):
+            mask = (1 << MAX_BUF) - 1       # every buffer is complex, read component-wise
+        else:
+            raise TypeError(f"kernel kind {kind} is not defined for complex parameters")
     for j in range(len(hps)):
         st.hp[j] = hps[j]
     for j in range(len(hps), MAX_HP):
         st.hp[j] = 0.0
     for j in range(len(bufs)):
-        _check(bufs[j], typenum, n, "a state buffer")
+        _check(bufs[j], ctypenum if (mask >> j) & 1 else typenum, n, "a state buffer")
         if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> bufs[j]):
             raise ValueError("state buffers must be writable")
         st.buf[j] = cnp.PyArray_DATA(<cnp.ndarray> bufs[j])
@@ -343,17 +374,28 @@ cdef int _float_typenum(cnp.ndarray x) except -1:
     return typenum
 
 
+cdef int _real_typenum(int typenum) noexcept:
+    """The real dtype of a complex one; -1 for any other."""
+    if typenum == cnp.NPY_COMPLEX64:
+        return cnp.NPY_FLOAT32
+    if typenum == cnp.NPY_COMPLEX128:
+        return cnp.NPY_FLOAT64
+    return -1
+
+
 def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int mode=SUBTRACT):
     """Run a program of element-wise stages over one parameter array.
 
     Parameters
     ----------
     stages : list of (kind, hyper-parameters, buffers, scalars, counter)
-        ``kind`` a ``Kind``; hyper-parameters a sequence of at most ``MAX_HP`` floats, already
+            ``kind`` a ``Kind``; hyper-parameters a sequence of at most ``MAX_HP`` floats, already
         rounded to the parameter dtype; buffers a sequence of C-contiguous, writable state
         arrays of the parameter dtype and size; scalars a small array of the parameter dtype
         (the running ``beta_t``) or None; counter a 1-element int64 array or None.
-    x : ndarray, float32 or float64, C-contiguous
+        For a complex parameter, hyper-parameters and scalars are of its real dtype R, and
+        so are the second-moment buffers of the "moments" kinds (see ``_pair_buffers``).
+    x : ndarray, float32, float64, complex64 or complex128, C-contiguous
         The parameter.  Written in place (``x -= d``) when ``mode`` is ``SUBTRACT``.
     g : ndarray, same dtype and size as ``x``, C-contiguous
         The incoming gradient (read only).
@@ -368,33 +410,44 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
     """
     cdef Stage c_stages[MAX_STAGES]
     cdef int n_stages = len(stages)
-    cdef int typenum = _float_typenum(x)
+    cdef int xtypenum = cnp.PyArray_TYPE(x)
+    cdef int typenum = _real_typenum(xtypenum)      # the arithmetic's dtype
+    cdef int ctypenum = -1                          # the complex dtype, if any
+    cdef int comps = 1                              # components per element
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef int i, stopped
     cdef void* dst_ptr = NULL
+    if typenum >= 0:
+        ctypenum = xtypenum
+        comps = 2
+    else:
+        typenum = _float_typenum(x)
     if n_stages == 0 or n_stages > MAX_STAGES:
         raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
-    _check(x, typenum, n, "x")
-    _check(g, typenum, n, "the gradient")
+    _check(x, xtypenum, n, "x")
+    _check(g, xtypenum, n, "the gradient")
     if mode == SUBTRACT and not cnp.PyArray_ISWRITEABLE(x):
         raise ValueError("x must be writable")
     if mode == STORE:
-        _check(dst, typenum, n, "dst")
+        _check(dst, xtypenum, n, "dst")
+        if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> dst):
+            raise ValueError("dst must be writable")
         dst_ptr = cnp.PyArray_DATA(<cnp.ndarray> dst)
     for i in range(n_stages):
         kind, hps, bufs, sc, ctr = stages[i]
-        _fill_stage(&c_stages[i], kind, hps, bufs, sc, ctr, typenum, n)
+        _fill_stage(&c_stages[i], kind, hps, bufs, sc, ctr, typenum, n, ctypenum)
     cdef int n_threads = omp_get_max_threads()
+    n = n * comps          # the kernels walk the components
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             stopped = _run_leaf[float](c_stages, n_stages, n, <float*> cnp.PyArray_DATA(x),
                                        <const float*> cnp.PyArray_DATA(g), <float*> dst_ptr,
-                                       mode, n_threads)
+                                       mode, n_threads, comps)
     else:
         with nogil:
             stopped = _run_leaf[double](c_stages, n_stages, n, <double*> cnp.PyArray_DATA(x),
                                         <const double*> cnp.PyArray_DATA(g), <double*> dst_ptr,
-                                        mode, n_threads)
+                                        mode, n_threads, comps)
     return bool(stopped)
 
 
@@ -413,7 +466,7 @@ cdef void _run_many(Stage* stages, int n_stages, Py_ssize_t n_leaves, Py_ssize_t
     for j in range(n_leaves):
         if sizes[j] >= _parallel_threshold:
             _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
-                      <const floating*> gs[j], <floating*> NULL, SUBTRACT, n_threads)
+                      <const floating*> gs[j], <floating*> NULL, SUBTRACT, n_threads, 1)
         else:
             n_small += 1
             small_elements += sizes[j]
@@ -422,12 +475,12 @@ cdef void _run_many(Stage* stages, int n_stages, Py_ssize_t n_leaves, Py_ssize_t
         for j in prange(n_leaves, schedule="dynamic", chunksize=4, num_threads=n_threads):
             if sizes[j] < _parallel_threshold:
                 _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
-                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1)
+                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1, 1)
     else:
         for j in range(n_leaves):
             if sizes[j] < _parallel_threshold:
                 _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
-                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1)
+                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1, 1)
 
 
 def run_group(list template, list xs, list gs, list states):

@@ -2,6 +2,10 @@
 # threads): blocks of NORM_BLOCK elements, each summed in float64 over LANES interleaved
 # accumulators (so the compiler can vectorise without reassociating), lanes combined left to
 # right, then block partials summed left to right.  See conventions in tests/reference.py.
+#
+# Complex gradients are reduced over their elements (pairs of components), with the same
+# blocking counted in elements: a_i = re*re + im*im (p = 2), hypot(re, im) (p = 1; other p
+# via pow(hypot, p); +-inf), 1.0 for z != 0 (p = 0), all in float64 from the components.
 
 cdef enum:
     NORM_BLOCK = 8192
@@ -83,7 +87,71 @@ cdef double _block_power(const floating* g, Py_ssize_t n, double p) noexcept nog
     return _lanes_total(lanes)
 
 
-cdef double _block_sum(const floating* g, Py_ssize_t n, int how, double p) noexcept nogil:
+# The same over n complex elements (2n components).
+
+cdef double _pair_block_squares(const floating* g, Py_ssize_t n) noexcept nogil:
+    cdef double lanes[LANES]
+    cdef double re, im
+    cdef Py_ssize_t i, j, k
+    cdef int l
+    for l in range(LANES):
+        lanes[l] = 0.0
+    for j in range(n // LANES):
+        for l in range(LANES):
+            k = 2 * (j * LANES + l)
+            re = <double> g[k]
+            im = <double> g[k + 1]
+            lanes[l] += re * re + im * im
+    for i in range((n // LANES) * LANES, n):
+        re = <double> g[2 * i]
+        im = <double> g[2 * i + 1]
+        lanes[i % LANES] += re * re + im * im
+    return _lanes_total(lanes)
+
+
+cdef double _pair_block_abs(const floating* g, Py_ssize_t n) noexcept nogil:
+    cdef double lanes[LANES]
+    cdef Py_ssize_t i
+    cdef int l
+    for l in range(LANES):
+        lanes[l] = 0.0
+    for i in range(n):
+        lanes[i % LANES] += hypot(<double> g[2 * i], <double> g[2 * i + 1])
+    return _lanes_total(lanes)
+
+
+cdef double _pair_block_count(const floating* g, Py_ssize_t n) noexcept nogil:
+    cdef double lanes[LANES]
+    cdef Py_ssize_t i
+    cdef int l
+    for l in range(LANES):
+        lanes[l] = 0.0
+    for i in range(n):
+        lanes[i % LANES] += 1.0 if (g[2 * i] != 0 or g[2 * i + 1] != 0) else 0.0
+    return _lanes_total(lanes)
+
+
+cdef double _pair_block_power(const floating* g, Py_ssize_t n, double p) noexcept nogil:
+    cdef double lanes[LANES]
+    cdef Py_ssize_t i
+    cdef int l
+    for l in range(LANES):
+        lanes[l] = 0.0
+    for i in range(n):
+        lanes[i % LANES] += pow(hypot(<double> g[2 * i], <double> g[2 * i + 1]), p)
+    return _lanes_total(lanes)
+
+
+cdef double _block_sum(const floating* g, Py_ssize_t n, int how, double p,
+                       bint pairs) noexcept nogil:
+    if pairs:
+        if how == NORM_SQUARES:
+            return _pair_block_squares(g, n)
+        elif how == NORM_ABS:
+            return _pair_block_abs(g, n)
+        elif how == NORM_COUNT:
+            return _pair_block_count(g, n)
+        return _pair_block_power(g, n, p)
     if how == NORM_SQUARES:
         return _block_squares(g, n)
     elif how == NORM_ABS:
@@ -93,12 +161,19 @@ cdef double _block_sum(const floating* g, Py_ssize_t n, int how, double p) noexc
     return _block_power(g, n, p)
 
 
-cdef double _block_extreme(const floating* g, Py_ssize_t n, bint want_max) noexcept nogil:
+cdef inline double _magnitude(const floating* g, Py_ssize_t i, bint pairs) noexcept nogil:
+    if pairs:
+        return hypot(<double> g[2 * i], <double> g[2 * i + 1])
+    return fabs(<double> g[i])
+
+
+cdef double _block_extreme(const floating* g, Py_ssize_t n, bint want_max,
+                           bint pairs) noexcept nogil:
     # max or min of |g| in float64; NaN wins
     cdef Py_ssize_t i
-    cdef double a, r = fabs(<double> g[0])
+    cdef double a, r = _magnitude(g, 0, pairs)
     for i in range(1, n):
-        a = fabs(<double> g[i])
+        a = _magnitude(g, i, pairs)
         if r != r:
             break
         if a != a or (want_max and a > r) or (not want_max and a < r):
@@ -106,12 +181,15 @@ cdef double _block_extreme(const floating* g, Py_ssize_t n, bint want_max) noexc
     return r
 
 
-cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_threads) noexcept nogil:
+cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_threads,
+                    bint pairs) noexcept nogil:
+    # n elements; with ``pairs`` each is two components (a complex number)
     cdef Py_ssize_t n_blocks = (n + NORM_BLOCK - 1) // NORM_BLOCK
     cdef Py_ssize_t b, start, m
     cdef double total, part
     cdef double* partials
     cdef bint extreme = how == NORM_MAX or how == NORM_MIN
+    cdef Py_ssize_t comps = 2 if pairs else 1
     if n == 0:
         return 0.0
     partials = <double*> malloc(n_blocks * sizeof(double))
@@ -122,17 +200,17 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
             start = b * NORM_BLOCK
             m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
             if extreme:
-                partials[b] = _block_extreme(g + start, m, how == NORM_MAX)
+                partials[b] = _block_extreme(g + start * comps, m, how == NORM_MAX, pairs)
             else:
-                partials[b] = _block_sum(g + start, m, how, p)
+                partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
     else:
         for b in prange(n_blocks, schedule="static", num_threads=n_threads):
             start = b * NORM_BLOCK
             m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
             if extreme:
-                partials[b] = _block_extreme(g + start, m, how == NORM_MAX)
+                partials[b] = _block_extreme(g + start * comps, m, how == NORM_MAX, pairs)
             else:
-                partials[b] = _block_sum(g + start, m, how, p)
+                partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
     if extreme:
         total = partials[0]
         for b in range(1, n_blocks):
@@ -153,22 +231,26 @@ def reduce_norm(cnp.ndarray g, int how, double p=2.0):
     """The raw reduction behind ``ClipNorm``: a float64 sum (or extreme) over ``g``.
 
     ``how`` is a ``NormKind``; the caller takes the square root or ``1/p`` power.  ``g`` is a
-    C-contiguous float32 or float64 array.  The result depends on the data only, never on the
-    number of threads."""
+    C-contiguous float32, float64, complex64 or complex128 array (complex: |g_i| is
+    ``hypot(re, im)``, |g_i|^2 is ``re*re + im*im``).  The result depends on the data only,
+    never on the number of threads."""
     cdef int typenum = cnp.PyArray_TYPE(g)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(g)
     cdef int n_threads = omp_get_max_threads()
     cdef double r
     if not cnp.PyArray_IS_C_CONTIGUOUS(g):
         raise ValueError("the gradient must be C-contiguous")
-    if typenum == cnp.NPY_FLOAT32:
+    cdef bint pairs = typenum == cnp.NPY_COMPLEX64 or typenum == cnp.NPY_COMPLEX128
+    if typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_COMPLEX64:
         with nogil:
-            r = _reduce[float](<const float*> cnp.PyArray_DATA(g), n, how, p, n_threads)
-    elif typenum == cnp.NPY_FLOAT64:
+            r = _reduce[float](<const float*> cnp.PyArray_DATA(g), n, how, p, n_threads, pairs)
+    elif typenum == cnp.NPY_FLOAT64 or typenum == cnp.NPY_COMPLEX128:
         with nogil:
-            r = _reduce[double](<const double*> cnp.PyArray_DATA(g), n, how, p, n_threads)
+            r = _reduce[double](<const double*> cnp.PyArray_DATA(g), n, how, p, n_threads,
+                                pairs)
     else:
-        raise TypeError(f"norms are computed for float32 and float64, got {g.dtype}")
+        raise TypeError(f"norms are computed for float32, float64, complex64 and complex128, "
+                        f"got {g.dtype}")
     if r == -1.0 and how != NORM_MAX and how != NORM_MIN and n > 0:
         raise MemoryError("could not allocate the partial sums of a norm")
     return r

@@ -14,6 +14,11 @@ stages so far run, nothing is subtracted, and later rules are skipped.
 Float16 parameters are computed in float32: the program works on float32 copies of the
 parameter and of the float16 state buffers, and rounds them back when it finishes.
 
+Complex parameters run as they are: the kernels walk the real views of the parameter, the
+gradient and the complex state buffers (component-wise stages unchanged; the "moments"
+rules pair-aware, with REAL second-moment buffers of dtype R, see :func:`moment_dtype`).
+Hyper-parameters and per-step scalars are of R (:func:`real_compute_dtype`).
+
 Many leaves that share a rule and a dtype and need no barrier run through one kernel call
 (:func:`template` records the program once; ``_kernels.run_group`` fills it per leaf).
 """
@@ -24,8 +29,8 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["Program", "compute_dtype", "real_compute_dtype", "gradient_dtype",
-           "run_functional", "template"]
+__all__ = ["Program", "compute_dtype", "real_compute_dtype", "moment_dtype", "moment_zeros",
+           "gradient_dtype", "run_functional", "template"]
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -44,6 +49,19 @@ def real_compute_dtype(dtype):
     return np.dtype(c.char.lower()) if c.kind == "c" else c
 
 
+def moment_dtype(dtype):
+    """The dtype of second-moment / accumulator state arrays (Adam's ``v``, AdaGrad's
+    ``acc`` ...) for parameters of ``dtype``: the parameter's dtype, except REAL for a
+    complex parameter (they hold ``|g|^2``; conventions §4)."""
+    dtype = np.dtype(dtype)
+    return np.dtype(dtype.char.lower()) if dtype.kind == "c" else dtype
+
+
+def moment_zeros(x):
+    """A zero second-moment state array for the parameter ``x`` (C order, ``moment_dtype``)."""
+    return np.zeros(x.shape, moment_dtype(x.dtype))
+
+
 def gradient_dtype(rule, dtype):
     """The dtype a rule wants its gradient in: the compute dtype of the parameter, or
     (``MixedPrecision``) its own."""
@@ -55,7 +73,7 @@ class Program:
     """The step of one rule on one parameter array, as a list of kernel stages."""
 
     __slots__ = ("x", "dtype", "scalar", "src", "stages", "stopped", "assigned", "path",
-                 "functional", "_writeback", "_leaf", "_x_orig", "_norms")
+                 "functional", "_writeback", "_leaf", "_x_orig", "_norms", "_real")
 
     def __init__(self, x, g, leaf=None, path=None, functional=False):
         """``x``: the parameter, C-contiguous (and writable unless ``functional``);
@@ -63,7 +81,8 @@ class Program:
         ``grad_dtype`` (never written)."""
         cd = compute_dtype(x.dtype)
         self.dtype = cd
-        self.scalar = real_compute_dtype(cd).type
+        self._real = real_compute_dtype(cd)
+        self.scalar = self._real.type
         self._writeback = []
         self._x_orig = x
         self.x = x if x.dtype == cd else x.astype(cd)
@@ -160,7 +179,8 @@ class Program:
 
     # -- internals ---------------------------------------------------------------------
     def _work(self, buf):
-        if buf.dtype == self.dtype:
+        # the compute dtype, or (complex parameters) its real dtype: used as they are
+        if buf.dtype == self.dtype or buf.dtype == self._real:
             return buf
         work = buf.astype(self.dtype)
         self._writeback.append((buf, work))

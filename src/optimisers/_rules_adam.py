@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._rule import Rule, checked, decay, flag, nonneg, pair
-from ._program import real_compute_dtype
+from ._program import moment_zeros, real_compute_dtype
 from ._rules_sgd import zeros
 
 __all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "AdaBelief",
@@ -122,7 +122,7 @@ class Adam(_AdamLike):
     _complex = "moments"
 
     def init(self, x):
-        return AdamState(zeros(x), zeros(x), _betas(self, x))
+        return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
         prog.add(K.ADAM, _adam_scalars(self, prog.scalar), state.m, state.v, sc=state.beta_t)
@@ -168,7 +168,7 @@ class RAdam(_AdamLike):
     _complex = "moments"
 
     def init(self, x):
-        return RAdamState(zeros(x), zeros(x), _betas(self, x), _step_counter())
+        return RAdamState(zeros(x), moment_zeros(x), _betas(self, x), _step_counter())
 
     def _compile(self, state, prog):
         # rho_t, r_t and the branch are computed per step by the kernel from beta_t and t
@@ -250,7 +250,7 @@ class OAdam(_AdamLike):
     _complex = "moments"
 
     def init(self, x):
-        return OAdamState(zeros(x), zeros(x), _betas(self, x), zeros(x))
+        return OAdamState(zeros(x), moment_zeros(x), _betas(self, x), zeros(x))
 
     def _compile(self, state, prog):
         prog.add(K.OADAM, _adam_scalars(self, prog.scalar), state.m, state.v, state.term,
@@ -332,7 +332,7 @@ class NAdam(_AdamLike):
     _complex = "moments"
 
     def init(self, x):
-        return AdamState(zeros(x), zeros(x), _betas(self, x))
+        return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
         # hp[8] = 1 - b1*bt1 is filled per step by the kernel
@@ -387,7 +387,7 @@ class AdamW(_AdamLike):
                 "couple": flag(self, "couple", self.couple)}
 
     def init(self, x):
-        return AdamState(zeros(x), zeros(x), _betas(self, x))
+        return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
         T = prog.scalar
@@ -430,7 +430,7 @@ class AdaBelief(_AdamLike):
     _complex = "moments"
 
     def init(self, x):
-        return AdaBeliefState(zeros(x), zeros(x), _betas(self, x))
+        return AdaBeliefState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
         prog.add(K.ADABELIEF, _adam_scalars(self, prog.scalar), state.m, state.s,

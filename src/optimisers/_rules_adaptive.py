@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._rule import Rule, checked, decay, flag, nonneg
+from ._program import moment_dtype, moment_zeros
 from ._rules_sgd import zeros
 
 __all__ = ["RMSProp", "AdaGrad", "AdaDelta", "RMSPropState", "AdaDeltaState"]
@@ -74,7 +75,7 @@ class RMSProp(Rule):
                 "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
     def init(self, x):
-        return RMSPropState(zeros(x), zeros(x) if self.centred else None)
+        return RMSPropState(moment_zeros(x), zeros(x) if self.centred else None)
 
     def _compile(self, state, prog):
         T = prog.scalar
@@ -119,7 +120,7 @@ class AdaGrad(Rule):
         return {"eta": nonneg(self, "eta", self.eta), "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
     def init(self, x):
-        return np.full(x.shape, self.epsilon, x.dtype)
+        return np.full(x.shape, self.epsilon, moment_dtype(x.dtype))
 
     def _compile(self, acc, prog):
         T = prog.scalar
@@ -163,7 +164,7 @@ class AdaDelta(Rule):
         return {"rho": decay(self, "rho", self.rho), "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
     def init(self, x):
-        return AdaDeltaState(zeros(x), zeros(x))
+        return AdaDeltaState(moment_zeros(x), moment_zeros(x))
 
     def _compile(self, state, prog):
         T = prog.scalar

@@ -168,7 +168,7 @@ class ClipNorm(Rule):
     omega: float = 10.0
     p: float = 2.0
     throw: bool = True
-    _complex = None
+    _complex = "componentwise"
 
     def _check(self):
         return {"omega": nonneg(self, "omega", self.omega),
