@@ -906,10 +906,6 @@ def test_untrainable_float_dtypes_are_refused_at_setup(dtype):
         opt.setup(opt.Momentum(), {"l": [np.ones(2), x]})
 
 
-@pytest.mark.xfail(reason="complex parameters reach the kernels, which refuse them "
-                          "('kernels run on float32 and float64, got complex'): not yet "
-                          "supported by the kernel engine, though API.md promises them",
-                   raises=TypeError, strict=False)
 @pytest.mark.parametrize("inplace", [True, False])
 def test_complex_parameters(inplace):
     fn = opt.update_ if inplace else opt.update
