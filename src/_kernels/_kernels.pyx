@@ -156,28 +156,24 @@ cdef inline floating _abs(floating z) noexcept nogil:
         return fabs(z)
 
 
+# Written as selects, not branches, so that loops using them vectorise (a compare and a
+# blend per lane); the results are numpy's: sign(+-0) = +0, NaN propagates.
+
 cdef inline floating _sign(floating z) noexcept nogil:
-    if z > 0:
-        return 1
-    elif z < 0:
-        return -1
-    elif z == 0:
-        return 0
-    return z            # NaN
+    cdef floating s = (<floating> (z > 0)) - (<floating> (z < 0))
+    return z if z != z else s
 
 
 cdef inline floating _max(floating a, floating b) noexcept nogil:
     # np.maximum: NaN if either is NaN
-    if a >= b or a != a:
-        return a
-    return b
+    cdef floating r = a if a >= b else b
+    return a if a != a else r
 
 
 cdef inline floating _min(floating a, floating b) noexcept nogil:
     # np.minimum: NaN if either is NaN
-    if a <= b or a != a:
-        return a
-    return b
+    cdef floating r = a if a <= b else b
+    return a if a != a else r
 
 
 cdef inline void _emit(floating* out, Py_ssize_t i, floating d, bint subtract) noexcept nogil:
