@@ -19,7 +19,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
                         WeightDecay)
-from optimisers import _kernels
+from optimisers._native import kernels as _kernels
 from reference import ref_apply, ref_init, ref_norm, ref_update
 
 N_STEPS = 8

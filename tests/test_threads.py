@@ -5,7 +5,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import optimisers as opt
-from optimisers import _kernels
+from optimisers._native import kernels as _kernels
 
 
 def test_openmp_is_compiled_in():

@@ -60,6 +60,26 @@ cdef extern from *:
     int omp_get_thread_num() noexcept nogil
 
 
+cdef extern from *:
+    """
+    #ifdef __AVX2__
+    #define OPTIMISERS_ISA "avx2"
+    #else
+    #define OPTIMISERS_ISA "baseline"
+    #endif
+    static int optimisers_cpu_has_avx2(void) {
+    #if defined(__GNUC__) && defined(__x86_64__)
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    #else
+        return 0;
+    #endif
+    }
+    """
+    const char* OPTIMISERS_ISA
+    int optimisers_cpu_has_avx2() noexcept nogil
+
+
 cdef enum:
     MAX_HP = 12
     MAX_BUF = 4
@@ -117,6 +137,16 @@ cdef Py_ssize_t _parallel_threshold = 32768
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP (they run serially otherwise)."""
     return bool(OPTIMISERS_OPENMP)
+
+
+def isa():
+    """The instruction set this build of the kernels was compiled for: "baseline" or "avx2"."""
+    return OPTIMISERS_ISA.decode()
+
+
+def cpu_has_avx2():
+    """Whether this processor (and operating system) can run the AVX2 build."""
+    return bool(optimisers_cpu_has_avx2())
 
 
 def max_threads():

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels
+from ._native import kernels as _kernels
 
 __all__ = ["Program", "compute_dtype", "real_compute_dtype", "moment_dtype", "moment_zeros",
            "gradient_dtype", "run_functional", "template"]

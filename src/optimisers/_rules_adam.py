@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _kernels as K
+from ._native import kernels as K
 from ._rule import Rule, checked, decay, flag, nonneg, pair
 from ._program import moment_zeros, real_compute_dtype
 from ._rules_sgd import zeros

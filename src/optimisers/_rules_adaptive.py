@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _kernels as K
+from ._native import kernels as K
 from ._rule import Rule, checked, decay, flag, nonneg
 from ._program import moment_dtype, moment_zeros
 from ._rules_sgd import zeros

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _kernels as K
+from ._native import kernels as K
 from ._rule import Rule, checked, decay, nonneg, pair, real
 
 __all__ = ["Descent", "Momentum", "Nesterov", "Rprop", "Lion", "RpropState"]

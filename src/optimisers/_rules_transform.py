@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from . import _kernels as K
+from ._native import kernels as K
 from ._rule import Rule, checked, flag, nonneg, real
 
 __all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "grad_norm"]

@@ -24,7 +24,7 @@ import numpy as np
 from ._functor import children, is_namedtuple, rebuild, trainable_keys
 from ._keypath import KeyPath
 from ._leaf import Leaf
-from . import _kernels
+from ._native import kernels as _kernels
 from ._program import Program, gradient_dtype, template
 from ._rule import Rule
 
