@@ -576,6 +576,7 @@ def run_group(list template, list xs, list gs, list states):
 
 
 include "norms.pxi"
+include "plain_passes.pxi"
 
 
 # Module-level names (plain ints) for every enum member, as the Python side uses them.

@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 import optimisers as opt
 from optimisers import _probe
+from optimisers._native import kernels as _active_kernels
 
 from . import compare, rules
 from .timing import Budget, measure
@@ -189,9 +190,46 @@ def probe_step(case, seed=0):
     return step
 
 
+#: rules with a plain pass of the same arithmetic in the kernel module (``plain_pass``)
+PLAIN_RULES = ("adam", "adamw", "momentum", "lion")
+
+
+def plain_step(case, seed=0):
+    """The same arithmetic as ``case``'s rule written as one plain OpenMP loop over the
+    whole array -- no tiles, no stages, no per-step scalars -- compiled with the kernels (so
+    with the same flags and instruction set): the yardstick of "a plain fused C pass of the
+    same arithmetic".  Its time over ours is how close the engine comes to it."""
+    rule = case.spec.rule()
+    T = np.dtype(case.dtype).type
+    x = gradient_values(case.size, case.dtype, seed)
+    g = gradient_values(case.size, case.dtype, seed + 1)
+    zeros = lambda: np.zeros(case.size, case.dtype)   # noqa: E731
+    one = T(1)
+    if case.rule in ("adam", "adamw"):
+        b1, b2 = T(rule.beta[0]), T(rule.beta[1])
+        hp = (b1, b2, one - b1, one - b2, one - b1, one - b2, T(rule.epsilon), T(rule.eta))
+        if case.rule == "adamw":
+            hp += (T(rule.lambda_),)
+        bufs = (zeros(), zeros())
+    elif case.rule == "momentum":
+        hp, bufs = (T(rule.eta), T(rule.rho)), (zeros(),)
+    else:
+        b1, b2 = T(rule.beta[0]), T(rule.beta[1])
+        hp, bufs = (b1, b2, one - b1, one - b2, T(rule.eta)), (zeros(),)
+    hp = tuple(float(h) for h in hp)
+    run = _active_kernels.plain_pass
+
+    def step():
+        run(case.rule, x, g, bufs, hp)
+    return step
+
+
 def implementations(case, with_peers):
-    """The ``(name, builder)`` pairs that run ``case``: ours, the probe, and the peers."""
+    """The ``(name, builder)`` pairs that run ``case``: ours, the probe, the plain pass of
+    the same arithmetic where there is one, and the peers."""
     impls = [("optimisers", optimisers_step), ("probe", probe_step)]
+    if case.rule in PLAIN_RULES and case.leaves == 1 and case.section == "speed":
+        impls.append(("plain", plain_step))
     if with_peers:
         impls += compare.builders(case)
     return impls
