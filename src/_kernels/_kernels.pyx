@@ -509,6 +509,17 @@ cdef void _run_many(Stage* stages, int n_stages, Py_ssize_t n_leaves, Py_ssize_t
                           <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1, 1)
 
 
+cdef inline int _set_buffer(void** slot, object state, object path, int typenum,
+                            Py_ssize_t n, str what) except -1:
+    """Follow ``path`` into ``state`` and store the data pointer of the array found there."""
+    cdef object a = _follow(state, <tuple> path)
+    _check(a, typenum, n, what)
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> a):
+        raise ValueError(f"{what} must be writable")
+    slot[0] = cnp.PyArray_DATA(<cnp.ndarray> a)
+    return 0
+
+
 def run_group(list template, list xs, list gs, list states):
     """Update many parameters that share one program (same rule, same dtype) in one call.
 
@@ -520,15 +531,18 @@ def run_group(list template, list xs, list gs, list states):
     xs, gs, states : lists of equal length
         Per leaf: the parameter (C-contiguous, writable, float32 or float64), its gradient
         (same dtype and size, C-contiguous) and its state.
+
+    Every leaf is checked before any is written.
     """
-    cdef Py_ssize_t n_leaves = len(xs), j
-    cdef int n_stages = len(template), k, typenum
+    cdef Py_ssize_t n_leaves = len(xs), j, n
+    cdef int n_stages = len(template), k, b, typenum, n_threads
+    cdef Stage tmpl[MAX_STAGES]
+    cdef Stage* st
     cdef Stage* stages
     cdef Py_ssize_t* sizes
     cdef void** ptrs
     cdef cnp.ndarray x
-    cdef object state
-    cdef int n_threads
+    cdef object state, spec, paths
     if n_leaves == 0:
         return
     if len(gs) != n_leaves or len(states) != n_leaves:
@@ -536,6 +550,10 @@ def run_group(list template, list xs, list gs, list states):
     if n_stages == 0 or n_stages > MAX_STAGES:
         raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
     typenum = _float_typenum(xs[0])
+    # the constant part of every stage, converted once
+    for k in range(n_stages):
+        spec = template[k]
+        _fill_stage(&tmpl[k], spec[0], spec[1], (), None, None, typenum, 0)
     stages = <Stage*> malloc(n_leaves * n_stages * sizeof(Stage))
     sizes = <Py_ssize_t*> malloc(n_leaves * sizeof(Py_ssize_t))
     ptrs = <void**> malloc(2 * n_leaves * sizeof(void*))
@@ -545,21 +563,30 @@ def run_group(list template, list xs, list gs, list states):
     try:
         for j in range(n_leaves):
             x = <cnp.ndarray?> xs[j]
-            sizes[j] = cnp.PyArray_SIZE(x)
-            _check(x, typenum, sizes[j], "x")
+            n = cnp.PyArray_SIZE(x)
+            sizes[j] = n
+            _check(x, typenum, n, "x")
             if not cnp.PyArray_ISWRITEABLE(x):
                 raise ValueError("x must be writable")
-            _check(gs[j], typenum, sizes[j], "the gradient")
+            _check(gs[j], typenum, n, "the gradient")
             ptrs[j] = cnp.PyArray_DATA(x)
             ptrs[n_leaves + j] = cnp.PyArray_DATA(<cnp.ndarray> gs[j])
             state = states[j]
             for k in range(n_stages):
-                kind, hps, buf_paths, sc_path, ctr_path = template[k]
-                _fill_stage(&stages[j * n_stages + k], kind, hps,
-                            [_follow(state, p) for p in buf_paths],
-                            None if sc_path is None else _follow(state, sc_path),
-                            None if ctr_path is None else _follow(state, ctr_path),
-                            typenum, sizes[j])
+                st = &stages[j * n_stages + k]
+                st[0] = tmpl[k]
+                spec = template[k]
+                paths = spec[2]
+                if len(paths) > MAX_BUF:
+                    raise ValueError("too many buffers in a stage")
+                for b in range(len(paths)):
+                    _set_buffer(&st.buf[b], state, paths[b], typenum, n, "a state buffer")
+                if spec[3] is not None:
+                    st.sc = _scalar_ptr(_follow(state, <tuple> spec[3]), typenum, 2,
+                                        "a per-step scalar buffer")
+                if spec[4] is not None:
+                    st.ctr = <long long*> _scalar_ptr(_follow(state, <tuple> spec[4]),
+                                                      cnp.NPY_INT64, 1, "a step counter")
         n_threads = omp_get_max_threads()
         if typenum == cnp.NPY_FLOAT32:
             with nogil:
