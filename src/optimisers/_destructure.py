@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._functor import children, rebuild, trainable_keys
+from ._functor import children, fmap, rebuild, trainable_keys
 from ._tree import isnumeric
 
 __all__ = ["destructure", "Restructure"]
@@ -41,20 +41,13 @@ def destructure(model):
         flat = np.concatenate(pieces, dtype=np.result_type(*pieces))
     else:
         flat = np.zeros(0, dtype=bool)
-    return flat, Restructure(_skeleton(model, {}), offsets, total)
+    return flat, Restructure(_skeleton(model), offsets, total)
 
 
-def _skeleton(x, memo):
+def _skeleton(model):
     """The model with every container rebuilt (the arrays and other leaves kept), so that
     changing the user's containers later (``model["w"] = ...``) cannot break ``re``."""
-    kv = children(x)
-    if kv is None:
-        return x
-    r = memo.get(id(x))
-    if r is None:
-        keys, values = kv
-        r = memo[id(x)] = rebuild(x, keys, [_skeleton(v, memo) for v in values])
-    return r
+    return fmap(lambda leaf: leaf, model)
 
 
 def _distinct_arrays(model):

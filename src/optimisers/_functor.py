@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-__all__ = ["functor", "children", "trainable", "rebuild", "is_namedtuple"]
+__all__ = ["functor", "children", "trainable", "rebuild", "is_namedtuple", "fmap"]
 
 
 class _Spec:
@@ -208,3 +208,29 @@ def _shallow_copy(x):
             continue                                  # an unset slot stays unset
         object.__setattr__(new, name, v)
     return new
+
+
+def fmap(f, x, *, keep_unchanged=False, memo=None):
+    """Apply ``f`` to every leaf of ``x`` and rebuild the containers around the results.
+
+    A node met twice (tied arrays, a shared container) is mapped once and the result is
+    placed at every occurrence, so ties survive.  With ``keep_unchanged``, a container
+    whose children all come back as the same objects is returned itself, not rebuilt.
+    """
+    if memo is None:
+        memo = {}
+    hit = memo.get(id(x))
+    if hit is not None:
+        return hit[1]
+    kv = children(x)
+    if kv is None:
+        r = f(x)
+    else:
+        keys, values = kv
+        new = [fmap(f, v, keep_unchanged=keep_unchanged, memo=memo) for v in values]
+        if keep_unchanged and all(a is b for a, b in zip(new, values)):
+            r = x
+        else:
+            r = rebuild(x, keys, new)
+    memo[id(x)] = (x, r)           # x is kept alive so that its id stays its own
+    return r

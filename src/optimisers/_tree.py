@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._functor import children, is_namedtuple, rebuild, trainable_keys
+from ._functor import children, fmap, is_namedtuple, rebuild, trainable_keys
 from ._keypath import KeyPath
 from ._leaf import Leaf
 from ._native import kernels as _kernels
@@ -312,22 +312,6 @@ def _collect(t, m, g, link, found):
             _collect(tv, mv, gv, (link, k), found)
 
 
-def _rebuild_model(m, new_arrays, memo):
-    if isinstance(m, np.ndarray):
-        return new_arrays.get(id(m), m)
-    kv = children(m)
-    if kv is None:
-        return m
-    r = memo.get(id(m))
-    if r is not None:
-        return r
-    keys, values = kv
-    new = [_rebuild_model(v, new_arrays, memo) for v in values]
-    r = m if all(a is b for a, b in zip(new, values)) else rebuild(m, keys, new)
-    memo[id(m)] = r
-    return r
-
-
 def update_(tree, model, grad, *more_grads):
     """One optimisation step, in place: returns ``(tree, model)``.
 
@@ -414,7 +398,8 @@ def update_(tree, model, grad, *more_grads):
                 replaced[id(x)] = work
 
     if replaced:
-        model = _rebuild_model(model, replaced, {})
+        # only the containers around a replaced (read-only) array are rebuilt
+        model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)
     return tree, model
 
 
@@ -440,22 +425,8 @@ def _copy_state(s, memo):
     return copy.deepcopy(s, memo)      # a user rule's own state object (memo keeps ties)
 
 
-def _copy_model(m, memo):
-    if isinstance(m, np.ndarray):
-        if not m.flags.writeable:
-            return m
-        c = memo.get(id(m))
-        if c is None:
-            c = memo[id(m)] = m.copy()
-        return c
-    kv = children(m)
-    if kv is None:
-        return m
-    c = memo.get(id(m))
-    if c is None:
-        keys, values = kv
-        c = memo[id(m)] = rebuild(m, keys, [_copy_model(v, memo) for v in values])
-    return c
+def _copy_writable(a):
+    return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
 
 
 def update(tree, model, grad, *more_grads):
@@ -474,7 +445,7 @@ def update(tree, model, grad, *more_grads):
     >>> m2["x"], m["x"]
     (array([0.9, 1.9, 2.9], dtype=float32), array([1., 2., 3.], dtype=float32))
     """
-    return update_(_copy_state(tree, {}), _copy_model(model, {}), grad, *more_grads)
+    return update_(_copy_state(tree, {}), fmap(_copy_writable, model), grad, *more_grads)
 
 
 # ----------------------------------------------------------------------------------------
