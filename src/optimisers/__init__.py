@@ -12,14 +12,9 @@ step), every rule of the seed, and fused OpenMP kernels that run at memory bandw
 array([-0.001, -0.001, -0.001], dtype=float32)
 """
 
-from ._native import kernels as _active
-
 # the build of the kernels in use (see _native): its thread and ISA controls
-get_parallel_threshold = _active.get_parallel_threshold
-set_parallel_threshold = _active.set_parallel_threshold
-max_threads = _active.max_threads
-openmp_enabled = _active.openmp_enabled
-kernel_isa = _active.isa
+from ._native import (get_parallel_threshold, kernel_isa, max_threads, openmp_enabled,
+                      set_parallel_threshold)
 from ._functor import functor, trainable
 from ._keypath import KeyPath, getkeypath, haskeypath
 from ._leaf import Leaf

@@ -150,8 +150,29 @@ _DTYPE_RE = re.compile(r"[<>|][biufc][0-9]{1,2}")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded: not a checkpoint, truncated, corrupted,
-    from a later format version, or describing something that is not allowed."""
+    """A checkpoint file that cannot be loaded.
+
+    The file is not a checkpoint, is truncated, corrupted, from a later format version, or
+    describes something that is not allowed.  Raised by :func:`load_state`; the message
+    starts with the file's path and says what is wrong.  A subclass of ``ValueError``, so
+    ``except ValueError`` catches it too.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import optimisers as opt
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "garbage.ckpt")
+    ...     with open(path, "wb") as f:
+    ...         _ = f.write(b"these bytes are not a checkpoint")
+    ...     try:
+    ...         opt.load_state(path)
+    ...     except opt.CheckpointError as e:
+    ...         print(type(e).__name__, isinstance(e, ValueError))
+    ...         print("not an optimisers checkpoint" in str(e))
+    CheckpointError True
+    True
+    """
 
 
 # ----------------------------------------------------------------------------------------
@@ -441,6 +462,11 @@ def save_state(path, tree):
         The file to write (replaced if it exists).
     tree : state tree
         From :func:`optimisers.setup` (a bare ``Leaf``, ``None`` or nested containers).
+
+    Returns
+    -------
+    None
+        The tree is not changed; read it back with :func:`load_state`.
 
     Raises
     ------
@@ -790,6 +816,7 @@ def load_state(path, *, types=()):
     Parameters
     ----------
     path : str or os.PathLike
+        The file written by :func:`save_state`.
     types : iterable of namedtuple classes, optional
         Namedtuple types of your model to rebuild as themselves (matched by
         ``module.qualname`` and field names).  Namedtuples of other types come back as
@@ -798,8 +825,9 @@ def load_state(path, *, types=()):
 
     Returns
     -------
-    The state tree.  Its arrays are writable, aligned, C-ordered views into one buffer that
-    holds the file.
+    state tree
+        Equal to the tree that was saved.  Its arrays are writable, aligned, C-ordered views
+        into one buffer that holds the file.
 
     Raises
     ------
@@ -807,6 +835,8 @@ def load_state(path, *, types=()):
         If the file is not a checkpoint, is truncated or corrupted, has a format version this
         release cannot read, or describes anything not allowed (a rule that is not built in,
         an object array, a state that does not fit its rule, ...); the message says which.
+    TypeError
+        If ``types`` holds something that is not a namedtuple class.
     OSError
         If the file cannot be read.
 

@@ -22,6 +22,20 @@ def destructure(model):
     takes the real part).  A model without parameters gives an empty boolean vector, which
     promotes nothing.  Tied arrays are stored once and rebuilt as one array at every place.
 
+    Parameters
+    ----------
+    model : nested containers and arrays
+        The model; its containers are copied into ``re``, so changing them later does not
+        change what ``re`` rebuilds.
+
+    Returns
+    -------
+    flat : numpy.ndarray
+        A new 1-D array of all the trainable parameters (a copy: writing into it does not
+        change the model).
+    re : Restructure
+        Rebuilds the model from a vector like ``flat``.
+
     Examples
     --------
     >>> import numpy as np, optimisers as opt
@@ -77,7 +91,23 @@ class Restructure:
     """Rebuilds a model from a flat vector; what :func:`destructure` returns.
 
     ``re(v)`` rebuilds, ``re(x, v)`` calls the rebuilt model on ``x``, ``len(re)`` is the
-    number of parameters.  Non-trainable parts are carried over unchanged.
+    number of parameters.  Non-trainable parts are carried over unchanged.  A ``Restructure``
+    can be copied and pickled.
+
+    Parameters
+    ----------
+    model : nested containers and arrays
+        The model's skeleton (its containers copied, its arrays kept as templates of shape
+        and dtype).
+    offsets : dict
+        ``id(array)`` to the array's offset in the flat vector.
+    length : int
+        The number of parameters.
+
+    Attributes
+    ----------
+    model, offsets, length
+        As given.
 
     Examples
     --------
@@ -112,6 +142,28 @@ class Restructure:
         return f"Restructure({type(self.model).__name__}, ..., {self.length})"
 
     def __call__(self, *args):
+        """Rebuild the model from a vector: ``re(v)``; or call it on ``x``: ``re(x, v)``.
+
+        Parameters
+        ----------
+        *args : (v,) or (x, v)
+            ``v`` (array_like) is a 1-D vector of ``len(re)`` parameters, in the order of
+            :func:`destructure`; ``x`` is an input for the rebuilt model, which must then be
+            callable.
+
+        Returns
+        -------
+        object
+            A new model of the same structure with new arrays (each of its slot's dtype and
+            shape), or with ``x`` given, the rebuilt model's result ``model(x)``.
+
+        Raises
+        ------
+        ValueError
+            If ``v`` is not a vector of ``len(re)`` elements.
+        TypeError
+            If called with other than one or two arguments.
+        """
         if len(args) == 2:
             x, v = args
             return self(v)(x)

@@ -42,7 +42,16 @@ def functor(cls=None, *, fields=None, trainable=None):
 
     Returns
     -------
-    The class itself, so that ``functor`` works as a decorator.
+    type or callable
+        The class itself, so that ``functor`` works as a decorator; called with keywords
+        only (``@functor(fields=...)``), the decorator that registers the class.
+
+    Raises
+    ------
+    TypeError
+        If what is registered is not a class.
+    ValueError
+        If ``trainable`` names a field that is not in ``fields``.
 
     Examples
     --------
@@ -123,6 +132,17 @@ def trainable(x):
 
     For a registered class these are the ``trainable=`` fields given to :func:`functor`
     (every field by default); for the built-in containers, every child.  A leaf has none.
+
+    Parameters
+    ----------
+    x : object
+        A container (dict, list, tuple, namedtuple, registered class) or a leaf.
+
+    Returns
+    -------
+    dict
+        Key (dict key, 0-based position or field name) to child, in the container's order;
+        empty for a leaf.
 
     Examples
     --------

@@ -15,6 +15,14 @@ class KeyPath(tuple):
     ``KeyPath("b", 0, "c")`` reaches ``model["b"][0]["c"]`` (or ``model.b[0].c`` for
     objects).  KeyPaths given as keys are spliced in.  ``str(kp)`` is ``b.0.c``.
 
+    A ``KeyPath`` is a ``tuple``: it compares equal to the tuple of its keys, and ``+``
+    with a tuple, a ``KeyPath`` or a single key gives a ``KeyPath``; slicing gives one too.
+
+    Parameters
+    ----------
+    *keys : str, int, other hashable keys, or KeyPath
+        The keys, outermost first; positions are 0-based.
+
     Examples
     --------
     >>> import optimisers as opt
@@ -67,6 +75,23 @@ def _step(x, k):
 def getkeypath(x, kp):
     """The node of ``x`` at ``kp``; raises ``KeyError`` naming the first missing key.
 
+    Parameters
+    ----------
+    x : nested containers or objects
+        A model or a state tree.
+    kp : KeyPath or sequence of keys
+        Dict keys, 0-based positions and attribute names, outermost first.
+
+    Returns
+    -------
+    object
+        The node reached (``x`` itself for an empty path).
+
+    Raises
+    ------
+    KeyError
+        If a key is missing, naming it and the path to where it was looked up.
+
     Examples
     --------
     >>> import optimisers as opt
@@ -83,6 +108,18 @@ def getkeypath(x, kp):
 
 def haskeypath(x, kp):
     """Whether ``getkeypath(x, kp)`` would succeed.
+
+    Parameters
+    ----------
+    x : nested containers or objects
+        A model or a state tree.
+    kp : KeyPath or sequence of keys
+        Dict keys, 0-based positions and attribute names, outermost first.
+
+    Returns
+    -------
+    bool
+        ``True`` when every key of ``kp`` is present on the way down.
 
     Examples
     --------

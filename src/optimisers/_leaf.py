@@ -13,7 +13,22 @@ class Leaf:
     ``setup`` makes one ``Leaf`` per distinct trainable array; an array that appears twice in
     a model (tied weights) shares one ``Leaf``.  A ``Leaf`` is mutable: ``update_`` replaces
     ``.state``, ``adjust_`` replaces ``.rule``, ``freeze_``/``thaw_`` set ``.frozen``.
-    Equality compares rule, state (arrays by value and dtype) and flag.
+    Equality compares rule, state (arrays by value and dtype) and flag.  A ``Leaf`` is
+    picklable and not hashable.
+
+    Parameters
+    ----------
+    rule : Rule
+        The rule that updates this array.
+    state : object
+        Its state for this array, as ``rule.init(x)`` gives (``None`` for a stateless rule).
+    frozen : bool, default False
+        Whether the array and state are frozen (see :func:`freeze_`).
+
+    Attributes
+    ----------
+    rule, state, frozen
+        As given, and changed as described above.
 
     Examples
     --------

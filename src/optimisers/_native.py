@@ -25,3 +25,133 @@ def _choose():
 
 
 kernels = _choose()
+
+
+# ----------------------------------------------------------------------------------------
+# The thread and instruction-set controls of the build in use, as plain Python functions
+# (so that their docstrings carry runnable examples); each calls the kernel module's own.
+
+def openmp_enabled():
+    """Whether the kernels in use were compiled with OpenMP.
+
+    Without OpenMP every kernel runs serially, on the calling thread; the results are the
+    same bits either way.
+
+    Returns
+    -------
+    bool
+        ``True`` when the kernels were compiled with OpenMP.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> isinstance(opt.openmp_enabled(), bool)
+    True
+    """
+    return kernels.openmp_enabled()
+
+
+def max_threads():
+    """The number of threads a kernel would use now (OpenMP's ``omp_get_max_threads()``).
+
+    It follows ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` (the kernels'
+    OpenMP runtime is visible to threadpoolctl under ``user_api="openmp"``).  Arrays
+    smaller than :func:`get_parallel_threshold` are updated on one thread whatever this
+    says, and the results never depend on the number of threads.
+
+    Returns
+    -------
+    int
+        The number of OpenMP threads, at least 1 (1 for a build without OpenMP).
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> from threadpoolctl import threadpool_limits
+    >>> opt.max_threads() >= 1
+    True
+    >>> with threadpool_limits(limits=1, user_api="openmp"):
+    ...     opt.max_threads()
+    1
+    """
+    return kernels.max_threads()
+
+
+def get_parallel_threshold():
+    """The element count from which one array's update is split over OpenMP threads.
+
+    An array with fewer elements than this is updated whole on one thread (below it,
+    starting threads costs more than it saves); many such small arrays are spread over the
+    threads when together they reach the threshold.  Change it with
+    :func:`set_parallel_threshold`.
+
+    Returns
+    -------
+    int
+        The threshold, in elements, ``>= 0``.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> opt.get_parallel_threshold() >= 0
+    True
+    """
+    return kernels.get_parallel_threshold()
+
+
+def set_parallel_threshold(n):
+    """Set the element count from which one array's update is split over OpenMP threads.
+
+    The setting is global to the process and applies to every later step.  It changes only
+    the speed, never the results: the parallel and serial paths give the same bits.  See
+    :func:`get_parallel_threshold` for what it controls.
+
+    Parameters
+    ----------
+    n : int
+        The new threshold, in elements, ``>= 0``.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is negative.
+    TypeError
+        If ``n`` is not an integer.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> old = opt.get_parallel_threshold()
+    >>> opt.set_parallel_threshold(4096)
+    >>> opt.get_parallel_threshold()
+    4096
+    >>> opt.set_parallel_threshold(old)          # restore the default
+    >>> opt.get_parallel_threshold() == old
+    True
+    """
+    kernels.set_parallel_threshold(n)
+
+
+def kernel_isa():
+    """The instruction set the kernels in use were compiled for.
+
+    ``"avx2"`` on an x86-64 processor that runs AVX2 (unless ``OPTIMISERS_ISA=baseline`` was
+    set in the environment before import), ``"baseline"`` otherwise.  Both builds give the
+    same bits.
+
+    Returns
+    -------
+    str
+        ``"baseline"`` or ``"avx2"``.
+
+    Examples
+    --------
+    >>> import optimisers as opt
+    >>> opt.kernel_isa() in ("baseline", "avx2")
+    True
+    """
+    return kernels.isa()

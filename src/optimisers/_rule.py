@@ -22,7 +22,17 @@ class Rule:
 
     Subclass it to write a rule in Python with numpy; it composes with the built-in rules in
     an ``OptimiserChain``.  ``apply`` may update state arrays in place, and must not write
-    into ``x`` or ``dx``.
+    into ``x`` or ``dx``.  A subclass works with :func:`setup`, :func:`update_`,
+    :func:`update`, :func:`freeze_` and :func:`adjust` (its public attributes are its
+    hyper-parameters); :func:`save_state` stores built-in rules only (use ``pickle`` for
+    trees holding a rule written in Python).
+
+    Methods
+    -------
+    init(x)
+        The state for one parameter array ``x``; the default is ``None`` (no state).
+    apply(state, x, dx)
+        ``(state, d)``: the new state and the step; a subclass must define it.
 
     Examples
     --------
@@ -43,9 +53,45 @@ class Rule:
     _complex = None
 
     def init(self, x):
+        """The initial state for one parameter array ``x``; ``None`` (no state) by default.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            The parameter.
+
+        Returns
+        -------
+        object
+            The state: arrays, numbers and tuples of them, or ``None``.
+        """
         return None
 
     def apply(self, state, x, dx):
+        """One step: the new state and the step ``d``, with ``x - d`` the new parameter.
+
+        Parameters
+        ----------
+        state : object
+            The state, as ``init`` or the previous ``apply`` gave it.
+        x : numpy.ndarray
+            The parameter; not to be written.
+        dx : numpy.ndarray
+            The incoming gradient (or step, after earlier rules of a chain); a private copy,
+            not to be written either.
+
+        Returns
+        -------
+        state : object
+            The new state.
+        d : numpy.ndarray or None
+            The step, of ``x``'s shape; ``None`` for no step this time.
+
+        Raises
+        ------
+        NotImplementedError
+            Here: a subclass must define ``apply``.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define apply(state, x, dx)")
 
     def check_param(self, x, path=None):
@@ -81,6 +127,23 @@ class Rule:
 def init(rule, x):
     """The initial state of ``rule`` for one parameter array ``x`` (``rule.init(x)``).
 
+    Parameters
+    ----------
+    rule : Rule
+        The rule.
+    x : array_like
+        The parameter (converted with ``numpy.asarray``).
+
+    Returns
+    -------
+    object
+        The state, as :func:`setup` would put in the ``Leaf`` of ``x``.
+
+    Raises
+    ------
+    TypeError
+        If ``rule`` cannot train ``x`` (e.g. a complex array with ``Rprop``).
+
     Examples
     --------
     >>> import numpy as np, optimisers as opt
@@ -93,8 +156,34 @@ def init(rule, x):
 
 
 def apply_(rule, state, x, dx):
-    """One step of ``rule`` without touching ``x``: returns ``(state, d)``, with ``x - d``
-    the updated parameter.  State arrays are updated in place (hence the underscore).
+    """One step of ``rule`` without touching ``x``: returns ``(state, d)``.
+
+    ``x - d`` is the updated parameter.  State arrays are updated in place (hence the
+    underscore); the seed's ``apply!``.
+
+    Parameters
+    ----------
+    rule : Rule
+        The rule.
+    state : object
+        Its state for ``x``, from :func:`init` or a previous ``apply_``.
+    x : array_like
+        The parameter; not written.
+    dx : array_like
+        The gradient, of ``x``'s shape (cast to the dtype the rule computes in).
+
+    Returns
+    -------
+    state : object
+        The new state.
+    d : numpy.ndarray or None
+        The step, of ``x``'s shape and dtype (``None`` when the rule takes no step, e.g.
+        an ``AccumGrad`` that is not due).
+
+    Raises
+    ------
+    ValueError
+        If ``dx`` does not have ``x``'s shape.
 
     Examples
     --------

@@ -15,6 +15,8 @@ __all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "grad_norm"]
 class WeightDecay(Rule):
     r"""L2 regularisation: adds :math:`\lambda x` to the gradient, :math:`d = g + \lambda x`.
 
+    .. math::  d = g + \lambda x
+
     Equivalent to adding :math:`\frac{\lambda}{2}\lVert x\rVert_2^2` to the loss; put it
     first in an ``OptimiserChain``.
 
@@ -45,6 +47,8 @@ class WeightDecay(Rule):
 @checked
 class SignDecay(Rule):
     r"""L1 regularisation: adds :math:`\lambda\,\mathrm{sign}(x)` to the gradient.
+
+    .. math::  d = g + \lambda\,\mathrm{sign}(x)
 
     Equivalent to adding :math:`\lambda \lVert x\rVert_1` to the loss.
 
@@ -78,6 +82,8 @@ class SignDecay(Rule):
 @checked
 class ClipGrad(Rule):
     r"""Clip every gradient element to :math:`[-\delta, \delta]`; NaN passes through.
+
+    .. math::  d = \min\!\left(\max(g, -\delta), \delta\right)
 
     Parameters
     ----------

@@ -33,9 +33,20 @@ __all__ = ["setup", "update", "update_", "adjust", "adjust_", "freeze_", "thaw_"
 
 
 def isnumeric(x) -> bool:
-    """True for what optimisers train: numpy arrays of floating or complex numbers.
+    """Whether ``x`` is something optimisers train: a numpy array of floating or complex numbers.
 
-    Integer and boolean arrays, scalars, and everything else are not trainable.
+    Integer and boolean arrays, scalars (Python or numpy), and everything else are not
+    trainable: :func:`setup` gives them no ``Leaf`` and :func:`trainables` skips them.
+
+    Parameters
+    ----------
+    x : object
+        Any object.
+
+    Returns
+    -------
+    bool
+        ``True`` for a ``numpy.ndarray`` whose dtype is of kind ``f`` or ``c``.
 
     Examples
     --------
@@ -47,10 +58,22 @@ def isnumeric(x) -> bool:
 
 
 def maywrite(x) -> bool:
-    """True when ``update_`` may write into ``x`` in place (a writable numpy array).
+    """Whether :func:`update_` may write into ``x`` in place (a writable numpy array).
 
     Views count: writing through a view writes the array it looks into, which is how a
-    model held by another framework is trained through numpy views of its tensors.
+    model held by another framework is trained through numpy views of its tensors.  A
+    read-only parameter is not written: ``update_`` puts a new array in its place in the
+    model it returns.
+
+    Parameters
+    ----------
+    x : object
+        Any object.
+
+    Returns
+    -------
+    bool
+        ``True`` for a ``numpy.ndarray`` whose ``flags.writeable`` is set.
 
     Examples
     --------
@@ -95,12 +118,28 @@ def setup(rule, model):
     Parameters
     ----------
     rule : Rule
+        The optimisation rule (a built-in rule, an ``OptimiserChain``, or a subclass of
+        :class:`Rule` written in Python).
     model : nested dicts, lists, tuples, namedtuples, registered objects and arrays
+        The model to train; only its trainable arrays (see :func:`isnumeric` and
+        :func:`functor`) get a state.
 
     Returns
     -------
-    The state tree.  Raises ``TypeError`` for a parameter the rule cannot train (e.g. a
-    complex array with ``Rprop``), naming its key path.
+    Leaf, None or nested containers
+        The state tree, to pass to :func:`update` / :func:`update_` with this model.
+
+    Raises
+    ------
+    TypeError
+        If ``rule`` is not a :class:`Rule`; for a parameter the rule cannot train (e.g. a
+        complex array with ``Rprop``), or of a dtype optimisers cannot train (not one of
+        float16/32/64, complex64/128 in native byte order), naming its key path.
+
+    Warns
+    -----
+    UserWarning
+        When ``model`` has no trainable parameter at all.
 
     Examples
     --------
@@ -322,22 +361,32 @@ def update_(tree, model, grad, *more_grads):
 
     Parameters
     ----------
-    tree : state tree from :func:`setup`
-    model : the model it was made for
-    grad : gradient with the model's structure
-        Arrays of exactly the parameters' shapes (never broadcast; any real dtype is cast
-        once to the parameter's).  ``None`` anywhere, or a key left out of a dict, means no
-        gradient there: the rule is not called and its state does not advance.  Gradients
-        of tied arrays are summed.
+    tree : state tree
+        From :func:`setup`, for this model.
+    model : nested containers and arrays
+        The model the state tree was made for.
+    grad : nested containers and arrays, with the model's structure
+        The gradient.  Arrays of exactly the parameters' shapes (never broadcast; any real
+        dtype is cast once to the parameter's).  ``None`` anywhere, or a key left out of a
+        dict, means no gradient there: the rule is not called and its state does not
+        advance.  Gradients of tied arrays are summed.
     *more_grads
         Accepted for compatibility with the seed's higher-order interface; they are checked
         like ``grad`` and otherwise unused by the built-in rules.
 
+    Returns
+    -------
+    tree : state tree
+        The same state tree object, its leaves' states advanced.
+    model : model
+        The updated model: the same object when every parameter was written in place, else
+        a copy of the containers around each replaced (read-only) array.
+
     Raises
     ------
     TypeError, ValueError
-        On a gradient of the wrong structure, shape or dtype, naming its key path, before
-        anything is written.
+        On a gradient of the wrong structure, shape or dtype, or a state tree that does not
+        match the model, naming its key path, before anything is written.
     FloatingPointError
         On a non-finite norm met by a ``ClipNorm(throw=True)``; before anything is written
         when that ``ClipNorm`` leads its chain.
@@ -430,11 +479,38 @@ def _copy_writable(a):
 
 
 def update(tree, model, grad, *more_grads):
-    """One optimisation step that touches nothing it was given: returns new
-    ``(tree, model)``.
+    """One optimisation step that touches nothing it was given: returns new ``(tree, model)``.
 
     Copies the state tree and every writable array of the model (keeping ties), then runs
-    :func:`update_` on the copies.
+    :func:`update_` on the copies.  Read-only arrays are not copied (they are never
+    written).
+
+    Parameters
+    ----------
+    tree : state tree
+        From :func:`setup`, for this model.
+    model : nested containers and arrays
+        The model the state tree was made for.
+    grad : nested containers and arrays, with the model's structure
+        As for :func:`update_`: arrays of the parameters' shapes; ``None`` (or a key left
+        out of a dict) means no gradient there; gradients of tied arrays are summed.
+    *more_grads
+        As for :func:`update_`.
+
+    Returns
+    -------
+    tree : state tree
+        A new state tree with the states advanced; ``tree`` is unchanged.
+    model : model
+        A new model with the parameters updated; ``model`` is unchanged.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a gradient of the wrong structure, shape or dtype, or a state tree that does not
+        match the model, naming its key path.
+    FloatingPointError
+        On a non-finite norm met by a ``ClipNorm(throw=True)``.
 
     Examples
     --------
@@ -478,8 +554,26 @@ def _state_leaves(tree, fname):
 
 
 def freeze_(tree):
-    """Freeze every ``Leaf`` of ``tree`` (any sub-tree of a state tree): its parameter and
-    state stop changing until :func:`thaw_`.
+    """Freeze every ``Leaf`` of ``tree`` in place, until :func:`thaw_`.
+
+    ``tree`` may be any sub-tree of a state tree (``state["layer"]``, one ``Leaf``).  A
+    frozen ``Leaf``'s parameter and state stop changing: :func:`update_` skips it even when
+    it has a gradient.  Other leaves of the full tree are not affected.
+
+    Parameters
+    ----------
+    tree : state tree or sub-tree
+        From :func:`setup`.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    TypeError
+        If ``tree`` is (or contains) a model rather than a state tree (an array or another
+        object is reached), naming where.
 
     Examples
     --------
@@ -496,7 +590,21 @@ def freeze_(tree):
 
 
 def thaw_(tree):
-    """Undo :func:`freeze_` on every ``Leaf`` of ``tree``.
+    """Undo :func:`freeze_` in place on every ``Leaf`` of ``tree``.
+
+    Parameters
+    ----------
+    tree : state tree or sub-tree
+        From :func:`setup`.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    TypeError
+        If ``tree`` is (or contains) a model rather than a state tree, naming where.
 
     Examples
     --------
@@ -570,6 +678,30 @@ def adjust(tree_or_rule, eta=None, **fields):
     keywords change the fields of that name in every rule that has one (in chains too).
     Values are validated as at construction; a name that no rule has is a ``TypeError``.
 
+    Parameters
+    ----------
+    tree_or_rule : Rule, Leaf or state tree
+        What to adjust; it is not changed.
+    eta : float, optional
+        The new learning rate of every rule that has an ``eta``.
+    **fields
+        New values of other hyper-parameters by name (``beta=(0.9, 0.99)``,
+        ``lambda_=1e-4``; ``centered=`` is read as ``centred=``).
+
+    Returns
+    -------
+    Rule, Leaf or state tree
+        The same kind as ``tree_or_rule``, with the new hyper-parameters.
+
+    Raises
+    ------
+    TypeError
+        If nothing is to change, or a field name is not a field of any rule here (the
+        message lists the fields that exist).
+    ValueError
+        For a value out of range (as at construction), or for a change of ``RMSProp``'s
+        ``centred`` (its two variants keep different states).
+
     Examples
     --------
     >>> import optimisers as opt
@@ -588,7 +720,29 @@ def adjust_(tree, eta=None, **fields):
     """Change hyper-parameters in place in a state tree (any sub-tree), keeping states.
 
     Every new rule is built and validated before any ``Leaf`` changes, so a failed
-    ``adjust_`` leaves the tree as it was.
+    ``adjust_`` leaves the tree as it was.  Each ``Leaf``'s ``.rule`` is replaced by the
+    adjusted rule; rules are immutable, so use :func:`adjust` for a rule itself.
+
+    Parameters
+    ----------
+    tree : state tree or sub-tree
+        From :func:`setup`; changed in place.
+    eta : float, optional
+        The new learning rate of every rule that has an ``eta``.
+    **fields
+        New values of other hyper-parameters by name, as for :func:`adjust`.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    TypeError
+        If ``tree`` is a rule or a model, if nothing is to change, or a field name is not a
+        field of any rule here.
+    ValueError
+        For a value out of range, or for a change of ``RMSProp``'s ``centred``.
 
     Examples
     --------
@@ -613,7 +767,21 @@ def adjust_(tree, eta=None, **fields):
 def trainables(model, path=False):
     """Every trainable array of ``model``, each distinct array once, depth first.
 
-    With ``path=True``, a list of ``(KeyPath, array)`` pairs.
+    The arrays themselves, not copies: writing into them changes the model.  Fields of a
+    registered class that are not ``trainable`` (see :func:`functor`) are skipped, and a
+    tied array is listed once, at its first place.
+
+    Parameters
+    ----------
+    model : nested containers and arrays
+        The model.
+    path : bool, default False
+        Whether to pair each array with its :class:`KeyPath`.
+
+    Returns
+    -------
+    list
+        The arrays, or with ``path=True`` a list of ``(KeyPath, array)`` pairs.
 
     Examples
     --------
