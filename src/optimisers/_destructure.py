@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._functor import children, fmap, rebuild, trainable_keys
-from ._tree import isnumeric
+from ._tree import isnumeric, trainables
 
 __all__ = ["destructure", "Restructure"]
 
@@ -47,7 +47,7 @@ def destructure(model):
     (array([3., 5.]), array([7.+11.j]))
     """
     offsets, pieces, total = {}, [], 0
-    for x in _distinct_arrays(model):
+    for x in trainables(model):
         offsets[id(x)] = total
         pieces.append(x.reshape(-1, order="C") if x.flags.c_contiguous else x.ravel(order="C"))
         total += x.size
@@ -62,29 +62,6 @@ def _skeleton(model):
     """The model with every container rebuilt (the arrays and other leaves kept), so that
     changing the user's containers later (``model["w"] = ...``) cannot break ``re``."""
     return fmap(lambda leaf: leaf, model)
-
-
-def _distinct_arrays(model):
-    """The trainable arrays of ``model``, each distinct array once, depth first."""
-    out, seen = [], set()
-
-    def walk(x):
-        if isnumeric(x):
-            if id(x) not in seen:
-                seen.add(id(x))
-                out.append(x)
-            return
-        kv = children(x)
-        if kv is None:
-            return
-        keys, values = kv
-        allowed = trainable_keys(x, keys)
-        for k, v in zip(keys, values):
-            if allowed is None or k in allowed:
-                walk(v)
-
-    walk(model)
-    return out
 
 
 class Restructure:
@@ -128,14 +105,14 @@ class Restructure:
     # offsets are keyed by the arrays' ids, which a copy or a pickle changes: store them in
     # traversal order and key them again by the ids of the restored model's arrays
     def __getstate__(self):
-        order = _distinct_arrays(self.model)
+        order = trainables(self.model)
         return {"model": self.model, "length": self.length,
                 "offsets": [self.offsets[id(x)] for x in order]}
 
     def __setstate__(self, state):
         self.model = state["model"]
         self.length = state["length"]
-        order = _distinct_arrays(self.model)
+        order = trainables(self.model)
         self.offsets = {id(x): o for x, o in zip(order, state["offsets"])}
 
     def __repr__(self):
