@@ -20,6 +20,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
                         WeightDecay)
 from optimisers._native import kernels as _kernels
+from assertions import assert_arrays_same as assert_same, assert_state_same
 from reference import ref_apply, ref_init, ref_norm, ref_update
 
 N_STEPS = 8
@@ -92,48 +93,6 @@ def make_complex(rng, shape, dtype, zeros=True):
         idx = rng.integers(0, n, big)
         re.reshape(-1)[idx] *= 1e3
     return (re + 1j * im).astype(dtype)
-
-
-def _bits_equal(a, b):
-    """Equal values and signs per component (-0.0 != +0.0); any NaN equals any NaN."""
-    if a.dtype.kind == "c":
-        return _bits_equal(a.real, b.real) & _bits_equal(a.imag, b.imag)
-    both_nan = np.isnan(a) & np.isnan(b)
-    return both_nan | ((a == b) & (np.signbit(a) == np.signbit(b)))
-
-
-def assert_same(got, want, where):
-    assert isinstance(got, np.ndarray), f"{where}: got {type(got).__name__}, want an array"
-    assert got.dtype == want.dtype, f"{where}: dtype {got.dtype}, want {want.dtype}"
-    assert got.shape == want.shape, f"{where}: shape {got.shape}, want {want.shape}"
-    if want.dtype.kind in "fc":
-        same = _bits_equal(got, want)
-    else:
-        same = got == want
-    if not np.all(same):
-        bad = np.argwhere(~np.asarray(same))
-        i = tuple(bad[0])
-        raise AssertionError(f"{where}: {len(bad)} element(s) differ, first at {i}: "
-                             f"got {got[i]!r}, want {want[i]!r}")
-
-
-def assert_state_same(got, want, where):
-    """Field by field: namedtuples by name, tuples by position, arrays bit for bit."""
-    if want is None:
-        assert got is None, f"{where}: got {got!r}, want None"
-    elif isinstance(want, np.ndarray):
-        assert_same(got, want, where)
-    elif isinstance(want, tuple) and hasattr(want, "_fields"):
-        assert type(got).__name__ == type(want).__name__, f"{where}: {type(got).__name__}"
-        assert tuple(got._fields) == tuple(want._fields), f"{where}: fields {got._fields}"
-        for f in want._fields:
-            assert_state_same(getattr(got, f), getattr(want, f), f"{where}.{f}")
-    elif isinstance(want, tuple):
-        assert isinstance(got, tuple) and len(got) == len(want), f"{where}: {got!r}"
-        for i, (a, b) in enumerate(zip(got, want)):
-            assert_state_same(a, b, f"{where}[{i}]")
-    else:
-        raise AssertionError(f"{where}: unexpected reference state {want!r}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
                         WeightDecay)
+from assertions import assert_arrays_same, assert_state_same
 from reference import ref_apply, ref_init, ref_norm, ref_update
 from registry import (COMPLEX_OK, COMPLEX_REFUSED, RULE_IDS, RULES, rule_classes_in)
 
@@ -61,75 +62,6 @@ def make_param(rng, shape, dtype):
     if np.dtype(dtype).kind == "c":
         return (x + 1j * rng.standard_normal(shape)).astype(dtype)
     return x.astype(dtype)
-
-
-def _bits_equal(a, b):
-    """Equal values and equal signs (so -0.0 != +0.0); any NaN equals any NaN."""
-    if a.dtype.kind == "c":
-        return _bits_equal(a.real, b.real) & _bits_equal(a.imag, b.imag)
-    both_nan = np.isnan(a) & np.isnan(b)
-    return both_nan | ((a == b) & (np.signbit(a) == np.signbit(b)))
-
-
-def assert_arrays_same(got, want, where):
-    assert isinstance(got, np.ndarray), f"{where}: got {type(got).__name__}, want an array"
-    assert got.dtype == want.dtype, f"{where}: dtype {got.dtype}, want {want.dtype}"
-    assert got.shape == want.shape, f"{where}: shape {got.shape}, want {want.shape}"
-    if want.dtype.kind in "fc":
-        same = _bits_equal(got, want)
-    else:
-        same = got == want
-    if not np.all(same):
-        bad = np.flatnonzero(~np.asarray(same))
-        i = bad[:4]
-        raise AssertionError(
-            f"{where}: {bad.size} of {want.size} elements differ, e.g. at {i.tolist()}: "
-            f"got {got.ravel()[i].tolist()}, want {want.ravel()[i].tolist()}")
-
-
-def assert_state_same(got, want, where="state"):
-    """The library's state equals the reference's, arrays bit for bit, dtypes included.
-
-    Representation may differ where conventions leave it open: running products may be a
-    tuple of numpy scalars or a 2-element array of the same dtype; counters a Python int
-    or a 0-d integer array."""
-    if want is None:
-        assert got is None, f"{where}: got {got!r}, want None"
-    elif isinstance(want, np.ndarray):
-        assert_arrays_same(got, want, where)
-    elif isinstance(want, tuple) and want and all(isinstance(w, np.floating) for w in want):
-        # beta_t: a tuple of numpy scalars of the compute dtype
-        dt = np.dtype(type(want[0]))
-        if isinstance(got, np.ndarray):
-            assert got.dtype == dt, f"{where}: dtype {got.dtype}, want {dt}"
-            got_vals = list(got.reshape(-1))
-        else:
-            assert isinstance(got, tuple), f"{where}: got {type(got).__name__}"
-            for i, v in enumerate(got):
-                assert type(v) is type(want[i]), f"{where}[{i}]: {type(v)} != {type(want[i])}"
-            got_vals = list(got)
-        assert len(got_vals) == len(want), f"{where}: {got_vals} vs {want}"
-        assert_arrays_same(np.array(got_vals, dt), np.array(want, dt), where)
-    elif isinstance(want, tuple):
-        assert isinstance(got, tuple), f"{where}: got {type(got).__name__}, want a tuple"
-        assert len(got) == len(want), f"{where}: {len(got)} entries, want {len(want)}"
-        fields = getattr(want, "_fields", None)
-        if fields is not None:
-            assert type(got).__name__ == type(want).__name__, \
-                f"{where}: {type(got).__name__}, want {type(want).__name__}"
-            assert tuple(got._fields) == tuple(fields), f"{where}: fields {got._fields}"
-        names = fields or range(len(want))
-        for name, g, w in zip(names, got, want):
-            assert_state_same(g, w, f"{where}.{name}")
-    elif isinstance(want, (int, np.integer)):
-        if isinstance(got, np.ndarray):
-            assert got.dtype.kind in "iu" and got.size == 1, f"{where}: {got!r}"
-            got = got.reshape(-1)[0]
-        assert isinstance(got, (int, np.integer)) and not isinstance(got, bool), \
-            f"{where}: {got!r} is not an integer"
-        assert int(got) == int(want), f"{where}: {got} != {want}"
-    else:
-        raise AssertionError(f"{where}: reference has unexpected {type(want).__name__}")
 
 
 def compute_dtype(dtype):
