@@ -70,3 +70,12 @@ def assert_state_same(got, want, where="state"):
         assert int(got) == int(want), f"{where}: {got} != {want}"
     else:
         raise AssertionError(f"{where}: reference has unexpected {type(want).__name__}")
+
+
+def state_arrays(state):
+    """Every ndarray of a (nested) state."""
+    if isinstance(state, np.ndarray):
+        return [state]
+    if isinstance(state, tuple):
+        return [a for s in state for a in state_arrays(s)]
+    return []

@@ -20,7 +20,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
                         WeightDecay)
-from assertions import assert_arrays_same, assert_state_same
+from assertions import assert_arrays_same, assert_state_same, state_arrays
 from reference import ref_apply, ref_init, ref_norm, ref_update
 from registry import (COMPLEX_OK, COMPLEX_REFUSED, RULE_IDS, RULES, rule_classes_in)
 
@@ -75,15 +75,6 @@ def step_param(x, d):
         return x.copy()
     C = compute_dtype(x.dtype)
     return np.array(x.astype(C) - np.asarray(d, C), dtype=x.dtype)
-
-
-def state_arrays(state):
-    """Every ndarray of a (nested) state."""
-    if isinstance(state, np.ndarray):
-        return [state]
-    if isinstance(state, tuple):
-        return [a for s in state for a in state_arrays(s)]
-    return []
 
 
 # ---------------------------------------------------------------------------------------

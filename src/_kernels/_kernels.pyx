@@ -12,8 +12,16 @@ costs one pass over memory, and no buffer is ever allocated per step.
 
 Tiles are distributed over OpenMP threads (``prange``, static schedule) when the array is
 larger than the parallel threshold; every stage is element-wise, so the result does not
-depend on the thread count.  Reductions (``ClipNorm``) are separate kernels with a fixed
-blocking for the same reason.
+depend on the thread count.
+
+Before the tiles, each stage's *prologue* derives its per-step scalars (bias corrections,
+AccumGrad's "due?"); a ``ClipNorm`` leading a program (kind ``CLIPNORM``) computes its norm
+there, with a blocking fixed by the data (``norms.pxi``), and its scale is then *folded*
+into the next stage as that stage's input scale ``gs`` (every component-wise tile function
+reads ``g[i] * gs``), so ``ClipNorm -> AdamW`` is one read of g for the norm plus one
+fused loop.  After the tiles, *epilogues* advance the per-step scalars.  A ``Batch``
+prepares (checks, prologues) many leaves' programs before running any, which is how a
+non-finite norm stops a whole step before anything is written.
 
 Each stage is described by a ``Stage``: a rule ``kind``, up to ``MAX_HP`` scalar
 hyper-parameters already converted to the parameter dtype and folded by the Python side
@@ -40,7 +48,9 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
-from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, isnan
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, isnan, INFINITY
+from libc.stdlib cimport qsort
+from libc.string cimport memcmp
 
 cnp.import_array()
 
@@ -117,6 +127,20 @@ cpdef enum Kind:
     CLIPGRAD
     SCALE
     ACCUMGRAD
+    CLIPNORM        # ClipNorm, first stage of a program: scale by min(omega/|g|_p, 1)
+    FOLDED          # a stage folded into the next one (set per leaf and step, never given)
+
+
+cpdef enum Status:
+    OK = 0
+    STOPPED = 1          # a stage stopped the program (AccumGrad before its n-th gradient)
+    NONFINITE_NORM = 2   # a ClipNorm(throw=True) met a non-finite norm: nothing was written
+    NO_MEMORY = 3
+    # Batch only: why a leaf was left for the caller's general path
+    BAD_PARAMETER = 4    # not C-contiguous, not writable, or not float32/float64
+    BAD_GRADIENT = 5     # not an array of the parameter's dtype, shape and C layout
+    BAD_STATE = 6        # the state does not have the buffers the program names
+    SHARED = 7           # two entries share a parameter's memory or a Leaf (tied weights)
 
 
 cdef struct Stage:
@@ -127,6 +151,8 @@ cdef struct Stage:
     void* buf[MAX_BUF]      # element-wise state buffers, the parameter's size and dtype
     void* sc                # per-step scalars of the compute dtype (beta_t), or NULL
     long long* ctr          # an int64 step counter (RAdam, AccumGrad), or NULL
+    double gs               # the scale of this stage's input: 1, or the scale of a leading
+                            # ClipNorm folded into this stage (see _fold_leading_scale)
 
 
 # Below this many elements a program runs on the calling thread: waking OpenMP workers
@@ -219,6 +245,7 @@ include "rules_adam.pxi"
 include "rules_adaptive.pxi"
 include "rules_transform.pxi"
 include "rules_complex.pxi"
+include "norms.pxi"
 include "prologues.pxi"
 
 
@@ -276,7 +303,7 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         signdecay_tile(s, off, n, x, g, out, subtract)
     elif k == CLIPGRAD:
         clipgrad_tile(s, off, n, x, g, out, subtract)
-    elif k == SCALE:
+    elif k == SCALE or k == CLIPNORM:
         scale_tile(s, off, n, x, g, out, subtract)
     elif k == ACCUMGRAD:
         accumgrad_tile(s, off, n, x, g, out, subtract)
@@ -292,6 +319,8 @@ cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
     cdef bint subtract
     cdef int k
     for k in range(n_stages):
+        if stages[k].kind == FOLDED:
+            continue                        # its scale is the next stage's input scale
         subtract = False
         out = tile
         if k == n_stages - 1:
@@ -304,24 +333,48 @@ cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
         src = tile
 
 
-cdef int _run_leaf(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
-                   const floating* g, floating* dst, int mode, int n_threads,
-                   int comps) noexcept nogil:
-    """Run one leaf's program: prologues, the tiles, epilogues.  Returns 1 when a stage
-    stopped the program (AccumGrad not due): then the stages up to it ran and nothing was
-    subtracted or stored.  ``n`` counts components, ``comps`` per element (2 for complex;
-    the parallel threshold counts elements).  TILE is even, so tiles never split a pair."""
+cdef inline void _fold_leading_scale(Stage* stages, int n_stages) noexcept nogil:
+    """A leading ClipNorm (or its known scale) followed by a component-wise stage becomes
+    that stage's input scale: ``(g * lam)`` rounded is what the next stage would have read
+    from the tile buffer, so the bits are the same, and the program is one loop instead of
+    two.  (Pair stages of complex programs read their input unscaled: no fold there.)"""
+    if (n_stages >= 2 and (stages[0].kind == CLIPNORM or stages[0].kind == SCALE)
+            and stages[0].width == 1 and stages[1].width == 1):
+        stages[1].gs = stages[0].hp[0]
+        stages[0].kind = FOLDED
+
+
+cdef int _prepare_leaf(Stage* stages, int* n_stages, int* mode, const floating* g,
+                       Py_ssize_t n, int comps, int n_threads) noexcept nogil:
+    """Run the prologues of one leaf's program (per-step scalars, ClipNorm's norm), then
+    fold a leading scale.  Writes nothing but the stages.  Returns OK, STOPPED (then
+    ``n_stages`` ends at the stopping stage and ``mode`` is SINK), NONFINITE_NORM or
+    NO_MEMORY.  ``n`` counts components, ``comps`` per element."""
+    cdef int k, status = OK, st
+    for k in range(n_stages[0]):
+        st = _prologue(&stages[k], g, n // comps, comps == 2, n_threads)
+        if st == STOPPED:
+            n_stages[0] = k + 1
+            mode[0] = SINK
+            status = STOPPED
+            break
+        if st != OK:
+            return st
+    _fold_leading_scale(stages, n_stages[0])
+    return status
+
+
+cdef void _run_prepared(const Stage* stages, int n_stages, Py_ssize_t n, floating* x,
+                        const floating* g, floating* dst, int mode, int n_threads,
+                        int comps) noexcept nogil:
+    """Run a prepared program: its tiles, then its epilogues.  ``n`` counts components,
+    ``comps`` per element (2 for complex; the parallel threshold counts elements).  TILE
+    is even, so tiles never split a pair."""
     cdef Py_ssize_t n_tiles = (n + TILE - 1) // TILE
     cdef Py_ssize_t t
     cdef floating local_tile[TILE]
     cdef floating* tile
-    cdef int k, stopped = 0
-    for k in range(n_stages):
-        if _prologue(&stages[k], <floating> 0):
-            n_stages = k + 1
-            mode = SINK
-            stopped = 1
-            break
+    cdef int k
     if n_threads <= 1 or n // comps < _parallel_threshold or n_tiles < 2:
         for t in range(n_tiles):
             _run_tile(stages, n_stages, t, n, x, g, dst, mode, local_tile)
@@ -334,8 +387,7 @@ cdef int _run_leaf(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
                     _run_tile(stages, n_stages, t, n, x, g, dst, mode, tile)
                 free(tile)
     for k in range(n_stages):
-        _epilogue(&stages[k], <floating> 0)
-    return stopped
+        _epilogue(<Stage*> &stages[k], <floating> 0)
 
 
 cdef inline int _check(object a, int typenum, Py_ssize_t n, str what) except -1:
@@ -360,17 +412,41 @@ cdef inline void* _scalar_ptr(object a, int typenum, Py_ssize_t need, str what) 
     return cnp.PyArray_DATA(<cnp.ndarray> a)
 
 
+cdef int _fill_constants(Stage* st, int kind, object hps, int position) except -1:
+    """The parts of a stage that every leaf of a program shares: kind and hyper-parameters.
+    ``position`` is the stage's index in its program (a CLIPNORM must be the first)."""
+    cdef int j
+    if len(hps) > MAX_HP:
+        raise ValueError("too many hyper-parameters in a stage")
+    if kind == CLIPNORM and position != 0:
+        raise ValueError("a CLIPNORM stage must be the first of its program (its norm is "
+                         "that of the program's input)")
+    if kind == FOLDED or kind < DESCENT or kind > CLIPNORM:
+        raise ValueError(f"unknown kernel kind {kind}")
+    st.kind = kind
+    st.width = 1
+    st.gs = 1.0
+    for j in range(len(hps)):
+        st.hp[j] = hps[j]
+    for j in range(len(hps), MAX_HP):
+        st.hp[j] = 0.0
+    for j in range(MAX_BUF):
+        st.buf[j] = NULL
+    st.sc = NULL
+    st.ctr = NULL
+    return 0
+
+
 cdef int _fill_stage(Stage* st, int kind, object hps, object bufs, object sc, object ctr,
-                     int typenum, Py_ssize_t n, int ctypenum=-1) except -1:
+                     int typenum, Py_ssize_t n, int position, int ctypenum=-1) except -1:
     """Fill one stage.  ``typenum`` is the real dtype of the kernel arithmetic, ``n`` the
     number of elements of the parameter.  For a complex parameter ``ctypenum`` is its
     complex dtype: the stage's width and which buffers are complex (the others are real,
     of ``typenum``) follow from the kind."""
     cdef int j, mask = 0
-    if len(hps) > MAX_HP or len(bufs) > MAX_BUF:
-        raise ValueError("too many hyper-parameters or buffers in a stage")
-    st.kind = kind
-    st.width = 1
+    _fill_constants(st, kind, hps, position)
+    if len(bufs) > MAX_BUF:
+        raise ValueError("too many buffers in a stage")
     if ctypenum >= 0:
         mask = _pair_buffers(kind)
         if mask >= 0:
@@ -379,10 +455,6 @@ cdef int _fill_stage(Stage* st, int kind, object hps, object bufs, object sc, ob
             mask = (1 << MAX_BUF) - 1       # every buffer is complex, read component-wise
         else:
             raise TypeError(f"kernel kind {kind} is not defined for complex parameters")
-    for j in range(len(hps)):
-        st.hp[j] = hps[j]
-    for j in range(len(hps), MAX_HP):
-        st.hp[j] = 0.0
     for j in range(len(bufs)):
         _check(bufs[j], ctypenum if (mask >> j) & 1 else typenum, n, "a state buffer")
         if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> bufs[j]):
@@ -415,7 +487,7 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
     Parameters
     ----------
     stages : list of (kind, hyper-parameters, buffers, scalars, counter)
-            ``kind`` a ``Kind``; hyper-parameters a sequence of at most ``MAX_HP`` floats, already
+        ``kind`` a ``Kind``; hyper-parameters a sequence of at most ``MAX_HP`` floats, already
         rounded to the parameter dtype; buffers a sequence of C-contiguous, writable state
         arrays of the parameter dtype and size; scalars a small array of the parameter dtype
         (the running ``beta_t``) or None; counter a 1-element int64 array or None.
@@ -431,8 +503,10 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
 
     Returns
     -------
-    True when a stage stopped the program (``AccumGrad`` before its n-th gradient): the
-    stages up to it ran, and nothing was subtracted or stored.
+    A ``Status``: ``OK``; ``STOPPED`` when a stage stopped the program (``AccumGrad``
+    before its n-th gradient: the stages up to it ran, and nothing was subtracted or
+    stored); ``NONFINITE_NORM`` when a leading ``CLIPNORM`` stage with ``throw`` met a
+    non-finite norm (then nothing at all was written).
     """
     cdef Stage c_stages[MAX_STAGES]
     cdef int n_stages = len(stages)
@@ -441,7 +515,7 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
     cdef int ctypenum = -1                          # the complex dtype, if any
     cdef int comps = 1                              # components per element
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    cdef int i, stopped
+    cdef int i, status
     cdef void* dst_ptr = NULL
     if typenum >= 0:
         ctypenum = xtypenum
@@ -461,52 +535,41 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
         dst_ptr = cnp.PyArray_DATA(<cnp.ndarray> dst)
     for i in range(n_stages):
         kind, hps, bufs, sc, ctr = stages[i]
-        _fill_stage(&c_stages[i], kind, hps, bufs, sc, ctr, typenum, n, ctypenum)
+        _fill_stage(&c_stages[i], kind, hps, bufs, sc, ctr, typenum, n, i, ctypenum)
     cdef int n_threads = omp_get_max_threads()
     n = n * comps          # the kernels walk the components
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
-            stopped = _run_leaf[float](c_stages, n_stages, n, <float*> cnp.PyArray_DATA(x),
-                                       <const float*> cnp.PyArray_DATA(g), <float*> dst_ptr,
-                                       mode, n_threads, comps)
+            status = _prepare_leaf[float](c_stages, &n_stages, &mode,
+                                          <const float*> cnp.PyArray_DATA(g), n, comps,
+                                          n_threads)
+            if status == OK or status == STOPPED:
+                _run_prepared[float](c_stages, n_stages, n, <float*> cnp.PyArray_DATA(x),
+                                     <const float*> cnp.PyArray_DATA(g), <float*> dst_ptr,
+                                     mode, n_threads, comps)
     else:
         with nogil:
-            stopped = _run_leaf[double](c_stages, n_stages, n, <double*> cnp.PyArray_DATA(x),
-                                        <const double*> cnp.PyArray_DATA(g), <double*> dst_ptr,
-                                        mode, n_threads, comps)
-    return bool(stopped)
+            status = _prepare_leaf[double](c_stages, &n_stages, &mode,
+                                           <const double*> cnp.PyArray_DATA(g), n, comps,
+                                           n_threads)
+            if status == OK or status == STOPPED:
+                _run_prepared[double](c_stages, n_stages, n, <double*> cnp.PyArray_DATA(x),
+                                      <const double*> cnp.PyArray_DATA(g), <double*> dst_ptr,
+                                      mode, n_threads, comps)
+    if status == NO_MEMORY:
+        raise MemoryError("could not allocate the partial sums of a norm")
+    return status
 
+
+# ---------------------------------------------------------------------------------------
+# Batches: many leaves, each with its own program, checked and prepared in one call and
+# run in another.
 
 cdef inline object _follow(object state, tuple path):
     cdef object i
     for i in path:
         state = (<tuple> state)[<Py_ssize_t> i]
     return state
-
-
-cdef void _run_many(Stage* stages, int n_stages, Py_ssize_t n_leaves, Py_ssize_t* sizes,
-                    void** xs, void** gs, int n_threads, floating dummy) noexcept nogil:
-    cdef Py_ssize_t j, small_elements = 0
-    cdef int n_small = 0
-    # Large leaves one after the other, each split over the threads by tiles...
-    for j in range(n_leaves):
-        if sizes[j] >= _parallel_threshold:
-            _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
-                      <const floating*> gs[j], <floating*> NULL, SUBTRACT, n_threads, 1)
-        else:
-            n_small += 1
-            small_elements += sizes[j]
-    # ...small ones spread over the threads whole (never split a tiny array).
-    if n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
-        for j in prange(n_leaves, schedule="dynamic", chunksize=4, num_threads=n_threads):
-            if sizes[j] < _parallel_threshold:
-                _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
-                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1, 1)
-    else:
-        for j in range(n_leaves):
-            if sizes[j] < _parallel_threshold:
-                _run_leaf(stages + j * n_stages, n_stages, sizes[j], <floating*> xs[j],
-                          <const floating*> gs[j], <floating*> NULL, SUBTRACT, 1, 1)
 
 
 cdef inline int _set_buffer(void** slot, object state, object path, int typenum,
@@ -520,93 +583,285 @@ cdef inline int _set_buffer(void** slot, object state, object path, int typenum,
     return 0
 
 
-def run_group(list template, list xs, list gs, list states):
-    """Update many parameters that share one program (same rule, same dtype) in one call.
+cdef struct _Keyed:
+    size_t key
+    Py_ssize_t index
 
-    Parameters
-    ----------
-    template : list of (kind, hyper-parameters, buffer paths, scalars path, counter path)
-        The program of the group; each path is a tuple of indices that leads from a leaf's
-        state to that buffer (``()`` is the state itself), or None for no such buffer.
-    xs, gs, states : lists of equal length
-        Per leaf: the parameter (C-contiguous, writable, float32 or float64), its gradient
-        (same dtype and size, C-contiguous) and its state.
 
-    Every leaf is checked before any is written.
+cdef int _compare_keyed(const void* a, const void* b) noexcept nogil:
+    cdef size_t ka = (<const _Keyed*> a).key, kb = (<const _Keyed*> b).key
+    return -1 if ka < kb else (1 if ka > kb else 0)
+
+
+cdef enum:
+    TEMPLATE_CACHE = 8
+
+
+cdef class Batch:
+    """The programs of many parameters, checked and prepared now, run by :meth:`run`.
+
+    ``Batch(entries)`` takes a list of tuples ``(template, state, x, g, owner, ...)``:
+
+    - ``template``: the program, a list of ``(kind, hyper-parameters, buffer paths,
+      scalars path, counter path)``; each path is a tuple of indices that leads from
+      ``state`` to that array, or None.  Entries usually share a few template objects.
+    - ``state``: the leaf's state (nested tuples of arrays).
+    - ``x``: the parameter, float32 or float64, C-contiguous and writable.
+    - ``g``: its gradient, an array of the same dtype, shape and C layout.
+    - ``owner``: any object that identifies the state (its ``Leaf``); further items are
+      ignored (the caller's own bookkeeping).
+
+    Construction checks every entry and runs every program's prologues (per-step scalars,
+    ``ClipNorm``'s norm) and writes nothing: an entry that does not fit, and every entry
+    that shares a parameter's memory or an owner with another, is left out and listed in
+    ``problems`` as ``(index, Status, norm)``, where ``norm`` is the non-finite norm for
+    ``NONFINITE_NORM``.  :meth:`run` then updates every other parameter and state, once.
+    Small leaves are spread over the threads whole; large ones are split by tiles.
     """
-    cdef Py_ssize_t n_leaves = len(xs), j, n
-    cdef int n_stages = len(template), k, b, typenum, n_threads
-    cdef Stage tmpl[MAX_STAGES]
-    cdef Stage* st
     cdef Stage* stages
+    cdef Py_ssize_t* first         # where entry j's stages start in `stages`
+    cdef int* count                # entry j's number of stages (0: left out)
+    cdef int* modes
     cdef Py_ssize_t* sizes
-    cdef void** ptrs
-    cdef cnp.ndarray x
-    cdef object state, spec, paths
-    if n_leaves == 0:
-        return
-    if len(gs) != n_leaves or len(states) != n_leaves:
-        raise ValueError("xs, gs and states must have the same length")
-    if n_stages == 0 or n_stages > MAX_STAGES:
-        raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
-    typenum = _float_typenum(xs[0])
-    # the constant part of every stage, converted once
-    for k in range(n_stages):
-        spec = template[k]
-        _fill_stage(&tmpl[k], spec[0], spec[1], (), None, None, typenum, 0)
-    stages = <Stage*> malloc(n_leaves * n_stages * sizeof(Stage))
-    sizes = <Py_ssize_t*> malloc(n_leaves * sizeof(Py_ssize_t))
-    ptrs = <void**> malloc(2 * n_leaves * sizeof(void*))
-    if stages == NULL or sizes == NULL or ptrs == NULL:
-        free(stages); free(sizes); free(ptrs)
-        raise MemoryError()
-    try:
-        for j in range(n_leaves):
-            x = <cnp.ndarray?> xs[j]
-            n = cnp.PyArray_SIZE(x)
-            sizes[j] = n
-            _check(x, typenum, n, "x")
-            if not cnp.PyArray_ISWRITEABLE(x):
-                raise ValueError("x must be writable")
-            _check(gs[j], typenum, n, "the gradient")
-            ptrs[j] = cnp.PyArray_DATA(x)
-            ptrs[n_leaves + j] = cnp.PyArray_DATA(<cnp.ndarray> gs[j])
-            state = states[j]
+    cdef void** xs
+    cdef void** gs
+    cdef char* is_double
+    cdef Py_ssize_t n_leaves
+    cdef bint ran
+    cdef object entries            # keeps the arrays alive until run()
+    cdef readonly list problems
+
+    def __cinit__(self):
+        self.stages = NULL
+        self.first = NULL
+        self.count = NULL
+        self.modes = NULL
+        self.sizes = NULL
+        self.xs = NULL
+        self.gs = NULL
+        self.is_double = NULL
+        self.n_leaves = 0
+        self.ran = False
+
+    def __dealloc__(self):
+        free(self.stages)
+        free(self.first)
+        free(self.count)
+        free(self.modes)
+        free(self.sizes)
+        free(self.xs)
+        free(self.gs)
+        free(self.is_double)
+
+    def __init__(self, list entries):
+        cdef Py_ssize_t n = len(entries), j, total = 0
+        cdef Stage templates[TEMPLATE_CACHE][MAX_STAGES]
+        cdef void* template_ids[TEMPLATE_CACHE]
+        cdef int template_sizes[TEMPLATE_CACHE]
+        cdef int n_templates = 0, t, k, b, n_stages
+        cdef int* status
+        cdef tuple entry
+        cdef list tpl
+        self.entries = entries
+        self.problems = []
+        self.n_leaves = n
+        if n == 0:
+            return
+        self.first = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
+        self.count = <int*> malloc(n * sizeof(int))
+        self.modes = <int*> malloc(n * sizeof(int))
+        self.sizes = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
+        self.xs = <void**> malloc(n * sizeof(void*))
+        self.gs = <void**> malloc(n * sizeof(void*))
+        self.is_double = <char*> malloc(n * sizeof(char))
+        status = <int*> malloc(n * sizeof(int))
+        if (self.first == NULL or self.count == NULL or self.modes == NULL
+                or self.sizes == NULL or self.xs == NULL or self.gs == NULL
+                or self.is_double == NULL or status == NULL):
+            free(status)
+            raise MemoryError()
+        try:
+            for j in range(n):
+                tpl = <list> (<tuple> entries[j])[0]
+                self.first[j] = total
+                total += len(tpl)
+            self.stages = <Stage*> malloc((total if total > 0 else 1) * sizeof(Stage))
+            if self.stages == NULL:
+                raise MemoryError()
+            for j in range(n):
+                entry = <tuple> entries[j]
+                tpl = <list> entry[0]
+                n_stages = len(tpl)
+                if n_stages == 0 or n_stages > MAX_STAGES:
+                    raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
+                # the shared part of the program, converted once per template object
+                for t in range(n_templates):
+                    if template_ids[t] == <void*> tpl:
+                        break
+                else:
+                    t = n_templates if n_templates < TEMPLATE_CACHE else TEMPLATE_CACHE - 1
+                    for k in range(n_stages):
+                        spec = tpl[k]
+                        _fill_constants(&templates[t][k], spec[0], spec[1], k)
+                    template_ids[t] = <void*> tpl
+                    template_sizes[t] = n_stages
+                    if n_templates < TEMPLATE_CACHE:
+                        n_templates += 1
+                for k in range(n_stages):
+                    self.stages[self.first[j] + k] = templates[t][k]
+                self.count[j] = n_stages
+                self.modes[j] = SUBTRACT
+                status[j] = self._fill_leaf(j, entry, n_stages)
+            self._mark_shared(status)
+            with nogil:
+                self._prologues(status)
+            for j in range(n):
+                if status[j] != OK:
+                    self.count[j] = 0
+                    self.problems.append(
+                        (j, status[j],
+                         self.stages[self.first[j]].hp[5] if status[j] == NONFINITE_NORM
+                         else None))
+        finally:
+            free(status)
+
+    cdef int _fill_leaf(self, Py_ssize_t j, tuple entry, int n_stages) except -1:
+        """Point entry j's stages at its arrays; the entry's Status (nothing raised for a
+        parameter, gradient or state that does not fit)."""
+        cdef object xo = entry[2], go = entry[3], state = entry[1]
+        cdef cnp.ndarray x, g
+        cdef int typenum, k, b
+        cdef Py_ssize_t size
+        cdef Stage* st
+        cdef list tpl = <list> entry[0]
+        self.xs[j] = NULL
+        if not isinstance(xo, cnp.ndarray):
+            return BAD_PARAMETER
+        x = <cnp.ndarray> xo
+        typenum = cnp.PyArray_TYPE(x)
+        if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISWRITEABLE(x)):
+            return BAD_PARAMETER
+        size = cnp.PyArray_SIZE(x)
+        self.xs[j] = cnp.PyArray_DATA(x)
+        self.sizes[j] = size
+        self.is_double[j] = typenum == cnp.NPY_FLOAT64
+        if not isinstance(go, cnp.ndarray):
+            return BAD_GRADIENT
+        g = <cnp.ndarray> go
+        if (cnp.PyArray_TYPE(g) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(g)
+                or cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(x)
+                or memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(x),
+                          cnp.PyArray_NDIM(x) * sizeof(cnp.npy_intp)) != 0):
+            return BAD_GRADIENT
+        self.gs[j] = cnp.PyArray_DATA(g)
+        try:
             for k in range(n_stages):
-                st = &stages[j * n_stages + k]
-                st[0] = tmpl[k]
-                spec = template[k]
+                st = &self.stages[self.first[j] + k]
+                spec = tpl[k]
                 paths = spec[2]
                 if len(paths) > MAX_BUF:
-                    raise ValueError("too many buffers in a stage")
+                    return BAD_STATE
                 for b in range(len(paths)):
-                    _set_buffer(&st.buf[b], state, paths[b], typenum, n, "a state buffer")
+                    _set_buffer(&st.buf[b], state, paths[b], typenum, size, "a state buffer")
                 if spec[3] is not None:
                     st.sc = _scalar_ptr(_follow(state, <tuple> spec[3]), typenum, 2,
                                         "a per-step scalar buffer")
                 if spec[4] is not None:
                     st.ctr = <long long*> _scalar_ptr(_follow(state, <tuple> spec[4]),
                                                       cnp.NPY_INT64, 1, "a step counter")
-        n_threads = omp_get_max_threads()
-        if typenum == cnp.NPY_FLOAT32:
-            with nogil:
-                _run_many[float](stages, n_stages, n_leaves, sizes, ptrs, ptrs + n_leaves,
-                                 n_threads, 0)
+        except (TypeError, ValueError, IndexError):
+            return BAD_STATE
+        return OK
+
+    cdef int _mark_shared(self, int* status) except -1:
+        """SHARED for every entry whose parameter memory or owner another entry has too:
+        their gradients must be summed (tied weights) or the state tree is not this model's,
+        which the caller sorts out."""
+        cdef Py_ssize_t n = self.n_leaves, j, i
+        cdef _Keyed* keys = <_Keyed*> malloc(2 * n * sizeof(_Keyed))
+        cdef int pass_
+        if keys == NULL:
+            raise MemoryError()
+        for j in range(n):
+            keys[j].key = <size_t> self.xs[j]
+            keys[j].index = j
+            keys[n + j].key = <size_t> <void*> (<tuple> self.entries[j])[4]
+            keys[n + j].index = j
+        for pass_ in range(2):
+            qsort(keys + pass_ * n, n, sizeof(_Keyed), _compare_keyed)
+            for i in range(1, n):
+                if (keys[pass_ * n + i].key == keys[pass_ * n + i - 1].key
+                        and keys[pass_ * n + i].key != 0):
+                    status[keys[pass_ * n + i].index] = SHARED
+                    status[keys[pass_ * n + i - 1].index] = SHARED
+        free(keys)
+        return 0
+
+    cdef void _prologues(self, int* status) noexcept nogil:
+        cdef Py_ssize_t j
+        cdef int n_threads = omp_get_max_threads()
+        for j in range(self.n_leaves):
+            if status[j] != OK:
+                continue
+            if self.is_double[j]:
+                status[j] = _prepare_leaf[double](
+                    &self.stages[self.first[j]], &self.count[j], &self.modes[j],
+                    <const double*> self.gs[j], self.sizes[j], 1, n_threads)
+            else:
+                status[j] = _prepare_leaf[float](
+                    &self.stages[self.first[j]], &self.count[j], &self.modes[j],
+                    <const float*> self.gs[j], self.sizes[j], 1, n_threads)
+            if status[j] == STOPPED:
+                status[j] = OK
+
+    def run(self):
+        """Update every parameter and state of the batch (once; nothing on a second call)."""
+        if self.ran:
+            return
+        self.ran = True
+        cdef int n_threads = omp_get_max_threads()
+        with nogil:
+            _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
+                      self.n_leaves, self.sizes, self.xs, self.gs, n_threads, <float> 0)
+            _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
+                      self.n_leaves, self.sizes, self.xs, self.gs, n_threads, <double> 0)
+
+
+cdef void _run_many(Stage* stages, Py_ssize_t* first, int* count, int* modes, char* is_double,
+                    Py_ssize_t n_leaves, Py_ssize_t* sizes, void** xs, void** gs,
+                    int n_threads, floating dummy) noexcept nogil:
+    """Run the prepared leaves of one dtype (that of ``floating``)."""
+    cdef char want_double = floating is double
+    cdef Py_ssize_t j, small_elements = 0
+    cdef int n_small = 0
+    # Large leaves one after the other, each split over the threads by tiles...
+    for j in range(n_leaves):
+        if count[j] == 0 or is_double[j] != want_double:
+            continue
+        if sizes[j] >= _parallel_threshold:
+            _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
+                          <const floating*> gs[j], <floating*> NULL, modes[j], n_threads, 1)
         else:
-            with nogil:
-                _run_many[double](stages, n_stages, n_leaves, sizes, ptrs, ptrs + n_leaves,
-                                  n_threads, 0)
-    finally:
-        free(stages)
-        free(sizes)
-        free(ptrs)
+            n_small += 1
+            small_elements += sizes[j]
+    # ...small ones spread over the threads whole (never split a tiny array).
+    if n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
+        for j in prange(n_leaves, schedule="dynamic", chunksize=4, num_threads=n_threads):
+            if count[j] != 0 and is_double[j] == want_double and sizes[j] < _parallel_threshold:
+                _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
+                              <const floating*> gs[j], <floating*> NULL, modes[j], 1, 1)
+    elif n_small > 0:
+        for j in range(n_leaves):
+            if count[j] != 0 and is_double[j] == want_double and sizes[j] < _parallel_threshold:
+                _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
+                              <const floating*> gs[j], <floating*> NULL, modes[j], 1, 1)
 
 
-include "norms.pxi"
 include "plain_passes.pxi"
 
 
 # Module-level names (plain ints) for every enum member, as the Python side uses them.
-for _enum in (Kind, Mode, NormKind):
+for _enum in (Kind, Mode, NormKind, Status):
     globals().update({_name: int(_value) for _name, _value in _enum.__members__.items()})
 del _enum

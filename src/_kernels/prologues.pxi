@@ -5,13 +5,61 @@
 # the epilogue advances them.  All arithmetic in `floating`, so it rounds exactly as the
 # numpy scalars of the reference do.  The prologue returns 1 when the program must stop
 # after this stage (AccumGrad before its n-th gradient).
+#
+# ClipNorm's stage (CLIPNORM, only ever the first stage of a program: its norm is that of
+# the program's input g) computes the norm in its prologue, so that a batch of leaves can
+# check every norm before any leaf is written.  It returns NONFINITE_NORM (nothing has been
+# written) when the norm is not finite and the rule was built with throw=True.
+#   hp: [0] the scale lam (set here), [1] omega, [2] p, [3] the NormKind, [4] throw,
+#       [5] the norm (set here, for error messages)
 
-cdef int _prologue(Stage* s, floating dummy) noexcept nogil:
+cdef inline double _finish_norm(double total, int how, double p, Py_ssize_t n) noexcept nogil:
+    # The p-norm from the raw reduction (optimisers.grad_norm does the same in Python).
+    if n == 0:
+        return 0.0                      # conventions §7, also for p < 0
+    if how == NORM_SQUARES:
+        return sqrt(total)
+    if how == NORM_POWER:
+        return pow(total, 1.0 / p)      # IEEE: 0 ** negative = inf, overflow = inf
+    return total
+
+
+cdef inline double _clip_scale(double omega, double norm) noexcept nogil:
+    # conventions §7: a zero norm leaves g as it is, an infinite one zeroes it (even when
+    # omega is inf), NaN gives NaN; else min(omega / norm, 1), computed in float64.
+    cdef double r
+    if norm == 0:
+        return 1.0
+    if norm == INFINITY or norm == -INFINITY:
+        return 0.0
+    r = omega / norm
+    return 1.0 if r > 1.0 else r        # NaN stays NaN, as Python's min(r, 1.0)
+
+
+cdef int _clipnorm_prologue(Stage* s, const floating* g, Py_ssize_t n_elements, bint pairs,
+                            int n_threads) noexcept nogil:
+    cdef int how = <int> s.hp[3]
+    cdef double total = _reduce(g, n_elements, how, s.hp[2], n_threads, pairs)
+    cdef double norm
+    if total == -1.0 and n_elements > 0:    # sums and magnitudes are >= 0: -1 is malloc failing
+        return NO_MEMORY
+    norm = _finish_norm(total, how, s.hp[2], n_elements)
+    s.hp[5] = norm
+    if s.hp[4] != 0 and not (norm - norm == 0):      # not finite
+        return NONFINITE_NORM
+    s.hp[0] = <double> (<floating> _clip_scale(s.hp[1], norm))   # rounded to the dtype
+    return OK
+
+
+cdef int _prologue(Stage* s, const floating* g, Py_ssize_t n_elements, bint pairs,
+                   int n_threads) noexcept nogil:
     cdef int k = s.kind
     cdef floating one = 1, two = 2, four = 4
     cdef floating* bt = <floating*> s.sc
     cdef floating b1, b2, rho_inf, rho, t, r
-    if k == ADAM or k == OADAM or k == ADAMW_COUPLED or k == ADAMW_DECOUPLED or k == ADABELIEF:
+    if k == CLIPNORM:
+        return _clipnorm_prologue(s, g, n_elements, pairs, n_threads)
+    elif k == ADAM or k == OADAM or k == ADAMW_COUPLED or k == ADAMW_DECOUPLED or k == ADABELIEF:
         s.hp[4] = one - bt[0]
         s.hp[5] = one - bt[1]
     elif k == NADAM:
@@ -39,8 +87,8 @@ cdef int _prologue(Stage* s, floating dummy) noexcept nogil:
             s.hp[9] = 0.0
     elif k == ACCUMGRAD:
         s.hp[1] = 1.0 if s.ctr[0] == 1 else 0.0
-        return 1 if s.ctr[0] < <long long> s.hp[0] else 0
-    return 0
+        return STOPPED if s.ctr[0] < <long long> s.hp[0] else OK
+    return OK
 
 
 cdef void _epilogue(Stage* s, floating dummy) noexcept nogil:

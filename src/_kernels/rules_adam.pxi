@@ -13,9 +13,10 @@ cdef void adam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
@@ -36,9 +37,10 @@ cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
@@ -59,9 +61,10 @@ cdef void adamax_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* u = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, ui
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         ui = _max(b2 * u[i], _abs(gi))
         m[i] = mi
@@ -81,9 +84,10 @@ cdef void oadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating* term = (<floating*> s.buf[2]) + off
     cdef floating gi, mi, vi, ti
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
@@ -104,9 +108,10 @@ cdef void amsgrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating* vhat = (<floating*> s.buf[2]) + off
     cdef floating gi, mi, vi, hi
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * (gi * gi)
         hi = _max(vhat[i], vi)
@@ -129,9 +134,10 @@ cdef void nadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi, num, den
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
@@ -153,9 +159,10 @@ cdef void adamw_coupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, float
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi, a
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
@@ -175,9 +182,10 @@ cdef void adamw_decoupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, flo
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi, a
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
@@ -197,9 +205,10 @@ cdef void adabelief_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating*
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* sv = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, si, e
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
         e = gi - mi
         si = (b2 * sv[i] + omb2 * (e * e)) + eps

@@ -7,9 +7,10 @@ cdef void rmsprop_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x
     cdef floating eps = <floating> s.hp[2], eta = <floating> s.hp[3]
     cdef floating* q = (<floating*> s.buf[0]) + off
     cdef floating gi, qi
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         qi = rho * q[i] + omr * (gi * gi)
         q[i] = qi
         _emit(out, i, (gi * eta) / (_sqrt(qi) + eps), subtract)
@@ -23,9 +24,10 @@ cdef void rmsprop_centred_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, flo
     cdef floating* q = (<floating*> s.buf[0]) + off
     cdef floating* l = (<floating*> s.buf[1]) + off
     cdef floating gi, qi, li
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         qi = rho * q[i] + omr * (gi * gi)
         li = rho * l[i] + omr * gi
         q[i] = qi
@@ -39,9 +41,10 @@ cdef void adagrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x
     cdef floating eta = <floating> s.hp[0], eps = <floating> s.hp[1]
     cdef floating* acc = (<floating*> s.buf[0]) + off
     cdef floating gi, ai
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         ai = acc[i] + gi * gi
         acc[i] = ai
         _emit(out, i, (gi * eta) / (_sqrt(ai) + eps), subtract)
@@ -56,9 +59,10 @@ cdef void adadelta_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* 
     cdef floating* acc = (<floating*> s.buf[0]) + off
     cdef floating* dacc = (<floating*> s.buf[1]) + off
     cdef floating gi, ai, di, dai
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         ai = rho * acc[i] + omr * (gi * gi)
         dai = dacc[i]
         di = (gi * _sqrt(dai + eps)) / _sqrt(ai + eps)

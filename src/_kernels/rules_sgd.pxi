@@ -1,14 +1,17 @@
-# Plain and momentum gradient descent.  Each tile function reads g[0:n] (and x[0:n] when the
-# rule needs the parameter), updates its state buffers at [off:off+n], and emits d.
+# Plain and momentum gradient descent.  Each tile function reads g[0:n], scaled by the
+# stage's input scale gs (1, or a leading ClipNorm's scale folded into this stage), and
+# x[0:n] when the rule needs the parameter; updates its state buffers at [off:off+n]; and
+# emits d.
 # hp holds the hyper-parameters in the parameter dtype, in the order the Python rule packs them.
 
 cdef void descent_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                        const floating* g, floating* out, bint subtract) noexcept nogil:
     # d = g * eta
     cdef floating eta = <floating> s.hp[0]
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        _emit(out, i, g[i] * eta, subtract)
+        _emit(out, i, (g[i] * gs) * eta, subtract)
 
 
 cdef void momentum_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -17,9 +20,10 @@ cdef void momentum_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* 
     cdef floating eta = <floating> s.hp[0], rho = <floating> s.hp[1]
     cdef floating* v = (<floating*> s.buf[0]) + off
     cdef floating vi
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        vi = rho * v[i] + eta * g[i]
+        vi = rho * v[i] + eta * (g[i] * gs)
         v[i] = vi
         _emit(out, i, vi, subtract)
 
@@ -31,10 +35,11 @@ cdef void nesterov_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* 
     cdef floating neg_rho2 = <floating> s.hp[2], c = <floating> s.hp[3]
     cdef floating* v = (<floating*> s.buf[0]) + off
     cdef floating vi, gi
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
         vi = v[i]
-        gi = g[i]
+        gi = g[i] * gs
         v[i] = rho * vi - eta * gi
         _emit(out, i, neg_rho2 * vi + c * gi, subtract)
 
@@ -48,9 +53,10 @@ cdef void rprop_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating* gprev = (<floating*> s.buf[0]) + off
     cdef floating* step = (<floating*> s.buf[1]) + off
     cdef floating p, gi, si, gp
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         p = gprev[i] * gi
         si = step[i]
         gp = gi
@@ -72,9 +78,10 @@ cdef void lion_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating eta = <floating> s.hp[4]
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating mi, gi
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
         mi = m[i]
-        gi = g[i]
+        gi = g[i] * gs
         m[i] = b2 * mi + omb2 * gi
         _emit(out, i, eta * _sign(b1 * mi + omb1 * gi), subtract)

@@ -4,18 +4,20 @@ cdef void weightdecay_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floatin
                            const floating* g, floating* out, bint subtract) noexcept nogil:
     # d = g + lambda*x
     cdef floating lam = <floating> s.hp[0]
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        _emit(out, i, g[i] + lam * x[i], subtract)
+        _emit(out, i, (g[i] * gs) + lam * x[i], subtract)
 
 
 cdef void signdecay_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                          const floating* g, floating* out, bint subtract) noexcept nogil:
     # d = g + lambda*sign(x)
     cdef floating lam = <floating> s.hp[0]
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        _emit(out, i, g[i] + lam * _sign(x[i]), subtract)
+        _emit(out, i, (g[i] * gs) + lam * _sign(x[i]), subtract)
 
 
 cdef void clipgrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -24,9 +26,10 @@ cdef void clipgrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* 
     cdef floating hi = <floating> s.hp[0]
     cdef floating lo = -hi
     cdef floating gi, di
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        gi = g[i]
+        gi = g[i] * gs
         di = gi
         if gi > hi:
             di = hi
@@ -39,9 +42,10 @@ cdef void scale_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                      const floating* g, floating* out, bint subtract) noexcept nogil:
     # d = g * lam   (ClipNorm, once its norm is known)
     cdef floating lam = <floating> s.hp[0]
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
-        _emit(out, i, g[i] * lam, subtract)
+        _emit(out, i, (g[i] * gs) * lam, subtract)
 
 
 cdef void accumgrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -52,11 +56,12 @@ cdef void accumgrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating*
     cdef bint first = s.hp[1] != 0
     cdef floating* acc = (<floating*> s.buf[0]) + off
     cdef floating ai
+    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
         if first:
-            ai = g[i] / count
+            ai = (g[i] * gs) / count
         else:
-            ai = acc[i] + g[i] / count
+            ai = acc[i] + (g[i] * gs) / count
         acc[i] = ai
         _emit(out, i, ai, subtract)

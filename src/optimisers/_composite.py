@@ -20,8 +20,10 @@ class OptimiserChain(Rule):
     .. math::  d_0 = g, \qquad d_k = \mathrm{rule}_k(d_{k-1}), \qquad x \leftarrow x - d_n
 
     The element-wise rules of a chain run in one fused pass over memory (tile by tile),
-    with ``x -= d`` fused into the last.  A rule that needs the whole step first (a
-    ``ClipNorm`` after another rule, a rule written in Python) splits the pass there.  An
+    with ``x -= d`` fused into the last; a leading ``ClipNorm`` costs one more read of the
+    gradient (its norm), its scale being applied inside the next rule's loop.  A rule that
+    needs the whole step first (a ``ClipNorm`` after another rule, a rule written in
+    Python) splits the pass there.  An
     ``AccumGrad`` that is not yet due skips the rules after it (their states unchanged).
     The empty chain is the identity (``x -= g``).  Chains nest.
 
@@ -86,6 +88,10 @@ class OptimiserChain(Rule):
         new = []
         for r, s in zip(self.opts, state):
             new.append(s if prog.stopped else r._compile(s, prog))
+        # the same state object when no member replaced its own: the kernels advance states
+        # in place, and a program that keeps its state can run in a batch (_program.template)
+        if all(a is b for a, b in zip(new, state)):
+            return state
         return tuple(new)
 
     def apply(self, state, x, dx):

@@ -6,9 +6,10 @@ state buffers (arrays like the parameter) and, for rules with per-step scalars, 
 scalar array (``beta_t``) and an int64 counter that the kernel reads and advances itself.
 The kernel then runs all stages tile by tile and fuses ``x -= d`` into the last.
 
-A rule that needs the whole incoming step first (``ClipNorm``'s norm, a rule written in
-Python) asks for :meth:`Program.current`, which runs the stages so far into a per-leaf
-buffer.  ``AccumGrad`` before its n-th gradient makes the kernel stop after its stage: the
+A rule that needs the whole incoming step first (a rule written in Python, a ``ClipNorm``
+after other rules: its norm is that of their output) asks for :meth:`Program.current`,
+which runs the stages so far into a per-leaf buffer.  A ``ClipNorm`` that comes first
+needs no such barrier: its kernel stage computes the norm of the program's input itself.  ``AccumGrad`` before its n-th gradient makes the kernel stop after its stage: the
 stages so far run, nothing is subtracted, and later rules are skipped.
 
 Float16 parameters are computed in float32: the program works on float32 copies of the
@@ -106,7 +107,7 @@ class Program:
         or ``None`` when a stage stopped the program (then later rules must not run)."""
         if self.stages:
             out = self._scratch()
-            stopped = _kernels.run_program(self.stages, self.x, self.src, out, _kernels.STORE)
+            stopped = self._run(out, _kernels.STORE)
             self.stages = []
             self._norms = {}
             if stopped:
@@ -160,7 +161,7 @@ class Program:
         """Run what is pending and subtract the step from ``x`` (in place)."""
         if not self.assigned:
             if self.stages:
-                _kernels.run_program(self.stages, self.x, self.src, None, _kernels.SUBTRACT)
+                self._run(None, _kernels.SUBTRACT)
             elif not self.stopped:
                 np.subtract(self.x, self.src, out=self.x)
         self._round_back(write_x=not self.assigned)
@@ -170,7 +171,7 @@ class Program:
         d = None
         if self.stages:
             d = np.empty_like(self.src)
-            if _kernels.run_program(self.stages, self.x, self.src, d, _kernels.STORE):
+            if self._run(d, _kernels.STORE):
                 d = None
         elif not self.stopped:
             d = self.src.copy()
@@ -178,6 +179,17 @@ class Program:
         return d
 
     # -- internals ---------------------------------------------------------------------
+    def _run(self, out, mode):
+        """Run the pending stages; True when one stopped the program.  A leading
+        ``ClipNorm(throw=True)`` stage that meets a non-finite norm raises (the kernel has
+        written nothing then)."""
+        status = _kernels.run_program(self.stages, self.x, self.src, out, mode)
+        if status == _kernels.NONFINITE_NORM:
+            from ._rules_transform import grad_norm, nonfinite_norm_error
+            p = self.stages[0][1][2]
+            raise nonfinite_norm_error(self.where(), p, grad_norm(self.src, p))
+        return status == _kernels.STOPPED
+
     def _work(self, buf):
         # the compute dtype, or (complex parameters) its real dtype: used as they are
         if buf.dtype == self.dtype or buf.dtype == self._real:

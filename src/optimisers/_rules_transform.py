@@ -181,26 +181,28 @@ class ClipNorm(Rule):
                 "p": real(self, "p", self.p, what="any real number or +-inf, not NaN"),
                 "throw": flag(self, "throw", self.throw)}
 
-    def _norm(self, prog):
-        n = prog.norm(self.p)
-        if n is not None and self.throw and not math.isfinite(n):
-            raise FloatingPointError(f"ClipNorm: the gradient at {prog.where()} has "
-                                     f"{self.p:g}-norm {n} (throw=False lets it through)")
-        return n
-
     def _precheck(self, prog):
-        self._norm(prog)
+        # Only for parameters the batch engine does not take (see _tree.update_): the norm
+        # of a leading ClipNorm is checked for every leaf before any leaf is written.
+        if self.throw:
+            n = prog.norm(self.p)
+            if n is not None and not math.isfinite(n):
+                raise nonfinite_norm_error(prog.where(), self.p, n)
 
     def _compile(self, state, prog):
-        n = self._norm(prog)
-        if n is None:            # an AccumGrad before this one is not due: no step
+        # The norm is that of the step so far: when rules before this one are pending, it
+        # must be materialised first (a barrier; None: an AccumGrad before is not due).
+        if prog.stages and prog.current() is None:
             return state
-        # conventions §7: norm 0 -> 1, inf -> 0 (even when omega is inf), NaN -> NaN
-        if n == 0:
-            lam = 1.0
-        elif math.isinf(n):
-            lam = 0.0
-        else:
-            lam = min(self.omega / n, 1.0)
-        prog.add(K.SCALE, (prog.scalar(lam),))
+        # The kernel stage computes the norm and the scale min(omega/|g|_p, 1) in float64
+        # (conventions §7: norm 0 -> 1, inf -> 0, NaN -> NaN), rounds the scale to the
+        # dtype, and folds it into the next stage's read of g.
+        prog.add(K.CLIPNORM, (0.0, float(self.omega), float(self.p),
+                              _NORM_KINDS.get(self.p, K.NORM_POWER), float(self.throw)))
         return state
+
+
+def nonfinite_norm_error(where, p, n):
+    """The error of a ClipNorm(throw=True) that met the non-finite norm ``n``."""
+    return FloatingPointError(f"ClipNorm: the gradient at {where} has {p:g}-norm {n} "
+                              f"(throw=False lets it through)")

@@ -2,13 +2,22 @@
 
 ``update_`` works in phases so that bad input changes nothing:
 
-1. *collect*: walk state tree, model and gradient together; check the gradient's structure,
-   shapes and dtypes; cast each gradient once; sum the gradients of tied arrays.
-2. *precheck*: for every leaf, build its program and run the checks that a leading
-   ``ClipNorm(throw=True)`` demands (finite norm).
-3. *step*: run each leaf's fused kernel program, writing parameters and states.
+1. *collect*: walk state tree, model and gradient together; check the gradient's structure;
+   route each leaf: to the batch when its rule compiles to a plain kernel program (its
+   cached plan, ``_leaf_plan``), else to the general path, which checks and casts its
+   gradient at once and sums the gradients of tied arrays.
+2. *prepare*: ``_kernels.Batch`` checks every batch leaf (layout, gradient dtype and shape,
+   ties: those go back to the general path, a gradient to cast to one more batch) and runs
+   the prologues of their programs, a leading ``ClipNorm``'s norm included, writing nothing;
+   every general-path leaf gets a ``Program`` and its prechecks (a leading
+   ``ClipNorm(throw=True)``'s finite norm).
+3. *step*: run the batches (one kernel call each), then the programs.
 4. *rebuild*: only where an array could not be written in place (read-only), rebuild the
    containers around the new array.
+
+The walk and the batch are most of the time of a step on many small arrays: the walk's
+common case (dicts of arrays) is written out inline, and every per-leaf check that can be
+done in C is done by the batch.
 """
 
 from __future__ import annotations
@@ -287,22 +296,20 @@ def _check_gradient(g, x, want, link):
     if a.shape != x.shape:
         raise ValueError(f"the gradient at {_keypath(link)} has shape {a.shape}, the parameter "
                          f"has shape {x.shape} (gradients are never broadcast)")
-    return np.ascontiguousarray(a, dtype=want)
+    return np.asarray(a, dtype=want, order="C")   # keeps 0-d arrays 0-d
 
 
-def _leaf(t, m, g, link, found):
-    """Record the gradient ``g`` of Leaf ``t`` and array ``m`` in ``found``:
-    id(leaf) -> [leaf, array, gradient, link, plan]; tied arrays sum their gradients."""
+def _record(t, m, g, link, found):
+    """The general path for the gradient ``g`` of Leaf ``t`` and array ``m``: check and
+    cast ``g`` and record it in ``found``, id(leaf) -> [leaf, array, gradient, link, plan];
+    tied arrays sum their gradients."""
     if not isinstance(m, np.ndarray) or m.dtype.kind not in "fc":
         raise TypeError(f"the state tree has a Leaf at {_keypath(link)} but the model has "
                         f"{type(m).__name__} there")
     plan = t._plan
     if plan is None or plan[0] is not t.rule or plan[1] is not m.dtype:
         plan = _leaf_plan(t, m)
-    want = plan[2]
-    if not (type(g) is np.ndarray and g.dtype is want and g.shape == m.shape
-            and g.flags.c_contiguous):
-        g = _check_gradient(g, m, want, link)
+    g = _check_gradient(g, m, plan[2], link)
     e = found.get(id(t))
     if e is None:
         found[id(t)] = [t, m, g, link, plan]
@@ -313,19 +320,39 @@ def _leaf(t, m, g, link, found):
         e[2] = e[2] + g                   # tied weights: sum the gradients
 
 
-def _collect(t, m, g, link, found):
-    """Walk state tree ``t``, model ``m`` and gradient ``g`` together and record every Leaf
-    that has a gradient (see ``_leaf``).  Checks only, writes nothing."""
+def _leaf(t, m, g, link, batch, found):
+    """Route one Leaf: to ``batch`` as ``(template, state, array, gradient, leaf, link)``
+    when its rule runs as a batch program on this array (the kernels' Batch checks the
+    rest: layout, gradient, ties), else to the general path (:func:`_record`)."""
+    plan = t._plan
+    if (plan is None or plan[0] is not t.rule or type(m) is not np.ndarray
+            or plan[1] is not m.dtype):
+        if not isinstance(m, np.ndarray) or m.dtype.kind not in "fc":
+            _record(t, m, g, link, found)          # raises
+        plan = _leaf_plan(t, m)
+    if plan[3] is None or t.frozen:
+        _record(t, m, g, link, found)
+    else:
+        batch.append((plan[3], t.state, m, g, t, link))
+
+
+def _collect(t, m, g, link, batch, found):
+    """Walk state tree ``t``, model ``m`` and gradient ``g`` together and route every Leaf
+    that has a gradient (see ``_leaf``).  Checks only, writes nothing.
+
+    This walk is most of the time of a step on many small arrays, so the common case (a
+    dict of arrays) does the routing of :func:`_leaf` inline."""
     if g is None or t is None:
         return
     if type(t) is Leaf:
-        _leaf(t, m, g, link, found)
+        _leaf(t, m, g, link, batch, found)
         return
     if type(m) is dict and type(t) is dict and type(g) is dict:
         # the common case, without building key lists
         if len(t) != len(m) or not g.keys() <= m.keys():
             _state_children(t, m, tuple(m), link)
             _grad_children(m, g, tuple(m), link)
+        append = batch.append
         for k, mv in m.items():
             gv = g.get(k)
             if gv is not None:
@@ -335,9 +362,15 @@ def _collect(t, m, g, link, found):
                     _state_children(t, m, tuple(m), link)
                     raise
                 if type(tv) is Leaf:
-                    _leaf(tv, mv, gv, (link, k), found)
+                    plan = tv._plan
+                    if (plan is not None and plan[0] is tv.rule and type(mv) is np.ndarray
+                            and plan[1] is mv.dtype and plan[3] is not None
+                            and not tv.frozen):
+                        append((plan[3], tv.state, mv, gv, tv, (link, k)))
+                    else:
+                        _leaf(tv, mv, gv, (link, k), batch, found)
                 elif tv is not None:
-                    _collect(tv, mv, gv, (link, k), found)
+                    _collect(tv, mv, gv, (link, k), batch, found)
         return
     kv = children(m)
     if kv is None:
@@ -348,7 +381,44 @@ def _collect(t, m, g, link, found):
     gs = _grad_children(m, g, keys, link)
     for k, tv, mv, gv in zip(keys, ts, values, gs):
         if gv is not None and tv is not None:
-            _collect(tv, mv, gv, (link, k), found)
+            _collect(tv, mv, gv, (link, k), batch, found)
+
+
+def _prepare_batches(entries, found):
+    """Check and prepare the batch entries (``_kernels.Batch``): returns the prepared
+    batches.  Entries the batch leaves out go to the general path (``found``) or, with a
+    gradient to cast, to one more batch; a non-finite norm met by a leading
+    ``ClipNorm(throw=True)`` raises here, before anything is written."""
+    batches = []
+    while entries:
+        batch = _kernels.Batch(entries)
+        batches.append(batch)
+        retry = []
+        for index, status, norm in batch.problems:
+            tpl, state, x, g, leaf, link = entries[index]
+            if status == _kernels.NONFINITE_NORM:
+                from ._rules_transform import nonfinite_norm_error
+                raise nonfinite_norm_error(_keypath(link), _leading_clip_p(leaf.rule), norm)
+            if status == _kernels.BAD_GRADIENT and g is not None:
+                g = _check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
+                retry.append((tpl, state, x, g, leaf, link))
+            elif status == _kernels.BAD_STATE:
+                raise ValueError(f"the state of the Leaf at {_keypath(link)} does not have "
+                                 f"the arrays its rule {leaf.rule!r} needs: the state tree "
+                                 f"was changed by hand, or belongs to another rule")
+            elif status == _kernels.NO_MEMORY:
+                raise MemoryError(f"out of memory preparing the step of {_keypath(link)}")
+            else:                             # layout, ties: the general path sorts it out
+                _record(leaf, x, g, link, found)
+        entries = retry
+    return batches
+
+
+def _leading_clip_p(rule):
+    """The p of the ClipNorm that leads ``rule`` (for an error message)."""
+    while not hasattr(rule, "p"):
+        rule = rule.opts[0] if hasattr(rule, "opts") else rule.rule
+    return rule.p
 
 
 def update_(tree, model, grad, *more_grads):
@@ -400,40 +470,33 @@ def update_(tree, model, grad, *more_grads):
     >>> m2["x"], m2 is m
     (array([0.6666666, 1.5333333], dtype=float32), True)
     """
-    found = {}
-    _collect(tree, model, grad, (), found)
-    for more in more_grads:
-        _collect(tree, model, more, (), {})
+    batch, found = [], {}
+    _collect(tree, model, grad, (), batch, found)
+    for more in more_grads:          # checked like grad, otherwise unused
+        more_batch = []
+        _collect(tree, model, more, (), more_batch, {})
+        for tpl, state, x, g, leaf, link in more_batch:
+            _check_gradient(g, x, leaf._plan[2], link)
 
-    # Plan every leaf before writing anything.  Leaves whose rule compiles to a plain
-    # kernel program (no barrier) and whose array can be written in place are grouped by
-    # (rule, dtype) and run by one kernel call per group; the rest get a Program each.
-    groups, programs = {}, []
+    # Plan every leaf before writing anything.  Leaves whose rule compiles to a kernel
+    # program without a barrier, on a parameter written in place, run as batches (one
+    # kernel call each, which checks every leaf and computes every leading ClipNorm's norm
+    # before it is run); the rest get a Program each, prechecked here.
+    batches = _prepare_batches(batch, found)
+    programs = []
     for leaf, x, g, link, plan in found.values():
         if leaf.frozen:
             continue
         flags = x.flags
-        if flags.c_contiguous and flags.writeable:
-            tpl = plan[3]
-            if tpl is not None:
-                grp = groups.get(id(tpl))
-                if grp is None:
-                    grp = groups[id(tpl)] = (tpl, [], [], [])
-                grp[1].append(x)
-                grp[2].append(g)
-                grp[3].append(leaf.state)
-                continue
-            work = x
-        else:
-            work = np.array(x, order="C")
+        work = x if flags.c_contiguous and flags.writeable else np.array(x, order="C")
         prog = Program(work, g, leaf, _keypath(link))
         pre = getattr(leaf.rule, "_precheck", None)
         if pre is not None:
             pre(prog)
         programs.append((leaf, x, work, prog))
 
-    for tpl, xs, gs, states in groups.values():
-        _kernels.run_group(tpl, xs, gs, states)
+    for b in batches:
+        b.run()
 
     replaced = {}
     for leaf, x, work, prog in programs:
