@@ -151,6 +151,17 @@ def test_compare_tiny(capsys):
         assert any("torch is not installed" in n for n in res["notes"])
 
 
+def test_impls_narrows_the_implementations(capsys):
+    res = json.loads(run_main(capsys, "--impls", "plain,numpy", "--rules", "adam", "--sizes",
+                              "2e4", "--many", "none", "--per-leaf", "0", "--no-quality",
+                              "--threads", "1", "--json"))
+    # naming a peer turns the comparison on; ours and the probe always run
+    assert {r["impl"] for r in res["speed"]} == {"optimisers", "probe", "plain", "numpy"}
+    assert all(r["pct_bw"] is not None for r in res["speed"])
+    with pytest.raises(SystemExit):
+        main(["--impls", "plain,nonsense"])
+
+
 def test_sizes_none_runs_only_the_many_models(capsys):
     res = json.loads(run_main(capsys, "--sizes", "none", "--many", "20x500", "--rules",
                               "descent", "--threads", "1", "--per-leaf", "0", "--no-quality",

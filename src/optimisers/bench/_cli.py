@@ -65,6 +65,8 @@ def _parser():
            "0 skips)")
     a("--compare", action="store_true",
       help="also run torch.optim (loop, foreach, fused) and plain numpy where installed")
+    a("--impls", help="only these implementations besides optimisers and the probe, e.g. "
+                      "plain,torch-fused (implies --compare when it names a peer)")
     a("--quality", action="store_true", help="the quality mode only (same as 'quality')")
     a("--no-quality", action="store_true", help="skip the quality table of a speed run")
     a("--problems", help=f"quality problems (default {','.join(problems.PROBLEMS)})")
@@ -178,9 +180,27 @@ def parse(argv=None):
                        min_time=b.min_time if ns.min_time is None else ns.min_time,
                        max_time=max(b.max_time, 4 * (ns.min_time or 0)),
                        rounds=b.rounds if ns.rounds is None else ns.rounds)
+    ns.impls = _impls(ns, p)
     if ns.progress is None:
         ns.progress = sys.stderr.isatty()
     return ns
+
+
+IMPLS = ("plain", "torch-loop", "torch-foreach", "torch-fused", "numpy")
+PEERS = IMPLS[1:]
+
+
+def _impls(ns, p):
+    """The set of --impls (None: all); naming a peer turns --compare on."""
+    if ns.impls is None:
+        return None
+    names = {n.strip() for n in ns.impls.split(",") if n.strip()}
+    unknown = sorted(names - set(IMPLS) - {"optimisers", "probe"})
+    if unknown:
+        p.error(f"--impls: unknown {', '.join(unknown)} (known: {', '.join(IMPLS)})")
+    if names & set(PEERS):
+        ns.compare = True
+    return names
 
 
 # ----------------------------------------------------------------------------------------
@@ -250,7 +270,7 @@ def run(ns, argv=()):
     try:
         if cases:
             rows, notes = speed.run_cases(cases, ns.compare, ns.budget, progress,
-                                          results["notes"])
+                                          results["notes"], ns.impls)
             results["speed"] = [r for r in rows if r["section"] == "speed"]
             results["per_leaf"] = [r for r in rows if r["section"] == "per_leaf"]
         if n_quality:

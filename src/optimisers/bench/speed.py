@@ -224,14 +224,20 @@ def plain_step(case, seed=0):
     return step
 
 
-def implementations(case, with_peers):
+ALWAYS = ("optimisers", "probe")      # every case times these two (x opt, % bw)
+
+
+def implementations(case, with_peers, only=None):
     """The ``(name, builder)`` pairs that run ``case``: ours, the probe, the plain pass of
-    the same arithmetic where there is one, and the peers."""
+    the same arithmetic where there is one, and the peers; with ``only`` (a set of names),
+    just those of them (ours and the probe always)."""
     impls = [("optimisers", optimisers_step), ("probe", probe_step)]
     if case.rule in PLAIN_RULES and case.leaves == 1 and case.section == "speed":
         impls.append(("plain", plain_step))
     if with_peers:
         impls += compare.builders(case)
+    if only is not None:
+        impls = [(name, b) for name, b in impls if name in only or name in ALWAYS]
     return impls
 
 
@@ -265,16 +271,23 @@ def _row(case, impl, t, probe, ours):
     }
 
 
-def run_case(case, with_peers, budget, notes):
-    """Time every implementation of ``case``: a list of result rows (dicts)."""
-    impls = implementations(case, with_peers)
+def run_case(case, with_peers, budget, notes, only=None):
+    """Time every implementation of ``case``: a list of result rows (dicts).
+
+    They are timed round-robin when all of them fit in memory at once (up to 70% of what
+    is available), else one after the other (then their ratios mean less: narrow the
+    set with ``only`` for big cases)."""
+    impls = implementations(case, with_peers, only)
     avail = _available_memory()
     need = case.footprint()
     if avail is not None and need > 0.8 * avail:
         notes.append(f"skipped {case.label()}: needs about {need / 1e9:.1f} GB, "
                      f"{avail / 1e9:.1f} GB available")
         return []
-    together = avail is None or need * len(impls) < 0.5 * avail
+    together = avail is None or need * len(impls) < 0.7 * avail
+    if not together:
+        _note_once(notes, f"{case.label()}: implementations timed one after the other "
+                          f"(not enough memory for all at once; see --impls)")
     timings, extra = {}, {}
     with thread_limit(case.threads):
         steps = {}
@@ -326,8 +339,10 @@ def _note_once(notes, text):
         notes.append(text)
 
 
-def run_cases(cases, with_peers=False, budget=Budget(), progress=None, notes=None):
-    """Run every case; returns ``(rows, notes)``."""
+def run_cases(cases, with_peers=False, budget=Budget(), progress=None, notes=None,
+              only=None):
+    """Run every case (with ``only``: just those implementations); returns
+    ``(rows, notes)``."""
     notes = [] if notes is None else notes
     if with_peers:
         notes.extend(n for n in compare.availability_notes() if n not in notes)
@@ -335,7 +350,7 @@ def run_cases(cases, with_peers=False, budget=Budget(), progress=None, notes=Non
     for case in cases:
         if progress is not None:
             progress.show(case.label())
-        rows += run_case(case, with_peers, budget, notes)
+        rows += run_case(case, with_peers, budget, notes, only)
         if progress is not None:
             progress.advance(case.label())
     return rows, notes
