@@ -799,21 +799,43 @@ cdef class Batch:
         return 0
 
     cdef void _prologues(self, int* status) noexcept nogil:
-        cdef Py_ssize_t j
-        cdef int n_threads = omp_get_max_threads()
+        """Every OK entry's prologues.  They are cheap but for a leading ClipNorm's norm
+        (a read of the gradient): large leaves compute theirs over the threads, small ones
+        are spread over the threads whole when there is enough to share."""
+        cdef Py_ssize_t j, small_elements = 0
+        cdef int n_threads = omp_get_max_threads(), n_small = 0
+        cdef bint any_norm = False
         for j in range(self.n_leaves):
             if status[j] != OK:
                 continue
-            if self.is_double[j]:
-                status[j] = _prepare_leaf[double](
-                    &self.stages[self.first[j]], &self.count[j], &self.modes[j],
-                    <const double*> self.gs[j], self.sizes[j], 1, n_threads)
+            if self.stages[self.first[j]].kind == CLIPNORM:
+                any_norm = True
+            if self.sizes[j] >= _parallel_threshold:
+                self._prologue(j, status, n_threads)
             else:
-                status[j] = _prepare_leaf[float](
-                    &self.stages[self.first[j]], &self.count[j], &self.modes[j],
-                    <const float*> self.gs[j], self.sizes[j], 1, n_threads)
-            if status[j] == STOPPED:
-                status[j] = OK
+                n_small += 1
+                small_elements += self.sizes[j]
+        if any_norm and n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
+            for j in prange(self.n_leaves, schedule="dynamic", chunksize=4,
+                            num_threads=n_threads):
+                if status[j] == OK and self.sizes[j] < _parallel_threshold:
+                    self._prologue(j, status, 1)
+        else:
+            for j in range(self.n_leaves):
+                if status[j] == OK and self.sizes[j] < _parallel_threshold:
+                    self._prologue(j, status, 1)
+
+    cdef void _prologue(self, Py_ssize_t j, int* status, int n_threads) noexcept nogil:
+        if self.is_double[j]:
+            status[j] = _prepare_leaf[double](
+                &self.stages[self.first[j]], &self.count[j], &self.modes[j],
+                <const double*> self.gs[j], self.sizes[j], 1, n_threads)
+        else:
+            status[j] = _prepare_leaf[float](
+                &self.stages[self.first[j]], &self.count[j], &self.modes[j],
+                <const float*> self.gs[j], self.sizes[j], 1, n_threads)
+        if status[j] == STOPPED:
+            status[j] = OK
 
     def run(self):
         """Update every parameter and state of the batch (once; nothing on a second call)."""
