@@ -1,0 +1,319 @@
+# Batches: many leaves, each with its own program, checked and prepared in one call and
+# run in another.  This is how update_ runs most leaves: the Python walk only routes each
+# leaf here; every check that can be made in C is made here, every leaf's prologues (a
+# leading ClipNorm's norm included) run before any leaf is written, and then all of them
+# run, small ones spread over the threads whole.
+
+cdef inline object _follow(object state, tuple path):
+    cdef object i
+    for i in path:
+        state = (<tuple> state)[<Py_ssize_t> i]
+    return state
+
+
+cdef inline int _set_buffer(void** slot, object state, object path, int typenum,
+                            Py_ssize_t n, str what) except -1:
+    """Follow ``path`` into ``state`` and store the data pointer of the array found there."""
+    cdef object a = _follow(state, <tuple> path)
+    _check(a, typenum, n, what)
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> a):
+        raise ValueError(f"{what} must be writable")
+    slot[0] = cnp.PyArray_DATA(<cnp.ndarray> a)
+    return 0
+
+
+cdef struct _Keyed:
+    size_t key
+    Py_ssize_t index
+
+
+cdef int _compare_keyed(const void* a, const void* b) noexcept nogil:
+    cdef size_t ka = (<const _Keyed*> a).key, kb = (<const _Keyed*> b).key
+    return -1 if ka < kb else (1 if ka > kb else 0)
+
+
+cdef enum:
+    TEMPLATE_CACHE = 8
+
+
+cdef class Batch:
+    """The programs of many parameters, checked and prepared now, run by :meth:`run`.
+
+    ``Batch(entries)`` takes a list of tuples ``(template, state, x, g, owner, ...)``:
+
+    - ``template``: the program, a list of ``(kind, hyper-parameters, buffer paths,
+      scalars path, counter path)``; each path is a tuple of indices that leads from
+      ``state`` to that array, or None.  Entries usually share a few template objects.
+    - ``state``: the leaf's state (nested tuples of arrays).
+    - ``x``: the parameter, float32 or float64, C-contiguous and writable.
+    - ``g``: its gradient, an array of the same dtype, shape and C layout.
+    - ``owner``: any object that identifies the state (its ``Leaf``); further items are
+      ignored (the caller's own bookkeeping).
+
+    Construction checks every entry and runs every program's prologues (per-step scalars,
+    ``ClipNorm``'s norm) and writes nothing: an entry that does not fit, and every entry
+    that shares a parameter's memory or an owner with another, is left out and listed in
+    ``problems`` as ``(index, Status, norm)``, where ``norm`` is the non-finite norm for
+    ``NONFINITE_NORM``.  :meth:`run` then updates every other parameter and state, once.
+    Small leaves are spread over the threads whole; large ones are split by tiles.
+    """
+    cdef Stage* stages
+    cdef Py_ssize_t* first         # where entry j's stages start in `stages`
+    cdef int* count                # entry j's number of stages (0: left out)
+    cdef int* modes
+    cdef Py_ssize_t* sizes
+    cdef void** xs
+    cdef void** gs
+    cdef char* is_double
+    cdef Py_ssize_t n_leaves
+    cdef bint ran
+    cdef object entries            # keeps the arrays alive until run()
+    cdef readonly list problems
+
+    def __cinit__(self):
+        self.stages = NULL
+        self.first = NULL
+        self.count = NULL
+        self.modes = NULL
+        self.sizes = NULL
+        self.xs = NULL
+        self.gs = NULL
+        self.is_double = NULL
+        self.n_leaves = 0
+        self.ran = False
+
+    def __dealloc__(self):
+        free(self.stages)
+        free(self.first)
+        free(self.count)
+        free(self.modes)
+        free(self.sizes)
+        free(self.xs)
+        free(self.gs)
+        free(self.is_double)
+
+    def __init__(self, list entries):
+        cdef Py_ssize_t n = len(entries), j, total = 0
+        cdef Stage templates[TEMPLATE_CACHE][MAX_STAGES]
+        cdef void* template_ids[TEMPLATE_CACHE]
+        cdef int template_sizes[TEMPLATE_CACHE]
+        cdef int n_templates = 0, t, k, b, n_stages
+        cdef int* status
+        cdef tuple entry
+        cdef list tpl
+        self.entries = entries
+        self.problems = []
+        self.n_leaves = n
+        if n == 0:
+            return
+        self.first = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
+        self.count = <int*> malloc(n * sizeof(int))
+        self.modes = <int*> malloc(n * sizeof(int))
+        self.sizes = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
+        self.xs = <void**> malloc(n * sizeof(void*))
+        self.gs = <void**> malloc(n * sizeof(void*))
+        self.is_double = <char*> malloc(n * sizeof(char))
+        status = <int*> malloc(n * sizeof(int))
+        if (self.first == NULL or self.count == NULL or self.modes == NULL
+                or self.sizes == NULL or self.xs == NULL or self.gs == NULL
+                or self.is_double == NULL or status == NULL):
+            free(status)
+            raise MemoryError()
+        try:
+            for j in range(n):
+                tpl = <list> (<tuple> entries[j])[0]
+                self.first[j] = total
+                total += len(tpl)
+            self.stages = <Stage*> malloc((total if total > 0 else 1) * sizeof(Stage))
+            if self.stages == NULL:
+                raise MemoryError()
+            for j in range(n):
+                entry = <tuple> entries[j]
+                tpl = <list> entry[0]
+                n_stages = len(tpl)
+                if n_stages == 0 or n_stages > MAX_STAGES:
+                    raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
+                # the shared part of the program, converted once per template object
+                for t in range(n_templates):
+                    if template_ids[t] == <void*> tpl:
+                        break
+                else:
+                    t = n_templates if n_templates < TEMPLATE_CACHE else TEMPLATE_CACHE - 1
+                    for k in range(n_stages):
+                        spec = tpl[k]
+                        _fill_constants(&templates[t][k], spec[0], spec[1], k)
+                    template_ids[t] = <void*> tpl
+                    template_sizes[t] = n_stages
+                    if n_templates < TEMPLATE_CACHE:
+                        n_templates += 1
+                for k in range(n_stages):
+                    self.stages[self.first[j] + k] = templates[t][k]
+                self.count[j] = n_stages
+                self.modes[j] = SUBTRACT
+                status[j] = self._fill_leaf(j, entry, n_stages)
+            self._mark_shared(status)
+            with nogil:
+                self._prologues(status)
+            for j in range(n):
+                if status[j] != OK:
+                    self.count[j] = 0
+                    self.problems.append(
+                        (j, status[j],
+                         self.stages[self.first[j]].hp[5] if status[j] == NONFINITE_NORM
+                         else None))
+        finally:
+            free(status)
+
+    cdef int _fill_leaf(self, Py_ssize_t j, tuple entry, int n_stages) except -1:
+        """Point entry j's stages at its arrays; the entry's Status (nothing raised for a
+        parameter, gradient or state that does not fit)."""
+        cdef object xo = entry[2], go = entry[3], state = entry[1]
+        cdef cnp.ndarray x, g
+        cdef int typenum, k, b
+        cdef Py_ssize_t size
+        cdef Stage* st
+        cdef list tpl = <list> entry[0]
+        self.xs[j] = NULL
+        if not isinstance(xo, cnp.ndarray):
+            return BAD_PARAMETER
+        x = <cnp.ndarray> xo
+        typenum = cnp.PyArray_TYPE(x)
+        if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISWRITEABLE(x)):
+            return BAD_PARAMETER
+        size = cnp.PyArray_SIZE(x)
+        self.xs[j] = cnp.PyArray_DATA(x)
+        self.sizes[j] = size
+        self.is_double[j] = typenum == cnp.NPY_FLOAT64
+        if not isinstance(go, cnp.ndarray):
+            return BAD_GRADIENT
+        g = <cnp.ndarray> go
+        if (cnp.PyArray_TYPE(g) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(g)
+                or cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(x)
+                or memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(x),
+                          cnp.PyArray_NDIM(x) * sizeof(cnp.npy_intp)) != 0):
+            return BAD_GRADIENT
+        self.gs[j] = cnp.PyArray_DATA(g)
+        try:
+            for k in range(n_stages):
+                st = &self.stages[self.first[j] + k]
+                spec = tpl[k]
+                paths = spec[2]
+                if len(paths) > MAX_BUF:
+                    return BAD_STATE
+                for b in range(len(paths)):
+                    _set_buffer(&st.buf[b], state, paths[b], typenum, size, "a state buffer")
+                if spec[3] is not None:
+                    st.sc = _scalar_ptr(_follow(state, <tuple> spec[3]), typenum, 2,
+                                        "a per-step scalar buffer")
+                if spec[4] is not None:
+                    st.ctr = <long long*> _scalar_ptr(_follow(state, <tuple> spec[4]),
+                                                      cnp.NPY_INT64, 1, "a step counter")
+        except (TypeError, ValueError, IndexError):
+            return BAD_STATE
+        return OK
+
+    cdef int _mark_shared(self, int* status) except -1:
+        """SHARED for every entry whose parameter memory or owner another entry has too:
+        their gradients must be summed (tied weights) or the state tree is not this model's,
+        which the caller sorts out."""
+        cdef Py_ssize_t n = self.n_leaves, j, i
+        cdef _Keyed* keys = <_Keyed*> malloc(2 * n * sizeof(_Keyed))
+        cdef int pass_
+        if keys == NULL:
+            raise MemoryError()
+        for j in range(n):
+            keys[j].key = <size_t> self.xs[j]
+            keys[j].index = j
+            keys[n + j].key = <size_t> <void*> (<tuple> self.entries[j])[4]
+            keys[n + j].index = j
+        for pass_ in range(2):
+            qsort(keys + pass_ * n, n, sizeof(_Keyed), _compare_keyed)
+            for i in range(1, n):
+                if (keys[pass_ * n + i].key == keys[pass_ * n + i - 1].key
+                        and keys[pass_ * n + i].key != 0):
+                    status[keys[pass_ * n + i].index] = SHARED
+                    status[keys[pass_ * n + i - 1].index] = SHARED
+        free(keys)
+        return 0
+
+    cdef void _prologues(self, int* status) noexcept nogil:
+        """Every OK entry's prologues.  They are cheap but for a leading ClipNorm's norm
+        (a read of the gradient): large leaves compute theirs over the threads, small ones
+        are spread over the threads whole when there is enough to share."""
+        cdef Py_ssize_t j, small_elements = 0
+        cdef int n_threads = omp_get_max_threads(), n_small = 0
+        cdef bint any_norm = False
+        for j in range(self.n_leaves):
+            if status[j] != OK:
+                continue
+            if self.stages[self.first[j]].kind == CLIPNORM:
+                any_norm = True
+            if self.sizes[j] >= _parallel_threshold:
+                self._prologue(j, status, n_threads)
+            else:
+                n_small += 1
+                small_elements += self.sizes[j]
+        if any_norm and n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
+            for j in prange(self.n_leaves, schedule="dynamic", chunksize=4,
+                            num_threads=n_threads):
+                if status[j] == OK and self.sizes[j] < _parallel_threshold:
+                    self._prologue(j, status, 1)
+        else:
+            for j in range(self.n_leaves):
+                if status[j] == OK and self.sizes[j] < _parallel_threshold:
+                    self._prologue(j, status, 1)
+
+    cdef void _prologue(self, Py_ssize_t j, int* status, int n_threads) noexcept nogil:
+        if self.is_double[j]:
+            status[j] = _prepare_leaf[double](
+                &self.stages[self.first[j]], &self.count[j], &self.modes[j],
+                <const double*> self.gs[j], self.sizes[j], 1, n_threads)
+        else:
+            status[j] = _prepare_leaf[float](
+                &self.stages[self.first[j]], &self.count[j], &self.modes[j],
+                <const float*> self.gs[j], self.sizes[j], 1, n_threads)
+        if status[j] == STOPPED:
+            status[j] = OK
+
+    def run(self):
+        """Update every parameter and state of the batch (once; nothing on a second call)."""
+        if self.ran:
+            return
+        self.ran = True
+        cdef int n_threads = omp_get_max_threads()
+        with nogil:
+            _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
+                      self.n_leaves, self.sizes, self.xs, self.gs, n_threads, <float> 0)
+            _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
+                      self.n_leaves, self.sizes, self.xs, self.gs, n_threads, <double> 0)
+
+
+cdef void _run_many(Stage* stages, Py_ssize_t* first, int* count, int* modes, char* is_double,
+                    Py_ssize_t n_leaves, Py_ssize_t* sizes, void** xs, void** gs,
+                    int n_threads, floating dummy) noexcept nogil:
+    """Run the prepared leaves of one dtype (that of ``floating``)."""
+    cdef char want_double = floating is double
+    cdef Py_ssize_t j, small_elements = 0
+    cdef int n_small = 0
+    # Large leaves one after the other, each split over the threads by tiles...
+    for j in range(n_leaves):
+        if count[j] == 0 or is_double[j] != want_double:
+            continue
+        if sizes[j] >= _parallel_threshold:
+            _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
+                          <const floating*> gs[j], <floating*> NULL, modes[j], n_threads, 1)
+        else:
+            n_small += 1
+            small_elements += sizes[j]
+    # ...small ones spread over the threads whole (never split a tiny array).
+    if n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
+        for j in prange(n_leaves, schedule="dynamic", chunksize=4, num_threads=n_threads):
+            if count[j] != 0 and is_double[j] == want_double and sizes[j] < _parallel_threshold:
+                _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
+                              <const floating*> gs[j], <floating*> NULL, modes[j], 1, 1)
+    elif n_small > 0:
+        for j in range(n_leaves):
+            if count[j] != 0 and is_double[j] == want_double and sizes[j] < _parallel_threshold:
+                _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
+                              <const floating*> gs[j], <floating*> NULL, modes[j], 1, 1)
