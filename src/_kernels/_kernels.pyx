@@ -125,7 +125,6 @@ cpdef enum Kind:
     WEIGHTDECAY
     SIGNDECAY
     CLIPGRAD
-    SCALE
     ACCUMGRAD
     CLIPNORM        # ClipNorm, first stage of a program: scale by min(omega/|g|_p, 1)
     FOLDED          # a stage folded into the next one (set per leaf and step, never given)
@@ -303,7 +302,7 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         signdecay_tile(s, off, n, x, g, out, subtract)
     elif k == CLIPGRAD:
         clipgrad_tile(s, off, n, x, g, out, subtract)
-    elif k == SCALE or k == CLIPNORM:
+    elif k == CLIPNORM:
         scale_tile(s, off, n, x, g, out, subtract)
     elif k == ACCUMGRAD:
         accumgrad_tile(s, off, n, x, g, out, subtract)
@@ -334,11 +333,12 @@ cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
 
 
 cdef inline void _fold_leading_scale(Stage* stages, int n_stages) noexcept nogil:
-    """A leading ClipNorm (or its known scale) followed by a component-wise stage becomes
-    that stage's input scale: ``(g * lam)`` rounded is what the next stage would have read
-    from the tile buffer, so the bits are the same, and the program is one loop instead of
-    two.  (Pair stages of complex programs read their input unscaled: no fold there.)"""
-    if (n_stages >= 2 and (stages[0].kind == CLIPNORM or stages[0].kind == SCALE)
+    """A leading ClipNorm (its scale known from its prologue) followed by a component-wise
+    stage becomes that stage's input scale: ``(g * lam)`` rounded is what the next stage
+    would have read from the tile buffer, so the bits are the same, and the program is one
+    loop instead of two.  (Pair stages of complex programs read their input unscaled: no
+    fold there.)"""
+    if (n_stages >= 2 and stages[0].kind == CLIPNORM
             and stages[0].width == 1 and stages[1].width == 1):
         stages[1].gs = stages[0].hp[0]
         stages[0].kind = FOLDED

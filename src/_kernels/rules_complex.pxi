@@ -332,7 +332,7 @@ cdef int _pair_buffers(int kind) noexcept nogil:
 cdef bint _componentwise(int kind) noexcept nogil:
     """Kinds that act on each component of a complex number alone (width 1 on the views)."""
     return (kind == DESCENT or kind == MOMENTUM or kind == NESTEROV or kind == WEIGHTDECAY
-            or kind == SCALE or kind == CLIPNORM or kind == ACCUMGRAD)
+            or kind == CLIPNORM or kind == ACCUMGRAD)
 
 
 cdef void _run_pair_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
