@@ -212,3 +212,19 @@ def test_a_state_that_does_not_fit_its_rule_is_an_error_naming_the_path():
     with pytest.raises(ValueError, match=r"b\.c"):
         opt.update_(tree, model, {"a": np.ones(3), "b": {"c": np.ones(4)}})
     assert_arrays_same(model["a"], a0, "a: written before the error")
+
+
+@pytest.mark.parametrize("bad", ["list", "short tuple", "None"])
+def test_a_state_of_the_wrong_shape_is_refused_not_a_crash(bad):
+    model = {"a": np.ones(3), "b": np.ones(4)}
+    tree = opt.setup(OptimiserChain(WeightDecay(0.1), Adam()), model)
+    good = tree["b"].state
+    tree["b"].state = {"list": list(good), "short tuple": good[:1], "None": None}[bad]
+    a0 = model["a"].copy()
+    with pytest.raises(ValueError, match=r"\bb\b"):
+        opt.update_(tree, model, {"a": np.ones(3), "b": np.ones(4)})
+    assert_arrays_same(model["a"], a0, "a: written before the error")
+    with pytest.raises((TypeError, ValueError)):
+        K.Batch([("not a tuple",)])
+    with pytest.raises(ValueError):
+        K.Batch([(template(Adam(), np.ones(2), opt.init(Adam(), np.ones(2))),)])

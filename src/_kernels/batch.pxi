@@ -5,16 +5,24 @@
 # run, small ones spread over the threads whole.
 
 cdef inline object _follow(object state, tuple path):
+    """The part of ``state`` at ``path`` (tuple indices); TypeError or IndexError when the
+    state does not have that shape (the kernels index tuples without checks)."""
     cdef object i
+    cdef Py_ssize_t k
     for i in path:
-        state = (<tuple> state)[<Py_ssize_t> i]
+        if not isinstance(state, tuple):
+            raise TypeError(f"expected a tuple in the state, found {type(state).__name__}")
+        k = i
+        if k < 0 or k >= len(<tuple> state):
+            raise IndexError(f"the state has {len(<tuple> state)} entries, not {k + 1}")
+        state = (<tuple> state)[k]
     return state
 
 
 cdef inline int _set_buffer(void** slot, object state, object path, int typenum,
                             Py_ssize_t n, str what) except -1:
     """Follow ``path`` into ``state`` and store the data pointer of the array found there."""
-    cdef object a = _follow(state, <tuple> path)
+    cdef object a = _follow(state, <tuple?> path)
     _check(a, typenum, n, what)
     if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> a):
         raise ValueError(f"{what} must be writable")
@@ -121,15 +129,18 @@ cdef class Batch:
             raise MemoryError()
         try:
             for j in range(n):
-                tpl = <list> (<tuple> entries[j])[0]
+                entry = <tuple?> entries[j]
+                if len(entry) < 5:
+                    raise ValueError("a batch entry is (template, state, x, g, owner, ...)")
+                tpl = <list?> entry[0]
                 self.first[j] = total
                 total += len(tpl)
             self.stages = <Stage*> malloc((total if total > 0 else 1) * sizeof(Stage))
             if self.stages == NULL:
                 raise MemoryError()
             for j in range(n):
-                entry = <tuple> entries[j]
-                tpl = <list> entry[0]
+                entry = <tuple?> entries[j]
+                tpl = <list?> entry[0]
                 n_stages = len(tpl)
                 if n_stages == 0 or n_stages > MAX_STAGES:
                     raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
@@ -204,10 +215,10 @@ cdef class Batch:
                 for b in range(len(paths)):
                     _set_buffer(&st.buf[b], state, paths[b], typenum, size, "a state buffer")
                 if spec[3] is not None:
-                    st.sc = _scalar_ptr(_follow(state, <tuple> spec[3]), typenum, 2,
+                    st.sc = _scalar_ptr(_follow(state, <tuple?> spec[3]), typenum, 2,
                                         "a per-step scalar buffer")
                 if spec[4] is not None:
-                    st.ctr = <long long*> _scalar_ptr(_follow(state, <tuple> spec[4]),
+                    st.ctr = <long long*> _scalar_ptr(_follow(state, <tuple?> spec[4]),
                                                       cnp.NPY_INT64, 1, "a step counter")
         except (TypeError, ValueError, IndexError):
             return BAD_STATE
