@@ -389,7 +389,7 @@ def _prepare_batches(entries, found):
     batches.  Entries the batch leaves out go to the general path (``found``) or, with a
     gradient to cast, to one more batch; a non-finite norm met by a leading
     ``ClipNorm(throw=True)`` raises here, before anything is written."""
-    batches = []
+    batches, first = [], True
     while entries:
         batch = _kernels.Batch(entries)
         batches.append(batch)
@@ -399,7 +399,7 @@ def _prepare_batches(entries, found):
             if status == _kernels.NONFINITE_NORM:
                 from ._rules_transform import nonfinite_norm_error
                 raise nonfinite_norm_error(_keypath(link), _leading_clip_p(leaf.rule), norm)
-            if status == _kernels.BAD_GRADIENT and g is not None:
+            if status == _kernels.BAD_GRADIENT and first:
                 g = _check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
                 retry.append((tpl, state, x, g, leaf, link))
             elif status == _kernels.BAD_STATE:
@@ -410,7 +410,7 @@ def _prepare_batches(entries, found):
                 raise MemoryError(f"out of memory preparing the step of {_keypath(link)}")
             else:                             # layout, ties: the general path sorts it out
                 _record(leaf, x, g, link, found)
-        entries = retry
+        entries, first = retry, False
     return batches
 
 
