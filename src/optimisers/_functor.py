@@ -93,9 +93,18 @@ def _spec(t):
     return spec
 
 
+# type -> its dataclass field names (they depend on the class only; looked up every step)
+_DATACLASS_FIELDS: dict[type, tuple] = {}
+
+
 def _default_fields(x):
+    t = type(x)
+    names = _DATACLASS_FIELDS.get(t)
+    if names is not None:
+        return names
     if dataclasses.is_dataclass(x):
-        return tuple(f.name for f in dataclasses.fields(x))
+        names = _DATACLASS_FIELDS[t] = tuple(f.name for f in dataclasses.fields(x))
+        return names
     slots = []
     for klass in type(x).__mro__:
         s = klass.__dict__.get("__slots__", ())
@@ -124,7 +133,7 @@ def children(x):
     if spec is None:
         return None
     names = spec.fields if spec.fields is not None else _default_fields(x)
-    return names, tuple(getattr(x, f) for f in names)
+    return names, tuple([getattr(x, f) for f in names])
 
 
 def trainable(x):

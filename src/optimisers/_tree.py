@@ -203,10 +203,13 @@ def _keypath(link):
 
 def _state_children(t, m, keys, link):
     if isinstance(t, dict):
-        if len(t) != len(keys) or any(k not in t for k in keys):
-            raise ValueError(f"the state tree does not match the model at {_keypath(link)}: "
-                             f"state keys {list(t)}, model keys {list(keys)}")
-        return [t[k] for k in keys]
+        if len(t) == len(keys):
+            try:
+                return [t[k] for k in keys]
+            except KeyError:
+                pass
+        raise ValueError(f"the state tree does not match the model at {_keypath(link)}: "
+                         f"state keys {list(t)}, model keys {list(keys)}")
     if isinstance(t, (list, tuple)):
         if len(t) != len(keys):
             raise ValueError(f"the state tree does not match the model at {_keypath(link)}: "
@@ -218,6 +221,12 @@ def _state_children(t, m, keys, link):
 
 def _grad_children(m, g, keys, link):
     """The gradient's children aligned with the model's ``keys``."""
+    if type(g) is type(m) and isinstance(m, (list, tuple)):
+        # the common case: the same list, tuple or namedtuple type (same fields)
+        if len(g) != len(m):
+            raise ValueError(f"the gradient at {_keypath(link)} has length {len(g)}, the "
+                             f"model's {type(m).__name__} has length {len(m)}")
+        return g
     if isinstance(m, dict):
         if not isinstance(g, Mapping):
             raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the "
@@ -236,7 +245,7 @@ def _grad_children(m, g, keys, link):
                              f"model's {type(m).__name__} has length {len(m)}")
         return g
     # namedtuples and registered objects: by field name
-    if isinstance(g, Mapping):
+    if type(g) is dict or isinstance(g, Mapping):
         extra = [k for k in g if k not in keys]
         if extra and is_namedtuple(m):
             raise ValueError(f"the gradient at {_keypath(link)} has field(s) {extra} that the "
@@ -340,47 +349,40 @@ def _collect(t, m, g, link, batch, found):
     """Walk state tree ``t``, model ``m`` and gradient ``g`` together and route every Leaf
     that has a gradient (see ``_leaf``).  Checks only, writes nothing.
 
-    This walk is most of the time of a step on many small arrays, so the common case (a
-    dict of arrays) does the routing of :func:`_leaf` inline."""
+    This walk is most of the time of a step on many small arrays: the children of a
+    container are routed in one loop, with the common case of ``_leaf`` (a Leaf whose
+    cached plan fits) inline, and dicts take a path that builds no key tuples."""
     if g is None or t is None:
         return
     if type(t) is Leaf:
         _leaf(t, m, g, link, batch, found)
         return
     if type(m) is dict and type(t) is dict and type(g) is dict:
-        # the common case, without building key lists
-        if len(t) != len(m) or not g.keys() <= m.keys():
-            _state_children(t, m, tuple(m), link)
+        keys = m.keys()
+        if t.keys() != keys or not g.keys() <= keys:
+            _state_children(t, m, tuple(m), link)       # raise, naming what differs
             _grad_children(m, g, tuple(m), link)
-        append = batch.append
-        for k, mv in m.items():
-            gv = g.get(k)
-            if gv is not None:
-                try:
-                    tv = t[k]
-                except KeyError:
-                    _state_children(t, m, tuple(m), link)
-                    raise
-                if type(tv) is Leaf:
-                    plan = tv._plan
-                    if (plan is not None and plan[0] is tv.rule and type(mv) is np.ndarray
-                            and plan[1] is mv.dtype and plan[3] is not None
-                            and not tv.frozen):
-                        append((plan[3], tv.state, mv, gv, tv, (link, k)))
-                    else:
-                        _leaf(tv, mv, gv, (link, k), batch, found)
-                elif tv is not None:
-                    _collect(tv, mv, gv, (link, k), batch, found)
-        return
-    kv = children(m)
-    if kv is None:
-        raise TypeError(f"the state tree has a {type(t).__name__} at {_keypath(link)} but the "
-                        f"model has a {type(m).__name__} there")
-    keys, values = kv
-    ts = _state_children(t, m, keys, link)
-    gs = _grad_children(m, g, keys, link)
+        values, ts, gs = m.values(), map(t.__getitem__, keys), map(g.get, keys)
+    else:
+        kv = children(m)
+        if kv is None:
+            raise TypeError(f"the state tree has a {type(t).__name__} at {_keypath(link)} but "
+                            f"the model has a {type(m).__name__} there")
+        keys, values = kv
+        ts = _state_children(t, m, keys, link)
+        gs = _grad_children(m, g, keys, link)
+    append = batch.append
     for k, tv, mv, gv in zip(keys, ts, values, gs):
-        if gv is not None and tv is not None:
+        if gv is None or tv is None:
+            continue
+        if type(tv) is Leaf:
+            plan = tv._plan
+            if (plan is not None and plan[0] is tv.rule and type(mv) is np.ndarray
+                    and plan[1] is mv.dtype and plan[3] is not None and not tv.frozen):
+                append((plan[3], tv.state, mv, gv, tv, (link, k)))
+            else:
+                _leaf(tv, mv, gv, (link, k), batch, found)
+        else:
             _collect(tv, mv, gv, (link, k), batch, found)
 
 
