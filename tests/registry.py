@@ -83,6 +83,8 @@ CHAINS = [
     ("Chain-ClipNorm-AdamW", OptimiserChain(ClipNorm(1.0), AdamW(lambda_=0.1))),
     # a leading ClipNorm folded into a component-wise rule (complex parameters too)
     ("Chain-ClipNorm-p1-Nesterov", OptimiserChain(ClipNorm(2.0, 1.0), Nesterov(0.05, 0.8))),
+    # ... and into an AccumGrad that stops the program on its first gradient of two
+    ("Chain-ClipNorm-AccumGrad-Adam", OptimiserChain(ClipNorm(1.0), AccumGrad(2), Adam(0.05))),
     ("Chain-SignDecay-Descent", OptimiserChain(SignDecay(1e-3), Descent(0.1))),
     ("Chain-AccumGrad-Adam", OptimiserChain(AccumGrad(3), Adam())),
     ("Chain-Momentum-ClipNorm", OptimiserChain(Momentum(0.1), ClipNorm(0.5))),  # norm mid-chain
