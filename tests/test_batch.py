@@ -153,7 +153,7 @@ def test_entries_that_do_not_fit_are_listed_and_left_alone():
                 8: K.SHARED, 9: K.SHARED, 10: K.SHARED, 11: K.SHARED}
     before = [np.array(e[2]) for e in entries]
     batch = K.Batch(entries)
-    assert {i: s for i, s, _ in batch.problems} == expected
+    assert {i: s for i, s, _, _ in batch.problems} == expected
     batch.run()
     assert_arrays_same(entries[0][2], np.full(4, 0.9), "the entry that fits")
     for i in expected:
@@ -167,8 +167,8 @@ def test_non_finite_norm_is_listed_with_its_value_and_nothing_runs_for_it(bad):
     g[2] = bad
     entries = [_entry(rule, np.ones(5), np.ones(5)), _entry(rule, np.ones(5), g)]
     batch = K.Batch(entries)
-    [(index, status, norm)] = batch.problems
-    assert (index, status) == (1, K.NONFINITE_NORM)
+    [(index, status, norm, p)] = batch.problems
+    assert (index, status, p) == (1, K.NONFINITE_NORM, 2.0)
     assert (np.isnan(norm) and np.isnan(bad)) or norm == bad
     batch.run()
     assert_arrays_same(entries[1][2], np.ones(5), "the leaf with the bad norm")
@@ -201,6 +201,15 @@ def test_leading_clipnorm_checks_every_engine_before_writing(bad_leaf):
         assert_arrays_same(np.asarray(model[k]), before[k], f"{k} after the error")
         for a, a0 in zip(state_arrays(tree[k].state), states[k]):
             assert_arrays_same(a, a0, f"state of {k} after the error")
+
+
+def test_non_finite_norm_behind_an_empty_chain_names_the_path_and_p():
+    rule = OptimiserChain(OptimiserChain(), ClipNorm(1.0, 3.0), Descent(0.1))
+    model = {"a": np.ones(3), "b": np.ones(3)}
+    tree = opt.setup(rule, model)
+    with pytest.raises(FloatingPointError, match=r"gradient at b has 3-norm nan"):
+        opt.update_(tree, model, {"a": np.ones(3), "b": np.array([1.0, np.nan, 0.0])})
+    assert_arrays_same(model["a"], np.ones(3), "a: written before the error")
 
 
 def test_a_state_that_does_not_fit_its_rule_is_an_error_naming_the_path():

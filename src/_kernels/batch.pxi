@@ -61,8 +61,8 @@ cdef class Batch:
     Construction checks every entry and runs every program's prologues (per-step scalars,
     ``ClipNorm``'s norm) and writes nothing: an entry that does not fit, and every entry
     that shares a parameter's memory or an owner with another, is left out and listed in
-    ``problems`` as ``(index, Status, norm)``, where ``norm`` is the non-finite norm for
-    ``NONFINITE_NORM``.  :meth:`run` then updates every other parameter and state, once.
+    ``problems`` as ``(index, Status, norm, p)``, where ``norm`` is the non-finite p-norm
+    for ``NONFINITE_NORM`` (both None otherwise).  :meth:`run` then updates every other parameter and state, once.
     Small leaves are spread over the threads whole; large ones are split by tiles.
     """
     cdef Stage* stages
@@ -168,10 +168,11 @@ cdef class Batch:
             for j in range(n):
                 if status[j] != OK:
                     self.count[j] = 0
-                    self.problems.append(
-                        (j, status[j],
-                         self.stages[self.first[j]].hp[5] if status[j] == NONFINITE_NORM
-                         else None))
+                    if status[j] == NONFINITE_NORM:      # the CLIPNORM stage is the first
+                        self.problems.append((j, status[j], self.stages[self.first[j]].hp[5],
+                                              self.stages[self.first[j]].hp[2]))
+                    else:
+                        self.problems.append((j, status[j], None, None))
         finally:
             free(status)
 

@@ -396,11 +396,11 @@ def _prepare_batches(entries, found):
         batch = _kernels.Batch(entries)
         batches.append(batch)
         retry = []
-        for index, status, norm in batch.problems:
+        for index, status, norm, p in batch.problems:
             tpl, state, x, g, leaf, link = entries[index]
             if status == _kernels.NONFINITE_NORM:
                 from ._rules_transform import nonfinite_norm_error
-                raise nonfinite_norm_error(_keypath(link), _leading_clip_p(leaf.rule), norm)
+                raise nonfinite_norm_error(_keypath(link), p, norm)
             if status == _kernels.BAD_GRADIENT and first:
                 g = _check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
                 retry.append((tpl, state, x, g, leaf, link))
@@ -414,13 +414,6 @@ def _prepare_batches(entries, found):
                 _record(leaf, x, g, link, found)
         entries, first = retry, False
     return batches
-
-
-def _leading_clip_p(rule):
-    """The p of the ClipNorm that leads ``rule`` (for an error message)."""
-    while not hasattr(rule, "p"):
-        rule = rule.opts[0] if hasattr(rule, "opts") else rule.rule
-    return rule.p
 
 
 def update_(tree, model, grad, *more_grads):
