@@ -190,9 +190,13 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
     cdef double* partials
     cdef bint extreme = how == NORM_MAX or how == NORM_MIN
     cdef Py_ssize_t comps = 2 if pairs else 1
+    cdef double local[64]               # the partials of arrays up to 64 blocks: no malloc
     if n == 0:
         return 0.0
-    partials = <double*> malloc(n_blocks * sizeof(double))
+    if n_blocks <= 64:
+        partials = &local[0]
+    else:
+        partials = <double*> malloc(n_blocks * sizeof(double))
     if partials == NULL:
         return -1.0
     if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
@@ -223,7 +227,8 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
         total = 0.0
         for b in range(n_blocks):
             total = total + partials[b]
-    free(partials)
+    if partials != &local[0]:
+        free(partials)
     return total
 
 
