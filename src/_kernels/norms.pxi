@@ -232,13 +232,23 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
     return total
 
 
-def reduce_norm(cnp.ndarray g, int how, double p=2.0):
-    """The raw reduction behind ``ClipNorm``: a float64 sum (or extreme) over ``g``.
+cdef inline double _finish_norm(double total, int how, double p, Py_ssize_t n) noexcept nogil:
+    """The p-norm from the raw reduction of ``n`` elements."""
+    if n == 0:
+        return 0.0                      # conventions §7, also for p < 0
+    if how == NORM_SQUARES:
+        return sqrt(total)
+    if how == NORM_POWER:
+        return pow(total, 1.0 / p)      # IEEE: 0 ** negative = inf, overflow = inf
+    return total
 
-    ``how`` is a ``NormKind``; the caller takes the square root or ``1/p`` power.  ``g`` is a
-    C-contiguous float32, float64, complex64 or complex128 array (complex: |g_i| is
-    ``hypot(re, im)``, |g_i|^2 is ``re*re + im*im``).  The result depends on the data only,
-    never on the number of threads."""
+
+def p_norm(cnp.ndarray g, int how, double p=2.0):
+    """The p-norm behind ``ClipNorm`` (``how`` is p's ``NormKind``), as a Python float.
+
+    Accumulated in float64 over ``g``, a C-contiguous float32, float64, complex64 or
+    complex128 array (complex: |g_i| is ``hypot(re, im)``, |g_i|^2 is ``re*re + im*im``).
+    The result depends on the data only, never on the number of threads."""
     cdef int typenum = cnp.PyArray_TYPE(g)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(g)
     cdef int n_threads = omp_get_max_threads()
@@ -256,6 +266,6 @@ def reduce_norm(cnp.ndarray g, int how, double p=2.0):
     else:
         raise TypeError(f"norms are computed for float32, float64, complex64 and complex128, "
                         f"got {g.dtype}")
-    if r == -1.0 and how != NORM_MAX and how != NORM_MIN and n > 0:
+    if r == -1.0 and n > 0:             # sums and magnitudes are >= 0: -1 is malloc failing
         raise MemoryError("could not allocate the partial sums of a norm")
-    return r
+    return _finish_norm(r, how, p, n)

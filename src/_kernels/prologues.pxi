@@ -11,18 +11,8 @@
 # check every norm before any leaf is written.  It returns NONFINITE_NORM (nothing has been
 # written) when the norm is not finite and the rule was built with throw=True.
 #   hp: [0] the scale lam (set here), [1] omega, [2] p, [3] the NormKind, [4] throw,
-#       [5] the norm (set here, for error messages)
-
-cdef inline double _finish_norm(double total, int how, double p, Py_ssize_t n) noexcept nogil:
-    # The p-norm from the raw reduction (optimisers.grad_norm does the same in Python).
-    if n == 0:
-        return 0.0                      # conventions §7, also for p < 0
-    if how == NORM_SQUARES:
-        return sqrt(total)
-    if how == NORM_POWER:
-        return pow(total, 1.0 / p)      # IEEE: 0 ** negative = inf, overflow = inf
-    return total
-
+#       [5] the norm (set here, for error messages; or given, when [6] is 1: a caller that
+#       has already computed it, to check it before anything ran, need not read g again)
 
 cdef inline double _clip_scale(double omega, double norm) noexcept nogil:
     # conventions §7: a zero norm leaves g as it is, an infinite one zeroes it (even when
@@ -39,12 +29,15 @@ cdef inline double _clip_scale(double omega, double norm) noexcept nogil:
 cdef int _clipnorm_prologue(Stage* s, const floating* g, Py_ssize_t n_elements, bint pairs,
                             int n_threads) noexcept nogil:
     cdef int how = <int> s.hp[3]
-    cdef double total = _reduce(g, n_elements, how, s.hp[2], n_threads, pairs)
-    cdef double norm
-    if total == -1.0 and n_elements > 0:    # sums and magnitudes are >= 0: -1 is malloc failing
-        return NO_MEMORY
-    norm = _finish_norm(total, how, s.hp[2], n_elements)
-    s.hp[5] = norm
+    cdef double total, norm
+    if s.hp[6] != 0:
+        norm = s.hp[5]
+    else:
+        total = _reduce(g, n_elements, how, s.hp[2], n_threads, pairs)
+        if total == -1.0 and n_elements > 0:    # sums and magnitudes are >= 0: malloc failed
+            return NO_MEMORY
+        norm = _finish_norm(total, how, s.hp[2], n_elements)
+        s.hp[5] = norm
     if s.hp[4] != 0 and not (norm - norm == 0):      # not finite
         return NONFINITE_NORM
     s.hp[0] = <double> (<floating> _clip_scale(s.hp[1], norm))   # rounded to the dtype

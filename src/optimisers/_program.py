@@ -129,6 +129,11 @@ class Program:
             n = self._norms[p] = grad_norm(d, p)
         return n
 
+    def known_norm(self, p):
+        """The p-norm of the next stage's input when it is already known (computed by
+        :meth:`norm` for this very source, with no stage pending), else ``None``."""
+        return None if self.stages else self._norms.get(p)
+
     def set_source(self, d):
         """Continue from ``d`` (the output of a rule written in Python); ``None`` stops."""
         self._norms = {}
@@ -241,9 +246,6 @@ class _Recorder(Program):
     __slots__ = ()
 
     def current(self):
-        raise _Barrier
-
-    def norm(self, p):
         raise _Barrier
 
     def set_source(self, d):

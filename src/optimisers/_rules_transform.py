@@ -116,26 +116,10 @@ _NORM_KINDS = {2.0: K.NORM_SQUARES, 1.0: K.NORM_ABS, 0.0: K.NORM_COUNT,
 
 
 def grad_norm(g, p):
-    """The p-norm of a C-contiguous float32/float64 array, accumulated in float64 in an order
-    fixed by the data (blocks of 8192 elements, 8 lanes each), never by the thread count."""
-    if g.size == 0:
-        return 0.0                      # conventions §7 (also for p < 0)
-    how = _NORM_KINDS.get(p, K.NORM_POWER)
-    total = K.reduce_norm(g, how, p)
-    if how == K.NORM_SQUARES:
-        return math.sqrt(total)
-    if how == K.NORM_POWER:
-        return _libm_pow(total, 1.0 / p)
-    return total
-
-
-def _libm_pow(a, b):
-    """C ``pow(a, b)`` for ``a >= 0`` (or NaN), with its IEEE results where Python raises:
-    ``0 ** negative`` is ``inf`` (p < 0 and a zero total), an overflow is ``inf``."""
-    try:
-        return math.pow(a, b)
-    except (OverflowError, ValueError):
-        return math.inf
+    """The p-norm of a C-contiguous float32/float64 (or complex) array, accumulated in float64
+    in an order fixed by the data (blocks of 8192 elements, 8 lanes each), never by the
+    thread count; 0 for an empty array (conventions §7, also for p < 0)."""
+    return K.p_norm(g, _NORM_KINDS.get(p, K.NORM_POWER), p)
 
 
 @checked
@@ -197,8 +181,12 @@ class ClipNorm(Rule):
         # The kernel stage computes the norm and the scale min(omega/|g|_p, 1) in float64
         # (conventions §7: norm 0 -> 1, inf -> 0, NaN -> NaN), rounds the scale to the
         # dtype, and folds it into the next stage's read of g.
+        # A norm the engine has already computed (the precheck of a leading ClipNorm) is
+        # passed on, so that the kernel does not read g again.
+        known = prog.known_norm(self.p)
         prog.add(K.CLIPNORM, (0.0, float(self.omega), float(self.p),
-                              _NORM_KINDS.get(self.p, K.NORM_POWER), float(self.throw)))
+                              _NORM_KINDS.get(self.p, K.NORM_POWER), float(self.throw),
+                              0.0 if known is None else known, float(known is not None)))
         return state
 
 
