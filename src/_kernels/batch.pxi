@@ -30,6 +30,13 @@ cdef inline int _set_buffer(void** slot, object state, object path, int typenum,
     return 0
 
 
+cdef inline bint _spread_small(int n_threads, Py_ssize_t n_small,
+                               Py_ssize_t small_elements) noexcept nogil:
+    """Whether leaves below the parallel threshold are worth spreading over the threads,
+    each whole (together they are as much work as one array worth splitting)."""
+    return n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold
+
+
 cdef struct _Keyed:
     size_t key
     Py_ssize_t index
@@ -266,7 +273,7 @@ cdef class Batch:
             else:
                 n_small += 1
                 small_elements += self.sizes[j]
-        if any_norm and n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
+        if any_norm and _spread_small(n_threads, n_small, small_elements):
             for j in prange(self.n_leaves, schedule="dynamic", chunksize=4,
                             num_threads=n_threads):
                 if status[j] == OK and self.sizes[j] < _parallel_threshold:
@@ -319,7 +326,7 @@ cdef void _run_many(Stage* stages, Py_ssize_t* first, int* count, int* modes, ch
             n_small += 1
             small_elements += sizes[j]
     # ...small ones spread over the threads whole (never split a tiny array).
-    if n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold:
+    if _spread_small(n_threads, n_small, small_elements):
         for j in prange(n_leaves, schedule="dynamic", chunksize=4, num_threads=n_threads):
             if count[j] != 0 and is_double[j] == want_double and sizes[j] < _parallel_threshold:
                 _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
