@@ -52,19 +52,19 @@ cdef void rprop_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating gamma_min = <floating> s.hp[2], gamma_max = <floating> s.hp[3]
     cdef floating* gprev = (<floating*> s.buf[0]) + off
     cdef floating* step = (<floating*> s.buf[1]) + off
-    cdef floating p, gi, si, gp
+    cdef floating p, gi, si, grown, shrunk, gp
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef Py_ssize_t i
     for i in range(n):
         gi = g[i] * gs
         p = gprev[i] * gi
         si = step[i]
-        gp = gi
-        if p > 0:
-            si = _min(si * ell_inc, gamma_max)
-        elif p < 0:
-            si = _max(si * ell_dec, gamma_min)
-            gp = 0
+        # both candidate steps computed, then selected: a branch around the products would
+        # keep the loop from vectorising (the compiler may not compute them speculatively)
+        grown = _min(si * ell_inc, gamma_max)
+        shrunk = _max(si * ell_dec, gamma_min)
+        si = grown if p > 0 else (shrunk if p < 0 else si)
+        gp = 0 if p < 0 else gi
         step[i] = si
         gprev[i] = gp
         _emit(out, i, si * _sign(gp), subtract)
