@@ -27,7 +27,7 @@ from registry import (COMPLEX_OK, COMPLEX_REFUSED, RULE_IDS, RULES, rule_classes
 RULE_VALUES = [r for _, r in RULES]
 N_STEPS = 8
 # with the parallel threshold lowered to 4096 (fixture small_parallel_threshold), "b" stays
-# on one thread and "w" (6 tiles of 2048, 2 norm blocks) is split over the threads
+# on one thread and "w" (many tiles, 2 norm blocks) is split over the threads
 SHAPES = {"w": (12, 1000), "b": (1000,)}
 
 FLOAT_IDS = {np.float16: "f16", np.float32: "f32", np.float64: "f64"}

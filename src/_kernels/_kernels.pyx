@@ -94,7 +94,12 @@ cdef enum:
     MAX_HP = 12
     MAX_BUF = 4
     MAX_STAGES = 32
-    TILE = 2048
+    # Elements per tile.  Programs of one stage run as fast with any tile from 128 to 2048;
+    # chains are faster with small tiles: their stages take turns on the memory streams (a
+    # WeightDecay stage reads g and x, then Adam's reads m and v), and short turns keep the
+    # hardware prefetchers streaming (1e7 float64, one thread: WeightDecay -> Momentum 15.5
+    # ms a step with 2048, 9.1 ms with 512; single-stage rules unchanged).
+    TILE = 512
 
 
 cpdef enum Mode:
