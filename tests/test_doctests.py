@@ -9,8 +9,8 @@ import pytest
 import optimisers
 
 # Modules whose docstrings are prose only (private machinery; the kernels are compiled).
-WITHOUT_EXAMPLES = {"optimisers._kernels", "optimisers._kernels_avx2", "optimisers._program",
-                    "optimisers._probe"}
+WITHOUT_EXAMPLES = {"optimisers._kernels", "optimisers._kernels_avx2", "optimisers._kernels_avx512",
+                    "optimisers._program", "optimisers._probe"}
 
 MODULES = sorted(
     name for _, name, _ in pkgutil.walk_packages(optimisers.__path__, "optimisers.")

@@ -1,48 +1,85 @@
-"""The AVX2 build of the kernels gives the same bits as the baseline build."""
+"""Every build of the kernels (baseline, AVX2, AVX-512) gives the same bits, and the widest
+one this processor runs is the one in use."""
+
+import importlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import optimisers as opt
 from optimisers import _kernels as baseline
-from optimisers import _program, _tree
+from optimisers import _native, _program, _tree
 
-try:
-    from optimisers import _kernels_avx2 as avx2
-except ImportError:             # not built on this platform
-    avx2 = None
 
-RULES = [opt.Adam(0.1), opt.RAdam(), opt.NAdam(), opt.AdamW(0.1, lambda_=0.1), opt.Lion(0.1),
-         opt.Rprop(), opt.AdaMax(), opt.AMSGrad(), opt.RMSProp(centred=True), opt.AdaDelta(),
+def _build(isa):
+    try:
+        return importlib.import_module(f"optimisers._kernels_{isa}")
+    except ImportError:             # not built on this platform
+        return None
+
+
+WIDER = [isa for isa in _native.ISAS[1:] if _build(isa) is not None and baseline.cpu_runs(isa)]
+
+RULES = [opt.Adam(0.1), opt.RAdam(), opt.NAdam(), opt.AdamW(0.1, lambda_=0.1),
+         opt.AdamW(0.1, lambda_=0.1, couple=False), opt.Lion(0.1), opt.Rprop(), opt.AdaMax(),
+         opt.AMSGrad(), opt.OAdam(), opt.AdaBelief(), opt.RMSProp(centred=True),
+         opt.AdaDelta(),
          opt.OptimiserChain(opt.ClipNorm(1.0), opt.SignDecay(0.1), opt.ClipGrad(0.5),
                             opt.Nesterov(0.1)),
-         opt.OptimiserChain(opt.AccumGrad(2), opt.AdaBelief(0.1))]
+         opt.OptimiserChain(opt.AccumGrad(2), opt.AdaBelief(0.1)),
+         opt.OptimiserChain(opt.WeightDecay(0.1), opt.Adam(0.1))]
 
 
-def test_the_widest_available_build_is_in_use():
-    expected = "avx2" if (avx2 is not None and baseline.cpu_has_avx2()) else "baseline"
+def test_the_widest_build_this_processor_runs_is_in_use():
+    expected = WIDER[-1] if WIDER else "baseline"
     assert opt.kernel_isa() == expected
     assert baseline.isa() == "baseline"
+    for isa in WIDER:
+        assert _build(isa).isa() == isa
 
 
-@pytest.mark.skipif(avx2 is None or not baseline.cpu_has_avx2(),
-                    reason="no AVX2 build or no AVX2 processor here")
+@pytest.mark.parametrize("cap", ["baseline", "avx2"])
+def test_the_environment_caps_the_build(cap):
+    code = "import optimisers as opt; print(opt.kernel_isa())"
+    env = dict(os.environ, OPTIMISERS_ISA=cap)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    allowed = _native.ISAS[:_native.ISAS.index(cap) + 1]
+    assert out == ([isa for isa in WIDER if isa in allowed] or ["baseline"])[-1]
+
+
+def test_a_processor_runs_the_baseline_and_not_an_unknown_build():
+    assert baseline.cpu_runs("baseline")
+    assert not baseline.cpu_runs("avx1024")
+
+
+def _run(module, rule, dtype, rng, scale):
+    """Four steps of `rule` on a parameter of 5003 elements (tiles and a tail) and one of 3,
+    with the kernels of `module`."""
+    model = {"a": rng.standard_normal(5003).astype(dtype), "b": np.ones(3, dtype)}
+    state = opt.setup(rule, model)
+    for _ in range(4):
+        grad = {k: (rng.standard_normal(v.shape) * scale).astype(dtype)
+                for k, v in model.items()}
+        state, model = opt.update_(state, model, grad)
+    return model, state
+
+
+@pytest.mark.skipif(not WIDER, reason="no wider build, or a processor that runs none")
+@pytest.mark.parametrize("isa", WIDER)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
-@pytest.mark.parametrize("rule", RULES, ids=lambda r: type(r).__name__)
-def test_avx2_and_baseline_agree_bit_for_bit(rule, dtype, monkeypatch):
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: repr(r)[:40])
+def test_every_build_agrees_with_the_baseline_bit_for_bit(rule, dtype, isa, monkeypatch):
     if dtype == np.complex64 and not all(c._complex for c in _classes(rule)):
         pytest.skip("rule not defined for complex parameters")
     results = []
-    for module in (baseline, avx2):
+    for module in (baseline, _build(isa)):
         monkeypatch.setattr(_program, "_kernels", module)
         monkeypatch.setattr(_tree, "_kernels", module)
-        rng = np.random.default_rng(7)
-        model = {"a": rng.standard_normal(5003).astype(dtype), "b": np.ones(3, dtype)}
-        state = opt.setup(rule, model)
-        for _ in range(4):
-            grad = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in model.items()}
-            state, model = opt.update_(state, model, grad)
-        results.append((model, state))
+        results.append(_run(module, rule, dtype, np.random.default_rng(7), 1.0))
     (m1, s1), (m2, s2) = results
     for k in m1:
         assert np.array_equal(m1[k], m2[k]) and m1[k].dtype == m2[k].dtype

@@ -72,22 +72,34 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    #ifdef __AVX2__
+    #include <string.h>
+    #if defined(__AVX512F__)
+    #define OPTIMISERS_ISA "avx512"
+    #elif defined(__AVX2__)
     #define OPTIMISERS_ISA "avx2"
     #else
     #define OPTIMISERS_ISA "baseline"
     #endif
-    static int optimisers_cpu_has_avx2(void) {
+    /* Whether this processor and its operating system run the build named `isa` (the
+       flags of each build are in src/meson.build). */
+    static int optimisers_cpu_runs(const char* isa) {
+        if (strcmp(isa, "baseline") == 0)
+            return 1;
     #if defined(__GNUC__) && defined(__x86_64__)
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
-    #else
-        return 0;
+        int avx2 = __builtin_cpu_supports("avx2");
+        if (strcmp(isa, "avx2") == 0)
+            return avx2;
+        if (strcmp(isa, "avx512") == 0)
+            return avx2 && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512f")
+                   && __builtin_cpu_supports("avx512dq")
+                   && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
     #endif
+        return 0;
     }
     """
     const char* OPTIMISERS_ISA
-    int optimisers_cpu_has_avx2() noexcept nogil
+    int optimisers_cpu_runs(const char* isa) noexcept nogil
 
 
 cdef enum:
@@ -170,13 +182,14 @@ def openmp_enabled():
 
 
 def isa():
-    """The instruction set this build of the kernels was compiled for: "baseline" or "avx2"."""
+    """The instruction set this build of the kernels was compiled for: "baseline", "avx2"
+    or "avx512"."""
     return OPTIMISERS_ISA.decode()
 
 
-def cpu_has_avx2():
-    """Whether this processor (and operating system) can run the AVX2 build."""
-    return bool(optimisers_cpu_has_avx2())
+def cpu_runs(str name):
+    """Whether this processor (and operating system) can run the build ``name``."""
+    return bool(optimisers_cpu_runs(name.encode()))
 
 
 def max_threads():
@@ -237,13 +250,15 @@ cdef inline floating _min(floating a, floating b) noexcept nogil:
 
 
 cdef inline void _emit(floating* out, Py_ssize_t i, floating d, bint subtract) noexcept nogil:
-    # `subtract` is the same for a whole loop, so the compiler unswitches it.
-    if subtract:
-        out[i] = out[i] - d
-    else:
-        out[i] = d
+    # `subtract` is the same for a whole loop.  Written as a select between two computed
+    # values, not a branch: the compiler unswitches a small loop on it, and a larger one
+    # (which it does not unswitch) still vectorises with a blend, where a branch left in
+    # the loop would keep it scalar.
+    cdef floating rest = out[i] - d
+    out[i] = rest if subtract else d
 
 
+include "quotients.pxi"
 include "rules_sgd.pxi"
 include "rules_adam.pxi"
 include "rules_adaptive.pxi"

@@ -2,18 +2,31 @@
 #   hp[0] b1, hp[1] b2, hp[2] 1-b1, hp[3] 1-b2, hp[4] 1-bt1, hp[5] 1-bt2, hp[6] eps, hp[7] eta
 # where bt = beta^t is the running product kept in the state (bias corrections).
 
+# Their quotients by the bias corrections go through quotients.pxi: a loop divides by
+# reciprocal (ByReciprocal) while it updates the moments and notes any value that needs the
+# divider; it keeps what it overwrites in `out`, and a tile with such a value is restored
+# and stepped again from the new moments with the divider (ByDivider).  Same bits either way.
+
+cdef inline floating _adam_ratio(Quotients* how, floating mi, floating vi, const Divisor* c1,
+                                 const Divisor* c2, floating eps) noexcept nogil:
+    # (m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps)
+    return _quotient(how, mi, c1) / (_sqrt(_quotient(how, vi, c2)) + eps)
+
+
 cdef void adam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                     const floating* g, floating* out, bint subtract) noexcept nogil:
     # m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2
     # d = ((m / (1-bt1)) / (sqrt(v / (1-bt2)) + eps)) * eta
     cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
     cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
     cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
+    cdef floating kept[TILE]
+    cdef int divider = 0
     cdef Py_ssize_t i
     for i in range(n):
         gi = g[i] * gs
@@ -21,7 +34,15 @@ cdef void adam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        _emit(out, i, ((mi / bc1) / (_sqrt(vi / bc2) + eps)) * eta, subtract)
+        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
+        if _fast_path(mi):
+            kept[i] = out[i]
+        _emit(out, i, _adam_ratio(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps) * eta, subtract)
+    if divider:
+        _restore(out, kept, n)
+        for i in range(n):
+            _emit(out, i, _adam_ratio(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps) * eta,
+                  subtract)
 
 
 cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -153,13 +174,15 @@ cdef void adamw_coupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, float
     # hp: Adam's eight, then hp[8] lambda
     cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
     cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
     cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
     cdef floating lam = <floating> s.hp[8]
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi, a
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
+    cdef floating kept[TILE]
+    cdef int divider = 0
     cdef Py_ssize_t i
     for i in range(n):
         gi = g[i] * gs
@@ -167,8 +190,16 @@ cdef void adamw_coupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, float
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        a = (mi / bc1) / (_sqrt(vi / bc2) + eps)
+        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
+        if _fast_path(mi):
+            kept[i] = out[i]
+        a = _adam_ratio(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps)
         _emit(out, i, eta * (a + lam * x[i]), subtract)
+    if divider:
+        _restore(out, kept, n)
+        for i in range(n):
+            a = _adam_ratio(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps)
+            _emit(out, i, eta * (a + lam * x[i]), subtract)
 
 
 cdef void adamw_decoupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -176,13 +207,15 @@ cdef void adamw_decoupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, flo
     # as adamw_coupled, but d = (eta*a) + lambda*x   (couple=False)
     cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
     cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
     cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
     cdef floating lam = <floating> s.hp[8]
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi, a
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
+    cdef floating kept[TILE]
+    cdef int divider = 0
     cdef Py_ssize_t i
     for i in range(n):
         gi = g[i] * gs
@@ -190,8 +223,16 @@ cdef void adamw_decoupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, flo
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        a = (mi / bc1) / (_sqrt(vi / bc2) + eps)
+        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
+        if _fast_path(mi):
+            kept[i] = out[i]
+        a = _adam_ratio(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps)
         _emit(out, i, eta * a + lam * x[i], subtract)
+    if divider:
+        _restore(out, kept, n)
+        for i in range(n):
+            a = _adam_ratio(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps)
+            _emit(out, i, eta * a + lam * x[i], subtract)
 
 
 cdef void adabelief_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,

@@ -1,26 +1,32 @@
 """The compiled kernels, built for the widest instruction set this processor runs.
 
-The kernel module is compiled twice: ``_kernels`` for the baseline of the platform and, on
-x86-64, ``_kernels_avx2`` with AVX2 enabled.  Both give the same bits (IEEE arithmetic
-without FP contraction); the AVX2 build is faster where the arithmetic, not memory, is the
-limit (Adam's two divisions and square root per element).  ``OPTIMISERS_ISA=baseline`` in
-the environment forces the baseline build.
+The kernel module is compiled up to three times: ``_kernels`` for the baseline of the
+platform and, on x86-64, ``_kernels_avx2`` (AVX2) and ``_kernels_avx512``
+(AVX-512 F/DQ/VL/BW, 512-bit vectors).  All give the same bits (IEEE arithmetic without FP
+contraction); the wider builds are faster where the arithmetic, not memory, is the limit
+(Adam's divisions and square root per element).  ``OPTIMISERS_ISA=baseline`` (or ``avx2``)
+in the environment caps the choice.
 """
 
+import importlib
 import os
 
 from . import _kernels as _baseline
 
+ISAS = ("baseline", "avx2", "avx512")       # narrowest first
+
 
 def _choose():
-    if os.environ.get("OPTIMISERS_ISA", "").strip().lower() in ("baseline", "sse2", "generic"):
-        return _baseline
-    if _baseline.cpu_has_avx2():
+    cap = os.environ.get("OPTIMISERS_ISA", "").strip().lower()
+    cap = {"sse2": "baseline", "generic": "baseline"}.get(cap, cap)
+    allowed = ISAS[:ISAS.index(cap) + 1] if cap in ISAS else ISAS
+    for isa in reversed(allowed[1:]):
+        if not _baseline.cpu_runs(isa):
+            continue
         try:
-            from . import _kernels_avx2
-        except ImportError:           # a build without it (another platform or compiler)
-            return _baseline
-        return _kernels_avx2
+            return importlib.import_module(f"{__package__}._kernels_{isa}")
+        except ImportError:           # not built here (another platform or compiler)
+            continue
     return _baseline
 
 
@@ -139,19 +145,19 @@ def set_parallel_threshold(n):
 def kernel_isa():
     """The instruction set the kernels in use were compiled for.
 
-    ``"avx2"`` on an x86-64 processor that runs AVX2 (unless ``OPTIMISERS_ISA=baseline`` was
-    set in the environment before import), ``"baseline"`` otherwise.  Both builds give the
-    same bits.
+    ``"avx512"`` or ``"avx2"`` on an x86-64 processor that runs it (unless
+    ``OPTIMISERS_ISA`` set in the environment before import names a narrower one),
+    ``"baseline"`` otherwise.  Every build gives the same bits.
 
     Returns
     -------
     str
-        ``"baseline"`` or ``"avx2"``.
+        ``"baseline"``, ``"avx2"`` or ``"avx512"``.
 
     Examples
     --------
     >>> import optimisers as opt
-    >>> opt.kernel_isa() in ("baseline", "avx2")
+    >>> opt.kernel_isa() in ("baseline", "avx2", "avx512")
     True
     """
     return kernels.isa()

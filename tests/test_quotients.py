@@ -1,0 +1,175 @@
+"""Quotients by the bias corrections without the divider (src/_kernels/quotients.pxi).
+
+The AVX-512 build divides Adam's float64 moments by 1 - beta^t through a reciprocal and two
+FMA corrections, and sends values outside the range where that is proven exact to the
+divider, a tile at a time.  These tests check the quotients bit for bit against numpy's a / b, the
+range check exactly, and whole steps whose tiles take the divider against the reference.
+"""
+
+import importlib
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import optimisers as opt
+from optimisers import _native, _program, _tree
+from assertions import assert_arrays_same, assert_state_same, bits_equal
+from reference import ref_apply, ref_init, ref_update
+
+
+def _build(isa):
+    name = "optimisers._kernels" + ("" if isa == "baseline" else f"_{isa}")
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+BUILDS = {isa: _build(isa) for isa in _native.ISAS}
+RUNNABLE = [isa for isa, k in BUILDS.items() if k is not None and BUILDS["baseline"].cpu_runs(isa)]
+FAST = [isa for isa in RUNNABLE if BUILDS[isa].fast_quotients()]
+
+# quotients.pxi's range for float64: 2^(emin + p + 4) and 2^(emax - 2)
+LOW, HIGH = 2.0 ** -965, 2.0 ** 1021
+
+
+def test_fast_quotients_are_where_they_pay():
+    assert not BUILDS["baseline"].fast_quotients()
+    if BUILDS["avx2"] is not None:
+        assert not BUILDS["avx2"].fast_quotients()
+    if "avx512" in RUNNABLE:
+        assert BUILDS["avx512"].fast_quotients()
+
+
+def _divisors():
+    bias = [1 - beta ** t for beta in (0.9, 0.999, 0.99999) for t in (1, 2, 7, 1000)]
+    return bias + [1.0, 0.5, 0.75, 2.0 ** -20, 1e-300, 1 - 2.0 ** -53]
+
+
+def _dividends(rng):
+    """Random bit patterns over every exponent, both signs, the edges of the range, and
+    every significand (to 20 bits) in [1, 2).  Returns the values and a mask of the last
+    block, which no divisor in (0, 1] may send to the divider."""
+    random = rng.integers(0, 2 ** 64 - 1, 400_000, dtype=np.uint64, endpoint=True)
+    fi = np.finfo(np.float64)
+    edges = np.array([0.0, fi.smallest_subnormal, fi.tiny, LOW, HIGH, fi.max, np.inf, np.nan,
+                      1.0, 3.0, 1 - fi.epsneg, 1 + fi.eps])
+    edges = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf)])
+    # significands in [1, 2): the quotient's rounding is decided there
+    sig = np.arange(1 << 20, dtype=np.uint64) << np.uint64(32) | np.float64(1.0).view(np.uint64)
+    a = np.concatenate([random.view(np.float64), edges, -edges, sig.view(np.float64)])
+    ordinary = np.zeros(a.size, bool)
+    ordinary[-sig.size:] = True
+    return a, ordinary
+
+
+@pytest.mark.skipif(not FAST, reason="no build with fast quotients runs on this processor")
+@pytest.mark.parametrize("isa", FAST)
+def test_fast_quotients_are_correctly_rounded_where_taken(isa):
+    kernels = BUILDS[isa]
+    a, ordinary = _dividends(np.random.default_rng(11))
+    for b in _divisors():
+        q, needs = kernels._quotients_by_reciprocal(a, b)
+        with np.errstate(all="ignore"):
+            exact = a / b
+        # the range check is exactly the one the proof needs
+        want_needs = ((np.abs(a) < LOW) & (a != 0)) | (np.abs(a) > b * HIGH)
+        np.testing.assert_array_equal(needs, want_needs, err_msg=f"b={b}")
+        same = bits_equal(q, exact)
+        assert same[~needs].all(), (
+            f"b={b}: {np.count_nonzero(~same & ~needs)} quotients differ from a/b, "
+            f"e.g. a={a[~same & ~needs][:3]}")
+        assert not needs[ordinary].any(), f"b={b}: ordinary values sent to the divider"
+
+
+@pytest.mark.skipif(not FAST, reason="no build with fast quotients runs on this processor")
+def test_the_values_sent_to_the_divider_need_it():
+    """Without the range check some quotients would be wrong: subnormal-range dividends
+    round differently, and infinities turn into NaN."""
+    kernels = BUILDS[FAST[-1]]
+    rng = np.random.default_rng(5)
+    a = np.append(rng.uniform(1, 2 ** 20, 200_000) * np.finfo(np.float64).smallest_subnormal,
+                  np.inf)
+    q, needs = kernels._quotients_by_reciprocal(a, 1 - 0.999)
+    assert needs.all()
+    assert not bits_equal(q, a / (1 - 0.999)).all()
+    assert np.isnan(q[-1])
+
+
+@pytest.mark.skipif(not FAST, reason="no build with fast quotients runs on this processor")
+def test_a_divisor_outside_zero_one_sends_everything_to_the_divider():
+    kernels = BUILDS[FAST[-1]]
+    a = np.array([0.0, -0.0, 1.0, -3.5, 1e-30, np.nan])
+    for b in (1.5, -0.5, 0.0, float(np.finfo(np.float64).smallest_subnormal), np.nan, np.inf):
+        _, needs = kernels._quotients_by_reciprocal(a, b)
+        np.testing.assert_array_equal(needs, np.abs(a) > 0, err_msg=f"b={b}")
+
+
+# ---------------------------------------------------------------------------------------
+# Whole steps with tiles that take the divider: values the fast path would get wrong sit
+# in some tiles (tiles are 512 elements), among ordinary ones.
+
+RULES = [opt.Adam(0.01), opt.AdamW(0.01, lambda_=0.1), opt.AdamW(0.01, lambda_=0.1, couple=False),
+         opt.RAdam(0.01), opt.OptimiserChain(opt.WeightDecay(0.1), opt.Adam(0.01)),
+         opt.OptimiserChain(opt.ClipNorm(10.0, throw=False), opt.AdamW(0.01, lambda_=0.1))]
+
+
+def _gradient(rng, n, dtype, step):
+    fi = np.finfo(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    g[rng.integers(0, n, n // 10)] = 0
+    # tile 1: subnormal gradients (the moments end up in the subnormal range)
+    g[512:1024] = (rng.standard_normal(512) * fi.smallest_subnormal * 64).astype(dtype)
+    # tile 3: a few huge ones (g*g overflows: v = inf with m finite), and -0
+    g[1536 + rng.integers(0, 512, 3)] = np.sqrt(fi.max) * dtype(4)
+    g[1536 + rng.integers(0, 512, 5)] = dtype(-0.0)
+    # tile 5, from step 2: an infinity and a NaN
+    if step >= 2:
+        g[2560 + rng.integers(0, 512, 2)] = [np.inf, -np.inf]
+        g[2560 + rng.integers(0, 512, 1)] = np.nan
+    return g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: repr(r)[:48])
+def test_steps_whose_tiles_take_the_divider_match_the_reference(rule, dtype, n_threads,
+                                                                 small_parallel_threshold):
+    rng = np.random.default_rng(3)
+    n = 9000
+    x = rng.standard_normal(n).astype(dtype)
+    x[rng.integers(0, n, 50)] = dtype(-0.0)
+    ref_x, ref_s = x.copy(), ref_init(rule, x)
+    state = opt.setup(rule, x)
+    for step in range(5):
+        g = _gradient(rng, n, dtype, step)
+        state, x = opt.update_(state, x, g)
+        ref_s, ref_x = ref_update(rule, ref_s, ref_x, g)
+        assert_arrays_same(x, ref_x, f"step {step}: parameter")
+        assert_state_same(state.state, ref_s, f"step {step}: state")
+    # the functional form: d stored, x untouched
+    g = _gradient(rng, n, dtype, 9)
+    st, d = opt.apply_(rule, state.state, x, g)
+    ref_st, ref_d = ref_apply(rule, ref_s, ref_x, g)
+    assert_arrays_same(d, ref_d, "apply_: d")
+    assert_state_same(st, ref_st, "apply_: state")
+
+
+@pytest.mark.skipif(len(RUNNABLE) < 2, reason="one build only")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, monkeypatch):
+    results = []
+    for isa in RUNNABLE:
+        monkeypatch.setattr(_program, "_kernels", BUILDS[isa])
+        monkeypatch.setattr(_tree, "_kernels", BUILDS[isa])
+        rng = np.random.default_rng(8)
+        x = rng.standard_normal(4000).astype(dtype)
+        state = opt.setup(opt.AdamW(0.01, lambda_=0.1), x)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            for step in range(4):
+                state, x = opt.update_(state, x, _gradient(rng, x.size, dtype, step))
+        results.append((isa, x, state))
+    _, x0, s0 = results[0]
+    for isa, x1, s1 in results[1:]:
+        assert_arrays_same(x1, x0, f"{isa} against baseline: parameter")
+        assert_state_same(s1.state, s0.state, f"{isa} against baseline: state")
