@@ -45,13 +45,21 @@ cdef void adam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                   subtract)
 
 
+cdef inline floating _radam_d(Quotients* how, floating mi, floating vi, const Divisor* c1,
+                              const Divisor* c2, floating eps, floating eta, floating r,
+                              bint rectified) noexcept nogil:
+    if rectified:
+        return (_adam_ratio(how, mi, vi, c1, c2, eps) * eta) * r
+    return _quotient(how, mi, c1) * eta
+
+
 cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                      const floating* g, floating* out, bint subtract) noexcept nogil:
     # m, v as Adam.  hp[8] r (the rectification), hp[9] 1.0 when rho_t > 4 else 0.0:
     # d = (((m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps)) * eta) * r   or, warming up,  (m/(1-bt1)) * eta
     cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
     cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
     cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
     cdef floating r = <floating> s.hp[8]
     cdef bint rectified = s.hp[9] != 0
@@ -59,6 +67,8 @@ cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
+    cdef floating kept[TILE]
+    cdef int divider = 0
     cdef Py_ssize_t i
     for i in range(n):
         gi = g[i] * gs
@@ -66,10 +76,16 @@ cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        if rectified:
-            _emit(out, i, (((mi / bc1) / (_sqrt(vi / bc2) + eps)) * eta) * r, subtract)
-        else:
-            _emit(out, i, (mi / bc1) * eta, subtract)
+        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
+        if _fast_path(mi):
+            kept[i] = out[i]
+        _emit(out, i, _radam_d(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps, eta, r, rectified),
+              subtract)
+    if divider:
+        _restore(out, kept, n)
+        for i in range(n):
+            _emit(out, i, _radam_d(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps, eta, r,
+                                   rectified), subtract)
 
 
 cdef void adamax_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -142,6 +158,14 @@ cdef void amsgrad_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x
         _emit(out, i, (eta * mi) / (_sqrt(hi) + eps), subtract)
 
 
+cdef inline floating _nadam_d(Quotients* how, floating mi, floating vi, floating gi,
+                              floating b1, floating b2, floating omb1, const Divisor* c1,
+                              const Divisor* c1_next, const Divisor* c2, floating eps,
+                              floating eta) noexcept nogil:
+    cdef floating num = _quotient(how, b1 * mi, c1_next) + _quotient(how, omb1 * gi, c1)
+    return (num / (_sqrt(_quotient(how, vi * b2, c2)) + eps)) * eta
+
+
 cdef void nadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                      const floating* g, floating* out, bint subtract) noexcept nogil:
     # m, v as Adam ; num = (b1*m)/(1 - b1*bt1) + ((1-b1)*g)/(1-bt1)
@@ -149,13 +173,15 @@ cdef void nadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     # hp: b1, b2, 1-b1, 1-b2, 1-bt1, 1-bt2, eps, eta, 1-b1*bt1
     cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
     cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
     cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
-    cdef floating bc1_next = <floating> s.hp[8]
+    cdef Divisor c1_next = _divisor(<floating> s.hp[8])
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
-    cdef floating gi, mi, vi, num, den
+    cdef floating gi, mi, vi
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
+    cdef floating kept[TILE]
+    cdef int divider = 0
     cdef Py_ssize_t i
     for i in range(n):
         gi = g[i] * gs
@@ -163,9 +189,17 @@ cdef void nadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         vi = b2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        num = (b1 * mi) / bc1_next + (omb1 * gi) / bc1
-        den = _sqrt((vi * b2) / bc2) + eps
-        _emit(out, i, (num / den) * eta, subtract)
+        divider |= (_needs_divider(b1 * mi, &c1_next) | _needs_divider(omb1 * gi, &c1)
+                    | _needs_divider(vi * b2, &c2))
+        if _fast_path(mi):
+            kept[i] = out[i]
+        _emit(out, i, _nadam_d(<ByReciprocal*> NULL, mi, vi, gi, b1, b2, omb1, &c1, &c1_next,
+                               &c2, eps, eta), subtract)
+    if divider:
+        _restore(out, kept, n)      # g too, where out is the tile buffer g was read from
+        for i in range(n):
+            _emit(out, i, _nadam_d(<ByDivider*> NULL, m[i], v[i], g[i] * gs, b1, b2, omb1,
+                                   &c1, &c1_next, &c2, eps, eta), subtract)
 
 
 cdef void adamw_coupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -235,18 +269,26 @@ cdef void adamw_decoupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, flo
             _emit(out, i, eta * a + lam * x[i], subtract)
 
 
+cdef inline floating _adabelief_d(Quotients* how, floating mi, floating si, const Divisor* c1,
+                                  const Divisor* c2, floating eps, floating eta) noexcept nogil:
+    # ((eta*m)/(1-bt1)) / (sqrt(s/(1-bt2)) + eps)
+    return _quotient(how, eta * mi, c1) / (_sqrt(_quotient(how, si, c2)) + eps)
+
+
 cdef void adabelief_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
                          const floating* g, floating* out, bint subtract) noexcept nogil:
     # m <- b1*m + (1-b1)*g ; s <- ((b2*s) + (1-b2)*(g-m)^2) + eps   (with the new m)
     # d = ((eta*m)/(1-bt1)) / (sqrt(s/(1-bt2)) + eps)
     cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
     cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef floating bc1 = <floating> s.hp[4], bc2 = <floating> s.hp[5]
+    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
     cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* sv = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, si, e
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
+    cdef floating kept[TILE]
+    cdef int divider = 0
     cdef Py_ssize_t i
     for i in range(n):
         gi = g[i] * gs
@@ -255,4 +297,12 @@ cdef void adabelief_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating*
         si = (b2 * sv[i] + omb2 * (e * e)) + eps
         m[i] = mi
         sv[i] = si
-        _emit(out, i, ((eta * mi) / bc1) / (_sqrt(si / bc2) + eps), subtract)
+        divider |= _needs_divider(eta * mi, &c1) | _needs_divider(si, &c2)
+        if _fast_path(mi):
+            kept[i] = out[i]
+        _emit(out, i, _adabelief_d(<ByReciprocal*> NULL, mi, si, &c1, &c2, eps, eta), subtract)
+    if divider:
+        _restore(out, kept, n)
+        for i in range(n):
+            _emit(out, i, _adabelief_d(<ByDivider*> NULL, m[i], sv[i], &c1, &c2, eps, eta),
+                  subtract)
