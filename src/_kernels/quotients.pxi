@@ -24,17 +24,18 @@
 # (a subnormal moment, an infinity, a huge value) needs the divider.  Such values are rare,
 # so a rule checks the values it divides as it goes, keeps what it overwrites, and redoes a
 # tile that held one with the divider -- the same bits either way.  Such a tile costs the
-# fast pass plus the old one, and the subnormal arithmetic costs on any path: a parameter
-# whose gradient stays exactly zero sees its moments decay through that range (m within
-# about 700 steps, v at beta2 = 0.999 within about 75,000), and its tiles are that much
-# slower meanwhile.  tests/test_quotients.py
-# checks the fast path bit for bit against a/b on edge values and random bit patterns.
+# fast pass plus a pass with the divider (and subnormal arithmetic is slow on any path): a
+# parameter whose gradient stays exactly zero sees its moments decay through that range (m
+# within about 700 steps, v at beta2 = 0.999 within about 75,000), and its tiles are that
+# much slower meanwhile.  tests/test_quotients.py checks the fast path bit for bit against
+# a/b on edge values and random bit patterns.
 #
 # Only the AVX-512 build takes the fast path, and only in float64 (elsewhere it is the
 # division itself).  It pays there: 1e5 float64 elements on one core of a Zen 4, Adam
-# 1.61 -> 1.16 ns an element; float32 gained nothing (its division is cheap).  With AVX2 and FMA the extra instructions cost more than the divider
-# (float64 1.67 -> 1.79 ns, float32 0.58 -> 0.84 ns): with 16 vector registers, not 32, and
-# no mask registers, the checks and corrections crowd the loop.
+# 1.61 -> 1.16 ns an element; float32 gained nothing (its division is cheap).  With AVX2
+# and FMA the extra instructions cost more than the divider (float64 1.67 -> 1.79 ns,
+# float32 0.58 -> 0.84 ns): with 16 vector registers, not 32, and no mask registers, the
+# checks and corrections crowd the loop.
 
 from libc.math cimport copysign, copysignf, fma, fmaf
 
