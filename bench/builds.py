@@ -8,7 +8,6 @@ Builds this processor cannot run are left out.
 """
 
 import argparse
-import importlib
 import time
 
 import numpy as np
@@ -31,19 +30,6 @@ RULES = {
 }
 
 
-def _builds():
-    found = {}
-    for isa in _native.ISAS:
-        name = "optimisers._kernels" + ("" if isa == "baseline" else f"_{isa}")
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if module.cpu_runs(isa):
-            found[isa] = module
-    return found
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rule", choices=sorted(RULES), default="adam")
@@ -61,7 +47,7 @@ def main(argv=None):
     # towards zero over the many steps timed here, into subnormal values no training sees
     grads = [(rng.standard_normal(n) * 1e-2).astype(dtype) for _ in range(2)]
     state = opt.setup(RULES[args.rule](), x)
-    builds = _builds()
+    builds = _native.builds()
     times = {isa: [] for isa in builds}
     try:
         with threadpool_limits(limits=args.threads, user_api="openmp"):

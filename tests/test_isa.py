@@ -1,7 +1,6 @@
 """Every build of the kernels (baseline, AVX2, AVX-512) gives the same bits, and the widest
 one this processor runs is the one in use."""
 
-import importlib
 import os
 import subprocess
 import sys
@@ -13,15 +12,8 @@ import optimisers as opt
 from optimisers import _kernels as baseline
 from optimisers import _native, _program, _tree
 
-
-def _build(isa):
-    try:
-        return importlib.import_module(f"optimisers._kernels_{isa}")
-    except ImportError:             # not built on this platform
-        return None
-
-
-WIDER = [isa for isa in _native.ISAS[1:] if _build(isa) is not None and baseline.cpu_runs(isa)]
+BUILDS = _native.builds()
+WIDER = list(BUILDS)[1:]
 
 RULES = [opt.Adam(0.1), opt.RAdam(), opt.NAdam(), opt.AdamW(0.1, lambda_=0.1),
          opt.AdamW(0.1, lambda_=0.1, couple=False), opt.Lion(0.1), opt.Rprop(), opt.AdaMax(),
@@ -37,8 +29,8 @@ def test_the_widest_build_this_processor_runs_is_in_use():
     expected = WIDER[-1] if WIDER else "baseline"
     assert opt.kernel_isa() == expected
     assert baseline.isa() == "baseline"
-    for isa in WIDER:
-        assert _build(isa).isa() == isa
+    for isa, module in BUILDS.items():
+        assert module.isa() == isa
 
 
 @pytest.mark.parametrize("cap", ["baseline", "avx2"])
@@ -76,7 +68,7 @@ def test_every_build_agrees_with_the_baseline_bit_for_bit(rule, dtype, isa, monk
     if dtype == np.complex64 and not all(c._complex for c in _classes(rule)):
         pytest.skip("rule not defined for complex parameters")
     results = []
-    for module in (baseline, _build(isa)):
+    for module in (baseline, BUILDS[isa]):
         monkeypatch.setattr(_program, "_kernels", module)
         monkeypatch.setattr(_tree, "_kernels", module)
         results.append(_run(module, rule, dtype, np.random.default_rng(7), 1.0))

@@ -293,9 +293,9 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     elif k == RPROP:
         rprop_tile(s, off, n, x, g, out, subtract)
     elif k == ADAM:
-        adam_tile(s, off, n, x, g, out, subtract)
+        adam_family_tile(<AdamStep*> NULL, s, off, n, x, g, out, subtract)
     elif k == RADAM:
-        radam_tile(s, off, n, x, g, out, subtract)
+        adam_family_tile(<RAdamStep*> NULL, s, off, n, x, g, out, subtract)
     elif k == ADAMAX:
         adamax_tile(s, off, n, x, g, out, subtract)
     elif k == OADAM:
@@ -309,9 +309,9 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     elif k == NADAM:
         nadam_tile(s, off, n, x, g, out, subtract)
     elif k == ADAMW_COUPLED:
-        adamw_coupled_tile(s, off, n, x, g, out, subtract)
+        adam_family_tile(<AdamWCoupledStep*> NULL, s, off, n, x, g, out, subtract)
     elif k == ADAMW_DECOUPLED:
-        adamw_decoupled_tile(s, off, n, x, g, out, subtract)
+        adam_family_tile(<AdamWDecoupledStep*> NULL, s, off, n, x, g, out, subtract)
     elif k == ADABELIEF:
         adabelief_tile(s, off, n, x, g, out, subtract)
     elif k == LION:

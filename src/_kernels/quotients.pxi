@@ -37,7 +37,7 @@
 # float32 0.58 -> 0.84 ns): with 16 vector registers, not 32, and no mask registers, the
 # checks and corrections crowd the loop.
 
-from libc.math cimport copysign, copysignf, fma, fmaf
+from libc.math cimport copysign, fma
 
 cdef extern from *:
     """
@@ -46,15 +46,13 @@ cdef extern from *:
     #else
     #define OPTIMISERS_FAST_QUOTIENTS 0
     #endif
-    /* 2^(emin + p + 4) and 2^(emax - 2) */
-    #define OPTIMISERS_QUOTIENT_LOW_F 0x1p-98f
-    #define OPTIMISERS_QUOTIENT_LOW_D 0x1p-965
-    #define OPTIMISERS_QUOTIENT_HIGH_F 0x1p125f
-    #define OPTIMISERS_QUOTIENT_HIGH_D 0x1p1021
+    /* float64's 2^(emin + p + 4) and 2^(emax - 2) */
+    #define OPTIMISERS_QUOTIENT_LOW 0x1p-965
+    #define OPTIMISERS_QUOTIENT_HIGH 0x1p1021
     """
     bint OPTIMISERS_FAST_QUOTIENTS
-    const float OPTIMISERS_QUOTIENT_LOW_F, OPTIMISERS_QUOTIENT_HIGH_F
-    const double OPTIMISERS_QUOTIENT_LOW_D, OPTIMISERS_QUOTIENT_HIGH_D
+    const double QUOTIENT_LOW "OPTIMISERS_QUOTIENT_LOW"
+    const double QUOTIENT_HIGH "OPTIMISERS_QUOTIENT_HIGH"
 
 
 cdef struct Divisor:
@@ -77,39 +75,12 @@ ctypedef fused Quotients:
 
 cdef inline bint _fast_path(floating z) noexcept nogil:
     """Whether quotients of this dtype take the fast path in this build: float64 only
-    (float32 division is cheap enough that the extra instructions do not pay)."""
+    (float32 division is cheap enough that the extra instructions do not pay).  The code
+    below behind this test is float64 code: its float32 copy is never run."""
     if floating is float:
         return False
     else:
         return OPTIMISERS_FAST_QUOTIENTS
-
-
-cdef inline floating _fma(floating a, floating b, floating c) noexcept nogil:
-    if floating is float:
-        return fmaf(a, b, c)
-    else:
-        return fma(a, b, c)
-
-
-cdef inline floating _copysign(floating z, floating sign) noexcept nogil:
-    if floating is float:
-        return copysignf(z, sign)
-    else:
-        return copysign(z, sign)
-
-
-cdef inline floating _quotient_low(floating z) noexcept nogil:
-    if floating is float:
-        return OPTIMISERS_QUOTIENT_LOW_F
-    else:
-        return OPTIMISERS_QUOTIENT_LOW_D
-
-
-cdef inline floating _quotient_high(floating z) noexcept nogil:
-    if floating is float:
-        return OPTIMISERS_QUOTIENT_HIGH_F
-    else:
-        return OPTIMISERS_QUOTIENT_HIGH_D
 
 
 cdef inline Divisor _divisor(floating b) noexcept nogil:
@@ -120,8 +91,8 @@ cdef inline Divisor _divisor(floating b) noexcept nogil:
     d.limit = 0
     # b in (0, 1] (a bias correction) keeps y normal and finite; any other b (a hand-made
     # state) sends every nonzero value to the divider.
-    if _fast_path(b) and b > 0 and b <= 1 and y <= _quotient_high(b):
-        d.limit = b * _quotient_high(b)
+    if _fast_path(b) and b > 0 and b <= 1 and y <= QUOTIENT_HIGH:
+        d.limit = b * QUOTIENT_HIGH
     return d
 
 
@@ -131,7 +102,7 @@ cdef inline int _needs_divider(floating a, const Divisor* d) noexcept nogil:
     cdef floating ax = _abs(a)
     if not _fast_path(a):
         return 0
-    return ((ax < _quotient_low(a)) & (ax != 0)) | (ax > <floating> d.limit)
+    return ((ax < QUOTIENT_LOW) & (ax != 0)) | (ax > d.limit)
 
 
 cdef inline floating _quotient(Quotients* how, floating a, const Divisor* d) noexcept nogil:
@@ -141,9 +112,9 @@ cdef inline floating _quotient(Quotients* how, floating a, const Divisor* d) noe
     if Quotients is ByDivider or not _fast_path(a):
         return a / b
     q = a * y
-    q = _fma(_fma(-q, b, a), y, q)
-    q = _fma(_fma(-q, b, a), y, q)
-    return _copysign(q, a)          # a = -0: the corrections above make it +0
+    q = fma(fma(-q, b, a), y, q)
+    q = fma(fma(-q, b, a), y, q)
+    return copysign(q, a)           # a = -0: the corrections above make it +0
 
 
 cdef inline void _restore(floating* out, const floating* kept, Py_ssize_t n) noexcept nogil:

@@ -13,56 +13,56 @@ cdef inline floating _adam_ratio(Quotients* how, floating mi, floating vi, const
     return _quotient(how, mi, c1) / (_sqrt(_quotient(how, vi, c2)) + eps)
 
 
-cdef void adam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
-                    const floating* g, floating* out, bint subtract) noexcept nogil:
-    # m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2
-    # d = ((m / (1-bt1)) / (sqrt(v / (1-bt2)) + eps)) * eta
-    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
-    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
-    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
-    cdef floating* m = (<floating*> s.buf[0]) + off
-    cdef floating* v = (<floating*> s.buf[1]) + off
-    cdef floating gi, mi, vi
-    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
-    cdef floating kept[TILE]
-    cdef int divider = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        gi = g[i] * gs
-        mi = b1 * m[i] + omb1 * gi
-        vi = b2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
-        if _fast_path(mi):
-            kept[i] = out[i]
-        _emit(out, i, _adam_ratio(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps) * eta, subtract)
-    if divider:
-        _restore(out, kept, n)
-        for i in range(n):
-            _emit(out, i, _adam_ratio(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps) * eta,
-                  subtract)
+# Adam, AdamW (both forms) and RAdam share their moments and differ only in the step they
+# take from them; one tile function serves the four, specialised at compile time by a
+# fused tag type, so that each compiles to its own loop with no branch on the rule.
+cdef struct AdamStep:
+    char unused
+cdef struct AdamWCoupledStep:
+    char unused
+cdef struct AdamWDecoupledStep:
+    char unused
+cdef struct RAdamStep:
+    char unused
+ctypedef fused AdamFamily:
+    AdamStep
+    AdamWCoupledStep
+    AdamWDecoupledStep
+    RAdamStep
 
 
-cdef inline floating _radam_d(Quotients* how, floating mi, floating vi, const Divisor* c1,
-                              const Divisor* c2, floating eps, floating eta, floating r,
-                              bint rectified) noexcept nogil:
-    if rectified:
+cdef inline floating _adam_family_d(AdamFamily* rule, Quotients* how, floating mi, floating vi,
+                                    floating xi, const Divisor* c1, const Divisor* c2,
+                                    floating eps, floating eta, floating lam, floating r,
+                                    bint rectified) noexcept nogil:
+    # a = (m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps)
+    # Adam:            d = a * eta
+    # AdamW (couple):  d = eta * (a + lambda*x)      AdamW (couple=False): d = (eta*a) + lambda*x
+    # RAdam:           d = (a * eta) * r, or while warming up (rho_t <= 4) (m/(1-bt1)) * eta
+    if AdamFamily is RAdamStep:
+        if not rectified:
+            return _quotient(how, mi, c1) * eta
         return (_adam_ratio(how, mi, vi, c1, c2, eps) * eta) * r
-    return _quotient(how, mi, c1) * eta
+    elif AdamFamily is AdamWCoupledStep:
+        return eta * (_adam_ratio(how, mi, vi, c1, c2, eps) + lam * xi)
+    elif AdamFamily is AdamWDecoupledStep:
+        return eta * _adam_ratio(how, mi, vi, c1, c2, eps) + lam * xi
+    else:
+        return _adam_ratio(how, mi, vi, c1, c2, eps) * eta
 
 
-cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
-                     const floating* g, floating* out, bint subtract) noexcept nogil:
-    # m, v as Adam.  hp[8] r (the rectification), hp[9] 1.0 when rho_t > 4 else 0.0:
-    # d = (((m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps)) * eta) * r   or, warming up,  (m/(1-bt1)) * eta
+cdef void adam_family_tile(AdamFamily* rule, const Stage* s, Py_ssize_t off, Py_ssize_t n,
+                           floating* x, const floating* g, floating* out,
+                           bint subtract) noexcept nogil:
+    # m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2 ; d as _adam_family_d
+    # hp: Adam's eight, then AdamW's hp[8] lambda, or RAdam's hp[8] r (the rectification)
+    # and hp[9] 1.0 when rho_t > 4 else 0.0
     cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
     cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
     cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
     cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
-    cdef floating r = <floating> s.hp[8]
-    cdef bint rectified = s.hp[9] != 0
+    cdef floating lam = 0, r = 0
+    cdef bint rectified = False
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gi, mi, vi
@@ -70,6 +70,11 @@ cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating kept[TILE]
     cdef int divider = 0
     cdef Py_ssize_t i
+    if AdamFamily is RAdamStep:
+        r = <floating> s.hp[8]
+        rectified = s.hp[9] != 0
+    elif AdamFamily is AdamWCoupledStep or AdamFamily is AdamWDecoupledStep:
+        lam = <floating> s.hp[8]
     for i in range(n):
         gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
@@ -79,13 +84,13 @@ cdef void radam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
         if _fast_path(mi):
             kept[i] = out[i]
-        _emit(out, i, _radam_d(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps, eta, r, rectified),
-              subtract)
+        _emit(out, i, _adam_family_d(rule, <ByReciprocal*> NULL, mi, vi, x[i], &c1, &c2, eps,
+                                     eta, lam, r, rectified), subtract)
     if divider:
         _restore(out, kept, n)
         for i in range(n):
-            _emit(out, i, _radam_d(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps, eta, r,
-                                   rectified), subtract)
+            _emit(out, i, _adam_family_d(rule, <ByDivider*> NULL, m[i], v[i], x[i], &c1, &c2,
+                                         eps, eta, lam, r, rectified), subtract)
 
 
 cdef void adamax_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -200,73 +205,6 @@ cdef void nadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         for i in range(n):
             _emit(out, i, _nadam_d(<ByDivider*> NULL, m[i], v[i], g[i] * gs, b1, b2, omb1,
                                    &c1, &c1_next, &c2, eps, eta), subtract)
-
-
-cdef void adamw_coupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
-                             const floating* g, floating* out, bint subtract) noexcept nogil:
-    # m, v as Adam ; a = (m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps) ; d = eta * (a + lambda*x)
-    # hp: Adam's eight, then hp[8] lambda
-    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
-    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
-    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
-    cdef floating lam = <floating> s.hp[8]
-    cdef floating* m = (<floating*> s.buf[0]) + off
-    cdef floating* v = (<floating*> s.buf[1]) + off
-    cdef floating gi, mi, vi, a
-    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
-    cdef floating kept[TILE]
-    cdef int divider = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        gi = g[i] * gs
-        mi = b1 * m[i] + omb1 * gi
-        vi = b2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
-        if _fast_path(mi):
-            kept[i] = out[i]
-        a = _adam_ratio(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps)
-        _emit(out, i, eta * (a + lam * x[i]), subtract)
-    if divider:
-        _restore(out, kept, n)
-        for i in range(n):
-            a = _adam_ratio(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps)
-            _emit(out, i, eta * (a + lam * x[i]), subtract)
-
-
-cdef void adamw_decoupled_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
-                               const floating* g, floating* out, bint subtract) noexcept nogil:
-    # as adamw_coupled, but d = (eta*a) + lambda*x   (couple=False)
-    cdef floating b1 = <floating> s.hp[0], b2 = <floating> s.hp[1]
-    cdef floating omb1 = <floating> s.hp[2], omb2 = <floating> s.hp[3]
-    cdef Divisor c1 = _divisor(<floating> s.hp[4]), c2 = _divisor(<floating> s.hp[5])
-    cdef floating eps = <floating> s.hp[6], eta = <floating> s.hp[7]
-    cdef floating lam = <floating> s.hp[8]
-    cdef floating* m = (<floating*> s.buf[0]) + off
-    cdef floating* v = (<floating*> s.buf[1]) + off
-    cdef floating gi, mi, vi, a
-    cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
-    cdef floating kept[TILE]
-    cdef int divider = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        gi = g[i] * gs
-        mi = b1 * m[i] + omb1 * gi
-        vi = b2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
-        if _fast_path(mi):
-            kept[i] = out[i]
-        a = _adam_ratio(<ByReciprocal*> NULL, mi, vi, &c1, &c2, eps)
-        _emit(out, i, eta * a + lam * x[i], subtract)
-    if divider:
-        _restore(out, kept, n)
-        for i in range(n):
-            a = _adam_ratio(<ByDivider*> NULL, m[i], v[i], &c1, &c2, eps)
-            _emit(out, i, eta * a + lam * x[i], subtract)
 
 
 cdef inline floating _adabelief_d(Quotients* how, floating mi, floating si, const Divisor* c1,

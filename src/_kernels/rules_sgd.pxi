@@ -59,8 +59,8 @@ cdef void rprop_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         gi = g[i] * gs
         p = gprev[i] * gi
         si = step[i]
-        # both candidate steps computed, then selected: a branch around the products would
-        # keep the loop from vectorising (the compiler may not compute them speculatively)
+        # both candidate steps computed, then selected: a branch around the products kept
+        # the loop scalar (written as selects it vectorises with or without -ftrapping-math)
         grown = _min(si * ell_inc, gamma_max)
         shrunk = _max(si * ell_dec, gamma_min)
         si = grown if p > 0 else (shrunk if p < 0 else si)

@@ -16,18 +16,33 @@ from . import _kernels as _baseline
 ISAS = ("baseline", "avx2", "avx512")       # narrowest first
 
 
+def _load(isa):
+    """The build ``isa`` if it is installed here and this processor runs it, else None."""
+    if isa == "baseline":
+        return _baseline
+    if not _baseline.cpu_runs(isa):
+        return None
+    try:
+        return importlib.import_module(f"{__package__}._kernels_{isa}")
+    except ImportError:               # not built here (another platform or compiler)
+        return None
+
+
+def builds():
+    """Every build of the kernels installed here that this processor runs, narrowest first:
+    ``{isa: module}``, the baseline always among them (for tests and benchmarks that
+    compare the builds; they give the same bits)."""
+    return {isa: module for isa in ISAS if (module := _load(isa)) is not None}
+
+
 def _choose():
     cap = os.environ.get("OPTIMISERS_ISA", "").strip().lower()
     cap = {"sse2": "baseline", "generic": "baseline"}.get(cap, cap)
     allowed = ISAS[:ISAS.index(cap) + 1] if cap in ISAS else ISAS
-    for isa in reversed(allowed[1:]):
-        if not _baseline.cpu_runs(isa):
-            continue
-        try:
-            return importlib.import_module(f"{__package__}._kernels_{isa}")
-        except ImportError:           # not built here (another platform or compiler)
-            continue
-    return _baseline
+    for isa in reversed(allowed):
+        module = _load(isa)
+        if module is not None:
+            return module
 
 
 kernels = _choose()
