@@ -28,7 +28,7 @@ TINY = dict(rules="adam,momentum,lion", sizes="1e5", dtypes="float32", leaves="1
             many="10x1000", threads="1,2", per_leaf=200, steps=60,
             problems=",".join(problems.PROBLEMS),
             budget=Budget(warmup=1, min_steps=3, max_steps=50, min_time=0.005, max_time=0.1,
-                          rounds=1))
+                          rounds=3))
 
 _EPILOG = """\
 examples:

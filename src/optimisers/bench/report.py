@@ -27,6 +27,7 @@ bw GB/s   the probe's GB/s: a plain fused OpenMP pass with the rule's access pat
           (same reads and in-place writes, one array of the same size), timed in this run
 % bw      probe time / step time: how close the step comes to the machine's bandwidth
 x opt     step time / optimisers' step time in the same case (> 1: optimisers is faster)
+          (both ratios paired: the median over the round-robin rounds of each round's ratio)
 us/leaf   step time / number of arrays (per-leaf overhead on many tiny arrays)
 setup ms  time of optimisers.setup on that model (once)"""
 
@@ -145,6 +146,19 @@ def to_json(results):
     return json.dumps(_clean(results), indent=2) + "\n"
 
 
+def _csv_cell(v):
+    """None -> empty; a list (``ms_rounds``) -> its numbers separated by spaces.
+
+    >>> _csv_cell(None), _csv_cell([1.5, 2.0]), _csv_cell(3)
+    ('', '1.5 2.0', 3)
+    """
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return " ".join(map(str, v))
+    return v
+
+
 def to_csv(results):
     """One CSV table of every row; ``section`` tells speed, per_leaf and quality apart."""
     rows = [r for key in ("speed", "per_leaf", "quality") for r in results.get(key, [])]
@@ -155,5 +169,5 @@ def to_csv(results):
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        w.writerow({k: _csv_cell(v) for k, v in r.items()})
     return buf.getvalue()

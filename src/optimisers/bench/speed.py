@@ -10,7 +10,8 @@ after the other.
 Effective GB/s is the rule's *minimal* byte count (:mod:`.rules`) over the median time, for
 every implementation alike, so a peer that moves more bytes shows fewer GB/s.  ``% bw`` is
 the time of the probe (a plain fused pass with the rule's access pattern, one array of the
-same total size; :mod:`optimisers._probe`) over the implementation's time.
+same total size; :mod:`optimisers._probe`) over the implementation's time, and ``vs_opt``
+the implementation's time over ours: both paired round by round (:func:`timing.ratio`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from optimisers import _probe
 from optimisers._native import kernels as _active_kernels
 
 from . import compare, rules
-from .timing import Budget, measure
+from .timing import Budget, measure, ratio
 
 __all__ = ["Case", "Unavailable", "thread_limit", "run_cases", "optimisers_step",
            "probe_step"]
@@ -262,10 +263,11 @@ def _row(case, impl, t, probe, ours):
         "section": case.section, "impl": impl, "rule": case.rule, "dtype": case.dtype,
         "size": case.size, "leaves": case.leaves, "threads": case.threads,
         "ms": ms, "ms_best": t.best * 1e3, "ms_q1": t.q1 * 1e3, "ms_q3": t.q3 * 1e3,
-        "steps": t.steps, "bytes": case.bytes, "gbps": gbps,
+        "steps": t.steps, "ms_rounds": [x * 1e3 for x in t.by_round],
+        "bytes": case.bytes, "gbps": gbps,
         "probe_gbps": case.bytes / probe.median / 1e9 if probe else None,
-        "pct_bw": 100.0 * probe.median / t.median if probe else None,
-        "vs_opt": t.median / ours.median if ours else None,
+        "pct_bw": 100.0 / ratio(t, probe) if probe else None,
+        "vs_opt": ratio(t, ours) if ours else None,
         "us_per_leaf": ms * 1e3 / case.leaves,
         "setup_ms": None, "state_bytes": None, "state_min_bytes": case.state_min_bytes,
     }

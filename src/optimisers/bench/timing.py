@@ -2,8 +2,13 @@
 
 Every step is timed on its own with :func:`time.perf_counter`; the figure reported is the
 median.  Implementations compared in one case are timed *round-robin* (a few rounds, each
-giving every implementation a share of the time), so that a change in the machine's load
-during the case hits them all alike: on a busy machine only ratios taken this way mean much.
+giving every implementation a share of the time, the order turning by one each round), so
+that a change in the machine's load during the case hits them all alike: on a busy machine
+only ratios taken this way mean much.  :func:`ratio` then compares two implementations
+round by round (a *paired* comparison): the median over the rounds of the ratio of their
+round medians.  A burst of load that lasts a round moves both sides of that round's ratio,
+where it would move only one side of a ratio of overall medians; on this project's 2-core
+machine under outside load the paired ratio scattered about half as much between runs.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-__all__ = ["Budget", "Timing", "measure", "Progress"]
+__all__ = ["Budget", "Timing", "measure", "ratio", "Progress"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,11 @@ class Budget:
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per step: the median, the fastest, the quartiles, and how many steps.
+    """Seconds per step: the median, the fastest, the quartiles, how many steps, and the
+    median of each round-robin round (one round when timed alone).
 
-    >>> Timing.of([0.3, 0.1, 0.2])
-    Timing(median=0.2, best=0.1, q1=0.1, q3=0.3, steps=3)
+    >>> Timing.of([[0.3, 0.1], [0.2]])
+    Timing(median=0.2, best=0.1, q1=0.1, q3=0.3, steps=3, by_round=(0.2, 0.2))
     """
 
     median: float
@@ -46,15 +52,37 @@ class Timing:
     q1: float
     q3: float
     steps: int
+    by_round: tuple = ()
 
     @classmethod
-    def of(cls, samples):
-        s = sorted(samples)
+    def of(cls, rounds):
+        """From the samples of each round: a list of lists of seconds."""
+        s = sorted(x for r in rounds for x in r)
         if len(s) >= 4:
             q1, _, q3 = statistics.quantiles(s, n=4)
         else:
             q1, q3 = s[0], s[-1]
-        return cls(statistics.median(s), s[0], q1, q3, len(s))
+        return cls(statistics.median(s), s[0], q1, q3, len(s),
+                   tuple(statistics.median(r) for r in rounds))
+
+
+def ratio(a, b):
+    """``a``'s time per step over ``b``'s (> 1: ``b`` is faster).
+
+    Paired when both were timed in the same rounds: the median over the rounds of
+    ``a``'s round median over ``b``'s.  Else (timed one after the other) the ratio of
+    their medians.
+
+    >>> a = Timing.of([[2.0], [4.0], [2.2]])     # a burst of load in round 2 ...
+    >>> b = Timing.of([[1.0], [4.0], [1.0]])     # ... hit both
+    >>> ratio(a, b), a.median / b.median
+    (2.0, 2.2)
+    >>> ratio(Timing.of([[3.0, 1.0]]), Timing.of([[1.0]]))     # one round: the medians
+    2.0
+    """
+    if len(a.by_round) == len(b.by_round) >= 2:
+        return statistics.median(x / y for x, y in zip(a.by_round, b.by_round))
+    return a.median / b.median
 
 
 def _sample(step, min_steps, min_time, max_time, max_steps, out):
@@ -80,14 +108,18 @@ def measure(steps, budget=Budget()):
     True
     """
     rounds = max(1, budget.rounds)
-    samples = {k: [] for k in steps}
+    names = list(steps)
+    samples = {k: [[] for _ in range(rounds)] for k in names}
     for f in steps.values():
         for _ in range(budget.warmup):
             f()
-    for _ in range(rounds):
-        for k, f in steps.items():
-            _sample(f, -(-budget.min_steps // rounds), budget.min_time / rounds,
-                    budget.max_time / rounds, -(-budget.max_steps // rounds), samples[k])
+    for r in range(rounds):
+        # the order turns each round, so that no implementation always follows the same
+        # one (whose traffic might still be draining from the caches)
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            _sample(steps[k], -(-budget.min_steps // rounds), budget.min_time / rounds,
+                    budget.max_time / rounds, -(-budget.max_steps // rounds),
+                    samples[k][r])
     return {k: Timing.of(v) for k, v in samples.items()}
 
 
