@@ -99,7 +99,7 @@ def test_a_divisor_outside_zero_one_sends_everything_to_the_divider():
 
 # ---------------------------------------------------------------------------------------
 # Whole steps with tiles that take the divider: values the fast path would get wrong sit
-# in some tiles (tiles are 512 elements), among ordinary ones.
+# in some tiles (of 512 float32 or 256 float64 elements), among ordinary ones.
 
 RULES = [opt.Adam(0.01), opt.AdamW(0.01, lambda_=0.1), opt.AdamW(0.01, lambda_=0.1, couple=False),
          opt.RAdam(0.01), opt.NAdam(0.01), opt.AdaBelief(0.01),
@@ -110,17 +110,18 @@ RULES = [opt.Adam(0.01), opt.AdamW(0.01, lambda_=0.1), opt.AdamW(0.01, lambda_=0
 
 def _gradient(rng, n, dtype, step):
     fi = np.finfo(dtype)
+    t = _native.kernels.tile_length(np.dtype(dtype).itemsize)
     g = rng.standard_normal(n).astype(dtype)
     g[rng.integers(0, n, n // 10)] = 0
     # tile 1: subnormal gradients (the moments end up in the subnormal range)
-    g[512:1024] = (rng.standard_normal(512) * fi.smallest_subnormal * 64).astype(dtype)
+    g[t:2 * t] = (rng.standard_normal(t) * fi.smallest_subnormal * 64).astype(dtype)
     # tile 3: a few huge ones (g*g overflows: v = inf with m finite), and -0
-    g[1536 + rng.integers(0, 512, 3)] = np.sqrt(fi.max) * dtype(4)
-    g[1536 + rng.integers(0, 512, 5)] = dtype(-0.0)
+    g[3 * t + rng.integers(0, t, 3)] = np.sqrt(fi.max) * dtype(4)
+    g[3 * t + rng.integers(0, t, 5)] = dtype(-0.0)
     # tile 5, from step 2: an infinity and a NaN
     if step >= 2:
-        g[2560 + rng.integers(0, 512, 2)] = [np.inf, -np.inf]
-        g[2560 + rng.integers(0, 512, 1)] = np.nan
+        g[5 * t + rng.integers(0, t, 2)] = [np.inf, -np.inf]
+        g[5 * t + rng.integers(0, t, 1)] = np.nan
     return g
 
 

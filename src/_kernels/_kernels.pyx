@@ -4,7 +4,7 @@ Design
 ------
 Every update of one parameter array is a *program*: a short list of stages, one per
 element-wise rule of an ``OptimiserChain`` (a lone rule is a chain of one).  The driver
-walks the array tile by tile (``TILE`` elements, a few kB, so a tile stays in L1/L2 cache)
+walks the array tile by tile (2 kB of each stream: 512 float32 or 256 float64 elements)
 and, inside one tile, runs every stage in order: stage 0 reads the gradient, each later
 stage reads the tile buffer the previous one wrote, and the last stage fuses ``x -= d``
 (or stores ``d`` into a destination array, for the functional ``apply_``).  So a chain
@@ -106,12 +106,16 @@ cdef enum:
     MAX_HP = 12
     MAX_BUF = 4
     MAX_STAGES = 32
-    # Elements per tile.  Programs of one stage run as fast with any tile from 128 to 2048;
-    # chains are faster with small tiles: their stages take turns on the memory streams (a
-    # WeightDecay stage reads g and x, then Adam's reads m and v), and short turns keep the
-    # hardware prefetchers streaming (1e7 float64, one thread: WeightDecay -> Momentum 15.5
-    # ms a step with 2048, 9.1 ms with 512; single-stage rules unchanged).
-    TILE = 512
+    # Bytes of each stream per tile: 512 float32 or 256 float64 elements.  Programs of one
+    # stage run as fast with any tile from 1 to 16 kB; chains need tiles of at most 2 kB.
+    # Their stages take turns on the memory streams (a WeightDecay stage reads g and x,
+    # then Adam's reads m and v), and short turns keep the hardware prefetchers streaming.
+    # At 4 kB (one page of each stream per turn) they lose a third of their speed: 1e7
+    # float64, one thread, ns/element with 4 kB tiles -> 2 kB: WeightDecay -> Momentum
+    # 1.39 -> 0.98, WeightDecay -> Adam 2.04 -> 1.70 (float32 chains the same at 1 and
+    # 2 kB, 30-50% slower at 4 and 8 kB).  Where the tile buffer sits does not matter.
+    TILE_BYTES = 2048
+    TILE = TILE_BYTES // 4      # elements per tile at most (float32), for stack buffers
 
 
 cpdef enum Mode:
@@ -197,6 +201,14 @@ def max_threads():
 
     It follows ``threadpoolctl.threadpool_limits`` and ``OMP_NUM_THREADS``."""
     return omp_get_max_threads()
+
+
+def tile_length(itemsize):
+    """Elements per tile of a parameter whose (real) elements have ``itemsize`` bytes: 512
+    for float32, 256 for float64.  (Tests place values tile by tile with it.)"""
+    if itemsize not in (4, 8):
+        raise ValueError(f"the kernels run on 4- or 8-byte reals, not {itemsize}-byte ones")
+    return TILE_BYTES // itemsize
 
 
 def get_parallel_threshold():
@@ -328,11 +340,18 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         accumgrad_tile(s, off, n, x, g, out, subtract)
 
 
+cdef inline Py_ssize_t _tile_length(floating dummy) noexcept nogil:
+    """Elements of the dtype per tile: ``TILE_BYTES`` of each stream (an even number, so
+    no tile splits the pair of a complex element)."""
+    return TILE_BYTES // sizeof(floating)
+
+
 cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_ssize_t n,
                            floating* x, const floating* g, floating* dst, int mode,
                            floating* tile) noexcept nogil:
-    cdef Py_ssize_t off = t * TILE
-    cdef Py_ssize_t m = n - off if n - off < TILE else TILE
+    cdef Py_ssize_t length = _tile_length(<floating> 0)
+    cdef Py_ssize_t off = t * length
+    cdef Py_ssize_t m = n - off if n - off < length else length
     cdef const floating* src = g + off
     cdef floating* out
     cdef bint subtract
@@ -388,9 +407,10 @@ cdef void _run_prepared(const Stage* stages, int n_stages, Py_ssize_t n, floatin
                         const floating* g, floating* dst, int mode, int n_threads,
                         int comps) noexcept nogil:
     """Run a prepared program: its tiles, then its epilogues.  ``n`` counts components,
-    ``comps`` per element (2 for complex; the parallel threshold counts elements).  TILE
-    is even, so tiles never split a pair."""
-    cdef Py_ssize_t n_tiles = (n + TILE - 1) // TILE
+    ``comps`` per element (2 for complex; the parallel threshold counts elements).  Tiles
+    have an even length, so they never split a pair."""
+    cdef Py_ssize_t length = _tile_length(<floating> 0)
+    cdef Py_ssize_t n_tiles = (n + length - 1) // length
     cdef Py_ssize_t t
     cdef floating local_tile[TILE]
     cdef floating* tile
