@@ -2,7 +2,7 @@
 
 Every step is timed on its own with :func:`time.perf_counter`; the figure reported is the
 median.  Implementations compared in one case are timed *round-robin* (a few rounds, each
-giving every implementation a share of the time, the order turning by one each round), so
+giving every implementation a share of the time, in a new order each round), so
 that a change in the machine's load during the case hits them all alike: on a busy machine
 only ratios taken this way mean much.  :func:`ratio` then compares two implementations
 round by round (a *paired* comparison): the median over the rounds of the ratio of their
@@ -13,6 +13,7 @@ machine under outside load the paired ratio scattered about half as much between
 
 from __future__ import annotations
 
+import random
 import statistics
 import sys
 import time
@@ -113,10 +114,13 @@ def measure(steps, budget=Budget()):
     for f in steps.values():
         for _ in range(budget.warmup):
             f()
+    shuffler = random.Random(0)
     for r in range(rounds):
-        # the order turns each round, so that no implementation always follows the same
-        # one (whose traffic might still be draining from the caches)
-        for k in names[r % len(names):] + names[:r % len(names)]:
+        # a new order each round (the same in every run), so that no implementation
+        # always follows the same one (whose threads or traffic might still be winding
+        # down); turning the list would keep every predecessor
+        shuffler.shuffle(names)
+        for k in names:
             _sample(steps[k], -(-budget.min_steps // rounds), budget.min_time / rounds,
                     budget.max_time / rounds, -(-budget.max_steps // rounds),
                     samples[k][r])
