@@ -39,8 +39,8 @@ def test_parallel_threshold_is_settable_and_validated():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_parallel_and_serial_paths_agree_bit_for_bit(dtype, small_parallel_threshold):
     # Element-wise programs must not depend on how tiles are spread over threads; sizes
-    # straddle the tile (512 float32 or 256 float64 elements) and the lowered threshold
-    # (4096).
+    # straddle the tile of this chain (512 float32 or 256 float64 elements) and the
+    # lowered threshold (4096).
     rng = np.random.default_rng(0)
     for n in (1, 255, 257, 511, 513, 2049, 4095, 50_001):
         g = rng.standard_normal(n).astype(dtype)

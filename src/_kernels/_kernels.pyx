@@ -4,7 +4,7 @@ Design
 ------
 Every update of one parameter array is a *program*: a short list of stages, one per
 element-wise rule of an ``OptimiserChain`` (a lone rule is a chain of one).  The driver
-walks the array tile by tile (2 kB of each stream: 512 float32 or 256 float64 elements)
+walks the array tile by tile (4 kB of each stream, 2 kB for a chain of several loops)
 and, inside one tile, runs every stage in order: stage 0 reads the gradient, each later
 stage reads the tile buffer the previous one wrote, and the last stage fuses ``x -= d``
 (or stores ``d`` into a destination array, for the functional ``apply_``).  So a chain
@@ -106,15 +106,18 @@ cdef enum:
     MAX_HP = 12
     MAX_BUF = 4
     MAX_STAGES = 32
-    # Bytes of each stream per tile: 512 float32 or 256 float64 elements.  Programs of one
-    # stage run as fast with any tile from 1 to 16 kB; chains need tiles of at most 2 kB.
-    # Their stages take turns on the memory streams (a WeightDecay stage reads g and x,
-    # then Adam's reads m and v), and short turns keep the hardware prefetchers streaming.
-    # At 4 kB (one page of each stream per turn) they lose a third of their speed: 1e7
-    # float64, one thread, ns/element with 4 kB tiles -> 2 kB: WeightDecay -> Momentum
-    # 1.39 -> 0.98, WeightDecay -> Adam 2.04 -> 1.70 (float32 chains the same at 1 and
-    # 2 kB, 30-50% slower at 4 and 8 kB).  Where the tile buffer sits does not matter.
-    TILE_BYTES = 2048
+    # Bytes of each stream per tile.  A program of one loop (one stage, or a ClipNorm
+    # folded into the next) runs on 4 kB tiles: in cache they are 3-4% faster than 2 kB
+    # ones for float64 Adam (1e5, one thread: 1.18 -> 1.15 ns/element), and on big arrays
+    # level.  A chain whose stages run loops of their own takes turns on the memory streams
+    # (a WeightDecay stage reads g and x, then Adam's reads m and v), and short turns keep
+    # the hardware prefetchers streaming: at 4 kB (one page of each stream per turn) chains
+    # lose a third of their speed, so they run on 2 kB tiles.  1e7 float64, one thread,
+    # ns/element, 4 kB -> 2 kB: WeightDecay -> Momentum 1.39 -> 0.98, WeightDecay -> Adam
+    # 2.04 -> 1.70 (float32 chains the same at 1 and 2 kB, 30-50% slower at 4 and 8 kB).
+    # Where the tile buffer sits does not matter.
+    TILE_BYTES = 4096
+    CHAIN_TILE_BYTES = 2048
     TILE = TILE_BYTES // 4      # elements per tile at most (float32), for stack buffers
 
 
@@ -203,12 +206,13 @@ def max_threads():
     return omp_get_max_threads()
 
 
-def tile_length(itemsize):
-    """Elements per tile of a parameter whose (real) elements have ``itemsize`` bytes: 512
-    for float32, 256 for float64.  (Tests place values tile by tile with it.)"""
+def tile_length(itemsize, bint chain=False):
+    """Elements per tile of a parameter whose (real) elements have ``itemsize`` bytes: 1024
+    float32 or 512 float64 for a program of one loop, half that for a chain whose stages
+    run loops of their own.  (Tests place values tile by tile with it.)"""
     if itemsize not in (4, 8):
         raise ValueError(f"the kernels run on 4- or 8-byte reals, not {itemsize}-byte ones")
-    return TILE_BYTES // itemsize
+    return (CHAIN_TILE_BYTES if chain else TILE_BYTES) // itemsize
 
 
 def get_parallel_threshold():
@@ -340,16 +344,21 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         accumgrad_tile(s, off, n, x, g, out, subtract)
 
 
-cdef inline Py_ssize_t _tile_length(floating dummy) noexcept nogil:
-    """Elements of the dtype per tile: ``TILE_BYTES`` of each stream (an even number, so
-    no tile splits the pair of a complex element)."""
-    return TILE_BYTES // sizeof(floating)
+cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages,
+                                    floating dummy) noexcept nogil:
+    """Elements of the dtype per tile of this program (``TILE_BYTES`` of each stream, or
+    ``CHAIN_TILE_BYTES`` when more than one stage runs a loop); an even number, so that no
+    tile splits the pair of a complex element."""
+    cdef int k, loops = 0
+    for k in range(n_stages):
+        if stages[k].kind != FOLDED:
+            loops += 1
+    return (TILE_BYTES if loops <= 1 else CHAIN_TILE_BYTES) // sizeof(floating)
 
 
 cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_ssize_t n,
-                           floating* x, const floating* g, floating* dst, int mode,
-                           floating* tile) noexcept nogil:
-    cdef Py_ssize_t length = _tile_length(<floating> 0)
+                           Py_ssize_t length, floating* x, const floating* g, floating* dst,
+                           int mode, floating* tile) noexcept nogil:
     cdef Py_ssize_t off = t * length
     cdef Py_ssize_t m = n - off if n - off < length else length
     cdef const floating* src = g + off
@@ -409,7 +418,7 @@ cdef void _run_prepared(const Stage* stages, int n_stages, Py_ssize_t n, floatin
     """Run a prepared program: its tiles, then its epilogues.  ``n`` counts components,
     ``comps`` per element (2 for complex; the parallel threshold counts elements).  Tiles
     have an even length, so they never split a pair."""
-    cdef Py_ssize_t length = _tile_length(<floating> 0)
+    cdef Py_ssize_t length = _tile_length(stages, n_stages, <floating> 0)
     cdef Py_ssize_t n_tiles = (n + length - 1) // length
     cdef Py_ssize_t t
     cdef floating local_tile[TILE]
@@ -417,14 +426,14 @@ cdef void _run_prepared(const Stage* stages, int n_stages, Py_ssize_t n, floatin
     cdef int k
     if n_threads <= 1 or n // comps < _parallel_threshold or n_tiles < 2:
         for t in range(n_tiles):
-            _run_tile(stages, n_stages, t, n, x, g, dst, mode, local_tile)
+            _run_tile(stages, n_stages, t, n, length, x, g, dst, mode, local_tile)
     else:
         with parallel(num_threads=n_threads):
             # one tile buffer per thread, for the whole call (a few kB)
             tile = <floating*> malloc(TILE * sizeof(floating))
             if tile != NULL:
                 for t in prange(n_tiles, schedule="static"):
-                    _run_tile(stages, n_stages, t, n, x, g, dst, mode, tile)
+                    _run_tile(stages, n_stages, t, n, length, x, g, dst, mode, tile)
                 free(tile)
     for k in range(n_stages):
         _epilogue(<Stage*> &stages[k], <floating> 0)
