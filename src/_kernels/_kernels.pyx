@@ -212,7 +212,7 @@ def tile_length(itemsize, bint chain=False):
     run loops of their own.  (Tests place values tile by tile with it.)"""
     if itemsize not in (4, 8):
         raise ValueError(f"the kernels run on 4- or 8-byte reals, not {itemsize}-byte ones")
-    return (CHAIN_TILE_BYTES if chain else TILE_BYTES) // itemsize
+    return _elements_per_tile(chain, itemsize)
 
 
 def get_parallel_threshold():
@@ -344,16 +344,22 @@ cdef void _run_stage(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         accumgrad_tile(s, off, n, x, g, out, subtract)
 
 
+cdef inline Py_ssize_t _elements_per_tile(bint chain, size_t itemsize) noexcept nogil:
+    """``TILE_BYTES`` of each stream, or ``CHAIN_TILE_BYTES`` for a chain of several loops,
+    in elements of ``itemsize`` bytes: an even number, so that no tile splits the pair of a
+    complex element."""
+    return (CHAIN_TILE_BYTES if chain else TILE_BYTES) // itemsize
+
+
 cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages,
                                     floating dummy) noexcept nogil:
-    """Elements of the dtype per tile of this program (``TILE_BYTES`` of each stream, or
-    ``CHAIN_TILE_BYTES`` when more than one stage runs a loop); an even number, so that no
-    tile splits the pair of a complex element."""
+    """Elements of the dtype per tile of this program: a chain when more than one of its
+    stages runs a loop (a folded stage runs none)."""
     cdef int k, loops = 0
     for k in range(n_stages):
         if stages[k].kind != FOLDED:
             loops += 1
-    return (TILE_BYTES if loops <= 1 else CHAIN_TILE_BYTES) // sizeof(floating)
+    return _elements_per_tile(loops > 1, sizeof(floating))
 
 
 cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_ssize_t n,
