@@ -754,3 +754,51 @@ def test_complex_refused_list_is_the_api():
     assert set(COMPLEX_REFUSED) == {Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay}
     assert {Adam, RMSProp, RAdam, OAdam, AdaGrad, AdaDelta, NAdam, AdaBelief, Descent,
             Momentum, Nesterov, AdamW} <= set(COMPLEX_OK)
+
+
+# ---------------------------------------------------------------------------------------
+# Big float32 arrays: programs of one loop run there on long tiles (LONG_TILE_BYTES in
+# _kernels.pyx, from 16 long tiles a thread on), chains and AccumGrad's gathering steps
+# (the tile buffer) on short ones.  The bits must not depend on which.
+
+# 2 threads x 16 long tiles of 16384 float32, plus a partial tile
+BIG = 2 * 16 * 16384 + 4099
+BIG_RULES = [Adam(0.01), AdamW(0.01, lambda_=0.1), Momentum(0.01), Lion(0.001),
+             OptimiserChain(ClipNorm(100.0), AdamW(0.01, lambda_=0.1)),
+             OptimiserChain(WeightDecay(0.1), Adam(0.01)),
+             AccumGrad(2)]
+
+
+@pytest.mark.parametrize("rule", BIG_RULES, ids=[repr(r) for r in BIG_RULES])
+def test_big_float32_arrays_match_reference(rule, n_threads):
+    rng = np.random.default_rng(seed_of(repr(rule), "big"))
+    x = make_param(rng, (BIG,), np.float32)
+    ref_x = x.copy()
+    tree = opt.setup(rule, x)
+    ref_s = ref_init(rule, x)
+    for step in range(3):
+        g = make_grad(rng, (BIG,), np.float32)
+        tree, x = opt.update_(tree, x, g)
+        ref_s, ref_x = ref_update(rule, ref_s, ref_x, g)
+        assert_arrays_same(x, ref_x, f"update_ step {step}: param")
+        assert_state_same(tree.state, ref_s, f"update_ step {step}: state")
+
+
+@pytest.mark.parametrize("rule", BIG_RULES, ids=[repr(r) for r in BIG_RULES])
+def test_big_float32_arrays_apply_matches_reference(rule, n_threads):
+    """apply_ stores d (mode STORE), or keeps it to itself (SINK, AccumGrad gathering)."""
+    rng = np.random.default_rng(seed_of(repr(rule), "big apply"))
+    x = make_param(rng, (BIG,), np.float32)
+    state, ref_s = opt.init(rule, x), ref_init(rule, x)
+    for step in range(3):
+        g = make_grad(rng, (BIG,), np.float32)
+        x_before = x.copy()
+        state, d = opt.apply_(rule, state, x, g)
+        ref_s, ref_d = ref_apply(rule, ref_s, x, g)
+        assert_arrays_same(x, x_before, f"step {step}: apply_ wrote x")
+        assert_state_same(state, ref_s, f"step {step}: state")
+        if ref_d is None:
+            assert d is None, f"step {step}: a step where the reference has none"
+        else:
+            assert_arrays_same(d, ref_d, f"step {step}: d")
+        x = step_param(x, ref_d)

@@ -4,9 +4,10 @@ Design
 ------
 Every update of one parameter array is a *program*: a short list of stages, one per
 element-wise rule of an ``OptimiserChain`` (a lone rule is a chain of one).  The driver
-walks the array tile by tile (4 kB of each stream, 2 kB for a chain of several loops)
-and, inside one tile, runs every stage in order: stage 0 reads the gradient, each later
-stage reads the tile buffer the previous one wrote, and the last stage fuses ``x -= d``
+walks the array tile by tile (4 kB of each stream, 2 kB for a chain of several loops, 64
+kB for a float32 program of one loop on a large array) and, inside one tile, runs every
+stage in order: stage 0 reads the gradient, each later stage reads the tile buffer the
+previous one wrote, and the last stage fuses ``x -= d``
 (or stores ``d`` into a destination array, for the functional ``apply_``).  So a chain
 costs one pass over memory, and no buffer is ever allocated per step.
 
@@ -116,8 +117,20 @@ cdef enum:
     # ns/element, 4 kB -> 2 kB: WeightDecay -> Momentum 1.39 -> 0.98, WeightDecay -> Adam
     # 2.04 -> 1.70 (float32 chains the same at 1 and 2 kB, 30-50% slower at 4 and 8 kB).
     # Where the tile buffer sits does not matter.
+    #   A float32 program of one loop on a large array runs on 64 kB tiles: at 1e8 on two
+    # threads they took 0.90 - 1.00 of the time of 4 kB ones (eleven comparisons on the same
+    # arrays, median 0.97); with them our float32 Adam and AdamW came within 1% of the plain
+    # loop over the whole array (`plain_pass`) on the same arrays (0.994 - 1.001, three
+    # comparisons), where 4 kB tiles were 0.92 - 1.00.  At 5e5 - 4e6 elements (cache) on
+    # two threads they were level or better (Adam: 0.90 - 0.99 of plain, against 0.88 - 0.97).
+    # It needs no tile buffer (mode SINK and complex pair stages do, and keep 4 kB) and at
+    # least LONG_TILES_PER_THREAD tiles for each thread, so that the threads' shares stay
+    # even.  float64 keeps 4 kB: longer tiles gained nothing there at 1e8, and a float64
+    # tile holding a value that needs the divider is stepped twice (quotients.pxi).
     TILE_BYTES = 4096
     CHAIN_TILE_BYTES = 2048
+    LONG_TILE_BYTES = 65536
+    LONG_TILES_PER_THREAD = 16
     TILE = TILE_BYTES // 4      # elements per tile at most (float32), for stack buffers
 
 
@@ -209,7 +222,8 @@ def max_threads():
 def tile_length(itemsize, bint chain=False):
     """Elements per tile of a parameter whose (real) elements have ``itemsize`` bytes: 1024
     float32 or 512 float64 for a program of one loop, half that for a chain whose stages
-    run loops of their own.  (Tests place values tile by tile with it.)"""
+    run loops of their own.  (Tests place values tile by tile with it.  A float32 program
+    of one loop on a large array runs on longer tiles; see LONG_TILE_BYTES.)"""
     if itemsize not in (4, 8):
         raise ValueError(f"the kernels run on 4- or 8-byte reals, not {itemsize}-byte ones")
     return _elements_per_tile(chain, itemsize)
@@ -351,14 +365,23 @@ cdef inline Py_ssize_t _elements_per_tile(bint chain, size_t itemsize) noexcept 
     return (CHAIN_TILE_BYTES if chain else TILE_BYTES) // itemsize
 
 
-cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages,
-                                    floating dummy) noexcept nogil:
-    """Elements of the dtype per tile of this program: a chain when more than one of its
-    stages runs a loop (a folded stage runs none)."""
+cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages, Py_ssize_t n,
+                                    int mode, int n_threads, floating dummy) noexcept nogil:
+    """Elements of the dtype per tile of this program over ``n`` components: a chain when
+    more than one of its stages runs a loop (a folded stage runs none); long tiles for a
+    float32 program of one loop that writes no tile buffer, on an array of at least
+    ``LONG_TILES_PER_THREAD`` long tiles for each of ``n_threads``."""
     cdef int k, loops = 0
+    cdef bint buffered = mode == SINK        # the last stage writes the tile buffer
+    cdef Py_ssize_t long_length = LONG_TILE_BYTES // sizeof(floating)
     for k in range(n_stages):
         if stages[k].kind != FOLDED:
             loops += 1
+        if stages[k].width == 2:
+            buffered = True                 # pair stages step through a stack buffer
+    if (floating is float and loops <= 1 and not buffered
+            and n >= LONG_TILES_PER_THREAD * (n_threads if n_threads > 1 else 1) * long_length):
+        return long_length
     return _elements_per_tile(loops > 1, sizeof(floating))
 
 
@@ -424,7 +447,7 @@ cdef void _run_prepared(const Stage* stages, int n_stages, Py_ssize_t n, floatin
     """Run a prepared program: its tiles, then its epilogues.  ``n`` counts components,
     ``comps`` per element (2 for complex; the parallel threshold counts elements).  Tiles
     have an even length, so they never split a pair."""
-    cdef Py_ssize_t length = _tile_length(stages, n_stages, <floating> 0)
+    cdef Py_ssize_t length = _tile_length(stages, n_stages, n, mode, n_threads, <floating> 0)
     cdef Py_ssize_t n_tiles = (n + length - 1) // length
     cdef Py_ssize_t t
     cdef floating local_tile[TILE]
