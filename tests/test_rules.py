@@ -757,24 +757,28 @@ def test_complex_refused_list_is_the_api():
 
 
 # ---------------------------------------------------------------------------------------
-# Big float32 arrays: programs of one loop run there on long tiles (LONG_TILE_BYTES in
-# _kernels.pyx, from 16 long tiles a thread on), chains and AccumGrad's gathering steps
-# (the tile buffer) on short ones.  The bits must not depend on which.
+# Big arrays: most programs of one loop run there on long tiles (LONG_TILE_BYTES in
+# _kernels.pyx, from 16 long tiles a thread on); chains, AccumGrad's gathering steps (the
+# tile buffer) and float64 quotient rules (Adam, AdamW) on short ones.  The bits must not
+# depend on which.
 
-# 2 threads x 16 long tiles of 16384 float32, plus a partial tile
+# 2 threads x 16 long tiles of 16384 float32 (32 of 8192 float64), plus a partial tile
 BIG = 2 * 16 * 16384 + 4099
 BIG_RULES = [Adam(0.01), AdamW(0.01, lambda_=0.1), Momentum(0.01), Lion(0.001),
              OptimiserChain(ClipNorm(100.0), AdamW(0.01, lambda_=0.1)),
              OptimiserChain(WeightDecay(0.1), Adam(0.01)),
              AccumGrad(2)]
+BIG_DTYPES = [np.float32, np.float64]
 
 
+@pytest.mark.parametrize("dtype", BIG_DTYPES, ids=[FLOAT_IDS[d] for d in BIG_DTYPES])
 @pytest.mark.parametrize("rule", BIG_RULES, ids=[repr(r) for r in BIG_RULES])
-def test_big_float32_arrays_match_reference(rule, n_threads):
-    _check_update(rule, np.float32, {"big": (BIG,)}, n_steps=4)
+def test_big_arrays_match_reference(rule, dtype, n_threads):
+    _check_update(rule, dtype, {"big": (BIG,)}, n_steps=4)
 
 
+@pytest.mark.parametrize("dtype", BIG_DTYPES, ids=[FLOAT_IDS[d] for d in BIG_DTYPES])
 @pytest.mark.parametrize("rule", BIG_RULES, ids=[repr(r) for r in BIG_RULES])
-def test_big_float32_arrays_apply_matches_reference(rule, n_threads):
+def test_big_arrays_apply_matches_reference(rule, dtype, n_threads):
     """apply_ stores d (mode STORE), or keeps it to itself (SINK, AccumGrad gathering)."""
-    _check_apply(rule, np.float32, {"big": (BIG,)}, n_steps=4)
+    _check_apply(rule, dtype, {"big": (BIG,)}, n_steps=4)

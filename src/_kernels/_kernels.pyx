@@ -5,7 +5,7 @@ Design
 Every update of one parameter array is a *program*: a short list of stages, one per
 element-wise rule of an ``OptimiserChain`` (a lone rule is a chain of one).  The driver
 walks the array tile by tile (4 kB of each stream, 2 kB for a chain of several loops, 64
-kB for a float32 program of one loop on a large array) and, inside one tile, runs every
+kB for most programs of one loop on a large array) and, inside one tile, runs every
 stage in order: stage 0 reads the gradient, each later stage reads the tile buffer the
 previous one wrote, and the last stage fuses ``x -= d``
 (or stores ``d`` into a destination array, for the functional ``apply_``).  So a chain
@@ -117,16 +117,18 @@ cdef enum:
     # ns/element, 4 kB -> 2 kB: WeightDecay -> Momentum 1.39 -> 0.98, WeightDecay -> Adam
     # 2.04 -> 1.70 (float32 chains the same at 1 and 2 kB, 30-50% slower at 4 and 8 kB).
     # Where the tile buffer sits does not matter.
-    #   A float32 program of one loop on a large array runs on 64 kB tiles: at 1e8 on two
-    # threads they took 0.90 - 1.00 of the time of 4 kB ones (eleven comparisons on the same
-    # arrays, median 0.97); with them our float32 Adam and AdamW came within 1% of the plain
-    # loop over the whole array (`plain_pass`) on the same arrays (0.994 - 1.001, three
-    # comparisons), where 4 kB tiles were 0.92 - 1.00.  At 5e5 - 4e6 elements (cache) on
-    # two threads they were level or better (Adam: 0.90 - 0.99 of plain, against 0.88 - 0.97).
-    # It needs no tile buffer (mode SINK and complex pair stages do, and keep 4 kB) and at
-    # least LONG_TILES_PER_THREAD tiles for each thread, so that the threads' shares stay
-    # even.  float64 keeps 4 kB: longer tiles gained nothing there at 1e8, and a float64
-    # tile holding a value that needs the divider is stepped twice (quotients.pxi).
+    #   A program of one loop that holds no tile in a stack buffer runs on 64 kB tiles on
+    # a large array (at least LONG_TILES_PER_THREAD of them for each thread, so that the
+    # threads' shares stay even).  At 1e8 on two threads float32 rules took 0.90 - 1.00 of
+    # the time they take on 4 kB tiles (eleven comparisons on the same arrays, median
+    # 0.97), and float32 Adam and AdamW came within 1% of the plain loop over the whole
+    # array (`plain_pass`) on the same arrays (0.994 - 1.001, three comparisons; 0.92 - 1.00
+    # on 4 kB tiles); float64 Lion 1.01 - 1.02 (0.97 - 0.99 on 4 kB).  At 5e5 - 4e6 float32
+    # elements (cache) on two threads they were level or better.  The stack buffers hold
+    # TILE elements, so whatever uses one keeps short tiles: a chain's tile buffer, mode
+    # SINK (the last stage writes it), complex pair stages, and the float64 quotient rules,
+    # which keep the tile they overwrite (quotients.pxi; longer tiles gained nothing there
+    # at 1e8).  A new tile function with a stack buffer must be added to `_holds_a_tile`.
     TILE_BYTES = 4096
     CHAIN_TILE_BYTES = 2048
     LONG_TILE_BYTES = 65536
@@ -222,8 +224,8 @@ def max_threads():
 def tile_length(itemsize, bint chain=False):
     """Elements per tile of a parameter whose (real) elements have ``itemsize`` bytes: 1024
     float32 or 512 float64 for a program of one loop, half that for a chain whose stages
-    run loops of their own.  (Tests place values tile by tile with it.  A float32 program
-    of one loop on a large array runs on longer tiles; see LONG_TILE_BYTES.)"""
+    run loops of their own.  (Tests place float64 values tile by tile with it.  Most
+    programs of one loop run on longer tiles on a large array; see LONG_TILE_BYTES.)"""
     if itemsize not in (4, 8):
         raise ValueError(f"the kernels run on 4- or 8-byte reals, not {itemsize}-byte ones")
     return _elements_per_tile(chain, itemsize)
@@ -365,21 +367,32 @@ cdef inline Py_ssize_t _elements_per_tile(bint chain, size_t itemsize) noexcept 
     return (CHAIN_TILE_BYTES if chain else TILE_BYTES) // itemsize
 
 
+cdef inline bint _holds_a_tile(const Stage* s, floating dummy) noexcept nogil:
+    """Whether this stage's tile function keeps a tile in a stack buffer of TILE elements:
+    complex pair stages (their steps), and in float64 the quotient rules (what they
+    overwrite, in case the tile is stepped again with the divider)."""
+    cdef int k = s.kind
+    if s.width == 2:
+        return True
+    return floating is double and (k == ADAM or k == RADAM or k == ADAMW_COUPLED
+                                   or k == ADAMW_DECOUPLED or k == NADAM or k == ADABELIEF)
+
+
 cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages, Py_ssize_t n,
                                     int mode, int n_threads, floating dummy) noexcept nogil:
     """Elements of the dtype per tile of this program over ``n`` components: a chain when
     more than one of its stages runs a loop (a folded stage runs none); long tiles for a
-    float32 program of one loop that writes no tile buffer, on an array of at least
-    ``LONG_TILES_PER_THREAD`` long tiles for each of ``n_threads``."""
+    program of one loop that holds no tile in a stack buffer (nor writes the tile buffer:
+    mode SINK), on an array of at least ``LONG_TILES_PER_THREAD`` long tiles for each of
+    ``n_threads``."""
     cdef int k, loops = 0
-    cdef bint buffered = mode == SINK        # the last stage writes the tile buffer
+    cdef bint buffered = mode == SINK
     cdef Py_ssize_t long_length = LONG_TILE_BYTES // sizeof(floating)
     for k in range(n_stages):
         if stages[k].kind != FOLDED:
             loops += 1
-        if stages[k].width == 2:
-            buffered = True                 # pair stages step through a stack buffer
-    if (floating is float and loops <= 1 and not buffered
+            buffered = buffered or _holds_a_tile(&stages[k], dummy)
+    if (loops <= 1 and not buffered
             and n >= LONG_TILES_PER_THREAD * (n_threads if n_threads > 1 else 1) * long_length):
         return long_length
     return _elements_per_tile(loops > 1, sizeof(floating))
