@@ -123,7 +123,7 @@ cdef enum:
     # the time they take on 4 kB tiles (eleven comparisons on the same arrays, median
     # 0.97), and float32 Adam and AdamW came within 1% of the plain loop over the whole
     # array (`plain_pass`) on the same arrays (0.994 - 1.001, three comparisons; 0.92 - 1.00
-    # on 4 kB tiles); float64 Lion 1.01 - 1.02 (0.97 - 0.99 on 4 kB).  At 5e5 - 4e6 float32
+    # on 4 kB tiles); float64 Lion 0.98 - 1.02 (0.97 - 0.99 on 4 kB).  At 5e5 - 4e6 float32
     # elements (cache) on two threads they were level or better.  The stack buffers hold
     # TILE elements, so whatever uses one keeps short tiles: a chain's tile buffer, mode
     # SINK (the last stage writes it), complex pair stages, and the float64 quotient rules,
