@@ -102,14 +102,32 @@ def make_complex(rng, shape, dtype, zeros=True):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("rule", [r for _, r in RULES], ids=RULE_IDS)
 def test_complex_matches_reference(rule, dtype, n_threads, small_parallel_threshold):
+    _check_complex(rule, dtype, SHAPES, N_STEPS)
+
+
+# 2 threads x 16 long tiles of 16384 components (LONG_TILE_BYTES in _kernels.pyx), and a
+# partial one
+BIG_ELEMENTS = 16 * 16384 + 2049
+
+
+@pytest.mark.parametrize("rule", [Momentum(0.01), Adam(0.01), AccumGrad(2)],
+                         ids=["Momentum", "Adam", "AccumGrad"])
+def test_big_complex_arrays_match_reference(rule, n_threads):
+    """complex64 on a big array: Momentum runs component-wise on the real view, on long
+    tiles (never splitting a pair), Adam as a pair stage on short ones (its stack buffer),
+    AccumGrad on the tile buffer, then long tiles."""
+    _check_complex(rule, np.complex64, {"big": (BIG_ELEMENTS,)}, 3)
+
+
+def _check_complex(rule, dtype, shapes, n_steps):
     rng = np.random.default_rng(seed_of(repr(rule), np.dtype(dtype).name))
-    model = {k: make_complex(rng, s, dtype) for k, s in SHAPES.items()}
+    model = {k: make_complex(rng, s, dtype) for k, s in shapes.items()}
     ref_x = {k: v.copy() for k, v in model.items()}
     tree = opt.setup(rule, model)
     ref_s = {k: ref_init(rule, v) for k, v in model.items()}
     for k in model:
         assert_state_same(tree[k].state, ref_s[k], f"init: state[{k}]")
-    for step in range(N_STEPS):
+    for step in range(n_steps):
         grads = {k: make_complex(rng, v.shape, dtype) for k, v in model.items()}
         tree, model = opt.update_(tree, model, grads)
         for k in model:
