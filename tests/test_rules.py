@@ -782,4 +782,3 @@ def test_big_arrays_match_reference(rule, dtype, n_threads):
 def test_big_arrays_apply_matches_reference(rule, dtype, n_threads):
     """apply_ stores d (mode STORE), or keeps it to itself (SINK, AccumGrad gathering)."""
     _check_apply(rule, dtype, {"big": (BIG,)}, n_steps=4)
-
