@@ -7,9 +7,9 @@ element-wise rule of an ``OptimiserChain`` (a lone rule is a chain of one).  The
 walks the array tile by tile (4 kB of each stream, 2 kB for a chain of several loops, 64
 kB for most programs of one loop on a large array) and, inside one tile, runs every
 stage in order: stage 0 reads the gradient, each later stage reads the tile buffer the
-previous one wrote, and the last stage fuses ``x -= d``
-(or stores ``d`` into a destination array, for the functional ``apply_``).  So a chain
-costs one pass over memory, and no buffer is ever allocated per step.
+previous one wrote, and the last stage fuses ``x -= d`` (or stores ``d`` into a
+destination array, for the functional ``apply_``).  So a chain costs one pass over
+memory, and no buffer is ever allocated per step.
 
 Tiles are distributed over OpenMP threads (``prange``, static schedule) when the array is
 larger than the parallel threshold; every stage is element-wise, so the result does not
@@ -128,7 +128,7 @@ cdef enum:
     # TILE elements, so whatever uses one keeps short tiles: a chain's tile buffer, mode
     # SINK (the last stage writes it), complex pair stages, and the float64 quotient rules,
     # which keep the tile they overwrite (quotients.pxi; longer tiles gained nothing there
-    # at 1e8).  A new tile function with a stack buffer must be added to `_holds_a_tile`.
+    # at 1e8).  A new tile function with a stack buffer must be known to `_holds_a_tile`.
     TILE_BYTES = 4096
     CHAIN_TILE_BYTES = 2048
     LONG_TILE_BYTES = 65536
@@ -224,8 +224,8 @@ def max_threads():
 def tile_length(itemsize, bint chain=False):
     """Elements per tile of a parameter whose (real) elements have ``itemsize`` bytes: 1024
     float32 or 512 float64 for a program of one loop, half that for a chain whose stages
-    run loops of their own.  (Tests place float64 values tile by tile with it.  Most
-    programs of one loop run on longer tiles on a large array; see LONG_TILE_BYTES.)"""
+    run loops of their own.  (Tests place values tile by tile with it.  Most programs of
+    one loop run on longer tiles on a large array; see LONG_TILE_BYTES.)"""
     if itemsize not in (4, 8):
         raise ValueError(f"the kernels run on 4- or 8-byte reals, not {itemsize}-byte ones")
     return _elements_per_tile(chain, itemsize)
@@ -369,13 +369,9 @@ cdef inline Py_ssize_t _elements_per_tile(bint chain, size_t itemsize) noexcept 
 
 cdef inline bint _holds_a_tile(const Stage* s, floating dummy) noexcept nogil:
     """Whether this stage's tile function keeps a tile in a stack buffer of TILE elements:
-    complex pair stages (their steps), and in float64 the quotient rules (what they
-    overwrite, in case the tile is stepped again with the divider)."""
-    cdef int k = s.kind
-    if s.width == 2:
-        return True
-    return floating is double and (k == ADAM or k == RADAM or k == ADAMW_COUPLED
-                                   or k == ADAMW_DECOUPLED or k == NADAM or k == ADABELIEF)
+    complex pair stages (their steps), and the float64 quotient rules (what they overwrite,
+    in case the tile is stepped again with the divider: `_keeps_its_tile`)."""
+    return s.width == 2 or _keeps_its_tile(s.kind, dummy)
 
 
 cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages, Py_ssize_t n,

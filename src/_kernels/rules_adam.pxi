@@ -7,6 +7,14 @@
 # divider; it keeps what it overwrites in `out`, and a tile with such a value is restored
 # and stepped again from the new moments with the divider (ByDivider).  Same bits either way.
 
+cdef inline bint _keeps_its_tile(int kind, floating dummy) noexcept nogil:
+    """Whether this kind's tile function keeps what it overwrites in a stack buffer of
+    TILE elements (`kept`, written on the fast path: float64 only).  The driver keeps such
+    programs on short tiles; a new tile function with `kept` must be listed here."""
+    return floating is double and (kind == ADAM or kind == RADAM or kind == ADAMW_COUPLED
+                                   or kind == ADAMW_DECOUPLED or kind == NADAM
+                                   or kind == ADABELIEF)
+
 cdef inline floating _adam_ratio(Quotients* how, floating mi, floating vi, const Divisor* c1,
                                  const Divisor* c2, floating eps) noexcept nogil:
     # (m/(1-bt1)) / (sqrt(v/(1-bt2)) + eps)
