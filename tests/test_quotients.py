@@ -2,9 +2,9 @@
 
 The AVX-512 build divides Adam's float64 moments by 1 - beta^t through a reciprocal and two
 FMA corrections, and sends values outside the range where that is proven exact to the
-divider, a tile at a time.  These tests check the quotients bit for bit against numpy's
-a / b, the range check exactly, and whole steps whose tiles take the divider against the
-reference.
+divider, a chunk of a tile at a time.  These tests check the quotients bit for bit against
+numpy's a / b, the range check exactly, and whole steps whose tiles take the divider against
+the reference, on short tiles and on the chunks of long ones.
 """
 
 import numpy as np
@@ -108,20 +108,23 @@ RULES = [opt.Adam(0.01), opt.AdamW(0.01, lambda_=0.1), opt.AdamW(0.01, lambda_=0
          opt.OptimiserChain(opt.ClipNorm(10.0, throw=False), opt.AdamW(0.01, lambda_=0.1))]
 
 
-def _gradient(rng, n, dtype, step):
+def _gradient(rng, n, dtype, step, spots=None):
+    """Ordinary gradients but for three spans of a tile's length (or ``spots``: ``(width,
+    (start, start, start))``): subnormals, huge values and -0, infinities and NaN."""
     fi = np.finfo(dtype)
     t = _native.kernels.tile_length(np.dtype(dtype).itemsize)
+    t, (a, b, c) = spots or (t, (t, 3 * t, 5 * t))
     g = rng.standard_normal(n).astype(dtype)
     g[rng.integers(0, n, n // 10)] = 0
     # tile 1: subnormal gradients (the moments end up in the subnormal range)
-    g[t:2 * t] = (rng.standard_normal(t) * fi.smallest_subnormal * 64).astype(dtype)
+    g[a:a + t] = (rng.standard_normal(t) * fi.smallest_subnormal * 64).astype(dtype)
     # tile 3: a few huge ones (g*g overflows: v = inf with m finite), and -0
-    g[3 * t + rng.integers(0, t, 3)] = np.sqrt(fi.max) * dtype(4)
-    g[3 * t + rng.integers(0, t, 5)] = dtype(-0.0)
+    g[b + rng.integers(0, t, 3)] = np.sqrt(fi.max) * dtype(4)
+    g[b + rng.integers(0, t, 5)] = dtype(-0.0)
     # tile 5, from step 2: an infinity and a NaN
     if step >= 2:
-        g[5 * t + rng.integers(0, t, 2)] = [np.inf, -np.inf]
-        g[5 * t + rng.integers(0, t, 1)] = np.nan
+        g[c + rng.integers(0, t, 2)] = [np.inf, -np.inf]
+        g[c + rng.integers(0, t, 1)] = np.nan
     return g
 
 
@@ -143,6 +146,35 @@ def test_steps_whose_tiles_take_the_divider_match_the_reference(rule, dtype, n_t
         assert_state_same(state.state, ref_s, f"step {step}: state")
     # the functional form: d stored, x untouched
     g = _gradient(rng, n, dtype, 9)
+    st, d = opt.apply_(rule, state.state, x, g)
+    ref_st, ref_d = ref_apply(rule, ref_s, ref_x, g)
+    assert_arrays_same(d, ref_d, "apply_: d")
+    assert_state_same(st, ref_st, "apply_: state")
+
+
+# Long tiles (64 kB, from 16 of them a thread on: LONG_TILE_BYTES in _kernels.pyx) are
+# stepped in chunks of TILE elements (the float32 short tile's length), and only a chunk
+# that needs the divider is redone: the spans sit in the second chunk of a long tile, in the
+# last chunk of another, and in the partial tile at the end.
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", RULES[:6], ids=lambda r: repr(r)[:48])
+def test_long_tiles_whose_chunks_take_the_divider_match_the_reference(rule, dtype, n_threads):
+    rng = np.random.default_rng(5)
+    long = 65536 // np.dtype(dtype).itemsize
+    chunk = _native.kernels.tile_length(4)
+    n = 2 * 16 * long + 3001
+    spots = (chunk, (2 * long + chunk, 4 * long - chunk, n - 2000))
+    x = rng.standard_normal(n).astype(dtype)
+    ref_x, ref_s = x.copy(), ref_init(rule, x)
+    state = opt.setup(rule, x)
+    for step in range(6):          # RAdam is rectified from its fifth step
+        g = _gradient(rng, n, dtype, step, spots)
+        state, x = opt.update_(state, x, g)
+        ref_s, ref_x = ref_update(rule, ref_s, ref_x, g)
+        assert_arrays_same(x, ref_x, f"step {step}: parameter")
+        assert_state_same(state.state, ref_s, f"step {step}: state")
+    g = _gradient(rng, n, dtype, 9, spots)
     st, d = opt.apply_(rule, state.state, x, g)
     ref_st, ref_d = ref_apply(rule, ref_s, ref_x, g)
     assert_arrays_same(d, ref_d, "apply_: d")

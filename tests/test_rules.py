@@ -758,9 +758,9 @@ def test_complex_refused_list_is_the_api():
 
 # ---------------------------------------------------------------------------------------
 # Big arrays: most programs of one loop run there on long tiles (LONG_TILE_BYTES in
-# _kernels.pyx, from 16 long tiles a thread on); chains, AccumGrad's gathering steps (the
-# tile buffer) and float64 quotient rules (Adam, AdamW) on short ones.  The bits must not
-# depend on which.
+# _kernels.pyx, from 16 long tiles a thread on; the float64 quotient rules, Adam and AdamW
+# here, in chunks of TILE elements); chains and AccumGrad's gathering steps (the tile
+# buffer) on short ones.  The bits must not depend on which.
 
 # 2 threads x 16 long tiles of 16384 float32 (32 of 8192 float64), plus a partial tile
 BIG = 2 * 16 * 16384 + 4099

@@ -125,10 +125,13 @@ cdef enum:
     # array (`plain_pass`) on the same arrays (0.994 - 1.001, three comparisons; 0.92 - 1.00
     # on 4 kB tiles); float64 Lion 0.98 - 1.02 (0.97 - 0.99 on 4 kB).  At 5e5 - 4e6 float32
     # elements (cache) on two threads they were level or better.  The stack buffers hold
-    # TILE elements, so whatever uses one keeps short tiles: a chain's tile buffer, mode
-    # SINK (the last stage writes it), complex pair stages, and the float64 quotient rules,
-    # which keep the tile they overwrite (quotients.pxi; longer tiles gained nothing there
-    # at 1e8).  A new tile function with a stack buffer must be known to `_holds_a_tile`.
+    # TILE elements, so whatever holds a whole tile in one keeps short tiles: a chain's
+    # tile buffer, mode SINK (the last stage writes it) and complex pair stages; a new tile
+    # function with such a buffer must be known to `_holds_a_tile`.  The float64 quotient
+    # rules keep what they overwrite in one, but step a long tile in chunks of TILE
+    # (`_chunk_end`): that saves their per-tile setup (two divisions for the reciprocals),
+    # float64 Adam 1.207 -> 1.167 ns an element in L3 (2.6e5 elements, one thread, the same
+    # arrays in turn), and is level at 1e8.
     TILE_BYTES = 4096
     CHAIN_TILE_BYTES = 2048
     LONG_TILE_BYTES = 65536
@@ -367,11 +370,12 @@ cdef inline Py_ssize_t _elements_per_tile(bint chain, size_t itemsize) noexcept 
     return (CHAIN_TILE_BYTES if chain else TILE_BYTES) // itemsize
 
 
-cdef inline bint _holds_a_tile(const Stage* s, floating dummy) noexcept nogil:
-    """Whether this stage's tile function keeps a tile in a stack buffer of TILE elements:
-    complex pair stages (their steps), and the float64 quotient rules (what they overwrite,
-    in case the tile is stepped again with the divider: `_keeps_its_tile`)."""
-    return s.width == 2 or _keeps_its_tile(s.kind, dummy)
+cdef inline bint _holds_a_tile(const Stage* s) noexcept nogil:
+    """Whether this stage's tile function holds a whole tile in a stack buffer of TILE
+    elements: complex pair stages (their steps).  (The float64 quotient rules keep what they
+    overwrite in such a buffer too, but step a longer tile in chunks of TILE:
+    `_chunk_end`.)"""
+    return s.width == 2
 
 
 cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages, Py_ssize_t n,
@@ -387,7 +391,7 @@ cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages, Py_ssize_
     for k in range(n_stages):
         if stages[k].kind != FOLDED:
             loops += 1
-            buffered = buffered or _holds_a_tile(&stages[k], dummy)
+            buffered = buffered or _holds_a_tile(&stages[k])
     if (loops <= 1 and not buffered
             and n >= LONG_TILES_PER_THREAD * (n_threads if n_threads > 1 else 1) * long_length):
         return long_length

@@ -4,16 +4,10 @@
 
 # Their quotients by the bias corrections go through quotients.pxi: a loop divides by
 # reciprocal (ByReciprocal) while it updates the moments and notes any value that needs the
-# divider; it keeps what it overwrites in `out`, and a tile with such a value is restored
+# divider; it keeps what it overwrites in `out`, and a chunk with such a value is restored
 # and stepped again from the new moments with the divider (ByDivider).  Same bits either way.
-
-cdef inline bint _keeps_its_tile(int kind, floating dummy) noexcept nogil:
-    """Whether this kind's tile function keeps what it overwrites in a stack buffer of
-    TILE elements (`kept`, written on the fast path: float64 only).  The driver keeps such
-    programs on short tiles; a new tile function with `kept` must be listed here."""
-    return floating is double and (kind == ADAM or kind == RADAM or kind == ADAMW_COUPLED
-                                   or kind == ADAMW_DECOUPLED or kind == NADAM
-                                   or kind == ADABELIEF)
+# A chunk is at most TILE elements, the size of the `kept` buffer (`_chunk_end`), so that
+# these loops run on tiles of any length.
 
 cdef inline floating _adam_ratio(Quotients* how, floating mi, floating vi, const Divisor* c1,
                                  const Divisor* c2, floating eps) noexcept nogil:
@@ -76,29 +70,33 @@ cdef void adam_family_tile(AdamFamily* rule, const Stage* s, Py_ssize_t off, Py_
     cdef floating gi, mi, vi
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef floating kept[TILE]
-    cdef int divider = 0
-    cdef Py_ssize_t i
+    cdef int divider
+    cdef Py_ssize_t i, start = 0, end
     if AdamFamily is RAdamStep:
         r = <floating> s.hp[8]
         rectified = s.hp[9] != 0
     elif AdamFamily is AdamWCoupledStep or AdamFamily is AdamWDecoupledStep:
         lam = <floating> s.hp[8]
-    for i in range(n):
-        gi = g[i] * gs
-        mi = b1 * m[i] + omb1 * gi
-        vi = b2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
-        if _fast_path(mi):
-            kept[i] = out[i]
-        _emit(out, i, _adam_family_d(rule, <ByReciprocal*> NULL, mi, vi, x[i], &c1, &c2, eps,
-                                     eta, lam, r, rectified), subtract)
-    if divider:
-        _restore(out, kept, n)
-        for i in range(n):
-            _emit(out, i, _adam_family_d(rule, <ByDivider*> NULL, m[i], v[i], x[i], &c1, &c2,
+    while start < n:
+        end = _chunk_end(start, n, eps)
+        divider = 0
+        for i in range(start, end):
+            gi = g[i] * gs
+            mi = b1 * m[i] + omb1 * gi
+            vi = b2 * v[i] + omb2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            divider |= _needs_divider(mi, &c1) | _needs_divider(vi, &c2)
+            if _fast_path(mi):
+                kept[i - start] = out[i]
+            _emit(out, i, _adam_family_d(rule, <ByReciprocal*> NULL, mi, vi, x[i], &c1, &c2,
                                          eps, eta, lam, r, rectified), subtract)
+        if divider:
+            _restore(out, kept, start, end)
+            for i in range(start, end):
+                _emit(out, i, _adam_family_d(rule, <ByDivider*> NULL, m[i], v[i], x[i], &c1,
+                                             &c2, eps, eta, lam, r, rectified), subtract)
+        start = end
 
 
 cdef void adamax_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -194,25 +192,29 @@ cdef void nadam_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef floating gi, mi, vi
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef floating kept[TILE]
-    cdef int divider = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        gi = g[i] * gs
-        mi = b1 * m[i] + omb1 * gi
-        vi = b2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        divider |= (_needs_divider(b1 * mi, &c1_next) | _needs_divider(omb1 * gi, &c1)
-                    | _needs_divider(vi * b2, &c2))
-        if _fast_path(mi):
-            kept[i] = out[i]
-        _emit(out, i, _nadam_d(<ByReciprocal*> NULL, mi, vi, gi, b1, b2, omb1, &c1, &c1_next,
-                               &c2, eps, eta), subtract)
-    if divider:
-        _restore(out, kept, n)      # g too, where out is the tile buffer g was read from
-        for i in range(n):
-            _emit(out, i, _nadam_d(<ByDivider*> NULL, m[i], v[i], g[i] * gs, b1, b2, omb1,
-                                   &c1, &c1_next, &c2, eps, eta), subtract)
+    cdef int divider
+    cdef Py_ssize_t i, start = 0, end
+    while start < n:
+        end = _chunk_end(start, n, eps)
+        divider = 0
+        for i in range(start, end):
+            gi = g[i] * gs
+            mi = b1 * m[i] + omb1 * gi
+            vi = b2 * v[i] + omb2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            divider |= (_needs_divider(b1 * mi, &c1_next) | _needs_divider(omb1 * gi, &c1)
+                        | _needs_divider(vi * b2, &c2))
+            if _fast_path(mi):
+                kept[i - start] = out[i]
+            _emit(out, i, _nadam_d(<ByReciprocal*> NULL, mi, vi, gi, b1, b2, omb1, &c1,
+                                   &c1_next, &c2, eps, eta), subtract)
+        if divider:
+            _restore(out, kept, start, end)     # g too, where out is the buffer g came from
+            for i in range(start, end):
+                _emit(out, i, _nadam_d(<ByDivider*> NULL, m[i], v[i], g[i] * gs, b1, b2,
+                                       omb1, &c1, &c1_next, &c2, eps, eta), subtract)
+        start = end
 
 
 cdef inline floating _adabelief_d(Quotients* how, floating mi, floating si, const Divisor* c1,
@@ -234,21 +236,26 @@ cdef void adabelief_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating*
     cdef floating gi, mi, si, e
     cdef floating gs = <floating> s.gs      # input scale: a folded ClipNorm, else 1
     cdef floating kept[TILE]
-    cdef int divider = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        gi = g[i] * gs
-        mi = b1 * m[i] + omb1 * gi
-        e = gi - mi
-        si = (b2 * sv[i] + omb2 * (e * e)) + eps
-        m[i] = mi
-        sv[i] = si
-        divider |= _needs_divider(eta * mi, &c1) | _needs_divider(si, &c2)
-        if _fast_path(mi):
-            kept[i] = out[i]
-        _emit(out, i, _adabelief_d(<ByReciprocal*> NULL, mi, si, &c1, &c2, eps, eta), subtract)
-    if divider:
-        _restore(out, kept, n)
-        for i in range(n):
-            _emit(out, i, _adabelief_d(<ByDivider*> NULL, m[i], sv[i], &c1, &c2, eps, eta),
+    cdef int divider
+    cdef Py_ssize_t i, start = 0, end
+    while start < n:
+        end = _chunk_end(start, n, eps)
+        divider = 0
+        for i in range(start, end):
+            gi = g[i] * gs
+            mi = b1 * m[i] + omb1 * gi
+            e = gi - mi
+            si = (b2 * sv[i] + omb2 * (e * e)) + eps
+            m[i] = mi
+            sv[i] = si
+            divider |= _needs_divider(eta * mi, &c1) | _needs_divider(si, &c2)
+            if _fast_path(mi):
+                kept[i - start] = out[i]
+            _emit(out, i, _adabelief_d(<ByReciprocal*> NULL, mi, si, &c1, &c2, eps, eta),
                   subtract)
+        if divider:
+            _restore(out, kept, start, end)
+            for i in range(start, end):
+                _emit(out, i, _adabelief_d(<ByDivider*> NULL, m[i], sv[i], &c1, &c2, eps,
+                                           eta), subtract)
+        start = end
