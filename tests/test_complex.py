@@ -105,9 +105,9 @@ def test_complex_matches_reference(rule, dtype, n_threads, small_parallel_thresh
     _check_complex(rule, dtype, SHAPES, N_STEPS)
 
 
-# 2 threads x 16 long tiles of 16384 components (LONG_TILE_BYTES in _kernels.pyx), and a
-# partial one
-BIG_ELEMENTS = 16 * 16384 + 2049
+# 2 threads x 16 long tiles of 16384 components, and a partial one
+LONG, PER_THREAD = _kernels.long_tiles(4)
+BIG_ELEMENTS = PER_THREAD * LONG + 2049
 
 
 @pytest.mark.parametrize("rule", [Momentum(0.01), Adam(0.01), AccumGrad(2)],

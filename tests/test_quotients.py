@@ -152,18 +152,18 @@ def test_steps_whose_tiles_take_the_divider_match_the_reference(rule, dtype, n_t
     assert_state_same(st, ref_st, "apply_: state")
 
 
-# Long tiles (64 kB, from 16 of them a thread on: LONG_TILE_BYTES in _kernels.pyx) are
-# stepped in chunks of TILE elements (the float32 short tile's length), and only a chunk
-# that needs the divider is redone: the spans sit in the second chunk of a long tile, in the
-# last chunk of another, and in the partial tile at the end.
+# Long tiles (64 kB, from 16 of them a thread on) are stepped in chunks of TILE elements
+# (the float32 short tile's length), and only a chunk that needs the divider is redone: the
+# spans sit in the second chunk of a long tile, in the last chunk of another, and in the
+# partial tile at the end.
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", RULES[:6], ids=lambda r: repr(r)[:48])
 def test_long_tiles_whose_chunks_take_the_divider_match_the_reference(rule, dtype, n_threads):
     rng = np.random.default_rng(5)
-    long = 65536 // np.dtype(dtype).itemsize
+    long, per_thread = _native.kernels.long_tiles(np.dtype(dtype).itemsize)
     chunk = _native.kernels.tile_length(4)
-    n = 2 * 16 * long + 3001
+    n = 2 * per_thread * long + 3001
     spots = (chunk, (2 * long + chunk, 4 * long - chunk, n - 2000))
     x = rng.standard_normal(n).astype(dtype)
     ref_x, ref_s = x.copy(), ref_init(rule, x)

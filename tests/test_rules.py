@@ -16,6 +16,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
+from optimisers import _native
 from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, AdamW, AMSGrad,
                         ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
@@ -762,8 +763,10 @@ def test_complex_refused_list_is_the_api():
 # here, in chunks of TILE elements); chains and AccumGrad's gathering steps (the tile
 # buffer) on short ones.  The bits must not depend on which.
 
-# 2 threads x 16 long tiles of 16384 float32 (32 of 8192 float64), plus a partial tile
-BIG = 2 * 16 * 16384 + 4099
+# 2 threads x 16 long tiles of 16384 float32 (as many twice over in float64), and a
+# partial tile
+LONG, PER_THREAD = _native.kernels.long_tiles(4)
+BIG = 2 * PER_THREAD * LONG + 4099
 BIG_RULES = [Adam(0.01), AdamW(0.01, lambda_=0.1), Momentum(0.01), Lion(0.001),
              OptimiserChain(ClipNorm(100.0), AdamW(0.01, lambda_=0.1)),
              OptimiserChain(WeightDecay(0.1), Adam(0.01)),

@@ -228,10 +228,22 @@ def tile_length(itemsize, bint chain=False):
     """Elements per tile of a parameter whose (real) elements have ``itemsize`` bytes: 1024
     float32 or 512 float64 for a program of one loop, half that for a chain whose stages
     run loops of their own.  (Tests place values tile by tile with it.  Most programs of
-    one loop run on longer tiles on a large array; see LONG_TILE_BYTES.)"""
+    one loop run on longer tiles on a large array: `long_tiles`.)"""
+    _check_itemsize(itemsize)
+    return _elements_per_tile(chain, itemsize)
+
+
+def long_tiles(itemsize):
+    """``(length, per_thread)``: the elements of ``itemsize`` bytes in a long tile, and how
+    many long tiles each thread must get before a program of one loop takes them (see
+    LONG_TILE_BYTES).  For the tests that must reach long tiles."""
+    _check_itemsize(itemsize)
+    return LONG_TILE_BYTES // itemsize, LONG_TILES_PER_THREAD
+
+
+def _check_itemsize(itemsize):
     if itemsize not in (4, 8):
         raise ValueError(f"the kernels run on 4- or 8-byte reals, not {itemsize}-byte ones")
-    return _elements_per_tile(chain, itemsize)
 
 
 def get_parallel_threshold():
