@@ -112,8 +112,10 @@ def _gradient(rng, n, dtype, step, spots=None):
     """Ordinary gradients but for three spans of a tile's length (or ``spots``: ``(width,
     (start, start, start))``): subnormals, huge values and -0, infinities and NaN."""
     fi = np.finfo(dtype)
-    t = _native.kernels.tile_length(np.dtype(dtype).itemsize)
-    t, (a, b, c) = spots or (t, (t, 3 * t, 5 * t))
+    if spots is None:
+        t = _native.kernels.tile_length(np.dtype(dtype).itemsize)
+        spots = (t, (t, 3 * t, 5 * t))
+    t, (a, b, c) = spots
     g = rng.standard_normal(n).astype(dtype)
     g[rng.integers(0, n, n // 10)] = 0
     # tile 1: subnormal gradients (the moments end up in the subnormal range)
