@@ -18,12 +18,13 @@ from ._native import (get_parallel_threshold, kernel_isa, max_threads, openmp_en
 from ._functor import functor, trainable
 from ._keypath import KeyPath, getkeypath, haskeypath
 from ._leaf import Leaf
-from ._rule import Rule, apply_, init
-from ._rules_sgd import Descent, Lion, Momentum, Nesterov, Rprop
-from ._rules_adam import AdaBelief, AdaMax, Adam, AdamW, AMSGrad, NAdam, OAdam, RAdam
-from ._rules_adaptive import AdaDelta, AdaGrad, RMSProp
-from ._rules_transform import ClipGrad, ClipNorm, SignDecay, WeightDecay
-from ._composite import AccumGrad, MixedPrecision, OptimiserChain
+from ._rule import Rule, apply_, builtin_rules, init
+# the rule classes (each module's __all__): they register themselves in _rule's registry
+from ._rules_sgd import *  # noqa: F401,F403
+from ._rules_adam import *  # noqa: F401,F403
+from ._rules_adaptive import *  # noqa: F401,F403
+from ._rules_transform import *  # noqa: F401,F403
+from ._composite import *  # noqa: F401,F403
 from ._tree import (adjust, adjust_, freeze_, isnumeric, maywrite, setup, thaw_, trainables,
                     update, update_)
 from ._destructure import Restructure, destructure
@@ -31,10 +32,8 @@ from ._checkpoint import CheckpointError, load_state, save_state
 
 __version__ = "0.1.0"
 
-#: every built-in rule class, in the order of the seed's documentation
-RULES = (Descent, Momentum, Nesterov, Rprop, RMSProp, Adam, RAdam, AdaMax, OAdam, AdaGrad,
-         AdaDelta, AMSGrad, NAdam, AdamW, AdaBelief, Lion, WeightDecay, SignDecay, ClipGrad,
-         ClipNorm, OptimiserChain, AccumGrad, MixedPrecision)
+#: every built-in rule class (the registry of _rule.builtin_rules)
+RULES = builtin_rules()
 
 __all__ = [
     "setup", "update", "update_", "adjust", "adjust_", "freeze_", "thaw_", "destructure",

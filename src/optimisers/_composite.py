@@ -170,6 +170,8 @@ class AccumGrad(Rule):
     def _fields(self):
         return ("n",)
 
+    state_types = (AccumGradState,)
+
     def init(self, x):
         return AccumGradState(zeros(x), np.ones((), np.int64))
 
@@ -276,6 +278,8 @@ class MixedPrecision(Rule):
 
     def grad_dtype(self, dtype):
         return self._high(dtype)
+
+    state_types = (MixedPrecisionState,)
 
     def init(self, x):
         xT = np.array(x, dtype=self._high(x.dtype), order="C")

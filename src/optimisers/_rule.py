@@ -8,7 +8,12 @@ import numbers
 
 import numpy as np
 
-__all__ = ["Rule", "init", "apply_"]
+__all__ = ["Rule", "init", "apply_", "builtin_rules", "state_types"]
+
+# The one list of rules: every public Rule subclass defined in this package registers itself
+# here as its class statement runs (``Rule.__init_subclass__``).  opt.RULES, the checkpoint
+# allow-lists and the benchmark's list are all read from it.
+_BUILTIN = {}
 
 
 class Rule:
@@ -51,6 +56,14 @@ class Rule:
 
     #: how the rule treats complex parameters: "componentwise", "moments", or None (refused)
     _complex = None
+
+    #: the NamedTuple type(s) of the state ``init`` builds (what a checkpoint may hold)
+    state_types = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("optimisers.") and not cls.__name__.startswith("_"):
+            _BUILTIN[cls.__name__] = cls
 
     def init(self, x):
         """The initial state for one parameter array ``x``; ``None`` (no state) by default.
@@ -122,6 +135,16 @@ class Rule:
         if dataclasses.is_dataclass(self):
             return tuple(f.name for f in dataclasses.fields(self))
         return tuple(k for k in getattr(self, "__dict__", {}) if not k.startswith("_"))
+
+
+def builtin_rules():
+    """Every rule class of this package, in the order their modules define them."""
+    return tuple(_BUILTIN.values())
+
+
+def state_types():
+    """Every NamedTuple type a built-in rule's state is made of."""
+    return tuple(dict.fromkeys(t for c in _BUILTIN.values() for t in c.state_types))
 
 
 def init(rule, x):

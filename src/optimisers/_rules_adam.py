@@ -121,6 +121,8 @@ class Adam(_AdamLike):
     epsilon: float = 1e-8
     _complex = "moments"
 
+    state_types = (AdamState,)
+
     def init(self, x):
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
@@ -167,6 +169,8 @@ class RAdam(_AdamLike):
     epsilon: float = 1e-8
     _complex = "moments"
 
+    state_types = (RAdamState,)
+
     def init(self, x):
         return RAdamState(zeros(x), moment_zeros(x), _betas(self, x), _step_counter())
 
@@ -205,6 +209,8 @@ class AdaMax(_AdamLike):
     eta: float = 1e-3
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-8
+
+    state_types = (AdaMaxState,)
 
     def init(self, x):
         return AdaMaxState(zeros(x), zeros(x), _betas(self, x))
@@ -249,6 +255,8 @@ class OAdam(_AdamLike):
     epsilon: float = 1e-8
     _complex = "moments"
 
+    state_types = (OAdamState,)
+
     def init(self, x):
         return OAdamState(zeros(x), moment_zeros(x), _betas(self, x), zeros(x))
 
@@ -287,6 +295,8 @@ class AMSGrad(_AdamLike):
     eta: float = 1e-3
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-8
+
+    state_types = (AMSGradState,)
 
     def init(self, x):
         return AMSGradState(*(np.full(x.shape, self.epsilon, x.dtype) for _ in range(3)))
@@ -330,6 +340,8 @@ class NAdam(_AdamLike):
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-8
     _complex = "moments"
+
+    state_types = (AdamState,)
 
     def init(self, x):
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
@@ -386,6 +398,8 @@ class AdamW(_AdamLike):
         return {**super()._check(), "lambda_": nonneg(self, "lambda_", self.lambda_),
                 "couple": flag(self, "couple", self.couple)}
 
+    state_types = (AdamState,)
+
     def init(self, x):
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
@@ -428,6 +442,8 @@ class AdaBelief(_AdamLike):
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-16
     _complex = "moments"
+
+    state_types = (AdaBeliefState,)
 
     def init(self, x):
         return AdaBeliefState(zeros(x), moment_zeros(x), _betas(self, x))

@@ -74,6 +74,8 @@ class RMSProp(Rule):
         return {"eta": nonneg(self, "eta", self.eta), "rho": decay(self, "rho", self.rho),
                 "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
+    state_types = (RMSPropState,)
+
     def init(self, x):
         return RMSPropState(moment_zeros(x), zeros(x) if self.centred else None)
 
@@ -162,6 +164,8 @@ class AdaDelta(Rule):
 
     def _check(self):
         return {"rho": decay(self, "rho", self.rho), "epsilon": nonneg(self, "epsilon", self.epsilon)}
+
+    state_types = (AdaDeltaState,)
 
     def init(self, x):
         return AdaDeltaState(moment_zeros(x), moment_zeros(x))

@@ -188,6 +188,8 @@ class Rprop(Rule):
             raise ValueError(f"Rprop: gamma={gamma} must satisfy gamma[0] <= gamma[1]")
         return {"eta": nonneg(self, "eta", self.eta), "ell": ell, "gamma": gamma}
 
+    state_types = (RpropState,)
+
     def init(self, x):
         return RpropState(zeros(x), np.full(x.shape, self.eta, x.dtype))
 
