@@ -6,6 +6,7 @@ Written independently of the Cython kernels, straight from the formulas of
 ``shared/API.md``).  Every element-wise formula is evaluated with the seed's
 parenthesisation, one IEEE operation at a time, with numpy scalars of the compute
 dtype for every hyper-parameter and derived scalar (NEP 50: no float64 creeps in).
+Derived scalars are formed in float64 (Python floats) and rounded once (see below).
 
 Public functions
 ----------------
@@ -22,8 +23,11 @@ Readings chosen where the written conventions leave a choice (the kernels must m
 
 * dtypes: T = x.dtype; C = float32 if T is float16 else T; R = real dtype of C.
   Every hyper-parameter is converted with ``R.type(value)`` straight from the stored
-  Python value; derived scalars (1-b1, 1-bt1, -(rho*rho), (1+rho)*eta, rho_inf ...)
-  are computed once per step with R scalars.  Running products beta_t are R scalars.
+  Python value; derived scalars (1-b1, 1-bt1, 1-b1*bt1, -(rho*rho), (1+rho)*eta,
+  eta/(1-bt1), RAdam's rho_inf, rho_t and r_t ...) are computed in float64 from the
+  Python values and rounded once to R (API.md, Departures: the seed forms them from
+  values already rounded to the dtype).  Running products beta_t are float64 scalars,
+  multiplied by the unrounded Python betas.
 * float16: state arrays are loaded with an exact cast to float32; the step uses the
   unrounded float32 new state; states and x_new are rounded to float16 on store.
   Inside an OptimiserChain the running d is passed from member to member in C
@@ -42,9 +46,9 @@ Readings chosen where the written conventions leave a choice (the kernels must m
   min/max are np.minimum/np.maximum (NaN propagating).
 * ClipGrad: d = g where g is NaN, else (delta if g > delta else (-delta if g < -delta
   else g)), with -delta = -(R(delta)).
-* RAdam: rho_inf = (2/(1-b2)) - 1; rho = rho_inf - ((R(2*t)*bt2) / (1-bt2)); the
-  branch test is rho > 4 (all R scalars); r = sqrt((((rho-4)*(rho-2))*rho_inf) /
-  (((rho_inf-4)*(rho_inf-2))*rho)) with sqrt of an R scalar.
+* RAdam: rho_inf = (2/(1-b2)) - 1; rho = rho_inf - (((2*t)*bt2) / (1-bt2)); the
+  branch test is rho > 4; r = sqrt((((rho-4)*(rho-2))*rho_inf) /
+  (((rho_inf-4)*(rho_inf-2))*rho)), all in float64, then r = R(r).
 * AccumGrad: division g / R(n) (complex: each component divided by R(n)).
 * ClipNorm: the norm is taken of the gradient AFTER its cast to C.  For complex g
   and p not in {2, 0} (p = 1, +-inf, other), |g_i| = C-library ``hypot(re, im)`` of
@@ -182,8 +186,23 @@ def _beta(k, rule):
     return k.s(rule.beta[0]), k.s(rule.beta[1])
 
 
-def _bt(k, state_bt):
-    return k.s(state_bt[0]), k.s(state_bt[1])
+def _one_minus_beta(k, rule):
+    """(1-b1, 1-b2), formed in float64 and rounded once."""
+    return k.s(1 - rule.beta[0]), k.s(1 - rule.beta[1])
+
+
+def _bt(state_bt):
+    """The running products (b1^t, b2^t), float64."""
+    return float(state_bt[0]), float(state_bt[1])
+
+
+def _next_bt(rule, bt1, bt2):
+    return bt1 * rule.beta[0], bt2 * rule.beta[1]
+
+
+def _bias_corrections(k, bt1, bt2):
+    """(1-bt1, 1-bt2), formed in float64 and rounded once."""
+    return k.s(1 - bt1), k.s(1 - bt2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,15 +239,16 @@ def _ref_init(rule, x):
     if name == "Rprop":
         k.no_complex(name)
         return RpropState(z(T), np.full(shape, rule.eta, dtype=T))
+    betas = (float(rule.beta[0]), float(rule.beta[1])) if hasattr(rule, "beta") else None
     if name in ("Adam", "NAdam", "AdamW"):
-        return AdamState(z(T), z(M), _beta(k, rule))
+        return AdamState(z(T), z(M), betas)
     if name == "RAdam":
-        return RAdamState(z(T), z(M), _beta(k, rule), 1)
+        return RAdamState(z(T), z(M), betas, 1)
     if name == "AdaMax":
         k.no_complex(name)
-        return AdaMaxState(z(T), z(T), _beta(k, rule))
+        return AdaMaxState(z(T), z(T), betas)
     if name == "OAdam":
-        return OAdamState(z(T), z(M), _beta(k, rule), z(T))
+        return OAdamState(z(T), z(M), betas, z(T))
     if name == "AdaDelta":
         return AdaDeltaState(z(M), z(M))
     if name == "AMSGrad":
@@ -237,7 +257,7 @@ def _ref_init(rule, x):
         return AMSGradState(np.full(shape, e, dtype=T), np.full(shape, e, dtype=T),
                             np.full(shape, e, dtype=T))
     if name == "AdaBelief":
-        return AdaBeliefState(z(T), z(M), _beta(k, rule))
+        return AdaBeliefState(z(T), z(M), betas)
     if name == "AccumGrad":
         return AccumGradState(z(T), 1)
     raise TypeError(f"reference: unknown rule {name}")
@@ -261,8 +281,8 @@ def _momentum(k, rule, state, x, g):
 
 def _nesterov(k, rule, state, x, g):
     eta, rho = k.s(rule.eta), k.s(rule.rho)
-    a = -(rho * rho)
-    b = (k.s(1) + rho) * eta
+    a = k.s(-(rule.rho * rule.rho))
+    b = k.s((1 + rule.rho) * rule.eta)
     vs = k.split(k.ld(state))
     gs = k.split(g)
     d = [(a * vc) + (b * gc) for vc, gc in zip(vs, gs)]       # old v
@@ -272,7 +292,7 @@ def _nesterov(k, rule, state, x, g):
 
 def _rmsprop(k, rule, state, x, g):
     eta, rho, eps = k.s(rule.eta), k.s(rule.rho), k.s(rule.epsilon)
-    omr = k.s(1) - rho
+    omr = k.s(1 - rule.rho)
     gs = k.split(g)
     q = k.ldr(state.q)
     qn = (rho * q) + (omr * k.abs2(gs))
@@ -305,7 +325,7 @@ def _rprop(k, rule, state, x, g):
 
 def _adam_moments(k, rule, state, g):
     b1, b2 = _beta(k, rule)
-    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
+    omb1, omb2 = _one_minus_beta(k, rule)
     gs = k.split(g)
     ms = k.split(k.ld(state.m))
     mn = [(b1 * mc) + (omb1 * gc) for mc, gc in zip(ms, gs)]
@@ -317,38 +337,36 @@ def _adam_moments(k, rule, state, g):
 def _adam(k, rule, state, x, g):
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
-    bt1, bt2 = _bt(k, state.beta_t)
-    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    bt1, bt2 = _bt(state.beta_t)
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
     den = np.sqrt(vn / bc2) + eps
     d = [((mc / bc1) / den) * eta for mc in mn]
-    new = AdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2))
+    new = AdamState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2))
     return new, k.join(d)
 
 
-def _radam_rho(k, b2, bt2, t):
-    one = k.s(1)
-    rho_inf = (k.s(2) / (one - b2)) - one
-    rho = rho_inf - ((k.s(2 * t) * bt2) / (one - bt2))
+def _radam_rho(b2, bt2, t):
+    """rho_inf and rho_t, in float64."""
+    rho_inf = (2.0 / (1 - b2)) - 1.0
+    rho = rho_inf - (((2.0 * t) * bt2) / (1 - bt2))
     return rho_inf, rho
 
 
 def _radam(k, rule, state, x, g):
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
-    bt1, bt2 = _bt(k, state.beta_t)
+    bt1, bt2 = _bt(state.beta_t)
     t = int(state.t)
-    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
-    rho_inf, rho = _radam_rho(k, b2, bt2, t)
-    four, two = k.s(4), k.s(2)
-    if rho > four:
-        r = np.sqrt((((rho - four) * (rho - two)) * rho_inf)
-                    / (((rho_inf - four) * (rho_inf - two)) * rho))
-        r = k.s(r)
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
+    rho_inf, rho = _radam_rho(rule.beta[1], bt2, t)
+    if rho > 4.0:
+        r = k.s(math.sqrt((((rho - 4.0) * (rho - 2.0)) * rho_inf)
+                          / (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho)))
         den = np.sqrt(vn / bc2) + eps
         d = [(((mc / bc1) / den) * eta) * r for mc in mn]
     else:
         d = [(mc / bc1) * eta for mc in mn]
-    new = RAdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2), t + 1)
+    new = RAdamState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2), t + 1)
     return new, k.join(d)
 
 
@@ -356,27 +374,28 @@ def _adamax(k, rule, state, x, g):
     k.no_complex("AdaMax")
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2 = _beta(k, rule)
-    omb1 = k.s(1) - b1
-    bt1, bt2 = _bt(k, state.beta_t)
+    omb1, _ = _one_minus_beta(k, rule)
+    bt1, bt2 = _bt(state.beta_t)
     m = k.ld(state.m)
     u = k.ld(state.u)
     mn = (b1 * m) + (omb1 * g)
     un = np.maximum(b2 * u, np.abs(g))
-    d = ((eta / (k.s(1) - bt1)) * mn) / (un + eps)
-    return AdaMaxState(k.st(mn), k.st(un), (bt1 * b1, bt2 * b2)), d
+    lr = k.s(rule.eta / (1 - bt1))            # eta/(1-bt1), formed in float64
+    d = (lr * mn) / (un + eps)
+    return AdaMaxState(k.st(mn), k.st(un), _next_bt(rule, bt1, bt2)), d
 
 
 def _oadam(k, rule, state, x, g):
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
-    bt1, bt2 = _bt(k, state.beta_t)
-    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    bt1, bt2 = _bt(state.beta_t)
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
     prev = k.split(k.ld(state.term))
     den = np.sqrt(vn / bc2) + eps
     term = [((eta * mc) / bc1) / den for mc in mn]
     two = k.s(2)
     d = [(two * tc) - pc for tc, pc in zip(term, prev)]
-    new = OAdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2), k.st(k.join(term)))
+    new = OAdamState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2), k.st(k.join(term)))
     return new, k.join(d)
 
 
@@ -392,7 +411,7 @@ def _adagrad(k, rule, state, x, g):
 
 def _adadelta(k, rule, state, x, g):
     rho, eps = k.s(rule.rho), k.s(rule.epsilon)
-    omr = k.s(1) - rho
+    omr = k.s(1 - rule.rho)
     gs = k.split(g)
     acc = k.ldr(state.acc)
     dacc = k.ldr(state.dacc)
@@ -408,7 +427,7 @@ def _amsgrad(k, rule, state, x, g):
     k.no_complex("AMSGrad")
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2 = _beta(k, rule)
-    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
+    omb1, omb2 = _one_minus_beta(k, rule)
     m, v, vh = k.ld(state.m), k.ld(state.v), k.ld(state.vhat)
     mn = (b1 * m) + (omb1 * g)
     vn = (b2 * v) + (omb2 * (g * g))
@@ -420,22 +439,21 @@ def _amsgrad(k, rule, state, x, g):
 def _nadam(k, rule, state, x, g):
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2, omb1, gs, mn, vn = _adam_moments(k, rule, state, g)
-    bt1, bt2 = _bt(k, state.beta_t)
-    one = k.s(1)
-    c1 = one - (b1 * bt1)
-    bc1, bc2 = one - bt1, one - bt2
+    bt1, bt2 = _bt(state.beta_t)
+    c1 = k.s(1 - rule.beta[0] * bt1)           # 1 - b1*bt1, formed in float64
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
     num = [((b1 * mc) / c1) + ((omb1 * gc) / bc1) for mc, gc in zip(mn, gs)]
     den = np.sqrt((vn * b2) / bc2) + eps
     d = [(nc / den) * eta for nc in num]
-    new = AdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2))
+    new = AdamState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2))
     return new, k.join(d)
 
 
 def _adamw(k, rule, state, x, g):
     eta, eps, lam = k.s(rule.eta), k.s(rule.epsilon), k.s(rule.lambda_)
     b1, b2, _, _, mn, vn = _adam_moments(k, rule, state, g)
-    bt1, bt2 = _bt(k, state.beta_t)
-    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    bt1, bt2 = _bt(state.beta_t)
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
     den = np.sqrt(vn / bc2) + eps
     a = [(mc / bc1) / den for mc in mn]
     xs = k.split(k.ld(x))
@@ -443,25 +461,25 @@ def _adamw(k, rule, state, x, g):
         d = [eta * (ac + (lam * xc)) for ac, xc in zip(a, xs)]
     else:
         d = [(eta * ac) + (lam * xc) for ac, xc in zip(a, xs)]
-    new = AdamState(k.st(k.join(mn)), k.stm(vn), (bt1 * b1, bt2 * b2))
+    new = AdamState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2))
     return new, k.join(d)
 
 
 def _adabelief(k, rule, state, x, g):
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2 = _beta(k, rule)
-    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
-    bt1, bt2 = _bt(k, state.beta_t)
+    omb1, omb2 = _one_minus_beta(k, rule)
+    bt1, bt2 = _bt(state.beta_t)
     gs = k.split(g)
     ms = k.split(k.ld(state.m))
     mn = [(b1 * mc) + (omb1 * gc) for mc, gc in zip(ms, gs)]
     diff = [gc - mc for gc, mc in zip(gs, mn)]                 # uses the new m
     s = k.ldr(state.s)
     sn = ((b2 * s) + (omb2 * k.abs2(diff))) + eps
-    bc1, bc2 = k.s(1) - bt1, k.s(1) - bt2
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
     den = np.sqrt(sn / bc2) + eps
     d = [((eta * mc) / bc1) / den for mc in mn]
-    new = AdaBeliefState(k.st(k.join(mn)), k.stm(sn), (bt1 * b1, bt2 * b2))
+    new = AdaBeliefState(k.st(k.join(mn)), k.stm(sn), _next_bt(rule, bt1, bt2))
     return new, k.join(d)
 
 
@@ -469,7 +487,7 @@ def _lion(k, rule, state, x, g):
     k.no_complex("Lion")
     eta = k.s(rule.eta)
     b1, b2 = _beta(k, rule)
-    omb1, omb2 = k.s(1) - b1, k.s(1) - b2
+    omb1, omb2 = _one_minus_beta(k, rule)
     m = k.ld(state)
     c = (b1 * m) + (omb1 * g)
     d = eta * np.sign(c)
@@ -728,7 +746,7 @@ def _ref_norm(g, p):
 
 # ---------------------------------------------------------------------------------------
 # The library keeps its per-step scalars in small arrays that its kernels advance in place
-# (beta_t: a 2-element array of the real compute dtype; RAdam's t and AccumGrad's counter:
+# (beta_t: a 2-element float64 array; RAdam's t and AccumGrad's counter:
 # 0-d int64 arrays).  The formulas above work on plain scalars; these wrappers present the
 # states in the library's layout, so states can be compared field by field.
 
@@ -751,7 +769,7 @@ def _library_layout(state):
         d = state._asdict()
         if "beta_t" in d and isinstance(d["beta_t"], tuple):
             b = d["beta_t"]
-            d["beta_t"] = np.array([b[0], b[1]], dtype=np.asarray(b[0]).dtype)
+            d["beta_t"] = np.array([b[0], b[1]], dtype=np.float64)
         for f in ("t", "counter"):
             if f in d and isinstance(d[f], (int, np.integer)):
                 d[f] = np.array(d[f], dtype=np.int64)

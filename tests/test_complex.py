@@ -178,7 +178,7 @@ def test_complex_update_copies_and_real_gradients(dtype):
 def test_complex_states_layout():
     x = np.zeros((2, 3), np.complex64)
     s = opt.init(Adam(), x)
-    assert (s.m.dtype, s.v.dtype, s.beta_t.dtype) == (np.complex64, np.float32, np.float32)
+    assert (s.m.dtype, s.v.dtype, s.beta_t.dtype) == (np.complex64, np.float32, np.float64)
     s = opt.init(RMSProp(centred=True), x.astype(np.complex128))
     assert (s.q.dtype, s.l.dtype) == (np.float64, np.complex128)
     assert opt.init(AdaGrad(epsilon=0.5), x).dtype == np.float32
@@ -294,11 +294,11 @@ def test_kernel_refuses_complex_for_ordering_kinds():
     x = np.zeros(4, np.complex64)
     g = np.ones(4, np.complex64)
     with pytest.raises(TypeError, match="complex"):
-        _kernels.run_program([(_kernels.CLIPGRAD, (1.0,), (), None, None)], x, g)
+        _kernels.run_program([(_kernels.CLIPGRAD, {"delta": 1.0}, (), None, None)], x, g)
     # a second moment of the wrong kind (complex where the kernel wants real) is refused
     m, v = np.zeros(4, np.complex64), np.zeros(4, np.complex64)
-    bt = np.array([0.9, 0.999], np.float32)
+    bt = np.array([0.9, 0.999])
+    hp = {"b1": 0.9, "b2": 0.999, "omb1": 0.1, "omb2": 0.001, "eps": 1e-8, "eta": 1e-3}
     with pytest.raises(TypeError):
-        _kernels.run_program([(_kernels.ADAM, (0.9, 0.999, 0.1, 0.001, 0, 0, 1e-8, 1e-3),
-                               (m, v), bt, None)], x, g)
-    assert np.all(x == 0) and np.all(bt == np.array([0.9, 0.999], np.float32))
+        _kernels.run_program([(_kernels.ADAM, hp, (m, v), bt, None)], x, g)
+    assert np.all(x == 0) and np.all(bt == np.array([0.9, 0.999]))

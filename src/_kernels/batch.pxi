@@ -116,6 +116,7 @@ cdef class Batch:
         cdef int* status
         cdef tuple entry
         cdef list tpl
+        cdef const ClipNormHP* clip
         self.entries = entries
         self.problems = []
         self.n_leaves = n
@@ -175,9 +176,9 @@ cdef class Batch:
             for j in range(n):
                 if status[j] != OK:
                     self.count[j] = 0
-                    if status[j] == NONFINITE_NORM:      # the CLIPNORM stage is the first
-                        self.problems.append((j, status[j], self.stages[self.first[j]].hp[5],
-                                              self.stages[self.first[j]].hp[2]))
+                    if status[j] == NONFINITE_NORM:      # the ClipNorm stage is the first
+                        clip = <const ClipNormHP*> self.stages[self.first[j]].hp
+                        self.problems.append((j, status[j], clip.norm, clip.p))
                     else:
                         self.problems.append((j, status[j], None, None))
         finally:
@@ -223,8 +224,8 @@ cdef class Batch:
                 for b in range(len(paths)):
                     _set_buffer(&st.buf[b], state, paths[b], typenum, size, "a state buffer")
                 if spec[3] is not None:
-                    st.sc = _scalar_ptr(_follow(state, <tuple?> spec[3]), typenum, 2,
-                                        "a per-step scalar buffer")
+                    st.sc = <double*> _scalar_ptr(_follow(state, <tuple?> spec[3]),
+                                                  cnp.NPY_FLOAT64, 2, "a per-step scalar buffer")
                 if spec[4] is not None:
                     st.ctr = <long long*> _scalar_ptr(_follow(state, <tuple?> spec[4]),
                                                       cnp.NPY_INT64, 1, "a step counter")
@@ -266,7 +267,7 @@ cdef class Batch:
         for j in range(self.n_leaves):
             if status[j] != OK:
                 continue
-            if self.stages[self.first[j]].kind == CLIPNORM:
+            if KINDS[self.stages[self.first[j]].kind].flags & LEADS:
                 any_norm = True
             if self.sizes[j] >= _parallel_threshold:
                 self._prologue(j, status, n_threads)
@@ -284,14 +285,9 @@ cdef class Batch:
                     self._prologue(j, status, 1)
 
     cdef void _prologue(self, Py_ssize_t j, int* status, int n_threads) noexcept nogil:
-        if self.is_double[j]:
-            status[j] = _prepare_leaf[double](
-                &self.stages[self.first[j]], &self.count[j], &self.modes[j],
-                <const double*> self.gs[j], self.sizes[j], 1, n_threads)
-        else:
-            status[j] = _prepare_leaf[float](
-                &self.stages[self.first[j]], &self.count[j], &self.modes[j],
-                <const float*> self.gs[j], self.sizes[j], 1, n_threads)
+        status[j] = _prepare_leaf(&self.stages[self.first[j]], &self.count[j], &self.modes[j],
+                                  self.gs[j], self.sizes[j], 1, n_threads,
+                                  not self.is_double[j])
         if status[j] == STOPPED:
             status[j] = OK
 

@@ -23,20 +23,19 @@
 # stay clear of overflow); a = +-0 and NaN come out right as they are.  Any other a
 # (a subnormal moment, an infinity, a huge value) needs the divider.  Such values are rare,
 # so a rule checks the values it divides as it goes, keeps what it overwrites, and redoes a
-# chunk (at most TILE elements: `_chunk_end`) that held one with the divider -- the same
-# bits either way.  Such a chunk costs the fast pass plus a pass with the divider (and
-# subnormal arithmetic is slow on any path): a parameter whose gradient stays exactly zero
-# sees its moments decay through that range (m within about 700 steps, v at beta2 = 0.999
-# within about 75,000), and its chunks are that much slower meanwhile.
+# tile (at most TILE elements: the kind is KEEPS_TILE) that held one with the divider -- the
+# same bits either way (the loop is `quotient_tile`, rules_adam.pxi).  Such a tile costs the
+# fast pass plus a pass with the divider (and subnormal arithmetic is slow on any path): a
+# parameter whose gradient stays exactly zero sees its moments decay through that range (m
+# within about 700 steps, v at beta2 = 0.999 within about 75,000), and its tiles are that
+# much slower meanwhile.
 # tests/test_quotients.py checks the fast path bit for bit against a/b on edge values and
 # random bit patterns.
 #
 # Only the AVX-512 build takes the fast path, and only in float64 (elsewhere it is the
-# division itself).  It pays there: 1e5 float64 elements on one core of a Zen 4, Adam
-# 1.61 -> 1.16 ns an element; float32 gained nothing (its division is cheap).  With AVX2
-# and FMA the extra instructions cost more than the divider (float64 1.67 -> 1.79 ns,
-# float32 0.58 -> 0.84 ns): with 16 vector registers, not 32, and no mask registers, the
-# checks and corrections crowd the loop.
+# division itself): with AVX2 the extra instructions cost more than the divider (16 vector
+# registers and no mask registers), and float32 division is cheap.  bench/RESULTS.md has the
+# measurements.
 
 from libc.math cimport copysign, fma
 
@@ -118,23 +117,11 @@ cdef inline floating _quotient(Quotients* how, floating a, const Divisor* d) noe
     return copysign(q, a)           # a = -0: the corrections above make it +0
 
 
-cdef inline Py_ssize_t _chunk_end(Py_ssize_t start, Py_ssize_t n,
-                                  floating dummy) noexcept nogil:
-    """Where the chunk of a tile of ``n`` elements that starts at ``start`` ends.  A loop
-    that keeps what it overwrites (the fast path: float64) steps its tile in chunks of at
-    most TILE elements, the size of its stack buffer, and redoes only a chunk that needs
-    the divider; any other loop takes the tile whole."""
-    if _fast_path(dummy) and n - start > TILE:
-        return start + TILE
-    return n
-
-
-cdef inline void _restore(floating* out, const floating* kept, Py_ssize_t start,
-                          Py_ssize_t end) noexcept nogil:
-    """``out[start:end]`` back to what ``kept`` kept of it."""
+cdef inline void _restore(floating* out, const floating* kept, Py_ssize_t n) noexcept nogil:
+    """``out[0:n]`` back to what ``kept`` kept of it."""
     cdef Py_ssize_t i
-    for i in range(start, end):
-        out[i] = kept[i - start]
+    for i in range(n):
+        out[i] = kept[i]
 
 
 def _quotients_by_reciprocal(double[::1] a, double b):

@@ -852,7 +852,7 @@ def load_state(path, *, types=()):
     >>> again["a"] is again["b"][0], again["b"][1]
     (True, None)
     >>> again["a"].rule, again["a"].state.m.dtype, again["a"].state.beta_t.dtype
-    (RAdam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-08), dtype('float32'), dtype('float32'))
+    (RAdam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-08), dtype('float32'), dtype('float64'))
     """
     named = _user_types(types)
     buf, hlen = _read_checked(path)

@@ -178,7 +178,7 @@ class AccumGrad(Rule):
     def _compile(self, state, prog):
         # The kernel reads the counter: before the n-th gradient it accumulates and stops
         # the program (nothing subtracted, later rules skipped), then advances the counter.
-        prog.add(K.ACCUMGRAD, (prog.scalar(self.n), 0.0), state.acc, ctr=state.counter)
+        prog.add(K.ACCUMGRAD, {"n": self.n}, state.acc, ctr=state.counter)
         return state
 
     def apply(self, state, x, dx):

@@ -191,7 +191,7 @@ class Program:
         status = _kernels.run_program(self.stages, self.x, self.src, out, mode)
         if status == _kernels.NONFINITE_NORM:
             from ._rules_transform import grad_norm, nonfinite_norm_error
-            p = self.stages[0][1][2]
+            p = self.stages[0][1]["p"]
             raise nonfinite_norm_error(self.where(), p, grad_norm(self.src, p))
         return status == _kernels.STOPPED
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._native import kernels as K
 from ._rule import Rule, checked, decay, flag, nonneg, pair
-from ._program import moment_zeros, real_compute_dtype
+from ._program import moment_zeros
 from ._rules_sgd import zeros
 
 __all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "AdaBelief",
@@ -61,20 +61,22 @@ class AdaBeliefState(NamedTuple):
 
 
 def _betas(rule, x):
-    """The running products [b1^t, b2^t] at t = 1, in the compute dtype."""
-    return np.array(rule.beta, dtype=real_compute_dtype(x.dtype))
+    """The running products [b1^t, b2^t] at t = 1, in float64 whatever the parameter's dtype
+    (the bias corrections 1 - beta^t are formed in float64 and rounded once)."""
+    return np.array(rule.beta, dtype=np.float64)
 
 
 def _step_counter():
     return np.ones((), np.int64)
 
 
-def _adam_scalars(rule, T):
-    """The kernel's hp slots: b1, b2, 1-b1, 1-b2, [1-bt1, 1-bt2 filled per step by the
-    kernel from beta_t], eps, eta -- all rounded to the compute dtype."""
-    one = T(1)
-    b1, b2 = T(rule.beta[0]), T(rule.beta[1])
-    return (b1, b2, one - b1, one - b2, 0.0, 0.0, T(rule.epsilon), T(rule.eta))
+def _adam_hp(rule, **more):
+    """The kernel's named hyper-parameters (its AdamHP struct), formed in float64: the
+    kernel rounds each once to the parameter's dtype, and derives the bias corrections per
+    step from ``beta_t``."""
+    b1, b2 = rule.beta
+    return {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": rule.epsilon,
+            "eta": rule.eta, **more}
 
 
 class _AdamLike(Rule):
@@ -127,7 +129,7 @@ class Adam(_AdamLike):
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        prog.add(K.ADAM, _adam_scalars(self, prog.scalar), state.m, state.v, sc=state.beta_t)
+        prog.add(K.ADAM, _adam_hp(self), state.m, state.v, sc=state.beta_t)
         return state
 
 
@@ -176,7 +178,7 @@ class RAdam(_AdamLike):
 
     def _compile(self, state, prog):
         # rho_t, r_t and the branch are computed per step by the kernel from beta_t and t
-        prog.add(K.RADAM, _adam_scalars(self, prog.scalar) + (0.0, 0.0), state.m, state.v,
+        prog.add(K.RADAM, _adam_hp(self), state.m, state.v,
                  sc=state.beta_t, ctr=state.t)
         return state
 
@@ -216,9 +218,7 @@ class AdaMax(_AdamLike):
         return AdaMaxState(zeros(x), zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        b1, b2, omb1, _, _, _, eps, eta = _adam_scalars(self, prog.scalar)
-        # hp[3] = eta/(1-bt1) is filled per step by the kernel, from eta kept in hp[5]
-        prog.add(K.ADAMAX, (b1, b2, omb1, 0.0, eps, eta), state.m, state.u, sc=state.beta_t)
+        prog.add(K.ADAMAX, _adam_hp(self), state.m, state.u, sc=state.beta_t)
         return state
 
 
@@ -261,7 +261,7 @@ class OAdam(_AdamLike):
         return OAdamState(zeros(x), moment_zeros(x), _betas(self, x), zeros(x))
 
     def _compile(self, state, prog):
-        prog.add(K.OADAM, _adam_scalars(self, prog.scalar), state.m, state.v, state.term,
+        prog.add(K.OADAM, _adam_hp(self), state.m, state.v, state.term,
                  sc=state.beta_t)
         return state
 
@@ -302,10 +302,7 @@ class AMSGrad(_AdamLike):
         return AMSGradState(*(np.full(x.shape, self.epsilon, x.dtype) for _ in range(3)))
 
     def _compile(self, state, prog):
-        T = prog.scalar
-        b1, b2 = T(self.beta[0]), T(self.beta[1])
-        prog.add(K.AMSGRAD, (b1, b2, T(1) - b1, T(1) - b2, T(self.epsilon), T(self.eta)),
-                 state.m, state.v, state.vhat)
+        prog.add(K.AMSGRAD, _adam_hp(self), state.m, state.v, state.vhat)
         return state
 
 
@@ -347,8 +344,7 @@ class NAdam(_AdamLike):
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        # hp[8] = 1 - b1*bt1 is filled per step by the kernel
-        prog.add(K.NADAM, _adam_scalars(self, prog.scalar) + (0.0,), state.m, state.v,
+        prog.add(K.NADAM, _adam_hp(self), state.m, state.v,
                  sc=state.beta_t)
         return state
 
@@ -404,9 +400,8 @@ class AdamW(_AdamLike):
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        T = prog.scalar
         kind = K.ADAMW_COUPLED if self.couple else K.ADAMW_DECOUPLED
-        prog.add(kind, _adam_scalars(self, T) + (T(self.lambda_),), state.m, state.v,
+        prog.add(kind, _adam_hp(self, lam=self.lambda_), state.m, state.v,
                  sc=state.beta_t)
         return state
 
@@ -449,6 +444,6 @@ class AdaBelief(_AdamLike):
         return AdaBeliefState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state, prog):
-        prog.add(K.ADABELIEF, _adam_scalars(self, prog.scalar), state.m, state.s,
+        prog.add(K.ADABELIEF, _adam_hp(self), state.m, state.s,
                  sc=state.beta_t)
         return state

@@ -80,9 +80,7 @@ class RMSProp(Rule):
         return RMSPropState(moment_zeros(x), zeros(x) if self.centred else None)
 
     def _compile(self, state, prog):
-        T = prog.scalar
-        rho = T(self.rho)
-        hp = (rho, T(1) - rho, T(self.epsilon), T(self.eta))
+        hp = {"rho": self.rho, "omr": 1 - self.rho, "eps": self.epsilon, "eta": self.eta}
         if self.centred:
             prog.add(K.RMSPROP_CENTRED, hp, state.q, state.l)
         else:
@@ -125,8 +123,7 @@ class AdaGrad(Rule):
         return np.full(x.shape, self.epsilon, moment_dtype(x.dtype))
 
     def _compile(self, acc, prog):
-        T = prog.scalar
-        prog.add(K.ADAGRAD, (T(self.eta), T(self.epsilon)), acc)
+        prog.add(K.ADAGRAD, {"eta": self.eta, "eps": self.epsilon}, acc)
         return acc
 
 
@@ -171,7 +168,6 @@ class AdaDelta(Rule):
         return AdaDeltaState(moment_zeros(x), moment_zeros(x))
 
     def _compile(self, state, prog):
-        T = prog.scalar
-        rho = T(self.rho)
-        prog.add(K.ADADELTA, (rho, T(1) - rho, T(self.epsilon)), state.acc, state.dacc)
+        prog.add(K.ADADELTA, {"rho": self.rho, "omr": 1 - self.rho, "eps": self.epsilon},
+                 state.acc, state.dacc)
         return state

@@ -45,7 +45,7 @@ class Descent(Rule):
         return {"eta": nonneg(self, "eta", self.eta)}
 
     def _compile(self, state, prog):
-        prog.add(K.DESCENT, (prog.scalar(self.eta),))
+        prog.add(K.DESCENT, {"eta": self.eta})
         return state
 
 
@@ -85,8 +85,7 @@ class Momentum(Rule):
         return zeros(x)
 
     def _compile(self, v, prog):
-        T = prog.scalar
-        prog.add(K.MOMENTUM, (T(self.eta), T(self.rho)), v)
+        prog.add(K.MOMENTUM, {"eta": self.eta, "rho": self.rho}, v)
         return v
 
 
@@ -130,9 +129,9 @@ class Nesterov(Rule):
         return zeros(x)
 
     def _compile(self, v, prog):
-        T = prog.scalar
-        eta, rho = T(self.eta), T(self.rho)
-        prog.add(K.NESTEROV, (eta, rho, -(rho * rho), (T(1) + rho) * eta), v)
+        eta, rho = self.eta, self.rho
+        prog.add(K.NESTEROV, {"eta": eta, "rho": rho, "old_weight": -(rho * rho),
+                              "grad_weight": (1 + rho) * eta}, v)
         return v
 
 
@@ -194,8 +193,8 @@ class Rprop(Rule):
         return RpropState(zeros(x), np.full(x.shape, self.eta, x.dtype))
 
     def _compile(self, state, prog):
-        T = prog.scalar
-        prog.add(K.RPROP, (T(self.ell[0]), T(self.ell[1]), T(self.gamma[0]), T(self.gamma[1])),
+        prog.add(K.RPROP, {"ell_dec": self.ell[0], "ell_inc": self.ell[1],
+                           "gamma_min": self.gamma[0], "gamma_max": self.gamma[1]},
                  state.gprev, state.step)
         return state
 
@@ -239,7 +238,7 @@ class Lion(Rule):
         return zeros(x)
 
     def _compile(self, m, prog):
-        T = prog.scalar
-        b1, b2 = T(self.beta[0]), T(self.beta[1])
-        prog.add(K.LION, (b1, b2, T(1) - b1, T(1) - b2, T(self.eta)), m)
+        b1, b2 = self.beta
+        prog.add(K.LION, {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2,
+                          "eta": self.eta}, m)
         return m

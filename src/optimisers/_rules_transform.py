@@ -40,7 +40,7 @@ class WeightDecay(Rule):
         return {"lambda_": nonneg(self, "lambda_", self.lambda_)}
 
     def _compile(self, state, prog):
-        prog.add(K.WEIGHTDECAY, (prog.scalar(self.lambda_),))
+        prog.add(K.WEIGHTDECAY, {"lam": self.lambda_})
         return state
 
 
@@ -75,7 +75,7 @@ class SignDecay(Rule):
         return {"lambda_": nonneg(self, "lambda_", self.lambda_)}
 
     def _compile(self, state, prog):
-        prog.add(K.SIGNDECAY, (prog.scalar(self.lambda_),))
+        prog.add(K.SIGNDECAY, {"lam": self.lambda_})
         return state
 
 
@@ -107,7 +107,7 @@ class ClipGrad(Rule):
         return {"delta": nonneg(self, "delta", self.delta)}
 
     def _compile(self, state, prog):
-        prog.add(K.CLIPGRAD, (prog.scalar(self.delta),))
+        prog.add(K.CLIPGRAD, {"delta": self.delta})
         return state
 
 
@@ -184,9 +184,11 @@ class ClipNorm(Rule):
         # A norm the engine has already computed (the precheck of a leading ClipNorm) is
         # passed on, so that the kernel does not read g again.
         known = prog.known_norm(self.p)
-        prog.add(K.CLIPNORM, (0.0, float(self.omega), float(self.p),
-                              _NORM_KINDS.get(self.p, K.NORM_POWER), float(self.throw),
-                              0.0 if known is None else known, float(known is not None)))
+        prog.add(K.CLIPNORM, {"omega": self.omega, "p": self.p,
+                              "how": _NORM_KINDS.get(self.p, K.NORM_POWER),
+                              "throw": float(self.throw),
+                              "norm": 0.0 if known is None else known,
+                              "known": float(known is not None)})
         return state
 
 
