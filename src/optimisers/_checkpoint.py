@@ -67,10 +67,11 @@ becomes a namedtuple class made on the spot with the same (unqualified) name and
 nothing named in a file is ever imported.  Such a class trains just as the original type
 does, is picklable, and is saved again under the original name.
 
-Checks on load, in order: the magic, the version, the size written in the prefix against
-the file's size (truncation), the SHA-256 (any changed byte), then the header: strict JSON,
-exactly the keys above, every index, dtype, shape and offset (inside the data region, not
-overlapping), every rule name (allow-list) and its fields (validated by the rule's own
+Checks on load, in order: the magic, the size written in the prefix against the file's
+size (truncation), the SHA-256 (any changed byte), and only then what the prefix says
+besides (the version, the header's size), then the header: strict JSON, exactly the keys
+above, every index, dtype, shape (one numpy can index) and offset (inside the data region,
+not overlapping), every rule name (allow-list) and its fields (validated by the rule's own
 constructor, and required in the canonical form ``save_state`` writes), and every ``Leaf``'s
 state against the structure its rule's ``init`` gives (containers, namedtuple types, scalar
 types, array dtypes, the shapes of per-step scalar arrays, one shape for the arrays shaped
@@ -78,9 +79,11 @@ like the parameter).  The checksum detects accidents, not forgery: anyone can wr
 with a valid checksum, which is why everything after it is validated as well.
 
 Versions: any change to the layout or to the header's keys and forms gets a new version
-number.  A release reads every version up to its own (the reader of each old version stays
-in this module) and refuses later ones with a message asking for an upgrade.  This release
-writes and reads version 1.
+number, but every version keeps the magic, the version and the file's size as the first
+24 bytes and the SHA-256 as the last 32, so that a file of any version is checked before its
+version is believed.  A release reads every version up to its own (the reader of each old
+version stays in this module) and refuses later ones with a message asking for an upgrade.
+This release writes and reads version 1.
 
 Saving writes a temporary file beside the target, flushes it to disk (``fsync``) and renames
 it over the target, so an interrupted save leaves the previous checkpoint intact.
@@ -127,7 +130,8 @@ VERSION = 1
 _PREFIX = struct.Struct("<14sHQQ")      # magic, version, file size, header size
 _ALIGN = 64
 _DIGEST = 32                            # sha256
-_MAX_NDIM = 64
+_MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32   # numpy's limit
+_MAX_BYTES = np.iinfo(np.intp).max
 
 #: the rules a file may name: the built-in ones, by class name
 _RULES = {c.__name__: c for c in (
@@ -526,11 +530,14 @@ def save_state(path, tree):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno is not None:
+            # the temporary file's name means nothing to the caller: name the path given
+            raise type(e)(e.errno, e.strerror, path) from None
         raise
 
 
@@ -621,6 +628,10 @@ class _Decoder:
         if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
                 or any(type(n) is not int or n < 0 for n in shape)):
             raise CheckpointError(f"{where}.shape {shape!r} is not a shape")
+        # numpy refuses a shape whose extent overflows its index type even when a zero
+        # dimension leaves the array empty, so the zeros do not count here either
+        if math.prod(n for n in shape if n) * dt.itemsize > _MAX_BYTES:
+            raise CheckpointError(f"{where}.shape {shape!r} is too big for numpy to index")
         if type(off) is not int or off < 0 or off % _ALIGN:
             raise CheckpointError(f"{where}.offset {off!r} is not a multiple of {_ALIGN}")
         nbytes = math.prod(shape) * dt.itemsize
@@ -771,19 +782,18 @@ def _read_checked(path):
                                   f"{head[:len(MAGIC)]!r}, a checkpoint with {MAGIC!r})")
         if len(head) < _PREFIX.size:
             raise CheckpointError(f"{path!s}: the file is truncated ({len(head)} bytes)")
-        _, version, total, hlen = _PREFIX.unpack(head)
-        if version > VERSION:
-            raise CheckpointError(f"{path!s}: checkpoint format version {version} is newer "
-                                  f"than this release of optimisers reads (up to {VERSION}); "
-                                  "upgrade optimisers to load it")
-        if version != VERSION:
-            raise CheckpointError(f"{path!s}: unknown checkpoint format version {version}")
+        # Only the size is read before the checksum is verified, because it locates the
+        # checksum; the version and the header size are believed only after it.
+        _, _, total, _ = _PREFIX.unpack(head)
         if total != size:
             if total > size:
-                raise CheckpointError(f"{path!s}: the file is truncated (or corrupted): it "
-                                      f"has {size} bytes, its header says {total}")
-            raise CheckpointError(f"{path!s}: the file has {size} bytes, its header says "
-                                  f"{total}: corrupted, or something was appended")
+                raise CheckpointError(f"{path!s}: the file is truncated (or damaged): it "
+                                      f"has {size} bytes, its prefix says {total}")
+            raise CheckpointError(f"{path!s}: the file has {size} bytes, its prefix says "
+                                  f"{total}: damaged, or something was appended")
+        if size < _PREFIX.size + _DIGEST:
+            raise CheckpointError(f"{path!s}: the file is truncated (or damaged): its "
+                                  f"{size} bytes cannot hold a prefix and a checksum")
         raw = np.empty(size + _ALIGN, np.uint8)
         start = -raw.ctypes.data % _ALIGN
         buf = raw[start:start + size]
@@ -798,7 +808,14 @@ def _read_checked(path):
     if hashlib.sha256(view[:size - _DIGEST]).digest() != bytes(view[size - _DIGEST:]):
         raise CheckpointError(f"{path!s}: checksum mismatch: the file is corrupted (a byte "
                               "differs from what was written)")
-    if _PREFIX.size + hlen + _DIGEST > size:
+    _, version, _, hlen = _PREFIX.unpack_from(buf)
+    if version > VERSION:
+        raise CheckpointError(f"{path!s}: checkpoint format version {version} is newer "
+                              f"than this release of optimisers reads (up to {VERSION}); "
+                              "upgrade optimisers to load it")
+    if version != VERSION:
+        raise CheckpointError(f"{path!s}: unknown checkpoint format version {version}")
+    if _align(_PREFIX.size + hlen) + _DIGEST > size:
         raise CheckpointError(f"{path!s}: the header size {hlen} runs past the end")
     return buf, hlen
 
