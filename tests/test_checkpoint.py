@@ -2,19 +2,21 @@
 clear CheckpointError (never code execution) for malformed files."""
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
 import pickle
 import struct
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers._checkpoint import (_RULES, MAGIC, VERSION, CheckpointError, load_state,
-                                    save_state)
+from optimisers import _rule
+from optimisers._checkpoint import MAGIC, VERSION, CheckpointError, load_state, save_state
 from optimisers._leaf import Leaf, tree_equal
 
 F16, F32, F64 = np.float16, np.float32, np.float64
@@ -189,7 +191,7 @@ def test_training_continues_bit_for_bit(tmp_path, case):
 
 def test_the_cases_cover_every_rule():
     used = {type(r) for rule, _ in REQUIRED + OTHERS for r in rules_in(rule)}
-    assert used == set(opt.RULES) == set(_RULES.values())
+    assert used == set(opt.RULES) == set(_rule.builtin_rules())
 
 
 def test_a_loaded_state_loads_and_saves_to_the_same_bytes(tmp_path):
@@ -198,6 +200,41 @@ def test_a_loaded_state_loads_and_saves_to_the_same_bytes(tmp_path):
         save_state(tmp_path / "1", state)
         save_state(tmp_path / "2", load_state(tmp_path / "1"))
         assert (tmp_path / "1").read_bytes() == (tmp_path / "2").read_bytes(), rule
+
+
+class LateState(NamedTuple):
+    count: np.ndarray
+
+
+def test_a_rule_added_to_the_package_is_saved_and_loaded(tmp_path, monkeypatch):
+    """Checkpoints read the registry of rules when they save and load: a rule class that
+    joins it (as every rule class of the package does, by being defined) and its state type
+    need nothing of the checkpoint code."""
+    monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))    # forget Late afterwards
+
+    @dataclasses.dataclass(frozen=True)
+    class Late(opt.Rule):
+        __module__ = "optimisers._rules_late"        # as if a module of the package
+        eta: float = 0.1
+        state_types = (LateState,)
+
+        def init(self, x):
+            return LateState(np.zeros((), np.int64))
+
+        def apply(self, state, x, dx):
+            state.count[...] += 1
+            return state, self.eta * dx
+
+    assert Late in _rule.builtin_rules()
+    model = {"x": np.ones(3, F32), "y": np.ones(2, F64)}
+    state = opt.setup(Late(0.5), model)
+    state["y"] = opt.setup(opt.OptimiserChain(opt.ClipGrad(1.0), Late(0.25)), model["y"])
+    state, model = train(state, model, 0, 2)
+    save_state(tmp_path / "s", state)
+    again = load_state(tmp_path / "s")
+    assert bits_equal(again, state)
+    assert type(again["x"].state) is LateState and again["x"].state.count == 2
+    assert again["y"].rule.opts[1] == Late(0.25)
 
 
 # ----------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@ r"""Checkpoints: a state tree to one file and back, exactly, without pickle.
 :func:`save_state` writes rules, hyper-parameters, states, frozen flags, the tree's shape and
 its ties; :func:`load_state` reads them back equal to what was saved, so that training
 continues bit for bit.  Loading parses JSON and reads raw bytes into numpy arrays; it never
-unpickles, never imports a module named in the file, and builds only the rules of this
-package (an allow-list).  A malformed, truncated or tampered file raises
+unpickles, never imports a module named in the file, and builds only the built-in rules
+(those of ``optimisers.RULES``, the registry every rule class of the package joins).  A malformed, truncated or tampered file raises
 :class:`CheckpointError`, a ``ValueError``, saying what is wrong.
 
 File format, version 1
@@ -35,8 +35,9 @@ The header is one JSON object with exactly these keys:
 ``"rules"``
     a list of rules ``{"rule": "Adam", "fields": {"eta": 0.001, ...}}``, one per distinct rule
     object.  ``"rule"`` names a class of ``optimisers.RULES``, ``"fields"`` holds exactly the
-    class's fields (``OptimiserChain``: ``opts``; ``AccumGrad``: ``n``; ``MixedPrecision``:
-    ``dtype``, ``rule``; the others: their dataclass fields).
+    class's fields: a dataclass's fields, or else the public names of its ``__slots__``
+    (``OptimiserChain``: ``opts``, the tuple of its rules; ``AccumGrad``: ``n``;
+    ``MixedPrecision``: ``rule``, ``dtype``).
 ``"arrays"``
     a list of ``{"dtype": "<f4", "shape": [3, 2], "offset": 0}``: C-ordered raw bytes in the
     byte order the dtype names.  Dtypes are numpy's ``dtype.str`` of kinds ``b i u f c``
@@ -71,7 +72,7 @@ Checks on load, in order: the magic, the size written in the prefix against the 
 size (truncation), the SHA-256 (any changed byte), and only then what the prefix says
 besides (the version, the header's size), then the header: strict JSON, exactly the keys
 above, every index, dtype, shape (one numpy can index) and offset (inside the data region,
-not overlapping), every rule name (allow-list) and its fields (validated by the rule's own
+not overlapping), every rule name (a built-in rule) and its fields (validated by the rule's own
 constructor, and required in the canonical form ``save_state`` writes), and every ``Leaf``'s
 state against the structure its rule's ``init`` gives (containers, namedtuple types, scalar
 types, array dtypes, the shapes of per-step scalar arrays, one shape for the arrays shaped
@@ -101,6 +102,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import inspect
 import json
 import keyword
 import math
@@ -111,17 +113,9 @@ import struct
 
 import numpy as np
 
-from ._composite import (AccumGrad, AccumGradState, MixedPrecision, MixedPrecisionState,
-                         OptimiserChain)
 from ._functor import is_namedtuple
 from ._leaf import Leaf
-from ._rule import Rule
-from ._rules_adam import (AdaBelief, AdaBeliefState, AdaMax, AdaMaxState, Adam, AdamState,
-                          AdamW, AMSGrad, AMSGradState, NAdam, OAdam, OAdamState, RAdam,
-                          RAdamState)
-from ._rules_adaptive import AdaDelta, AdaDeltaState, AdaGrad, RMSProp, RMSPropState
-from ._rules_sgd import Descent, Lion, Momentum, Nesterov, Rprop, RpropState
-from ._rules_transform import ClipGrad, ClipNorm, SignDecay, WeightDecay
+from ._rule import Rule, builtin_rules, state_types
 
 __all__ = ["save_state", "load_state"]
 
@@ -133,22 +127,23 @@ _DIGEST = 32                            # sha256
 _MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32   # numpy's limit
 _MAX_BYTES = np.iinfo(np.intp).max
 
-#: the rules a file may name: the built-in ones, by class name
-_RULES = {c.__name__: c for c in (
-    Descent, Momentum, Nesterov, Rprop, RMSProp, Adam, RAdam, AdaMax, OAdam, AdaGrad,
-    AdaDelta, AMSGrad, NAdam, AdamW, AdaBelief, Lion, WeightDecay, SignDecay, ClipGrad,
-    ClipNorm, OptimiserChain, AccumGrad, MixedPrecision)}
-
-
 def _qualified(t):
     own = vars(t).get("_checkpoint_name")
     return own if isinstance(own, str) else f"{t.__module__}.{t.__qualname__}"
 
 
-#: the namedtuple types of the built-in rules' states, by qualified name
-_STATE_TYPES = {_qualified(c): c for c in (
-    AdamState, RAdamState, AdaMaxState, OAdamState, AMSGradState, AdaBeliefState,
-    RMSPropState, AdaDeltaState, RpropState, AccumGradState, MixedPrecisionState)}
+# The allow-lists are the registry of built-in rules, read at each save and load rather than
+# copied at import: this module is imported before some rule modules have registered theirs.
+
+def _rule_classes():
+    """The rules a file may name: the built-in ones, by class name."""
+    return {c.__name__: c for c in builtin_rules()}
+
+
+def _library_state_types():
+    """The namedtuple types of the built-in rules' states, by qualified name."""
+    return {_qualified(t): t for t in state_types()}
+
 
 _DTYPE_RE = re.compile(r"[<>|][biufc][0-9]{1,2}")
 
@@ -187,28 +182,35 @@ def _align(n):
 
 
 def _rule_field_names(cls):
-    if cls is OptimiserChain:
-        return ("opts",)
-    if cls is AccumGrad:
-        return ("n",)
-    if cls is MixedPrecision:
-        return ("dtype", "rule")
-    return tuple(f.name for f in dataclasses.fields(cls))
+    """A rule's fields: a dataclass's fields, or else the public names of its ``__slots__``
+    (``OptimiserChain``: ``opts``; ``AccumGrad``: ``n``; ``MixedPrecision``: ``rule``,
+    ``dtype``)."""
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    return tuple(name for name in cls.__slots__ if not name.startswith("_"))
 
 
-def _make_rule(cls, kw):
-    if cls is OptimiserChain:
-        opts = kw["opts"]
-        if type(opts) is not tuple:
-            raise TypeError(f"opts must be a tuple of rules, got {type(opts).__name__}")
-        return OptimiserChain(*opts)
-    if cls is AccumGrad:
-        return AccumGrad(kw["n"])
-    if cls is MixedPrecision:
-        if not isinstance(kw["dtype"], np.dtype):
-            raise TypeError(f"dtype must be a dtype, got {kw['dtype']!r}")
-        return MixedPrecision(kw["dtype"], kw["rule"])
-    return cls(**kw)
+def _make_rule(cls, fields):
+    """The rule ``cls`` with these fields, from its own constructor, which validates them.
+
+    The constructor takes each field by name, except a field it has no parameter for, which
+    is its ``*args`` (``OptimiserChain(*rules)`` stores its rules as ``opts``)."""
+    if dataclasses.is_dataclass(cls):
+        return cls(**fields)
+    params = inspect.signature(cls).parameters
+    by_name = {k: v for k, v in fields.items()
+               if k in params and params[k].kind in (params[k].POSITIONAL_OR_KEYWORD,
+                                                      params[k].KEYWORD_ONLY)}
+    rest = [k for k in fields if k not in by_name]
+    if not rest:
+        return cls(**by_name)
+    star = [p for p in params.values() if p.kind is p.VAR_POSITIONAL]
+    if len(rest) > 1 or not star:
+        raise TypeError(f"{cls.__name__}() takes no parameter for the fields {rest}")
+    spread = fields[rest[0]]
+    if type(spread) is not tuple:
+        raise TypeError(f"{rest[0]} must be a tuple, got {type(spread).__name__}")
+    return cls(*spread, **by_name)
 
 
 def _arrays(s, out):
@@ -351,6 +353,7 @@ class _Encoder:
         self.size = 0
         self.active = set()
         self.keep = []        # rules encoded for the table stay alive while ids are used
+        self.rule_classes = _rule_classes()
 
     def value(self, x, where, mode):
         """mode: "tree", "state", "field" (of a rule) or "key" (of a dict)."""
@@ -414,7 +417,7 @@ class _Encoder:
 
     def rule(self, r, where):
         cls = type(r)
-        if _RULES.get(cls.__name__) is not cls:
+        if self.rule_classes.get(cls.__name__) is not cls:
             raise TypeError(
                 f"save_state stores only the built-in rules of optimisers, and "
                 f"{cls.__module__}.{cls.__qualname__} (at {where}) is not one of them: a rule "
@@ -602,6 +605,7 @@ _ALLOWED = {
 class _Decoder:
     def __init__(self, doc, data, types):
         self.doc, self.data, self.types = doc, data, types
+        self.rule_classes, self.state_types = _rule_classes(), _library_state_types()
 
     def run(self):
         doc = self.doc
@@ -657,10 +661,11 @@ class _Decoder:
     def rule(self, obj, where):
         _expect(obj, ["rule", "fields"], where)
         name, fields = obj["rule"], obj["fields"]
-        cls = _RULES.get(name) if isinstance(name, str) else None
+        cls = self.rule_classes.get(name) if isinstance(name, str) else None
         if cls is None:
             raise CheckpointError(f"{where}: {name!r} is not a rule of optimisers; a "
-                                  f"checkpoint may name only these: {', '.join(_RULES)}")
+                                  "checkpoint may name only these: "
+                                  f"{', '.join(self.rule_classes)}")
         expected = _rule_field_names(cls)
         if not isinstance(fields, dict) or set(fields) != set(expected):
             got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
@@ -669,8 +674,8 @@ class _Decoder:
         kw = {k: self.value(fields[k], f"{where}.{k}", "field") for k in expected}
         try:
             rule = _make_rule(cls, kw)
-        except (TypeError, ValueError, ArithmeticError) as e:
-            raise CheckpointError(f"{where}: {name} refuses the fields in the file: {e}") from None
+        except Exception as e:      # the constructor validates: whatever it raises refuses
+            raise CheckpointError(f"{where}: {name} refuses the fields in the file: {e}") from e
         again = _Encoder().rule(rule, where)
         if json.dumps(again, sort_keys=True) != json.dumps(obj, sort_keys=True):
             raise CheckpointError(f"{where}: {name}'s fields are not in the form save_state "
@@ -689,7 +694,7 @@ class _Decoder:
         return Leaf(rule, state, e["frozen"])
 
     def named(self, name, fields, where):
-        cls = self.types.get(name) or _STATE_TYPES.get(name)
+        cls = self.types.get(name) or self.state_types.get(name)
         if cls is not None:
             if tuple(cls._fields) != tuple(fields):
                 raise CheckpointError(f"{where}: the file's {name} has the fields "
