@@ -16,7 +16,8 @@ import pytest
 
 import optimisers as opt
 from optimisers import _rule
-from optimisers._checkpoint import MAGIC, VERSION, CheckpointError, load_state, save_state
+from optimisers._checkpoint import CheckpointError, load_state, save_state
+from optimisers._checkpoint_format import MAGIC, VERSION
 from optimisers._leaf import Leaf, tree_equal
 
 F16, F32, F64 = np.float16, np.float32, np.float64
