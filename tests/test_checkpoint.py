@@ -238,6 +238,26 @@ def test_a_rule_added_to_the_package_is_saved_and_loaded(tmp_path, monkeypatch):
     assert again["y"].rule.opts[1] == Late(0.25)
 
 
+def test_a_rule_added_without_known_fields_is_refused_clearly(tmp_path, monkeypatch, small):
+    monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))
+
+    class Plain(opt.Rule):                   # neither a dataclass nor __slots__
+        __module__ = "optimisers._rules_late"
+
+        def __init__(self, eta=0.1):
+            self.eta = eta
+
+        def apply(self, state, x, dx):
+            return state, self.eta * dx
+
+    with pytest.raises(TypeError, match="dataclass or names its fields"):
+        save_state(tmp_path / "s", opt.setup(Plain(), np.ones(2)))
+    version, doc, region = split(small)
+    doc["rules"][0] = {"rule": "Plain", "fields": {"eta": 0.1}}
+    with pytest.raises(CheckpointError, match="dataclass or names its fields"):
+        _load(tmp_path, join(version, doc, region))
+
+
 # ----------------------------------------------------------------------------------------
 # exact round trips
 

@@ -157,7 +157,10 @@ class _Decoder:
             raise CheckpointError(f"{where}: {name!r} is not a rule of optimisers; a "
                                   "checkpoint may name only these: "
                                   f"{', '.join(self.rule_classes)}")
-        expected = rule_field_names(cls)
+        try:
+            expected = rule_field_names(cls)
+        except TypeError as e:          # no file of it can have been saved
+            raise CheckpointError(f"{where}: {e}") from None
         if not isinstance(fields, dict) or set(fields) != set(expected):
             got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
             raise CheckpointError(f"{where}: {name} has the fields {sorted(expected)}, the "

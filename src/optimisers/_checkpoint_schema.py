@@ -50,7 +50,13 @@ def rule_field_names(cls):
     ``dtype``)."""
     if dataclasses.is_dataclass(cls):
         return tuple(f.name for f in dataclasses.fields(cls))
-    return tuple(name for name in cls.__slots__ if not name.startswith("_"))
+    slots = getattr(cls, "__slots__", None)
+    if not isinstance(slots, tuple):
+        # what a rule of the package must be for checkpoints to store it without code of
+        # its own: said to whoever adds one, at the first save
+        raise TypeError(f"checkpoints cannot tell the fields of {cls.__name__}: a rule "
+                        "class is a dataclass or names its fields in a tuple __slots__")
+    return tuple(name for name in slots if not name.startswith("_"))
 
 
 def make_rule(cls, fields):
