@@ -706,6 +706,15 @@ def test_saving_over_a_folder_names_the_path_given(tmp_path):
     assert os.listdir(tmp_path) == ["folder"]               # no temporary file left
 
 
+@pytest.mark.skipif(not hasattr(os, "pathconf"), reason="no pathconf to ask the name limit")
+def test_saving_to_a_name_near_the_file_system_limit(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path = tmp_path / ("s" * limit)
+    save_state(path, [np.ones(2)])          # the temporary file's name must fit as well
+    assert bits_equal(load_state(path), [np.ones(2)])
+    assert os.listdir(tmp_path) == [path.name]
+
+
 def test_empty_arrays_with_large_dimensions_round_trip(tmp_path):
     tree = [np.empty((0, 2**40), F32), np.empty((2**20, 0, 2**20), np.complex128)]
     save_state(tmp_path / "s", tree)

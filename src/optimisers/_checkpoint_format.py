@@ -174,8 +174,11 @@ def write_checkpoint(path, header, arrays):
     data_start = align(_PREFIX.size + len(text))
     total = data_start + header["data_size"] + _DIGEST
     path = os.fspath(path)
-    suffix = f".{secrets.token_hex(6)}.tmp"
-    tmp = path + (os.fsencode(suffix) if isinstance(path, bytes) else suffix)
+    # a short name of its own, not the target's name plus a suffix, which would be too long
+    # for the file system where the target's name is close to its limit
+    name = f".optimisers-{secrets.token_hex(6)}.tmp"
+    tmp = os.path.join(os.path.dirname(path), os.fsencode(name) if isinstance(path, bytes)
+                       else name)
     h = hashlib.sha256()
     try:
         with open(tmp, "xb") as f:
