@@ -2,19 +2,22 @@
 clear CheckpointError (never code execution) for malformed files."""
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
 import pickle
 import struct
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers._checkpoint import (_RULES, MAGIC, VERSION, CheckpointError, load_state,
-                                    save_state)
+from optimisers import _rule
+from optimisers._checkpoint import CheckpointError, load_state, save_state
+from optimisers._checkpoint_format import MAGIC, VERSION
 from optimisers._leaf import Leaf, tree_equal
 
 F16, F32, F64 = np.float16, np.float32, np.float64
@@ -189,7 +192,7 @@ def test_training_continues_bit_for_bit(tmp_path, case):
 
 def test_the_cases_cover_every_rule():
     used = {type(r) for rule, _ in REQUIRED + OTHERS for r in rules_in(rule)}
-    assert used == set(opt.RULES) == set(_RULES.values())
+    assert used == set(opt.RULES) == set(_rule.builtin_rules())
 
 
 def test_a_loaded_state_loads_and_saves_to_the_same_bytes(tmp_path):
@@ -198,6 +201,61 @@ def test_a_loaded_state_loads_and_saves_to_the_same_bytes(tmp_path):
         save_state(tmp_path / "1", state)
         save_state(tmp_path / "2", load_state(tmp_path / "1"))
         assert (tmp_path / "1").read_bytes() == (tmp_path / "2").read_bytes(), rule
+
+
+class LateState(NamedTuple):
+    count: np.ndarray
+
+
+def test_a_rule_added_to_the_package_is_saved_and_loaded(tmp_path, monkeypatch):
+    """Checkpoints read the registry of rules when they save and load: a rule class that
+    joins it (as every rule class of the package does, by being defined) and its state type
+    need nothing of the checkpoint code."""
+    monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))    # forget Late afterwards
+
+    @dataclasses.dataclass(frozen=True)
+    class Late(opt.Rule):
+        __module__ = "optimisers._rules_late"        # as if a module of the package
+        eta: float = 0.1
+        state_types = (LateState,)
+
+        def init(self, x):
+            return LateState(np.zeros((), np.int64))
+
+        def apply(self, state, x, dx):
+            state.count[...] += 1
+            return state, self.eta * dx
+
+    assert Late in _rule.builtin_rules()
+    model = {"x": np.ones(3, F32), "y": np.ones(2, F64)}
+    state = opt.setup(Late(0.5), model)
+    state["y"] = opt.setup(opt.OptimiserChain(opt.ClipGrad(1.0), Late(0.25)), model["y"])
+    state, model = train(state, model, 0, 2)
+    save_state(tmp_path / "s", state)
+    again = load_state(tmp_path / "s")
+    assert bits_equal(again, state)
+    assert type(again["x"].state) is LateState and again["x"].state.count == 2
+    assert again["y"].rule.opts[1] == Late(0.25)
+
+
+def test_a_rule_added_without_known_fields_is_refused_clearly(tmp_path, monkeypatch, small):
+    monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))
+
+    class Plain(opt.Rule):                   # neither a dataclass nor __slots__
+        __module__ = "optimisers._rules_late"
+
+        def __init__(self, eta=0.1):
+            self.eta = eta
+
+        def apply(self, state, x, dx):
+            return state, self.eta * dx
+
+    with pytest.raises(TypeError, match="dataclass or names its fields"):
+        save_state(tmp_path / "s", opt.setup(Plain(), np.ones(2)))
+    version, doc, region = split(small)
+    doc["rules"][0] = {"rule": "Plain", "fields": {"eta": 0.1}}
+    with pytest.raises(CheckpointError, match="dataclass or names its fields"):
+        _load(tmp_path, join(version, doc, region))
 
 
 # ----------------------------------------------------------------------------------------
@@ -421,12 +479,20 @@ def test_a_byte_changed_anywhere(tmp_path, small):
             msg = str(info.value)
             if i < 14:
                 assert "not an optimisers checkpoint" in msg
-            elif i < 16:
-                assert "version" in msg
-            elif i < 24:
+            elif 16 <= i < 24:
                 assert "truncated" in msg or "appended" in msg
-            else:
+            else:                   # the version too: it is believed only after the checksum
                 assert "checksum" in msg
+
+
+@pytest.mark.parametrize("byte", [14, 15])
+def test_a_changed_version_byte_is_a_checksum_error(tmp_path, small, byte):
+    data = bytearray(small)
+    data[byte] ^= 0xFF              # version 65281 or 254: not to be believed
+    with pytest.raises(CheckpointError, match="checksum") as info:
+        _load(tmp_path, bytes(data))
+    path, _, what = str(info.value).partition(": ")
+    assert path == str(tmp_path / "bad") and "version" not in what
 
 
 @pytest.mark.parametrize("data", [
@@ -523,6 +589,12 @@ MUTATIONS = {
     "datetime dtype": (_set(["arrays", 0, "dtype"], "<M8[s]"), "not allowed"),
     "non-canonical dtype": (_set(["arrays", 0, "dtype"], "<b1"), "not a dtype"),
     "negative shape": (_set(["arrays", 0, "shape"], [-1]), "shape"),
+    # no element, but an extent numpy cannot index: its own ValueError must not get through
+    "zero beside a huge dimension": (_set(["arrays", 0, "shape"], [0, 2**62]), "too big"),
+    "zero beside a dimension past 64 bits": (_set(["arrays", 0, "shape"], [2**64, 0]),
+                                             "too big"),
+    "zero beside dimensions whose product overflows": (
+        _set(["arrays", 0, "shape"], [2**40, 0, 2**40]), "too big"),
     "shape not ints": (_set(["arrays", 0, "shape"], [1.5]), "shape"),
     "offset past the end": (_set(["arrays", 0, "offset"], 2**40), "past the end"),
     "unaligned offset": (_set(["arrays", 0, "offset"], 3), "multiple of 64"),
@@ -574,8 +646,9 @@ def test_malformed_header_with_a_valid_checksum(tmp_path, small, name):
     mutate, match = MUTATIONS[name]
     version, doc, region = split(small)
     doc, region = mutate(doc, region)
-    with pytest.raises(CheckpointError, match=match):
+    with pytest.raises(CheckpointError, match=match) as info:
         _load(tmp_path, join(version, doc, region))
+    assert str(info.value).startswith(str(tmp_path / "bad"))
 
 
 @pytest.mark.parametrize("header, match", [
@@ -614,3 +687,35 @@ def test_names_in_a_file_are_never_imported(tmp_path, small):
 def test_a_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_state(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("kind", [str, os.fsencode, lambda p: p])
+def test_saving_into_a_missing_folder_names_the_path_given(tmp_path, kind):
+    path = kind(tmp_path / "no such folder" / "s.ckpt")
+    with pytest.raises(FileNotFoundError) as info:
+        save_state(path, None)
+    assert info.value.filename == os.fspath(path)       # not the temporary file's name
+    assert ".tmp" not in str(info.value)
+
+
+def test_saving_over_a_folder_names_the_path_given(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        save_state(tmp_path / "folder", None)
+    assert info.value.filename == str(tmp_path / "folder") and ".tmp" not in str(info.value)
+    assert os.listdir(tmp_path) == ["folder"]               # no temporary file left
+
+
+@pytest.mark.skipif(not hasattr(os, "pathconf"), reason="no pathconf to ask the name limit")
+def test_saving_to_a_name_near_the_file_system_limit(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path = tmp_path / ("s" * limit)
+    save_state(path, [np.ones(2)])          # the temporary file's name must fit as well
+    assert bits_equal(load_state(path), [np.ones(2)])
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_empty_arrays_with_large_dimensions_round_trip(tmp_path):
+    tree = [np.empty((0, 2**40), F32), np.empty((2**20, 0, 2**20), np.complex128)]
+    save_state(tmp_path / "s", tree)
+    assert bits_equal(load_state(tmp_path / "s"), tree)
