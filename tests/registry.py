@@ -1,5 +1,7 @@
-"""Every rule of the seed, once at its defaults and once with hyper-parameters that make
-the arithmetic non-trivial, plus the chains of the seed's test list.
+"""Every rule class of the library (opt.RULES), once at its defaults and once with
+hyper-parameters that make the arithmetic non-trivial, plus the chains of the seed's test
+list.  The defaults are read from opt.RULES; the tuned rows and the chains are written by
+hand, and the checks at the end ask a new rule class for its rows.
 
 ``RULES`` is a list of ``(id, rule)``; tests parametrise over it (``ids=RULE_IDS``).
 ``COMPLEX_OK`` / ``COMPLEX_REFUSED`` name the rule classes that must accept / refuse
@@ -19,32 +21,27 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
            "COMPLEX_REFUSED", "rule_classes_in", "LEAF_CLASSES"]
 
-# one entry per rule class at its defaults (AccumGrad has no default n)
-DEFAULT_RULES = [
-    ("Descent", Descent()),
-    ("Momentum", Momentum()),
-    ("Nesterov", Nesterov()),
-    ("Rprop", Rprop()),
-    ("RMSProp", RMSProp()),
-    ("Adam", Adam()),
-    ("RAdam", RAdam()),
-    ("AdaMax", AdaMax()),
-    ("OAdam", OAdam()),
-    ("AdaGrad", AdaGrad()),
-    ("AdaDelta", AdaDelta()),
-    ("AMSGrad", AMSGrad()),
-    ("NAdam", NAdam()),
-    ("AdamW", AdamW()),
-    ("AdaBelief", AdaBelief()),
-    ("Lion", Lion()),
-    ("WeightDecay", WeightDecay()),
-    ("SignDecay", SignDecay()),
-    ("ClipGrad", ClipGrad()),
-    ("ClipNorm", ClipNorm()),
-    ("AccumGrad1", AccumGrad(1)),
-]
+# One entry per rule class at its defaults, read from the library's registry (opt.RULES:
+# every built-in Rule subclass), so that a new rule is tested at its defaults without a line
+# here.  A class that cannot be made without arguments is named in _AT_DEFAULTS; the
+# composites wrap other rules and are tested through CHAINS.
+_COMPOSITES = (OptimiserChain, MixedPrecision)
+_AT_DEFAULTS = {AccumGrad: ("AccumGrad1", lambda: AccumGrad(1))}     # no default n
 
-# non-default hyper-parameters: larger steps, other decays, so every term matters
+
+def _at_defaults(cls):
+    name, make = _AT_DEFAULTS.get(cls, (cls.__name__, cls))
+    try:
+        return name, make()
+    except TypeError as e:
+        raise AssertionError(f"the rule class {cls.__name__} cannot be made at its defaults "
+                             f"({e}): give it an entry in registry._AT_DEFAULTS") from None
+
+
+DEFAULT_RULES = [_at_defaults(c) for c in opt.RULES if c not in _COMPOSITES]
+
+# non-default hyper-parameters: larger steps, other decays, so every term matters (written
+# by hand: a new rule adds its rows here, which the checks at the end of this module ask for)
 TUNED_RULES = [
     ("Descent-0.37", Descent(0.37)),
     ("Momentum-0.05-0.7", Momentum(0.05, 0.7)),
@@ -112,12 +109,25 @@ COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad,
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
 COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay)
 
-# every class of opt.RULES is either accepted or refused
-assert set(COMPLEX_OK) | set(COMPLEX_REFUSED) == set(opt.RULES)
-assert not set(COMPLEX_OK) & set(COMPLEX_REFUSED)
 
-LEAF_CLASSES = tuple(c for c in opt.RULES
-                     if c not in (OptimiserChain, MixedPrecision))
+def _check_complex_spec():
+    """COMPLEX_OK and COMPLEX_REFUSED are this suite's own statement of which classes take
+    complex parameters (what the library is checked against): every class of opt.RULES is
+    in exactly one of them."""
+    for cls in opt.RULES:
+        if cls not in COMPLEX_OK and cls not in COMPLEX_REFUSED:
+            raise AssertionError(f"the rule class {cls.__name__} is in neither COMPLEX_OK nor "
+                                 f"COMPLEX_REFUSED (tests/registry.py): say whether it "
+                                 f"trains complex parameters")
+    for cls in set(COMPLEX_OK) & set(COMPLEX_REFUSED):
+        raise AssertionError(f"{cls.__name__} is in both COMPLEX_OK and COMPLEX_REFUSED")
+    for cls in (set(COMPLEX_OK) | set(COMPLEX_REFUSED)) - set(opt.RULES):
+        raise AssertionError(f"{cls.__name__} is not a class of opt.RULES")
+
+
+_check_complex_spec()
+
+LEAF_CLASSES = tuple(c for c in opt.RULES if c not in _COMPOSITES)
 
 
 def rule_classes_in(rule):
@@ -132,9 +142,23 @@ def rule_classes_in(rule):
     return {type(rule)}
 
 
-# the registry covers every rule class of the library
-_covered = set()
-for _name, _r in RULES:
-    _covered |= rule_classes_in(_r)
-    _covered.add(type(_r))
-assert _covered == set(opt.RULES), set(opt.RULES) - _covered
+def _check_coverage():
+    """The registry covers every class of opt.RULES and no other: the defaults by
+    construction, and the hand-written rows too -- each leaf class has a row of
+    TUNED_RULES, each composite a row of CHAINS."""
+    tuned = {type(r) for _, r in TUNED_RULES}
+    for cls in LEAF_CLASSES:
+        if cls not in tuned:
+            raise AssertionError(f"the rule class {cls.__name__} has no row in TUNED_RULES "
+                                 f"(tests/registry.py): add one with non-default "
+                                 f"hyper-parameters")
+    for cls in _COMPOSITES:
+        if not any(type(r) is cls for _, r in CHAINS):
+            raise AssertionError(f"no row of CHAINS is a {cls.__name__} (tests/registry.py)")
+    covered = set()
+    for _, r in RULES:
+        covered |= rule_classes_in(r) | {type(r)}
+    assert covered == set(opt.RULES), covered ^ set(opt.RULES)
+
+
+_check_coverage()

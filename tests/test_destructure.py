@@ -153,8 +153,9 @@ def test_empty_model_gives_empty_bool_vector():
         assert v.dtype == np.bool_ and v.shape == (0,) and len(re) == 0
         m2 = re(np.zeros(0))
         assert m2 is m or m2 == m
-    # and it promotes nothing
-    assert np.concatenate([np.zeros(0, bool), np.ones(1, np.float32)]).dtype == np.float32
+        # and it promotes nothing it is joined with
+        for dtype in (np.float16, np.float32, np.complex64):
+            assert np.concatenate([v, np.ones(1, dtype)]).dtype == dtype
 
 
 def test_bare_array_and_zero_size_arrays():

@@ -11,8 +11,8 @@ import pytest
 import optimisers as opt
 from optimisers import _kernels as baseline
 from optimisers import _native, _program, _tree
+from builds import BUILDS, WIDER_ISAS, build_or_skip
 
-BUILDS = _native.builds()
 WIDER = list(BUILDS)[1:]
 
 RULES = [opt.Adam(0.1), opt.RAdam(), opt.NAdam(), opt.AdamW(0.1, lambda_=0.1),
@@ -60,15 +60,22 @@ def _run(module, rule, dtype, rng, scale):
     return model, state
 
 
-@pytest.mark.skipif(not WIDER, reason="no wider build, or a processor that runs none")
-@pytest.mark.parametrize("isa", WIDER)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
-@pytest.mark.parametrize("rule", RULES, ids=lambda r: repr(r)[:40])
+def _classes(rule):
+    inner = getattr(rule, "opts", None)
+    return [c for r in inner for c in _classes(r)] if inner is not None else [rule]
+
+
+# complex64 only with the rules defined for complex parameters
+CASES = [(rule, dtype) for rule in RULES for dtype in (np.float32, np.float64, np.complex64)
+         if dtype != np.complex64 or all(c._complex for c in _classes(rule))]
+
+
+@pytest.mark.parametrize("isa", WIDER_ISAS)
+@pytest.mark.parametrize("rule, dtype", CASES,
+                         ids=[f"{r!r:.40}-{np.dtype(d).name}" for r, d in CASES])
 def test_every_build_agrees_with_the_baseline_bit_for_bit(rule, dtype, isa, monkeypatch):
-    if dtype == np.complex64 and not all(c._complex for c in _classes(rule)):
-        pytest.skip("rule not defined for complex parameters")
     results = []
-    for module in (baseline, BUILDS[isa]):
+    for module in (baseline, build_or_skip(isa)):
         monkeypatch.setattr(_program, "_kernels", module)
         monkeypatch.setattr(_tree, "_kernels", module)
         results.append(_run(module, rule, dtype, np.random.default_rng(7), 1.0))
@@ -76,8 +83,3 @@ def test_every_build_agrees_with_the_baseline_bit_for_bit(rule, dtype, isa, monk
     for k in m1:
         assert np.array_equal(m1[k], m2[k]) and m1[k].dtype == m2[k].dtype
         assert s1[k] == s2[k]
-
-
-def _classes(rule):
-    inner = getattr(rule, "opts", None)
-    return [c for r in inner for c in _classes(r)] if inner is not None else [rule]

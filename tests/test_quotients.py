@@ -4,7 +4,9 @@ The AVX-512 build divides Adam's float64 moments by 1 - beta^t through a recipro
 FMA corrections, and sends values outside the range where that is proven exact to the
 divider, a chunk of a tile at a time.  These tests check the quotients bit for bit against
 numpy's a / b, the range check exactly, and whole steps whose tiles take the divider against
-the reference, on short tiles and on the chunks of long ones.
+the reference, on short tiles and on the chunks of long ones.  The same helpers of the other
+builds run the division itself and send nothing to the divider: they are checked too, so
+that a machine without AVX-512 tests that path and says which tests it skips.
 """
 
 import numpy as np
@@ -14,11 +16,12 @@ from threadpoolctl import threadpool_limits
 import optimisers as opt
 from optimisers import _native, _program, _tree
 from assertions import assert_arrays_same, assert_state_same, bits_equal
+from builds import BUILDS, ISAS, WIDER_ISAS, build_or_skip, runs_here
 from reference import ref_apply, ref_init, ref_update
 
-BUILDS = _native.builds()
-RUNNABLE = list(BUILDS)
-FAST = [isa for isa in RUNNABLE if BUILDS[isa].fast_quotients()]
+FAST = [isa for isa in BUILDS if BUILDS[isa].fast_quotients()]
+NO_FAST = (f"no build with fast float64 quotients (the AVX-512 build's) runs here: this "
+           f"machine runs {runs_here()}, which divide")
 
 # quotients.pxi's range for float64: 2^(emin + p + 4) and 2^(emax - 2)
 LOW, HIGH = 2.0 ** -965, 2.0 ** 1021
@@ -30,6 +33,17 @@ def test_fast_quotients_are_where_they_pay():
         assert not BUILDS["avx2"].fast_quotients()
     if "avx512" in BUILDS:
         assert BUILDS["avx512"].fast_quotients()
+
+
+def _sent_to_divider(kernels, a, b):
+    """Which quotients a / b build ``kernels`` must send to the divider: with the fast path,
+    those outside the range where it is proven exact (every nonzero one for b outside
+    (0, 1]); without it none, as every quotient is the division itself."""
+    if not kernels.fast_quotients():
+        return np.zeros(a.shape, bool)
+    if not (0 < b <= 1 and 1 / b <= HIGH):
+        return np.abs(a) > 0
+    return ((np.abs(a) < LOW) & (a != 0)) | (np.abs(a) > b * HIGH)
 
 
 def _divisors():
@@ -55,18 +69,17 @@ def _dividends(rng):
     return a, ordinary
 
 
-@pytest.mark.skipif(not FAST, reason="no build with fast quotients runs on this processor")
-@pytest.mark.parametrize("isa", FAST)
-def test_fast_quotients_are_correctly_rounded_where_taken(isa):
-    kernels = BUILDS[isa]
+@pytest.mark.parametrize("isa", ISAS)
+def test_quotients_are_correctly_rounded_where_taken(isa):
+    kernels = build_or_skip(isa)
     a, ordinary = _dividends(np.random.default_rng(11))
     for b in _divisors():
         q, needs = kernels._quotients_by_reciprocal(a, b)
         with np.errstate(all="ignore"):
             exact = a / b
-        # the range check is exactly the one the proof needs
-        want_needs = ((np.abs(a) < LOW) & (a != 0)) | (np.abs(a) > b * HIGH)
-        np.testing.assert_array_equal(needs, want_needs, err_msg=f"b={b}")
+        # the range check is exactly the one the proof needs (none without the fast path)
+        np.testing.assert_array_equal(needs, _sent_to_divider(kernels, a, b),
+                                      err_msg=f"b={b}")
         same = bits_equal(q, exact)
         assert same[~needs].all(), (
             f"b={b}: {np.count_nonzero(~same & ~needs)} quotients differ from a/b, "
@@ -74,10 +87,11 @@ def test_fast_quotients_are_correctly_rounded_where_taken(isa):
         assert not needs[ordinary].any(), f"b={b}: ordinary values sent to the divider"
 
 
-@pytest.mark.skipif(not FAST, reason="no build with fast quotients runs on this processor")
 def test_the_values_sent_to_the_divider_need_it():
     """Without the range check some quotients would be wrong: subnormal-range dividends
     round differently, and infinities turn into NaN."""
+    if not FAST:
+        pytest.skip(NO_FAST)
     kernels = BUILDS[FAST[-1]]
     rng = np.random.default_rng(5)
     a = np.append(rng.uniform(1, 2 ** 20, 200_000) * np.finfo(np.float64).smallest_subnormal,
@@ -88,13 +102,14 @@ def test_the_values_sent_to_the_divider_need_it():
     assert np.isnan(q[-1])
 
 
-@pytest.mark.skipif(not FAST, reason="no build with fast quotients runs on this processor")
-def test_a_divisor_outside_zero_one_sends_everything_to_the_divider():
-    kernels = BUILDS[FAST[-1]]
+@pytest.mark.parametrize("isa", ISAS)
+def test_a_divisor_outside_zero_one_sends_everything_to_the_divider(isa):
+    kernels = build_or_skip(isa)
     a = np.array([0.0, -0.0, 1.0, -3.5, 1e-30, np.nan])
     for b in (1.5, -0.5, 0.0, float(np.finfo(np.float64).smallest_subnormal), np.nan, np.inf):
         _, needs = kernels._quotients_by_reciprocal(a, b)
-        np.testing.assert_array_equal(needs, np.abs(a) > 0, err_msg=f"b={b}")
+        np.testing.assert_array_equal(needs, _sent_to_divider(kernels, a, b),
+                                      err_msg=f"b={b}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,13 +198,15 @@ def test_long_tiles_whose_chunks_take_the_divider_match_the_reference(rule, dtyp
     assert_state_same(st, ref_st, "apply_: state")
 
 
-@pytest.mark.skipif(len(RUNNABLE) < 2, reason="one build only")
+@pytest.mark.parametrize("isa", WIDER_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, monkeypatch):
+def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, isa,
+                                                                         monkeypatch):
+    wider = build_or_skip(isa)
     results = []
-    for isa in RUNNABLE:
-        monkeypatch.setattr(_program, "_kernels", BUILDS[isa])
-        monkeypatch.setattr(_tree, "_kernels", BUILDS[isa])
+    for isa, kernels in (("baseline", BUILDS["baseline"]), (isa, wider)):
+        monkeypatch.setattr(_program, "_kernels", kernels)
+        monkeypatch.setattr(_tree, "_kernels", kernels)
         rng = np.random.default_rng(8)
         x = rng.standard_normal(7000).astype(dtype)
         state = opt.setup(opt.AdamW(0.01, lambda_=0.1), x)

@@ -1,10 +1,12 @@
-"""Every ```python block of README.md runs, each in a fresh namespace.
+"""Every ```python block of README.md runs, each in a fresh namespace, and checks something.
 
 A block that prints a loss (``loss 0.1234``) must end lower than it starts: the block is
 run a second time with ``update``/``update_`` doing nothing, which prints the starting
-loss.  A block that imports a package that is not installed is skipped with a reason
-(the package's dependencies, numpy and threadpoolctl, are always there; torch or scipy in
-a README example are optional).
+loss.  A block that calls ``update``/``update_`` must change the parameters it trains.  A
+block that does neither must ``assert`` what it shows; a block that checks nothing fails.
+A block that imports a package that is not installed is skipped with a reason (the
+package's dependencies, numpy and threadpoolctl, are always there; torch or scipy in a
+README example are optional).
 
 Set ``OPTIMISERS_README`` to a path to check a draft instead of the repository's README.
 """
@@ -19,6 +21,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import optimisers
@@ -59,6 +62,34 @@ def run_block(source, name):
     return out.getvalue()
 
 
+def asserts(source):
+    """Whether ``source`` has an ``assert`` statement of its own."""
+    return any(isinstance(node, ast.Assert) for node in ast.walk(ast.parse(source)))
+
+
+class Training:
+    """Wraps ``optimisers.update``/``update_`` to see what a block trains: copies of the
+    parameters at its first call, the model its last call returned."""
+
+    def __init__(self, monkeypatch):
+        self.start = self.model = None
+        for fname in ("update", "update_"):
+            monkeypatch.setattr(optimisers, fname, self._wrap(getattr(optimisers, fname)))
+
+    def _wrap(self, update):
+        def wrapped(tree, model, *grads):
+            if self.start is None:
+                self.start = [a.copy() for a in optimisers.trainables(model)]
+            tree, self.model = update(tree, model, *grads)
+            return tree, self.model
+        return wrapped
+
+    def changed(self):
+        end = optimisers.trainables(self.model)
+        return len(end) == len(self.start) and not all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(end, self.start))
+
+
 BLOCKS = python_blocks(README.read_text(encoding="utf-8")) if README.exists() else []
 
 
@@ -75,9 +106,15 @@ def test_readme_block_runs(line, source, monkeypatch, tmp_path):
                     f"(not installed)")
     monkeypatch.chdir(tmp_path)                      # files a block writes land here
     name = f"{README.name}:{line}"
-    printed = run_block(source, name)
+    with monkeypatch.context() as m:
+        training = Training(m)
+        printed = run_block(source, name)
+    if training.start is not None:
+        assert training.changed(), f"{name}: update/update_ left the parameters unchanged"
     losses = [float(x) for x in LOSS.findall(printed)]
     if not losses:
+        assert training.start is not None or asserts(source), (
+            f"{name} checks nothing: it prints no loss, trains nothing and asserts nothing")
         return
     final = losses[-1]
     # the same block with training switched off prints the starting loss
