@@ -37,12 +37,12 @@ def test_fast_quotients_are_where_they_pay():
 
 def _sent_to_divider(kernels, a, b):
     """Which quotients a / b build ``kernels`` must send to the divider: with the fast path,
-    those outside the range where it is proven exact (every nonzero one for b outside
-    (0, 1]); without it none, as every quotient is the division itself."""
+    those outside the range where it is proven exact (every one but NaN for b outside
+    (0, 1], zeros too); without it none, as every quotient is the division itself."""
     if not kernels.fast_quotients():
         return np.zeros(a.shape, bool)
     if not (0 < b <= 1 and 1 / b <= HIGH):
-        return np.abs(a) > 0
+        return ~np.isnan(a)
     return ((np.abs(a) < LOW) & (a != 0)) | (np.abs(a) > b * HIGH)
 
 
@@ -107,8 +107,15 @@ def test_a_divisor_outside_zero_one_sends_everything_to_the_divider(isa):
     kernels = build_or_skip(isa)
     a = np.array([0.0, -0.0, 1.0, -3.5, 1e-30, np.nan])
     for b in (1.5, -0.5, 0.0, float(np.finfo(np.float64).smallest_subnormal), np.nan, np.inf):
-        _, needs = kernels._quotients_by_reciprocal(a, b)
+        q, needs = kernels._quotients_by_reciprocal(a, b)
         np.testing.assert_array_equal(needs, _sent_to_divider(kernels, a, b),
+                                      err_msg=f"b={b}")
+        # and where the fast path is taken it gives a / b (signed zeros included)
+        fast = ~needs
+        with np.errstate(all="ignore"):
+            want = a / b
+        np.testing.assert_array_equal(q[fast], want[fast], err_msg=f"b={b}")
+        np.testing.assert_array_equal(np.signbit(q[fast]), np.signbit(want[fast]),
                                       err_msg=f"b={b}")
 
 

@@ -59,7 +59,7 @@ cdef struct Divisor:
     # A per-step constant divisor, in the compute dtype (stored widened).
     double b        # the divisor
     double y        # 1/b, rounded
-    double limit    # the largest |a| whose quotient may take the fast path (0: none)
+    double limit    # the largest |a| whose quotient may take the fast path (-1: none)
 
 
 # How a loop divides by a Divisor: a fused type, so that each loop is compiled both ways
@@ -88,9 +88,10 @@ cdef inline Divisor _divisor(floating b) noexcept nogil:
     cdef floating y = 1 / b
     d.b = b
     d.y = y
-    d.limit = 0
+    d.limit = -1
     # b in (0, 1] (a bias correction) keeps y normal and finite; any other b (a hand-made
-    # state) sends every nonzero value to the divider.
+    # state) sends every value to the divider, zeros too (0 * (1/b) is NaN for b = 5e-324,
+    # and +0 where a/b is -0 for b < 0).
     if _fast_path(b) and b > 0 and b <= 1 and y <= QUOTIENT_HIGH:
         d.limit = b * QUOTIENT_HIGH
     return d
