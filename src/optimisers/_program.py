@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._native import kernels as _kernels
+from ._norms import clipnorm_p, grad_norm, nonfinite_norm_error
 
 __all__ = ["Program", "compute_dtype", "real_compute_dtype", "moment_dtype", "moment_zeros",
            "gradient_dtype", "run_functional", "template"]
@@ -120,7 +121,6 @@ class Program:
     def norm(self, p):
         """The p-norm of the step so far (see ``ClipNorm``), computed once per source;
         ``None`` when the program stopped."""
-        from ._rules_transform import grad_norm
         d = self.current()
         if d is None:
             return None
@@ -190,8 +190,7 @@ class Program:
         written nothing then)."""
         status = _kernels.run_program(self.stages, self.x, self.src, out, mode)
         if status == _kernels.NONFINITE_NORM:
-            from ._rules_transform import grad_norm, nonfinite_norm_error
-            p = self.stages[0][1][2]
+            p = clipnorm_p(self.stages[0])
             raise nonfinite_norm_error(self.where(), p, grad_norm(self.src, p))
         return status == _kernels.STOPPED
 

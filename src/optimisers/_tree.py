@@ -34,6 +34,7 @@ from ._functor import children, fmap, is_namedtuple, rebuild, trainable_keys
 from ._keypath import KeyPath
 from ._leaf import Leaf
 from ._native import kernels as _kernels
+from ._norms import nonfinite_norm_error
 from ._program import Program, gradient_dtype, template
 from ._rule import Rule
 
@@ -399,7 +400,6 @@ def _prepare_batches(entries, found):
         for index, status, norm, p in batch.problems:
             tpl, state, x, g, leaf, link = entries[index]
             if status == _kernels.NONFINITE_NORM:
-                from ._rules_transform import nonfinite_norm_error
                 raise nonfinite_norm_error(_keypath(link), p, norm)
             if status == _kernels.BAD_GRADIENT and first:
                 g = _check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
