@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._native import kernels as K
+from ._program import Program, run_functional
 from ._rule import Rule
 from ._rules_sgd import zeros
 
@@ -95,7 +96,6 @@ class OptimiserChain(Rule):
         return tuple(new)
 
     def apply(self, state, x, dx):
-        from ._program import run_functional
         return run_functional(self, state, x, dx)
 
 
@@ -182,7 +182,6 @@ class AccumGrad(Rule):
         return state
 
     def apply(self, state, x, dx):
-        from ._program import run_functional
         return run_functional(self, state, x, dx)
 
 
@@ -286,7 +285,6 @@ class MixedPrecision(Rule):
         return MixedPrecisionState(xT, self.rule.init(xT))
 
     def _compile(self, state, prog):
-        from ._program import Program
         # The whole raw gradient, already cast to self.dtype by the engine.  (Asking for it
         # first also keeps batch recording free of side effects: it is a barrier there.)
         g = prog.current()
@@ -297,5 +295,4 @@ class MixedPrecision(Rule):
         return MixedPrecisionState(state.xT, new_inner)
 
     def apply(self, state, x, dx):
-        from ._program import run_functional
         return run_functional(self, state, x, dx)
