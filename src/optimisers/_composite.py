@@ -79,6 +79,9 @@ class OptimiserChain(Rule):
     def init(self, x):
         return tuple(r.init(x) for r in self.opts)
 
+    def _adjust(self, changes, used, known):
+        return OptimiserChain(*(r._adjust(changes, used, known) for r in self.opts))
+
     def _precheck(self, prog):
         if self.opts:
             pre = getattr(self.opts[0], "_precheck", None)
@@ -258,6 +261,9 @@ class MixedPrecision(Rule):
 
     def _fields(self):
         return ("rule", "dtype")
+
+    def _adjust(self, changes, used, known):
+        return MixedPrecision(self.dtype, self.rule._adjust(changes, used, known))
 
     def _high(self, dtype):
         """The master copy's dtype for a parameter of ``dtype``: a complex parameter gets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -135,6 +136,33 @@ class Rule:
         if dataclasses.is_dataclass(self):
             return tuple(f.name for f in dataclasses.fields(self))
         return tuple(k for k in getattr(self, "__dict__", {}) if not k.startswith("_"))
+
+    # The hook of ``adjust``: a rule replaces its own fields; a rule made of rules
+    # (``OptimiserChain``, ``MixedPrecision``) overrides it to adjust its members instead,
+    # so that the tree functions need not know the composite classes.
+    def _adjust(self, changes, used, known):
+        """This rule with the fields named in ``changes`` replaced, validated as at
+        construction; adds the names of its fields to ``known`` and those it takes to
+        ``used``."""
+        names = self._fields()
+        known.update(names)
+        mine = {k: v for k, v in changes.items() if k in names}
+        if not mine:
+            return self
+        if "centred" in mine:
+            raise ValueError("adjust cannot change RMSProp's centred: the two variants keep "
+                             "different states; set up a new state tree instead")
+        used.update(mine)
+        return self._replace(**mine)
+
+    def _replace(self, **changes):
+        """A copy with the given fields replaced (a dataclass rule checks them again)."""
+        if dataclasses.is_dataclass(self):
+            return dataclasses.replace(self, **changes)
+        new = copy.copy(self)
+        for k, v in changes.items():
+            object.__setattr__(new, k, v)
+        return new
 
 
 def builtin_rules():

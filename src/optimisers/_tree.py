@@ -23,7 +23,6 @@ done in C is done by the batch.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -687,41 +686,12 @@ def _changes(eta, fields):
     return kw
 
 
-def _rule_fields(rule):
-    return rule._fields() if hasattr(rule, "_fields") else tuple(vars(rule))
-
-
-def _adjust_rule(rule, kw, used, known):
-    from ._composite import AccumGrad, MixedPrecision, OptimiserChain
-    if isinstance(rule, OptimiserChain):
-        return OptimiserChain(*(_adjust_rule(r, kw, used, known) for r in rule.opts))
-    if isinstance(rule, MixedPrecision):
-        return MixedPrecision(rule.dtype, _adjust_rule(rule.rule, kw, used, known))
-    names = _rule_fields(rule)
-    known.update(names)
-    mine = {k: v for k, v in kw.items() if k in names}
-    if not mine:
-        return rule
-    if "centred" in mine:
-        raise ValueError("adjust cannot change RMSProp's centred: the two variants keep "
-                         "different states; set up a new state tree instead")
-    used.update(mine)
-    if isinstance(rule, AccumGrad):
-        return AccumGrad(mine["n"])
-    if dataclasses.is_dataclass(rule):
-        return dataclasses.replace(rule, **mine)
-    new = copy.copy(rule)
-    for k, v in mine.items():
-        object.__setattr__(new, k, v)
-    return new
-
-
 def _adjusted(rules, kw):
     """New rules for ``rules`` (all checked first); ``TypeError`` for names no rule has."""
     used, known, out = set(), set(), {}
     for r in rules:
         if id(r) not in out:
-            out[id(r)] = _adjust_rule(r, kw, used, known)
+            out[id(r)] = r._adjust(kw, used, known)
     unknown = sorted(set(kw) - used)
     if unknown:
         raise TypeError(f"adjust: no rule here has field(s) {unknown}; the fields that exist "
