@@ -12,7 +12,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import _native, _program, _tree
+from optimisers import _engine, _native, _program
 from assertions import assert_arrays_same, assert_state_same, bits_equal
 from reference import ref_apply, ref_init, ref_update
 
@@ -189,7 +189,7 @@ def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, m
     results = []
     for isa in RUNNABLE:
         monkeypatch.setattr(_program, "_kernels", BUILDS[isa])
-        monkeypatch.setattr(_tree, "_kernels", BUILDS[isa])
+        monkeypatch.setattr(_engine, "_kernels", BUILDS[isa])
         rng = np.random.default_rng(8)
         x = rng.standard_normal(7000).astype(dtype)
         state = opt.setup(opt.AdamW(0.01, lambda_=0.1), x)

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["Rule", "init", "apply_", "builtin_rules", "state_types"]
+__all__ = ["Rule", "init", "builtin_rules", "state_types"]
 
 # The one list of rules: every public Rule subclass defined in this package registers itself
 # here as its class statement runs (``Rule.__init_subclass__``).  opt.RULES, the checkpoint
@@ -204,46 +204,6 @@ def init(rule, x):
     x = np.asarray(x)
     rule.check_param(x)
     return rule.init(x)
-
-
-def apply_(rule, state, x, dx):
-    """One step of ``rule`` without touching ``x``: returns ``(state, d)``.
-
-    ``x - d`` is the updated parameter.  State arrays are updated in place (hence the
-    underscore); the seed's ``apply!``.
-
-    Parameters
-    ----------
-    rule : Rule
-        The rule.
-    state : object
-        Its state for ``x``, from :func:`init` or a previous ``apply_``.
-    x : array_like
-        The parameter; not written.
-    dx : array_like
-        The gradient, of ``x``'s shape (cast to the dtype the rule computes in).
-
-    Returns
-    -------
-    state : object
-        The new state.
-    d : numpy.ndarray or None
-        The step, of ``x``'s shape and dtype (``None`` when the rule takes no step, e.g.
-        an ``AccumGrad`` that is not due).
-
-    Raises
-    ------
-    ValueError
-        If ``dx`` does not have ``x``'s shape.
-
-    Examples
-    --------
-    >>> import numpy as np, optimisers as opt
-    >>> opt.apply_(opt.Descent(0.1), None, np.ones(3, np.float32), np.array([4, 5, 6]))
-    (None, array([0.4, 0.5, 0.6], dtype=float32))
-    """
-    from ._program import run_functional
-    return run_functional(rule, state, np.asarray(x), dx)
 
 
 # ----------------------------------------------------------------------------------------
