@@ -244,6 +244,9 @@ class Step:
 
     def run(self, model):
         """Prepare (check everything, write nothing), step, write back: the new model."""
+        # Every leaf is checked before anything is written, so that a failed step changes
+        # nothing: the batches (which check every entry and compute every leading
+        # ClipNorm's norm), then a Program per general-path leaf, with its prechecks.
         batches = self._prepare_batches()
         programs = []
         for leaf, x, g, link, plan in self.found.values():
@@ -257,10 +260,10 @@ class Step:
                 pre(prog)
             programs.append((leaf, x, work, prog))
 
-        for b in batches:
+        for b in batches:                 # the step: one kernel call per batch
             b.run()
 
-        replaced = {}
+        replaced = {}                     # id(read-only parameter) -> its new array
         for leaf, x, work, prog in programs:
             new_state = leaf.rule._compile(leaf.state, prog)
             prog.finish()
