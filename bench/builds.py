@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import _native, _program, _tree
+from optimisers import _engine, _native, _program
 
 RULES = {
     "adam": lambda: opt.Adam(), "adamw": lambda: opt.AdamW(lambda_=0.01),
@@ -73,7 +73,7 @@ def main(argv=None):
             for _ in range(args.rounds):
                 for r, isa in pairs:
                     state, x, grads = models[r]
-                    _program._kernels = _tree._kernels = builds[isa]
+                    _program._kernels = _engine._kernels = builds[isa]
                     opt.update_(state, x, grads[0])
                     start, steps = time.perf_counter(), 0
                     while time.perf_counter() - start < args.seconds:
@@ -81,7 +81,7 @@ def main(argv=None):
                         steps += 1
                     times[r, isa].append((time.perf_counter() - start) / steps / n * 1e9)
     finally:
-        _program._kernels = _tree._kernels = _native.kernels
+        _program._kernels = _engine._kernels = _native.kernels
     for r in rules:
         cells = "  ".join(f"{isa} {np.median(times[r, isa]):.3f}" for isa in builds)
         print(f"{r} {dtype} {n} elements, {args.threads} thread(s), ns/element: {cells}")

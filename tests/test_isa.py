@@ -10,7 +10,7 @@ import pytest
 
 import optimisers as opt
 from optimisers import _kernels as baseline
-from optimisers import _native, _program, _tree
+from optimisers import _engine, _native, _program
 from builds import BUILDS, WIDER_ISAS, build_or_skip
 
 WIDER = list(BUILDS)[1:]
@@ -77,7 +77,7 @@ def test_every_build_agrees_with_the_baseline_bit_for_bit(rule, dtype, isa, monk
     results = []
     for module in (baseline, build_or_skip(isa)):
         monkeypatch.setattr(_program, "_kernels", module)
-        monkeypatch.setattr(_tree, "_kernels", module)
+        monkeypatch.setattr(_engine, "_kernels", module)
         results.append(_run(module, rule, dtype, np.random.default_rng(7), 1.0))
     (m1, s1), (m2, s2) = results
     for k in m1:

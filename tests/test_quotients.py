@@ -14,7 +14,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import _native, _program, _tree
+from optimisers import _engine, _native, _program
 from assertions import assert_arrays_same, assert_state_same, bits_equal
 from builds import BUILDS, ISAS, WIDER_ISAS, build_or_skip, runs_here
 from reference import ref_apply, ref_init, ref_update
@@ -213,7 +213,7 @@ def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, i
     results = []
     for isa, kernels in (("baseline", BUILDS["baseline"]), (isa, wider)):
         monkeypatch.setattr(_program, "_kernels", kernels)
-        monkeypatch.setattr(_tree, "_kernels", kernels)
+        monkeypatch.setattr(_engine, "_kernels", kernels)
         rng = np.random.default_rng(8)
         x = rng.standard_normal(7000).astype(dtype)
         state = opt.setup(opt.AdamW(0.01, lambda_=0.1), x)

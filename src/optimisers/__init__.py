@@ -18,15 +18,15 @@ from ._native import (get_parallel_threshold, kernel_isa, max_threads, openmp_en
 from ._functor import functor, trainable
 from ._keypath import KeyPath, getkeypath, haskeypath
 from ._leaf import Leaf
-from ._rule import Rule, apply_, builtin_rules, init
+from ._rule import Rule, builtin_rules, init
 # the rule classes (each module's __all__): they register themselves in _rule's registry
 from ._rules_sgd import *  # noqa: F401,F403
 from ._rules_adam import *  # noqa: F401,F403
 from ._rules_adaptive import *  # noqa: F401,F403
 from ._rules_transform import *  # noqa: F401,F403
 from ._composite import *  # noqa: F401,F403
-from ._tree import (adjust, adjust_, freeze_, isnumeric, maywrite, setup, thaw_, trainables,
-                    update, update_)
+from ._tree import adjust, adjust_, freeze_, isnumeric, maywrite, setup, thaw_, trainables
+from ._engine import apply_, update, update_
 from ._destructure import Restructure, destructure
 from ._checkpoint import CheckpointError, load_state, save_state
 

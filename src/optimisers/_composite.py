@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._native import kernels as K
+from ._program import Program, run_functional
 from ._rule import Rule
 from ._rules_sgd import zeros
 
@@ -78,6 +79,9 @@ class OptimiserChain(Rule):
     def init(self, x):
         return tuple(r.init(x) for r in self.opts)
 
+    def _adjust(self, changes, used, known):
+        return OptimiserChain(*(r._adjust(changes, used, known) for r in self.opts))
+
     def _precheck(self, prog):
         if self.opts:
             pre = getattr(self.opts[0], "_precheck", None)
@@ -95,7 +99,6 @@ class OptimiserChain(Rule):
         return tuple(new)
 
     def apply(self, state, x, dx):
-        from ._program import run_functional
         return run_functional(self, state, x, dx)
 
 
@@ -182,7 +185,6 @@ class AccumGrad(Rule):
         return state
 
     def apply(self, state, x, dx):
-        from ._program import run_functional
         return run_functional(self, state, x, dx)
 
 
@@ -260,6 +262,9 @@ class MixedPrecision(Rule):
     def _fields(self):
         return ("rule", "dtype")
 
+    def _adjust(self, changes, used, known):
+        return MixedPrecision(self.dtype, self.rule._adjust(changes, used, known))
+
     def _high(self, dtype):
         """The master copy's dtype for a parameter of ``dtype``: a complex parameter gets
         the complex dtype of this precision (its imaginary part is kept)."""
@@ -286,7 +291,6 @@ class MixedPrecision(Rule):
         return MixedPrecisionState(xT, self.rule.init(xT))
 
     def _compile(self, state, prog):
-        from ._program import Program
         # The whole raw gradient, already cast to self.dtype by the engine.  (Asking for it
         # first also keeps batch recording free of side effects: it is a barrier there.)
         g = prog.current()
@@ -297,5 +301,4 @@ class MixedPrecision(Rule):
         return MixedPrecisionState(state.xT, new_inner)
 
     def apply(self, state, x, dx):
-        from ._program import run_functional
         return run_functional(self, state, x, dx)

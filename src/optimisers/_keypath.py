@@ -62,6 +62,22 @@ class KeyPath(tuple):
         return tuple(self)
 
 
+def linked_keypath(link):
+    """The KeyPath of a linked path: ``()`` at the root, else ``(parent's link, key)``.
+
+    The update walk carries such links because going one level down costs one small
+    tuple; the KeyPath is built only for messages and programs.
+
+    >>> linked_keypath(((((), "b"), 0), "c"))
+    KeyPath('b', 0, 'c')
+    """
+    keys = []
+    while link:
+        link, k = link
+        keys.append(k)
+    return KeyPath(*reversed(keys))
+
+
 def _step(x, k):
     if isinstance(x, Mapping):
         return x[k]

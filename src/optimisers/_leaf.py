@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import numbers
+
 import numpy as np
 
-__all__ = ["Leaf", "tree_equal"]
+from ._functor import is_namedtuple
+from ._rule import Rule
+
+__all__ = ["Leaf", "tree_equal", "copy_state"]
 
 
 class Leaf:
@@ -45,7 +51,7 @@ class Leaf:
         self.state = state
         self.frozen = bool(frozen)
         self._scratch = None   # a per-leaf buffer for chains that must materialise d
-        self._plan = None      # per-leaf facts update_ reuses between steps (_tree._leaf_plan)
+        self._plan = None      # per-leaf facts update_ reuses between steps (_engine.leaf_plan)
 
     def __repr__(self):
         tail = ", frozen=True" if self.frozen else ""
@@ -84,3 +90,28 @@ def tree_equal(a, b) -> bool:
     if isinstance(a, np.generic) or isinstance(b, np.generic):
         return (type(a) is type(b) and (a == b or (a != a and b != b)))
     return type(a) is type(b) and a == b
+
+
+def copy_state(s, memo):
+    """A deep copy of a state tree (or any state in it) that keeps ties: a Leaf or array
+    met twice is copied once (``memo``: id -> copy).  Rules are immutable values and are
+    shared, not copied."""
+    if isinstance(s, np.ndarray):
+        c = memo.get(id(s))
+        if c is None:
+            c = memo[id(s)] = s.copy()
+        return c
+    if isinstance(s, Leaf):
+        c = memo.get(id(s))
+        if c is None:
+            c = memo[id(s)] = Leaf(s.rule, copy_state(s.state, memo), s.frozen)
+        return c
+    if isinstance(s, dict):
+        return {k: copy_state(v, memo) for k, v in s.items()}
+    if is_namedtuple(s):
+        return type(s)._make(copy_state(v, memo) for v in s)
+    if isinstance(s, (list, tuple)):
+        return type(s)(copy_state(v, memo) for v in s)
+    if s is None or isinstance(s, (numbers.Number, np.generic, str, bytes, Rule)):
+        return s
+    return copy.deepcopy(s, memo)      # a user rule's own state object (memo keeps ties)

@@ -21,7 +21,7 @@ rules pair-aware, with REAL second-moment buffers of dtype R, see :func:`moment_
 Hyper-parameters and per-step scalars are of R (:func:`real_compute_dtype`).
 
 Many leaves that share a rule and a dtype and need no barrier run through one kernel call
-(:func:`template` records the program once; ``_kernels.Batch`` fills it per leaf).
+(``_engine.template`` records the program once; ``_kernels.Batch`` fills it per leaf).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from __future__ import annotations
 import numpy as np
 
 from ._native import kernels as _kernels
+from ._norms import clipnorm_p, grad_norm, nonfinite_norm_error
 
 __all__ = ["Program", "compute_dtype", "real_compute_dtype", "moment_dtype", "moment_zeros",
-           "gradient_dtype", "run_functional", "template"]
+           "gradient_dtype", "run_functional"]
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -120,7 +121,6 @@ class Program:
     def norm(self, p):
         """The p-norm of the step so far (see ``ClipNorm``), computed once per source;
         ``None`` when the program stopped."""
-        from ._rules_transform import grad_norm
         d = self.current()
         if d is None:
             return None
@@ -190,8 +190,7 @@ class Program:
         written nothing then)."""
         status = _kernels.run_program(self.stages, self.x, self.src, out, mode)
         if status == _kernels.NONFINITE_NORM:
-            from ._rules_transform import grad_norm, nonfinite_norm_error
-            p = self.stages[0][1]["p"]
+            p = clipnorm_p(self.stages[0])
             raise nonfinite_norm_error(self.where(), p, grad_norm(self.src, p))
         return status == _kernels.STOPPED
 
@@ -231,60 +230,3 @@ def run_functional(rule, state, x, dx):
     prog = Program(xc, g, functional=True)
     state = rule._compile(state, prog)
     return state, prog.finish_store()
-
-
-# ----------------------------------------------------------------------------------------
-# Templates: one program for a group of leaves.
-
-class _Barrier(Exception):
-    """A rule asked for the whole step: this program cannot run as a batch."""
-
-
-class _Recorder(Program):
-    """A Program that only records stages; any barrier makes it give up."""
-
-    __slots__ = ()
-
-    def current(self):
-        raise _Barrier
-
-    def set_source(self, d):
-        raise _Barrier
-
-    def assign(self, value):
-        raise _Barrier
-
-
-def _paths(state, prefix=(), out=None):
-    """id(array) -> index path inside a state made of tuples, arrays and scalars."""
-    if out is None:
-        out = {}
-    if isinstance(state, np.ndarray):
-        out.setdefault(id(state), prefix)
-    elif isinstance(state, tuple):
-        for i, s in enumerate(state):
-            _paths(s, prefix + (i,), out)
-    return out
-
-
-def template(rule, x, state):
-    """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
-    index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
-    dtype is not float32/float64)."""
-    if x.dtype != _F32 and x.dtype != _F64:
-        return None
-    rec = _Recorder(x, x)
-    try:
-        new_state = rule._compile(state, rec)
-    except _Barrier:
-        return None
-    if new_state is not state or not rec.stages:
-        return None          # a rule that rebuilds its state cannot be batched
-    paths = _paths(state)
-    try:
-        return [(kind, hp, tuple(paths[id(b)] for b in bufs),
-                 None if sc is None else paths[id(sc)],
-                 None if ctr is None else paths[id(ctr)])
-                for kind, hp, bufs, sc, ctr in rec.stages]
-    except KeyError:
-        return None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
 
 import numpy as np
 
-__all__ = ["Rule", "init", "apply_", "builtin_rules", "state_types"]
+__all__ = ["Rule", "init", "builtin_rules", "state_types"]
 
 # The one list of rules: every public Rule subclass defined in this package registers itself
 # here as its class statement runs (``Rule.__init_subclass__``).  opt.RULES, the checkpoint
@@ -136,6 +137,33 @@ class Rule:
             return tuple(f.name for f in dataclasses.fields(self))
         return tuple(k for k in getattr(self, "__dict__", {}) if not k.startswith("_"))
 
+    # The hook of ``adjust``: a rule replaces its own fields; a rule made of rules
+    # (``OptimiserChain``, ``MixedPrecision``) overrides it to adjust its members instead,
+    # so that the tree functions need not know the composite classes.
+    def _adjust(self, changes, used, known):
+        """This rule with the fields named in ``changes`` replaced, validated as at
+        construction; adds the names of its fields to ``known`` and those it takes to
+        ``used``."""
+        names = self._fields()
+        known.update(names)
+        mine = {k: v for k, v in changes.items() if k in names}
+        if not mine:
+            return self
+        if "centred" in mine:
+            raise ValueError("adjust cannot change RMSProp's centred: the two variants keep "
+                             "different states; set up a new state tree instead")
+        used.update(mine)
+        return self._replace(**mine)
+
+    def _replace(self, **changes):
+        """A copy with the given fields replaced (a dataclass rule checks them again)."""
+        if dataclasses.is_dataclass(self):
+            return dataclasses.replace(self, **changes)
+        new = copy.copy(self)
+        for k, v in changes.items():
+            object.__setattr__(new, k, v)
+        return new
+
 
 def builtin_rules():
     """Every rule class of this package, in the order their modules define them."""
@@ -176,46 +204,6 @@ def init(rule, x):
     x = np.asarray(x)
     rule.check_param(x)
     return rule.init(x)
-
-
-def apply_(rule, state, x, dx):
-    """One step of ``rule`` without touching ``x``: returns ``(state, d)``.
-
-    ``x - d`` is the updated parameter.  State arrays are updated in place (hence the
-    underscore); the seed's ``apply!``.
-
-    Parameters
-    ----------
-    rule : Rule
-        The rule.
-    state : object
-        Its state for ``x``, from :func:`init` or a previous ``apply_``.
-    x : array_like
-        The parameter; not written.
-    dx : array_like
-        The gradient, of ``x``'s shape (cast to the dtype the rule computes in).
-
-    Returns
-    -------
-    state : object
-        The new state.
-    d : numpy.ndarray or None
-        The step, of ``x``'s shape and dtype (``None`` when the rule takes no step, e.g.
-        an ``AccumGrad`` that is not due).
-
-    Raises
-    ------
-    ValueError
-        If ``dx`` does not have ``x``'s shape.
-
-    Examples
-    --------
-    >>> import numpy as np, optimisers as opt
-    >>> opt.apply_(opt.Descent(0.1), None, np.ones(3, np.float32), np.array([4, 5, 6]))
-    (None, array([0.4, 0.5, 0.6], dtype=float32))
-    """
-    from ._program import run_functional
-    return run_functional(rule, state, np.asarray(x), dx)
 
 
 # ----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from ._native import kernels as K
+from ._norms import _NORM_KINDS, grad_norm, nonfinite_norm_error
 from ._rule import Rule, checked, flag, nonneg, real
 
 __all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "grad_norm"]
@@ -111,17 +112,6 @@ class ClipGrad(Rule):
         return state
 
 
-_NORM_KINDS = {2.0: K.NORM_SQUARES, 1.0: K.NORM_ABS, 0.0: K.NORM_COUNT,
-               math.inf: K.NORM_MAX, -math.inf: K.NORM_MIN}
-
-
-def grad_norm(g, p):
-    """The p-norm of a C-contiguous float32/float64 (or complex) array, accumulated in float64
-    in an order fixed by the data (blocks of 8192 elements, 8 lanes each), never by the
-    thread count; 0 for an empty array (conventions §7, also for p < 0)."""
-    return K.p_norm(g, _NORM_KINDS.get(p, K.NORM_POWER), p)
-
-
 @checked
 class ClipNorm(Rule):
     r"""Scale each gradient array whose p-norm exceeds :math:`\omega` down to :math:`\omega`.
@@ -166,7 +156,7 @@ class ClipNorm(Rule):
                 "throw": flag(self, "throw", self.throw)}
 
     def _precheck(self, prog):
-        # Only for parameters the batch engine does not take (see _tree.update_): the norm
+        # Only for parameters the batch engine does not take (see _engine): the norm
         # of a leading ClipNorm is checked for every leaf before any leaf is written.
         if self.throw:
             n = prog.norm(self.p)
@@ -190,9 +180,3 @@ class ClipNorm(Rule):
                               "norm": 0.0 if known is None else known,
                               "known": float(known is not None)})
         return state
-
-
-def nonfinite_norm_error(where, p, n):
-    """The error of a ClipNorm(throw=True) that met the non-finite norm ``n``."""
-    return FloatingPointError(f"ClipNorm: the gradient at {where} has {p:g}-norm {n} "
-                              f"(throw=False lets it through)")

@@ -1,44 +1,25 @@
-"""The tree functions: setup, update/update_, adjust/adjust_, freeze_/thaw_, trainables.
+"""The tree functions: setup, adjust/adjust_, freeze_/thaw_, trainables, and the walk of
+``update_`` over state tree, model and gradient (the step itself is the engine's,
+``_engine``).
 
-``update_`` works in phases so that bad input changes nothing:
-
-1. *collect*: walk state tree, model and gradient together; check the gradient's structure;
-   route each leaf: to the batch when its rule compiles to a plain kernel program (its
-   cached plan, ``_leaf_plan``), else to the general path, which checks and casts its
-   gradient at once and sums the gradients of tied arrays.
-2. *prepare*: ``_kernels.Batch`` checks every batch leaf (layout, gradient dtype and shape,
-   ties: those go back to the general path, a gradient to cast to one more batch) and runs
-   the prologues of their programs, a leading ``ClipNorm``'s norm included, writing nothing;
-   every general-path leaf gets a ``Program`` and its prechecks (a leading
-   ``ClipNorm(throw=True)``'s finite norm).
-3. *step*: run the batches (one kernel call each), then the programs.
-4. *rebuild*: only where an array could not be written in place (read-only), rebuild the
-   containers around the new array.
-
-The walk and the batch are most of the time of a step on many small arrays: the walk's
-common case (dicts of arrays) is written out inline, and every per-leaf check that can be
-done in C is done by the batch.
+The walk is most of the time of a step on many small arrays: its common case (dicts of
+arrays, Leaves whose cached plan fits) is written out inline.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import numbers
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 
-from ._functor import children, fmap, is_namedtuple, rebuild, trainable_keys
-from ._keypath import KeyPath
-from ._leaf import Leaf
-from ._native import kernels as _kernels
-from ._program import Program, gradient_dtype, template
+from ._align import grad_children, state_children
+from ._functor import children, is_namedtuple, trainable_keys
+from ._keypath import KeyPath, linked_keypath
+from ._leaf import Leaf, copy_state
 from ._rule import Rule
 
-__all__ = ["setup", "update", "update_", "adjust", "adjust_", "freeze_", "thaw_",
-           "trainables", "isnumeric", "maywrite"]
+__all__ = ["setup", "collect", "adjust", "adjust_", "freeze_", "thaw_", "trainables",
+           "isnumeric", "maywrite"]
 
 
 def isnumeric(x) -> bool:
@@ -189,189 +170,38 @@ def setup(rule, model):
 
 
 # ----------------------------------------------------------------------------------------
-# update
+# the walk of update_
 
-def _keypath(link):
-    """A KeyPath from the linked ``(parent, key)`` pairs the walk carries (built lazily,
-    only for messages and programs, so the walk itself stays cheap)."""
-    keys = []
-    while link:
-        link, k = link
-        keys.append(k)
-    return KeyPath(*reversed(keys))
+def collect(t, m, g, link, step):
+    """Walk state tree ``t``, model ``m`` and gradient ``g`` together, checking their
+    structure, and hand every Leaf that has a gradient to ``step`` (an ``_engine.Step``).
+    ``link`` is the linked path of ``t`` (see ``linked_keypath``).  Checks, writes nothing.
 
-
-def _state_children(t, m, keys, link):
-    if isinstance(t, dict):
-        if len(t) == len(keys):
-            try:
-                return [t[k] for k in keys]
-            except KeyError:
-                pass
-        raise ValueError(f"the state tree does not match the model at {_keypath(link)}: "
-                         f"state keys {list(t)}, model keys {list(keys)}")
-    if isinstance(t, (list, tuple)):
-        if len(t) != len(keys):
-            raise ValueError(f"the state tree does not match the model at {_keypath(link)}: "
-                             f"{len(t)} state entries, {len(keys)} model entries")
-        return t
-    raise TypeError(f"the state tree has {type(t).__name__} at {_keypath(link)} where the "
-                    f"model has a container ({type(m).__name__})")
-
-
-def _grad_children(m, g, keys, link):
-    """The gradient's children aligned with the model's ``keys``."""
-    if type(g) is type(m) and isinstance(m, (list, tuple)):
-        # the common case: the same list, tuple or namedtuple type (same fields)
-        if len(g) != len(m):
-            raise ValueError(f"the gradient at {_keypath(link)} has length {len(g)}, the "
-                             f"model's {type(m).__name__} has length {len(m)}")
-        return g
-    if isinstance(m, dict):
-        if not isinstance(g, Mapping):
-            raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the "
-                            f"model has a {type(m).__name__} there")
-        if not g.keys() <= m.keys():
-            extra = [k for k in g if k not in m]
-            raise ValueError(f"the gradient at {_keypath(link)} has key(s) {extra} that the "
-                             f"model does not have (model keys: {list(keys)})")
-        return [g.get(k) for k in keys]
-    if isinstance(m, (list, tuple)) and not is_namedtuple(m):
-        if not isinstance(g, (list, tuple)):
-            raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the "
-                            f"model has a {type(m).__name__} of length {len(m)} there")
-        if len(g) != len(m):
-            raise ValueError(f"the gradient at {_keypath(link)} has length {len(g)}, the "
-                             f"model's {type(m).__name__} has length {len(m)}")
-        return g
-    # namedtuples and registered objects: by field name
-    if type(g) is dict or isinstance(g, Mapping):
-        extra = [k for k in g if k not in keys]
-        if extra and is_namedtuple(m):
-            raise ValueError(f"the gradient at {_keypath(link)} has field(s) {extra} that the "
-                             f"model's {type(m).__name__} does not have")
-        return [g.get(k) for k in keys]
-    if is_namedtuple(m) and isinstance(g, tuple) and not is_namedtuple(g):
-        if len(g) != len(m):
-            raise ValueError(f"the gradient at {_keypath(link)} has length {len(g)}, the "
-                             f"model's {type(m).__name__} has length {len(m)}")
-        return g
-    if is_namedtuple(m) and is_namedtuple(g):
-        extra = [k for k in g._fields if k not in keys]
-        if extra:
-            raise ValueError(f"the gradient at {_keypath(link)} has field(s) {extra} that the "
-                             f"model's {type(m).__name__} does not have")
-    if (isinstance(g, (np.ndarray, numbers.Number, str, list))
-            or (isinstance(g, tuple) and not is_namedtuple(g))):
-        raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, the model "
-                        f"has a {type(m).__name__} there (give a dict of its fields, or an "
-                        f"object with them)")
-    return [getattr(g, k, None) for k in keys]
-
-
-def _leaf_plan(leaf, x):
-    """What does not change between steps for a Leaf and its array: the dtype its gradient
-    is cast to, and the batch template of its rule (see ``_program.template``).  Cached on
-    the Leaf, keyed by the identity of its rule and of the array's dtype."""
-    rule = leaf.rule
-    key = (id(rule), x.dtype)
-    tpl = _TEMPLATES.get(key)
-    if tpl is None or tpl[0] is not rule:
-        if len(_TEMPLATES) > 4096:
-            _TEMPLATES.clear()
-        tpl = _TEMPLATES[key] = (rule, template(rule, x, leaf.state))
-    plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl[1])
-    return plan
-
-
-# (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
-# valid, and one template object is shared by all the leaves of a group.
-_TEMPLATES = {}
-
-
-def _check_gradient(g, x, want, link):
-    """The gradient of one array, checked and cast once to the dtype ``want``."""
-    if isinstance(g, (list, tuple, Mapping, str)):
-        raise TypeError(f"the gradient at {_keypath(link)} is a {type(g).__name__}, expected "
-                        f"an array of shape {x.shape}")
-    a = g if isinstance(g, np.ndarray) else np.asarray(g)
-    kind = a.dtype.kind
-    if kind not in "biufc":
-        raise TypeError(f"the gradient at {_keypath(link)} has dtype {a.dtype}, which is not "
-                        f"numeric")
-    if kind == "c" and x.dtype.kind != "c":
-        raise TypeError(f"the gradient at {_keypath(link)} is complex ({a.dtype}) but the "
-                        f"parameter is real ({x.dtype})")
-    if a.shape != x.shape:
-        raise ValueError(f"the gradient at {_keypath(link)} has shape {a.shape}, the parameter "
-                         f"has shape {x.shape} (gradients are never broadcast)")
-    return np.asarray(a, dtype=want, order="C")   # keeps 0-d arrays 0-d
-
-
-def _record(t, m, g, link, found):
-    """The general path for the gradient ``g`` of Leaf ``t`` and array ``m``: check and
-    cast ``g`` and record it in ``found``, id(leaf) -> [leaf, array, gradient, link, plan];
-    tied arrays sum their gradients."""
-    if not isinstance(m, np.ndarray) or m.dtype.kind not in "fc":
-        raise TypeError(f"the state tree has a Leaf at {_keypath(link)} but the model has "
-                        f"{type(m).__name__} there")
-    plan = t._plan
-    if plan is None or plan[0] is not t.rule or plan[1] is not m.dtype:
-        plan = _leaf_plan(t, m)
-    g = _check_gradient(g, m, plan[2], link)
-    e = found.get(id(t))
-    if e is None:
-        found[id(t)] = [t, m, g, link, plan]
-    elif e[1] is not m:
-        raise ValueError(f"one Leaf is shared by two different arrays, at {_keypath(e[3])} "
-                         f"and {_keypath(link)}: the state tree does not belong to this model")
-    else:
-        e[2] = e[2] + g                   # tied weights: sum the gradients
-
-
-def _leaf(t, m, g, link, batch, found):
-    """Route one Leaf: to ``batch`` as ``(template, state, array, gradient, leaf, link)``
-    when its rule runs as a batch program on this array (the kernels' Batch checks the
-    rest: layout, gradient, ties), else to the general path (:func:`_record`)."""
-    plan = t._plan
-    if (plan is None or plan[0] is not t.rule or type(m) is not np.ndarray
-            or plan[1] is not m.dtype):
-        if not isinstance(m, np.ndarray) or m.dtype.kind not in "fc":
-            _record(t, m, g, link, found)          # raises
-        plan = _leaf_plan(t, m)
-    if plan[3] is None or t.frozen:
-        _record(t, m, g, link, found)
-    else:
-        batch.append((plan[3], t.state, m, g, t, link))
-
-
-def _collect(t, m, g, link, batch, found):
-    """Walk state tree ``t``, model ``m`` and gradient ``g`` together and route every Leaf
-    that has a gradient (see ``_leaf``).  Checks only, writes nothing.
-
-    This walk is most of the time of a step on many small arrays: the children of a
-    container are routed in one loop, with the common case of ``_leaf`` (a Leaf whose
-    cached plan fits) inline, and dicts take a path that builds no key tuples."""
+    The children of a container are handed over in one loop, dicts take a path that builds
+    no key tuples, and the common Leaf becomes a batch entry here, inline: one whose plan,
+    cached by the engine as ``(rule, dtype, gradient dtype, template)``, is for this rule
+    and this array's dtype and has a template (and that is not frozen).  Every other Leaf
+    goes through ``step.route``."""
     if g is None or t is None:
         return
     if type(t) is Leaf:
-        _leaf(t, m, g, link, batch, found)
+        step.route(t, m, g, link)
         return
     if type(m) is dict and type(t) is dict and type(g) is dict:
         keys = m.keys()
         if t.keys() != keys or not g.keys() <= keys:
-            _state_children(t, m, tuple(m), link)       # raise, naming what differs
-            _grad_children(m, g, tuple(m), link)
+            state_children(t, m, tuple(m), link)       # raise, naming what differs
+            grad_children(m, g, tuple(m), link)
         values, ts, gs = m.values(), map(t.__getitem__, keys), map(g.get, keys)
     else:
         kv = children(m)
         if kv is None:
-            raise TypeError(f"the state tree has a {type(t).__name__} at {_keypath(link)} but "
-                            f"the model has a {type(m).__name__} there")
+            raise TypeError(f"the state tree has a {type(t).__name__} at {linked_keypath(link)} "
+                            f"but the model has a {type(m).__name__} there")
         keys, values = kv
-        ts = _state_children(t, m, keys, link)
-        gs = _grad_children(m, g, keys, link)
-    append = batch.append
+        ts = state_children(t, m, keys, link)
+        gs = grad_children(m, g, keys, link)
+    append, route = step.entries.append, step.route
     for k, tv, mv, gv in zip(keys, ts, values, gs):
         if gv is None or tv is None:
             continue
@@ -381,205 +211,9 @@ def _collect(t, m, g, link, batch, found):
                     and plan[1] is mv.dtype and plan[3] is not None and not tv.frozen):
                 append((plan[3], tv.state, mv, gv, tv, (link, k)))
             else:
-                _leaf(tv, mv, gv, (link, k), batch, found)
+                route(tv, mv, gv, (link, k))
         else:
-            _collect(tv, mv, gv, (link, k), batch, found)
-
-
-def _prepare_batches(entries, found):
-    """Check and prepare the batch entries (``_kernels.Batch``): returns the prepared
-    batches.  Entries the batch leaves out go to the general path (``found``) or, with a
-    gradient to cast, to one more batch; a non-finite norm met by a leading
-    ``ClipNorm(throw=True)`` raises here, before anything is written."""
-    batches, first = [], True
-    while entries:
-        batch = _kernels.Batch(entries)
-        batches.append(batch)
-        retry = []
-        for index, status, norm, p in batch.problems:
-            tpl, state, x, g, leaf, link = entries[index]
-            if status == _kernels.NONFINITE_NORM:
-                from ._rules_transform import nonfinite_norm_error
-                raise nonfinite_norm_error(_keypath(link), p, norm)
-            if status == _kernels.BAD_GRADIENT and first:
-                g = _check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
-                retry.append((tpl, state, x, g, leaf, link))
-            elif status == _kernels.BAD_STATE:
-                raise ValueError(f"the state of the Leaf at {_keypath(link)} does not have "
-                                 f"the arrays its rule {leaf.rule!r} needs: the state tree "
-                                 f"was changed by hand, or belongs to another rule")
-            elif status == _kernels.NO_MEMORY:
-                raise MemoryError(f"out of memory preparing the step of {_keypath(link)}")
-            else:                             # layout, ties: the general path sorts it out
-                _record(leaf, x, g, link, found)
-        entries, first = retry, False
-    return batches
-
-
-def update_(tree, model, grad, *more_grads):
-    """One optimisation step, in place: returns ``(tree, model)``.
-
-    Writes into every writable parameter array and every ``Leaf``'s state; a read-only
-    parameter is replaced by a new array in the returned model (so always use the returned
-    model).  Containers are rebuilt only around replaced arrays, so a model of writable
-    arrays comes back as the same object.
-
-    Parameters
-    ----------
-    tree : state tree
-        From :func:`setup`, for this model.
-    model : nested containers and arrays
-        The model the state tree was made for.
-    grad : nested containers and arrays, with the model's structure
-        The gradient.  Arrays of exactly the parameters' shapes (never broadcast; any real
-        dtype is cast once to the parameter's).  ``None`` anywhere, or a key left out of a
-        dict, means no gradient there: the rule is not called and its state does not
-        advance.  Gradients of tied arrays are summed.
-    *more_grads
-        Accepted for compatibility with the seed's higher-order interface; they are checked
-        like ``grad`` and otherwise unused by the built-in rules.
-
-    Returns
-    -------
-    tree : state tree
-        The same state tree object, its leaves' states advanced.
-    model : model
-        The updated model: the same object when every parameter was written in place, else
-        a copy of the containers around each replaced (read-only) array.
-
-    Raises
-    ------
-    TypeError, ValueError
-        On a gradient of the wrong structure, shape or dtype, or a state tree that does not
-        match the model, naming its key path, before anything is written.
-    FloatingPointError
-        On a non-finite norm met by a ``ClipNorm(throw=True)``; before anything is written
-        when that ``ClipNorm`` leads its chain.
-
-    Examples
-    --------
-    >>> import numpy as np, optimisers as opt
-    >>> m = {"x": np.array([1.0, 2.0], np.float32)}
-    >>> st = opt.setup(opt.Momentum(1 / 30, 0.9), m)
-    >>> st, m2 = opt.update_(st, m, {"x": np.array([10.0, 14.0], np.float32)})
-    >>> m2["x"], m2 is m
-    (array([0.6666666, 1.5333333], dtype=float32), True)
-    """
-    batch, found = [], {}
-    _collect(tree, model, grad, (), batch, found)
-    for more in more_grads:          # checked like grad, otherwise unused
-        more_batch = []
-        _collect(tree, model, more, (), more_batch, {})
-        for tpl, state, x, g, leaf, link in more_batch:
-            _check_gradient(g, x, leaf._plan[2], link)
-
-    # Plan every leaf before writing anything.  Leaves whose rule compiles to a kernel
-    # program without a barrier, on a parameter written in place, run as batches (one
-    # kernel call each, which checks every leaf and computes every leading ClipNorm's norm
-    # before it is run); the rest get a Program each, prechecked here.
-    batches = _prepare_batches(batch, found)
-    programs = []
-    for leaf, x, g, link, plan in found.values():
-        if leaf.frozen:
-            continue
-        flags = x.flags
-        work = x if flags.c_contiguous and flags.writeable else np.array(x, order="C")
-        prog = Program(work, g, leaf, _keypath(link))
-        pre = getattr(leaf.rule, "_precheck", None)
-        if pre is not None:
-            pre(prog)
-        programs.append((leaf, x, work, prog))
-
-    for b in batches:
-        b.run()
-
-    replaced = {}
-    for leaf, x, work, prog in programs:
-        new_state = leaf.rule._compile(leaf.state, prog)
-        prog.finish()
-        leaf.state = new_state
-        if work is not x:
-            if x.flags.writeable:
-                np.copyto(x, work)
-            else:
-                replaced[id(x)] = work
-
-    if replaced:
-        # only the containers around a replaced (read-only) array are rebuilt
-        model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)
-    return tree, model
-
-
-def _copy_state(s, memo):
-    if isinstance(s, np.ndarray):
-        c = memo.get(id(s))
-        if c is None:
-            c = memo[id(s)] = s.copy()
-        return c
-    if isinstance(s, Leaf):
-        c = memo.get(id(s))
-        if c is None:
-            c = memo[id(s)] = Leaf(s.rule, _copy_state(s.state, memo), s.frozen)
-        return c
-    if isinstance(s, dict):
-        return {k: _copy_state(v, memo) for k, v in s.items()}
-    if is_namedtuple(s):
-        return type(s)._make(_copy_state(v, memo) for v in s)
-    if isinstance(s, (list, tuple)):
-        return type(s)(_copy_state(v, memo) for v in s)
-    if s is None or isinstance(s, (numbers.Number, np.generic, str, bytes, Rule)):
-        return s
-    return copy.deepcopy(s, memo)      # a user rule's own state object (memo keeps ties)
-
-
-def _copy_writable(a):
-    return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
-
-
-def update(tree, model, grad, *more_grads):
-    """One optimisation step that touches nothing it was given: returns new ``(tree, model)``.
-
-    Copies the state tree and every writable array of the model (keeping ties), then runs
-    :func:`update_` on the copies.  Read-only arrays are not copied (they are never
-    written).
-
-    Parameters
-    ----------
-    tree : state tree
-        From :func:`setup`, for this model.
-    model : nested containers and arrays
-        The model the state tree was made for.
-    grad : nested containers and arrays, with the model's structure
-        As for :func:`update_`: arrays of the parameters' shapes; ``None`` (or a key left
-        out of a dict) means no gradient there; gradients of tied arrays are summed.
-    *more_grads
-        As for :func:`update_`.
-
-    Returns
-    -------
-    tree : state tree
-        A new state tree with the states advanced; ``tree`` is unchanged.
-    model : model
-        A new model with the parameters updated; ``model`` is unchanged.
-
-    Raises
-    ------
-    TypeError, ValueError
-        On a gradient of the wrong structure, shape or dtype, or a state tree that does not
-        match the model, naming its key path.
-    FloatingPointError
-        On a non-finite norm met by a ``ClipNorm(throw=True)``.
-
-    Examples
-    --------
-    >>> import numpy as np, optimisers as opt
-    >>> m = {"x": np.array([1, 2, 3], np.float32), "y": np.tanh}
-    >>> t = opt.setup(opt.Descent(0.1), m)
-    >>> t2, m2 = opt.update(t, m, {"x": np.array([1, 1, 1]), "y": None})
-    >>> m2["x"], m["x"]
-    (array([0.9, 1.9, 2.9], dtype=float32), array([1., 2., 3.], dtype=float32))
-    """
-    return update_(_copy_state(tree, {}), fmap(_copy_writable, model), grad, *more_grads)
+            collect(tv, mv, gv, (link, k), step)
 
 
 # ----------------------------------------------------------------------------------------
@@ -687,41 +321,12 @@ def _changes(eta, fields):
     return kw
 
 
-def _rule_fields(rule):
-    return rule._fields() if hasattr(rule, "_fields") else tuple(vars(rule))
-
-
-def _adjust_rule(rule, kw, used, known):
-    from ._composite import AccumGrad, MixedPrecision, OptimiserChain
-    if isinstance(rule, OptimiserChain):
-        return OptimiserChain(*(_adjust_rule(r, kw, used, known) for r in rule.opts))
-    if isinstance(rule, MixedPrecision):
-        return MixedPrecision(rule.dtype, _adjust_rule(rule.rule, kw, used, known))
-    names = _rule_fields(rule)
-    known.update(names)
-    mine = {k: v for k, v in kw.items() if k in names}
-    if not mine:
-        return rule
-    if "centred" in mine:
-        raise ValueError("adjust cannot change RMSProp's centred: the two variants keep "
-                         "different states; set up a new state tree instead")
-    used.update(mine)
-    if isinstance(rule, AccumGrad):
-        return AccumGrad(mine["n"])
-    if dataclasses.is_dataclass(rule):
-        return dataclasses.replace(rule, **mine)
-    new = copy.copy(rule)
-    for k, v in mine.items():
-        object.__setattr__(new, k, v)
-    return new
-
-
 def _adjusted(rules, kw):
     """New rules for ``rules`` (all checked first); ``TypeError`` for names no rule has."""
     used, known, out = set(), set(), {}
     for r in rules:
         if id(r) not in out:
-            out[id(r)] = _adjust_rule(r, kw, used, known)
+            out[id(r)] = r._adjust(kw, used, known)
     unknown = sorted(set(kw) - used)
     if unknown:
         raise TypeError(f"adjust: no rule here has field(s) {unknown}; the fields that exist "
@@ -769,7 +374,7 @@ def adjust(tree_or_rule, eta=None, **fields):
     kw = _changes(eta, fields)
     if isinstance(tree_or_rule, Rule):
         return _adjusted([tree_or_rule], kw)[id(tree_or_rule)]
-    tree = _copy_state(tree_or_rule, {})
+    tree = copy_state(tree_or_rule, {})
     adjust_(tree, **kw)
     return tree
 

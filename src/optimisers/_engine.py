@@ -1,0 +1,409 @@
+"""The step engine: plans every leaf the walk finds, validates it once, groups leaves into
+batches and calls the kernels.
+
+``update_`` works in phases so that bad input changes nothing:
+
+1. *collect*: the walk (``_tree.collect``) goes over state tree, model and gradient
+   together and checks the gradient's structure.  A Leaf whose cached plan
+   (:func:`leaf_plan`) has a batch template for its array becomes a batch entry at once
+   (the walk does that inline: it is most of the time of a step on many small arrays);
+   every other Leaf goes through :meth:`Step.route`, which plans it and sends it to the
+   batch or to the general path, which checks and casts its gradient at once and sums the
+   gradients of tied arrays.
+2. *prepare*: ``_kernels.Batch`` checks every batch entry (layout, gradient dtype and
+   shape, ties: those go back to the general path, a gradient to cast to one more batch)
+   and runs the prologues of their programs, a leading ``ClipNorm``'s norm included,
+   writing nothing; every general-path leaf gets a ``Program`` and its prechecks (a
+   leading ``ClipNorm(throw=True)``'s finite norm).
+3. *step*: run the batches (one kernel call each), then the programs.
+4. *rebuild*: only where an array could not be written in place (read-only), rebuild the
+   containers around the new array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._functor import fmap
+from ._keypath import linked_keypath
+from ._leaf import copy_state
+from ._native import kernels as _kernels
+from ._norms import nonfinite_norm_error
+from ._program import Program, gradient_dtype, run_functional
+from ._tree import collect
+
+__all__ = ["update", "update_", "apply_", "Step", "leaf_plan", "template"]
+
+
+def update_(tree, model, grad, *more_grads):
+    """One optimisation step, in place: returns ``(tree, model)``.
+
+    Writes into every writable parameter array and every ``Leaf``'s state; a read-only
+    parameter is replaced by a new array in the returned model (so always use the returned
+    model).  Containers are rebuilt only around replaced arrays, so a model of writable
+    arrays comes back as the same object.
+
+    Parameters
+    ----------
+    tree : state tree
+        From :func:`setup`, for this model.
+    model : nested containers and arrays
+        The model the state tree was made for.
+    grad : nested containers and arrays, with the model's structure
+        The gradient.  Arrays of exactly the parameters' shapes (never broadcast; any real
+        dtype is cast once to the parameter's).  ``None`` anywhere, or a key left out of a
+        dict, means no gradient there: the rule is not called and its state does not
+        advance.  Gradients of tied arrays are summed.
+    *more_grads
+        Accepted for compatibility with the seed's higher-order interface; they are checked
+        like ``grad`` and otherwise unused by the built-in rules.
+
+    Returns
+    -------
+    tree : state tree
+        The same state tree object, its leaves' states advanced.
+    model : model
+        The updated model: the same object when every parameter was written in place, else
+        a copy of the containers around each replaced (read-only) array.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a gradient of the wrong structure, shape or dtype, or a state tree that does not
+        match the model, naming its key path, before anything is written.
+    FloatingPointError
+        On a non-finite norm met by a ``ClipNorm(throw=True)``; before anything is written
+        when that ``ClipNorm`` leads its chain.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"x": np.array([1.0, 2.0], np.float32)}
+    >>> st = opt.setup(opt.Momentum(1 / 30, 0.9), m)
+    >>> st, m2 = opt.update_(st, m, {"x": np.array([10.0, 14.0], np.float32)})
+    >>> m2["x"], m2 is m
+    (array([0.6666666, 1.5333333], dtype=float32), True)
+    """
+    step = Step()
+    collect(tree, model, grad, (), step)
+    for more in more_grads:          # checked like grad, otherwise unused
+        extra = Step()
+        collect(tree, model, more, (), extra)
+        extra.check_gradients()
+    return tree, step.run(model)
+
+
+def update(tree, model, grad, *more_grads):
+    """One optimisation step that touches nothing it was given: returns new ``(tree, model)``.
+
+    Copies the state tree and every writable array of the model (keeping ties), then runs
+    :func:`update_` on the copies.  Read-only arrays are not copied (they are never
+    written).
+
+    Parameters
+    ----------
+    tree : state tree
+        From :func:`setup`, for this model.
+    model : nested containers and arrays
+        The model the state tree was made for.
+    grad : nested containers and arrays, with the model's structure
+        As for :func:`update_`: arrays of the parameters' shapes; ``None`` (or a key left
+        out of a dict) means no gradient there; gradients of tied arrays are summed.
+    *more_grads
+        As for :func:`update_`.
+
+    Returns
+    -------
+    tree : state tree
+        A new state tree with the states advanced; ``tree`` is unchanged.
+    model : model
+        A new model with the parameters updated; ``model`` is unchanged.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a gradient of the wrong structure, shape or dtype, or a state tree that does not
+        match the model, naming its key path.
+    FloatingPointError
+        On a non-finite norm met by a ``ClipNorm(throw=True)``.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"x": np.array([1, 2, 3], np.float32), "y": np.tanh}
+    >>> t = opt.setup(opt.Descent(0.1), m)
+    >>> t2, m2 = opt.update(t, m, {"x": np.array([1, 1, 1]), "y": None})
+    >>> m2["x"], m["x"]
+    (array([0.9, 1.9, 2.9], dtype=float32), array([1., 2., 3.], dtype=float32))
+    """
+    return update_(copy_state(tree, {}), fmap(_copy_writable, model), grad, *more_grads)
+
+
+def _copy_writable(a):
+    return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
+
+
+def apply_(rule, state, x, dx):
+    """One step of ``rule`` without touching ``x``: returns ``(state, d)``.
+
+    ``x - d`` is the updated parameter.  State arrays are updated in place (hence the
+    underscore); the seed's ``apply!``.
+
+    Parameters
+    ----------
+    rule : Rule
+        The rule.
+    state : object
+        Its state for ``x``, from :func:`init` or a previous ``apply_``.
+    x : array_like
+        The parameter; not written.
+    dx : array_like
+        The gradient, of ``x``'s shape (cast to the dtype the rule computes in).
+
+    Returns
+    -------
+    state : object
+        The new state.
+    d : numpy.ndarray or None
+        The step, of ``x``'s shape and dtype (``None`` when the rule takes no step, e.g.
+        an ``AccumGrad`` that is not due).
+
+    Raises
+    ------
+    ValueError
+        If ``dx`` does not have ``x``'s shape.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> opt.apply_(opt.Descent(0.1), None, np.ones(3, np.float32), np.array([4, 5, 6]))
+    (None, array([0.4, 0.5, 0.6], dtype=float32))
+    """
+    return run_functional(rule, state, np.asarray(x), dx)
+
+
+# ----------------------------------------------------------------------------------------
+# Planning and running one step.
+
+class Step:
+    """One ``update_`` in the making: the leaves the walk found, as batch entries
+    ``(template, state, x, g, leaf, link)`` (:attr:`entries`) and general-path leaves
+    (:attr:`found`: ``id(leaf) -> [leaf, x, g, link, plan]``).
+
+    The walk appends to ``entries`` itself when a Leaf's cached plan fits (``plan[3]``,
+    the template, is not None; the Leaf is not frozen; the plan is for this rule and this
+    array's dtype), and calls :meth:`route` for every other Leaf."""
+
+    __slots__ = ("entries", "found")
+
+    def __init__(self):
+        self.entries = []
+        self.found = {}
+
+    def route(self, leaf, x, g, link):
+        """Plan one Leaf and send it to the batch (the kernels' Batch checks the rest:
+        layout, gradient, ties) or to the general path (:meth:`record`)."""
+        plan = leaf._plan
+        if (plan is None or plan[0] is not leaf.rule or type(x) is not np.ndarray
+                or plan[1] is not x.dtype):
+            if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
+                self.record(leaf, x, g, link)          # raises
+            plan = leaf_plan(leaf, x)
+        if plan[3] is None or leaf.frozen:
+            self.record(leaf, x, g, link)
+        else:
+            self.entries.append((plan[3], leaf.state, x, g, leaf, link))
+
+    def record(self, leaf, x, g, link):
+        """The general path for the gradient ``g`` of ``leaf`` and array ``x``: check and
+        cast ``g`` and keep it; tied arrays sum their gradients."""
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
+            raise TypeError(f"the state tree has a Leaf at {linked_keypath(link)} but the "
+                            f"model has {type(x).__name__} there")
+        plan = leaf._plan
+        if plan is None or plan[0] is not leaf.rule or plan[1] is not x.dtype:
+            plan = leaf_plan(leaf, x)
+        g = check_gradient(g, x, plan[2], link)
+        e = self.found.get(id(leaf))
+        if e is None:
+            self.found[id(leaf)] = [leaf, x, g, link, plan]
+        elif e[1] is not x:
+            raise ValueError(f"one Leaf is shared by two different arrays, at "
+                             f"{linked_keypath(e[3])} and {linked_keypath(link)}: the state "
+                             f"tree does not belong to this model")
+        else:
+            e[2] = e[2] + g                   # tied weights: sum the gradients
+
+    def check_gradients(self):
+        """Check the gradients of the batch entries (the general path checks its own as it
+        records them); for the gradients ``update_`` checks and does not use."""
+        for tpl, state, x, g, leaf, link in self.entries:
+            check_gradient(g, x, leaf._plan[2], link)
+
+    def run(self, model):
+        """Prepare (check everything, write nothing), step, write back: the new model."""
+        # Every leaf is checked before anything is written, so that a failed step changes
+        # nothing: the batches (which check every entry and compute every leading
+        # ClipNorm's norm), then a Program per general-path leaf, with its prechecks.
+        batches = self._prepare_batches()
+        programs = []
+        for leaf, x, g, link, plan in self.found.values():
+            if leaf.frozen:
+                continue
+            flags = x.flags
+            work = x if flags.c_contiguous and flags.writeable else np.array(x, order="C")
+            prog = Program(work, g, leaf, linked_keypath(link))
+            pre = getattr(leaf.rule, "_precheck", None)
+            if pre is not None:
+                pre(prog)
+            programs.append((leaf, x, work, prog))
+
+        for b in batches:                 # the step: one kernel call per batch
+            b.run()
+
+        replaced = {}                     # id(read-only parameter) -> its new array
+        for leaf, x, work, prog in programs:
+            new_state = leaf.rule._compile(leaf.state, prog)
+            prog.finish()
+            leaf.state = new_state
+            if work is not x:
+                if x.flags.writeable:
+                    np.copyto(x, work)
+                else:
+                    replaced[id(x)] = work
+        if replaced:
+            # only the containers around a replaced (read-only) array are rebuilt
+            model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)
+        return model
+
+    def _prepare_batches(self):
+        """Check and prepare the batch entries (``_kernels.Batch``).  Entries a batch
+        leaves out go to the general path or, with a gradient to cast, to one more batch;
+        a non-finite norm met by a leading ``ClipNorm(throw=True)`` raises here, before
+        anything is written."""
+        entries, batches, first = self.entries, [], True
+        while entries:
+            batch = _kernels.Batch(entries)
+            batches.append(batch)
+            retry = []
+            for index, status, norm, p in batch.problems:
+                tpl, state, x, g, leaf, link = entries[index]
+                if status == _kernels.NONFINITE_NORM:
+                    raise nonfinite_norm_error(linked_keypath(link), p, norm)
+                if status == _kernels.BAD_GRADIENT and first:
+                    g = check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
+                    retry.append((tpl, state, x, g, leaf, link))
+                elif status == _kernels.BAD_STATE:
+                    raise ValueError(f"the state of the Leaf at {linked_keypath(link)} does "
+                                     f"not have the arrays its rule {leaf.rule!r} needs: the "
+                                     f"state tree was changed by hand, or belongs to another "
+                                     f"rule")
+                elif status == _kernels.NO_MEMORY:
+                    raise MemoryError(f"out of memory preparing the step of "
+                                      f"{linked_keypath(link)}")
+                else:                         # layout, ties: the general path sorts it out
+                    self.record(leaf, x, g, link)
+            entries, first = retry, False
+        return batches
+
+
+def check_gradient(g, x, want, link):
+    """The gradient of one array, checked and cast once to the dtype ``want``."""
+    if isinstance(g, (list, tuple, Mapping, str)):
+        raise TypeError(f"the gradient at {linked_keypath(link)} is a {type(g).__name__}, "
+                        f"expected an array of shape {x.shape}")
+    a = g if isinstance(g, np.ndarray) else np.asarray(g)
+    kind = a.dtype.kind
+    if kind not in "biufc":
+        raise TypeError(f"the gradient at {linked_keypath(link)} has dtype {a.dtype}, which "
+                        f"is not numeric")
+    if kind == "c" and x.dtype.kind != "c":
+        raise TypeError(f"the gradient at {linked_keypath(link)} is complex ({a.dtype}) but "
+                        f"the parameter is real ({x.dtype})")
+    if a.shape != x.shape:
+        raise ValueError(f"the gradient at {linked_keypath(link)} has shape {a.shape}, the "
+                         f"parameter has shape {x.shape} (gradients are never broadcast)")
+    return np.asarray(a, dtype=want, order="C")   # keeps 0-d arrays 0-d
+
+
+def leaf_plan(leaf, x):
+    """What does not change between steps for a Leaf and its array, cached on the Leaf as
+    ``(rule, dtype, gradient dtype, batch template or None)``: the dtype its gradient is
+    cast to, and the batch template of its rule (:func:`template`), keyed by the identity
+    of its rule and of the array's dtype."""
+    rule = leaf.rule
+    key = (id(rule), x.dtype)
+    tpl = _TEMPLATES.get(key)
+    if tpl is None or tpl[0] is not rule:
+        if len(_TEMPLATES) > 4096:
+            _TEMPLATES.clear()
+        tpl = _TEMPLATES[key] = (rule, template(rule, x, leaf.state))
+    plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl[1])
+    return plan
+
+
+# (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
+# valid, and one template object is shared by all the leaves of a group.
+_TEMPLATES = {}
+
+# what the batch kernels take; other parameters run through a Program each
+_BATCH_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+
+
+# ----------------------------------------------------------------------------------------
+# Templates: one program for a group of leaves (recorded once, filled per leaf by the batch).
+
+class _Barrier(Exception):
+    """A rule asked for the whole step: this program cannot run as a batch."""
+
+
+class _Recorder(Program):
+    """A Program that only records stages; any barrier makes it give up."""
+
+    __slots__ = ()
+
+    def current(self):
+        raise _Barrier
+
+    def set_source(self, d):
+        raise _Barrier
+
+    def assign(self, value):
+        raise _Barrier
+
+
+def _paths(state, prefix=(), out=None):
+    """id(array) -> index path inside a state made of tuples, arrays and scalars."""
+    if out is None:
+        out = {}
+    if isinstance(state, np.ndarray):
+        out.setdefault(id(state), prefix)
+    elif isinstance(state, tuple):
+        for i, s in enumerate(state):
+            _paths(s, prefix + (i,), out)
+    return out
+
+
+def template(rule, x, state):
+    """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
+    index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
+    dtype is not float32/float64)."""
+    if x.dtype not in _BATCH_DTYPES:
+        return None
+    rec = _Recorder(x, x)
+    try:
+        new_state = rule._compile(state, rec)
+    except _Barrier:
+        return None
+    if new_state is not state or not rec.stages:
+        return None          # a rule that rebuilds its state cannot be batched
+    paths = _paths(state)
+    try:
+        return [(kind, hp, tuple(paths[id(b)] for b in bufs),
+                 None if sc is None else paths[id(sc)],
+                 None if ctr is None else paths[id(ctr)])
+                for kind, hp, bufs, sc, ctr in rec.stages]
+    except KeyError:
+        return None
