@@ -9,7 +9,7 @@ from ._native import kernels as K
 from ._norms import _NORM_KINDS, grad_norm, nonfinite_norm_error
 from ._rule import Rule, checked, flag, nonneg, real
 
-__all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "grad_norm"]
+__all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm"]
 
 
 @checked
