@@ -665,7 +665,6 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
 
 
 include "batch.pxi"
-include "plain_passes.pxi"
 
 
 # Module-level names (plain ints) for every enum member, as the Python side uses them.
