@@ -14,10 +14,10 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers.bench.speed import PLAIN_RULES
 from optimisers import _probe
-from optimisers.bench import compare, main, parse, rules, speed
-from optimisers.bench.speed import Case
+from optimisers.bench import compare, main, parse, rules, speed, yardsticks
+from optimisers.bench.cases import Case, Unavailable
+from optimisers.bench.yardsticks import PLAIN_RULES
 
 TINY = ["--tiny", "--no-progress"]
 
@@ -207,7 +207,7 @@ def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
 
     def missing():
         raise plot.PlotUnavailable("--plot needs matplotlib: pip install 'optimisers[plot]'")
-    monkeypatch.setattr(plot, "_pyplot", missing)
+    monkeypatch.setattr(plot, "pyplot", missing)
     assert main(TINY + ["--plot", str(tmp_path / "x.png")]) == 2
     assert "matplotlib" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
@@ -325,7 +325,7 @@ def test_torch_peers_match_optimisers(rule):
             continue
         try:
             step = build(case)
-        except speed.Unavailable:
+        except Unavailable:
             continue
         for a, b in zip(ours, _after_steps(step)):
             np.testing.assert_allclose(a, b, rtol=1e-10, err_msg=name)
@@ -333,6 +333,6 @@ def test_torch_peers_match_optimisers(rule):
 
 def test_probe_step_covers_the_rule_passes():
     case = Case("clipnorm+adamw", "float32", 5000, 1, 1)
-    step = speed.probe_step(case)
+    step = yardsticks.probe_step(case)
     step()                                        # a norm pass, then the 1-read/3-update pass
     assert rules.bytes_per_step(case.spec.passes, 5000, 4) == 8 * 5000 * 4

@@ -1,7 +1,7 @@
 """The peers of ``--compare``: torch.optim (loop, foreach, fused) and plain numpy.
 
-Each builder takes a :class:`~.speed.Case` and returns a step callable over fresh arrays
-(the same values as ours), or raises :class:`~.speed.Unavailable` saying why it cannot.
+Each builder takes a :class:`~.cases.Case` and returns a step callable over fresh arrays
+(the same values as ours), or raises :class:`~.cases.Unavailable` saying why it cannot.
 
 torch
     ``torch.optim.<Rule>(params, foreach=False)`` ("torch-loop"), ``foreach=True``
@@ -23,6 +23,8 @@ import importlib
 import math
 
 import numpy as np
+
+from .cases import Unavailable, make_arrays
 
 __all__ = ["builders", "availability_notes", "torch_module"]
 
@@ -78,7 +80,6 @@ _VARIANTS = (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach
 
 def _torch_builder(variant, extra):
     def build(case, seed=0):
-        from .speed import Unavailable, make_arrays
         torch = torch_module()
         name, kw, clip = _TORCH_RULES[case.rule]
         xs, gs = make_arrays(case, seed)
@@ -120,7 +121,6 @@ def _with_params(step, xs):
 
 def _unavailable(why):
     def build(case, seed=0):
-        from .speed import Unavailable
         raise Unavailable(why)
     return build
 
@@ -129,7 +129,6 @@ def _unavailable(why):
 # numpy
 
 def _numpy_state(case, seed, n_states):
-    from .speed import make_arrays
     xs, gs = make_arrays(case, seed)
     states = [[np.zeros_like(x) for x in xs] for _ in range(n_states)]
     scratch = np.empty(max(x.size for x in xs), case.dtype)
@@ -220,7 +219,7 @@ def builders(case):
 
     A builder returns the step; its ``params`` are the numpy arrays the step updates.
 
-    >>> from optimisers.bench.speed import Case
+    >>> from optimisers.bench.cases import Case
     >>> dict(builders(Case("lion", "float32", 1000, 1, 1)))["numpy"]   # doctest: +ELLIPSIS
     <function _np_lion at 0x...>
     >>> step = _np_momentum(Case("momentum", "float32", 1000, 2, 1))

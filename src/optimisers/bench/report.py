@@ -17,6 +17,8 @@ import io
 import json
 import math
 
+from .cases import fmt_size
+
 __all__ = ["LEGEND", "to_text", "to_json", "to_csv"]
 
 LEGEND = """\
@@ -55,11 +57,6 @@ def _num(x, digits=3):
     return f"{x:.{decimals}f}"
 
 
-def _size(n):
-    from .speed import fmt_size
-    return fmt_size(n)
-
-
 def _table(header, rows, align):
     """Plain columns: ``align`` a string of 'l'/'r' per column."""
     cells = [header] + rows
@@ -79,7 +76,7 @@ def _speed_table(rows):
     for r in rows:
         if r["impl"] == "probe":
             continue
-        out.append([r["rule"], r["dtype"], _size(r["size"]), r["leaves"], r["threads"],
+        out.append([r["rule"], r["dtype"], fmt_size(r["size"]), r["leaves"], r["threads"],
                     r["impl"], _num(r["ms"]), _num(r["gbps"]), _num(r["probe_gbps"]),
                     "-" if r["pct_bw"] is None else f"{r['pct_bw']:.0f}%",
                     _num(r["vs_opt"])])
