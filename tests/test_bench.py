@@ -4,6 +4,7 @@ bandwidth probe against numpy, and the peers of --compare against optimisers' ow
 No timing is asserted anywhere: only that the figures are consistent with each other."""
 
 import csv
+import importlib
 import io
 import json
 import math
@@ -14,7 +15,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import _probe
+from optimisers import _native, _probe
 from optimisers.bench import compare, main, parse, rules, speed, yardsticks
 from optimisers.bench.cases import Case, Unavailable
 from optimisers.bench.yardsticks import PLAIN_RULES
@@ -115,6 +116,51 @@ def test_byte_counts():
     assert a(rules.get("clipnorm+adamw").passes) == 8
     assert Case("adam", "float32", 10, 1, 1).bytes == 280
     assert Case("adam", "float64", 10, 1, 1).bytes == 560
+
+
+def test_rules_come_from_the_registry():
+    """Every built-in rule that builds with no arguments is a rule of the benchmark, with
+    the bytes its state says it moves."""
+    names = rules.names()
+    for cls in opt.RULES:
+        try:
+            cls()
+        except TypeError:
+            continue
+        if cls is opt.OptimiserChain:
+            assert "optimiserchain" not in names       # chains are named by their parts
+            continue
+        assert cls.__name__.lower() in names
+        state = cls().init(np.zeros(7))
+        arrays = sum(a.size == 7 for a in rules.state_arrays(state))
+        norm = 1 if cls is opt.ClipNorm else 0
+        assert rules.arrays_per_element(rules.get(cls.__name__).passes) == 3 + 2 * arrays + norm
+
+
+def test_a_new_rule_joins_the_benchmark(monkeypatch):
+    """A rule added to the registry is timed with nothing in the bench to edit."""
+    class ThreeMoments(opt.Rule):
+        def __init__(self, eta=0.1):
+            self.eta = eta
+
+        def init(self, x):
+            return (np.zeros_like(x), np.zeros_like(x), np.zeros_like(x), np.float64(0))
+
+        def apply(self, state, x, dx):
+            return state, self.eta * dx
+    monkeypatch.setattr(opt, "RULES", opt.RULES + (ThreeMoments,))
+    rules._single_rules.cache_clear()
+    rules._spec.cache_clear()
+    try:
+        assert "threemoments" in rules.names()
+        assert Case("threemoments", "float32", 10, 1, 1).bytes == (1 + 2 * 4) * 10 * 4
+        assert rules.get("clipnorm+threemoments").passes == ((1, 0), (1, 4))
+        assert rules.get("threemoments").rule(0.5).eta == 0.5
+    finally:
+        monkeypatch.undo()
+        rules._single_rules.cache_clear()
+        rules._spec.cache_clear()
+    assert "threemoments" not in rules.names()
 
 
 def test_tiny_csv(capsys, tiny_json):
@@ -291,6 +337,16 @@ def test_probe_refuses_bad_input():
         _probe.probe([], [a])
     with pytest.raises(ValueError, match="C-contiguous"):
         _probe.probe([np.zeros(16)[::2]], [])
+
+
+def test_plain_pass_is_built_for_every_kernel_build():
+    """The plain pass exists with the flags of every kernel build, and the bench times the
+    one of the build in use."""
+    for isa in _native.builds():
+        module = importlib.import_module("optimisers._plain_pass" +
+                                         ("" if isa == "baseline" else f"_{isa}"))
+        assert module.isa() == isa
+    assert yardsticks.plain_pass.isa() == opt.kernel_isa()
 
 
 # ----------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 
 import optimisers as opt
 
-from . import compare, yardsticks
+from . import compare, rules, yardsticks
 from .cases import Unavailable, make_arrays, thread_limit
 from .timing import Budget, measure, ratio
 
@@ -52,21 +52,7 @@ def optimisers_step(case, seed=0):
 
 def state_bytes(tree):
     """The bytes of the distinct arrays a state tree holds (states and per-leaf buffers)."""
-    seen, total = set(), 0
-    todo = [tree]
-    while todo:
-        s = todo.pop()
-        if isinstance(s, np.ndarray):
-            if id(s) not in seen:
-                seen.add(id(s))
-                total += s.nbytes
-        elif isinstance(s, opt.Leaf):
-            todo += [s.state, getattr(s, "_scratch", None)]
-        elif isinstance(s, dict):
-            todo += list(s.values())
-        elif isinstance(s, (list, tuple)):
-            todo += list(s)
-    return total
+    return sum(a.nbytes for a in rules.state_arrays(tree))
 
 
 ALWAYS = ("optimisers", "probe")      # every case times these two (x opt, % bw)
