@@ -106,6 +106,20 @@ def test_tiny_json_consistency(tiny_json):
         assert 0 <= ours["state_bytes"] - ours["state_min_bytes"] <= 64 * ours["leaves"]
 
 
+def test_doubtful_figures_are_flagged(tiny_json):
+    """No row shows a bandwidth fraction above the probe's without saying so, and a busy
+    start is a warning of the run."""
+    rows = tiny_json["speed"] + tiny_json["per_leaf"]
+    for r in rows:
+        assert isinstance(r["suspect"], list)
+        if r["impl"] != "probe" and r["pct_bw"] is not None and r["pct_bw"] > 100:
+            assert ">probe" in r["suspect"]
+    meta = tiny_json["meta"]
+    busy_start = meta["load_average"] is not None and meta["load_average"] > meta["cpus"] / 2
+    assert any("busy" in w for w in meta["busy"]) == busy_start
+    assert any("speed rows" in w for w in meta["busy"]) == any(r["suspect"] for r in rows)
+
+
 def test_byte_counts():
     a = rules.arrays_per_element
     assert a(rules.get("adam").passes) == 7          # x, g, m, v read; x, m, v written

@@ -14,7 +14,7 @@ import numpy as np
 import optimisers as opt
 from optimisers import _probe
 
-from . import compare, plot, problems, quality, report, rules, speed
+from . import busy, compare, plot, problems, quality, report, rules, speed
 from .cases import Case
 from .timing import Budget, Progress
 
@@ -271,6 +271,7 @@ def run(ns, argv=()):
         if cases:
             rows, notes = speed.run_cases(cases, ns.compare, ns.budget, progress,
                                           results["notes"], ns.impls)
+            busy.flag_rows(rows)
             results["speed"] = [r for r in rows if r["section"] == "speed"]
             results["per_leaf"] = [r for r in rows if r["section"] == "per_leaf"]
         if n_quality:
@@ -278,6 +279,8 @@ def run(ns, argv=()):
                                                              ns.steps, progress)
     finally:
         progress.close()
+    results["meta"]["busy"] = busy.warnings(results["meta"],
+                                            results["speed"] + results["per_leaf"])
     results["meta"]["elapsed_s"] = time.perf_counter() - t0
     return results, curves
 
