@@ -4,7 +4,6 @@ bandwidth probe against numpy, and the peers of --compare against optimisers' ow
 No timing is asserted anywhere: only that the figures are consistent with each other."""
 
 import csv
-import importlib
 import io
 import json
 import math
@@ -16,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 import optimisers as opt
 from optimisers import _native, _probe
-from optimisers.bench import compare, main, parse, rules, speed, yardsticks
+from optimisers.bench import cases, compare, main, parse, rules, speed, yardsticks
 from optimisers.bench.cases import Case, Unavailable
 from optimisers.bench.yardsticks import PLAIN_RULES
 
@@ -354,13 +353,26 @@ def test_probe_refuses_bad_input():
 
 
 def test_plain_pass_is_built_for_every_kernel_build():
-    """The plain pass exists with the flags of every kernel build, and the bench times the
-    one of the build in use."""
+    """The plain pass exists with the flags of every kernel build."""
+    assert set(_native.builds()) <= set(_probe.plain_pass_isas())
+
+
+@pytest.mark.parametrize("rule", ["adam", "adamw", "momentum", "lion"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plain_pass_is_the_rules_step(rule, dtype):
+    """Every build of the plain pass computes the rule's first step, as optimisers does."""
+    case = Case(rule, dtype, 5000, 1, 1)
+    ours = speed.optimisers_step(case)
+    ours()
+    spec_rule = case.spec.rule()
+    T = np.dtype(dtype).type
+    hp, n_buffers = yardsticks._plain_hyperparameters(case, spec_rule, T)
     for isa in _native.builds():
-        module = importlib.import_module("optimisers._plain_pass" +
-                                         ("" if isa == "baseline" else f"_{isa}"))
-        assert module.isa() == isa
-    assert yardsticks.plain_pass.isa() == opt.kernel_isa()
+        x, g = (a[0].copy() for a in cases.make_arrays(case))
+        buffers = tuple(np.zeros_like(x) for _ in range(n_buffers))
+        _probe.plain_pass(isa, rule, x, g, buffers, tuple(float(h) for h in hp))
+        np.testing.assert_allclose(x, ours.params[0], rtol=1e-6 if dtype == "float32"
+                                   else 1e-14, err_msg=isa)
 
 
 # ----------------------------------------------------------------------------------------

@@ -6,19 +6,17 @@ probe
     (:mod:`optimisers._probe`).  ``% bw`` is its time over the step's.
 plain
     The rule's own arithmetic written as one plain OpenMP loop over the whole array -- no
-    tiles, no stages, no per-step scalars (:mod:`optimisers._plain_pass`, for the rules of
-    :data:`PLAIN_RULES`): the issue's "plain fused C pass of the same arithmetic".  It is
-    compiled once per kernel build with that build's flags; :data:`plain_pass` is the one
+    tiles, no stages, no per-step scalars (``optimisers._probe.plain_pass``, for the rules
+    of :data:`PLAIN_RULES`): the issue's "plain fused C pass of the same arithmetic".  It
+    is compiled once per kernel build with that build's flags; the bench runs the one
     named like the kernel build in use (``optimisers._native`` chose it), so the
     comparison is between two loops of the same instruction set.
 
->>> plain_pass.isa() == opt.kernel_isa()
+>>> opt.kernel_isa() in _probe.plain_pass_isas()
 True
 """
 
 from __future__ import annotations
-
-import importlib
 
 import numpy as np
 
@@ -27,24 +25,11 @@ from optimisers import _probe
 
 from .cases import Unavailable, gradient_values
 
-__all__ = ["PLAIN_RULES", "plain_pass", "probe_step", "plain_step"]
+__all__ = ["PLAIN_RULES", "probe_step", "plain_step"]
 
-
-def _plain_pass_build(isa):
-    """The plain-pass module compiled with the flags of the kernel build ``isa``, or None
-    where it was not built."""
-    name = "optimisers._plain_pass" + ("" if isa == "baseline" else f"_{isa}")
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-#: the plain pass of the kernel build in use (None if this install lacks it)
-plain_pass = _plain_pass_build(opt.kernel_isa())
 
 #: the rules the plain pass knows
-PLAIN_RULES = ("adam", "adamw", "momentum", "lion")
+PLAIN_RULES = tuple(_probe.PLAIN_RULES)
 
 
 def probe_step(case, seed=0):
@@ -79,16 +64,17 @@ def _plain_hyperparameters(case, rule, T):
 def plain_step(case, seed=0):
     """The plain pass of ``case``'s rule over one array of its size.  Its time over ours
     is how close the engine comes to the plainest loop of the same arithmetic."""
-    if plain_pass is None:
-        raise Unavailable(f"no plain pass built for the {opt.kernel_isa()} kernels")
+    isa = opt.kernel_isa()
+    if isa not in _probe.plain_pass_isas():
+        raise Unavailable(f"no plain pass built for the {isa} kernels")
     T = np.dtype(case.dtype).type
     hp, n_buffers = _plain_hyperparameters(case, case.spec.rule(), T)
     hp = tuple(float(h) for h in hp)
     x = gradient_values(case.size, case.dtype, seed)
     g = gradient_values(case.size, case.dtype, seed + 1)
     buffers = tuple(np.zeros(case.size, case.dtype) for _ in range(n_buffers))
-    run = plain_pass.plain_pass
+    run = _probe.plain_pass
 
     def step():
-        run(case.rule, x, g, buffers, hp)
+        run(isa, case.rule, x, g, buffers, hp)
     return step
