@@ -221,7 +221,7 @@ def speed_cases(ns):
     if ns.per_leaf:
         for t in ns.threads:
             cases.append(Case("adam", "float32", 16 * ns.per_leaf, ns.per_leaf, t,
-                                    section="per_leaf"))
+                              section="per_leaf"))
     return cases
 
 
