@@ -15,10 +15,10 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers.bench.speed import PLAIN_RULES
-from optimisers import _probe
-from optimisers.bench import compare, main, parse, rules, speed
-from optimisers.bench.speed import Case
+from optimisers import _native, _probe
+from optimisers.bench import cases, compare, main, parse, rules, speed, yardsticks
+from optimisers.bench.cases import Case, Unavailable
+from optimisers.bench.yardsticks import PLAIN_RULES
 
 TINY = ["--tiny", "--no-progress"]
 
@@ -106,6 +106,20 @@ def test_tiny_json_consistency(tiny_json):
         assert 0 <= ours["state_bytes"] - ours["state_min_bytes"] <= 64 * ours["leaves"]
 
 
+def test_doubtful_figures_are_flagged(tiny_json):
+    """No row shows a bandwidth fraction above the probe's without saying so, and a busy
+    start is a warning of the run."""
+    rows = tiny_json["speed"] + tiny_json["per_leaf"]
+    for r in rows:
+        assert isinstance(r["suspect"], list)
+        if r["impl"] != "probe" and r["pct_bw"] is not None and r["pct_bw"] > 100:
+            assert ">probe" in r["suspect"]
+    meta = tiny_json["meta"]
+    busy_start = meta["load_average"] is not None and meta["load_average"] > meta["cpus"] / 2
+    assert any("busy" in w for w in meta["busy"]) == busy_start
+    assert any("speed rows" in w for w in meta["busy"]) == any(r["suspect"] for r in rows)
+
+
 def test_byte_counts():
     a = rules.arrays_per_element
     assert a(rules.get("adam").passes) == 7          # x, g, m, v read; x, m, v written
@@ -116,6 +130,51 @@ def test_byte_counts():
     assert a(rules.get("clipnorm+adamw").passes) == 8
     assert Case("adam", "float32", 10, 1, 1).bytes == 280
     assert Case("adam", "float64", 10, 1, 1).bytes == 560
+
+
+def test_rules_come_from_the_registry():
+    """Every built-in rule that builds with no arguments is a rule of the benchmark, with
+    the bytes its state says it moves."""
+    names = rules.names()
+    for cls in opt.RULES:
+        try:
+            cls()
+        except TypeError:
+            continue
+        if cls is opt.OptimiserChain:
+            assert "optimiserchain" not in names       # chains are named by their parts
+            continue
+        assert cls.__name__.lower() in names
+        state = cls().init(np.zeros(7))
+        arrays = sum(a.size == 7 for a in rules.state_arrays(state))
+        norm = 1 if cls is opt.ClipNorm else 0
+        assert rules.arrays_per_element(rules.get(cls.__name__).passes) == 3 + 2 * arrays + norm
+
+
+def test_a_new_rule_joins_the_benchmark(monkeypatch):
+    """A rule added to the registry is timed with nothing in the bench to edit."""
+    class ThreeMoments(opt.Rule):
+        def __init__(self, eta=0.1):
+            self.eta = eta
+
+        def init(self, x):
+            return (np.zeros_like(x), np.zeros_like(x), np.zeros_like(x), np.float64(0))
+
+        def apply(self, state, x, dx):
+            return state, self.eta * dx
+    monkeypatch.setattr(opt, "RULES", opt.RULES + (ThreeMoments,))
+    rules._single_rules.cache_clear()
+    rules._spec.cache_clear()
+    try:
+        assert "threemoments" in rules.names()
+        assert Case("threemoments", "float32", 10, 1, 1).bytes == (1 + 2 * 4) * 10 * 4
+        assert rules.get("clipnorm+threemoments").passes == ((1, 0), (1, 4))
+        assert rules.get("threemoments").rule(0.5).eta == 0.5
+    finally:
+        monkeypatch.undo()
+        rules._single_rules.cache_clear()
+        rules._spec.cache_clear()
+    assert "threemoments" not in rules.names()
 
 
 def test_tiny_csv(capsys, tiny_json):
@@ -208,7 +267,7 @@ def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
 
     def missing():
         raise plot.PlotUnavailable("--plot needs matplotlib: pip install 'optimisers[plot]'")
-    monkeypatch.setattr(plot, "_pyplot", missing)
+    monkeypatch.setattr(plot, "pyplot", missing)
     assert main(TINY + ["--plot", str(tmp_path / "x.png")]) == 2
     assert "matplotlib" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
@@ -294,6 +353,29 @@ def test_probe_refuses_bad_input():
         _probe.probe([np.zeros(16)[::2]], [])
 
 
+def test_plain_pass_is_built_for_every_kernel_build():
+    """The plain pass exists with the flags of every kernel build."""
+    assert set(_native.builds()) <= set(_probe.plain_pass_isas())
+
+
+@pytest.mark.parametrize("rule", ["adam", "adamw", "momentum", "lion"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plain_pass_is_the_rules_step(rule, dtype):
+    """Every build of the plain pass computes the rule's first step, as optimisers does."""
+    case = Case(rule, dtype, 5000, 1, 1)
+    ours = speed.optimisers_step(case)
+    ours()
+    spec_rule = case.spec.rule()
+    T = np.dtype(dtype).type
+    hp, n_buffers = yardsticks._plain_hyperparameters(case, spec_rule, T)
+    for isa in _native.builds():
+        x, g = (a[0].copy() for a in cases.make_arrays(case))
+        buffers = tuple(np.zeros_like(x) for _ in range(n_buffers))
+        _probe.plain_pass(isa, rule, x, g, buffers, tuple(float(h) for h in hp))
+        np.testing.assert_allclose(x, ours.params[0], rtol=1e-6 if dtype == "float32"
+                                   else 1e-14, err_msg=isa)
+
+
 # ----------------------------------------------------------------------------------------
 # the peers compute the same step as optimisers (so the comparison is fair)
 
@@ -330,7 +412,7 @@ def test_torch_peers_match_optimisers(rule):
             continue
         try:
             step = build(case)
-        except speed.Unavailable:
+        except Unavailable:
             # only torch's fused kernels may be missing from a CPU build of torch
             assert name == "torch-fused", name
             continue
@@ -351,9 +433,9 @@ def test_probe_step_covers_the_rule_passes(rule, dtype, monkeypatch):
         calls.append((list(reads), list(writes), [a.copy() for a in reads]))
         return _probe.probe(reads, writes)
 
-    monkeypatch.setattr(speed, "_probe", types.SimpleNamespace(probe=recording_probe))
+    monkeypatch.setattr(yardsticks, "_probe", types.SimpleNamespace(probe=recording_probe))
     case = Case(rule, dtype, 5000, 1, 1)
-    step = speed.probe_step(case)
+    step = yardsticks.probe_step(case)
     calls.clear()
     step()
     passes, moved = [], 0

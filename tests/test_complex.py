@@ -20,7 +20,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
                         WeightDecay)
 from optimisers._native import kernels as _kernels
-from optimisers._rules_transform import grad_norm
+from optimisers._norms import grad_norm
 from assertions import assert_arrays_same as assert_same, assert_state_same
 from reference import ref_apply, ref_init, ref_norm, ref_update
 

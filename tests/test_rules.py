@@ -408,7 +408,7 @@ def _norm_gradient(rng, n, dtype, special):
 @pytest.mark.parametrize("special", ["plain", "nozeros", "nan", "inf"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=FLOAT_IDS.get)
 def test_norm_is_the_blocked_reference(dtype, special, n_threads, small_parallel_threshold):
-    from optimisers._rules_transform import grad_norm
+    from optimisers._norms import grad_norm
     rng = np.random.default_rng(seed_of(dtype, special, "norm"))
     for n in (8192 * 3 + 123, 8192 * 2, 9):
         g = _norm_gradient(rng, n, dtype, special if n > 100 else "plain")
@@ -449,12 +449,12 @@ def test_clipnorm_empty_array(p):
     tree = opt.setup(ClipNorm(1.0, p), {"x": x})
     tree, m = opt.update(tree, {"x": x}, {"x": np.zeros((0, 3), np.float32)})
     assert m["x"].shape == (0, 3) and m["x"].dtype == np.float32
-    from optimisers._rules_transform import grad_norm
+    from optimisers._norms import grad_norm
     assert grad_norm(np.zeros(0), p) == ref_norm(np.zeros(0), p) == 0.0
 
 
 def test_clipnorm_norm_independent_of_threads(small_parallel_threshold):
-    from optimisers._rules_transform import grad_norm
+    from optimisers._norms import grad_norm
     g = np.random.default_rng(3).standard_normal(8192 * 5 + 1) * 1e3
     results = []
     for nt in (1, 2):

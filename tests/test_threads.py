@@ -5,7 +5,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import optimisers as opt
-from optimisers._rules_transform import grad_norm
+from optimisers._norms import grad_norm
 
 
 def test_openmp_is_compiled_in():

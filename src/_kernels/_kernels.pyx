@@ -109,7 +109,6 @@ include "rules_transform.pxi"
 include "driver.pxi"
 include "entry.pxi"
 include "batch.pxi"
-include "plain_passes.pxi"
 
 
 # Module-level names (plain ints) for the enums and every kind (ADAM, CLIPNORM, ...), as

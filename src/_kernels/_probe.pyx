@@ -1,4 +1,5 @@
-"""The bandwidth probe of ``optimisers-bench``: a plain fused pass over a few arrays.
+"""The yardsticks of ``optimisers-bench``: the bandwidth probe, and the plain pass of a
+rule's arithmetic (``plain_pass``, at the end; its loops are in plain_pass.c).
 
 An optimiser step on a big array is limited by memory bandwidth, and what a machine
 delivers depends on the access pattern (how many streams are read, how many are read and
@@ -230,3 +231,71 @@ def probe(reads, writes=()):
     with nogil:
         total = probe_run(nr, nu, nw, f64, ptrs, n, n_threads)
     return total if nu + nw == 0 else None
+
+
+# ----------------------------------------------------------------------------------------
+# The plain pass of a rule's arithmetic (plain_pass.h), one build per kernel build
+
+cdef extern from "plain_pass.h":
+    int PLAIN_ADAM, PLAIN_MOMENTUM, PLAIN_LION
+    enum:
+        PLAIN_MAX_HP
+        PLAIN_MAX_BUF
+    ctypedef void (*plain_pass_fn)(int rule, int f64, void* x, const void* g,
+                                   void* const* b, Py_ssize_t n, const double* h,
+                                   int n_threads) noexcept nogil
+    plain_pass_fn plain_pass_build(const char* isa)
+
+
+#: the rules the plain pass knows, with how many state buffers each takes
+PLAIN_RULES = {"adam": 2, "adamw": 2, "momentum": 1, "lion": 1}
+
+
+def plain_pass_isas():
+    """The instruction sets the plain pass was compiled for here (those of the kernels)."""
+    return [isa for isa in ("baseline", "avx2", "avx512")
+            if plain_pass_build(isa.encode()) != NULL]
+
+
+def plain_pass(str isa, str rule, x, g, tuple buffers, tuple hp):
+    """One plain fused step of ``rule`` ("adam", "adamw", "momentum" or "lion") with the
+    build ``isa`` (the name of a kernel build; see ``plain_pass_isas``), over C-contiguous
+    float32/float64 arrays of one size, for benchmarks: ``hp`` are the same
+    hyper-parameter slots the rule's stage uses (Adam: b1, b2, 1-b1, 1-b2, 1-bt1, 1-bt2,
+    eps, eta[, lambda]; Momentum: eta, rho; Lion: b1, b2, 1-b1, 1-b2, eta).  The processor
+    must run ``isa`` (the kernels' ``cpu_runs``)."""
+    cdef plain_pass_fn run = plain_pass_build(isa.encode())
+    if run == NULL:
+        raise ValueError(f"no plain pass built for {isa!r} here: {plain_pass_isas()}")
+    if PLAIN_RULES.get(rule) != len(buffers) or len(hp) > PLAIN_MAX_HP:
+        raise ValueError(f"plain_pass knows {', '.join(PLAIN_RULES)} with their state "
+                         f"buffers and at most {PLAIN_MAX_HP} hyper-parameters, got "
+                         f"{rule!r} with {len(buffers)} and {len(hp)}")
+    arrays = [x, g] + list(buffers)
+    for array in arrays:
+        if not isinstance(array, cnp.ndarray):
+            raise TypeError(f"the plain pass takes numpy arrays, got {type(array).__name__}")
+    cdef cnp.ndarray first = <cnp.ndarray> x
+    cdef int typenum = cnp.PyArray_TYPE(first)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"the plain pass runs on float32 and float64, got {first.dtype}")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(first)
+    cdef void* ptrs[2 + PLAIN_MAX_BUF]
+    cdef cnp.ndarray a
+    cdef int k
+    for k in range(len(arrays)):
+        a = <cnp.ndarray> arrays[k]
+        if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_SIZE(a) != n:
+            raise ValueError("all plain-pass arrays must have one dtype and one size")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            raise ValueError("plain-pass arrays must be C-contiguous")
+        ptrs[k] = cnp.PyArray_DATA(a)
+    cdef double h[PLAIN_MAX_HP]
+    for k in range(PLAIN_MAX_HP):
+        h[k] = hp[k] if k < len(hp) else 0.0
+    cdef int which = PLAIN_LION if rule == "lion" else (
+        PLAIN_MOMENTUM if rule == "momentum" else PLAIN_ADAM)
+    cdef int f64 = typenum == cnp.NPY_FLOAT64
+    cdef int n_threads = omp_get_max_threads()
+    with nogil:
+        run(which, f64, ptrs[0], ptrs[1], &ptrs[2], n, h, n_threads)

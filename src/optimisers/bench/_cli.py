@@ -7,13 +7,15 @@ import os
 import platform
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 
 import optimisers as opt
 from optimisers import _probe
 
-from . import problems, quality, report, rules, speed
+from . import busy, compare, plot, problems, quality, report, rules, speed
+from .cases import Case
 from .timing import Budget, Progress
 
 __all__ = ["main", "parse", "run", "DEFAULTS", "TINY"]
@@ -215,11 +217,11 @@ def speed_cases(ns):
             shapes += [(count * size, count) for count, size in ns.many]
             for size, leaves in dict.fromkeys(shapes):
                 for t in ns.threads:
-                    cases.append(speed.Case(rule, dtype, size, leaves, t))
+                    cases.append(Case(rule, dtype, size, leaves, t))
     if ns.per_leaf:
         for t in ns.threads:
-            cases.append(speed.Case("adam", "float32", 16 * ns.per_leaf, ns.per_leaf, t,
-                                    section="per_leaf"))
+            cases.append(Case("adam", "float32", 16 * ns.per_leaf, ns.per_leaf, t,
+                              section="per_leaf"))
     return cases
 
 
@@ -235,8 +237,7 @@ def _cpu_name():
 
 
 def _meta(ns, argv):
-    from .compare import torch_module
-    torch = torch_module() if ns.compare else None
+    torch = compare.torch_module() if ns.compare else None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     meta = {
         "argv": list(argv), "mode": ns.mode, "optimisers": opt.__version__,
@@ -257,7 +258,6 @@ def _meta(ns, argv):
 def run(ns, argv=()):
     """Run what ``ns`` (from :func:`parse`) asks: ``(results, curves)``."""
     t0 = time.perf_counter()
-    from dataclasses import asdict
     results = {"meta": None, "speed": [], "per_leaf": [], "quality": [], "notes": []}
     do_speed = ns.mode == "speed"
     do_quality = ns.mode == "quality" or not ns.no_quality
@@ -271,6 +271,7 @@ def run(ns, argv=()):
         if cases:
             rows, notes = speed.run_cases(cases, ns.compare, ns.budget, progress,
                                           results["notes"], ns.impls)
+            busy.flag_rows(rows)
             results["speed"] = [r for r in rows if r["section"] == "speed"]
             results["per_leaf"] = [r for r in rows if r["section"] == "per_leaf"]
         if n_quality:
@@ -278,13 +279,16 @@ def run(ns, argv=()):
                                                              ns.steps, progress)
     finally:
         progress.close()
+    results["meta"]["busy"] = busy.warnings(results["meta"],
+                                            results["speed"] + results["per_leaf"])
     results["meta"]["elapsed_s"] = time.perf_counter() - t0
     return results, curves
 
 
 def _list_text():
     lines = ["rules (minimal traffic per element: passes of (read-only, updated) arrays)"]
-    for name, spec in rules.RULES.items():
+    for name in rules.names():
+        spec = rules.get(name)
         n = rules.arrays_per_element(spec.passes)
         lines.append(f"  {name:18s} {n} arrays = {4 * n:2d} B/elem float32, "
                      f"{8 * n:2d} B/elem float64   {spec.doc}")
@@ -303,16 +307,14 @@ def main(argv=None):
         sys.stdout.write(_list_text())
         return 0
     if ns.plot:
-        from .plot import PlotUnavailable, _pyplot
         try:
-            _pyplot()
-        except PlotUnavailable as e:
+            plot.pyplot()
+        except plot.PlotUnavailable as e:
             print(f"optimisers-bench: {e}", file=sys.stderr)
             return 2
     results, curves = run(ns, argv)
     if ns.plot:
-        from .plot import plot
-        plot(results, curves, ns.plot)
+        plot.plot(results, curves, ns.plot)
         results["notes"].append(f"plot written to {ns.plot}")
     if ns.json:
         out = report.to_json(results)

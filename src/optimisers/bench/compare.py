@@ -1,7 +1,9 @@
 """The peers of ``--compare``: torch.optim (loop, foreach, fused) and plain numpy.
 
-Each builder takes a :class:`~.speed.Case` and returns a step callable over fresh arrays
-(the same values as ours), or raises :class:`~.speed.Unavailable` saying why it cannot.
+Each builder takes a :class:`~.cases.Case` and returns a step callable over fresh arrays
+(the same values as ours), or raises :class:`~.cases.Unavailable` saying why it cannot.
+Every hyper-parameter is read from the rule the benchmark builds (``case.spec.rule()``),
+so a peer computes the same step as ours.
 
 torch
     ``torch.optim.<Rule>(params, foreach=False)`` ("torch-loop"), ``foreach=True``
@@ -23,6 +25,10 @@ import importlib
 import math
 
 import numpy as np
+
+import optimisers as opt
+
+from .cases import Unavailable, make_arrays
 
 __all__ = ["builders", "availability_notes", "torch_module"]
 
@@ -53,24 +59,36 @@ def availability_notes():
 # ----------------------------------------------------------------------------------------
 # torch
 
-# rule name -> (torch.optim class name, keyword arguments, clip the gradient norm first)
+def _adam_kw(r):
+    return dict(lr=r.eta, betas=tuple(r.beta), eps=r.epsilon)
+
+
+def _adamw_kw(r):
+    return dict(_adam_kw(r), weight_decay=r.lambda_)
+
+
+# rule name -> (torch.optim class name, its keyword arguments from our rule ``r``); a chain
+# takes the last rule's, and a leading ClipNorm is torch's clip_grad_norm_
 _TORCH_RULES = {
-    "descent": ("SGD", dict(lr=1e-3), False),
-    "momentum": ("SGD", dict(lr=1e-3, momentum=0.9), False),
-    "nesterov": ("SGD", dict(lr=1e-3, momentum=0.9, nesterov=True), False),
-    "rmsprop": ("RMSprop", dict(lr=1e-3, alpha=0.9, eps=1e-8), False),
-    "adagrad": ("Adagrad", dict(lr=1e-2), False),
-    "adadelta": ("Adadelta", dict(lr=1.0, rho=0.9, eps=1e-8), False),
-    "rprop": ("Rprop", dict(lr=1e-3), False),
-    "adam": ("Adam", dict(lr=1e-3), False),
-    "nadam": ("NAdam", dict(lr=1e-3), False),
-    "radam": ("RAdam", dict(lr=1e-3), False),
-    "adamax": ("Adamax", dict(lr=1e-3), False),
-    "amsgrad": ("Adam", dict(lr=1e-3, amsgrad=True), False),
-    "adamw": ("AdamW", dict(lr=1e-3, weight_decay=1e-2), False),
-    "weightdecay+adam": ("Adam", dict(lr=1e-3, weight_decay=1e-4), False),
-    "clipnorm+adamw": ("AdamW", dict(lr=1e-3, weight_decay=1e-2), True),
+    "descent": ("SGD", lambda r: dict(lr=r.eta)),
+    "momentum": ("SGD", lambda r: dict(lr=r.eta, momentum=r.rho)),
+    "nesterov": ("SGD", lambda r: dict(lr=r.eta, momentum=r.rho, nesterov=True)),
+    "rmsprop": ("RMSprop", lambda r: dict(lr=r.eta, alpha=r.rho, eps=r.epsilon)),
+    "adagrad": ("Adagrad", lambda r: dict(lr=r.eta, eps=r.epsilon)),
+    "adadelta": ("Adadelta", lambda r: dict(lr=1.0, rho=r.rho, eps=r.epsilon)),
+    "rprop": ("Rprop", lambda r: dict(lr=r.eta)),
+    "adam": ("Adam", _adam_kw),
+    "nadam": ("NAdam", _adam_kw),
+    "radam": ("RAdam", _adam_kw),
+    "adamax": ("Adamax", _adam_kw),
+    "amsgrad": ("Adam", lambda r: dict(_adam_kw(r), amsgrad=True)),
+    "adamw": ("AdamW", _adamw_kw),
+    # torch's weight_decay adds lambda * x to the gradient first: WeightDecay -> Adam
+    "weightdecay+adam": ("Adam", lambda r: dict(_adam_kw(r.opts[1]),
+                                                weight_decay=r.opts[0].lambda_)),
+    "clipnorm+adamw": ("AdamW", lambda r: _adamw_kw(r.opts[1])),
 }
+
 
 _VARIANTS = (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
              ("torch-fused", dict(fused=True)))
@@ -78,9 +96,11 @@ _VARIANTS = (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach
 
 def _torch_builder(variant, extra):
     def build(case, seed=0):
-        from .speed import Unavailable, make_arrays
         torch = torch_module()
-        name, kw, clip = _TORCH_RULES[case.rule]
+        rule = case.spec.rule()
+        name, keywords = _TORCH_RULES[case.rule]
+        kw = keywords(rule)
+        clip = rule.opts[0].omega if case.rule.startswith("clipnorm+") else None
         xs, gs = make_arrays(case, seed)
         params = [torch.from_numpy(x) for x in xs]
         for p, g in zip(params, gs):
@@ -92,9 +112,9 @@ def _torch_builder(variant, extra):
                               f"available on CPU: {str(e).splitlines()[0]}") from None
         clip_norm = torch.nn.utils.clip_grad_norm_
         foreach = extra.get("foreach")
-        if clip:
+        if clip is not None:
             def step():
-                clip_norm(params, 1.0, foreach=foreach)
+                clip_norm(params, clip, foreach=foreach)
                 optim.step()
         else:
             step = optim.step
@@ -120,7 +140,6 @@ def _with_params(step, xs):
 
 def _unavailable(why):
     def build(case, seed=0):
-        from .speed import Unavailable
         raise Unavailable(why)
     return build
 
@@ -129,14 +148,14 @@ def _unavailable(why):
 # numpy
 
 def _numpy_state(case, seed, n_states):
-    from .speed import make_arrays
     xs, gs = make_arrays(case, seed)
     states = [[np.zeros_like(x) for x in xs] for _ in range(n_states)]
     scratch = np.empty(max(x.size for x in xs), case.dtype)
     return xs, gs, states, [scratch[:x.size] for x in xs]
 
 
-def _np_descent(case, seed=0, eta=1e-3):
+def _np_descent(case, seed=0):
+    eta = case.spec.rule().eta
     xs, gs, _, ss = _numpy_state(case, seed, 0)
 
     def step():
@@ -146,7 +165,9 @@ def _np_descent(case, seed=0, eta=1e-3):
     return _with_params(step, xs)
 
 
-def _np_momentum(case, seed=0, eta=1e-3, rho=0.9):
+def _np_momentum(case, seed=0):
+    rule = case.spec.rule()
+    eta, rho = rule.eta, rule.rho
     xs, gs, (vs,), ss = _numpy_state(case, seed, 1)
 
     def step():                             # v = rho*v + eta*g ; x -= v
@@ -158,7 +179,9 @@ def _np_momentum(case, seed=0, eta=1e-3, rho=0.9):
     return _with_params(step, xs)
 
 
-def _np_lion(case, seed=0, eta=1e-4, b1=0.9, b2=0.999):
+def _np_lion(case, seed=0):
+    rule = case.spec.rule()
+    eta, (b1, b2) = rule.eta, rule.beta
     xs, gs, (ms,), ss = _numpy_state(case, seed, 1)
     r = (1 - b1) / b1
 
@@ -175,7 +198,14 @@ def _np_lion(case, seed=0, eta=1e-4, b1=0.9, b2=0.999):
     return _with_params(step, xs)
 
 
-def _np_adam(case, seed=0, eta=1e-3, b1=0.9, b2=0.999, eps=1e-8, lam=0.0, clip=None):
+def _np_adam(case, seed=0):
+    """Adam, AdamW (coupled decay, as PyTorch) and ClipNorm -> AdamW."""
+    rule = case.spec.rule()
+    clip = None
+    if isinstance(rule, opt.OptimiserChain):        # ClipNorm -> AdamW
+        clip, rule = rule.opts[0].omega, rule.opts[1]
+    eta, (b1, b2), eps = rule.eta, rule.beta, rule.epsilon
+    lam = getattr(rule, "lambda_", 0.0)
     xs, gs, (ms, vs), ss = _numpy_state(case, seed, 2)
     t = [0]
 
@@ -210,8 +240,8 @@ _NUMPY_RULES = {
     "momentum": _np_momentum,
     "lion": _np_lion,
     "adam": _np_adam,
-    "adamw": lambda case, seed=0: _np_adam(case, seed, lam=1e-2),
-    "clipnorm+adamw": lambda case, seed=0: _np_adam(case, seed, lam=1e-2, clip=1.0),
+    "adamw": _np_adam,
+    "clipnorm+adamw": _np_adam,
 }
 
 
@@ -220,7 +250,7 @@ def builders(case):
 
     A builder returns the step; its ``params`` are the numpy arrays the step updates.
 
-    >>> from optimisers.bench.speed import Case
+    >>> from optimisers.bench.cases import Case
     >>> dict(builders(Case("lion", "float32", 1000, 1, 1)))["numpy"]   # doctest: +ELLIPSIS
     <function _np_lion at 0x...>
     >>> step = _np_momentum(Case("momentum", "float32", 1000, 2, 1))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["PlotUnavailable", "plot"]
+from .cases import fmt_size
+
+__all__ = ["PlotUnavailable", "pyplot", "plot"]
 
 
 class PlotUnavailable(RuntimeError):
     """matplotlib cannot be imported."""
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -27,7 +29,6 @@ def _pyplot():
 
 
 def _speed(ax, rows):
-    from .speed import fmt_size
     cases, impls = [], []
     for r in rows:
         key = (r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"])
@@ -82,7 +83,7 @@ def plot(results, curves, path):
     >>> results, curves = run(parse(["quality", "--tiny", "--rules", "adam"]))
     >>> plot(results, curves, "curves.png")        # doctest: +SKIP
     """
-    plt = _pyplot()
+    plt = pyplot()
     speed = results.get("speed") or []
     quality = results.get("quality") or []
     problems = list(dict.fromkeys(r["problem"] for r in quality))

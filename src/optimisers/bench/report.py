@@ -17,6 +17,8 @@ import io
 import json
 import math
 
+from .cases import fmt_size
+
 __all__ = ["LEGEND", "to_text", "to_json", "to_csv"]
 
 LEGEND = """\
@@ -29,7 +31,10 @@ bw GB/s   the probe's GB/s: a plain fused OpenMP pass with the rule's access pat
 x opt     step time / optimisers' step time in the same case (> 1: optimisers is faster)
           (both ratios paired: the median over the round-robin rounds of each round's ratio)
 us/leaf   step time / number of arrays (per-leaf overhead on many tiny arrays)
-setup ms  time of optimisers.setup on that model (once)"""
+setup ms  time of optimisers.setup on that model (once)
+check     why a row's figures are doubtful (optimisers.bench.busy): >probe (faster than
+          the probe), threads (much slower than with fewer threads), unsteady (rounds
+          far apart), probe (its case's probe is one of these): signs of a busy machine"""
 
 
 def _num(x, digits=3):
@@ -55,11 +60,6 @@ def _num(x, digits=3):
     return f"{x:.{decimals}f}"
 
 
-def _size(n):
-    from .speed import fmt_size
-    return fmt_size(n)
-
-
 def _table(header, rows, align):
     """Plain columns: ``align`` a string of 'l'/'r' per column."""
     cells = [header] + rows
@@ -79,20 +79,24 @@ def _speed_table(rows):
     for r in rows:
         if r["impl"] == "probe":
             continue
-        out.append([r["rule"], r["dtype"], _size(r["size"]), r["leaves"], r["threads"],
+        out.append([r["rule"], r["dtype"], fmt_size(r["size"]), r["leaves"], r["threads"],
                     r["impl"], _num(r["ms"]), _num(r["gbps"]), _num(r["probe_gbps"]),
                     "-" if r["pct_bw"] is None else f"{r['pct_bw']:.0f}%",
-                    _num(r["vs_opt"])])
+                    _num(r["vs_opt"]), _check(r)])
     return _table(["rule", "dtype", "size", "leaves", "thr", "impl", "ms/step", "GB/s",
-                   "bw GB/s", "% bw", "x opt"], out, "lllrrlrrrrr")
+                   "bw GB/s", "% bw", "x opt", "check"], out, "lllrrlrrrrrl")
+
+
+def _check(row):
+    return ",".join(row.get("suspect") or [])
 
 
 def _per_leaf_table(rows):
     out = [[r["rule"], r["dtype"], r["leaves"], r["threads"], r["impl"], _num(r["ms"]),
-            _num(r["us_per_leaf"]), _num(r["vs_opt"]), _num(r.get("setup_ms"))]
+            _num(r["us_per_leaf"]), _num(r["vs_opt"]), _num(r.get("setup_ms")), _check(r)]
            for r in rows if r["impl"] != "probe"]
     return _table(["rule", "dtype", "leaves", "thr", "impl", "ms/step", "us/leaf", "x opt",
-                   "setup ms"], out, "llrrlrrrr")
+                   "setup ms", "check"], out, "llrrlrrrrl")
 
 
 def _quality_table(rows):
@@ -112,6 +116,7 @@ def to_text(results):
     """The readable report."""
     meta = results["meta"]
     parts = [f"optimisers-bench: {meta['summary']}"]
+    parts += [f"WARNING: {w}" for w in meta.get("busy") or []]
     if results.get("speed"):
         parts += ["", "Speed: optimisers.update_ per step, the probe and the peers in the "
                       "same run", _speed_table(results["speed"])]

@@ -1,138 +1,160 @@
-"""The rules the benchmark knows by name, and the bytes each one must move.
+"""The rules the benchmark knows, read from the library's registry, and the bytes each
+one must move.
+
+Every built-in rule class (``optimisers.RULES``) that builds with no arguments is a rule
+of the benchmark, named by its class name in lower case (``Adam`` -> ``"adam"``), at its
+default hyper-parameters (:data:`SETTINGS` lists the few the benchmark changes).  A rule
+added to the library appears here with nothing to edit.  ``"a+b"`` names the chain
+``OptimiserChain(A(), B())`` of any of them; :data:`CHAINS` are the chains the benchmark
+lists (``--list``).
 
 A rule's *minimal memory traffic* is what any implementation of its step has to read and
-write per parameter element, however it is written.  It is given here as a list of
-*passes* over memory, each pass a pair ``(read_only, updated)``:
+write per parameter element, however it is written.  It is a list of *passes* over
+memory, each pass a pair ``(read_only, updated)``:
 
 * ``read_only`` streams are read and never written (the gradient ``g``);
 * ``updated`` streams are read and written back in place (the parameter ``x`` and every
   state array).
 
 A pass costs ``read_only + 2 * updated`` arrays of the parameter's itemsize per element.
-The probe (``optimisers._probe``) measures the machine's bandwidth on exactly these passes.
+The step is one fused pass that reads ``g`` and updates ``x`` and every state array of
+the parameter's size, counted in the state ``rule.init(x)`` builds (a chain's states
+together); a rule of :data:`NORM_PASS` first reads ``g`` once more for its norm.  The
+probe (``optimisers._probe``) measures the machine's bandwidth on exactly these passes.
+Adam (``m`` and ``v``) in float32: (1 + 2 * 3) arrays x 4 bytes = 28 bytes per element.
 
-==================  =====================================  =====================  ======
-rule                read                                   write                  arrays
-==================  =====================================  =====================  ======
-descent             x, g                                   x                      3
-momentum, nesterov  x, g, v                                x, v                   5
-lion                x, g, m                                x, m                   5
-rmsprop, adagrad    x, g, acc                              x, acc                 5
-adam, nadam, adamw  x, g, m, v                             x, m, v                7
-  (AdamW coupled or not: x is read for the step anyway)
-adabelief, radam    x, g, m, s                             x, m, s                7
-adadelta, rprop     x, g, two states                       x, two states          7
-amsgrad, oadam      x, g, three states                     x, three states        9
-clipnorm+adamw      g (the norm), then x, g, m, v          x, m, v                8
-clipgrad+adam       x, g, m, v  (the clip is fused)        x, m, v                7
-weightdecay+adam    x, g, m, v  (the decay is fused)       x, m, v                7
-==================  =====================================  =====================  ======
-
-Adam in float32: 7 arrays x 4 bytes = 28 bytes per element.
+>>> get("adam").passes, get("clipnorm+adamw").passes
+(((1, 3),), ((1, 0), (1, 3)))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+import functools
+from dataclasses import dataclass
+
+import numpy as np
 
 import optimisers as opt
 
-__all__ = ["RuleSpec", "RULES", "get", "names", "arrays_per_element", "bytes_per_step"]
+__all__ = ["RuleSpec", "SETTINGS", "CHAINS", "NORM_PASS", "get", "names",
+           "arrays_per_element", "bytes_per_step", "state_arrays"]
 
-# The two passes every rule below is made of.
-_NORM = (1, 0)          # read g once, write nothing (ClipNorm's norm)
+# Hyper-parameters the benchmark sets where a rule's default would time another
+# computation: AdamW's default decay is 0, which makes its step Adam's.  (0.01 is
+# PyTorch's default.)
+SETTINGS = {"adamw": {"lambda_": 1e-2}}
 
+# Rules that read the whole gradient before their element-wise step (ClipNorm's norm of
+# g): a pass the state does not show.
+NORM_PASS = ("clipnorm",)
 
-def _p(updated):
-    """One fused pass that reads g and updates ``updated`` arrays (x and the states)."""
-    return (1, updated)
+# The chains --list shows and the comparisons with torch know (any "a+b" runs).
+CHAINS = ("clipnorm+adamw", "clipgrad+adam", "weightdecay+adam")
+
+# A parameter of this many elements is what the state arrays are counted on: a size no
+# per-array scalar of a state (Adam's beta^t) has.
+_PROBE_SIZE = 7
 
 
 @dataclass(frozen=True)
 class RuleSpec:
-    """A named rule of the benchmark.
+    """A rule of the benchmark: a built-in rule class or a chain of them.
 
-    ``make(eta)`` builds the rule (``eta=None``: the speed benchmark's default);
-    ``passes`` its minimal traffic (see the module docstring); ``lr`` the learning rates of
-    the quality problems, by problem name, ``"*"`` for the rest.
+    ``classes`` the rule classes (one, or a chain's in order); ``passes`` its minimal
+    traffic (see the module docstring).
     """
 
     name: str
-    make: Callable
+    classes: tuple
     passes: tuple
-    lr: dict = field(default_factory=dict)
-    doc: str = ""
 
     def rule(self, eta=None):
-        return self.make(eta)
+        """The rule at the benchmark's settings; ``eta`` (not None) replaces the learning
+        rate of the last rule of a chain that has one."""
+        parts = [_build(cls) for cls in self.classes]
+        if eta is not None:
+            k = max((i for i, r in enumerate(parts) if hasattr(r, "eta")), default=None)
+            if k is not None:
+                parts[k] = _build(self.classes[k], eta=eta)
+        return parts[0] if len(parts) == 1 else opt.OptimiserChain(*parts)
 
-    def learning_rate(self, problem):
-        """The learning rate this rule uses on the quality ``problem`` (None: no eta)."""
-        return self.lr.get(problem, self.lr.get("*"))
+    @property
+    def doc(self):
+        """The rule as the benchmark builds it (its repr)."""
+        return repr(self.rule())
 
 
-def _eta(default):
-    return lambda eta: default if eta is None else eta
+def _name(cls):
+    return cls.__name__.lower()
 
 
-def _spec(name, make, passes, lr, doc):
-    return RuleSpec(name, make, tuple(passes), dict(lr), doc)
+def _build(cls, **extra):
+    return cls(**{**SETTINGS.get(_name(cls), {}), **extra})
 
 
-_ADAM_LR = {"rosenbrock": 0.02, "logistic": 0.01, "spirals": 0.03}
+def state_arrays(tree):
+    """The distinct numpy arrays a state (or a whole state tree, with its ``Leaf``s and
+    their per-leaf buffers) holds, at any nesting."""
+    seen, todo = {}, [tree]
+    while todo:
+        s = todo.pop()
+        if isinstance(s, np.ndarray):
+            seen.setdefault(id(s), s)
+        elif isinstance(s, opt.Leaf):
+            todo += [s.state, getattr(s, "_scratch", None)]
+        elif isinstance(s, dict):
+            todo += list(s.values())
+        elif isinstance(s, (list, tuple)):
+            todo += list(s)
+    return list(seen.values())
 
-RULES = {s.name: s for s in [
-    _spec("descent", lambda eta: opt.Descent(_eta(1e-3)(eta)), [_p(1)],
-          {"rosenbrock": 1e-3, "logistic": 1.0, "spirals": 1.0}, "Descent"),
-    _spec("momentum", lambda eta: opt.Momentum(_eta(1e-3)(eta), 0.9), [_p(2)],
-          {"rosenbrock": 2e-4, "logistic": 0.1, "spirals": 0.3}, "Momentum(rho=0.9)"),
-    _spec("nesterov", lambda eta: opt.Nesterov(_eta(1e-3)(eta), 0.9), [_p(2)],
-          {"rosenbrock": 2e-4, "logistic": 0.1, "spirals": 0.3}, "Nesterov(rho=0.9)"),
-    _spec("rmsprop", lambda eta: opt.RMSProp(_eta(1e-3)(eta)), [_p(2)],
-          {"rosenbrock": 0.005, "logistic": 0.01, "spirals": 0.003}, "RMSProp"),
-    _spec("adagrad", lambda eta: opt.AdaGrad(_eta(1e-2)(eta)), [_p(2)],
-          {"rosenbrock": 0.5, "logistic": 0.1, "spirals": 0.3}, "AdaGrad"),
-    _spec("adadelta", lambda eta: opt.AdaDelta(), [_p(3)], {}, "AdaDelta (no eta)"),
-    _spec("rprop", lambda eta: opt.Rprop(_eta(1e-3)(eta)), [_p(3)],
-          {"*": 1e-3}, "Rprop (full-batch only)"),
-    _spec("adam", lambda eta: opt.Adam(_eta(1e-3)(eta)), [_p(3)], _ADAM_LR, "Adam"),
-    _spec("nadam", lambda eta: opt.NAdam(_eta(1e-3)(eta)), [_p(3)], _ADAM_LR, "NAdam"),
-    _spec("radam", lambda eta: opt.RAdam(_eta(1e-3)(eta)), [_p(3)],
-          dict(_ADAM_LR, rosenbrock=2e-3), "RAdam (its un-adapted warm-up steps need a small eta)"),
-    _spec("adamax", lambda eta: opt.AdaMax(_eta(1e-3)(eta)), [_p(3)], _ADAM_LR, "AdaMax"),
-    _spec("adabelief", lambda eta: opt.AdaBelief(_eta(1e-3)(eta)), [_p(3)], _ADAM_LR,
-          "AdaBelief"),
-    _spec("amsgrad", lambda eta: opt.AMSGrad(_eta(1e-3)(eta)), [_p(4)], _ADAM_LR, "AMSGrad"),
-    _spec("oadam", lambda eta: opt.OAdam(_eta(1e-3)(eta)), [_p(4)], _ADAM_LR, "OAdam"),
-    _spec("adamw", lambda eta: opt.AdamW(_eta(1e-3)(eta), lambda_=1e-2), [_p(3)], _ADAM_LR,
-          "AdamW(lambda_=0.01), coupled as in PyTorch"),
-    _spec("lion", lambda eta: opt.Lion(_eta(1e-4)(eta)), [_p(2)],
-          {"rosenbrock": 2e-3, "logistic": 0.01, "spirals": 0.01}, "Lion"),
-    _spec("clipnorm+adamw",
-          lambda eta: opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(_eta(1e-3)(eta),
-                                                                      lambda_=1e-2)),
-          [_NORM, _p(3)], _ADAM_LR, "OptimiserChain(ClipNorm(1), AdamW(lambda_=0.01))"),
-    _spec("clipgrad+adam",
-          lambda eta: opt.OptimiserChain(opt.ClipGrad(1.0), opt.Adam(_eta(1e-3)(eta))),
-          [_p(3)], _ADAM_LR, "OptimiserChain(ClipGrad(1), Adam)"),
-    _spec("weightdecay+adam",
-          lambda eta: opt.OptimiserChain(opt.WeightDecay(1e-4), opt.Adam(_eta(1e-3)(eta))),
-          [_p(3)], _ADAM_LR, "OptimiserChain(WeightDecay(1e-4), Adam)"),
-]}
+
+def _passes(rule, classes):
+    x = np.zeros(_PROBE_SIZE)
+    states = sum(a.size == x.size for a in state_arrays(rule.init(x)))
+    norms = ((1, 0),) if any(_name(c) in NORM_PASS for c in classes) else ()
+    return norms + ((1, 1 + states),)
+
+
+@functools.cache
+def _single_rules():
+    """The built-in rule classes that build with no arguments: name ->
+    class, in the registry's order.  OptimiserChain is left out: chains are named by
+    their parts ("a+b")."""
+    out = {}
+    for cls in opt.RULES:
+        if issubclass(cls, opt.OptimiserChain):
+            continue
+        try:
+            _build(cls)
+        except TypeError:               # needs arguments (AccumGrad(n), MixedPrecision)
+            continue
+        out[_name(cls)] = cls
+    return out
+
+
+@functools.cache
+def _spec(key):
+    singles = _single_rules()
+    parts = key.split("+")
+    unknown = [p for p in parts if p not in singles]
+    if unknown:
+        raise KeyError(f"unknown rule {unknown[0]!r}; known rules: {', '.join(singles)} "
+                       f"and chains of them joined by '+' (e.g. {CHAINS[0]})")
+    classes = tuple(singles[p] for p in parts)
+    spec = RuleSpec(key, classes, ())
+    return RuleSpec(key, classes, _passes(spec.rule(), classes))
 
 
 def names():
-    """Every rule name, in table order."""
-    return list(RULES)
+    """Every rule name, in the registry's order, then :data:`CHAINS`."""
+    return list(_single_rules()) + list(CHAINS)
 
 
 def get(name):
-    """The :class:`RuleSpec` called ``name`` (case-insensitive); ``KeyError`` lists them."""
-    key = name.strip().lower()
-    if key not in RULES:
-        raise KeyError(f"unknown rule {name!r}; known rules: {', '.join(RULES)}")
-    return RULES[key]
+    """The :class:`RuleSpec` called ``name`` (case-insensitive, ``"a+b"`` for a chain);
+    ``KeyError`` lists the rules."""
+    return _spec("+".join(p.strip() for p in name.strip().lower().split("+")))
 
 
 def arrays_per_element(passes):
