@@ -12,6 +12,7 @@ import optimisers as opt
 from optimisers import _kernels as baseline
 from optimisers import _engine, _native, _program
 from builds import BUILDS, WIDER_ISAS, build_or_skip
+from registry import COMPLEX_OK, rule_classes_in
 
 WIDER = list(BUILDS)[1:]
 
@@ -60,14 +61,9 @@ def _run(module, rule, dtype, rng, scale):
     return model, state
 
 
-def _classes(rule):
-    inner = getattr(rule, "opts", None)
-    return [c for r in inner for c in _classes(r)] if inner is not None else [rule]
-
-
 # complex64 only with the rules defined for complex parameters
 CASES = [(rule, dtype) for rule in RULES for dtype in (np.float32, np.float64, np.complex64)
-         if dtype != np.complex64 or all(c._complex for c in _classes(rule))]
+         if dtype != np.complex64 or rule_classes_in(rule) <= set(COMPLEX_OK)]
 
 
 @pytest.mark.parametrize("isa", WIDER_ISAS)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import optimisers as opt
 from optimisers._leaf import tree_equal
+from registry import COMPLEX_OK
 
 
 @opt.functor(trainable=("w",))
@@ -60,7 +61,7 @@ def _complex_ok(rule):
         return all(_complex_ok(r) for r in inner)
     if isinstance(rule, opt.MixedPrecision):
         return _complex_ok(rule.rule)
-    return rule._complex is not None
+    return isinstance(rule, COMPLEX_OK)
 
 
 @st.composite

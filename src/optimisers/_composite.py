@@ -142,7 +142,6 @@ class AccumGrad(Rule):
     """
 
     __slots__ = ("n",)
-    _complex = "componentwise"
 
     def __init__(self, n):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
@@ -225,7 +224,6 @@ class MixedPrecision(Rule):
     """
 
     __slots__ = ("rule", "dtype")
-    _complex = "componentwise"
 
     def __init__(self, *args, rule=None, dtype=None):
         if len(args) == 2:
@@ -273,7 +271,7 @@ class MixedPrecision(Rule):
         return self.dtype
 
     def check_param(self, x, path=None):
-        Rule.check_param(self, x, path)
+        # component-wise itself: only its rule decides, in the master copy's dtype
         self.rule.check_param(np.empty(0, self._high(x.dtype)), path)
 
     def _precheck(self, prog):

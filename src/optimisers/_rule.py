@@ -9,6 +9,8 @@ import numbers
 
 import numpy as np
 
+from ._native import kernels as _kernels
+
 __all__ = ["Rule", "init", "builtin_rules", "state_types"]
 
 # The one list of rules: every public Rule subclass defined in this package registers itself
@@ -54,9 +56,6 @@ class Rule:
     >>> x
     array([ 0.5, -2. ])
     """
-
-    #: how the rule treats complex parameters: "componentwise", "moments", or None (refused)
-    _complex = None
 
     #: the NamedTuple type(s) of the state ``init`` builds (what a checkpoint may hold)
     state_types = ()
@@ -109,11 +108,16 @@ class Rule:
         raise NotImplementedError(f"{type(self).__name__} must define apply(state, x, dx)")
 
     def check_param(self, x, path=None):
-        """Raise ``TypeError`` at ``setup`` if this rule cannot train ``x``."""
-        if x.dtype.kind == "c" and not type(self)._user_rule() and self._complex is None:
-            where = f" at {path}" if path is not None else ""
-            raise TypeError(f"{type(self).__name__} is not defined for complex parameters "
-                            f"(it orders values){where}; got dtype {x.dtype}")
+        """Raise ``TypeError`` at ``setup`` if this rule cannot train ``x``: a complex
+        parameter with a rule whose kernel kinds order values (the kernels' table says which
+        kinds are defined for complex numbers)."""
+        if x.dtype.kind == "c" and not type(self)._user_rule():
+            kinds = _KernelKinds(np.zeros(2, x.dtype))
+            self._compile(self.init(kinds.x), kinds)
+            if not all(_kernels.accepts_complex(k) for k in kinds.used):
+                where = f" at {path}" if path is not None else ""
+                raise TypeError(f"{type(self).__name__} is not defined for complex parameters "
+                                f"(it orders values){where}; got dtype {x.dtype}")
 
     @classmethod
     def _user_rule(cls):
@@ -163,6 +167,27 @@ class Rule:
         for k, v in changes.items():
             object.__setattr__(new, k, v)
         return new
+
+
+class _KernelKinds:
+    """Stands in for the engine's Program to list the kernel kinds a rule compiles to on a
+    small array like the parameter (nothing runs)."""
+
+    def __init__(self, x):
+        self.x = x
+        self.used = []
+        self.stages = self.used
+        self.stopped = False
+        self.path = None
+
+    def add(self, kind, hp, *buffers, sc=None, ctr=None):
+        self.used.append(kind)
+
+    def current(self):
+        return self.x
+
+    def known_norm(self, p):
+        return None
 
 
 def builtin_rules():

@@ -121,7 +121,6 @@ class Adam(_AdamLike):
     eta: float = 1e-3
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-8
-    _complex = "moments"
 
     state_types = (AdamState,)
 
@@ -169,7 +168,6 @@ class RAdam(_AdamLike):
     eta: float = 1e-3
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-8
-    _complex = "moments"
 
     state_types = (RAdamState,)
 
@@ -253,7 +251,6 @@ class OAdam(_AdamLike):
     eta: float = 1e-3
     beta: tuple = (0.5, 0.9)
     epsilon: float = 1e-8
-    _complex = "moments"
 
     state_types = (OAdamState,)
 
@@ -336,7 +333,6 @@ class NAdam(_AdamLike):
     eta: float = 1e-3
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-8
-    _complex = "moments"
 
     state_types = (AdamState,)
 
@@ -388,7 +384,6 @@ class AdamW(_AdamLike):
     lambda_: float = 0.0
     epsilon: float = 1e-8
     couple: bool = True
-    _complex = "moments"
 
     def _check(self):
         return {**super()._check(), "lambda_": nonneg(self, "lambda_", self.lambda_),
@@ -436,7 +431,6 @@ class AdaBelief(_AdamLike):
     eta: float = 1e-3
     beta: tuple = (0.9, 0.999)
     epsilon: float = 1e-16
-    _complex = "moments"
 
     state_types = (AdaBeliefState,)
 

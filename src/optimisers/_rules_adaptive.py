@@ -60,7 +60,6 @@ class RMSProp(Rule):
     rho: float = 0.9
     epsilon: float = 1e-8
     centred: bool = False
-    _complex = "moments"
 
     def __init__(self, eta=1e-3, rho=0.9, epsilon=1e-8, centred=False, *, centered=False):
         object.__setattr__(self, "eta", eta)
@@ -114,7 +113,6 @@ class AdaGrad(Rule):
     """
     eta: float = 0.1
     epsilon: float = 1e-8
-    _complex = "moments"
 
     def _check(self):
         return {"eta": nonneg(self, "eta", self.eta), "epsilon": nonneg(self, "epsilon", self.epsilon)}
@@ -157,7 +155,6 @@ class AdaDelta(Rule):
     """
     rho: float = 0.9
     epsilon: float = 1e-8
-    _complex = "moments"
 
     def _check(self):
         return {"rho": decay(self, "rho", self.rho), "epsilon": nonneg(self, "epsilon", self.epsilon)}

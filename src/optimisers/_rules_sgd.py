@@ -39,7 +39,6 @@ class Descent(Rule):
     array([0.9, 0.8])
     """
     eta: float = 0.1
-    _complex = "componentwise"
 
     def _check(self):
         return {"eta": nonneg(self, "eta", self.eta)}
@@ -76,7 +75,6 @@ class Momentum(Rule):
     """
     eta: float = 0.01
     rho: float = 0.9
-    _complex = "componentwise"
 
     def _check(self):
         return {"eta": nonneg(self, "eta", self.eta), "rho": decay(self, "rho", self.rho)}
@@ -120,7 +118,6 @@ class Nesterov(Rule):
     """
     eta: float = 0.001
     rho: float = 0.9
-    _complex = "componentwise"
 
     def _check(self):
         return {"eta": nonneg(self, "eta", self.eta), "rho": decay(self, "rho", self.rho)}

@@ -35,7 +35,6 @@ class WeightDecay(Rule):
     array([0.95])
     """
     lambda_: float = 5e-4
-    _complex = "componentwise"
 
     def _check(self):
         return {"lambda_": nonneg(self, "lambda_", self.lambda_)}
@@ -148,7 +147,6 @@ class ClipNorm(Rule):
     omega: float = 10.0
     p: float = 2.0
     throw: bool = True
-    _complex = "componentwise"
 
     def _check(self):
         return {"omega": nonneg(self, "omega", self.omega),
