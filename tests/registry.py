@@ -19,7 +19,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         WeightDecay)
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
-           "COMPLEX_REFUSED", "rule_classes_in", "LEAF_CLASSES"]
+           "COMPLEX_REFUSED", "SPECS", "rule_classes_in", "LEAF_CLASSES"]
 
 # One entry per rule class at its defaults, read from the library's registry (opt.RULES:
 # every built-in Rule subclass), so that a new rule is tested at its defaults without a line
@@ -126,6 +126,49 @@ def _check_complex_spec():
 
 
 _check_complex_spec()
+
+# API.md's fields of each rule class, this suite's own statement of them (what the library's
+# constructors, reprs and checks are tested against, tests/test_hyperparameters.py):
+ADAM_DEFAULTS = {"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-8}
+
+# class -> (field names in positional order with API.md's defaults, non-default values)
+SPECS = {
+    Descent: ({"eta": 0.1}, (0.25,)),
+    Momentum: ({"eta": 0.01, "rho": 0.9}, (0.02, 0.8)),
+    Nesterov: ({"eta": 0.001, "rho": 0.9}, (0.02, 0.8)),
+    Rprop: ({"eta": 1e-3, "ell": (0.5, 1.2), "gamma": (1e-6, 50.0)},
+            (0.01, (0.4, 1.3), (1e-5, 10.0))),
+    RMSProp: ({"eta": 1e-3, "rho": 0.9, "epsilon": 1e-8, "centred": False},
+              (0.01, 0.8, 1e-6, True)),
+    Adam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
+    RAdam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
+    AdaMax: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
+    AMSGrad: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
+    NAdam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
+    OAdam: ({"eta": 1e-3, "beta": (0.5, 0.9), "epsilon": 1e-8}, (0.01, (0.8, 0.99), 1e-6)),
+    AdaGrad: ({"eta": 0.1, "epsilon": 1e-8}, (0.2, 1e-6)),
+    AdaDelta: ({"rho": 0.9, "epsilon": 1e-8}, (0.8, 1e-6)),
+    AdamW: ({"eta": 1e-3, "beta": (0.9, 0.999), "lambda_": 0.0, "epsilon": 1e-8,
+             "couple": True}, (0.01, (0.8, 0.99), 0.1, 1e-6, False)),
+    AdaBelief: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-16},
+                (0.01, (0.8, 0.99), 1e-10)),
+    Lion: ({"eta": 1e-3, "beta": (0.9, 0.999)}, (0.01, (0.8, 0.99))),
+    WeightDecay: ({"lambda_": 5e-4}, (0.1,)),
+    SignDecay: ({"lambda_": 1e-3}, (0.1,)),
+    ClipGrad: ({"delta": 10.0}, (2.0,)),
+    ClipNorm: ({"omega": 10.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
+    AccumGrad: ({"n": None}, (4,)),        # n has no default
+}
+
+
+def _check_specs():
+    for cls in opt.RULES:
+        if cls not in SPECS and cls not in _COMPOSITES:
+            raise AssertionError(f"the rule class {cls.__name__} has no row in registry.SPECS "
+                                 f"(its fields with their defaults, and other values)")
+
+
+_check_specs()
 
 LEAF_CLASSES = tuple(c for c in opt.RULES if c not in _COMPOSITES)
 

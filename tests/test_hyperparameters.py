@@ -18,40 +18,9 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
                         WeightDecay)
-
-ADAM_DEFAULTS = {"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-8}
-
-# class -> (field names in positional order with API.md's defaults, non-default values)
-SPECS = {
-    Descent: ({"eta": 0.1}, (0.25,)),
-    Momentum: ({"eta": 0.01, "rho": 0.9}, (0.02, 0.8)),
-    Nesterov: ({"eta": 0.001, "rho": 0.9}, (0.02, 0.8)),
-    Rprop: ({"eta": 1e-3, "ell": (0.5, 1.2), "gamma": (1e-6, 50.0)},
-            (0.01, (0.4, 1.3), (1e-5, 10.0))),
-    RMSProp: ({"eta": 1e-3, "rho": 0.9, "epsilon": 1e-8, "centred": False},
-              (0.01, 0.8, 1e-6, True)),
-    Adam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
-    RAdam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
-    AdaMax: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
-    AMSGrad: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
-    NAdam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
-    OAdam: ({"eta": 1e-3, "beta": (0.5, 0.9), "epsilon": 1e-8}, (0.01, (0.8, 0.99), 1e-6)),
-    AdaGrad: ({"eta": 0.1, "epsilon": 1e-8}, (0.2, 1e-6)),
-    AdaDelta: ({"rho": 0.9, "epsilon": 1e-8}, (0.8, 1e-6)),
-    AdamW: ({"eta": 1e-3, "beta": (0.9, 0.999), "lambda_": 0.0, "epsilon": 1e-8,
-             "couple": True}, (0.01, (0.8, 0.99), 0.1, 1e-6, False)),
-    AdaBelief: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-16},
-                (0.01, (0.8, 0.99), 1e-10)),
-    Lion: ({"eta": 1e-3, "beta": (0.9, 0.999)}, (0.01, (0.8, 0.99))),
-    WeightDecay: ({"lambda_": 5e-4}, (0.1,)),
-    SignDecay: ({"lambda_": 1e-3}, (0.1,)),
-    ClipGrad: ({"delta": 10.0}, (2.0,)),
-    ClipNorm: ({"omega": 10.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
-    AccumGrad: ({"n": None}, (4,)),        # n has no default
-}
+from registry import SPECS
 
 VALUE_CLASSES = list(SPECS)
-assert set(VALUE_CLASSES) | {OptimiserChain, MixedPrecision} == set(opt.RULES)
 
 
 def cls_id(c):
