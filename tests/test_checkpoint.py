@@ -19,6 +19,7 @@ from optimisers import _rule
 from optimisers._checkpoint import CheckpointError, load_state, save_state
 from optimisers._checkpoint_format import MAGIC, VERSION
 from optimisers._leaf import Leaf, tree_equal
+from registry import DEFAULT_RULES
 
 F16, F32, F64 = np.float16, np.float32, np.float64
 
@@ -149,12 +150,10 @@ REQUIRED = [
     (opt.MixedPrecision(opt.Adam()), F16),
     (opt.RMSProp(centred=True), F32),
 ]
-OTHERS = [
-    (opt.Descent(0.1), F32), (opt.Momentum(0.05, 0.8), F64), (opt.Nesterov(), F32),
-    (opt.Rprop(), F32), (opt.RMSProp(), F32), (opt.Adam(), F64), (opt.Adam(), F16),
-    (opt.RAdam(0.01), F64), (opt.AdaMax(), F32), (opt.OAdam(), F32), (opt.AdaGrad(), F64),
-    (opt.AdaDelta(), F32), (opt.AMSGrad(), F32), (opt.NAdam(), F32), (opt.AdaBelief(), F32),
-    (opt.Lion(), F32),
+# every rule class at its defaults (the registry's rows), and other dtypes and compositions
+OTHERS = [(rule, F32) for _, rule in DEFAULT_RULES] + [
+    (opt.Descent(0.1), F32), (opt.Momentum(0.05, 0.8), F64), (opt.Adam(), F64),
+    (opt.Adam(), F16), (opt.RAdam(0.01), F64), (opt.AdaGrad(), F64),
     (opt.OptimiserChain(opt.WeightDecay(), opt.Descent()), F32),
     (opt.OptimiserChain(opt.SignDecay(), opt.ClipGrad(0.5), opt.Momentum()), F32),
     (opt.OptimiserChain(opt.ClipNorm(2.0, p=np.inf),
