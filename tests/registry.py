@@ -19,7 +19,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         WeightDecay)
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
-           "COMPLEX_REFUSED", "SPECS", "rule_classes_in", "LEAF_CLASSES"]
+           "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES"]
 
 # One entry per rule class at its defaults, read from the library's registry (opt.RULES:
 # every built-in Rule subclass), so that a new rule is tested at its defaults without a line
@@ -161,14 +161,57 @@ SPECS = {
 }
 
 
+# Convergence on a quadratic and on Rosenbrock's function (tests/test_rules.py), with
+# learning rates tuned for each rule:
+# name -> (rule for the quadratic, rule for Rosenbrock, Rosenbrock steps)
+# transformations (clipping, decay, accumulation) run in a chain with a descent rule
+CONVERGENCE = {
+    "Descent": (Descent(0.5), Descent(1e-3), 3000),
+    "Momentum": (Momentum(0.1), Momentum(5e-4, 0.9), 3000),
+    "Nesterov": (Nesterov(0.1), Nesterov(5e-4), 3000),
+    "Rprop": (Rprop(0.1), Rprop(0.01), 3000),
+    "RMSProp": (RMSProp(0.01), RMSProp(1e-3), 3000),
+    "RMSProp-centred": (RMSProp(0.01, centred=True), RMSProp(1e-3, centred=True), 3000),
+    "Adam": (Adam(0.05), Adam(0.02), 3000),
+    "RAdam": (RAdam(0.05), RAdam(2e-3), 6000),
+    "AdaMax": (AdaMax(0.05), AdaMax(0.05), 3000),
+    "OAdam": (OAdam(0.05), OAdam(0.01), 3000),
+    "AdaGrad": (AdaGrad(0.5), AdaGrad(0.5), 3000),
+    "AdaDelta": (AdaDelta(0.9, 1e-4), AdaDelta(), 4000),
+    "AMSGrad": (AMSGrad(0.05), AMSGrad(0.02), 3000),
+    "NAdam": (NAdam(0.05), NAdam(0.02), 3000),
+    "AdamW": (AdamW(0.05, lambda_=1e-3), AdamW(0.02, lambda_=1e-4), 3000),
+    "AdamW-decoupled": (AdamW(0.05, lambda_=1e-4, couple=False),
+                        AdamW(0.02, lambda_=1e-5, couple=False), 3000),
+    "AdaBelief": (AdaBelief(0.05), AdaBelief(0.01), 3000),
+    "Lion": (Lion(0.01), Lion(1e-3), 3000),
+    "WeightDecay": (OptimiserChain(WeightDecay(1e-3), Descent(0.5)),
+                    OptimiserChain(WeightDecay(1e-4), Descent(1e-3)), 3000),
+    "SignDecay": (OptimiserChain(SignDecay(1e-4), Descent(0.5)),
+                  OptimiserChain(SignDecay(1e-4), Descent(1e-3)), 3000),
+    "ClipGrad": (OptimiserChain(ClipGrad(0.1), Descent(0.5)),
+                 OptimiserChain(ClipGrad(10.0), Descent(1e-3)), 3000),
+    "ClipNorm": (OptimiserChain(ClipNorm(1.0), Descent(0.5)),
+                 OptimiserChain(ClipNorm(10.0), Descent(1e-3)), 3000),
+    "AccumGrad": (OptimiserChain(AccumGrad(3), Adam(0.05)),
+                  OptimiserChain(AccumGrad(2), Adam(0.03)), 4000),
+    "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
+}
+
+
 def _check_specs():
+    _converging = set()
+    for rq, rr, _ in CONVERGENCE.values():
+        _converging |= rule_classes_in(rq) | rule_classes_in(rr) | {type(rq), type(rr)}
     for cls in opt.RULES:
         if cls not in SPECS and cls not in _COMPOSITES:
             raise AssertionError(f"the rule class {cls.__name__} has no row in registry.SPECS "
                                  f"(its fields with their defaults, and other values)")
+        if cls not in _converging:
+            raise AssertionError(f"the rule class {cls.__name__} has no row in "
+                                 f"registry.CONVERGENCE (rules that train a quadratic and "
+                                 f"Rosenbrock's function)")
 
-
-_check_specs()
 
 LEAF_CLASSES = tuple(c for c in opt.RULES if c not in _COMPOSITES)
 
@@ -205,3 +248,6 @@ def _check_coverage():
 
 
 _check_coverage()
+
+
+_check_specs()

@@ -23,7 +23,8 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         WeightDecay)
 from assertions import assert_arrays_same, assert_state_same, state_arrays
 from reference import ref_apply, ref_init, ref_norm, ref_update
-from registry import (COMPLEX_OK, COMPLEX_REFUSED, RULE_IDS, RULES, rule_classes_in)
+from registry import (COMPLEX_OK, COMPLEX_REFUSED, CONVERGENCE, RULE_IDS, RULES,
+                      rule_classes_in)
 
 RULE_VALUES = [r for _, r in RULES]
 N_STEPS = 8
@@ -263,40 +264,6 @@ def rosen_grad(z):
     return g
 
 
-# name -> (rule for the quadratic, rule for Rosenbrock, Rosenbrock steps)
-# transformations (clipping, decay, accumulation) run in a chain with a descent rule
-CONVERGENCE = {
-    "Descent": (Descent(0.5), Descent(1e-3), 3000),
-    "Momentum": (Momentum(0.1), Momentum(5e-4, 0.9), 3000),
-    "Nesterov": (Nesterov(0.1), Nesterov(5e-4), 3000),
-    "Rprop": (Rprop(0.1), Rprop(0.01), 3000),
-    "RMSProp": (RMSProp(0.01), RMSProp(1e-3), 3000),
-    "RMSProp-centred": (RMSProp(0.01, centred=True), RMSProp(1e-3, centred=True), 3000),
-    "Adam": (Adam(0.05), Adam(0.02), 3000),
-    "RAdam": (RAdam(0.05), RAdam(2e-3), 6000),
-    "AdaMax": (AdaMax(0.05), AdaMax(0.05), 3000),
-    "OAdam": (OAdam(0.05), OAdam(0.01), 3000),
-    "AdaGrad": (AdaGrad(0.5), AdaGrad(0.5), 3000),
-    "AdaDelta": (AdaDelta(0.9, 1e-4), AdaDelta(), 4000),
-    "AMSGrad": (AMSGrad(0.05), AMSGrad(0.02), 3000),
-    "NAdam": (NAdam(0.05), NAdam(0.02), 3000),
-    "AdamW": (AdamW(0.05, lambda_=1e-3), AdamW(0.02, lambda_=1e-4), 3000),
-    "AdamW-decoupled": (AdamW(0.05, lambda_=1e-4, couple=False),
-                        AdamW(0.02, lambda_=1e-5, couple=False), 3000),
-    "AdaBelief": (AdaBelief(0.05), AdaBelief(0.01), 3000),
-    "Lion": (Lion(0.01), Lion(1e-3), 3000),
-    "WeightDecay": (OptimiserChain(WeightDecay(1e-3), Descent(0.5)),
-                    OptimiserChain(WeightDecay(1e-4), Descent(1e-3)), 3000),
-    "SignDecay": (OptimiserChain(SignDecay(1e-4), Descent(0.5)),
-                  OptimiserChain(SignDecay(1e-4), Descent(1e-3)), 3000),
-    "ClipGrad": (OptimiserChain(ClipGrad(0.1), Descent(0.5)),
-                 OptimiserChain(ClipGrad(10.0), Descent(1e-3)), 3000),
-    "ClipNorm": (OptimiserChain(ClipNorm(1.0), Descent(0.5)),
-                 OptimiserChain(ClipNorm(10.0), Descent(1e-3)), 3000),
-    "AccumGrad": (OptimiserChain(AccumGrad(3), Adam(0.05)),
-                  OptimiserChain(AccumGrad(2), Adam(0.03)), 4000),
-    "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
-}
 QUAD_STEPS = 500
 
 
