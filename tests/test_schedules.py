@@ -105,6 +105,8 @@ CASES = [
     ("polynomial", dict(init_value=-1.0, end_value=2.0, power=0.5, transition_steps=13)),
     ("polynomial", dict(init_value=1.0, end_value=0.0, power=0.0, transition_steps=10)),
     ("polynomial", dict(init_value=1.0, end_value=0.0, power=3, transition_steps=0)),
+    ("polynomial", dict(init_value=0.3, end_value=0.7, power=3, transition_steps=50,
+                        transition_begin=9)),
     ("cosine_decay", dict(init_value=1e-3, decay_steps=2000)),
     ("cosine_decay", dict(init_value=2.0, decay_steps=777, alpha=0.1, exponent=2.0)),
     ("cosine_decay", dict(init_value=-1.0, decay_steps=1, alpha=1.5, exponent=0.0)),
