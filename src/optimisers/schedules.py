@@ -8,10 +8,13 @@ that builds it; it is an immutable value (see :class:`Schedule`).  ``s(count)`` 
 for the update that has ``count`` updates before it: 0 at the first.
 
 Arguments are checked when the schedule is built: a ``TypeError`` or ``ValueError`` names
-the schedule, the argument and the value.  Unlike optax, a negative count of steps is
-refused (optax takes a negative ``transition_begin`` as 0), and so is a schedule whose
-values would be nan or infinite from its first transition on; ``transition_steps=0`` keeps
-optax's meaning (the value stays ``init_value``).
+the schedule, the argument and the value.  optax takes some arguments that these refuse:
+a count of steps that is negative (optax takes a negative ``transition_begin`` as 0) or
+not an integer; a non-finite value; a negative ``power``, ``exponent`` or ``decay_rate``
+(infinite or nan values); ``pct_start`` outside [0, 1] or a non-positive ``div_factor``;
+and the few arguments whose values optax computes as nan or beyond a float (an
+exponential growth of ``init_value=0``).  ``transition_steps=0`` keeps optax's meaning:
+the value stays ``init_value``.
 
 =======================  ==========================================================
 ``constant``             ``value`` at every count
