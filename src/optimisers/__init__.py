@@ -29,6 +29,8 @@ from ._tree import adjust, adjust_, freeze_, isnumeric, maywrite, setup, thaw_, 
 from ._engine import apply_, update, update_
 from ._destructure import Restructure, destructure
 from ._checkpoint import CheckpointError, load_state, save_state
+from . import schedules
+from .schedules import Schedule
 
 __version__ = "0.1.0"
 
@@ -41,5 +43,5 @@ __all__ = [
     "getkeypath", "haskeypath", "Leaf", "init", "apply_", "Rule", "functor",
     "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",
     "kernel_isa",
-    "save_state", "load_state", "CheckpointError", "RULES",
+    "save_state", "load_state", "CheckpointError", "RULES", "schedules", "Schedule",
 ] + [r.__name__ for r in RULES]
