@@ -94,17 +94,16 @@ cdef struct QuotientConstants:
     Divisor c1, c2, c1_next
 
 
-cdef inline QuotientConstants _quotient_constants(const AdamHP* h,
-                                                  floating dtype) noexcept nogil:
-    cdef QuotientConstants c
+cdef inline void _quotient_constants(QuotientRule* rule, QuotientConstants* c, const AdamHP* h,
+                                     floating dtype) noexcept nogil:
     c.b1, c.b2 = <floating> h.b1, <floating> h.b2
     c.omb1, c.omb2 = <floating> h.omb1, <floating> h.omb2
     c.eps, c.eta, c.lam, c.r = <floating> h.eps, <floating> h.eta, <floating> h.lam, <floating> h.r
     c.rectified = h.rectified != 0
     c.c1 = _divisor(<floating> h.bc1)
     c.c2 = _divisor(<floating> h.bc2)
-    c.c1_next = _divisor(<floating> h.bc1_next)
-    return c
+    if QuotientRule is NAdamStep:       # a division per tile: only where it is used
+        c.c1_next = _divisor(<floating> h.bc1_next)
 
 
 cdef inline floating _second_moment(QuotientRule* rule, const QuotientConstants* c,
@@ -174,8 +173,8 @@ cdef void quotient_tile(QuotientRule* rule, const Stage* s, Py_ssize_t off, Py_s
     # By reciprocal first, noting any value that needs the divider and keeping what `out`
     # held (in a chain `out` may be the buffer g came from); a tile that needs the divider
     # is restored and stepped again from the new moments with it.  Same bits either way.
-    cdef QuotientConstants c = _quotient_constants(<const AdamHP*> s.hp, <floating> 0)
-    cdef floating b1 = <floating> c.b1, omb1 = <floating> c.omb1
+    cdef QuotientConstants c
+    cdef floating b1, omb1
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
     cdef floating gs = <floating> s.gs
@@ -183,6 +182,8 @@ cdef void quotient_tile(QuotientRule* rule, const Stage* s, Py_ssize_t off, Py_s
     cdef floating kept[TILE]
     cdef int divider = 0
     cdef Py_ssize_t i
+    _quotient_constants(rule, &c, <const AdamHP*> s.hp, <floating> 0)
+    b1, omb1 = <floating> c.b1, <floating> c.omb1
     for i in range(n):
         gi = g[i] * gs
         mi = b1 * m[i] + omb1 * gi
