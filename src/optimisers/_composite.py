@@ -82,6 +82,9 @@ class OptimiserChain(Rule):
     def _adjust(self, changes, used, known):
         return OptimiserChain(*(r._adjust(changes, used, known) for r in self.opts))
 
+    def _fails_late(self, leading):
+        return any(r._fails_late(leading and i == 0) for i, r in enumerate(self.opts))
+
     def _precheck(self, prog):
         if self.opts:
             pre = getattr(self.opts[0], "_precheck", None)
@@ -273,6 +276,9 @@ class MixedPrecision(Rule):
     def check_param(self, x, path=None):
         # component-wise itself: only its rule decides, in the master copy's dtype
         self.rule.check_param(np.empty(0, self._high(x.dtype)), path)
+
+    def _fails_late(self, leading):
+        return self.rule._fails_late(leading)
 
     def _precheck(self, prog):
         pre = getattr(self.rule, "_precheck", None)

@@ -260,19 +260,25 @@ class Step:
                 pre(prog)
             programs.append((leaf, x, work, prog))
 
+        # A program whose rule may fail after its first stages wrote (a ClipNorm(throw=True)
+        # after other rules, a rule written in Python) runs first, after a snapshot of the
+        # arrays it writes: if one fails, every one of them is put back as it was, and the
+        # batches and other programs have not run yet.
+        late = [p for p in programs if p[0].rule._fails_late(True)]
+        snapshots = [pair for leaf, x, work, prog in late for pair in _snapshot(leaf, work)]
+        replaced = {}                     # id(read-only parameter) -> its new array
+        try:
+            for program in late:
+                _run_program(program, replaced)
+        except BaseException:
+            for a, copy in snapshots:
+                np.copyto(a, copy)
+            raise
         for b in batches:                 # the step: one kernel call per batch
             b.run()
-
-        replaced = {}                     # id(read-only parameter) -> its new array
-        for leaf, x, work, prog in programs:
-            new_state = leaf.rule._compile(leaf.state, prog)
-            prog.finish()
-            leaf.state = new_state
-            if work is not x:
-                if x.flags.writeable:
-                    np.copyto(x, work)
-                else:
-                    replaced[id(x)] = work
+        for program in programs:
+            if not program[0].rule._fails_late(True):
+                _run_program(program, replaced)
         if replaced:
             # only the containers around a replaced (read-only) array are rebuilt
             model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)
@@ -307,6 +313,42 @@ class Step:
                     self.record(leaf, x, g, link)
             entries, first = retry, False
         return batches
+
+
+def _run_program(program, replaced):
+    """Step one general-path leaf; a read-only parameter's new array goes to ``replaced``."""
+    leaf, x, work, prog = program
+    new_state = leaf.rule._compile(leaf.state, prog)
+    prog.finish()
+    leaf.state = new_state
+    if work is not x:
+        if x.flags.writeable:
+            np.copyto(x, work)
+        else:
+            replaced[id(x)] = work
+
+
+def _snapshot(leaf, work):
+    """``(array, copy)`` for the parameter ``work`` and every state array of ``leaf``: the
+    copies live on the Leaf (made once, refreshed each step), so a step allocates nothing."""
+    arrays = _arrays_in((work, leaf.state))
+    kept = leaf._backup
+    if kept is None or [(k.shape, k.dtype) for k in kept] != [(a.shape, a.dtype) for a in arrays]:
+        kept = leaf._backup = [np.empty_like(a) for a in arrays]
+    for k, a in zip(kept, arrays):
+        np.copyto(k, a)
+    return zip(arrays, kept)
+
+
+def _arrays_in(s):
+    """Every array in a state (nested tuples, lists and dicts of arrays), once each."""
+    if isinstance(s, np.ndarray):
+        return [s]
+    if isinstance(s, dict):
+        s = s.values()
+    elif not isinstance(s, (list, tuple)):
+        return []
+    return list({id(a): a for part in s for a in _arrays_in(part)}.values())
 
 
 def check_gradient(g, x, want, link):

@@ -44,7 +44,7 @@ class Leaf:
     Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0.]))
     """
 
-    __slots__ = ("rule", "state", "frozen", "_scratch", "_plan", "__weakref__")
+    __slots__ = ("rule", "state", "frozen", "_scratch", "_plan", "_backup", "__weakref__")
 
     def __init__(self, rule, state, frozen=False):
         self.rule = rule
@@ -52,6 +52,7 @@ class Leaf:
         self.frozen = bool(frozen)
         self._scratch = None   # a per-leaf buffer for chains that must materialise d
         self._plan = None      # per-leaf facts update_ reuses between steps (_engine.leaf_plan)
+        self._backup = None    # copies of its arrays, for a rule that may fail late
 
     def __repr__(self):
         tail = ", frozen=True" if self.frozen else ""
@@ -72,6 +73,7 @@ class Leaf:
         self.rule, self.state, self.frozen = s
         self._scratch = None
         self._plan = None
+        self._backup = None
 
 
 def tree_equal(a, b) -> bool:

@@ -119,6 +119,14 @@ class Rule:
                 raise TypeError(f"{type(self).__name__} is not defined for complex parameters "
                                 f"(it orders values){where}; got dtype {x.dtype}")
 
+    def _fails_late(self, leading):
+        """Whether this rule's step may raise after earlier stages of its program have
+        written (``leading``: nothing runs before it).  The engine runs such leaves first,
+        each after a snapshot of its arrays, so that a failure can be undone.  A rule
+        written in Python may raise anything; the built-in ones decide their errors before
+        any write unless they say otherwise."""
+        return self._user_rule()
+
     @classmethod
     def _user_rule(cls):
         return not cls.__module__.startswith("optimisers.")

@@ -153,6 +153,10 @@ class ClipNorm(Rule):
                 "p": real(self, "p", self.p, what="any real number or +-inf, not NaN"),
                 "throw": flag(self, "throw", self.throw)}
 
+    def _fails_late(self, leading):
+        # after other stages its norm is that of their output, known only once they ran
+        return self.throw and not leading
+
     def _precheck(self, prog):
         # Only for parameters the batch engine does not take (see _engine): the norm
         # of a leading ClipNorm is checked for every leaf before any leaf is written.
