@@ -12,6 +12,8 @@ step), every rule of the seed, and fused OpenMP kernels that run at memory bandw
 array([-0.001, -0.001, -0.001], dtype=float32)
 """
 
+from importlib import metadata as _metadata
+
 # the build of the kernels in use (see _native): its thread and ISA controls
 from ._native import (get_parallel_threshold, kernel_isa, max_threads, openmp_enabled,
                       set_parallel_threshold)
@@ -32,7 +34,12 @@ from ._checkpoint import CheckpointError, load_state, save_state
 from . import schedules
 from .schedules import Schedule
 
-__version__ = "0.1.0"
+# The release, from the installed package's metadata: meson-python writes there the one
+# version of the project, meson.build's (tests/test_version.py checks they agree).
+try:
+    __version__ = _metadata.version(__name__)
+except _metadata.PackageNotFoundError:       # imported from a build that was never installed
+    __version__ = "0+unknown"
 
 #: every built-in rule class (the registry of _rule.builtin_rules)
 RULES = builtin_rules()
