@@ -718,3 +718,21 @@ def test_empty_arrays_with_large_dimensions_round_trip(tmp_path):
     tree = [np.empty((0, 2**40), F32), np.empty((2**20, 0, 2**20), np.complex128)]
     save_state(tmp_path / "s", tree)
     assert bits_equal(load_state(tmp_path / "s"), tree)
+
+
+def test_a_checkpoint_of_release_0_1_0_loads_with_its_running_products_widened():
+    """tests/data/adamw-0.1.0.ckpt was written by release 0.1.0 (ClipNorm then AdamW, two
+    steps, a float32 and a complex64 parameter), which kept beta_t in the parameter's real
+    dtype: it loads, beta_t widened exactly to float64, and training goes on."""
+    path = os.path.join(os.path.dirname(__file__), "data", "adamw-0.1.0.ckpt")
+    state = load_state(path)
+    for k in ("w", "z"):
+        beta_t = state[k].state[1].beta_t
+        assert beta_t.dtype == np.float64
+        b = np.array([0.9, 0.999], np.float32)
+        assert np.array_equal(beta_t, (b * b * b).astype(np.float64))   # rounded in float32
+    model = {"w": np.array([0.9780111, -2.015992, 0.5189905], np.float32),
+             "z": np.array([0.99800104 + 0.9780111j, 2.015992 - 0.99800104j], np.complex64)}
+    state, model = opt.update_(state, model, {"w": np.ones(3, np.float32),
+                                              "z": np.ones(2, np.complex64)})
+    assert np.all(np.isfinite(model["w"])) and state["w"].state[1].beta_t.dtype == np.float64

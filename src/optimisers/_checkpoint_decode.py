@@ -99,6 +99,23 @@ _ALLOWED = {
 }
 
 
+
+def _running_products_in_float64(state):
+    """A state as this release keeps it.  Release 0.1.0 kept the running products ``beta_t``
+    of the Adam family in the parameter's real dtype; they are float64 now (the bias
+    corrections are formed in float64), so a float32 ``beta_t`` read from such a file is
+    widened, exactly."""
+    if isinstance(state, tuple):
+        fields = getattr(state, "_fields", None)
+        parts = [_running_products_in_float64(s) for s in state]
+        if fields is not None and "beta_t" in fields:
+            i = fields.index("beta_t")
+            b = parts[i]
+            if isinstance(b, np.ndarray) and b.dtype == np.float32 and b.shape == (2,):
+                parts[i] = b.astype(np.float64)
+        return type(state)(*parts) if fields is not None else tuple(parts)
+    return state
+
 class _Decoder:
     def __init__(self, doc, data, known):
         self.doc, self.data, self.known = doc, data, known
@@ -182,7 +199,7 @@ class _Decoder:
         rule = self.rules[_index(e["rule"], len(self.rules), "rules", f"{where}.rule")]
         if type(e["frozen"]) is not bool:
             raise CheckpointError(f"{where}.frozen must be true or false")
-        state = self.value(e["state"], f"{where}.state", "state")
+        state = _running_products_in_float64(self.value(e["state"], f"{where}.state", "state"))
         problem = state_problem(rule, state)
         if problem is not None:
             raise CheckpointError(f"{where}: not a state of {rule!r}: {problem}")
