@@ -65,3 +65,53 @@ def test_norm_does_not_depend_on_thread_count(p, small_parallel_threshold):
             values.append(grad_norm(g, p))
     assert values[0] == values[1]
     assert values[0] != 0.0
+
+
+class _Gate(opt.Rule):
+    """A rule written in Python that waits, inside the step, until it is let through."""
+
+    def __init__(self, inside, go):
+        self._inside, self._go = inside, go
+
+    def apply(self, state, x, dx):
+        self._inside.set()
+        assert self._go.wait(10)
+        return state, 0.1 * dx
+
+
+def test_one_state_updated_from_two_threads_refuses_instead_of_racing():
+    import threading
+    inside, go = threading.Event(), threading.Event()
+    model = {"gate": np.zeros(3), "w": np.ones(5)}
+    rules = {"gate": _Gate(inside, go), "w": opt.Descent(0.1)}
+    state = {"gate": opt.setup(rules["gate"], model["gate"]),
+             "w": opt.setup(rules["w"], model["w"])}
+    grads = {"gate": np.ones(3), "w": np.ones(5)}
+    errors = []
+
+    def first():
+        try:
+            opt.update_(state, model, grads)
+        except Exception as e:          # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=first)
+    t.start()
+    try:
+        assert inside.wait(10)          # the first update_ is stepping `gate` now
+        with pytest.raises(RuntimeError, match="another thread"):
+            opt.update_(state, model, grads)
+        # nothing of the refused call was written: w was stepped by no one yet
+        assert np.array_equal(model["w"], np.ones(5))
+        # a separate state goes on in parallel meanwhile
+        other = {"w": np.ones(5)}
+        other_state = opt.setup(opt.Descent(0.1), other)
+        opt.update_(other_state, other, {"w": np.ones(5)})
+        assert np.allclose(other["w"], 0.9)
+    finally:
+        go.set()
+        t.join(10)
+    assert not errors, errors
+    assert np.allclose(model["w"], 0.9) and np.allclose(model["gate"], -0.1)
+    opt.update_(state, model, grads)    # claims are released: the next step runs
+    assert np.allclose(model["w"], 0.8)

@@ -22,6 +22,7 @@ batches and calls the kernels.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -92,7 +93,39 @@ def update_(tree, model, grad, *more_grads):
         extra = Step()
         collect(tree, model, more, (), extra)
         extra.check_gradients()
-    return tree, step.run(model)
+    # With one Python thread nothing can race; with several, the Leaves of this step are
+    # claimed first, so that two update_ calls on one state refuse instead of racing.
+    claimed = _claim(step) if threading.active_count() > 1 else None
+    try:
+        return tree, step.run(model)
+    finally:
+        if claimed:
+            _release(claimed)
+
+
+# ids of the Leaves that update_ calls are stepping now (only while other threads exist)
+_IN_FLIGHT = set()
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _claim(step):
+    leaves = {id(e[4]): e for e in step.entries}
+    leaves.update((id(e[0]), e) for e in step.found.values())
+    with _IN_FLIGHT_LOCK:
+        busy = _IN_FLIGHT.intersection(leaves)
+        if busy:
+            e = leaves[next(iter(busy))]
+            where = linked_keypath(e[5] if len(e) > 5 else e[3])
+            raise RuntimeError(f"update_: the state of {where} is being updated by another "
+                               f"thread; one state may be updated by one thread at a time "
+                               f"(give each thread its own state, or a lock)")
+        _IN_FLIGHT.update(leaves)
+    return leaves
+
+
+def _release(claimed):
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT.difference_update(claimed)
 
 
 def update(tree, model, grad, *more_grads):
