@@ -27,7 +27,7 @@ import re
 import numpy as np
 
 from ._checkpoint_format import CheckpointError
-from ._functor import is_namedtuple
+from ._leaf import state_difference
 from ._rule import builtin_rules
 
 __all__ = ["rule_classes", "rule_field_names", "make_rule", "state_problem", "dtype_str",
@@ -91,42 +91,6 @@ def _arrays(s, out):
     return out
 
 
-def _describe(x):
-    if isinstance(x, np.ndarray):
-        return f"an array of {x.dtype} and shape {x.shape}"
-    if x is None:
-        return "None"
-    return f"a {type(x).__name__}"
-
-
-def _skeleton_diff(a, b, where, like_x):
-    """Where ``a`` (a stored state) differs in structure from ``b`` (what ``init`` gives for
-    an empty parameter); the shapes of the arrays shaped like the parameter go to
-    ``like_x``."""
-    if isinstance(b, np.ndarray):
-        if isinstance(a, np.ndarray) and a.dtype == b.dtype:
-            if b.shape == (0,):
-                like_x.append((where, a.shape))
-                return None
-            if a.shape == b.shape:
-                return None
-    elif isinstance(b, (tuple, list)):
-        if type(a) is type(b) and len(a) == len(b):
-            named = is_namedtuple(b)
-            keys = b._fields if named else range(len(b))
-            for k, x, y in zip(keys, a, b):
-                d = _skeleton_diff(x, y, f"{where}.{k}" if named else f"{where}[{k}]", like_x)
-                if d is not None:
-                    return d
-            return None
-    elif type(a) is type(b):
-        return None
-    what = _describe(b).replace("shape (0,)", "the parameter's shape")
-    if isinstance(b, (tuple, list)) and type(a) is type(b):
-        what += f" of length {len(b)}"
-    return f"{where} is {_describe(a)} where the rule keeps {what}"
-
-
 def state_problem(rule, state):
     """``None`` if ``state`` has the structure ``rule.init`` gives, else what differs.
 
@@ -140,7 +104,7 @@ def state_problem(rule, state):
             problem = f"{type(rule).__name__} keeps no state for arrays of {dtype} ({e})"
         else:
             like_x = []
-            problem = _skeleton_diff(state, ref, "state", like_x)
+            problem = state_difference(state, ref, "state", like_x)
             if problem is None:
                 shapes = {shape for _, shape in like_x}
                 if len(shapes) <= 1:

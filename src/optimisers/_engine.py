@@ -29,7 +29,7 @@ import numpy as np
 
 from ._functor import fmap
 from ._keypath import linked_keypath
-from ._leaf import copy_state
+from ._leaf import copy_state, state_misfit
 from ._native import kernels as _kernels
 from ._norms import nonfinite_norm_error
 from ._program import Program, gradient_dtype, run_functional
@@ -243,7 +243,7 @@ class Step:
                 or plan[1] is not x.dtype):
             if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
                 self.record(leaf, x, g, link)          # raises
-            plan = leaf_plan(leaf, x)
+            plan = leaf_plan(leaf, x, link)
         if plan[3] is None or leaf.frozen:
             self.record(leaf, x, g, link)
         else:
@@ -257,7 +257,7 @@ class Step:
                             f"model has {type(x).__name__} there")
         plan = leaf._plan
         if plan is None or plan[0] is not leaf.rule or plan[1] is not x.dtype:
-            plan = leaf_plan(leaf, x)
+            plan = leaf_plan(leaf, x, link)
         g = check_gradient(g, x, plan[2], link)
         e = self.found.get(id(leaf))
         if e is None:
@@ -335,10 +335,7 @@ class Step:
                     g = check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
                     retry.append((tpl, state, x, g, leaf, link))
                 elif status == _kernels.BAD_STATE:
-                    raise ValueError(f"the state of the Leaf at {linked_keypath(link)} does "
-                                     f"not have the arrays its rule {leaf.rule!r} needs: the "
-                                     f"state tree was changed by hand, or belongs to another "
-                                     f"rule")
+                    _check_state(leaf.rule, state, x, link, "its arrays do not fit")
                 elif status == _kernels.NO_MEMORY:
                     raise MemoryError(f"out of memory preparing the step of "
                                       f"{linked_keypath(link)}")
@@ -403,12 +400,16 @@ def check_gradient(g, x, want, link):
     return np.asarray(a, dtype=want, order="C")   # keeps 0-d arrays 0-d
 
 
-def leaf_plan(leaf, x):
+def leaf_plan(leaf, x, link):
     """What does not change between steps for a Leaf and its array, cached on the Leaf as
     ``(rule, dtype, gradient dtype, batch template or None)``: the dtype its gradient is
     cast to, and the batch template of its rule (:func:`template`), keyed by the identity
-    of its rule and of the array's dtype."""
-    rule = leaf.rule
+    of its rule and of the array's dtype.  Made when a Leaf meets an array of a new dtype
+    or a new rule; its state is then checked against the rule and the array (``ValueError``
+    naming the key path and what differs), unless only hyper-parameters changed (adjust_)."""
+    rule, old = leaf.rule, leaf._plan
+    if old is None or old[1] is not x.dtype or type(old[0]) is not type(rule):
+        _check_state(rule, leaf.state, x, link)
     key = (id(rule), x.dtype)
     tpl = _TEMPLATES.get(key)
     if tpl is None or tpl[0] is not rule:
@@ -417,6 +418,19 @@ def leaf_plan(leaf, x):
         tpl = _TEMPLATES[key] = (rule, template(rule, x, leaf.state))
     plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl[1])
     return plan
+
+
+def _check_state(rule, state, x, link, otherwise=None):
+    """``ValueError`` naming the key path and what differs when ``state`` does not fit
+    ``rule`` for the parameter ``x`` (``otherwise``: the reason to give when nothing is
+    found to differ, else fine).  A rule written in Python keeps a state of its own."""
+    misfit = None if rule._user_rule() else state_misfit(rule, state, x)
+    misfit = misfit or otherwise
+    if misfit is not None:
+        raise ValueError(f"the state of the Leaf at {linked_keypath(link)} does not fit its "
+                         f"rule {rule!r} for a parameter of {x.dtype} and shape {x.shape}: "
+                         f"{misfit} (the state tree was changed by hand, or set up for "
+                         f"another model or rule)")
 
 
 # (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays

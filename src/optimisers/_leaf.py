@@ -10,7 +10,7 @@ import numpy as np
 from ._functor import is_namedtuple
 from ._rule import Rule
 
-__all__ = ["Leaf", "tree_equal", "copy_state"]
+__all__ = ["Leaf", "tree_equal", "state_difference", "state_misfit", "describe", "copy_state"]
 
 
 class Leaf:
@@ -117,3 +117,51 @@ def copy_state(s, memo):
     if s is None or isinstance(s, (numbers.Number, np.generic, str, bytes, Rule)):
         return s
     return copy.deepcopy(s, memo)      # a user rule's own state object (memo keeps ties)
+
+
+def describe(x):
+    if isinstance(x, np.ndarray):
+        return f"an array of {x.dtype} and shape {x.shape}"
+    if x is None:
+        return "None"
+    return f"a {type(x).__name__}"
+
+
+def state_difference(a, b, where, like_x):
+    """Where ``a`` (a stored state) differs in structure from ``b`` (what ``init`` gives for
+    an empty parameter); the shapes of the arrays shaped like the parameter go to
+    ``like_x``."""
+    if isinstance(b, np.ndarray):
+        if isinstance(a, np.ndarray) and a.dtype == b.dtype:
+            if b.shape == (0,):
+                like_x.append((where, a.shape))
+                return None
+            if a.shape == b.shape:
+                return None
+    elif isinstance(b, (tuple, list)):
+        if type(a) is type(b) and len(a) == len(b):
+            named = is_namedtuple(b)
+            keys = b._fields if named else range(len(b))
+            for k, x, y in zip(keys, a, b):
+                d = state_difference(x, y, f"{where}.{k}" if named else f"{where}[{k}]", like_x)
+                if d is not None:
+                    return d
+            return None
+    elif type(a) is type(b):
+        return None
+    what = describe(b).replace("shape (0,)", "the parameter's shape")
+    if isinstance(b, (tuple, list)) and type(a) is type(b):
+        what += f" of length {len(b)}"
+    return f"{where} is {describe(a)} where the rule keeps {what}"
+
+
+def state_misfit(rule, state, x):
+    """What differs between ``state`` and the state ``rule`` keeps for the parameter ``x``
+    (its structure, array dtypes and shapes), or ``None`` when it fits."""
+    like_x = []
+    problem = state_difference(state, rule.init(np.empty(0, x.dtype)), "state", like_x)
+    if problem is None:
+        for where, shape in like_x:
+            if shape != x.shape:
+                return f"{where} has shape {shape} where the parameter has shape {x.shape}"
+    return problem
