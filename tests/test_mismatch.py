@@ -52,3 +52,16 @@ def test_a_state_of_another_rule():
     state["a"]["w"].rule = opt.Adam()       # by hand: the Momentum state stays
     model = {"a": {"w": np.ones(4)}}
     _refused(state, model, {"a": {"w": np.ones(4)}}, "a.w", "AdamState")
+
+
+def test_a_state_tree_prints_in_a_log():
+    """Issue 20, point 8: large state arrays print as a few values, shape and dtype on one
+    line; small ones in full."""
+    big = np.arange(1e6, dtype=np.float32).reshape(1000, 1000)
+    state = opt.setup(opt.Adam(), {"w": big, "b": np.array([1.0, 2.0])})
+    state["w"].state.m[...] = big
+    text = repr(state)
+    assert len(text) < 600 and "\n" not in text, text
+    assert "9.99999e+05]" in text                             # the last of m's values
+    assert text.count("shape=(1000, 1000), dtype=float32") == 2
+    assert "v=array([0., 0.])" in text                      # the bias, in full

@@ -13,6 +13,30 @@ from ._rule import Rule
 __all__ = ["Leaf", "tree_equal", "state_difference", "state_misfit", "describe", "copy_state"]
 
 
+_SHOWN = 10      # a Leaf's repr shows arrays of up to this many elements in full
+
+
+def _summary(s):
+    """The repr of a state with every array of more than ``_SHOWN`` elements on one line: a
+    few of its values (in C order), its shape and dtype, so that a state tree prints in a
+    training log."""
+    if isinstance(s, np.ndarray):
+        if s.size <= _SHOWN:
+            return repr(s)
+        values = np.array2string(s.ravel(), threshold=0, edgeitems=3, separator=", ",
+                                 max_line_width=1 << 20)
+        return f"array({values}, shape={s.shape}, dtype={s.dtype})"
+    if is_namedtuple(s):
+        inner = ", ".join(f"{k}={_summary(v)}" for k, v in zip(s._fields, s))
+        return f"{type(s).__name__}({inner})"
+    if isinstance(s, (list, tuple)):
+        inner = ", ".join(_summary(v) for v in s)
+        return f"[{inner}]" if isinstance(s, list) else f"({inner}{',' if len(s) == 1 else ''})"
+    if isinstance(s, dict):
+        return "{" + ", ".join(f"{k!r}: {_summary(v)}" for k, v in s.items()) + "}"
+    return repr(s)
+
+
 class Leaf:
     """The optimiser state of one parameter array: its rule, its state, and a frozen flag.
 
@@ -56,7 +80,7 @@ class Leaf:
 
     def __repr__(self):
         tail = ", frozen=True" if self.frozen else ""
-        return f"Leaf({self.rule!r}, {self.state!r}{tail})"
+        return f"Leaf({self.rule!r}, {_summary(self.state)}{tail})"
 
     def __eq__(self, other):
         if not isinstance(other, Leaf):
