@@ -105,11 +105,18 @@ def setup(rule, model):
     An array appearing twice (tied weights) gets one shared ``Leaf``.  When ``model`` is
     itself an array, the result is a bare ``Leaf``.
 
+    ``rule`` may also be a function ``rule_for(path, x) -> Rule or None``, called once for
+    each trainable array (once for a tied array, at its first path) with its
+    :class:`KeyPath`: a rule per part of the model (torch's parameter groups, optax's
+    ``multi_transform``); ``None`` leaves that array untrained (``None`` in the state tree).
+    Equal rules it returns are kept as one object, so that their leaves run as one batch.
+
     Parameters
     ----------
-    rule : Rule
+    rule : Rule or callable
         The optimisation rule (a built-in rule, an ``OptimiserChain``, or a subclass of
-        :class:`Rule` written in Python).
+        :class:`Rule` written in Python), or a function ``(KeyPath, array) -> Rule | None``
+        choosing one per array.
     model : nested dicts, lists, tuples, namedtuples, registered objects and arrays
         The model to train; only its trainable arrays (see :func:`isnumeric` and
         :func:`functor`) get a state.
@@ -122,8 +129,9 @@ def setup(rule, model):
     Raises
     ------
     TypeError
-        If ``rule`` is not a :class:`Rule`; for a parameter the rule cannot train (e.g. a
-        complex array with ``Rprop``), or of a dtype optimisers cannot train (not one of
+        If ``rule`` is neither a :class:`Rule` nor callable, or ``rule_for`` returns
+        something else than a rule or ``None``; for a parameter the rule cannot train (e.g.
+        a complex array with ``Rprop``), or of a dtype optimisers cannot train (not one of
         float16/32/64, complex64/128 in native byte order), naming its key path.
 
     Warns
@@ -137,22 +145,32 @@ def setup(rule, model):
     >>> st = opt.setup(opt.Momentum(), {"x": np.zeros(3), "y": (True, False), "z": np.tanh})
     >>> st["x"], st["y"], st["z"]
     (Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0., 0.])), (None, None), None)
+
+    A rule per part: weight decay on matrices only, the biases untouched by it.
+
+    >>> model = {"w": np.ones((2, 2)), "b": np.ones(2)}
+    >>> st = opt.setup(lambda path, x: opt.AdamW(lambda_=0.1 if x.ndim >= 2 else 0.0), model)
+    >>> st["w"].rule.lambda_, st["b"].rule.lambda_
+    (0.1, 0.0)
     """
-    if not isinstance(rule, Rule):
-        raise TypeError(f"setup(rule, model) takes a rule first, got {type(rule).__name__}")
+    rule_for = _rule_chooser(rule)
     cache = {}
 
     def walk(x, path):
         if isnumeric(x):
-            leaf = cache.get(id(x))
-            if leaf is None:
-                if x.dtype not in _TRAINABLE_DTYPES:
-                    raise TypeError(
-                        f"setup: the parameter at {path} has dtype {x.dtype.str}, which "
-                        f"optimisers cannot train; convert it to one of float16/32/64 or "
-                        f"complex64/128 in native byte order (e.g. x.astype(np.float64))")
-                rule.check_param(x, path)
-                leaf = cache[id(x)] = Leaf(rule, rule.init(x))
+            if id(x) in cache:
+                return cache[id(x)]
+            if x.dtype not in _TRAINABLE_DTYPES:
+                raise TypeError(
+                    f"setup: the parameter at {path} has dtype {x.dtype.str}, which "
+                    f"optimisers cannot train; convert it to one of float16/32/64 or "
+                    f"complex64/128 in native byte order (e.g. x.astype(np.float64))")
+            r = rule_for(path, x)
+            leaf = None
+            if r is not None:
+                r.check_param(x, path)
+                leaf = Leaf(r, r.init(x))
+            cache[id(x)] = leaf
             return leaf
         kv = children(x)
         if kv is None:
@@ -167,6 +185,31 @@ def setup(rule, model):
     if not cache:
         warnings.warn("setup found no trainable parameters in this model", stacklevel=2)
     return tree
+
+
+def _rule_chooser(rule):
+    """``(path, x) -> Rule or None`` for ``setup``'s first argument: a rule for every array,
+    or a function's choice, checked, with equal rules kept as one object."""
+    if isinstance(rule, Rule):
+        return lambda path, x: rule
+    if not callable(rule):
+        raise TypeError(f"setup(rule, model) takes a rule, or a function (path, array) -> "
+                        f"rule or None, first; got {type(rule).__name__}")
+    chosen = {}
+
+    def choose(path, x):
+        r = rule(path, x)
+        if r is None:
+            return None
+        if not isinstance(r, Rule):
+            raise TypeError(f"setup: the rule function gave {r!r} for the parameter at "
+                            f"{path}; it must give a Rule or None")
+        try:
+            return chosen.setdefault(r, r)    # equal rules: one object, one batch template
+        except TypeError:                     # a rule of one's own that is not hashable
+            return r
+
+    return choose
 
 
 # ----------------------------------------------------------------------------------------
