@@ -20,7 +20,7 @@ import optimisers as opt
 from optimisers import (AccumGrad, Adam, AdamW, ClipNorm, Descent, Momentum, OptimiserChain,
                         WeightDecay)
 from optimisers._native import kernels as K
-from optimisers._engine import template
+from optimisers._plan import template
 from assertions import assert_arrays_same, assert_state_same, state_arrays
 from reference import ref_init, ref_update
 from registry import RULE_IDS, RULES

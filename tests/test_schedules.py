@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import optimisers
 from optimisers import schedules
 
 # ----------------------------------------------------------------------------------------
@@ -491,3 +492,73 @@ def test_bounds_hold_for_random_schedules(s, stop):
     lo, hi = s.bounds()
     further = values(s, range(400))
     assert lo <= further.min() and further.max() <= hi
+
+
+# ---------------------------------------------------------------------------------------
+# Schedules as hyper-parameters of rules (issue 16, point 2)
+
+def _train(rule, adjust_to=None, steps=30, dtype=np.float32):
+    opt = optimisers
+    rng = np.random.default_rng(4)
+    model = {"w": rng.standard_normal((6, 5)).astype(dtype), "b": rng.standard_normal(5)}
+    state = opt.setup(rule, model)
+    for t in range(steps):
+        grads = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.items()}
+        if adjust_to is not None:
+            opt.adjust_(state, **adjust_to(t))
+        state, model = opt.update_(state, model, grads)
+    return state, model
+
+
+SCHEDULED = [
+    ("Adam-eta", lambda s: optimisers.Adam(s), lambda s, t: {"eta": s(t)}),
+    ("AdamW-lambda", lambda s: optimisers.AdamW(1e-2, lambda_=s),
+     lambda s, t: {"lambda_": s(t)}),
+    ("chain-Momentum-rho", lambda s: optimisers.OptimiserChain(
+        optimisers.ClipNorm(1.0), optimisers.Momentum(0.1, s)), lambda s, t: {"rho": s(t)}),
+]
+
+
+@pytest.mark.parametrize("name, make, hand", SCHEDULED, ids=[n for n, _, _ in SCHEDULED])
+def test_a_scheduled_rule_steps_as_the_rule_adjusted_by_hand(name, make, hand):
+    s = schedules.warmup_cosine_decay(0.0, 0.5, 5, 30, 0.01)
+    state, model = _train(make(s))
+    ref_state, ref_model = _train(make(0.0), lambda t: hand(s, t))
+    for k in model:
+        np.testing.assert_array_equal(model[k], ref_model[k], err_msg=k)
+    assert state["w"].count == 30
+
+
+def test_a_schedule_out_of_a_fields_range_is_refused():
+    opt = optimisers
+    with pytest.raises(ValueError, match=r"eta=.*takes values in \[-1, 1\]"):
+        opt.Adam(schedules.linear(1.0, -1.0, 10))
+    with pytest.raises(ValueError, match=r"beta\[0\]"):
+        opt.Adam(beta=(schedules.linear(0.5, 1.0, 10), 0.999))
+
+
+def test_a_scheduled_rule_resumes_bit_for_bit_from_a_checkpoint(tmp_path):
+    opt = optimisers
+    rule = opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(
+        schedules.join([schedules.linear(0.0, 1e-2, 5), schedules.cosine_decay(1e-2, 20)],
+                       [5]), lambda_=schedules.piecewise_constant(0.1, {10: 0.5})))
+    state, model = _train(rule, steps=12)
+    opt.save_state(tmp_path / "ckpt", state)
+    again = opt.load_state(tmp_path / "ckpt")
+    assert again == state and again["w"].count == 12
+    rng = np.random.default_rng(9)
+    grads = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.items()}
+    m1 = {k: v.copy() for k, v in model.items()}
+    m2 = {k: v.copy() for k, v in model.items()}
+    opt.update_(state, m1, grads)
+    opt.update_(again, m2, grads)
+    for k in m1:
+        np.testing.assert_array_equal(m1[k], m2[k])
+
+
+def test_hyperparameters_reads_the_values_the_next_update_uses():
+    opt = optimisers
+    s = schedules.linear(1.0, 0.0, 10)
+    state, _ = _train(opt.Descent(s), steps=3)
+    rules = opt.hyperparameters(state)
+    assert rules["w"].eta == s(3) and rules["b"] == opt.Descent(s(3))

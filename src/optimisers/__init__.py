@@ -27,7 +27,8 @@ from ._rules_adam import *  # noqa: F401,F403
 from ._rules_adaptive import *  # noqa: F401,F403
 from ._rules_transform import *  # noqa: F401,F403
 from ._composite import *  # noqa: F401,F403
-from ._tree import adjust, adjust_, freeze_, isnumeric, maywrite, setup, thaw_, trainables
+from ._tree import isnumeric, maywrite, setup, trainables
+from ._adjust import adjust, adjust_, freeze_, hyperparameters, thaw_
 from ._engine import apply_, update, update_
 from ._destructure import Restructure, destructure
 from ._checkpoint import CheckpointError, load_state, save_state
@@ -45,7 +46,7 @@ except _metadata.PackageNotFoundError:       # imported from a build that was ne
 RULES = builtin_rules()
 
 __all__ = [
-    "setup", "update", "update_", "adjust", "adjust_", "freeze_", "thaw_", "destructure",
+    "setup", "update", "update_", "adjust", "adjust_", "hyperparameters", "freeze_", "thaw_", "destructure",
     "Restructure", "trainables", "trainable", "isnumeric", "maywrite", "KeyPath",
     "getkeypath", "haskeypath", "Leaf", "init", "apply_", "Rule", "functor",
     "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",

@@ -37,6 +37,7 @@ from ._checkpoint_records import named_type
 from ._checkpoint_schema import (make_rule, parse_dtype, rule_classes, rule_field_names,
                                  state_problem)
 from ._leaf import Leaf
+from .schedules import SCHEDULES
 
 __all__ = ["decode"]
 
@@ -90,11 +91,12 @@ _TAGS = {
     frozenset(["dtype"]): "dtype", frozenset(["scalar", "hex"]): "scalar",
     frozenset(["namedtuple", "fields", "values"]): "namedtuple",
     frozenset(["rule", "fields"]): "rule",
+    frozenset(["schedule", "fields"]): "schedule",
 }
 _ALLOWED = {
     "tree": {"float", "tuple", "list", "dict", "namedtuple", "scalar", "array", "leaf"},
     "state": {"float", "tuple", "list", "dict", "namedtuple", "scalar", "array"},
-    "field": {"float", "tuple", "list", "scalar", "dtype", "rule"},
+    "field": {"float", "tuple", "list", "dict", "scalar", "dtype", "rule", "schedule"},
     "key": {"float", "tuple", "scalar"},
 }
 
@@ -195,7 +197,12 @@ class _Decoder:
         return rule
 
     def leaf(self, e, where):
-        _expect(e, ["rule", "state", "frozen"], where)
+        # a Leaf's count of updates (what schedules are evaluated at) is absent from files
+        # written by 0.1.0: 0 then
+        _expect(e, ["rule", "state", "frozen"] + (["count"] if "count" in e else []), where)
+        count = e.get("count", 0)
+        if type(count) is not int or count < 0:
+            raise CheckpointError(f"{where}.count must be a whole number >= 0, got {count!r}")
         rule = self.rules[_index(e["rule"], len(self.rules), "rules", f"{where}.rule")]
         if type(e["frozen"]) is not bool:
             raise CheckpointError(f"{where}.frozen must be true or false")
@@ -203,7 +210,7 @@ class _Decoder:
         problem = state_problem(rule, state)
         if problem is not None:
             raise CheckpointError(f"{where}: not a state of {rule!r}: {problem}")
-        return Leaf(rule, state, e["frozen"])
+        return Leaf(rule, state, e["frozen"], count)
 
     def named(self, name, fields, where):
         try:
@@ -264,4 +271,19 @@ class _Decoder:
             return self.leaves[_index(body, len(self.leaves), "leaves", where)]
         if tag == "dtype":
             return parse_dtype(body, where)
+        if tag == "schedule":
+            return self.schedule(obj, where)
         return self.rule(obj, where)
+
+    def schedule(self, obj, where):
+        """A schedule of the table ``schedules.SCHEDULES``, rebuilt by its constructor
+        (which checks its arguments); a name outside the table is refused."""
+        cls = SCHEDULES.get(obj["schedule"]) if isinstance(obj["schedule"], str) else None
+        fields = obj["fields"]
+        if cls is None or not isinstance(fields, dict):
+            raise CheckpointError(f"{where}: {obj['schedule']!r} is not a schedule of "
+                                  f"optimisers ({', '.join(SCHEDULES)})")
+        try:
+            return cls(**{k: self.value(v, f"{where}.{k}", "field") for k, v in fields.items()})
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{where}: {e}") from None

@@ -11,7 +11,7 @@ Examples
 >>> header["tree"]
 {'dict': [['a', {'leaf': 0}], ['b', {'array': 0}]]}
 >>> header["leaves"], header["rules"]
-([{'rule': 0, 'state': None, 'frozen': False}], [{'rule': 'Descent', 'fields': {'eta': 0.1}}])
+([{'rule': 0, 'state': None, 'frozen': False, 'count': 0}], [{'rule': 'Descent', 'fields': {'eta': 0.1}}])
 >>> header["arrays"], header["data_size"], arrays[0] is w
 ([{'dtype': '<f4', 'shape': [2], 'offset': 0}], 8, True)
 >>> encode_rule(opt.AccumGrad(4))
@@ -30,6 +30,7 @@ from ._checkpoint_schema import dtype_str, rule_classes, rule_field_names, state
 from ._functor import is_namedtuple
 from ._leaf import Leaf
 from ._rule import Rule
+from ._schedule import Schedule
 
 __all__ = ["encode", "encode_rule"]
 
@@ -88,6 +89,10 @@ class _Encoder:
             return {"leaf": self.leaf(x, where)}
         if isinstance(x, Rule) and mode == "field":
             return self.rule(x, where)
+        if isinstance(x, Schedule) and mode == "field":
+            return {"schedule": type(x).__name__,
+                    "fields": {k: self.value(v, f"{where}.{k}", mode)
+                               for k, v in x.fields().items()}}
         if isinstance(x, np.dtype) and mode == "field":
             return {"dtype": dtype_str(x, where)}
         if isinstance(x, Leaf):
@@ -150,5 +155,6 @@ class _Encoder:
             raise ValueError(f"save_state: the Leaf at {where} does not hold a state of its "
                              f"rule {leaf.rule!r}: {problem}, so it could not be loaded back")
         i = self.leaf_ids[id(leaf)] = len(self.leaves)
-        self.leaves.append({"rule": ri, "state": state, "frozen": bool(leaf.frozen)})
+        self.leaves.append({"rule": ri, "state": state, "frozen": bool(leaf.frozen),
+                            "count": int(leaf.count)})
         return i

@@ -34,8 +34,9 @@ The header is one JSON object with exactly these keys:
 ``"tree"``
     the state tree, a *value* (below).
 ``"leaves"``
-    a list of ``{"rule": i, "state": value, "frozen": bool}``, one per distinct ``Leaf``;
-    ``i`` indexes ``"rules"``.  A ``Leaf`` at several places of the tree (tied weights) is
+    a list of ``{"rule": i, "state": value, "frozen": bool, "count": n}``, one per distinct
+    ``Leaf``; ``i`` indexes ``"rules"``, ``n`` is its count of updates (what its rule's
+    schedules are evaluated at; files of release 0.1.0 have no ``"count"``: 0).  A ``Leaf`` at several places of the tree (tied weights) is
     stored once and referred to by its index, so it comes back as one shared object.
 ``"rules"``
     a list of rules ``{"rule": "Adam", "fields": {"eta": 0.001, ...}}``, one per distinct rule
@@ -64,7 +65,10 @@ forms (no other keys):
 * ``{"array": i}``: ``arrays[i]``, in the tree and in states;
 * ``{"leaf": i}``: ``leaves[i]``, in the tree only;
 * ``{"dtype": "<f4"}`` and ``{"rule": ..., "fields": ...}``: a numpy dtype and a rule, in
-  rule fields only (``MixedPrecision``'s dtype and rule, a chain's members).
+  rule fields only (``MixedPrecision``'s dtype and rule, a chain's members);
+* ``{"schedule": "cosine_decay", "fields": {"init_value": 0.001, ...}}``: a schedule of
+  ``optimisers.schedules.SCHEDULES``, rebuilt by its constructor from its fields, in rule
+  fields only (a scheduled hyper-parameter); dicts are allowed in rule fields for them.
 
 Namedtuples are stored by their type's ``module.qualname`` and field names.  On load, the
 state types of this package (``AdamState``, ...) come back as themselves, as does any type

@@ -82,6 +82,14 @@ class OptimiserChain(Rule):
     def _adjust(self, changes, used, known):
         return OptimiserChain(*(r._adjust(changes, used, known) for r in self.opts))
 
+    def _scheduled(self):
+        return any(r._scheduled() for r in self.opts)
+
+    def _at(self, count):
+        members = tuple(r._at(count) for r in self.opts)
+        same = all(a is b for a, b in zip(members, self.opts))
+        return self if same else OptimiserChain(*members)
+
     def _fails_late(self, leading):
         return any(r._fails_late(leading and i == 0) for i, r in enumerate(self.opts))
 
@@ -265,6 +273,13 @@ class MixedPrecision(Rule):
 
     def _adjust(self, changes, used, known):
         return MixedPrecision(self.dtype, self.rule._adjust(changes, used, known))
+
+    def _scheduled(self):
+        return self.rule._scheduled()
+
+    def _at(self, count):
+        inner = self.rule._at(count)
+        return self if inner is self.rule else MixedPrecision(self.dtype, inner)
 
     def _high(self, dtype):
         """The master copy's dtype for a parameter of ``dtype``: a complex parameter gets

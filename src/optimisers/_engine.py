@@ -29,13 +29,14 @@ import numpy as np
 
 from ._functor import fmap
 from ._keypath import linked_keypath
-from ._leaf import copy_state, state_misfit
+from ._leaf import copy_state
 from ._native import kernels as _kernels
 from ._norms import nonfinite_norm_error
-from ._program import Program, gradient_dtype, run_functional
+from ._plan import BATCH_DTYPES, check_state, leaf_plan, template
+from ._program import Program, run_functional
 from ._tree import collect
 
-__all__ = ["update", "update_", "apply_", "Step", "leaf_plan", "template"]
+__all__ = ["update", "update_", "apply_", "Step"]
 
 
 def update_(tree, model, grad, *more_grads):
@@ -227,13 +228,41 @@ class Step:
 
     The walk appends to ``entries`` itself when a Leaf's cached plan fits (``plan[3]``,
     the template, is not None; the Leaf is not frozen; the plan is for this rule and this
-    array's dtype), and calls :meth:`route` for every other Leaf."""
+    array's dtype), and calls :meth:`route` for every other Leaf.
 
-    __slots__ = ("entries", "found")
+    A rule with a scheduled hyper-parameter has no cached template: each step it is made
+    concrete at the leaf's count (:meth:`rule_of`), once per rule and count, and so is its
+    template, so the leaves that share them still run as one batch."""
+
+    __slots__ = ("entries", "found", "stepped", "_concrete")
 
     def __init__(self):
         self.entries = []
         self.found = {}
+        self.stepped = []          # the leaves the step ran, whose count it advances
+        self._concrete = {}        # (id(rule), count) -> (rule at count, {dtype: template})
+
+    def rule_of(self, leaf):
+        """The rule ``leaf`` steps with now: its own, or (scheduled hyper-parameters) the
+        same rule with every schedule replaced by its value at the leaf's count."""
+        if not leaf._plan[4]:
+            return leaf.rule
+        return self._concrete_at(leaf)[0]
+
+    def _concrete_at(self, leaf):
+        key = (id(leaf.rule), leaf.count)
+        got = self._concrete.get(key)
+        if got is None:
+            got = self._concrete[key] = (leaf.rule._at(leaf.count), {})
+        return got
+
+    def _scheduled_template(self, leaf, x):
+        rule, templates = self._concrete_at(leaf)
+        tpl = templates.get(x.dtype, False)
+        if tpl is False:
+            tpl = templates[x.dtype] = (template(rule, x, leaf.state)
+                                        if x.dtype in BATCH_DTYPES else None)
+        return tpl
 
     def route(self, leaf, x, g, link):
         """Plan one Leaf and send it to the batch (the kernels' Batch checks the rest:
@@ -244,10 +273,13 @@ class Step:
             if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
                 self.record(leaf, x, g, link)          # raises
             plan = leaf_plan(leaf, x, link)
-        if plan[3] is None or leaf.frozen:
+        tpl = plan[3]
+        if plan[4] and not leaf.frozen and type(x) is np.ndarray:
+            tpl = self._scheduled_template(leaf, x)
+        if tpl is None or leaf.frozen:
             self.record(leaf, x, g, link)
         else:
-            self.entries.append((plan[3], leaf.state, x, g, leaf, link))
+            self.entries.append((tpl, leaf.state, x, g, leaf, link))
 
     def record(self, leaf, x, g, link):
         """The general path for the gradient ``g`` of ``leaf`` and array ``x``: check and
@@ -288,17 +320,19 @@ class Step:
             flags = x.flags
             work = x if flags.c_contiguous and flags.writeable else np.array(x, order="C")
             prog = Program(work, g, leaf, linked_keypath(link))
-            pre = getattr(leaf.rule, "_precheck", None)
+            rule = self.rule_of(leaf)
+            pre = getattr(rule, "_precheck", None)
             if pre is not None:
                 pre(prog)
-            programs.append((leaf, x, work, prog))
+            programs.append((leaf, x, work, prog, rule))
 
         # A program whose rule may fail after its first stages wrote (a ClipNorm(throw=True)
         # after other rules, a rule written in Python) runs first, after a snapshot of the
         # arrays it writes: if one fails, every one of them is put back as it was, and the
         # batches and other programs have not run yet.
         late = [p for p in programs if p[0].rule._fails_late(True)]
-        snapshots = [pair for leaf, x, work, prog in late for pair in _snapshot(leaf, work)]
+        snapshots = [pair for leaf, x, work, prog, rule in late
+                     for pair in _snapshot(leaf, work)]
         replaced = {}                     # id(read-only parameter) -> its new array
         try:
             for program in late:
@@ -312,6 +346,10 @@ class Step:
         for program in programs:
             if not program[0].rule._fails_late(True):
                 _run_program(program, replaced)
+        for leaf in self.stepped:
+            leaf.count += 1
+        for program in programs:
+            program[0].count += 1
         if replaced:
             # only the containers around a replaced (read-only) array are rebuilt
             model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)
@@ -327,6 +365,8 @@ class Step:
             batch = _kernels.Batch(entries)
             batches.append(batch)
             retry = []
+            left_out = {problem[0] for problem in batch.problems}
+            self.stepped.extend(e[4] for j, e in enumerate(entries) if j not in left_out)
             for index, status, norm, p in batch.problems:
                 tpl, state, x, g, leaf, link = entries[index]
                 if status == _kernels.NONFINITE_NORM:
@@ -335,7 +375,7 @@ class Step:
                     g = check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
                     retry.append((tpl, state, x, g, leaf, link))
                 elif status == _kernels.BAD_STATE:
-                    _check_state(leaf.rule, state, x, link, "its arrays do not fit")
+                    check_state(leaf.rule, state, x, link, "its arrays do not fit")
                 elif status == _kernels.NO_MEMORY:
                     raise MemoryError(f"out of memory preparing the step of "
                                       f"{linked_keypath(link)}")
@@ -347,8 +387,8 @@ class Step:
 
 def _run_program(program, replaced):
     """Step one general-path leaf; a read-only parameter's new array goes to ``replaced``."""
-    leaf, x, work, prog = program
-    new_state = leaf.rule._compile(leaf.state, prog)
+    leaf, x, work, prog, rule = program
+    new_state = rule._compile(leaf.state, prog)
     prog.finish()
     leaf.state = new_state
     if work is not x:
@@ -398,101 +438,3 @@ def check_gradient(g, x, want, link):
         raise ValueError(f"the gradient at {linked_keypath(link)} has shape {a.shape}, the "
                          f"parameter has shape {x.shape} (gradients are never broadcast)")
     return np.asarray(a, dtype=want, order="C")   # keeps 0-d arrays 0-d
-
-
-def leaf_plan(leaf, x, link):
-    """What does not change between steps for a Leaf and its array, cached on the Leaf as
-    ``(rule, dtype, gradient dtype, batch template or None)``: the dtype its gradient is
-    cast to, and the batch template of its rule (:func:`template`), keyed by the identity
-    of its rule and of the array's dtype.  Made when a Leaf meets an array of a new dtype
-    or a new rule; its state is then checked against the rule and the array (``ValueError``
-    naming the key path and what differs), unless only hyper-parameters changed (adjust_)."""
-    rule, old = leaf.rule, leaf._plan
-    if old is None or old[1] is not x.dtype or type(old[0]) is not type(rule):
-        _check_state(rule, leaf.state, x, link)
-    key = (id(rule), x.dtype)
-    tpl = _TEMPLATES.get(key)
-    if tpl is None or tpl[0] is not rule:
-        if len(_TEMPLATES) > 4096:
-            _TEMPLATES.clear()
-        tpl = _TEMPLATES[key] = (rule, template(rule, x, leaf.state))
-    plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl[1])
-    return plan
-
-
-def _check_state(rule, state, x, link, otherwise=None):
-    """``ValueError`` naming the key path and what differs when ``state`` does not fit
-    ``rule`` for the parameter ``x`` (``otherwise``: the reason to give when nothing is
-    found to differ, else fine).  A rule written in Python keeps a state of its own."""
-    misfit = None if rule._user_rule() else state_misfit(rule, state, x)
-    misfit = misfit or otherwise
-    if misfit is not None:
-        raise ValueError(f"the state of the Leaf at {linked_keypath(link)} does not fit its "
-                         f"rule {rule!r} for a parameter of {x.dtype} and shape {x.shape}: "
-                         f"{misfit} (the state tree was changed by hand, or set up for "
-                         f"another model or rule)")
-
-
-# (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
-# valid, and one template object is shared by all the leaves of a group.
-_TEMPLATES = {}
-
-# what the batch kernels take; other parameters run through a Program each
-_BATCH_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
-
-
-# ----------------------------------------------------------------------------------------
-# Templates: one program for a group of leaves (recorded once, filled per leaf by the batch).
-
-class _Barrier(Exception):
-    """A rule asked for the whole step: this program cannot run as a batch."""
-
-
-class _Recorder(Program):
-    """A Program that only records stages; any barrier makes it give up."""
-
-    __slots__ = ()
-
-    def current(self):
-        raise _Barrier
-
-    def set_source(self, d):
-        raise _Barrier
-
-    def assign(self, value):
-        raise _Barrier
-
-
-def _paths(state, prefix=(), out=None):
-    """id(array) -> index path inside a state made of tuples, arrays and scalars."""
-    if out is None:
-        out = {}
-    if isinstance(state, np.ndarray):
-        out.setdefault(id(state), prefix)
-    elif isinstance(state, tuple):
-        for i, s in enumerate(state):
-            _paths(s, prefix + (i,), out)
-    return out
-
-
-def template(rule, x, state):
-    """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
-    index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
-    dtype is not float32/float64)."""
-    if x.dtype not in _BATCH_DTYPES:
-        return None
-    rec = _Recorder(x, x)
-    try:
-        new_state = rule._compile(state, rec)
-    except _Barrier:
-        return None
-    if new_state is not state or not rec.stages:
-        return None          # a rule that rebuilds its state cannot be batched
-    paths = _paths(state)
-    try:
-        return [(kind, hp, tuple(paths[id(b)] for b in bufs),
-                 None if sc is None else paths[id(sc)],
-                 None if ctr is None else paths[id(ctr)])
-                for kind, hp, bufs, sc, ctr in rec.stages]
-    except KeyError:
-        return None

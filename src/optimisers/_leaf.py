@@ -42,9 +42,10 @@ class Leaf:
 
     ``setup`` makes one ``Leaf`` per distinct trainable array; an array that appears twice in
     a model (tied weights) shares one ``Leaf``.  A ``Leaf`` is mutable: ``update_`` replaces
-    ``.state``, ``adjust_`` replaces ``.rule``, ``freeze_``/``thaw_`` set ``.frozen``.
-    Equality compares rule, state (arrays by value and dtype) and flag.  A ``Leaf`` is
-    picklable and not hashable.
+    ``.state`` and counts the update in ``.count``, ``adjust_`` replaces ``.rule``,
+    ``freeze_``/``thaw_`` set ``.frozen``.  Equality compares rule, state (arrays by value
+    and dtype) and flag, as the seed's does (not the count: a stateless rule's Leaf equals
+    itself after a step).  A ``Leaf`` is picklable and not hashable.
 
     Parameters
     ----------
@@ -54,10 +55,13 @@ class Leaf:
         Its state for this array, as ``rule.init(x)`` gives (``None`` for a stateless rule).
     frozen : bool, default False
         Whether the array and state are frozen (see :func:`freeze_`).
+    count : int, default 0
+        The number of updates this array has taken: what a scheduled hyper-parameter of
+        its rule is evaluated at (0 at the first update).
 
     Attributes
     ----------
-    rule, state, frozen
+    rule, state, frozen, count
         As given, and changed as described above.
 
     Examples
@@ -68,14 +72,16 @@ class Leaf:
     Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0.]))
     """
 
-    __slots__ = ("rule", "state", "frozen", "_scratch", "_plan", "_backup", "__weakref__")
+    __slots__ = ("rule", "state", "frozen", "count", "_scratch", "_plan", "_backup",
+                 "__weakref__")
 
-    def __init__(self, rule, state, frozen=False):
+    def __init__(self, rule, state, frozen=False, count=0):
         self.rule = rule
         self.state = state
         self.frozen = bool(frozen)
+        self.count = count
         self._scratch = None   # a per-leaf buffer for chains that must materialise d
-        self._plan = None      # per-leaf facts update_ reuses between steps (_engine.leaf_plan)
+        self._plan = None      # per-leaf facts update_ reuses between steps (_plan.leaf_plan)
         self._backup = None    # copies of its arrays, for a rule that may fail late
 
     def __repr__(self):
@@ -91,10 +97,11 @@ class Leaf:
     __hash__ = None
 
     def __getstate__(self):
-        return (self.rule, self.state, self.frozen)
+        return (self.rule, self.state, self.frozen, self.count)
 
     def __setstate__(self, s):
-        self.rule, self.state, self.frozen = s
+        self.rule, self.state, self.frozen = s[:3]
+        self.count = s[3] if len(s) > 3 else 0      # pickles of 0.1.0 have no count
         self._scratch = None
         self._plan = None
         self._backup = None
@@ -130,7 +137,7 @@ def copy_state(s, memo):
     if isinstance(s, Leaf):
         c = memo.get(id(s))
         if c is None:
-            c = memo[id(s)] = Leaf(s.rule, copy_state(s.state, memo), s.frozen)
+            c = memo[id(s)] = Leaf(s.rule, copy_state(s.state, memo), s.frozen, s.count)
         return c
     if isinstance(s, dict):
         return {k: copy_state(v, memo) for k, v in s.items()}

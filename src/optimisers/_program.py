@@ -21,7 +21,7 @@ rules pair-aware, with REAL second-moment buffers of dtype R, see :func:`moment_
 Hyper-parameters and per-step scalars are of R (:func:`real_compute_dtype`).
 
 Many leaves that share a rule and a dtype and need no barrier run through one kernel call
-(``_engine.template`` records the program once; ``_kernels.Batch`` fills it per leaf).
+(``_plan.template`` records the program once; ``_kernels.Batch`` fills it per leaf).
 """
 
 from __future__ import annotations

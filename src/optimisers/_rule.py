@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from ._native import kernels as _kernels
+from ._schedule import Schedule
 
 __all__ = ["Rule", "init", "builtin_rules", "state_types"]
 
@@ -167,6 +168,22 @@ class Rule:
         used.update(mine)
         return self._replace(**mine)
 
+    # Schedules: a field may hold a Schedule (or a pair with one); the engine steps a leaf
+    # with the rule ``_at`` its count of updates, every schedule replaced by its value.
+    def _scheduled(self):
+        """Whether a field of this rule is (or holds) a schedule."""
+        return any(_holds_schedule(getattr(self, name)) for name in self._fields())
+
+    def _at(self, count):
+        """This rule with every scheduled field replaced by its value at ``count`` (the
+        number of updates taken before this one); itself when nothing is scheduled."""
+        changes = {}
+        for name in self._fields():
+            value = getattr(self, name)
+            if _holds_schedule(value):
+                changes[name] = _value_at(value, count)
+        return self._replace(**changes) if changes else self
+
     def _replace(self, **changes):
         """A copy with the given fields replaced (a dataclass rule checks them again)."""
         if dataclasses.is_dataclass(self):
@@ -196,6 +213,17 @@ class _KernelKinds:
 
     def known_norm(self, p):
         return None
+
+
+def _holds_schedule(value):
+    return isinstance(value, Schedule) or (
+        isinstance(value, tuple) and any(isinstance(v, Schedule) for v in value))
+
+
+def _value_at(value, count):
+    if isinstance(value, tuple):
+        return tuple(v(count) if isinstance(v, Schedule) else v for v in value)
+    return value(count)
 
 
 def builtin_rules():
@@ -248,7 +276,18 @@ def _is_real(v):
 
 
 def real(rule, name, v, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, what=None):
+    """A real number in the range; or a schedule whose every value is in it (its bounds
+    are exact), kept as it is."""
     rule = type(rule).__name__
+    if isinstance(v, Schedule):
+        low, high = v.bounds()
+        low_ok = low > lo if lo_open else low >= lo
+        high_ok = high < hi if hi_open else high <= hi
+        if not (low_ok and high_ok):
+            rng = what or f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise ValueError(f"{rule}: {name}={v!r} takes values in [{low:g}, {high:g}], out "
+                             f"of range: every value must be in {rng}")
+        return v
     if not _is_real(v) or isinstance(v, np.ndarray):
         raise TypeError(f"{rule}: {name} must be a real number, got {v!r}")
     v = float(v)
