@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._dtypes import is_bfloat16, is_float, is_low_precision
 from ._functor import fmap
 from ._keypath import linked_keypath
 from ._leaf import copy_state
@@ -208,7 +209,7 @@ class Step:
         plan = leaf._plan
         if (plan is None or plan[0] is not leaf.rule or type(x) is not np.ndarray
                 or plan[1] is not x.dtype):
-            if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
+            if not isinstance(x, np.ndarray) or not is_float(x.dtype):
                 self.record(leaf, x, g, link)          # raises
             plan = leaf_plan(leaf, x)
         if plan[3] is None or leaf.frozen:
@@ -219,7 +220,7 @@ class Step:
     def record(self, leaf, x, g, link):
         """The general path for the gradient ``g`` of ``leaf`` and array ``x``: check and
         cast ``g`` and keep it; tied arrays sum their gradients."""
-        if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
+        if not isinstance(x, np.ndarray) or not is_float(x.dtype):
             raise TypeError(f"the state tree has a Leaf at {linked_keypath(link)} but the "
                             f"model has {type(x).__name__} there")
         plan = leaf._plan
@@ -316,7 +317,7 @@ def check_gradient(g, x, want, link):
                         f"expected an array of shape {x.shape}")
     a = g if isinstance(g, np.ndarray) else np.asarray(g)
     kind = a.dtype.kind
-    if kind not in "biufc":
+    if kind not in "biufc" and not is_bfloat16(a.dtype):
         raise TypeError(f"the gradient at {linked_keypath(link)} has dtype {a.dtype}, which "
                         f"is not numeric")
     if kind == "c" and x.dtype.kind != "c":
@@ -348,7 +349,8 @@ def leaf_plan(leaf, x):
 # valid, and one template object is shared by all the leaves of a group.
 _TEMPLATES = {}
 
-# what the batch kernels take; other parameters run through a Program each
+# what the batch kernels take (and 16-bit floats, is_low_precision); other parameters run
+# through a Program each
 _BATCH_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
 
@@ -389,8 +391,8 @@ def _paths(state, prefix=(), out=None):
 def template(rule, x, state):
     """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
     index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
-    dtype is not float32/float64)."""
-    if x.dtype not in _BATCH_DTYPES:
+    dtype is not float16/bfloat16/float32/float64)."""
+    if x.dtype not in _BATCH_DTYPES and not is_low_precision(x.dtype):
         return None
     rec = _Recorder(x, x)
     try:

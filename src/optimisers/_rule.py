@@ -9,6 +9,8 @@ import numbers
 
 import numpy as np
 
+from ._dtypes import is_low_precision, lower_state
+
 __all__ = ["Rule", "init", "builtin_rules", "state_types"]
 
 # The one list of rules: every public Rule subclass defined in this package registers itself
@@ -119,6 +121,12 @@ class Rule:
     def _user_rule(cls):
         return not cls.__module__.startswith("optimisers.")
 
+    def _lower_state(self, state, x):
+        """The state of ``setup(..., low_precision_state=True)`` for a 16-bit ``x``: a
+        built-in rule's float32 state arrays rounded to ``x``'s dtype; a rule written in
+        Python keeps the state its ``init`` made."""
+        return state if type(self)._user_rule() else lower_state(state, x)
+
     # The engine's hook.  Kernel rules add a stage to the program; a rule written in Python
     # (the default here) materialises the incoming step and calls its own ``apply``.
     def _compile(self, state, prog):
@@ -175,7 +183,7 @@ def state_types():
     return tuple(dict.fromkeys(t for c in _BUILTIN.values() for t in c.state_types))
 
 
-def init(rule, x):
+def init(rule, x, *, low_precision_state=False):
     """The initial state of ``rule`` for one parameter array ``x`` (``rule.init(x)``).
 
     Parameters
@@ -184,6 +192,9 @@ def init(rule, x):
         The rule.
     x : array_like
         The parameter (converted with ``numpy.asarray``).
+    low_precision_state : bool, default False
+        As for :func:`setup`: keep the state arrays of a float16 or bfloat16 ``x`` in its
+        dtype instead of float32.
 
     Returns
     -------
@@ -203,7 +214,10 @@ def init(rule, x):
     """
     x = np.asarray(x)
     rule.check_param(x)
-    return rule.init(x)
+    state = rule.init(x)
+    if low_precision_state and is_low_precision(x.dtype):
+        state = rule._lower_state(state, x)
+    return state
 
 
 # ----------------------------------------------------------------------------------------
