@@ -128,8 +128,13 @@ cdef inline void _store(int fmt, const float* src, void* dst, Py_ssize_t off,
 
 
 cdef enum:
-    # float32 buffers of TILE elements a staged tile needs: x, the gradient, the tile
-    # buffer between stages, and one per state buffer a stage may keep in 16 bits (the
+    # Elements per staged tile.  Short: the conversions and the stage's loop take turns
+    # on each stream, and with tiles of 1024 elements a step on 1e8 float16 elements took
+    # 1.23x the float32 time, with 64 it takes 0.90x (1e6: 1.32x, 1.03x); 32 is slower
+    # again (bench/RESULTS.md section 9).
+    STAGED_TILE = 64
+    # float32 buffers of STAGED_TILE elements a staged tile needs: x, the gradient, the
+    # tile buffer between stages, and one per state buffer a stage may keep in 16 bits (the
     # stages run one after another within a tile, so they share these)
     STAGED_BUFFERS = 3 + MAX_BUF
 
@@ -138,11 +143,11 @@ cdef void _run_staged_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
                            Py_ssize_t length, void* x, int fmt, const void* g, int gfmt,
                            float* dst, int mode, float* work) noexcept nogil:
     """One tile of a low-precision program (``_run_tile`` for a 16-bit x): ``work`` holds
-    ``STAGED_BUFFERS`` float32 buffers of TILE elements."""
+    ``STAGED_BUFFERS`` float32 buffers of ``STAGED_TILE`` elements."""
     cdef Py_ssize_t off = t * length
     cdef Py_ssize_t m = n - off if n - off < length else length
     cdef float* xs = work
-    cdef float* tile = work + 2 * TILE
+    cdef float* tile = work + 2 * STAGED_TILE
     cdef const float* src
     cdef float* out
     cdef bint subtract
@@ -152,8 +157,8 @@ cdef void _run_staged_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
     if gfmt == NATIVE:
         src = (<const float*> g) + off
     else:
-        _load(gfmt, g, off, work + TILE, m)
-        src = work + TILE
+        _load(gfmt, g, off, work + STAGED_TILE, m)
+        src = work + STAGED_TILE
     for k in range(n_stages):
         if stages[k].kind == FOLDED:
             continue                        # its scale is the next stage's input scale
@@ -172,7 +177,7 @@ cdef void _run_staged_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
             staged = stages[k]
             for j in range(MAX_BUF):
                 if (staged.low_bufs >> j) & 1:
-                    staged.buf[j] = work + (3 + j) * TILE
+                    staged.buf[j] = work + (3 + j) * STAGED_TILE
                     _load(fmt, stages[k].buf[j], off, <float*> staged.buf[j], m)
             _run_stage(&staged, 0, m, xs, src, out, subtract)
             for j in range(MAX_BUF):
@@ -188,26 +193,21 @@ cdef void _run_prepared_low(Stage* stages, int n_stages, Py_ssize_t n, void* x, 
                             int n_threads) noexcept nogil:
     """``_run_prepared`` for a parameter of 16-bit format ``fmt`` (F16 or BF16), its
     gradient of format ``gfmt`` (``fmt``, or NATIVE: float32) and ``dst`` (mode STORE)
-    float32.  Real parameters only: ``n`` counts elements.  Tiles of at most TILE elements
-    (the staging buffers' size)."""
-    cdef Py_ssize_t length = _tile_length(stages, n_stages, n, mode, n_threads, <float> 0)
-    cdef Py_ssize_t n_tiles, t
-    cdef float local_work[STAGED_BUFFERS * TILE]
+    float32.  Real parameters only: ``n`` counts elements."""
+    cdef Py_ssize_t n_tiles = (n + STAGED_TILE - 1) // STAGED_TILE, t
+    cdef float local_work[STAGED_BUFFERS * STAGED_TILE]
     cdef float* work
-    if length > TILE:
-        length = TILE
-    n_tiles = (n + length - 1) // length
     if n_threads <= 1 or n < _parallel_threshold or n_tiles < 2:
         for t in range(n_tiles):
-            _run_staged_tile(stages, n_stages, t, n, length, x, fmt, g, gfmt, dst, mode,
+            _run_staged_tile(stages, n_stages, t, n, STAGED_TILE, x, fmt, g, gfmt, dst, mode,
                              local_work)
     else:
         with parallel(num_threads=n_threads):
-            # one set of staging buffers per thread, for the whole call (28 kB)
-            work = <float*> malloc(STAGED_BUFFERS * TILE * sizeof(float))
+            # one set of staging buffers per thread, for the whole call (under 2 kB)
+            work = <float*> malloc(STAGED_BUFFERS * STAGED_TILE * sizeof(float))
             if work != NULL:
                 for t in prange(n_tiles, schedule="static"):
-                    _run_staged_tile(stages, n_stages, t, n, length, x, fmt, g, gfmt, dst,
-                                     mode, work)
+                    _run_staged_tile(stages, n_stages, t, n, STAGED_TILE, x, fmt, g, gfmt,
+                                     dst, mode, work)
                 free(work)
     _run_after_hooks(stages, n_stages)
