@@ -174,6 +174,13 @@ class Program:
             np.copyto(self._x_orig, value, casting="unsafe")
             self.assigned = True
 
+    def compute_x(self):
+        """The parameter in the compute dtype, as a rule written in Python sees it: a
+        float32 copy of a 16-bit parameter (the arithmetic is float32, as in the kernels),
+        else the parameter itself."""
+        x = self.x
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
     def where(self):
         """The key path of this parameter, for error messages."""
         return str(self.path) if self.path is not None else "the parameter"

@@ -135,7 +135,7 @@ class Rule:
             return state
         # a private copy: dx may be the engine's per-leaf buffer, which the next step
         # overwrites, and a rule may keep the array it was given in its state
-        state, d = self.apply(state, prog.x, dx.copy())
+        state, d = self.apply(state, prog.compute_x(), dx.copy())
         prog.set_source(d)
         return state
 
