@@ -9,8 +9,9 @@
 #
 # The conversions are plain C with integer operations and selects: exact, and vectorised
 # by the compiler in every build.  Where the build has F16C (the AVX2 and AVX-512 builds)
-# float16 takes vcvtph2ps/vcvtps2ph instead, the same bits in a third of the time (the
-# software float16 store costs more than Adam's arithmetic: bench/RESULTS.md).
+# float16 takes vcvtph2ps/vcvtps2ph instead, the same bits: with the selects a float16
+# Adam step on 1e6 elements took 1.68x the float32 time, with the instructions 1.32x
+# (both on tiles of 1024 elements, before STAGED_TILE; bench/RESULTS.md section 9).
 
 cdef extern from *:
     """
@@ -129,9 +130,9 @@ cdef inline void _store(int fmt, const float* src, void* dst, Py_ssize_t off,
 
 cdef enum:
     # Elements per staged tile.  Short: the conversions and the stage's loop take turns
-    # on each stream, and with tiles of 1024 elements a step on 1e8 float16 elements took
-    # 1.23x the float32 time, with 64 it takes 0.90x (1e6: 1.32x, 1.03x); 32 is slower
-    # again (bench/RESULTS.md section 9).
+    # over the streams, and with tiles of 1024 elements an Adam step on 1e8 float16
+    # elements took 1.23x the float32 time, with 64 it takes 0.90 - 0.95x (1e6: 1.32x,
+    # 1.03x); 32 is slower again (bench/RESULTS.md section 9).
     STAGED_TILE = 64
     # float32 buffers of STAGED_TILE elements a staged tile needs: x, the gradient, the
     # tile buffer between stages, and one per state buffer a stage may keep in 16 bits (the
