@@ -2,6 +2,9 @@
 
 import numpy as np
 
+import optimisers as opt
+from reference import ref_update
+
 
 def bits_equal(a, b):
     """Equal values and equal signs (so -0.0 != +0.0); any NaN equals any NaN."""
@@ -79,3 +82,26 @@ def state_arrays(state):
     if isinstance(state, tuple):
         return [a for s in state for a in state_arrays(s)]
     return []
+
+
+def step_like_reference(rule, tree, model, ref_s, ref_x, grads, step):
+    """One step of a dict model: ``update`` on every third step (checking that it writes
+    neither model nor state), ``update_`` otherwise; then every parameter and state against
+    ``ref_update`` (``ref_s`` and ``ref_x`` advanced in place) and every gradient unwritten.
+    Returns the new ``(tree, model)``."""
+    grads_copy = {k: g.copy() for k, g in grads.items()}
+    if step % 3 == 2:
+        before = {k: v.copy() for k, v in model.items()}
+        new_tree, new_model = opt.update(tree, model, grads)
+        for k in model:
+            assert_arrays_same(model[k], before[k], f"step {step}: update wrote {k}")
+            assert_state_same(tree[k].state, ref_s[k], f"step {step}: update wrote {k}")
+        tree, model = new_tree, new_model
+    else:
+        tree, model = opt.update_(tree, model, grads)
+    for k in model:
+        ref_s[k], ref_x[k] = ref_update(rule, ref_s[k], ref_x[k], grads[k])
+        assert_arrays_same(model[k], ref_x[k], f"step {step}: param {k}")
+        assert_state_same(tree[k].state, ref_s[k], f"step {step}: state[{k}]")
+        assert_arrays_same(grads[k], grads_copy[k], f"step {step}: gradient {k} written")
+    return tree, model

@@ -10,7 +10,7 @@ Derived scalars are formed in float64 (Python floats) and rounded once (see belo
 
 Public functions
 ----------------
-``ref_init(rule, x) -> state``
+``ref_init(rule, x, low_precision_state=False) -> state``
 ``ref_apply(rule, state, x, g) -> (new_state, d)``   (never mutates its inputs;
     ``d`` is in the compute dtype C, or ``None`` for "no step")
 ``ref_update(rule, state, x, g) -> (new_state, new_x)``
@@ -21,22 +21,31 @@ are read from the attributes named in API.md (``eta``, ``beta``, ``lambda_`` ...
 
 Readings chosen where the written conventions leave a choice (the kernels must match):
 
-* dtypes: T = x.dtype; C = float32 if T is float16 else T; R = real dtype of C.
+* dtypes: T = x.dtype; C = float32 if T is float16 or bfloat16 else T; R = real dtype
+  of C; S = the dtype of element-wise state arrays: C (float32 for a 16-bit T), or T for
+  a 16-bit T whose state was made with ``low_precision_state=True``; M = the dtype of
+  second moments: R for a complex parameter, else S.
   Every hyper-parameter is converted with ``R.type(value)`` straight from the stored
   Python value; derived scalars (1-b1, 1-bt1, 1-b1*bt1, -(rho*rho), (1+rho)*eta,
   eta/(1-bt1), RAdam's rho_inf, rho_t and r_t ...) are computed in float64 from the
   Python values and rounded once to R (API.md, Departures: the seed forms them from
   values already rounded to the dtype).  Running products beta_t are float64 scalars,
   multiplied by the unrounded Python betas.
-* float16: state arrays are loaded with an exact cast to float32; the step uses the
-  unrounded float32 new state; states and x_new are rounded to float16 on store.
+* float16 and bfloat16 (16-bit T): x and the gradient are loaded with an exact cast to
+  float32 and everything is computed in float32; x_new is rounded to T on store.  Their
+  state arrays are float32 by default (S = C): Adam's v in float16 would underflow to 0
+  for |g| below about 8e-3.  With ``low_precision_state=True`` (S = T) every float32
+  state array of x's shape that ``ref_init`` made is rounded to T (the initial fills,
+  AdaGrad's acc = epsilon and the like, are therefore rounded twice: to float32, then to
+  T); such arrays are loaded exactly and the new states rounded to T on store, the step
+  using the unrounded float32 new state.  Which S a state has is read off its arrays.
   Inside an OptimiserChain the running d is passed from member to member in C
-  (float32) WITHOUT rounding to float16.  The AccumGrad d is the unrounded float32
-  accumulator; its float16-rounded copy is what the next micro-step adds to.
-* float16 initial fills (AdaGrad acc, AMSGrad m/v/vhat = epsilon, Rprop step = eta)
-  are converted from the Python float straight to float16 (``np.full(..., dtype=f16)``,
-  a single correctly rounded cast from float64), not via float32.  AdaGrad's acc
-  with the default epsilon=1e-8 therefore starts at 0 in float16.
+  (float32) WITHOUT rounding to T.  The AccumGrad d is the unrounded float32
+  accumulator; its copy rounded to S is what the next micro-step adds to.
+* initial fills (AdaGrad acc, AMSGrad m/v/vhat = epsilon, Rprop step = eta) are
+  converted from the Python float straight to S (``np.full(..., dtype=S)``, a single
+  correctly rounded cast from float64).
+* bfloat16 is ml_dtypes' dtype; ml_dtypes' casts round to nearest even.
 * sign(): numpy's ``np.sign`` semantics: sign(+-0) = +0.0, sign(NaN) = NaN (Lion,
   SignDecay, Rprop's sign(gprev_new)).
 * Rprop: d = step_new * sign(gprev_new) uses the unrounded float32 step_new and
@@ -109,12 +118,27 @@ MixedPrecisionState = namedtuple("MixedPrecisionState", ["xT", "inner"])
 # ---------------------------------------------------------------------------------------
 # dtype context and component helpers
 
-class _Ctx:
-    """T (param/state dtype), C (compute), R (real compute), M (second-moment state)."""
+def _low(T):
+    """float16 or bfloat16 (ml_dtypes' dtype, known by name: ml_dtypes is optional)."""
+    return T == np.float16 or (T.itemsize == 2 and T.name == "bfloat16")
 
-    def __init__(self, x):
+
+def _state_arrays(state):
+    if isinstance(state, np.ndarray):
+        return [state]
+    if isinstance(state, tuple):
+        return [a for s in state for a in _state_arrays(s)]
+    return []
+
+
+class _Ctx:
+    """T (param dtype), C (compute), R (real compute), S (element-wise state), M (second-
+    moment state).  ``state``: the state being updated, whose arrays tell S for a 16-bit
+    T (T if any of them is of T, else float32)."""
+
+    def __init__(self, x, state=None):
         T = np.dtype(np.asarray(x).dtype)
-        if T == np.float16:
+        if _low(T):
             C = np.dtype(np.float32)
         elif T.kind in "fc":
             C = T
@@ -131,7 +155,10 @@ class _Ctx:
             raise TypeError(f"reference: unsupported complex dtype {C}")
         else:
             self.R = C
-        self.M = self.R if self.cplx else T
+        self.S = C
+        if _low(T) and any(a.dtype == T for a in _state_arrays(state)):
+            self.S = T
+        self.M = self.R if self.cplx else self.S
 
     def s(self, v):
         """A hyper-parameter / derived scalar as a numpy scalar of R."""
@@ -146,7 +173,7 @@ class _Ctx:
 
     # storing: round to the state dtype
     def st(self, a):
-        return np.array(a, dtype=self.T, copy=True)
+        return np.array(a, dtype=self.S, copy=True)
 
     def stm(self, a):
         return np.array(a, dtype=self.M, copy=True)
@@ -208,18 +235,36 @@ def _bias_corrections(k, bt1, bt2):
 # ---------------------------------------------------------------------------------------
 # init
 
-def _ref_init(rule, x):
-    """Initial state of ``rule`` for parameter array ``x`` (conventions §8)."""
+def _ref_init(rule, x, low_state=False):
+    """Initial state of ``rule`` for parameter array ``x`` (conventions §8); with
+    ``low_state``, the float32 state arrays of a 16-bit x rounded to its dtype."""
     name = _name(rule)
     x = np.asarray(x)
     if name == "OptimiserChain":
-        return tuple(_ref_init(r, x) for r in rule.opts)
+        return tuple(_ref_init(r, x, low_state) for r in rule.opts)
     if name == "MixedPrecision":
         H = _high_dtype(rule, x)
         xT = np.array(x, dtype=H, copy=True)
         return MixedPrecisionState(xT, _ref_init(rule.rule, xT))
+    state = _ref_init_rule(rule, x)
+    if low_state and _low(x.dtype):
+        state = _round_state(state, x)
+    return state
+
+
+def _round_state(state, x):
+    if isinstance(state, np.ndarray) and state.dtype == np.float32 and state.shape == x.shape:
+        return state.astype(x.dtype)
+    if isinstance(state, tuple):
+        parts = [_round_state(s, x) for s in state]
+        return type(state)(*parts) if hasattr(state, "_fields") else tuple(parts)
+    return state
+
+
+def _ref_init_rule(rule, x):
+    name = _name(rule)
     k = _Ctx(x)
-    T, M = k.T, k.M
+    S, M = k.S, k.M
     shape = x.shape
     z = lambda dt: np.zeros(shape, dtype=dt)  # noqa: E731
     if name in ("Descent", "WeightDecay", "ClipNorm"):
@@ -228,38 +273,38 @@ def _ref_init(rule, x):
         k.no_complex(name)
         return None
     if name in ("Momentum", "Nesterov"):
-        return z(T)
+        return z(S)
     if name == "Lion":
         k.no_complex(name)
-        return z(T)
+        return z(S)
     if name == "AdaGrad":
         return np.full(shape, rule.epsilon, dtype=M)
     if name == "RMSProp":
-        return RMSPropState(z(M), z(T) if rule.centred else None)
+        return RMSPropState(z(M), z(S) if rule.centred else None)
     if name == "Rprop":
         k.no_complex(name)
-        return RpropState(z(T), np.full(shape, rule.eta, dtype=T))
+        return RpropState(z(S), np.full(shape, rule.eta, dtype=S))
     betas = (float(rule.beta[0]), float(rule.beta[1])) if hasattr(rule, "beta") else None
     if name in ("Adam", "NAdam", "AdamW"):
-        return AdamState(z(T), z(M), betas)
+        return AdamState(z(S), z(M), betas)
     if name == "RAdam":
-        return RAdamState(z(T), z(M), betas, 1)
+        return RAdamState(z(S), z(M), betas, 1)
     if name == "AdaMax":
         k.no_complex(name)
-        return AdaMaxState(z(T), z(T), betas)
+        return AdaMaxState(z(S), z(S), betas)
     if name == "OAdam":
-        return OAdamState(z(T), z(M), betas, z(T))
+        return OAdamState(z(S), z(M), betas, z(S))
     if name == "AdaDelta":
         return AdaDeltaState(z(M), z(M))
     if name == "AMSGrad":
         k.no_complex(name)
         e = rule.epsilon
-        return AMSGradState(np.full(shape, e, dtype=T), np.full(shape, e, dtype=T),
-                            np.full(shape, e, dtype=T))
+        return AMSGradState(np.full(shape, e, dtype=S), np.full(shape, e, dtype=S),
+                            np.full(shape, e, dtype=S))
     if name == "AdaBelief":
-        return AdaBeliefState(z(T), z(M), betas)
+        return AdaBeliefState(z(S), z(M), betas)
     if name == "AccumGrad":
-        return AccumGradState(z(T), 1)
+        return AccumGradState(z(S), 1)
     raise TypeError(f"reference: unknown rule {name}")
 
 
@@ -634,7 +679,7 @@ def _ref_apply(rule, state, x, g):
     fn = _APPLY.get(name)
     if fn is None:
         raise TypeError(f"reference: unknown rule {name}")
-    k = _Ctx(x)
+    k = _Ctx(x, state)
     gC = np.array(g, dtype=k.C, copy=True)
     return fn(k, rule, state, x, gC)
 
@@ -779,10 +824,10 @@ def _library_layout(state):
     return state
 
 
-def ref_init(rule, x):
+def ref_init(rule, x, low_precision_state=False):
     """Initial state of ``rule`` for parameter array ``x`` (conventions §8), in the
-    library's layout."""
-    return _library_layout(_ref_init(rule, x))
+    library's layout; ``low_precision_state`` as for ``optimisers.setup``."""
+    return _library_layout(_ref_init(rule, x, low_precision_state))
 
 
 def ref_apply(rule, state, x, g):

@@ -536,10 +536,11 @@ def test_dict_subclasses_are_rebuilt_as_themselves():
 
 
 def test_float16_parameter_keeps_its_dtype():
+    """... written in place; its state is float32 (README, Numbers)."""
     x = np.array([1.0, 2.0], np.float16)
     st = opt.setup(opt.Momentum(0.25, 0.0), x)
     st, x2 = opt.update_(st, x, np.array([1.0, 1.0], np.float16))
-    assert x2 is x and x.dtype == np.float16 and st.state.dtype == np.float16
+    assert x2 is x and x.dtype == np.float16 and st.state.dtype == np.float32
     np.testing.assert_array_equal(x, np.array([0.75, 1.75], np.float16))
 
 

@@ -31,8 +31,16 @@ Files, in the order they are included:
   the families, each kind's real and pair tile functions side by side, and their
   registration;
 * ``driver.pxi``: tiles, folding of a leading scale, one leaf's prepared program;
+* ``staging.pxi``: the same for a parameter stored in 16 bits (float16, bfloat16): each tile
+  converted to float32 buffers, run by the float32 tile functions, rounded back once;
 * ``entry.pxi``: the Python entry points (``run_program``, build controls, the kind table);
 * ``batch.pxi``: many leaves checked, prepared and run in two calls (``Batch``).
+
+A parameter stored in 16 bits (float16, or bfloat16 where ml_dtypes defines it) runs the
+float32 program: the driver stages each tile of x, of a 16-bit gradient and of any state
+buffer kept in 16 bits into float32 stack buffers, runs the float32 tile functions on them
+with x's buffer as the SUBTRACT target, and rounds x and those buffers back once (the
+state of such a parameter is float32 by default, used in place).
 
 Complex parameters run on the real views of their arrays (``x.view(R)``: element k is the
 components 2k and 2k+1).  A component-wise kind runs unchanged on those views (width 1); a
@@ -84,7 +92,7 @@ cdef extern from *:
             return 1;
     #if defined(__GNUC__) && defined(__x86_64__)
         __builtin_cpu_init();
-        int avx2 = __builtin_cpu_supports("avx2");
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
         if (strcmp(isa, "avx2") == 0)
             return avx2;
         if (strcmp(isa, "avx512") == 0)
@@ -107,13 +115,14 @@ include "rules_adam.pxi"
 include "rules_adaptive.pxi"
 include "rules_transform.pxi"
 include "driver.pxi"
+include "staging.pxi"
 include "entry.pxi"
 include "batch.pxi"
 
 
 # Module-level names (plain ints) for the enums and every kind (ADAM, CLIPNORM, ...), as
 # the Python side uses them.
-for _enum in (Mode, NormKind, Status):
+for _enum in (Mode, NormKind, Status, Format):
     globals().update({_name: int(_value) for _name, _value in _enum.__members__.items()})
 globals().update({_name.upper(): _entry[0] for _name, _entry in KIND_TABLE.items()})
 del _enum

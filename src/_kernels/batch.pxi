@@ -20,14 +20,17 @@ cdef inline object _follow(object state, tuple path):
 
 
 cdef inline int _set_buffer(void** slot, object state, object path, int typenum,
-                            Py_ssize_t n, str what) except -1:
-    """Follow ``path`` into ``state`` and store the data pointer of the array found there."""
+                            int low_typenum, Py_ssize_t n, str what) except -1:
+    """Follow ``path`` into ``state`` and store the data pointer of the array found there:
+    of dtype ``typenum``, or ``low_typenum`` (a 16-bit parameter's own dtype; -1 for none).
+    Returns 1 when it has ``low_typenum``, else 0."""
     cdef object a = _follow(state, <tuple?> path)
-    _check(a, typenum, n, what)
+    cdef bint low = low_typenum >= 0 and _typenum_of(a) == low_typenum
+    _check(a, low_typenum if low else typenum, n, what)
     if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> a):
         raise ValueError(f"{what} must be writable")
     slot[0] = cnp.PyArray_DATA(<cnp.ndarray> a)
-    return 0
+    return low
 
 
 cdef inline bint _spread_small(int n_threads, Py_ssize_t n_small,
@@ -60,8 +63,10 @@ cdef class Batch:
       scalars path, counter path)``; each path is a tuple of indices that leads from
       ``state`` to that array, or None.  Entries usually share a few template objects.
     - ``state``: the leaf's state (nested tuples of arrays).
-    - ``x``: the parameter, float32 or float64, C-contiguous and writable.
-    - ``g``: its gradient, an array of the same dtype, shape and C layout.
+    - ``x``: the parameter, float16, bfloat16, float32 or float64, C-contiguous and
+      writable (a 16-bit one runs the float32 program, staged: staging.pxi).
+    - ``g``: its gradient, an array of the same dtype, shape and C layout (or, for a
+      16-bit ``x``, float32; float32 only when the program starts with a ClipNorm).
     - ``owner``: any object that identifies the state (its ``Leaf``); further items are
       ignored (the caller's own bookkeeping).
 
@@ -80,6 +85,8 @@ cdef class Batch:
     cdef void** xs
     cdef void** gs
     cdef char* is_double
+    cdef char* formats             # entry j's Format: NATIVE, or how its 16-bit x is stored
+    cdef char* gformats            # ... and its gradient (NATIVE: float32 for a 16-bit x)
     cdef Py_ssize_t n_leaves
     cdef bint ran
     cdef object entries            # keeps the arrays alive until run()
@@ -94,6 +101,8 @@ cdef class Batch:
         self.xs = NULL
         self.gs = NULL
         self.is_double = NULL
+        self.formats = NULL
+        self.gformats = NULL
         self.n_leaves = 0
         self.ran = False
 
@@ -106,6 +115,8 @@ cdef class Batch:
         free(self.xs)
         free(self.gs)
         free(self.is_double)
+        free(self.formats)
+        free(self.gformats)
 
     def __init__(self, list entries):
         cdef Py_ssize_t n = len(entries), j, total = 0
@@ -129,10 +140,13 @@ cdef class Batch:
         self.xs = <void**> malloc(n * sizeof(void*))
         self.gs = <void**> malloc(n * sizeof(void*))
         self.is_double = <char*> malloc(n * sizeof(char))
+        self.formats = <char*> malloc(n * sizeof(char))
+        self.gformats = <char*> malloc(n * sizeof(char))
         status = <int*> malloc(n * sizeof(int))
         if (self.first == NULL or self.count == NULL or self.modes == NULL
                 or self.sizes == NULL or self.xs == NULL or self.gs == NULL
-                or self.is_double == NULL or status == NULL):
+                or self.is_double == NULL or self.formats == NULL or self.gformats == NULL
+                or status == NULL):
             free(status)
             raise MemoryError()
         try:
@@ -189,7 +203,7 @@ cdef class Batch:
         parameter, gradient or state that does not fit)."""
         cdef object xo = entry[2], go = entry[3], state = entry[1]
         cdef cnp.ndarray x, g
-        cdef int typenum, k, b
+        cdef int typenum, k, b, fmt, low_typenum = -1
         cdef Py_ssize_t size
         cdef Stage* st
         cdef list tpl = <list> entry[0]
@@ -198,17 +212,30 @@ cdef class Batch:
             return BAD_PARAMETER
         x = <cnp.ndarray> xo
         typenum = cnp.PyArray_TYPE(x)
-        if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64)
-                or not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISWRITEABLE(x)):
+        fmt = _format_of(x)
+        if fmt != NATIVE:               # computed in float32; g may be x's dtype
+            low_typenum = typenum
+            typenum = cnp.NPY_FLOAT32
+        elif typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+            return BAD_PARAMETER
+        if not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISWRITEABLE(x):
             return BAD_PARAMETER
         size = cnp.PyArray_SIZE(x)
         self.xs[j] = cnp.PyArray_DATA(x)
         self.sizes[j] = size
         self.is_double[j] = typenum == cnp.NPY_FLOAT64
+        self.formats[j] = fmt
+        self.gformats[j] = NATIVE
         if not isinstance(go, cnp.ndarray):
             return BAD_GRADIENT
         g = <cnp.ndarray> go
-        if (cnp.PyArray_TYPE(g) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(g)
+        if low_typenum >= 0 and cnp.PyArray_TYPE(g) == low_typenum:
+            if KINDS[self.stages[self.first[j]].kind].flags & LEADS:
+                return BAD_GRADIENT         # the norm of a leading ClipNorm reads float32
+            self.gformats[j] = fmt
+        elif cnp.PyArray_TYPE(g) != typenum:
+            return BAD_GRADIENT
+        if (not cnp.PyArray_IS_C_CONTIGUOUS(g)
                 or cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(x)
                 or memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(x),
                           cnp.PyArray_NDIM(x) * sizeof(cnp.npy_intp)) != 0):
@@ -222,7 +249,9 @@ cdef class Batch:
                 if len(paths) > MAX_BUF:
                     return BAD_STATE
                 for b in range(len(paths)):
-                    _set_buffer(&st.buf[b], state, paths[b], typenum, size, "a state buffer")
+                    if _set_buffer(&st.buf[b], state, paths[b], typenum, low_typenum, size,
+                                   "a state buffer"):
+                        st.low_bufs |= 1 << b
                 if spec[3] is not None:
                     st.sc = <double*> _scalar_ptr(_follow(state, <tuple?> spec[3]),
                                                   cnp.NPY_FLOAT64, 2, "a per-step scalar buffer")
@@ -299,15 +328,29 @@ cdef class Batch:
         cdef int n_threads = omp_get_max_threads()
         with nogil:
             _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
-                      self.n_leaves, self.sizes, self.xs, self.gs, n_threads, <float> 0)
+                      self.formats, self.gformats, self.n_leaves, self.sizes, self.xs,
+                      self.gs, n_threads, <float> 0)
             _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
-                      self.n_leaves, self.sizes, self.xs, self.gs, n_threads, <double> 0)
+                      self.formats, self.gformats, self.n_leaves, self.sizes, self.xs,
+                      self.gs, n_threads, <double> 0)
+
+
+cdef inline void _run_leaf(Stage* stages, int count, Py_ssize_t size, void* x, const void* g,
+                           int mode, char fmt, char gfmt, int n_threads,
+                           floating dummy) noexcept nogil:
+    """Run one prepared leaf of the float32 (16-bit ones too) or float64 pass."""
+    if floating is float and fmt != NATIVE:
+        _run_prepared_low(stages, count, size, x, fmt, g, gfmt, <float*> NULL, mode, n_threads)
+    else:
+        _run_prepared(stages, count, size, <floating*> x, <const floating*> g,
+                      <floating*> NULL, mode, n_threads, 1)
 
 
 cdef void _run_many(Stage* stages, Py_ssize_t* first, int* count, int* modes, char* is_double,
-                    Py_ssize_t n_leaves, Py_ssize_t* sizes, void** xs, void** gs,
-                    int n_threads, floating dummy) noexcept nogil:
-    """Run the prepared leaves of one dtype (that of ``floating``)."""
+                    char* formats, char* gformats, Py_ssize_t n_leaves, Py_ssize_t* sizes,
+                    void** xs, void** gs, int n_threads, floating dummy) noexcept nogil:
+    """Run the prepared leaves of one compute dtype (that of ``floating``; the 16-bit ones
+    compute in float32)."""
     cdef char want_double = floating is double
     cdef Py_ssize_t j, small_elements = 0
     cdef int n_small = 0
@@ -316,8 +359,8 @@ cdef void _run_many(Stage* stages, Py_ssize_t* first, int* count, int* modes, ch
         if count[j] == 0 or is_double[j] != want_double:
             continue
         if sizes[j] >= _parallel_threshold:
-            _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
-                          <const floating*> gs[j], <floating*> NULL, modes[j], n_threads, 1)
+            _run_leaf(stages + first[j], count[j], sizes[j], xs[j], gs[j], modes[j],
+                      formats[j], gformats[j], n_threads, dummy)
         else:
             n_small += 1
             small_elements += sizes[j]
@@ -325,10 +368,10 @@ cdef void _run_many(Stage* stages, Py_ssize_t* first, int* count, int* modes, ch
     if _spread_small(n_threads, n_small, small_elements):
         for j in prange(n_leaves, schedule="dynamic", chunksize=4, num_threads=n_threads):
             if count[j] != 0 and is_double[j] == want_double and sizes[j] < _parallel_threshold:
-                _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
-                              <const floating*> gs[j], <floating*> NULL, modes[j], 1, 1)
+                _run_leaf(stages + first[j], count[j], sizes[j], xs[j], gs[j], modes[j],
+                          formats[j], gformats[j], 1, dummy)
     elif n_small > 0:
         for j in range(n_leaves):
             if count[j] != 0 and is_double[j] == want_double and sizes[j] < _parallel_threshold:
-                _run_prepared(stages + first[j], count[j], sizes[j], <floating*> xs[j],
-                              <const floating*> gs[j], <floating*> NULL, modes[j], 1, 1)
+                _run_leaf(stages + first[j], count[j], sizes[j], xs[j], gs[j], modes[j],
+                          formats[j], gformats[j], 1, dummy)

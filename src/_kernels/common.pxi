@@ -29,10 +29,20 @@ cpdef enum Status:
     NONFINITE_NORM = 2   # a ClipNorm(throw=True) met a non-finite norm: nothing was written
     NO_MEMORY = 3
     # Batch only: why a leaf was left for the caller's general path
-    BAD_PARAMETER = 4    # not C-contiguous, not writable, or not float32/float64
-    BAD_GRADIENT = 5     # not an array of the parameter's dtype, shape and C layout
+    BAD_PARAMETER = 4    # not C-contiguous, not writable, or not a float the kernels run
+    BAD_GRADIENT = 5     # not an array of the parameter's dtype (or, for a 16-bit one,
+                         # float32), shape and C layout
     BAD_STATE = 6        # the state does not have the buffers the program names
     SHARED = 7           # two entries share a parameter's memory or a Leaf (tied weights)
+
+
+cpdef enum Format:
+    # How a parameter's elements are stored: in the dtype the kernels compute in (float32,
+    # float64, the components of a complex number), or in 16 bits, computed in float32
+    # (staging.pxi).
+    NATIVE = 0
+    F16 = 1         # IEEE binary16 (numpy's float16)
+    BF16 = 2        # bfloat16: the upper half of a float32 (ml_dtypes.bfloat16)
 
 
 cdef struct Stage:
@@ -42,6 +52,9 @@ cdef struct Stage:
                             # given by the rule in float64, some fields set per step by the
                             # kind's `before` hook; a tile function rounds each to its dtype
     void* buf[MAX_BUF]      # element-wise state buffers, the parameter's size and dtype
+                            # (the compute dtype: float32 for a 16-bit parameter)
+    int low_bufs            # bit j set: buf[j] holds the 16-bit format of its parameter
+                            # instead (staging.pxi converts it tile by tile)
     double* sc              # per-step float64 scalars (the running beta^t), or NULL
     long long* ctr          # an int64 step counter (RAdam, AccumGrad), or NULL
     double gs               # the scale of this stage's input: 1, or the scale of a

@@ -114,6 +114,18 @@ cdef int _prepare_leaf(Stage* stages, int* n_stages, int* mode, const void* g,
     return status
 
 
+cdef inline void _run_after_hooks(Stage* stages, int n_stages) noexcept nogil:
+    """A program's `after` hooks (advance the running products and counters), once its
+    tiles have run."""
+    cdef After after
+    cdef int k
+    for k in range(n_stages):
+        if stages[k].kind != FOLDED:
+            after = KINDS[stages[k].kind].after
+            if after != NULL:
+                after(&stages[k])
+
+
 cdef void _run_prepared(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
                         const floating* g, floating* dst, int mode, int n_threads,
                         int comps) noexcept nogil:
@@ -125,8 +137,6 @@ cdef void _run_prepared(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
     cdef Py_ssize_t t
     cdef floating local_tile[TILE]
     cdef floating* tile
-    cdef After after
-    cdef int k
     if n_threads <= 1 or n // comps < _parallel_threshold or n_tiles < 2:
         for t in range(n_tiles):
             _run_tile(stages, n_stages, t, n, length, x, g, dst, mode, local_tile)
@@ -138,8 +148,4 @@ cdef void _run_prepared(Stage* stages, int n_stages, Py_ssize_t n, floating* x,
                 for t in prange(n_tiles, schedule="static"):
                     _run_tile(stages, n_stages, t, n, length, x, g, dst, mode, tile)
                 free(tile)
-    for k in range(n_stages):
-        if stages[k].kind != FOLDED:
-            after = KINDS[stages[k].kind].after
-            if after != NULL:
-                after(&stages[k])
+    _run_after_hooks(stages, n_stages)

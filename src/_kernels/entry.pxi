@@ -118,6 +118,7 @@ cdef int _fill_constants(Stage* st, int kind, object hps, int position) except -
         st.hp[j] = value
     for j in range(MAX_BUF):
         st.buf[j] = NULL
+    st.low_bufs = 0
     st.sc = NULL
     st.ctr = NULL
     return 0
@@ -147,12 +148,15 @@ cdef inline void* _scalar_ptr(object a, int typenum, Py_ssize_t need, str what) 
 
 
 cdef int _fill_stage(Stage* st, int kind, object hps, object bufs, object sc, object ctr,
-                     int typenum, Py_ssize_t n, int position, int ctypenum=-1) except -1:
+                     int typenum, Py_ssize_t n, int position, int ctypenum=-1,
+                     int low_typenum=-1) except -1:
     """Fill one stage.  ``typenum`` is the real dtype of the kernel arithmetic, ``n`` the
     number of elements of the parameter.  For a complex parameter ``ctypenum`` is its
     complex dtype: the stage's width and which buffers are complex (the others are real,
-    of ``typenum``) follow from the kind's complex form."""
-    cdef int j, mask = 0, form
+    of ``typenum``) follow from the kind's complex form.  For a 16-bit parameter
+    ``low_typenum`` is its dtype: a buffer of that dtype is staged (``Stage.low_bufs``),
+    the others are float32."""
+    cdef int j, mask = 0, form, want
     _fill_constants(st, kind, hps, position)
     if len(bufs) > MAX_BUF:
         raise ValueError("too many buffers in a stage")
@@ -166,7 +170,11 @@ cdef int _fill_stage(Stage* st, int kind, object hps, object bufs, object sc, ob
         else:
             raise TypeError(f"kernel kind {kind} is not defined for complex parameters")
     for j in range(len(bufs)):
-        _check(bufs[j], ctypenum if (mask >> j) & 1 else typenum, n, "a state buffer")
+        want = ctypenum if (mask >> j) & 1 else typenum
+        if low_typenum >= 0 and _typenum_of(bufs[j]) == low_typenum:
+            want = low_typenum
+            st.low_bufs |= 1 << j
+        _check(bufs[j], want, n, "a state buffer")
         if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> bufs[j]):
             raise ValueError("state buffers must be writable")
         st.buf[j] = cnp.PyArray_DATA(<cnp.ndarray> bufs[j])
@@ -175,11 +183,44 @@ cdef int _fill_stage(Stage* st, int kind, object hps, object bufs, object sc, ob
     return 0
 
 
+cdef inline int _typenum_of(object a) noexcept:
+    """The dtype number of an array; -1 for anything else."""
+    return cnp.PyArray_TYPE(<cnp.ndarray> a) if isinstance(a, cnp.ndarray) else -1
+
+
 cdef int _float_typenum(cnp.ndarray x) except -1:
     cdef int typenum = cnp.PyArray_TYPE(x)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        raise TypeError(f"kernels run on float32 and float64, got {x.dtype}")
+        raise TypeError(f"kernels run on float16, bfloat16, float32 and float64, got "
+                        f"{x.dtype}")
     return typenum
+
+
+# numpy's number of the bfloat16 dtype (a dtype registered at run time), once one is seen
+cdef int _bf16_typenum = -1
+
+
+cdef int _format_of(cnp.ndarray a) except -1:
+    """How the elements of ``a`` are stored: F16, BF16 or NATIVE (anything else).  A
+    bfloat16 dtype is known by its name and size, so ml_dtypes (which defines it) is never
+    imported here."""
+    global _bf16_typenum
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if typenum == cnp.NPY_FLOAT16:
+        return F16
+    if typenum == _bf16_typenum:
+        return BF16
+    if _bf16_typenum < 0 and cnp.PyArray_ISUSERDEF(a):
+        descr = a.dtype
+        if descr.itemsize == 2 and descr.name == "bfloat16":
+            _bf16_typenum = typenum
+            return BF16
+    return NATIVE
+
+
+def storage_format(cnp.ndarray a):
+    """``NATIVE``, ``F16`` or ``BF16``: how the kernels read the elements of ``a``."""
+    return _format_of(a)
 
 
 cdef int _real_typenum(int typenum) noexcept:
@@ -203,12 +244,15 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
         at least 2 elements (the running ``beta_t``) or None; counter a 1-element int64
         array or None.  For a complex parameter the second-moment buffers of the kinds with
         pair forms are of its real dtype R (see ``Kind.complex_buffers``).
-    x : ndarray, float32, float64, complex64 or complex128, C-contiguous
-        The parameter.  Written in place (``x -= d``) when ``mode`` is ``SUBTRACT``.
+    x : ndarray, float16, bfloat16, float32, float64, complex64 or complex128, C-contiguous
+        The parameter.  Written in place (``x -= d``) when ``mode`` is ``SUBTRACT``.  A
+        16-bit one is computed in float32 and rounded once on store; its state buffers
+        are float32 or of its own dtype (staging.pxi).
     g : ndarray, same dtype and size as ``x``, C-contiguous
-        The incoming gradient (read only).
+        The incoming gradient (read only); float32 also for a 16-bit ``x``, and float32
+        only when its program starts with a ``ClipNorm`` stage (whose norm reads float32).
     dst : ndarray or None
-        Where ``d`` goes when ``mode`` is ``STORE``.
+        Where ``d`` goes when ``mode`` is ``STORE`` (float32 for a 16-bit ``x``).
     mode : Mode
 
     Returns
@@ -224,6 +268,8 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
     cdef int typenum = _real_typenum(xtypenum)      # the arithmetic's dtype
     cdef int ctypenum = -1                          # the complex dtype, if any
     cdef int comps = 1                              # components per element
+    cdef int fmt = NATIVE, gfmt = NATIVE            # 16-bit storage of x and of g
+    cdef int low_typenum = -1                       # x's dtype, when it is 16-bit
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef int i, status
     cdef void* dst_ptr = NULL
@@ -231,21 +277,32 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
         ctypenum = xtypenum
         comps = 2
     else:
-        typenum = _float_typenum(x)
+        fmt = _format_of(x)
+        if fmt == NATIVE:
+            typenum = _float_typenum(x)
+        else:
+            typenum = cnp.NPY_FLOAT32
+            low_typenum = xtypenum
     if n_stages == 0 or n_stages > MAX_STAGES:
         raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
     _check(x, xtypenum, n, "x")
-    _check(g, xtypenum, n, "the gradient")
+    if fmt != NATIVE and cnp.PyArray_TYPE(g) == xtypenum:
+        gfmt = fmt
+    _check(g, xtypenum if fmt == NATIVE or gfmt != NATIVE else typenum, n, "the gradient")
     if mode == SUBTRACT and not cnp.PyArray_ISWRITEABLE(x):
         raise ValueError("x must be writable")
     if mode == STORE:
-        _check(dst, xtypenum, n, "dst")
+        _check(dst, xtypenum if fmt == NATIVE else typenum, n, "dst")
         if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> dst):
             raise ValueError("dst must be writable")
         dst_ptr = cnp.PyArray_DATA(<cnp.ndarray> dst)
     for i in range(n_stages):
         kind, hps, bufs, sc, ctr = stages[i]
-        _fill_stage(&c_stages[i], kind, hps, bufs, sc, ctr, typenum, n, i, ctypenum)
+        _fill_stage(&c_stages[i], kind, hps, bufs, sc, ctr, typenum, n, i, ctypenum,
+                    low_typenum)
+    if gfmt != NATIVE and KINDS[c_stages[0].kind].flags & LEADS:
+        raise TypeError(f"a program that starts with ClipNorm takes a float32 gradient for "
+                        f"a {x.dtype} parameter (its norm reads float32), got {g.dtype}")
     cdef int n_threads = omp_get_max_threads()
     cdef bint single = typenum == cnp.NPY_FLOAT32
     n = n * comps          # the kernels walk the components
@@ -253,7 +310,11 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
         status = _prepare_leaf(c_stages, &n_stages, &mode, cnp.PyArray_DATA(g), n, comps,
                                n_threads, single)
         if status == OK or status == STOPPED:
-            if single:
+            if fmt != NATIVE:
+                _run_prepared_low(c_stages, n_stages, n, cnp.PyArray_DATA(x), fmt,
+                                  cnp.PyArray_DATA(g), gfmt, <float*> dst_ptr, mode,
+                                  n_threads)
+            elif single:
                 _run_prepared[float](c_stages, n_stages, n, <float*> cnp.PyArray_DATA(x),
                                      <const float*> cnp.PyArray_DATA(g), <float*> dst_ptr,
                                      mode, n_threads, comps)

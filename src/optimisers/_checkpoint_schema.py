@@ -27,6 +27,7 @@ import re
 import numpy as np
 
 from ._checkpoint_format import CheckpointError
+from ._dtypes import is_low_precision
 from ._leaf import state_difference
 from ._rule import builtin_rules
 
@@ -94,12 +95,17 @@ def _arrays(s, out):
 def state_problem(rule, state):
     """``None`` if ``state`` has the structure ``rule.init`` gives, else what differs.
 
-    The parameter's dtype is not stored: each dtype of the state's arrays is tried."""
+    The parameter's dtype is not stored: each dtype of the state's arrays is tried (a
+    float16 one both ways: the float32 state of a float16 parameter, rounded by
+    ``low_precision_state``, is float16)."""
     dtypes = list(dict.fromkeys(a.dtype for a in _arrays(state, []))) or [np.dtype(np.float64)]
     first = None
     for dtype in dtypes:
         try:
-            ref = rule.init(np.empty(0, dtype))
+            x = np.empty(0, dtype)
+            ref = rule.init(x)
+            if is_low_precision(dtype):
+                ref = rule._lower_state(ref, x)
         except Exception as e:          # a built-in rule's init on an empty array: no fit
             problem = f"{type(rule).__name__} keeps no state for arrays of {dtype} ({e})"
         else:

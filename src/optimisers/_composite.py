@@ -79,6 +79,9 @@ class OptimiserChain(Rule):
     def init(self, x):
         return tuple(r.init(x) for r in self.opts)
 
+    def _lower_state(self, state, x):
+        return tuple(r._lower_state(s, x) for r, s in zip(self.opts, state))
+
     def _adjust(self, changes, used, known):
         return OptimiserChain(*(r._adjust(changes, used, known) for r in self.opts))
 
@@ -308,6 +311,9 @@ class MixedPrecision(Rule):
     def init(self, x):
         xT = np.array(x, dtype=self._high(x.dtype), order="C")
         return MixedPrecisionState(xT, self.rule.init(xT))
+
+    def _lower_state(self, state, x):
+        return state          # the master copy and its rule's state stay high
 
     def _compile(self, state, prog):
         # The whole raw gradient, already cast to self.dtype by the engine.  (Asking for it

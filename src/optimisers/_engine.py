@@ -27,12 +27,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._dtypes import is_bfloat16, is_float
 from ._functor import fmap
 from ._keypath import linked_keypath
 from ._leaf import copy_state
 from ._native import kernels as _kernels
 from ._norms import nonfinite_norm_error
-from ._plan import BATCH_DTYPES, check_state, leaf_plan, template
+from ._plan import check_state, leaf_plan, template
 from ._program import Program, run_functional
 from ._tree import collect
 
@@ -260,8 +261,7 @@ class Step:
         rule, templates = self._concrete_at(leaf)
         tpl = templates.get(x.dtype, False)
         if tpl is False:
-            tpl = templates[x.dtype] = (template(rule, x, leaf.state)
-                                        if x.dtype in BATCH_DTYPES else None)
+            tpl = templates[x.dtype] = template(rule, x, leaf.state)
         return tpl
 
     def route(self, leaf, x, g, link):
@@ -270,7 +270,7 @@ class Step:
         plan = leaf._plan
         if (plan is None or plan[0] is not leaf.rule or type(x) is not np.ndarray
                 or plan[1] is not x.dtype):
-            if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
+            if not isinstance(x, np.ndarray) or not is_float(x.dtype):
                 self.record(leaf, x, g, link)          # raises
             plan = leaf_plan(leaf, x, link)
         tpl = plan[3]
@@ -284,7 +284,7 @@ class Step:
     def record(self, leaf, x, g, link):
         """The general path for the gradient ``g`` of ``leaf`` and array ``x``: check and
         cast ``g`` and keep it; tied arrays sum their gradients."""
-        if not isinstance(x, np.ndarray) or x.dtype.kind not in "fc":
+        if not isinstance(x, np.ndarray) or not is_float(x.dtype):
             raise TypeError(f"the state tree has a Leaf at {linked_keypath(link)} but the "
                             f"model has {type(x).__name__} there")
         plan = leaf._plan
@@ -428,7 +428,7 @@ def check_gradient(g, x, want, link):
                         f"expected an array of shape {x.shape}")
     a = g if isinstance(g, np.ndarray) else np.asarray(g)
     kind = a.dtype.kind
-    if kind not in "biufc":
+    if kind not in "biufc" and not is_bfloat16(a.dtype):
         raise TypeError(f"the gradient at {linked_keypath(link)} has dtype {a.dtype}, which "
                         f"is not numeric")
     if kind == "c" and x.dtype.kind != "c":

@@ -7,6 +7,7 @@ import numbers
 
 import numpy as np
 
+from ._dtypes import is_low_precision
 from ._functor import is_namedtuple
 from ._rule import Rule
 
@@ -188,9 +189,20 @@ def state_difference(a, b, where, like_x):
 
 def state_misfit(rule, state, x):
     """What differs between ``state`` and the state ``rule`` keeps for the parameter ``x``
-    (its structure, array dtypes and shapes), or ``None`` when it fits."""
+    (its structure, array dtypes and shapes), or ``None`` when it fits.  A 16-bit parameter
+    fits its float32 state and the one ``low_precision_state`` rounds to its dtype."""
+    empty = np.empty(0, x.dtype)
+    ref = rule.init(empty)
+    problem = _misfit(state, ref, x)
+    if problem is not None and is_low_precision(x.dtype):
+        if _misfit(state, rule._lower_state(ref, empty), x) is None:
+            return None
+    return problem
+
+
+def _misfit(state, ref, x):
     like_x = []
-    problem = state_difference(state, rule.init(np.empty(0, x.dtype)), "state", like_x)
+    problem = state_difference(state, ref, "state", like_x)
     if problem is None:
         for where, shape in like_x:
             if shape != x.shape:

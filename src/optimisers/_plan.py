@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._dtypes import is_low_precision
 from ._keypath import linked_keypath
 from ._leaf import state_misfit
 from ._program import Program, gradient_dtype
@@ -61,7 +62,8 @@ def check_state(rule, state, x, link, otherwise=None):
 # valid, and one template object is shared by all the leaves of a group.
 _TEMPLATES = {}
 
-# what the batch kernels take; other parameters run through a Program each
+# what the batch kernels take (and 16-bit floats, is_low_precision); other parameters run
+# through a Program each
 BATCH_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
 
@@ -102,8 +104,8 @@ def _paths(state, prefix=(), out=None):
 def template(rule, x, state):
     """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
     index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
-    dtype is not float32/float64)."""
-    if x.dtype not in BATCH_DTYPES:
+    dtype is not float16/bfloat16/float32/float64)."""
+    if x.dtype not in BATCH_DTYPES and not is_low_precision(x.dtype):
         return None
     rec = _Recorder(x, x)
     try:

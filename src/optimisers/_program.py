@@ -12,8 +12,10 @@ which runs the stages so far into a per-leaf buffer.  A ``ClipNorm`` that comes 
 needs no such barrier: its kernel stage computes the norm of the program's input itself.  ``AccumGrad`` before its n-th gradient makes the kernel stop after its stage: the
 stages so far run, nothing is subtracted, and later rules are skipped.
 
-Float16 parameters are computed in float32: the program works on float32 copies of the
-parameter and of the float16 state buffers, and rounds them back when it finishes.
+Float16 and bfloat16 parameters are computed in float32 by the kernels themselves: they
+read the 16-bit parameter (and gradient, and any state buffer kept in 16 bits) tile by
+tile and round each result once on store.  Their state arrays are float32 (see
+:func:`state_dtype`), unless ``low_precision_state`` kept them in 16 bits.
 
 Complex parameters run as they are: the kernels walk the real views of the parameter, the
 gradient and the complex state buffers (component-wise stages unchanged; the "moments"
@@ -28,21 +30,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._dtypes import is_low_precision
 from ._native import kernels as _kernels
 from ._norms import clipnorm_p, grad_norm, nonfinite_norm_error
 
-__all__ = ["Program", "compute_dtype", "real_compute_dtype", "moment_dtype", "moment_zeros",
-           "gradient_dtype", "run_functional"]
+__all__ = ["Program", "compute_dtype", "real_compute_dtype", "state_dtype", "moment_dtype",
+           "state_full", "moment_zeros", "gradient_dtype", "run_functional"]
 
-_F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
 
 
 def compute_dtype(dtype):
-    """The dtype the kernels compute in for parameters of ``dtype``."""
+    """The dtype the kernels compute in for parameters of ``dtype``: float32 for float16
+    and bfloat16, else the dtype itself."""
     dtype = np.dtype(dtype)
-    return _F32 if dtype == _F16 else dtype
+    return _F32 if is_low_precision(dtype) else dtype
 
 
 def real_compute_dtype(dtype):
@@ -51,12 +53,26 @@ def real_compute_dtype(dtype):
     return np.dtype(c.char.lower()) if c.kind == "c" else c
 
 
+def state_dtype(dtype):
+    """The dtype of the element-wise state arrays of parameters of ``dtype`` (momenta,
+    first moments, accumulated steps, Rprop's steps ...): the compute dtype, so float32 for
+    float16 and bfloat16 parameters (a float16 Adam ``v`` would underflow to 0 for |g|
+    below about 8e-3).  ``setup(..., low_precision_state=True)`` rounds them to the
+    parameter's dtype instead."""
+    return compute_dtype(dtype)
+
+
 def moment_dtype(dtype):
     """The dtype of second-moment / accumulator state arrays (Adam's ``v``, AdaGrad's
-    ``acc`` ...) for parameters of ``dtype``: the parameter's dtype, except REAL for a
-    complex parameter (they hold ``|g|^2``; conventions §4)."""
-    dtype = np.dtype(dtype)
-    return np.dtype(dtype.char.lower()) if dtype.kind == "c" else dtype
+    ``acc`` ...) for parameters of ``dtype``: :func:`state_dtype`, REAL for a complex
+    parameter (they hold ``|g|^2``; conventions §4)."""
+    return real_compute_dtype(dtype)
+
+
+def state_full(x, value):
+    """An element-wise state array for the parameter ``x``, filled with ``value`` (C order,
+    :func:`state_dtype`)."""
+    return np.full(x.shape, value, state_dtype(x.dtype))
 
 
 def moment_zeros(x):
@@ -80,14 +96,15 @@ class Program:
     def __init__(self, x, g, leaf=None, path=None, functional=False):
         """``x``: the parameter, C-contiguous (and writable unless ``functional``);
         ``g``: the gradient, C-contiguous, in the compute dtype or the rule's
-        ``grad_dtype`` (never written)."""
+        ``grad_dtype`` (never written).  A 16-bit ``x`` is handed to the kernels as it is
+        (they compute in float32 and round on store)."""
         cd = compute_dtype(x.dtype)
         self.dtype = cd
         self._real = real_compute_dtype(cd)
         self.scalar = self._real.type
         self._writeback = []
         self._x_orig = x
-        self.x = x if x.dtype == cd else x.astype(cd)
+        self.x = x if x.dtype == cd or is_low_precision(x.dtype) else x.astype(cd)
         self.src = g
         self.stages = []
         self.stopped = False        # no step this time (AccumGrad not due)
@@ -157,6 +174,13 @@ class Program:
             np.copyto(self._x_orig, value, casting="unsafe")
             self.assigned = True
 
+    def compute_x(self):
+        """The parameter in the compute dtype, as a rule written in Python sees it: a
+        float32 copy of a 16-bit parameter (the arithmetic is float32, as in the kernels),
+        else the parameter itself."""
+        x = self.x
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
     def where(self):
         """The key path of this parameter, for error messages."""
         return str(self.path) if self.path is not None else "the parameter"
@@ -195,8 +219,9 @@ class Program:
         return status == _kernels.STOPPED
 
     def _work(self, buf):
-        # the compute dtype, or (complex parameters) its real dtype: used as they are
-        if buf.dtype == self.dtype or buf.dtype == self._real:
+        # the compute dtype, (complex parameters) its real dtype, or a 16-bit parameter's
+        # own dtype (low_precision_state): the kernels take them as they are
+        if buf.dtype == self.dtype or buf.dtype == self._real or buf.dtype == self.x.dtype:
             return buf
         work = buf.astype(self.dtype)
         self._writeback.append((buf, work))

@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 
+from ._dtypes import is_low_precision, lower_state
 from ._native import kernels as _kernels
 from ._schedule import Schedule
 
@@ -132,6 +133,12 @@ class Rule:
     def _user_rule(cls):
         return not cls.__module__.startswith("optimisers.")
 
+    def _lower_state(self, state, x):
+        """The state of ``setup(..., low_precision_state=True)`` for a 16-bit ``x``: a
+        built-in rule's float32 state arrays rounded to ``x``'s dtype; a rule written in
+        Python keeps the state its ``init`` made."""
+        return state if type(self)._user_rule() else lower_state(state, x)
+
     # The engine's hook.  Kernel rules add a stage to the program; a rule written in Python
     # (the default here) materialises the incoming step and calls its own ``apply``.
     def _compile(self, state, prog):
@@ -140,7 +147,7 @@ class Rule:
             return state
         # a private copy: dx may be the engine's per-leaf buffer, which the next step
         # overwrites, and a rule may keep the array it was given in its state
-        state, d = self.apply(state, prog.x, dx.copy())
+        state, d = self.apply(state, prog.compute_x(), dx.copy())
         prog.set_source(d)
         return state
 
@@ -236,7 +243,7 @@ def state_types():
     return tuple(dict.fromkeys(t for c in _BUILTIN.values() for t in c.state_types))
 
 
-def init(rule, x):
+def init(rule, x, *, low_precision_state=False):
     """The initial state of ``rule`` for one parameter array ``x`` (``rule.init(x)``).
 
     Parameters
@@ -245,6 +252,9 @@ def init(rule, x):
         The rule.
     x : array_like
         The parameter (converted with ``numpy.asarray``).
+    low_precision_state : bool, default False
+        As for :func:`setup`: keep the state arrays of a float16 or bfloat16 ``x`` in its
+        dtype instead of float32.
 
     Returns
     -------
@@ -264,7 +274,10 @@ def init(rule, x):
     """
     x = np.asarray(x)
     rule.check_param(x)
-    return rule.init(x)
+    state = rule.init(x)
+    if low_precision_state and is_low_precision(x.dtype):
+        state = rule._lower_state(state, x)
+    return state
 
 
 # ----------------------------------------------------------------------------------------

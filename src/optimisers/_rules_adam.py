@@ -14,7 +14,7 @@ import numpy as np
 
 from ._native import kernels as K
 from ._rule import Rule, checked, decay, flag, nonneg, pair
-from ._program import moment_zeros
+from ._program import moment_zeros, state_full
 from ._rules_sgd import zeros
 
 __all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "AdaBelief",
@@ -296,7 +296,7 @@ class AMSGrad(_AdamLike):
     state_types = (AMSGradState,)
 
     def init(self, x):
-        return AMSGradState(*(np.full(x.shape, self.epsilon, x.dtype) for _ in range(3)))
+        return AMSGradState(*(state_full(x, self.epsilon) for _ in range(3)))
 
     def _compile(self, state, prog):
         prog.add(K.AMSGRAD, _adam_hp(self), state.m, state.v, state.vhat)

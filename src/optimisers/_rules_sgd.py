@@ -7,14 +7,16 @@ from typing import NamedTuple
 import numpy as np
 
 from ._native import kernels as K
+from ._program import state_dtype, state_full
 from ._rule import Rule, checked, decay, nonneg, pair, real
 
 __all__ = ["Descent", "Momentum", "Nesterov", "Rprop", "Lion", "RpropState"]
 
 
 def zeros(x):
-    """A C-ordered state array like ``x`` (``np.zeros_like`` would keep Fortran order)."""
-    return np.zeros(x.shape, x.dtype)
+    """A zero element-wise state array for ``x``: its shape, C order (``np.zeros_like``
+    would keep Fortran order), ``state_dtype`` (float32 for a 16-bit ``x``)."""
+    return np.zeros(x.shape, state_dtype(x.dtype))
 
 
 @checked
@@ -187,7 +189,7 @@ class Rprop(Rule):
     state_types = (RpropState,)
 
     def init(self, x):
-        return RpropState(zeros(x), np.full(x.shape, self.eta, x.dtype))
+        return RpropState(zeros(x), state_full(x, self.eta))
 
     def _compile(self, state, prog):
         prog.add(K.RPROP, {"ell_dec": self.ell[0], "ell_inc": self.ell[1],

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from ._align import grad_children, state_children
+from ._dtypes import is_bfloat16, is_float, is_low_precision
 from ._functor import children, is_namedtuple, trainable_keys
 from ._keypath import KeyPath, linked_keypath
 from ._leaf import Leaf
@@ -35,7 +36,8 @@ def isnumeric(x) -> bool:
     Returns
     -------
     bool
-        ``True`` for a ``numpy.ndarray`` whose dtype is of kind ``f`` or ``c``.
+        ``True`` for a ``numpy.ndarray`` whose dtype is of kind ``f`` or ``c``, or
+        bfloat16 (ml_dtypes).
 
     Examples
     --------
@@ -43,7 +45,7 @@ def isnumeric(x) -> bool:
     >>> opt.isnumeric(np.zeros(2)), opt.isnumeric(np.arange(2)), opt.isnumeric(1.0)
     (True, False, False)
     """
-    return isinstance(x, np.ndarray) and x.dtype.kind in "fc"
+    return isinstance(x, np.ndarray) and is_float(x.dtype)
 
 
 def maywrite(x) -> bool:
@@ -90,12 +92,13 @@ def _state_container(x, keys, states):
     return dict(zip(keys, states))
 
 
-# what the kernels compute on (float16 via float32); not big-endian, not extended precision
+# what the kernels compute on (float16 and bfloat16 via float32); not big-endian, not
+# extended precision
 _TRAINABLE_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64,
                                                      np.complex64, np.complex128))
 
 
-def setup(rule, model):
+def setup(rule, model, *, low_precision_state=False):
     """Initialise ``rule`` for every trainable array of ``model``: the state tree.
 
     The state tree has the model's shape (a dict for a dict, a list for a list, the same
@@ -119,6 +122,12 @@ def setup(rule, model):
     model : nested dicts, lists, tuples, namedtuples, registered objects and arrays
         The model to train; only its trainable arrays (see :func:`isnumeric` and
         :func:`functor`) get a state.
+    low_precision_state : bool, default False
+        The state arrays of float16 and bfloat16 parameters are float32 (the dtype the
+        kernels compute in): a float16 Adam ``v`` would underflow to 0 for |g| below
+        about 8e-3.  ``True`` rounds the built-in rules' float32 state arrays of such
+        parameters to the parameter's dtype, to save memory (each step still computes in
+        float32 and rounds them once on store).
 
     Returns
     -------
@@ -131,7 +140,7 @@ def setup(rule, model):
         If ``rule`` is neither a :class:`Rule` nor callable, or ``rule_for`` returns
         something else than a rule or ``None``; for a parameter the rule cannot train (e.g.
         a complex array with ``Rprop``), or of a dtype optimisers cannot train (not one of
-        float16/32/64, complex64/128 in native byte order), naming its key path.
+        float16/32/64, bfloat16, complex64/128 in native byte order), naming its key path.
 
     Warns
     -----
@@ -159,7 +168,7 @@ def setup(rule, model):
         if isnumeric(x):
             if id(x) in cache:
                 return cache[id(x)]
-            if x.dtype not in _TRAINABLE_DTYPES:
+            if x.dtype not in _TRAINABLE_DTYPES and not is_bfloat16(x.dtype):
                 raise TypeError(
                     f"setup: the parameter at {path} has dtype {x.dtype.str}, which "
                     f"optimisers cannot train; convert it to one of float16/32/64 or "
@@ -168,7 +177,10 @@ def setup(rule, model):
             leaf = None
             if r is not None:
                 r.check_param(x, path)
-                leaf = Leaf(r, r.init(x))
+                state = r.init(x)
+                if low_precision_state and is_low_precision(x.dtype):
+                    state = r._lower_state(state, x)
+                leaf = Leaf(r, state)
             cache[id(x)] = leaf
             return leaf
         kv = children(x)
