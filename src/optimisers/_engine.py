@@ -240,7 +240,7 @@ class Step:
     def __init__(self):
         self.entries = []
         self.found = {}
-        self.stepped = []          # the leaves the step ran, whose count it advances
+        self.stepped = []          # lists of the batch entries the step ran (counts advance)
         self._concrete = {}        # (id(rule), count) -> (rule at count, {dtype: template})
 
     def rule_of(self, leaf):
@@ -346,8 +346,9 @@ class Step:
         for program in programs:
             if not program[0].rule._fails_late(True):
                 _run_program(program, replaced)
-        for leaf in self.stepped:
-            leaf.count += 1
+        for entries in self.stepped:
+            for e in entries:
+                e[4].count += 1
         for program in programs:
             program[0].count += 1
         if replaced:
@@ -365,8 +366,11 @@ class Step:
             batch = _kernels.Batch(entries)
             batches.append(batch)
             retry = []
-            left_out = {problem[0] for problem in batch.problems}
-            self.stepped.extend(e[4] for j, e in enumerate(entries) if j not in left_out)
+            if batch.problems:
+                left_out = {problem[0] for problem in batch.problems}
+                self.stepped.append([e for j, e in enumerate(entries) if j not in left_out])
+            else:
+                self.stepped.append(entries)
             for index, status, norm, p in batch.problems:
                 tpl, state, x, g, leaf, link = entries[index]
                 if status == _kernels.NONFINITE_NORM:
