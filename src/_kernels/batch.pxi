@@ -82,7 +82,7 @@ cdef class Batch:
     cdef char* is_double
     cdef Py_ssize_t n_leaves
     cdef bint ran
-    cdef object entries            # keeps the arrays alive until run()
+    cdef readonly object entries   # keeps the arrays alive until run()
     cdef readonly list problems
 
     def __cinit__(self):
@@ -290,6 +290,23 @@ cdef class Batch:
                                   not self.is_double[j])
         if status[j] == STOPPED:
             status[j] = OK
+
+    def partial(self, Py_ssize_t j):
+        """The raw partial norm that entry j's leading ClipGlobalNorm/SkipNonFinite stage
+        found (its ``before`` hook); None for an entry left out."""
+        if j < 0 or j >= self.n_leaves or self.count[j] == 0:
+            return None
+        return (<const GlobalNormHP*> self.stages[self.first[j]].hp).norm
+
+    def set_scale(self, Py_ssize_t j, double scale):
+        """Entry j's leading scale, decided by the caller for the whole step: the input
+        scale of the stage it was folded into, else the leading stage's own scale."""
+        if j < 0 or j >= self.n_leaves or self.count[j] == 0 or self.ran:
+            return
+        if self.stages[self.first[j]].kind == FOLDED:
+            self.stages[self.first[j] + 1].gs = scale
+        else:
+            self.stages[self.first[j]].fold = scale
 
     def run(self):
         """Update every parameter and state of the batch (once; nothing on a second call)."""

@@ -13,8 +13,8 @@ batches and calls the kernels.
 2. *prepare*: ``_kernels.Batch`` checks every batch entry (layout, gradient dtype and
    shape, ties: those go back to the general path, a gradient to cast to one more batch)
    and runs the prologues of their programs, a leading ``ClipNorm``'s norm included,
-   writing nothing; every general-path leaf gets a ``Program`` and its prechecks (a
-   leading ``ClipNorm(throw=True)``'s finite norm).
+   writing nothing; every general-path leaf gets a ``Program`` and its prechecks;
+   ``_global.settle`` decides global norms and skips over all of them.
 3. *step*: run the batches (one kernel call each), then the programs.
 4. *rebuild*: only where an array could not be written in place (read-only), rebuild the
    containers around the new array.
@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._functor import fmap
+from ._global import settle
 from ._keypath import linked_keypath
 from ._leaf import copy_state, state_misfit
 from ._native import kernels as _kernels
@@ -285,14 +286,14 @@ class Step:
         for leaf, x, g, link, plan in self.found.values():
             if leaf.frozen:
                 continue
-            flags = x.flags
-            work = x if flags.c_contiguous and flags.writeable else np.array(x, order="C")
+            work = x if x.flags.c_contiguous and x.flags.writeable else np.array(x, order="C")
             prog = Program(work, g, leaf, linked_keypath(link))
             pre = getattr(leaf.rule, "_precheck", None)
             if pre is not None:
                 pre(prog)
             programs.append((leaf, x, work, prog))
-
+        if settle(batches, programs):     # a SkipNonFinite skipped the step: nothing runs
+            return model
         # A program whose rule may fail after its first stages wrote (a ClipNorm(throw=True)
         # after other rules, a rule written in Python) runs first, after a snapshot of the
         # arrays it writes: if one fails, every one of them is put back as it was, and the
@@ -450,8 +451,8 @@ class _Barrier(Exception):
 
 class _Recorder(Program):
     """A Program that only records stages; any barrier makes it give up."""
-
     __slots__ = ()
+    recording = True
 
     def current(self):
         raise _Barrier
