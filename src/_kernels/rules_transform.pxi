@@ -179,7 +179,8 @@ cdef struct GlobalNormHP:
     double known            # 1.0: `scale` is given, `before` reads nothing
     double scale
     double clip             # 1.0: a ClipGlobalNorm (else SkipNonFinite alone)
-    double skip             # 1.0: a SkipNonFinite leads
+    double skip             # 1.0: a SkipNonFinite leads (the stage's counter: its count
+                            # of steps skipped in a row, which a step that runs resets)
 
 
 cdef int _globalnorm_before(Stage* s, const void* g, Py_ssize_t n_elements, bint pairs,
@@ -201,6 +202,7 @@ cdef int _globalnorm_before(Stage* s, const void* g, Py_ssize_t n_elements, bint
 
 
 cdef GlobalNormHP _globalnorm_layout
+cdef int GLOBALNORM_KIND = -1   # for the Batch's list of the entries it leads
 
-register_kind("globalnorm", scale_tile[float], scale_tile[double], _globalnorm_layout,
+GLOBALNORM_KIND = register_kind("globalnorm", scale_tile[float], scale_tile[double], _globalnorm_layout,
               sizeof(GlobalNormHP), COMPONENTWISE, _globalnorm_before, NULL, LEADS)

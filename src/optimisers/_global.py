@@ -78,102 +78,131 @@ def _arrays(x):
 
 def settle(batches, programs):
     """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
-    anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects (their
-    ``entries``); ``programs``: the general-path ``(leaf, x, work, prog)``.  Returns True when
-    the step is skipped (only the skip counts advanced); raises ``FloatingPointError`` for a
-    non-finite norm with ``throw`` or too many skips in a row; else sets every participating
-    leaf's scale."""
-    members = []                 # (spec, partial, n, gradient, where, set_scale, leaf)
-    specs = {}
+    anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
+    ``programs``: the general-path ``(leaf, x, work, prog)``.  Returns True when the step is
+    skipped (only the skip counts advanced); raises ``FloatingPointError`` for a non-finite
+    norm with ``throw`` or too many skips in a row; else sets every participating leaf's
+    scale.  The batches hand their leaves over by template (one rule each), so the work
+    here is per template, not per leaf: the kernels reduced the gradients."""
+    groups = {}      # (clip, p, omega, throw) -> [partials, elements, units]
+    keys = {}        # id(template or rule) -> ((clip, p, omega, throw), skip) or None
     for b in batches:
-        for j, e in enumerate(b.entries):
-            if e[0][0][0] != K.GLOBALNORM:
-                continue
-            part = b.partial(j)
-            if part is None:                  # left out: another batch or a Program has it
-                continue
-            spec = _spec(e[4].rule, specs)
-            members.append((spec, part, e[3].size, e[3], e[5], _batch_setter(b, j), e[4]))
-    for leaf, x, work, prog in programs:
-        spec = _spec(leaf.rule, specs)
-        if spec is None:
+        if not b.global_entries:
             continue
-        part = K.p_partial(prog.src, norm_kind(spec["p"]), spec["p"])
-        members.append((spec, part, prog.src.size, prog.src, prog.where(),
-                        _program_setter(prog), leaf))
-    if not members:
+        for tpl, js, parts, size, empties in b.global_groups():
+            key = keys.get(id(tpl))
+            if key is None:
+                key = keys[id(tpl)] = _key(b.entries[js[0]][4].rule)
+            if empties and key[0][1] == -math.inf:      # an empty array has no minimum
+                parts = [t for t, j in zip(parts, js) if b.entries[j][3].size]
+            _join(groups, key, parts, size, (b, js, parts))
+    for program in programs:
+        leaf, prog = program[0], program[3]
+        key = keys.get(id(leaf.rule), False)
+        if key is False:
+            key = keys[id(leaf.rule)] = _key(leaf.rule)
+        if key is not None:
+            p, n = key[0][1], prog.src.size
+            part = K.p_partial(prog.src, norm_kind(p), p)
+            _join(groups, key, [part] if n else [], n, prog)
+    if not groups:
         return False
-    skippers = [m for m in members if m[0]["skip"]]
-    bad = [m for m in skippers if not _finite(m)]
-    if bad:
-        _skip(skippers, bad[0])
-        return True
-    groups = {}
-    for m in members:
-        if m[0]["clip"]:
-            key = (m[0]["omega"], m[0]["p"], m[0]["throw"])
-            groups.setdefault(key, []).append(m)
-        else:
-            m[5](1.0)
-    for (omega, p, throw), group in groups.items():
-        norm = combine_partials([m[1] for m in group if m[2]], p, sum(m[2] for m in group))
+    # a skip first: any non-finite gradient among the leaves a SkipNonFinite leads
+    skipping = [u for g in groups.values() for u, k in g[2] if k]
+    if skipping and not all(math.isfinite(sum(g[0])) for g in groups.values()):
+        culprit = _culprit(skipping)
+        if culprit is not None:
+            _skip(skipping, culprit)
+            return True
+    for (clip, p, omega, throw), (parts, size, units) in groups.items():
+        if not clip:                  # a batch's scale is 1 already
+            _set_scales([u for u, k in units if not isinstance(u, tuple)], 1.0)
+            continue
+        norm = combine_partials(parts, p, size)
         if throw and not math.isfinite(norm):
-            culprit = next((m for m in group if not _finite(m)), None)
-            why = (f"a non-finite gradient is at {_where(culprit[4])}" if culprit else
+            culprit = _culprit([u for u, k in units])
+            why = (f"a non-finite gradient is at {_where(culprit)}" if culprit else
                    "the gradients are finite, their norm overflows float64")
             raise FloatingPointError(f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
                                      f"is {norm}: {why} (throw=False lets it through)")
-        scale = clip_scale(omega, norm)
-        for m in group:
-            m[5](scale)
-    for m in skippers:                        # a good step ends a run of skips
-        s = m[6].rule._skip_state(m[6].state)
-        if s.consecutive:
-            s.consecutive[...] = 0
+        _set_scales([u for u, k in units], clip_scale(omega, norm))
     return False
 
 
-def _spec(rule, specs):
-    spec = specs.get(id(rule), False)
-    if spec is False:
-        f = getattr(rule, "_global_spec", None)
-        spec = specs[id(rule)] = f() if f is not None else None
-    return spec
+def _key(rule):
+    """``((clip, p, omega, throw), skip)`` of a leaf's leading ClipGlobalNorm and/or
+    SkipNonFinite (equal ClipGlobalNorms share a norm, with or without a SkipNonFinite before
+    them), or None."""
+    f = getattr(rule, "_global_spec", None)
+    spec = f() if f is not None else None
+    if spec is None:
+        return None
+    clip = bool(spec["clip"])
+    return ((clip, spec["p"], spec["omega"], bool(spec["throw"])) if clip else
+            (False, 1.0, math.inf, False)), bool(spec["skip"])
 
 
-def _finite(member):
-    """Whether a member's gradient holds only finite values: its partial tells, but for an
-    infinite sum of finite values (an overflow), which a second look tells apart."""
-    part = member[1]
-    if math.isfinite(part):
-        return True
-    return part == part and bool(np.isfinite(member[3]).all())
+def _join(groups, key, parts, size, unit):
+    g = groups.get(key[0])
+    if g is None:
+        g = groups[key[0]] = [[], 0, []]
+    g[0].extend(parts)
+    g[1] += size
+    g[2].append((unit, key[1]))
 
 
-def _skip(skippers, culprit):
+def _set_scales(units, scale):
+    for u in units:
+        if isinstance(u, tuple):
+            u[0].set_scale(u[1], scale)
+        else:
+            u.global_scale = scale
+
+
+def _members(units):
+    """``(partial, member)`` for each leaf of ``units``: a member is ``(batch, index)`` or a
+    general-path Program."""
+    for u in units:
+        if isinstance(u, tuple):
+            yield from ((t, (u[0], j)) for t, j in zip(u[2], u[1]))
+        else:
+            yield math.nan if u.src.size else 0.0, u
+
+
+def _culprit(units):
+    """A member of ``units`` whose gradient holds a NaN or an infinity, or None: a partial
+    tells, but for an infinite sum of finite values (an overflow), which a second look
+    tells apart (and a Program, whose partial is not kept, always gets one)."""
+    for part, m in _members(units):
+        if not math.isfinite(part):
+            g = m[0].entries[m[1]][3] if isinstance(m, tuple) else m.src
+            if not np.isfinite(g).all():
+                return m
+    return None
+
+
+def _leaf(member):
+    return member[0].entries[member[1]][4] if isinstance(member, tuple) else member._leaf
+
+
+def _where(member):
+    if isinstance(member, tuple):
+        return str(linked_keypath(member[0].entries[member[1]][5]))
+    return member.where()
+
+
+def _skip(units, culprit):
     # every limit is checked before any count moves: a raise changes nothing
-    where = _where(culprit[4])
-    states = [(m[6].rule, m[6].rule._skip_state(m[6].state)) for m in skippers]
-    for rule, s in states:
-        limit = rule._global_spec()["max"]
+    where = _where(culprit)
+    states = []
+    for part, m in _members(units):
+        leaf = _leaf(m)
+        states.append((leaf.rule._global_spec()["max"], leaf.rule._skip_state(leaf.state)))
+    for limit, s in states:
         if limit is not None and s.consecutive >= limit:
             raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) "
                                      f"after {int(s.consecutive)} steps skipped in a row "
                                      f"(max_consecutive={limit})")
-    for rule, s in states:
+    for limit, s in states:
         s.skipped[...] += 1
         s.consecutive[...] += 1
-
-
-def _where(link):
-    return link if isinstance(link, str) else str(linked_keypath(link))
-
-
-def _batch_setter(b, j):
-    return lambda scale: b.set_scale(j, scale)
-
-
-def _program_setter(prog):
-    def set_scale(scale):
-        prog.global_scale = scale
-    return set_scale

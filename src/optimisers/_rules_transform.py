@@ -358,18 +358,22 @@ class SkipNonFinite(Rule):
 
     def _compile(self, state, prog):
         _joined_stage(prog, "SkipNonFinite")
+        # The engine decides a skip for the whole step (the kernel reduces this leaf's
+        # partial; a Batch resets the run of skips, its counter, when the step runs); a
+        # program that runs is not skipped; one array alone (apply_) looks at itself.
         scale = getattr(prog, "global_scale", None)
         if scale is None and not getattr(prog, "recording", True):
-            # one array alone (apply_): skip when it is not finite
             if not np.isfinite(prog.src).all():
                 count_skip(self, state, prog.where())
                 prog.set_source(None)
                 return state
-            state.consecutive[...] = 0
             scale = 1.0
+        if scale is not None:
+            state.consecutive[...] = 0
         prog.add(K.GLOBALNORM, {"omega": math.inf, "p": 1.0, "how": K.NORM_ABS, "throw": 0.0,
                                 "clip": 0.0, "skip": 1.0, "known": float(scale is not None),
-                                "scale": 1.0 if scale is None else scale})
+                                "scale": 1.0 if scale is None else scale},
+                 ctr=state.consecutive)
         return state
 
 
