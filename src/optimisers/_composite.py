@@ -21,8 +21,9 @@ class OptimiserChain(Rule):
     .. math::  d_0 = g, \qquad d_k = \mathrm{rule}_k(d_{k-1}), \qquad x \leftarrow x - d_n
 
     The element-wise rules of a chain run in one fused pass over memory (tile by tile),
-    with ``x -= d`` fused into the last; a leading ``ClipNorm`` costs one more read of the
-    gradient (its norm), its scale being applied inside the next rule's loop.  A rule that
+    with ``x -= d`` fused into the last; a leading ``ClipNorm`` (or ``ClipGlobalNorm``,
+    ``SkipNonFinite``) costs one more read of the gradient (its norm), its scale being
+    applied inside the next rule's loop.  A rule that
     needs the whole step first (a ``ClipNorm`` after another rule, a rule written in
     Python) splits the pass there.  An
     ``AccumGrad`` that is not yet due skips the rules after it (their states unchanged).

@@ -76,8 +76,8 @@ def update_(tree, model, grad, *more_grads):
         On a gradient of the wrong structure, shape or dtype, or a state tree that does not
         match the model, naming its key path, before anything is written.
     FloatingPointError
-        On a non-finite norm met by a ``ClipNorm(throw=True)``; before anything is written
-        when that ``ClipNorm`` leads its chain.
+        On a non-finite norm met by a ``ClipNorm`` or ``ClipGlobalNorm(throw=True)``, before
+        anything is written when it leads its chain; after too many ``SkipNonFinite`` skips.
 
     Examples
     --------
@@ -161,7 +161,7 @@ def update(tree, model, grad, *more_grads):
         On a gradient of the wrong structure, shape or dtype, or a state tree that does not
         match the model, naming its key path.
     FloatingPointError
-        On a non-finite norm met by a ``ClipNorm(throw=True)``.
+        On a non-finite norm met by a ``ClipNorm`` or ``ClipGlobalNorm(throw=True)``.
 
     Examples
     --------

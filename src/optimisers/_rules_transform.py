@@ -364,7 +364,7 @@ class SkipNonFinite(Rule):
         scale = getattr(prog, "global_scale", None)
         if scale is None and not getattr(prog, "recording", True):
             if not np.isfinite(prog.src).all():
-                count_skip(self, state, prog.where())
+                _count_skip(self, state, prog.where())
                 prog.set_source(None)
                 return state
             scale = 1.0
@@ -377,7 +377,7 @@ class SkipNonFinite(Rule):
         return state
 
 
-def count_skip(rule, state, where):
+def _count_skip(rule, state, where):
     """Count one skipped step in ``state``, or raise after ``max_consecutive`` in a row."""
     if rule.max_consecutive is not None and state.consecutive >= rule.max_consecutive:
         raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) after "
