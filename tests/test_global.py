@@ -89,7 +89,7 @@ def test_global_norm_of_a_tree():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("p", PS + [3.0])
+@pytest.mark.parametrize("p", PS + [3.0, -np.inf])
 def test_the_step_is_clipped_by_the_global_norm(p, dtype, n_threads, small_parallel_threshold):
     """x = 0, Descent(1): x becomes -g * min(1, omega/norm), norm over every leaf; leaves
     on the general path (float16, complex) join the batch's leaves."""

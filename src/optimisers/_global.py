@@ -93,9 +93,10 @@ def settle(batches, programs):
             key = keys.get(id(tpl))
             if key is None:
                 key = keys[id(tpl)] = _key(b.entries[js[0]][4].rule)
+            unit = (b, js, parts)                       # partials aligned with js
             if empties and key[0][1] == -math.inf:      # an empty array has no minimum
                 parts = [t for t, j in zip(parts, js) if b.entries[j][3].size]
-            _join(groups, key, parts, size, (b, js, parts))
+            _join(groups, key, parts, size, unit)
     for program in programs:
         leaf, prog = program[0], program[3]
         key = keys.get(id(leaf.rule), False)
