@@ -3,7 +3,7 @@
 import numpy as np
 
 import optimisers as opt
-from reference import ref_update
+from reference import ref_update_tree
 
 
 def bits_equal(a, b):
@@ -87,7 +87,7 @@ def state_arrays(state):
 def step_like_reference(rule, tree, model, ref_s, ref_x, grads, step):
     """One step of a dict model: ``update`` on every third step (checking that it writes
     neither model nor state), ``update_`` otherwise; then every parameter and state against
-    ``ref_update`` (``ref_s`` and ``ref_x`` advanced in place) and every gradient unwritten.
+    ``ref_update_tree`` (``ref_s`` and ``ref_x`` advanced in place) and every gradient unwritten.
     Returns the new ``(tree, model)``."""
     grads_copy = {k: g.copy() for k, g in grads.items()}
     if step % 3 == 2:
@@ -99,8 +99,10 @@ def step_like_reference(rule, tree, model, ref_s, ref_x, grads, step):
         tree, model = new_tree, new_model
     else:
         tree, model = opt.update_(tree, model, grads)
+    # one call for every leaf: a global norm is that of all the gradients
+    stepped = ref_update_tree(rule, ref_s, ref_x, grads)
     for k in model:
-        ref_s[k], ref_x[k] = ref_update(rule, ref_s[k], ref_x[k], grads[k])
+        ref_s[k], ref_x[k] = stepped[k]
         assert_arrays_same(model[k], ref_x[k], f"step {step}: param {k}")
         assert_state_same(tree[k].state, ref_s[k], f"step {step}: state[{k}]")
         assert_arrays_same(grads[k], grads_copy[k], f"step {step}: gradient {k} written")

@@ -95,8 +95,8 @@ import numpy as np
 __all__ = [
     "RMSPropState", "RpropState", "AdamState", "RAdamState", "AdaMaxState",
     "OAdamState", "AdaDeltaState", "AMSGradState", "AdaBeliefState",
-    "AccumGradState", "MixedPrecisionState",
-    "ref_init", "ref_apply", "ref_update", "ref_norm",
+    "AccumGradState", "MixedPrecisionState", "SkipNonFiniteState",
+    "ref_init", "ref_apply", "ref_update", "ref_norm", "ref_global_norm", "ref_update_tree",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -113,6 +113,7 @@ AMSGradState = namedtuple("AMSGradState", ["m", "v", "vhat"])
 AdaBeliefState = namedtuple("AdaBeliefState", ["m", "s", "beta_t"])
 AccumGradState = namedtuple("AccumGradState", ["acc", "counter"])
 MixedPrecisionState = namedtuple("MixedPrecisionState", ["xT", "inner"])
+SkipNonFiniteState = namedtuple("SkipNonFiniteState", ["skipped", "consecutive"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -267,8 +268,10 @@ def _ref_init_rule(rule, x):
     S, M = k.S, k.M
     shape = x.shape
     z = lambda dt: np.zeros(shape, dtype=dt)  # noqa: E731
-    if name in ("Descent", "WeightDecay", "ClipNorm"):
+    if name in ("Descent", "WeightDecay", "ClipNorm", "ClipGlobalNorm"):
         return None
+    if name == "SkipNonFinite":
+        return SkipNonFiniteState(0, 0)
     if name in ("SignDecay", "ClipGrad"):
         k.no_complex(name)
         return None
@@ -582,6 +585,28 @@ def _clipnorm(k, rule, state, x, g):
     return None, k.join([gc * lam for gc in k.split(g)])
 
 
+# The global norm of the leaves of one update_ call (ref_update_tree sets it); a single
+# array alone (apply_, or ref_update outside a tree) is clipped by its own norm.
+_GLOBAL = {}
+
+
+def _clipglobalnorm(k, rule, state, x, g):
+    nrm = _GLOBAL.get(("norm", rule))
+    if nrm is None:
+        nrm = ref_global_norm([g], rule.p)
+    if rule.throw and not np.isfinite(nrm):
+        raise ValueError(f"global {rule.p}-norm {nrm}")
+    lam = k.s(_clipnorm_lambda(rule.omega, nrm))
+    return None, k.join([gc * lam for gc in k.split(g)])
+
+
+def _skipnonfinite(k, rule, state, x, g):
+    # ref_update_tree skips the whole step itself; alone, an array skips on its own values
+    if not np.all(np.isfinite(g)):
+        return SkipNonFiniteState(state.skipped + 1, state.consecutive + 1), None
+    return SkipNonFiniteState(state.skipped, 0), g
+
+
 def _accumgrad(k, rule, state, x, g):
     n = int(rule.n)
     nC = k.s(n)
@@ -620,6 +645,8 @@ _APPLY = {
     "ClipGrad": _clipgrad,
     "ClipNorm": _clipnorm,
     "AccumGrad": _accumgrad,
+    "ClipGlobalNorm": _clipglobalnorm,
+    "SkipNonFinite": _skipnonfinite,
 }
 
 
@@ -770,6 +797,16 @@ def _ref_norm(g, p):
             vals = absv
         else:
             vals = _pow_vec(absv, p)
+    total = _blocked_sum(vals, n)
+    with np.errstate(all="ignore"):
+        if p == 2.0:
+            return float(np.sqrt(total))
+        if p == 1.0 or p == 0.0:
+            return float(total)
+        return _libm_pow(float(total), 1.0 / p)
+
+
+def _blocked_sum(vals, n):
     vals = np.asarray(vals, dtype=np.float64)
     nblocks = -(-n // _BLOCK)
     padded = np.zeros(nblocks * _BLOCK, dtype=np.float64)
@@ -781,12 +818,134 @@ def _ref_norm(g, p):
     total = np.float64(0.0)
     for b in range(nblocks):
         total = total + part[b]
+    return total
+
+
+def ref_global_norm(grads, p):
+    """The p-norm of many arrays together (conventions §7 extended): each array's blocked
+    float64 sum of |g|^p (or max/min), the arrays' sums added exactly rounded (fsum), then
+    finished as one norm."""
+    p = float(p)
+    parts, n = [], 0
     with np.errstate(all="ignore"):
+        for g in grads:
+            a = np.asarray(g).ravel(order="C")
+            if a.size == 0:
+                continue
+            n += a.size
+            if a.dtype.kind == "c":
+                z = a.astype(np.complex128)
+                mag2 = z.real * z.real + z.imag * z.imag
+                absv = np.hypot(z.real, z.imag)
+                nonzero = (z.real != 0) | (z.imag != 0)
+            else:
+                r = a.astype(np.float64)
+                mag2, absv, nonzero = r * r, np.abs(r), r != 0
+            if p in (np.inf, -np.inf):
+                parts.append(float(np.max(absv) if p > 0 else np.min(absv)))
+            elif p == 2.0:
+                parts.append(float(_blocked_sum(mag2, a.size)))
+            elif p == 0.0:
+                parts.append(float(_blocked_sum(nonzero.astype(np.float64), a.size)))
+            elif p == 1.0:
+                parts.append(float(_blocked_sum(absv, a.size)))
+            else:
+                parts.append(float(_blocked_sum(_pow_vec(absv, p), a.size)))
+        if n == 0:
+            return 0.0
+        if p in (np.inf, -np.inf):
+            return math.nan if any(math.isnan(t) for t in parts) else (
+                max(parts) if p > 0 else min(parts))
+        try:
+            total = math.fsum(parts)
+        except OverflowError:
+            total = math.inf
         if p == 2.0:
-            return float(np.sqrt(total))
-        if p == 1.0 or p == 0.0:
-            return float(total)
-        return _libm_pow(float(total), 1.0 / p)
+            return math.sqrt(total) if total == total else total
+        if p in (0.0, 1.0):
+            return total
+        return _libm_pow(total, 1.0 / p)
+
+
+def _leading(rule):
+    """The leading ClipGlobalNorm / SkipNonFinite of a rule, as (skip, clip or None)."""
+    while True:
+        name = _name(rule)
+        if name == "MixedPrecision":
+            rule = rule.rule
+        elif name == "OptimiserChain" and rule.opts:
+            if _name(rule.opts[0]) == "SkipNonFinite":
+                nxt = _leading(rule.opts[1])[1] if len(rule.opts) > 1 else None
+                return rule.opts[0], nxt
+            rule = rule.opts[0]
+        elif name == "SkipNonFinite":
+            return rule, None
+        elif name == "ClipGlobalNorm":
+            return None, rule
+        else:
+            return None, None
+
+
+def _skip_state_path(rule):
+    """The indices that lead from a leaf's state to its SkipNonFinite state."""
+    path = []
+    while _name(rule) != "SkipNonFinite":
+        if _name(rule) == "MixedPrecision":
+            path.append("inner")
+            rule = rule.rule
+        else:
+            path.append(0)
+            rule = rule.opts[0]
+    return path
+
+
+def _grad_in(rule, x, g):
+    """The gradient as the rule's leading stage sees it (cast to C, or MixedPrecision's
+    high dtype)."""
+    if _name(rule) == "MixedPrecision":
+        return np.asarray(g, dtype=_high_dtype(rule, x))
+    return np.asarray(g, dtype=_Ctx(x).C)
+
+
+def ref_update_tree(rule, states, xs, grads):
+    """``ref_update`` of every leaf of one update_ call (dicts key -> state/x/gradient, one
+    rule): a leading SkipNonFinite skips the whole step when any gradient is not finite (only
+    its counts advance), a leading ClipGlobalNorm clips by the norm of all the gradients."""
+    skip, clip = _leading(rule)
+    gs = {k: _grad_in(rule, xs[k], grads[k]) for k in xs if grads.get(k) is not None}
+    if skip is not None and not all(np.all(np.isfinite(g)) for g in gs.values()):
+        if skip.max_consecutive is not None:
+            for k in gs:
+                assert _dig(states[k], _skip_state_path(rule)).consecutive < skip.max_consecutive
+        out = {}
+        for k in xs:
+            s = states[k]
+            if k in gs:
+                s = _bump(s, _skip_state_path(rule))
+            out[k] = (s, xs[k].copy())
+        return out
+    if clip is not None:
+        _GLOBAL[("norm", clip)] = ref_global_norm(list(gs.values()), clip.p)
+    try:
+        return {k: ref_update(rule, states[k], xs[k], grads.get(k)) for k in xs}
+    finally:
+        _GLOBAL.clear()
+
+
+def _dig(state, path):
+    for i in path:
+        state = getattr(state, i) if isinstance(i, str) else state[i]
+    return state
+
+
+def _bump(state, path):
+    if not path:
+        return SkipNonFiniteState(np.array(int(state.skipped) + 1, np.int64),
+                                  np.array(int(state.consecutive) + 1, np.int64))
+    i, rest = path[0], path[1:]
+    if isinstance(i, str):
+        return state._replace(**{i: _bump(getattr(state, i), rest)})
+    return tuple(_bump(s, rest) if j == i else s for j, s in enumerate(state))
 
 
 # ---------------------------------------------------------------------------------------
@@ -800,7 +959,7 @@ def _internal_layout(state):
         d = state._asdict()
         if "beta_t" in d and isinstance(d["beta_t"], np.ndarray):
             d["beta_t"] = (d["beta_t"][0], d["beta_t"][1])
-        for f in ("t", "counter"):
+        for f in ("t", "counter", "skipped", "consecutive"):
             if f in d and isinstance(d[f], np.ndarray):
                 d[f] = int(d[f])
         return type(state)(**{k: _internal_layout(v) for k, v in d.items()})
@@ -815,7 +974,7 @@ def _library_layout(state):
         if "beta_t" in d and isinstance(d["beta_t"], tuple):
             b = d["beta_t"]
             d["beta_t"] = np.array([b[0], b[1]], dtype=np.float64)
-        for f in ("t", "counter"):
+        for f in ("t", "counter", "skipped", "consecutive"):
             if f in d and isinstance(d[f], (int, np.integer)):
                 d[f] = np.array(d[f], dtype=np.int64)
         return type(state)(**{k: _library_layout(v) for k, v in d.items()})

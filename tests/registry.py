@@ -14,9 +14,9 @@ import numpy as np
 
 import optimisers as opt
 from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, AdamW, AMSGrad,
-                        ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
-                        Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
-                        WeightDecay)
+                        ClipGlobalNorm, ClipGrad, ClipNorm, Descent, Lion, MixedPrecision,
+                        Momentum, NAdam, Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop,
+                        SignDecay, SkipNonFinite, WeightDecay)
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
            "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES"]
@@ -71,6 +71,11 @@ TUNED_RULES = [
     ("ClipNorm-pinf", ClipNorm(0.5, np.inf)),
     ("ClipNorm-p3", ClipNorm(2.0, 3.0)),
     ("AccumGrad3", AccumGrad(3)),
+    ("ClipGlobalNorm-1.5", ClipGlobalNorm(1.5)),
+    ("ClipGlobalNorm-p1", ClipGlobalNorm(3.0, 1.0)),
+    ("ClipGlobalNorm-pinf", ClipGlobalNorm(0.5, np.inf)),
+    ("ClipGlobalNorm-p3", ClipGlobalNorm(2.0, 3.0)),
+    ("SkipNonFinite-3", SkipNonFinite(3)),
 ]
 
 CHAINS = [
@@ -89,6 +94,13 @@ CHAINS = [
                                     OptimiserChain(WeightDecay(0.01), Nesterov(0.05)),
                                     OptimiserChain(ClipNorm(3.0), OptimiserChain()))),
     ("Chain-empty", OptimiserChain()),
+    # the global norm folded into AdamW; SkipNonFinite and ClipGlobalNorm sharing one stage
+    ("Chain-ClipGlobalNorm-AdamW", OptimiserChain(ClipGlobalNorm(1.0), AdamW(lambda_=0.1))),
+    ("Chain-Skip-ClipGlobalNorm-Adam",
+     OptimiserChain(SkipNonFinite(), ClipGlobalNorm(2.0, 1.0), Adam(0.05))),
+    ("Chain-Skip-Nesterov", OptimiserChain(SkipNonFinite(2), Nesterov(0.05, 0.8))),
+    ("Mixed-ClipGlobalNorm-Momentum",
+     MixedPrecision(OptimiserChain(ClipGlobalNorm(3.0), Momentum(0.05)))),
     ("Mixed-Adam", MixedPrecision(Adam())),
     ("Mixed-f64-ClipGrad-Momentum",
      MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum()))),
@@ -105,7 +117,7 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 # complex norm -- and the composites too)
 COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
-              MixedPrecision)
+              MixedPrecision, ClipGlobalNorm, SkipNonFinite)
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
 COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay)
 
@@ -158,6 +170,8 @@ SPECS = {
     ClipGrad: ({"delta": 10.0}, (2.0,)),
     ClipNorm: ({"omega": 10.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
     AccumGrad: ({"n": None}, (4,)),        # n has no default
+    ClipGlobalNorm: ({"omega": 1.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
+    SkipNonFinite: ({"max_consecutive": None}, (3,)),
 }
 
 
@@ -195,6 +209,10 @@ CONVERGENCE = {
                  OptimiserChain(ClipNorm(10.0), Descent(1e-3)), 3000),
     "AccumGrad": (OptimiserChain(AccumGrad(3), Adam(0.05)),
                   OptimiserChain(AccumGrad(2), Adam(0.03)), 4000),
+    "ClipGlobalNorm": (OptimiserChain(ClipGlobalNorm(1.0), Descent(0.5)),
+                       OptimiserChain(ClipGlobalNorm(10.0), Descent(1e-3)), 3000),
+    "SkipNonFinite": (OptimiserChain(SkipNonFinite(), Adam(0.05)),
+                      OptimiserChain(SkipNonFinite(), Adam(0.02)), 3000),
     "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
 }
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import AccumGrad, ClipNorm, MixedPrecision, OptimiserChain
+from optimisers import (AccumGrad, ClipGlobalNorm, ClipNorm, MixedPrecision, OptimiserChain,
+                        SkipNonFinite)
 from optimisers._leaf import tree_equal
 from registry import RULE_IDS, RULES
 
@@ -26,12 +27,13 @@ def _members(rule):
 
 
 def _must_raise(rule):
-    """A ClipNorm(throw=True) that a first step reaches (no AccumGrad still collecting
-    before it) meets the NaN."""
+    """A ClipNorm(throw=True) or ClipGlobalNorm(throw=True) that a first step reaches (no
+    AccumGrad still collecting before it, no SkipNonFinite skipping the step) meets the
+    NaN."""
     for r in _members(rule):
-        if isinstance(r, AccumGrad) and r.n > 1:
+        if isinstance(r, AccumGrad) and r.n > 1 or isinstance(r, SkipNonFinite):
             return False
-        if isinstance(r, ClipNorm) and r.throw:
+        if isinstance(r, (ClipNorm, ClipGlobalNorm)) and r.throw:
             return True
     return False
 

@@ -147,7 +147,7 @@ def test_rules_come_from_the_registry():
         assert cls.__name__.lower() in names
         state = cls().init(np.zeros(7))
         arrays = sum(a.size == 7 for a in rules.state_arrays(state))
-        norm = 1 if cls is opt.ClipNorm else 0
+        norm = 1 if cls in (opt.ClipNorm, opt.ClipGlobalNorm, opt.SkipNonFinite) else 0
         assert rules.arrays_per_element(rules.get(cls.__name__).passes) == 3 + 2 * arrays + norm
 
 

@@ -87,10 +87,12 @@ cdef class Batch:
     cdef char* is_double
     cdef char* formats             # entry j's Format: NATIVE, or how its 16-bit x is stored
     cdef char* gformats            # ... and its gradient (NATIVE: float32 for a 16-bit x)
+    cdef char* is_global           # entry j's program starts with a globalnorm stage
     cdef Py_ssize_t n_leaves
     cdef bint ran
-    cdef object entries            # keeps the arrays alive until run()
+    cdef readonly object entries   # keeps the arrays alive until run()
     cdef readonly list problems
+    cdef readonly list global_entries   # the entries run, led by ClipGlobalNorm/SkipNonFinite
 
     def __cinit__(self):
         self.stages = NULL
@@ -103,6 +105,7 @@ cdef class Batch:
         self.is_double = NULL
         self.formats = NULL
         self.gformats = NULL
+        self.is_global = NULL
         self.n_leaves = 0
         self.ran = False
 
@@ -117,6 +120,7 @@ cdef class Batch:
         free(self.is_double)
         free(self.formats)
         free(self.gformats)
+        free(self.is_global)
 
     def __init__(self, list entries):
         cdef Py_ssize_t n = len(entries), j, total = 0
@@ -130,6 +134,7 @@ cdef class Batch:
         cdef const ClipNormHP* clip
         self.entries = entries
         self.problems = []
+        self.global_entries = []
         self.n_leaves = n
         if n == 0:
             return
@@ -142,11 +147,12 @@ cdef class Batch:
         self.is_double = <char*> malloc(n * sizeof(char))
         self.formats = <char*> malloc(n * sizeof(char))
         self.gformats = <char*> malloc(n * sizeof(char))
+        self.is_global = <char*> malloc(n * sizeof(char))
         status = <int*> malloc(n * sizeof(int))
         if (self.first == NULL or self.count == NULL or self.modes == NULL
                 or self.sizes == NULL or self.xs == NULL or self.gs == NULL
                 or self.is_double == NULL or self.formats == NULL or self.gformats == NULL
-                or status == NULL):
+                or self.is_global == NULL or status == NULL):
             free(status)
             raise MemoryError()
         try:
@@ -181,6 +187,7 @@ cdef class Batch:
                         n_templates += 1
                 for k in range(n_stages):
                     self.stages[self.first[j] + k] = templates[t][k]
+                self.is_global[j] = templates[t][0].kind == GLOBALNORM_KIND
                 self.count[j] = n_stages
                 self.modes[j] = SUBTRACT
                 status[j] = self._fill_leaf(j, entry, n_stages)
@@ -195,6 +202,8 @@ cdef class Batch:
                         self.problems.append((j, status[j], clip.norm, clip.p))
                     else:
                         self.problems.append((j, status[j], None, None))
+                elif self.is_global[j]:
+                    self.global_entries.append(j)
         finally:
             free(status)
 
@@ -320,12 +329,55 @@ cdef class Batch:
         if status[j] == STOPPED:
             status[j] = OK
 
+    def global_groups(self):
+        """The entries of ``global_entries`` by template object (entries of one template
+        share its rule's leading stage): a list of ``[template, indices, partials, elements,
+        empties]``, with the raw partial norm each entry's ``before`` hook found, the
+        elements of them all, and how many of the entries are empty arrays."""
+        cdef dict by_template = {}
+        cdef list g
+        cdef object j
+        cdef Py_ssize_t k
+        for j in self.global_entries:
+            k = j
+            tpl = (<tuple> self.entries[k])[0]
+            g = by_template.get(id(tpl))
+            if g is None:
+                g = by_template[id(tpl)] = [tpl, [], [], 0, 0]
+            (<list> g[1]).append(j)
+            (<list> g[2]).append((<const GlobalNormHP*> self.stages[self.first[k]].hp).norm)
+            g[3] += self.sizes[k]
+            if self.sizes[k] == 0:
+                g[4] += 1
+        return list(by_template.values())
+
+    def set_scale(self, list indices, double scale):
+        """The leading scale of the entries ``indices`` (of ``global_entries``), decided by
+        the caller for the whole step: the input scale of the stage it was folded into,
+        else the leading stage's own scale."""
+        cdef Py_ssize_t j
+        cdef Stage* st
+        if self.ran:
+            return
+        for j in indices:
+            if j < 0 or j >= self.n_leaves or self.count[j] == 0 or not self.is_global[j]:
+                raise IndexError(f"entry {j} is not led by a globalnorm stage")
+            st = &self.stages[self.first[j]]
+            if st.kind == FOLDED:
+                self.stages[self.first[j] + 1].gs = scale
+            else:
+                st.fold = scale
+
     def run(self):
         """Update every parameter and state of the batch (once; nothing on a second call)."""
         if self.ran:
             return
         self.ran = True
         cdef int n_threads = omp_get_max_threads()
+        cdef Py_ssize_t j
+        for j in self.global_entries:      # the step runs: it ends a SkipNonFinite's run
+            if self.stages[self.first[j]].ctr != NULL:
+                self.stages[self.first[j]].ctr[0] = 0
         with nogil:
             _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
                       self.formats, self.gformats, self.n_leaves, self.sizes, self.xs,

@@ -243,8 +243,9 @@ cdef inline double _finish_norm(double total, int how, double p, Py_ssize_t n) n
     return total
 
 
-def p_norm(cnp.ndarray g, int how, double p=2.0):
-    """The p-norm behind ``ClipNorm`` (``how`` is p's ``NormKind``), as a Python float.
+def p_partial(cnp.ndarray g, int how, double p=2.0):
+    """The raw reduction behind ``p_norm`` before it is finished (the sum of ``|g|^p``, of
+    squares, the max...): what ``global_norm`` and the engine combine over many arrays.
 
     Accumulated in float64 over ``g``, a C-contiguous float32, float64, complex64 or
     complex128 array (complex: |g_i| is ``hypot(re, im)``, |g_i|^2 is ``re*re + im*im``).
@@ -268,4 +269,10 @@ def p_norm(cnp.ndarray g, int how, double p=2.0):
                         f"got {g.dtype}")
     if r == -1.0 and n > 0:             # sums and magnitudes are >= 0: -1 is malloc failing
         raise MemoryError("could not allocate the partial sums of a norm")
-    return _finish_norm(r, how, p, n)
+    return r
+
+
+def p_norm(cnp.ndarray g, int how, double p=2.0):
+    """The p-norm behind ``ClipNorm`` (``how`` is p's ``NormKind``), as a Python float: the
+    reduction of ``p_partial``, finished."""
+    return _finish_norm(p_partial(g, how, p), how, p, cnp.PyArray_SIZE(g))

@@ -159,3 +159,50 @@ CLIPNORM_KIND = register_kind("clipnorm", scale_tile[float], scale_tile[double],
                               _clipnorm_before, NULL, LEADS)
 register_kind("accumgrad", accumgrad_tile[float], accumgrad_tile[double], _accumgrad_layout,
               sizeof(AccumGradHP), COMPONENTWISE, _accumgrad_before, _accumgrad_after)
+
+
+# ClipGlobalNorm and SkipNonFinite lead their program (LEADS) as one kind: the norm and the
+# finiteness they need are those of every participating leaf together, so the `before` hook
+# only reduces this leaf's gradient to its raw partial (norms.pxi's `_reduce`: float64, a
+# blocking fixed by the data) and leaves the verdict to the caller, which combines the
+# partials of all leaves (the engine: exactly rounded, so in no order that matters), decides
+# throw or skip for the whole step before anything is written, and gives each leaf its scale
+# (Batch.set_scale, or `known`/`scale` for a program run alone).  SkipNonFinite followed by
+# ClipGlobalNorm is one stage of this kind (clip and skip both set): one read serves both.
+
+cdef struct GlobalNormHP:
+    double omega
+    double p
+    double how              # the NormKind of p: the partial's reduction
+    double throw            # for the caller: a non-finite norm is an error
+    double norm             # set by `before`: this leaf's raw partial (sum of |g|^p, max...)
+    double known            # 1.0: `scale` is given, `before` reads nothing
+    double scale
+    double clip             # 1.0: a ClipGlobalNorm (else SkipNonFinite alone)
+    double skip             # 1.0: a SkipNonFinite leads (the stage's counter: its count
+                            # of steps skipped in a row, which a step that runs resets)
+
+
+cdef int _globalnorm_before(Stage* s, const void* g, Py_ssize_t n_elements, bint pairs,
+                            int n_threads, bint single) noexcept nogil:
+    cdef GlobalNormHP* h = <GlobalNormHP*> s.hp
+    cdef double total
+    if h.known != 0:
+        s.fold = h.scale
+        return OK
+    if single:
+        total = _reduce(<const float*> g, n_elements, <int> h.how, h.p, n_threads, pairs)
+    else:
+        total = _reduce(<const double*> g, n_elements, <int> h.how, h.p, n_threads, pairs)
+    if total == -1.0 and n_elements > 0:        # sums and magnitudes are >= 0: malloc failed
+        return NO_MEMORY
+    h.norm = total
+    s.fold = 1.0            # until the caller sets the scale of the whole step
+    return OK
+
+
+cdef GlobalNormHP _globalnorm_layout
+cdef int GLOBALNORM_KIND = -1   # for the Batch's list of the entries it leads
+
+GLOBALNORM_KIND = register_kind("globalnorm", scale_tile[float], scale_tile[double], _globalnorm_layout,
+              sizeof(GlobalNormHP), COMPONENTWISE, _globalnorm_before, NULL, LEADS)

@@ -26,6 +26,7 @@ from ._rules_sgd import *  # noqa: F401,F403
 from ._rules_adam import *  # noqa: F401,F403
 from ._rules_adaptive import *  # noqa: F401,F403
 from ._rules_transform import *  # noqa: F401,F403
+from ._global import global_norm
 from ._composite import *  # noqa: F401,F403
 from ._tree import isnumeric, maywrite, setup, trainables
 from ._adjust import adjust, adjust_, freeze_, hyperparameters, thaw_
@@ -52,4 +53,5 @@ __all__ = [
     "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",
     "kernel_isa",
     "save_state", "load_state", "CheckpointError", "RULES", "schedules", "Schedule",
+    "global_norm",
 ] + [r.__name__ for r in RULES]

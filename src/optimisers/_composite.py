@@ -21,8 +21,9 @@ class OptimiserChain(Rule):
     .. math::  d_0 = g, \qquad d_k = \mathrm{rule}_k(d_{k-1}), \qquad x \leftarrow x - d_n
 
     The element-wise rules of a chain run in one fused pass over memory (tile by tile),
-    with ``x -= d`` fused into the last; a leading ``ClipNorm`` costs one more read of the
-    gradient (its norm), its scale being applied inside the next rule's loop.  A rule that
+    with ``x -= d`` fused into the last; a leading ``ClipNorm`` (or ``ClipGlobalNorm``,
+    ``SkipNonFinite``) costs one more read of the gradient (its norm), its scale being
+    applied inside the next rule's loop.  A rule that
     needs the whole step first (a ``ClipNorm`` after another rule, a rule written in
     Python) splits the pass there.  An
     ``AccumGrad`` that is not yet due skips the rules after it (their states unchanged).
@@ -95,6 +96,20 @@ class OptimiserChain(Rule):
 
     def _fails_late(self, leading):
         return any(r._fails_late(leading and i == 0) for i, r in enumerate(self.opts))
+
+    def _global_spec(self):
+        # a leading ClipGlobalNorm or SkipNonFinite (both: the one stage they share)
+        first = getattr(self.opts[0], "_global_spec", None) if self.opts else None
+        spec = first() if first is not None else None
+        if spec is not None and spec["clip"] == 0 and len(self.opts) > 1:
+            second = getattr(self.opts[1], "_global_spec", None)
+            clip = second() if second is not None else None
+            if clip is not None and clip["clip"] != 0:
+                spec = dict(clip, skip=spec["skip"], max=spec["max"])
+        return spec
+
+    def _skip_state(self, state):
+        return self.opts[0]._skip_state(state[0])
 
     def _precheck(self, prog):
         if self.opts:
@@ -306,6 +321,13 @@ class MixedPrecision(Rule):
     def grad_dtype(self, dtype):
         return self._high(dtype)
 
+    def _global_spec(self):
+        spec = getattr(self.rule, "_global_spec", None)
+        return spec() if spec is not None else None
+
+    def _skip_state(self, state):
+        return self.rule._skip_state(state.inner)
+
     state_types = (MixedPrecisionState,)
 
     def init(self, x):
@@ -320,6 +342,7 @@ class MixedPrecision(Rule):
         # first also keeps batch recording free of side effects: it is a barrier there.)
         g = prog.current()
         inner = Program(state.xT, np.ascontiguousarray(g, dtype=state.xT.dtype), path=prog.path)
+        inner.global_scale = prog.global_scale          # a leading ClipGlobalNorm's
         new_inner = self.rule._compile(state.inner, inner)
         inner.finish()                                  # xT -= d'
         prog.assign(state.xT)                           # x <- round(xT)

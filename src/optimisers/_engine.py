@@ -13,8 +13,8 @@ batches and calls the kernels.
 2. *prepare*: ``_kernels.Batch`` checks every batch entry (layout, gradient dtype and
    shape, ties: those go back to the general path, a gradient to cast to one more batch)
    and runs the prologues of their programs, a leading ``ClipNorm``'s norm included,
-   writing nothing; every general-path leaf gets a ``Program`` and its prechecks (a
-   leading ``ClipNorm(throw=True)``'s finite norm).
+   writing nothing; every general-path leaf gets a ``Program`` and its prechecks;
+   ``_global.settle`` decides global norms and skips over all of them.
 3. *step*: run the batches (one kernel call each), then the programs.
 4. *rebuild*: only where an array could not be written in place (read-only), rebuild the
    containers around the new array.
@@ -29,6 +29,7 @@ import numpy as np
 
 from ._dtypes import is_bfloat16, is_float
 from ._functor import fmap
+from ._global import settle
 from ._keypath import linked_keypath
 from ._leaf import copy_state
 from ._native import kernels as _kernels
@@ -77,8 +78,8 @@ def update_(tree, model, grad, *more_grads):
         On a gradient of the wrong structure, shape or dtype, or a state tree that does not
         match the model, naming its key path, before anything is written.
     FloatingPointError
-        On a non-finite norm met by a ``ClipNorm(throw=True)``; before anything is written
-        when that ``ClipNorm`` leads its chain.
+        On a non-finite norm met by a ``ClipNorm`` or ``ClipGlobalNorm(throw=True)``, before
+        anything is written when it leads its chain; after too many ``SkipNonFinite`` skips.
 
     Examples
     --------
@@ -162,7 +163,7 @@ def update(tree, model, grad, *more_grads):
         On a gradient of the wrong structure, shape or dtype, or a state tree that does not
         match the model, naming its key path.
     FloatingPointError
-        On a non-finite norm met by a ``ClipNorm(throw=True)``.
+        On a non-finite norm met by a ``ClipNorm`` or ``ClipGlobalNorm(throw=True)``.
 
     Examples
     --------
@@ -317,15 +318,15 @@ class Step:
         for leaf, x, g, link, plan in self.found.values():
             if leaf.frozen:
                 continue
-            flags = x.flags
-            work = x if flags.c_contiguous and flags.writeable else np.array(x, order="C")
+            work = x if x.flags.c_contiguous and x.flags.writeable else np.array(x, order="C")
             prog = Program(work, g, leaf, linked_keypath(link))
             rule = self.rule_of(leaf)
             pre = getattr(rule, "_precheck", None)
             if pre is not None:
                 pre(prog)
             programs.append((leaf, x, work, prog, rule))
-
+        if settle(batches, programs):     # a SkipNonFinite skipped the step: nothing runs
+            return model
         # A program whose rule may fail after its first stages wrote (a ClipNorm(throw=True)
         # after other rules, a rule written in Python) runs first, after a snapshot of the
         # arrays it writes: if one fails, every one of them is put back as it was, and the

@@ -10,7 +10,8 @@ import math
 
 from ._native import kernels as K
 
-__all__ = ["grad_norm", "nonfinite_norm_error", "clipnorm_p"]
+__all__ = ["grad_norm", "nonfinite_norm_error", "clipnorm_p", "norm_kind", "combine_partials",
+           "clip_scale"]
 
 # the kernels' own loop for the common p, the general power loop for every other p
 _NORM_KINDS = {2.0: K.NORM_SQUARES, 1.0: K.NORM_ABS, 0.0: K.NORM_COUNT,
@@ -39,3 +40,55 @@ def clipnorm_p(stage):
     """The ``p`` of a ClipNorm kernel stage ``(kind, hp, buffers, sc, ctr)``, whose
     hyper-parameters are named (the kernel's ClipNormHP)."""
     return stage[1]["p"]
+
+
+def norm_kind(p):
+    """The kernels' ``NormKind`` of ``p``: their own loop for the common p, else the power
+    loop."""
+    return _NORM_KINDS.get(p, K.NORM_POWER)
+
+
+def combine_partials(partials, p, n_elements):
+    """The p-norm of many arrays from their raw partials (``K.p_partial`` of each non-empty
+    array, in any order): sums are combined exactly rounded (``math.fsum``), so the result
+    depends on neither the order of the arrays nor the thread count; max/min with NaN
+    winning; ``n_elements`` counts every element (0 gives 0, conventions §7)."""
+    how = norm_kind(p)
+    if n_elements == 0 or not partials:
+        return 0.0
+    if how in (K.NORM_MAX, K.NORM_MIN):
+        if any(t != t for t in partials):
+            return math.nan
+        return max(partials) if how == K.NORM_MAX else min(partials)
+    try:
+        total = math.fsum(partials)
+    except OverflowError:                 # the exact sum is beyond float64: an infinite norm
+        total = math.inf
+    except ValueError:                    # inf + -inf cannot occur (partials are >= 0)
+        total = math.nan
+    if how == K.NORM_SQUARES:
+        return math.sqrt(total) if total == total else total
+    if how == K.NORM_POWER:
+        return _pow(total, 1.0 / p)
+    return total
+
+
+def _pow(a, b):
+    """libm's pow (the kernels' ClipNorm finishes with it; numpy's own power may differ in
+    the last bit), with C's IEEE results where Python raises: 0 ** negative = inf,
+    overflow = inf."""
+    try:
+        return math.pow(a, b)
+    except (OverflowError, ValueError):
+        return math.inf
+
+
+def clip_scale(omega, norm):
+    """``min(omega / norm, 1)`` in float64 as the kernels' ClipNorm computes it
+    (conventions §7: a zero norm gives 1, an infinite one 0, NaN gives NaN)."""
+    if norm == 0:
+        return 1.0
+    if math.isinf(norm):
+        return 0.0
+    r = omega / norm
+    return 1.0 if r > 1.0 else r

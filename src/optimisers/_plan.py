@@ -78,6 +78,7 @@ class _Recorder(Program):
     """A Program that only records stages; any barrier makes it give up."""
 
     __slots__ = ()
+    recording = True
 
     def current(self):
         raise _Barrier

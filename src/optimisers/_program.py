@@ -91,7 +91,11 @@ class Program:
     """The step of one rule on one parameter array, as a list of kernel stages."""
 
     __slots__ = ("x", "dtype", "scalar", "src", "stages", "stopped", "assigned", "path",
-                 "functional", "_writeback", "_leaf", "_x_orig", "_norms", "_real")
+                 "functional", "_writeback", "_leaf", "_x_orig", "_norms", "_real",
+                 "global_scale")
+
+    #: whether this program only records its stages (the engine's batch templates)
+    recording = False
 
     def __init__(self, x, g, leaf=None, path=None, functional=False):
         """``x``: the parameter, C-contiguous (and writable unless ``functional``);
@@ -113,6 +117,8 @@ class Program:
         self.functional = functional
         self._leaf = leaf
         self._norms = {}
+        # a leading ClipGlobalNorm's scale for the whole step, set by the engine (_global)
+        self.global_scale = None
 
     # -- used by rules ---------------------------------------------------------------
     def add(self, kind, hp, *buffers, sc=None, ctr=None):

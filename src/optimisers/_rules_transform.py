@@ -4,12 +4,23 @@ decay, element clipping and norm clipping."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Optional
+
+import numpy as np
 
 from ._native import kernels as K
-from ._norms import _NORM_KINDS, grad_norm, nonfinite_norm_error
+from ._norms import _NORM_KINDS, clip_scale, grad_norm, nonfinite_norm_error, norm_kind
 from ._rule import Rule, checked, flag, nonneg, real
 
-__all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm"]
+__all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "ClipGlobalNorm",
+           "SkipNonFinite", "SkipNonFiniteState"]
+
+
+def _norm_fields(rule):
+    """The checked fields of ClipNorm and ClipGlobalNorm."""
+    return {"omega": nonneg(rule, "omega", rule.omega),
+            "p": real(rule, "p", rule.p, what="any real number or +-inf, not NaN"),
+            "throw": flag(rule, "throw", rule.throw)}
 
 
 @checked
@@ -149,9 +160,7 @@ class ClipNorm(Rule):
     throw: bool = True
 
     def _check(self):
-        return {"omega": nonneg(self, "omega", self.omega),
-                "p": real(self, "p", self.p, what="any real number or +-inf, not NaN"),
-                "throw": flag(self, "throw", self.throw)}
+        return _norm_fields(self)
 
     def _fails_late(self, leading):
         # after other stages its norm is that of their output, known only once they ran
@@ -182,3 +191,197 @@ class ClipNorm(Rule):
                               "norm": 0.0 if known is None else known,
                               "known": float(known is not None)})
         return state
+
+
+def _joined_stage(prog, who):
+    """The hyper-parameters of the SkipNonFinite stage that ``who`` joins (the one stage
+    both share: one read of the gradient), or None when ``who`` starts the program; a
+    ValueError when other stages come first (the norm is that of the raw gradients)."""
+    stages = prog.stages
+    if not stages:
+        return None
+    last = stages[-1]
+    kind = last[0] if isinstance(last, tuple) else last     # _rule._KernelKinds: kinds only
+    if len(stages) == 1 and kind == K.GLOBALNORM and who == "ClipGlobalNorm":
+        hp = last[1] if isinstance(last, tuple) else {"clip": 0.0}
+        if hp["clip"] == 0:
+            return hp
+    raise ValueError(f"{who} must lead its chain (after a SkipNonFinite for a "
+                     f"ClipGlobalNorm): its norm is that of the raw gradients of every leaf")
+
+
+@checked
+class ClipGlobalNorm(Rule):
+    r"""Scale every gradient by :math:`\min(1, \omega / \lVert G\rVert_p)`, with
+    :math:`G` all the gradients of the step together.
+
+    .. math::  \lVert G\rVert_p = \Big(\sum_{\text{leaves } \ell}\ \sum_i
+               \lvert g_{\ell,i}\rvert^p\Big)^{1/p}, \qquad
+               d_\ell = g_\ell \cdot \min\!\left(\frac{\omega}{\lVert G\rVert_p}, 1\right)
+
+    The leaves of :math:`G` are those updated in the same ``update_`` call whose rule starts
+    with an equal ``ClipGlobalNorm`` (torch's ``clip_grad_norm_`` over a model, optax's
+    ``clip_by_global_norm``).  It leads its chain (after a ``SkipNonFinite`` if any).
+
+    Parameters
+    ----------
+    omega : float, default 1.0
+        Largest global norm allowed, >= 0.
+    p : float, default 2.0
+        Any real or ``inf``/``-inf``; ``p=0`` counts non-zeros.
+    throw : bool, default True
+        Raise ``FloatingPointError`` when the global norm is not finite, before any
+        parameter or state is written, naming a key path where a non-finite gradient sits.
+
+    Notes
+    -----
+    One read of every gradient: each leaf's partial sum (:math:`\sum_i |g_i|^p`, or the
+    max) is accumulated in float64 in blocks of 8192 elements with 8 lanes (the order fixed
+    by the data), the partials are added exactly rounded (``math.fsum``), so the norm does
+    not depend on the number of threads nor on the order of the leaves.  The scale is
+    computed in float64 and folded into the next rule's read of the gradient: no extra
+    write.  A zero norm leaves the gradients as they are, an infinite one (``throw=False``)
+    zeroes them.  With ``apply_`` (one array) the global norm is that array's.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"a": np.zeros(1), "b": np.zeros(1)}
+    >>> st = opt.setup(opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.Descent(1.0)), m)
+    >>> st, m = opt.update_(st, m, {"a": np.array([3.0]), "b": np.array([4.0])})
+    >>> m["a"], m["b"]
+    (array([-0.6]), array([-0.8]))
+    """
+    omega: float = 1.0
+    p: float = 2.0
+    throw: bool = True
+
+    def _check(self):
+        return _norm_fields(self)
+
+    def _global_spec(self):
+        """What the engine needs to combine this rule's leaves (see _global)."""
+        return {"clip": 1.0, "skip": 0.0, "omega": self.omega, "p": self.p,
+                "throw": float(self.throw), "max": None}
+
+    def _compile(self, state, prog):
+        joined = _joined_stage(prog, "ClipGlobalNorm")
+        # The engine gives the scale of the whole step; a batch template leaves it to the
+        # engine (the kernel reduces this leaf's partial); one array alone (apply_) is
+        # clipped by its own norm.
+        scale = getattr(prog, "global_scale", None)
+        if scale is None and not getattr(prog, "recording", True):
+            n = grad_norm(prog.src, self.p)
+            if self.throw and not math.isfinite(n):
+                raise FloatingPointError(f"ClipGlobalNorm: the gradient at {prog.where()} "
+                                         f"has {self.p:g}-norm {n} (throw=False lets it "
+                                         f"through)")
+            scale = clip_scale(self.omega, n)
+        hp = {"omega": self.omega, "p": self.p, "how": norm_kind(self.p),
+              "throw": float(self.throw), "clip": 1.0,
+              "known": float(scale is not None), "scale": 1.0 if scale is None else scale}
+        if joined is not None:
+            joined.update(hp)           # SkipNonFinite's stage: one read serves both
+        else:
+            prog.add(K.GLOBALNORM, dict(hp, skip=0.0))
+        return state
+
+
+class SkipNonFiniteState(NamedTuple):
+    skipped: np.ndarray         # steps skipped so far (0-d int64)
+    consecutive: np.ndarray     # of them, in a row up to now (0-d int64)
+
+
+@checked
+class SkipNonFinite(Rule):
+    r"""Skip the whole step when any gradient holds a NaN or an infinity.
+
+    .. math::  \text{if } \exists\, \ell, i:\ g_{\ell,i} \notin \mathbb{R}:\quad
+               \text{no change (the skip is counted)}; \qquad \text{else } d = g
+
+    The gradients looked at are those of the leaves updated in the same ``update_`` call
+    whose rule starts with ``SkipNonFinite``; a skipped step changes no parameter and no
+    state of any leaf of the call, except this rule's counts.  It leads its chain; a
+    ``ClipGlobalNorm`` right after it shares its one read of the gradients.
+
+    Parameters
+    ----------
+    max_consecutive : int or None, default None
+        At most this many steps skipped in a row: the next non-finite step raises
+        ``FloatingPointError`` instead (nothing written).  ``None``: no limit.
+
+    Notes
+    -----
+    State: ``SkipNonFiniteState(skipped, consecutive)``, 0-d int64 arrays: the steps
+    skipped so far and, of them, those in a row up to now (reset by a good step).  The check
+    is a float64 reduction of each gradient by the kernels (a NaN or an infinity makes it
+    non-finite; an overflow of finite values is told apart by a second look).
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> m = {"a": np.ones(2), "b": np.ones(2)}
+    >>> st = opt.setup(opt.OptimiserChain(opt.SkipNonFinite(), opt.Descent(0.5)), m)
+    >>> st, m = opt.update_(st, m, {"a": np.array([1.0, np.nan]), "b": np.ones(2)})
+    >>> m["a"], m["b"], int(st["a"].state[0].skipped)
+    (array([1., 1.]), array([1., 1.]), 1)
+    >>> st, m = opt.update_(st, m, {"a": np.ones(2), "b": np.ones(2)})
+    >>> m["a"]
+    array([0.5, 0.5])
+    """
+
+    max_consecutive: Optional[int] = None
+
+    state_types = (SkipNonFiniteState,)
+
+    def _check(self):
+        m = self.max_consecutive
+        if m is None:
+            return {}
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
+            raise TypeError(f"SkipNonFinite: max_consecutive must be an integer or None, "
+                            f"got {m!r}")
+        if m < 0:
+            raise ValueError(f"SkipNonFinite: max_consecutive={m} is out of range, it must "
+                             f"be >= 0 (or None: no limit)")
+        return {"max_consecutive": int(m)}
+
+    def init(self, x):
+        return SkipNonFiniteState(np.zeros((), np.int64), np.zeros((), np.int64))
+
+    def _global_spec(self):
+        return {"clip": 0.0, "skip": 1.0, "omega": math.inf, "p": 1.0, "throw": 0.0,
+                "max": self.max_consecutive}
+
+    def _skip_state(self, state):
+        return state
+
+    def _compile(self, state, prog):
+        _joined_stage(prog, "SkipNonFinite")
+        # The engine decides a skip for the whole step (the kernel reduces this leaf's
+        # partial; a Batch resets the run of skips, its counter, when the step runs); a
+        # program that runs is not skipped; one array alone (apply_) looks at itself.
+        scale = getattr(prog, "global_scale", None)
+        if scale is None and not getattr(prog, "recording", True):
+            if not np.isfinite(prog.src).all():
+                _count_skip(self, state, prog.where())
+                prog.set_source(None)
+                return state
+            scale = 1.0
+        if scale is not None:
+            state.consecutive[...] = 0
+        prog.add(K.GLOBALNORM, {"omega": math.inf, "p": 1.0, "how": K.NORM_ABS, "throw": 0.0,
+                                "clip": 0.0, "skip": 1.0, "known": float(scale is not None),
+                                "scale": 1.0 if scale is None else scale},
+                 ctr=state.consecutive)
+        return state
+
+
+def _count_skip(rule, state, where):
+    """Count one skipped step in ``state``, or raise after ``max_consecutive`` in a row."""
+    if rule.max_consecutive is not None and state.consecutive >= rule.max_consecutive:
+        raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) after "
+                                 f"{int(state.consecutive)} steps skipped in a row "
+                                 f"(max_consecutive={rule.max_consecutive})")
+    state.skipped[...] += 1
+    state.consecutive[...] += 1

@@ -87,6 +87,7 @@ _TORCH_RULES = {
     "weightdecay+adam": ("Adam", lambda r: dict(_adam_kw(r.opts[1]),
                                                 weight_decay=r.opts[0].lambda_)),
     "clipnorm+adamw": ("AdamW", lambda r: _adamw_kw(r.opts[1])),
+    "clipglobalnorm+adamw": ("AdamW", lambda r: _adamw_kw(r.opts[1])),
 }
 
 
@@ -100,7 +101,8 @@ def _torch_builder(variant, extra):
         rule = case.spec.rule()
         name, keywords = _TORCH_RULES[case.rule]
         kw = keywords(rule)
-        clip = rule.opts[0].omega if case.rule.startswith("clipnorm+") else None
+        clip = (rule.opts[0].omega if case.rule.startswith(("clipnorm+", "clipglobalnorm+"))
+                else None)
         xs, gs = make_arrays(case, seed)
         params = [torch.from_numpy(x) for x in xs]
         for p, g in zip(params, gs):
@@ -199,11 +201,12 @@ def _np_lion(case, seed=0):
 
 
 def _np_adam(case, seed=0):
-    """Adam, AdamW (coupled decay, as PyTorch) and ClipNorm -> AdamW."""
+    """Adam, AdamW (coupled decay, as PyTorch) and ClipNorm or ClipGlobalNorm -> AdamW."""
     rule = case.spec.rule()
-    clip = None
+    clip, total = None, None
     if isinstance(rule, opt.OptimiserChain):        # ClipNorm -> AdamW
         clip, rule = rule.opts[0].omega, rule.opts[1]
+        total = case.rule.startswith("clipglobalnorm+")
     eta, (b1, b2), eps = rule.eta, rule.beta, rule.epsilon
     lam = getattr(rule, "lambda_", 0.0)
     xs, gs, (ms, vs), ss = _numpy_state(case, seed, 2)
@@ -212,10 +215,12 @@ def _np_adam(case, seed=0):
     def step():
         t[0] += 1
         bc1, bc2 = 1 - b1 ** t[0], 1 - b2 ** t[0]
+        if total:                           # ClipGlobalNorm: the norm of every g
+            norm_all = math.sqrt(sum(float(np.vdot(g, g)) for g in gs))
         for x, g, m, v, s in zip(xs, gs, ms, vs, ss):
             c = 1.0
-            if clip is not None:            # ClipNorm folded into the scale of g
-                norm = math.sqrt(float(np.vdot(g, g)))
+            if clip is not None:            # the clip folded into the scale of g
+                norm = norm_all if total else math.sqrt(float(np.vdot(g, g)))
                 c = min(1.0, clip / norm) if norm > 0 else 1.0
             m *= b1
             np.multiply(g, (1 - b1) * c, out=s)
@@ -242,6 +247,7 @@ _NUMPY_RULES = {
     "adam": _np_adam,
     "adamw": _np_adam,
     "clipnorm+adamw": _np_adam,
+    "clipglobalnorm+adamw": _np_adam,
 }
 
 

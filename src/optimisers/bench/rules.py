@@ -45,11 +45,11 @@ __all__ = ["RuleSpec", "SETTINGS", "CHAINS", "NORM_PASS", "get", "names",
 SETTINGS = {"adamw": {"lambda_": 1e-2}}
 
 # Rules that read the whole gradient before their element-wise step (ClipNorm's norm of
-# g): a pass the state does not show.
-NORM_PASS = ("clipnorm",)
+# g, ClipGlobalNorm's and SkipNonFinite's partial of it): a pass the state does not show.
+NORM_PASS = ("clipnorm", "clipglobalnorm", "skipnonfinite")
 
 # The chains --list shows and the comparisons with torch know (any "a+b" runs).
-CHAINS = ("clipnorm+adamw", "clipgrad+adam", "weightdecay+adam")
+CHAINS = ("clipnorm+adamw", "clipglobalnorm+adamw", "clipgrad+adam", "weightdecay+adam")
 
 # A parameter of this many elements is what the state arrays are counted on: a size no
 # per-array scalar of a state (Adam's beta^t) has.

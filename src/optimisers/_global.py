@@ -1,0 +1,209 @@
+"""Global norms and non-finite steps: ``global_norm``, and the engine's verdict for the
+leaves whose rule leads with ``ClipGlobalNorm`` or ``SkipNonFinite``.
+
+The kernels reduce each leaf's gradient to a raw partial (a batch leaf in the ``before``
+hook of its leading stage, while the batch is prepared; a general-path leaf here, by
+``p_partial``): one read of the gradients.  :func:`settle` then combines the partials of
+every participating leaf in one place, whichever batch or path each took, and decides the
+whole step before anything is written: skip it (``SkipNonFinite``), raise (a non-finite norm
+with ``throw``), or give each leaf its scale, which the kernels fold into the next rule's
+read of the gradient.  Partials are combined exactly rounded (``math.fsum``), so the norm
+depends neither on the thread count nor on how the leaves were split into batches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._functor import children
+from ._keypath import linked_keypath
+from ._native import kernels as K
+from ._norms import clip_scale, combine_partials, norm_kind
+
+__all__ = ["global_norm", "settle"]
+
+
+def global_norm(grads, p=2.0):
+    """The p-norm of a whole gradient tree, computed by the kernels.
+
+    Every array of ``grads`` (nested containers; ``None`` and non-arrays are skipped) is
+    reduced in float64 (blocks of 8192 elements, 8 lanes, an order fixed by the data), and
+    the partials are added exactly rounded, so the result does not depend on the number of
+    threads.  Equal to torch's ``clip_grad_norm_`` total norm.
+
+    Parameters
+    ----------
+    grads : nested containers of arrays
+        The gradients (any real or complex dtype; others than float32/float64 and complex64/
+        complex128 are read as float64).
+    p : float, default 2.0
+        Any real or ``inf``/``-inf``; ``p=0`` counts non-zeros.
+
+    Returns
+    -------
+    float
+        The norm; 0.0 for a tree without elements.
+
+    Examples
+    --------
+    >>> import numpy as np, optimisers as opt
+    >>> opt.global_norm({"a": np.array([3.0], np.float32), "b": (np.array([4.0]), None)})
+    5.0
+    """
+    p = float(p)
+    if math.isnan(p):
+        raise ValueError("global_norm: p must be a real number or +-inf, not NaN")
+    how = norm_kind(p)
+    partials, n = [], 0
+    for a in _arrays(grads):
+        if a.size:
+            partials.append(K.p_partial(a, how, p))
+            n += a.size
+    return combine_partials(partials, p, n)
+
+
+def _arrays(x):
+    if isinstance(x, np.ndarray) or np.isscalar(x) and isinstance(x, (int, float, complex)):
+        a = np.asarray(x)
+        if a.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
+            a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
+        yield np.ascontiguousarray(a)
+        return
+    kids = children(x) if x is not None else None
+    for c in (kids[1] if kids is not None else ()):
+        yield from _arrays(c)
+
+
+def settle(batches, programs):
+    """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
+    anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
+    ``programs``: the general-path ``(leaf, x, work, prog)``.  Returns True when the step is
+    skipped (only the skip counts advanced); raises ``FloatingPointError`` for a non-finite
+    norm with ``throw`` or too many skips in a row; else sets every participating leaf's
+    scale.  The batches hand their leaves over by template (one rule each), so the work
+    here is per template, not per leaf: the kernels reduced the gradients."""
+    groups = {}      # (clip, p, omega, throw) -> [partials, elements, units]
+    keys = {}        # id(template or rule) -> ((clip, p, omega, throw), skip) or None
+    for b in batches:
+        if not b.global_entries:
+            continue
+        for tpl, js, parts, size, empties in b.global_groups():
+            key = keys.get(id(tpl))
+            if key is None:
+                key = keys[id(tpl)] = _key(b.entries[js[0]][4].rule)
+            unit = (b, js, parts)                       # partials aligned with js
+            if empties and key[0][1] == -math.inf:      # an empty array has no minimum
+                parts = [t for t, j in zip(parts, js) if b.entries[j][3].size]
+            _join(groups, key, parts, size, unit)
+    for program in programs:
+        leaf, prog = program[0], program[3]
+        key = keys.get(id(leaf.rule), False)
+        if key is False:
+            key = keys[id(leaf.rule)] = _key(leaf.rule)
+        if key is not None:
+            p, n = key[0][1], prog.src.size
+            part = K.p_partial(prog.src, norm_kind(p), p)
+            _join(groups, key, [part] if n else [], n, prog)
+    if not groups:
+        return False
+    # a skip first: any non-finite gradient among the leaves a SkipNonFinite leads
+    skipping = [u for g in groups.values() for u, k in g[2] if k]
+    if skipping and not all(math.isfinite(sum(g[0])) for g in groups.values()):
+        culprit = _culprit(skipping)
+        if culprit is not None:
+            _skip(skipping, culprit)
+            return True
+    for (clip, p, omega, throw), (parts, size, units) in groups.items():
+        if not clip:                  # a batch's scale is 1 already
+            _set_scales([u for u, k in units if not isinstance(u, tuple)], 1.0)
+            continue
+        norm = combine_partials(parts, p, size)
+        if throw and not math.isfinite(norm):
+            culprit = _culprit([u for u, k in units])
+            why = (f"a non-finite gradient is at {_where(culprit)}" if culprit else
+                   "the gradients are finite, their norm overflows float64")
+            raise FloatingPointError(f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
+                                     f"is {norm}: {why} (throw=False lets it through)")
+        _set_scales([u for u, k in units], clip_scale(omega, norm))
+    return False
+
+
+def _key(rule):
+    """``((clip, p, omega, throw), skip)`` of a leaf's leading ClipGlobalNorm and/or
+    SkipNonFinite (equal ClipGlobalNorms share a norm, with or without a SkipNonFinite before
+    them), or None."""
+    f = getattr(rule, "_global_spec", None)
+    spec = f() if f is not None else None
+    if spec is None:
+        return None
+    clip = bool(spec["clip"])
+    return ((clip, spec["p"], spec["omega"], bool(spec["throw"])) if clip else
+            (False, 1.0, math.inf, False)), bool(spec["skip"])
+
+
+def _join(groups, key, parts, size, unit):
+    g = groups.get(key[0])
+    if g is None:
+        g = groups[key[0]] = [[], 0, []]
+    g[0].extend(parts)
+    g[1] += size
+    g[2].append((unit, key[1]))
+
+
+def _set_scales(units, scale):
+    for u in units:
+        if isinstance(u, tuple):
+            u[0].set_scale(u[1], scale)
+        else:
+            u.global_scale = scale
+
+
+def _members(units):
+    """``(partial, member)`` for each leaf of ``units``: a member is ``(batch, index)`` or a
+    general-path Program."""
+    for u in units:
+        if isinstance(u, tuple):
+            yield from ((t, (u[0], j)) for t, j in zip(u[2], u[1]))
+        else:
+            yield math.nan if u.src.size else 0.0, u
+
+
+def _culprit(units):
+    """A member of ``units`` whose gradient holds a NaN or an infinity, or None: a partial
+    tells, but for an infinite sum of finite values (an overflow), which a second look
+    tells apart (and a Program, whose partial is not kept, always gets one)."""
+    for part, m in _members(units):
+        if not math.isfinite(part):
+            g = m[0].entries[m[1]][3] if isinstance(m, tuple) else m.src
+            if not np.isfinite(g).all():
+                return m
+    return None
+
+
+def _leaf(member):
+    return member[0].entries[member[1]][4] if isinstance(member, tuple) else member._leaf
+
+
+def _where(member):
+    if isinstance(member, tuple):
+        return str(linked_keypath(member[0].entries[member[1]][5]))
+    return member.where()
+
+
+def _skip(units, culprit):
+    # every limit is checked before any count moves: a raise changes nothing
+    where = _where(culprit)
+    states = []
+    for part, m in _members(units):
+        leaf = _leaf(m)
+        states.append((leaf.rule._global_spec()["max"], leaf.rule._skip_state(leaf.state)))
+    for limit, s in states:
+        if limit is not None and s.consecutive >= limit:
+            raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) "
+                                     f"after {int(s.consecutive)} steps skipped in a row "
+                                     f"(max_consecutive={limit})")
+    for limit, s in states:
+        s.skipped[...] += 1
+        s.consecutive[...] += 1
