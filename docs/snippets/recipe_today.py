@@ -1,6 +1,6 @@
-# The training recipe with what this release has (docs: recipe): a schedule evaluated at
-# every step and set with adjust_, per-array clipping, weight decay on matrices only, and a
-# step skipped when a gradient is not finite.
+# The training recipe (docs: recipe): AdamW with a warm-up and cosine decay given as a
+# schedule, gradients clipped to a global norm of 1, no weight decay on biases, and steps
+# whose gradients are not finite skipped.
 import numpy as np
 import optimisers as opt
 from optimisers import schedules
@@ -13,15 +13,10 @@ model = {"hidden": {"W": 0.3 * rng.standard_normal((8, 32)), "b": np.zeros(32)},
 
 eta = schedules.warmup_cosine_decay(init_value=0.0, peak_value=3e-2, warmup_steps=50,
                                     decay_steps=500, end_value=3e-4)
-
-
-def rule_for(x):
-    decay = 0.1 if x.ndim >= 2 else 0.0          # no weight decay on biases
-    return opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(eta(0), lambda_=decay))
-
-
-state = {layer: {name: opt.setup(rule_for(x), x) for name, x in params.items()}
-         for layer, params in model.items()}
+rule_for = lambda path, x: opt.OptimiserChain(                      # noqa: E731
+    opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0),
+    opt.AdamW(eta, lambda_=0.1 if x.ndim >= 2 else 0.0))             # no decay on biases
+state = opt.setup(rule_for, model)
 
 
 def gradients(model):
@@ -33,17 +28,16 @@ def gradients(model):
     return 0.5 * float(np.mean(err ** 2)), grads
 
 
-skipped = 0
 for step in range(500):
     loss, grads = gradients(model)
     if step == 100:
-        grads["out"]["b"][0] = np.nan                # a bad batch
-    opt.adjust_(state, eta(step))                    # the schedule's value for this step
-    try:
-        state, model = opt.update_(state, model, grads)
-    except FloatingPointError:                       # a leading ClipNorm(throw=True) found a
-        skipped += 1                                 # non-finite norm: nothing was written
+        grads["out"]["b"][0] = np.nan                # a bad batch: the step is skipped
+    state, model = opt.update_(state, model, grads)
     if step == 0:
         first = loss
-print(f"loss {first:.4f} -> {loss:.4f}, {skipped} step skipped")
-assert loss < first / 10 and skipped == 1 and np.isfinite(model["out"]["b"]).all()
+    if step % 100 == 0:                              # the log: norm and learning rate
+        lr = opt.hyperparameters(state)["out"]["W"].opts[2].eta
+        print(f"step {step}: loss {loss:.4f}, |g| {opt.global_norm(grads):.3g}, eta {lr:.3g}")
+print(f"loss {first:.4f} -> {loss:.4f}")
+assert loss < first / 10 and np.isfinite(model["out"]["b"]).all()
+assert state["out"]["b"].state[0].skipped == 1

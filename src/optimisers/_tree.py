@@ -124,7 +124,7 @@ def setup(rule, model, *, low_precision_state=False):
         :func:`functor`) get a state.
     low_precision_state : bool, default False
         The state arrays of float16 and bfloat16 parameters are float32 (the dtype the
-        kernels compute in): a float16 Adam ``v`` would underflow to 0 for |g| below
+        kernels compute in): a float16 Adam ``v`` would underflow to 0 for ``|g|`` below
         about 8e-3.  ``True`` rounds the built-in rules' float32 state arrays of such
         parameters to the parameter's dtype, to save memory (each step still computes in
         float32 and rounds them once on store).
