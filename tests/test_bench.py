@@ -451,3 +451,21 @@ def test_probe_step_covers_the_rule_passes(rule, dtype, monkeypatch):
         moved += (len(reads) + len(writes)) * 5000 * np.dtype(dtype).itemsize
     assert tuple(passes) == case.spec.passes
     assert moved == case.bytes
+
+
+def test_the_loss_panel_clips_its_log_axis_and_keeps_curves_apart():
+    """Issue 20, point 6: one rule reaching 1e-27 does not squash the others, the target
+    line stays inside the panel, and curves that overlap differ in style and marker."""
+    plt = pytest.importorskip("matplotlib.pyplot", reason="the plot needs matplotlib")
+    from optimisers.bench.plot import _curves
+    fig, ax = plt.subplots()
+    curves = {("adam", "p"): list(np.geomspace(1, 1e-27, 50)),
+              ("sgd", "p"): list(np.geomspace(1, 1e-2, 50)),
+              ("momentum", "p"): list(np.geomspace(1, 1e-2, 50))}
+    _curves(ax, "p", curves, 1e-3)
+    bottom, top = ax.get_ylim()
+    assert top / bottom <= 10 ** 8.5 and bottom < 1e-3 < top
+    lines = [line for line in ax.get_lines() if line.get_label() in ("sgd", "momentum")]
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()
+    assert lines[0].get_marker() != lines[1].get_marker()
+    plt.close(fig)

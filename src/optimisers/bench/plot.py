@@ -60,14 +60,32 @@ def _speed(ax, rows):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
+# Curves that overlap stay apart: each rule gets its own colour, and the line styles and
+# markers cycle against the colours, so two rules on one line are still two lines.
+_STYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*")
+# The log axis shows this many decades below the largest loss, and no more: one rule
+# reaching 1e-27 would otherwise squash every other curve to the top of its panel.
+_DECADES = 8
+
+
 def _curves(ax, problem, curves, target):
-    for (rule, pname), curve in curves.items():
-        if pname != problem:
-            continue
+    shown = []
+    for i, ((rule, pname), curve) in enumerate((k, v) for k, v in curves.items()
+                                               if k[1] == problem):
         ys = [c if math.isfinite(c) and c > 0 else math.nan for c in curve]
-        ax.plot(range(len(ys)), ys, label=rule, linewidth=1)
+        shown += [y for y in ys if not math.isnan(y)]
+        every = max(1, len(ys) // 8)          # markers staggered from curve to curve
+        ax.plot(range(len(ys)), ys, label=rule, linewidth=1.2,
+                linestyle=_STYLES[i % len(_STYLES)], marker=_MARKERS[i % len(_MARKERS)],
+                markevery=((i * every // 3) % every, every), markersize=4)
     ax.axhline(target, color="k", linestyle=":", linewidth=1, label="target")
     ax.set_yscale("log")
+    if shown:
+        # the target inside the panel, the curves' range clipped to _DECADES decades
+        top = max(max(shown), target) * 2
+        bottom = max(min(min(shown), target) / 2, top * 10.0 ** -_DECADES)
+        ax.set_ylim(bottom, top)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(problem)
