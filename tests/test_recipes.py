@@ -79,3 +79,24 @@ def test_tracks_torch_adamw_with_two_parameter_groups():
     for (name, ours), theirs in zip(net.named_parameters(), twin.parameters()):
         np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(),
                                    rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_adam_with_cosine_decay_tracks_torch_under_cosine_annealing():
+    """Issue 16, point 2: Adam with schedules.cosine_decay as its eta = torch's Adam under
+    CosineAnnealingLR (float64, 30 steps, 1e-9 relative)."""
+    torch = pytest.importorskip("torch", reason="torch is the peer (pip install torch)")
+    from optimisers import schedules
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(50)
+    p = torch.tensor(x.copy(), requires_grad=True)
+    peer = torch.optim.Adam([p], lr=0.1)
+    # (T_max = the schedule's decay steps: past it torch's cosine rises again, optax's stays)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(peer, T_max=30, eta_min=0.01)
+    state = opt.setup(opt.Adam(schedules.cosine_decay(0.1, 30, alpha=0.1)), x)
+    for _ in range(30):
+        g = rng.standard_normal(50)
+        p.grad = torch.tensor(g)
+        peer.step()
+        sched.step()
+        state, x = opt.update_(state, x, g)
+    np.testing.assert_allclose(x, p.detach().numpy(), rtol=1e-9, atol=1e-12)
