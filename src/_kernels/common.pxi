@@ -99,12 +99,10 @@ cdef struct Kind:
     Before before           # or NULL
     After after             # or NULL
     int flags
-    int n_hp                # fields of its hp struct
 
 
 cdef Kind KINDS[MAX_KINDS]
 cdef int n_kinds = 0
-cdef int CLIPNORM_KIND = -1     # for the Batch's report of a non-finite norm
 
 #: kind name -> (index, names of its hyper-parameter fields in layout order)
 KIND_TABLE = {}
@@ -135,7 +133,6 @@ cdef int register_kind(str name, Tile32 tile32, Tile64 tile64, dict hp_layout,
     k.before = before
     k.after = after
     k.flags = flags
-    k.n_hp = len(hp_layout)
     KIND_TABLE[name] = (n_kinds, tuple(hp_layout))
     n_kinds += 1
     return n_kinds - 1

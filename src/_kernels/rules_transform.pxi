@@ -154,9 +154,8 @@ register_kind("signdecay", signdecay_tile[float], signdecay_tile[double], _decay
               sizeof(DecayHP))
 register_kind("clipgrad", clipgrad_tile[float], clipgrad_tile[double], _clipgrad_layout,
               sizeof(ClipGradHP))
-CLIPNORM_KIND = register_kind("clipnorm", scale_tile[float], scale_tile[double],
-                              _clipnorm_layout, sizeof(ClipNormHP), COMPONENTWISE,
-                              _clipnorm_before, NULL, LEADS)
+register_kind("clipnorm", scale_tile[float], scale_tile[double], _clipnorm_layout,
+              sizeof(ClipNormHP), COMPONENTWISE, _clipnorm_before, NULL, LEADS)
 register_kind("accumgrad", accumgrad_tile[float], accumgrad_tile[double], _accumgrad_layout,
               sizeof(AccumGradHP), COMPONENTWISE, _accumgrad_before, _accumgrad_after)
 

@@ -331,7 +331,9 @@ class Step:
         # after other rules, a rule written in Python) runs first, after a snapshot of the
         # arrays it writes: if one fails, every one of them is put back as it was, and the
         # batches and other programs have not run yet.
-        late = [p for p in programs if p[0].rule._fails_late(True)]
+        late, others = [], []
+        for program in programs:
+            (late if program[4]._fails_late(True) else others).append(program)
         snapshots = [pair for leaf, x, work, prog, rule in late
                      for pair in _snapshot(leaf, work)]
         replaced = {}                     # id(read-only parameter) -> its new array
@@ -344,9 +346,8 @@ class Step:
             raise
         for b in batches:                 # the step: one kernel call per batch
             b.run()
-        for program in programs:
-            if not program[0].rule._fails_late(True):
-                _run_program(program, replaced)
+        for program in others:
+            _run_program(program, replaced)
         for entries in self.stepped:
             for e in entries:
                 e[4].count += 1

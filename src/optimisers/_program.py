@@ -1,9 +1,10 @@
 """The per-leaf engine: turns a rule and its state into one fused kernel pass.
 
 A :class:`Program` is built for one parameter array at one step.  Each element-wise rule
-adds a *stage*: its kernel kind, its constant hyper-parameters in the compute dtype, its
-state buffers (arrays like the parameter) and, for rules with per-step scalars, a small
-scalar array (``beta_t``) and an int64 counter that the kernel reads and advances itself.
+adds a *stage*: its kernel kind, its hyper-parameters by name in float64 (the kernel rounds
+each once to the dtype), its state buffers (arrays like the parameter) and, for rules with
+per-step scalars, a small float64 array (``beta_t``) and an int64 counter that the kernel
+reads and advances itself.
 The kernel then runs all stages tile by tile and fuses ``x -= d`` into the last.
 
 A rule that needs the whole incoming step first (a rule written in Python, a ``ClipNorm``
@@ -20,7 +21,6 @@ tile and round each result once on store.  Their state arrays are float32 (see
 Complex parameters run as they are: the kernels walk the real views of the parameter, the
 gradient and the complex state buffers (component-wise stages unchanged; the "moments"
 rules pair-aware, with REAL second-moment buffers of dtype R, see :func:`moment_dtype`).
-Hyper-parameters and per-step scalars are of R (:func:`real_compute_dtype`).
 
 Many leaves that share a rule and a dtype and need no barrier run through one kernel call
 (``_plan.template`` records the program once; ``_kernels.Batch`` fills it per leaf).
@@ -90,7 +90,7 @@ def gradient_dtype(rule, dtype):
 class Program:
     """The step of one rule on one parameter array, as a list of kernel stages."""
 
-    __slots__ = ("x", "dtype", "scalar", "src", "stages", "stopped", "assigned", "path",
+    __slots__ = ("x", "dtype", "src", "stages", "stopped", "assigned", "path",
                  "functional", "_writeback", "_leaf", "_x_orig", "_norms", "_real",
                  "global_scale")
 
@@ -105,7 +105,6 @@ class Program:
         cd = compute_dtype(x.dtype)
         self.dtype = cd
         self._real = real_compute_dtype(cd)
-        self.scalar = self._real.type
         self._writeback = []
         self._x_orig = x
         self.x = x if x.dtype == cd or is_low_precision(x.dtype) else x.astype(cd)

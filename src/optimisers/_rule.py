@@ -11,7 +11,7 @@ import numpy as np
 
 from ._dtypes import is_low_precision, lower_state
 from ._native import kernels as _kernels
-from ._schedule import Schedule
+from ._schedule import Schedule, value_at
 
 __all__ = ["Rule", "init", "builtin_rules", "state_types"]
 
@@ -228,9 +228,10 @@ def _holds_schedule(value):
 
 
 def _value_at(value, count):
+    """A field's value at ``count``: a pair's members each through ``value_at``."""
     if isinstance(value, tuple):
-        return tuple(v(count) if isinstance(v, Schedule) else v for v in value)
-    return value(count)
+        return tuple(value_at(v, count) for v in value)
+    return value_at(value, count)
 
 
 def builtin_rules():
