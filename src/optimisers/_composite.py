@@ -307,8 +307,9 @@ class MixedPrecision(Rule):
         return self.dtype
 
     def check_param(self, x, path=None):
-        # component-wise itself: only its rule decides, in the master copy's dtype
-        self.rule.check_param(np.empty(0, self._high(x.dtype)), path)
+        # component-wise itself: only its rule decides, in the master copy's dtype (an
+        # empty array of x's rank: Muon takes matrices only)
+        self.rule.check_param(np.empty((0,) * x.ndim, self._high(x.dtype)), path)
 
     def _fails_late(self, leading):
         return self.rule._fails_late(leading)

@@ -39,7 +39,7 @@ def optimisers_step(case, seed=0):
     took) and ``state_bytes()`` (the bytes of every array the state tree holds now)."""
     xs, gs = make_arrays(case, seed)
     t0 = time.perf_counter()
-    state = opt.setup(case.spec.rule(), xs)
+    state = opt.setup(case.spec.for_model(), xs)
     setup_s = time.perf_counter() - t0
 
     def step():
