@@ -15,12 +15,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from reference import MuonState, ref_init, ref_newton_schulz, ref_update_tree
+from registry import MATRIX_CONVERGENCE, MATRIX_RULES
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
 from optimisers import schedules
-from reference import MuonState, ref_init, ref_newton_schulz, ref_update_tree
-from registry import MATRIX_CONVERGENCE, MATRIX_RULES
 
 RULE_VALUES = [r for _, r in MATRIX_RULES]
 RULE_IDS = [name for name, _ in MATRIX_RULES]
@@ -404,7 +404,7 @@ def test_apply_writes_neither_x_nor_the_gradient():
     g = rng.standard_normal((8, 6))
     x0, g0 = x.copy(), g.copy()
     rule = opt.Muon(0.1)
-    state, d = opt.apply_(rule, opt.init(rule, x), x, g)
+    _, d = opt.apply_(rule, opt.init(rule, x), x, g)
     assert np.array_equal(x, x0) and np.array_equal(g, g0)
     want = ref_update_tree(rule, {"x": ref_init(rule, x)}, {"x": x}, {"x": g})["x"][1]
     assert rel_err(d, x - want) <= RTOL

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class MuonState(NamedTuple):
     m: np.ndarray
 
 
-def lr_ratio(adjust_lr_fn: Optional[str], shape: tuple[int, ...]) -> float:
+def lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     """torch's learning-rate adjustment for a matrix of ``shape`` (rows A, columns B):
     ``sqrt(max(1, A/B))`` ("original", the default) or ``0.2*sqrt(max(A, B))``
     ("match_rms_adamw", Moonshot's: the update's RMS matches AdamW's)."""
@@ -48,7 +48,7 @@ class _Workspace:
     the iterate X and the product T (n x m), the Gram matrix A and the polynomial B (k x k).
     Made once per shape and thread, reused by every step."""
 
-    __slots__ = ("x", "t", "a", "b")
+    __slots__ = ("a", "b", "t", "x")
 
     def __init__(self, shape: tuple[int, int]) -> None:
         k = min(shape)
@@ -89,7 +89,8 @@ def orthogonalise(u: np.ndarray, out: np.ndarray, coefficients: tuple[float, flo
     X, T, A, B = ws.x, ws.t, ws.a, ws.b
     wide = u.shape[0] <= u.shape[1]
     # the division in float64 (u's norm is float64), rounded once to float32
-    np.divide(u, np.float64(max(grad_norm(u, 2.0), epsilon)), out=X, casting="same_kind")
+    scale = np.float64(max(grad_norm(u, 2.0), epsilon))
+    np.divide(u, scale, out=X, casting="same_kind")
     for i in range(steps):
         if wide:
             np.matmul(X, X.T, out=A)            # a symmetric rank-k product (syrk)
@@ -195,10 +196,10 @@ class Muon(Rule):
     lambda_: float = 0.1
     mu: float = 0.95
     nesterov: bool = True
-    ns_coefficients: tuple = (3.4445, -4.775, 2.0315)
+    ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315)
     epsilon: float = 1e-7
     ns_steps: int = 5
-    adjust_lr_fn: Optional[str] = None
+    adjust_lr_fn: str | None = None
 
     state_types = (MuonState,)
 
