@@ -21,6 +21,9 @@ from threadpoolctl import threadpool_limits
 
 import optimisers as opt
 from optimisers import schedules
+from optimisers.bench import problems, quality, rules
+from optimisers.bench.cases import Case
+from optimisers.bench.speed import optimisers_step
 
 RULE_VALUES = [r for _, r in MATRIX_RULES]
 RULE_IDS = [name for name, _ in MATRIX_RULES]
@@ -450,3 +453,29 @@ def test_convergence(name):
         tree, W = opt.update_(tree, W, loss_grad(W)[1])
     l1 = loss_grad(W)[0]
     assert l0 > 10 and l1 < 1e-2 * l0, (l0, l1)
+
+
+# ---------------------------------------------------------------------------------------
+# the benchmark command: speed cases of matrices, quality problems with AdamW for the rest
+
+def test_benchmark_speed_cases_are_matrices():
+    step = optimisers_step(Case("muon", "float32", 10**4, 2, 1))
+    before = [p.copy() for p in step.params]
+    step()
+    for p, b in zip(step.params, before):
+        assert p.shape == (50, 100) and not np.array_equal(p, b)
+    assert "AdamW on the rest" in rules.get("muon").doc
+    assert not rules.get("adam").matrix_only and rules.get("clipglobalnorm+muon").matrix_only
+
+
+@pytest.mark.parametrize("problem", ["rosenbrock", "spirals"])
+def test_benchmark_quality_trains_matrices_with_muon(problem):
+    """Rosenbrock has no matrix (AdamW trains it all); the MLP's weights get Muon."""
+    spec, prob = rules.get("muon"), problems.get(problem)
+    curve = quality.train(spec, prob, 60)
+    assert np.all(np.isfinite(curve)) and curve[-1] < curve[0]
+    rule_for = spec.for_model(0.03)
+    kinds = {k: type(rule_for(None, v)).__name__ for k, v in prob.init().items()} \
+        if isinstance(prob.init(), dict) else {}
+    if problem == "spirals":
+        assert kinds["W2"] == "Muon" and kinds["b2"] == "AdamW", kinds

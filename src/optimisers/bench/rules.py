@@ -81,6 +81,8 @@ class RuleSpec:
     @property
     def doc(self):
         """The rule as the benchmark builds it (its repr)."""
+        if self.matrix_only:
+            return f"{self.rule()!r} on matrices, AdamW on the rest"
         return repr(self.rule())
 
     @property
