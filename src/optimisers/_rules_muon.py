@@ -170,8 +170,10 @@ class Muon(Rule):
 
     The momentum and the Nesterov blend run in the kernels, in the parameter's compute
     dtype; the iteration runs in float32 through numpy's BLAS (torch's runs in bfloat16),
-    into buffers made once per matrix shape; the decay and the step are one more kernel
-    pass fused with ``x -= d``.  The Frobenius norm is accumulated in float64 in an order
+    into buffers made once per matrix shape and Python thread and kept for the next step
+    (two float32 arrays like the matrix and two square ones of its smaller side: 256 MiB for
+    a 4096 x 4096 matrix, shared by every matrix of that shape); the decay and the step are
+    one more kernel pass fused with ``x -= d``.  The Frobenius norm is accumulated in float64 in an order
     fixed by the data.  Measured (``tests/test_muon.py``, matrices of 24 x 64 to 256 x
     512): one step agrees with a float64 evaluation of the algorithm to 1e-6 relative in
     the Frobenius norm (3e-6 in the largest element; the tests ask 1e-4); after 10 steps
