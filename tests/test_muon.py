@@ -150,6 +150,25 @@ def test_float64_step_agrees_to_1e4_and_the_figure():
         assert 1e-9 < err < RTOL / 10, err
 
 
+@pytest.mark.parametrize("steps", [0, 1, 9])
+def test_other_step_counts_match_the_reference(steps):
+    rng = np.random.default_rng(steps)
+    x, g = rng.standard_normal((20, 30)), rng.standard_normal((20, 30))
+    rule = opt.Muon(0.05, ns_steps=steps)
+    _, d = opt.apply_(rule, opt.init(rule, x), x, g)
+    want = ref_update_tree(rule, {"x": ref_init(rule, x)}, {"x": x}, {"x": g})["x"][1]
+    assert rel_err(d, x - want) <= RTOL
+
+
+def test_a_zero_gradient_decays_only():
+    """u = 0: its norm is floored at epsilon, so the orthogonalised matrix is 0 (not NaN)
+    and the step is the decoupled decay eta*lambda*x alone."""
+    x = np.random.default_rng(1).standard_normal((5, 7))
+    tree = opt.setup(opt.Muon(0.5, lambda_=0.2), x)
+    tree, x2 = opt.update(tree, x, np.zeros_like(x))
+    assert np.allclose(x2, x - 0.5 * 0.2 * x, rtol=1e-15, atol=0)
+
+
 def test_newton_schulz_orthogonalises():
     """The reference's iteration itself: the singular values of its output lie in the band
     the quintic leaves them in (0.5 to 1.5, Jordan's post), whatever the input's scale."""
@@ -328,7 +347,11 @@ def _leaves(tree):
     return [tree["tied"][0], tree["tall"], tree["frozen"]]
 
 
-@pytest.mark.parametrize("rule", RULE_VALUES, ids=RULE_IDS)
+SCHEDULED = opt.Muon(schedules.warmup_cosine_decay(0.0, 0.05, 2, 6), lambda_=0.1,
+                     mu=schedules.linear(0.9, 0.95, 4))
+
+
+@pytest.mark.parametrize("rule", RULE_VALUES + [SCHEDULED], ids=RULE_IDS + ["scheduled"])
 def test_training_resumes_bit_for_bit(tmp_path, rule):
     """Six steps straight, or three, save_state, load_state and three more: the same bits,
     the tie and the frozen flag kept."""
