@@ -1028,7 +1028,7 @@ def _muon_lr(rule, shape):
     rows, cols = shape
     if rule.adjust_lr_fn == "match_rms_adamw":
         return float(rule.eta) * 0.2 * math.sqrt(max(rows, cols))
-    return float(rule.eta) * math.sqrt(max(1.0, rows / cols))
+    return float(rule.eta) * math.sqrt(max(1.0, rows / cols if cols else 0.0))
 
 
 def _muon(k, rule, state, x, g):

@@ -52,6 +52,8 @@ def step_err(x_new, ref_x_new, x_old):
     """How far ``x_new`` is from the reference's, relative to the largest element of the
     reference's step, less one rounding of x itself (both round x - d to x's dtype: in
     float32 an ulp of x is 1e-4 of a step of 1e-3)."""
+    if np.size(x_old) == 0:
+        return 0.0
     ref_d = np.asarray(x_old, np.float64) - ref_x_new
     off = np.abs(np.asarray(x_new, np.float64) - ref_x_new) - np.spacing(np.abs(ref_x_new))
     scale = np.max(np.abs(ref_d))
@@ -167,6 +169,17 @@ def test_a_zero_gradient_decays_only():
     tree = opt.setup(opt.Muon(0.5, lambda_=0.2), x)
     tree, x2 = opt.update(tree, x, np.zeros_like(x))
     assert np.allclose(x2, x - 0.5 * 0.2 * x, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 0), (1, 1), (1, 7)])
+def test_empty_and_thin_matrices(shape):
+    """Degenerate shapes step like the reference (an empty one: nothing, no error)."""
+    x = np.random.default_rng(2).standard_normal(shape)
+    g = np.random.default_rng(3).standard_normal(shape)
+    rule = opt.Muon(0.1)
+    _, x2 = opt.update(opt.setup(rule, x), x, g)
+    want = ref_update_tree(rule, {"x": ref_init(rule, x)}, {"x": x}, {"x": g})["x"][1]
+    assert x2.shape == shape and step_err(x2, want, x) <= RTOL
 
 
 def test_newton_schulz_orthogonalises():

@@ -40,6 +40,8 @@ def lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     rows, cols = shape[0], shape[1]
     if adjust_lr_fn == "match_rms_adamw":
         return 0.2 * math.sqrt(max(rows, cols))
+    if cols == 0:                # an empty matrix: no element to scale (torch divides by 0)
+        return 1.0
     return math.sqrt(max(1.0, rows / cols))
 
 
