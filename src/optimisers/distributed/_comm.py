@@ -1,0 +1,291 @@
+"""The small communicator interface of ``optimisers.distributed``, and its two
+implementations: an mpi4py communicator (:class:`MPIComm`) and a ``torch.distributed``
+process group (:class:`TorchComm`).
+
+Neither mpi4py nor torch is imported here: the caller's communicator object already
+belongs to one of them, and its module is reached through it (``type(comm).__module__``),
+so that ``import optimisers.distributed`` imports neither.
+
+Data collectives move numpy arrays without copies where the engine allows it (a torch
+tensor made by ``torch.from_numpy`` shares the array's memory).  The small control
+exchanges (:meth:`Communicator.exchange`) are non-blocking collectives polled against a
+deadline, so that a rank that never arrives makes the others raise
+:class:`DistributedTimeout` instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Communicator", "MPIComm", "TorchComm", "SelfComm", "DistributedTimeout", "wrap"]
+
+
+class DistributedTimeout(TimeoutError):
+    """The other ranks did not join a collective within the time limit (a rank died, hangs,
+    or called the functions in another order).  The communicator cannot be used again:
+    MPI cannot cancel a collective that some ranks entered."""
+
+
+class Communicator:
+    """What ``optimisers.distributed`` needs of a transport: the rank, the number of
+    ranks, a bounded control exchange and four data collectives over numpy arrays.
+
+    Parameters
+    ----------
+    timeout : float
+        Seconds a control exchange waits for every rank before it raises
+        :class:`DistributedTimeout`.
+    """
+
+    rank: int
+    size: int
+    name: str = "communicator"
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = float(timeout)
+
+    def exchange(self, obj: Any, what: str) -> list[Any]:
+        """Every rank's ``obj`` (picklable, small), in rank order, on every rank; raises
+        :class:`DistributedTimeout` naming ``what`` after :attr:`timeout` seconds."""
+        raise NotImplementedError
+
+    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
+        """For each ``(send, recv, root)``: the sum over the ranks of ``send`` into ``recv``
+        on rank ``root`` (``recv`` is None elsewhere).  ``send`` is not written."""
+        raise NotImplementedError
+
+    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """For each ``(send, recv)``: the sum over the ranks of ``send`` into ``recv``."""
+        raise NotImplementedError
+
+    def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
+        """For each ``(array, root)``: root's array into every rank's, in place (any dtype;
+        the array must be C-contiguous)."""
+        raise NotImplementedError
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        """Every rank's ``obj`` (picklable, maybe large) on ``root``, None elsewhere."""
+        raise NotImplementedError
+
+    def scatter(self, objs: list[Any] | None, root: int = 0) -> Any:
+        """``objs[r]`` of ``root`` on each rank ``r``."""
+        raise NotImplementedError
+
+    def _deadline_wait(self, done: Any, what: str) -> None:
+        """Poll ``done()`` until it is true or the deadline passes (then raise)."""
+        deadline = time.monotonic() + self.timeout
+        spins = 0
+        while not done():
+            spins += 1
+            if spins > 200:            # past the first fraction of a millisecond, yield
+                if time.monotonic() > deadline:
+                    raise DistributedTimeout(
+                        f"optimisers.distributed: rank {self.rank} of {self.size} waited "
+                        f"{self.timeout:g} s for the other ranks at {what}: a rank died, "
+                        f"hangs, or called the distributed functions in another order "
+                        f"({self.name})")
+                time.sleep(1e-4)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """The array as a 1-D view of itself (it must be C-contiguous)."""
+    return a.reshape(-1)
+
+
+def _as_bytes(a: np.ndarray) -> np.ndarray:
+    """A 1-D byte view: any dtype (bfloat16 included) travels as bytes."""
+    return a.reshape(-1).view(np.uint8)
+
+
+class MPIComm(Communicator):
+    """An mpi4py communicator (``MPI.COMM_WORLD`` or any intra-communicator)."""
+
+    name = "mpi4py"
+
+    def __init__(self, comm: Any, timeout: float) -> None:
+        super().__init__(timeout)
+        self.comm = comm
+        self.MPI = sys.modules[type(comm).__module__.rsplit(".", 1)[0] + ".MPI"]
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    def exchange(self, obj: Any, what: str) -> list[Any]:
+        data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+        counts = np.zeros(self.size, np.int64)
+        req = self.comm.Iallgather(np.array([data.size], np.int64), counts)
+        self._deadline_wait(req.Test, what)
+        displs = np.concatenate(([0], np.cumsum(counts[:-1])))
+        out = np.empty(int(counts.sum()), np.uint8)
+        req = self.comm.Iallgatherv(data, [out, counts, displs, self.MPI.BYTE])
+        self._deadline_wait(req.Test, what)
+        return [pickle.loads(out[d:d + c].tobytes()) for d, c in zip(displs, counts)]
+
+    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
+        sum_ = self.MPI.SUM
+        reqs = [self.comm.Ireduce(_flat(send), None if recv is None else _flat(recv),
+                                  op=sum_, root=root) for send, recv, root in jobs]
+        self.MPI.Request.Waitall(reqs)
+
+    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        sum_ = self.MPI.SUM
+        reqs = [self.comm.Iallreduce(_flat(send), _flat(recv), op=sum_) for send, recv in jobs]
+        self.MPI.Request.Waitall(reqs)
+
+    def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
+        reqs = [self.comm.Ibcast(_as_bytes(a), root=root) for a, root in jobs]
+        self.MPI.Request.Waitall(reqs)
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return self.comm.gather(obj, root=root)
+
+    def scatter(self, objs: list[Any] | None, root: int = 0) -> Any:
+        return self.comm.scatter(objs, root=root)
+
+
+class TorchComm(Communicator):
+    """A ``torch.distributed`` process group (gloo on the CPU), or None for the default
+    group.  Arrays travel as tensors sharing their memory (``torch.from_numpy``)."""
+
+    name = "torch.distributed"
+
+    def __init__(self, group: Any, timeout: float) -> None:
+        super().__init__(timeout)
+        self.dist = sys.modules["torch.distributed"]
+        self.torch = sys.modules["torch"]
+        self.group = group
+        self.rank = self.dist.get_rank(group)
+        self.size = self.dist.get_world_size(group)
+        # torch's collectives name their root by its rank in the default group
+        self._global = [r if group is None else self.dist.get_global_rank(group, r)
+                        for r in range(self.size)]
+
+    def _tensor(self, a: np.ndarray) -> Any:
+        if a.dtype.kind not in "fc" or a.dtype.itemsize == 2 and a.dtype != np.float16:
+            a = a.view(np.uint8)           # bfloat16 and the like travel as bytes
+        return self.torch.from_numpy(_flat(a))
+
+    def _wait(self, work: Any, what: str) -> None:
+        try:
+            work.wait(timedelta(seconds=self.timeout))
+        except RuntimeError as e:          # gloo reports its timeout as a RuntimeError
+            raise DistributedTimeout(
+                f"optimisers.distributed: rank {self.rank} of {self.size} waited "
+                f"{self.timeout:g} s for the other ranks at {what} ({self.name}: {e})") from e
+
+    def exchange(self, obj: Any, what: str) -> list[Any]:
+        torch, dist = self.torch, self.dist
+        data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+        counts = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
+        self._wait(dist.all_gather(counts, torch.tensor([data.size]), group=self.group,
+                                   async_op=True), what)
+        n = [int(c) for c in counts]
+        # gloo gathers equal sizes only: every rank's bytes padded to the longest
+        mine = torch.zeros(max(n), dtype=torch.uint8)
+        mine[:data.size] = torch.from_numpy(data.copy())
+        out = [torch.empty(max(n), dtype=torch.uint8) for _ in range(self.size)]
+        self._wait(dist.all_gather(out, mine, group=self.group, async_op=True), what)
+        return [pickle.loads(o[:c].numpy().tobytes()) for o, c in zip(out, n)]
+
+    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
+        # torch's reduce sums into the tensor it is given (on the root; gloo may clobber it
+        # elsewhere): the sum runs in ``recv`` on the root, in a scratch copy on the others
+        works = []
+        for send, recv, root in jobs:
+            buf = recv if recv is not None else np.empty_like(send)
+            np.copyto(buf, send)
+            works.append(self.dist.reduce(self._tensor(buf), self._global[root],
+                                          group=self.group, async_op=True))
+        for w in works:
+            w.wait()
+
+    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        works = []
+        for send, recv in jobs:
+            np.copyto(recv, send)
+            works.append(self.dist.all_reduce(self._tensor(recv), group=self.group,
+                                              async_op=True))
+        for w in works:
+            w.wait()
+
+    def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
+        works = [self.dist.broadcast(self._tensor(a), self._global[root], group=self.group,
+                                     async_op=True) for a, root in jobs]
+        for w in works:
+            w.wait()
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        out = [None] * self.size if self.rank == root else None
+        self.dist.gather_object(obj, out, dst=self._global[root], group=self.group)
+        return out
+
+    def scatter(self, objs: list[Any] | None, root: int = 0) -> Any:
+        out = [None]
+        self.dist.scatter_object_list(out, objs, src=self._global[root], group=self.group)
+        return out[0]
+
+
+class SelfComm(Communicator):
+    """One process on its own (``size == 1``): for examples, tests and a script that runs
+    with and without ``mpiexec`` unchanged.
+
+    Examples
+    --------
+    >>> from optimisers.distributed import SelfComm
+    >>> SelfComm().exchange("hello", "a test")
+    ['hello']
+    """
+
+    name = "one process"
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        super().__init__(timeout)
+        self.rank, self.size = 0, 1
+
+    def exchange(self, obj: Any, what: str) -> list[Any]:
+        return [pickle.loads(pickle.dumps(obj))]
+
+    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
+        for send, recv, root in jobs:
+            if recv is not None:
+                np.copyto(recv, send)
+
+    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        for send, recv in jobs:
+            np.copyto(recv, send)
+
+    def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
+        pass
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return [obj]
+
+    def scatter(self, objs: list[Any] | None, root: int = 0) -> Any:
+        return None if objs is None else objs[0]
+
+
+def wrap(comm: Any, timeout: float) -> Communicator:
+    """The :class:`Communicator` for ``comm``: an mpi4py communicator, a torch.distributed
+    process group (``None`` means torch's default group, when one is initialised), or a
+    Communicator already."""
+    if isinstance(comm, Communicator):
+        return comm
+    module = type(comm).__module__
+    if module.startswith("mpi4py"):
+        return MPIComm(comm, timeout)
+    if module.startswith("torch") or comm is None and _torch_ready():
+        return TorchComm(comm, timeout)
+    raise TypeError(f"optimisers.distributed: comm must be an mpi4py communicator (e.g. "
+                    f"MPI.COMM_WORLD) or a torch.distributed process group, not "
+                    f"{type(comm).__name__}")
+
+
+def _torch_ready() -> bool:
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
