@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -160,8 +161,9 @@ def run_mpi(n: int, *args: str, timeout: float = 300) -> str:
                              f"{e.stdout}\n{e.stderr}") from None
     out = p.stdout + p.stderr
     assert p.returncode == 0, f"{' '.join(cmd)} failed ({p.returncode}):\n{out}"
-    oks = [line for line in p.stdout.splitlines() if line.startswith(f"OK {args[0]} ")]
-    assert len(oks) == n, out
+    # the ranks' lines may interleave: find each rank's mark anywhere
+    oks = {int(r) for r in re.findall(rf"OK {args[0]} rank (\d+)", p.stdout)}
+    assert oks == set(range(n)), out
     return out
 
 
