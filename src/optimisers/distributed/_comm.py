@@ -6,8 +6,8 @@ Neither mpi4py nor torch is imported here: the caller's communicator object alre
 belongs to one of them, and its module is reached through it (``type(comm).__module__``),
 so that ``import optimisers.distributed`` imports neither.
 
-Data collectives move numpy arrays without copies where the engine allows it (a torch
-tensor made by ``torch.from_numpy`` shares the array's memory).  The small control
+Data collectives move numpy arrays without copies (a torch tensor made by
+``torch.from_numpy`` shares the array's memory).  The small control
 exchanges (:meth:`Communicator.exchange`) are non-blocking collectives polled against a
 deadline, so that a rank that never arrives makes the others raise
 :class:`DistributedTimeout` instead of waiting forever.
@@ -35,7 +35,8 @@ class DistributedTimeout(TimeoutError):
 
 class Communicator:
     """What ``optimisers.distributed`` needs of a transport: the rank, the number of
-    ranks, a bounded control exchange and four data collectives over numpy arrays.
+    ranks, a bounded control exchange, three data collectives over numpy arrays
+    (reduce-scatter, all-reduce, broadcast) and the gather and scatter of checkpoints.
 
     Parameters
     ----------
@@ -56,13 +57,14 @@ class Communicator:
         :class:`DistributedTimeout` naming ``what`` after :attr:`timeout` seconds."""
         raise NotImplementedError
 
-    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
-        """For each ``(send, recv, root)``: the sum over the ranks of ``send`` into ``recv``
-        on rank ``root`` (``recv`` is None elsewhere).  ``send`` is not written."""
+    def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, counts: list[int]) -> None:
+        """The sum over the ranks of the 1-D ``send``, rank ``r`` receiving the ``counts[r]``
+        elements that follow those of the ranks before it into ``recv``.  ``send`` may be
+        overwritten (it is the caller's scratch buffer)."""
         raise NotImplementedError
 
-    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-        """For each ``(send, recv)``: the sum over the ranks of ``send`` into ``recv``."""
+    def allreduce(self, buf: np.ndarray) -> None:
+        """The sum over the ranks of the 1-D ``buf``, in place."""
         raise NotImplementedError
 
     def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
@@ -80,12 +82,17 @@ class Communicator:
 
     def _deadline_wait(self, done: Any, what: str) -> None:
         """Poll ``done()`` until it is true or the deadline passes (then raise)."""
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline = start + self.timeout
         spins = 0
         while not done():
             spins += 1
-            if spins > 200:            # past the first fraction of a millisecond, yield
-                if time.monotonic() > deadline:
+            if spins > 100:
+                # yield the core (ranks may share cores); past the first fifth of a second
+                # the others are late anyway: poll gently
+                now = time.monotonic()
+                time.sleep(0 if now - start < 0.2 else 1e-4)
+                if now > deadline:
                     raise DistributedTimeout(
                         f"optimisers.distributed: rank {self.rank} of {self.size} waited "
                         f"{self.timeout:g} s for the other ranks at {what}: a rank died, "
@@ -127,19 +134,24 @@ class MPIComm(Communicator):
         self._deadline_wait(req.Test, what)
         return [pickle.loads(out[d:d + c].tobytes()) for d, c in zip(displs, counts)]
 
-    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
-        sum_ = self.MPI.SUM
-        reqs = [self.comm.Ireduce(_flat(send), None if recv is None else _flat(recv),
-                                  op=sum_, root=root) for send, recv, root in jobs]
-        self.MPI.Request.Waitall(reqs)
+    def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, counts: list[int]) -> None:
+        self.comm.Reduce_scatter(send, recv, recvcounts=counts, op=self.MPI.SUM)
 
-    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-        sum_ = self.MPI.SUM
-        reqs = [self.comm.Iallreduce(_flat(send), _flat(recv), op=sum_) for send, recv in jobs]
-        self.MPI.Request.Waitall(reqs)
+    def allreduce(self, buf: np.ndarray) -> None:
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
 
     def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
-        reqs = [self.comm.Ibcast(_as_bytes(a), root=root) for a, root in jobs]
+        # the owner sends each array straight to every other rank: the bytes of a ring
+        # all-gather, with no packing (one Ibcast per array was twice as slow here,
+        # bench/RESULTS.md); messages of one pair with one tag arrive in order
+        reqs = []
+        for j, (a, root) in enumerate(jobs):
+            buf, tag = _as_bytes(a), j % 32000
+            if root == self.rank:
+                reqs += [self.comm.Isend(buf, dest=d, tag=tag)
+                         for d in range(self.size) if d != root]
+            else:
+                reqs.append(self.comm.Irecv(buf, source=root, tag=tag))
         self.MPI.Request.Waitall(reqs)
 
     def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
@@ -193,26 +205,15 @@ class TorchComm(Communicator):
         self._wait(dist.all_gather(out, mine, group=self.group, async_op=True), what)
         return [pickle.loads(o[:c].numpy().tobytes()) for o, c in zip(out, n)]
 
-    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
-        # torch's reduce sums into the tensor it is given (on the root; gloo may clobber it
-        # elsewhere): the sum runs in ``recv`` on the root, in a scratch copy on the others
-        works = []
-        for send, recv, root in jobs:
-            buf = recv if recv is not None else np.empty_like(send)
-            np.copyto(buf, send)
-            works.append(self.dist.reduce(self._tensor(buf), self._global[root],
-                                          group=self.group, async_op=True))
-        for w in works:
-            w.wait()
+    def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, counts: list[int]) -> None:
+        # gloo has no reduce-scatter (and refuses uneven ones): all-reduce the scratch
+        # buffer in place, keep this rank's slice
+        self.allreduce(send)
+        start = sum(counts[:self.rank])
+        np.copyto(recv, send[start:start + counts[self.rank]])
 
-    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-        works = []
-        for send, recv in jobs:
-            np.copyto(recv, send)
-            works.append(self.dist.all_reduce(self._tensor(recv), group=self.group,
-                                              async_op=True))
-        for w in works:
-            w.wait()
+    def allreduce(self, buf: np.ndarray) -> None:
+        self.dist.all_reduce(self._tensor(buf), group=self.group)
 
     def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
         works = [self.dist.broadcast(self._tensor(a), self._global[root], group=self.group,
@@ -251,14 +252,11 @@ class SelfComm(Communicator):
     def exchange(self, obj: Any, what: str) -> list[Any]:
         return [pickle.loads(pickle.dumps(obj))]
 
-    def reduce_to(self, jobs: Sequence[tuple[np.ndarray, np.ndarray | None, int]]) -> None:
-        for send, recv, root in jobs:
-            if recv is not None:
-                np.copyto(recv, send)
+    def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, counts: list[int]) -> None:
+        np.copyto(recv, send[:counts[0]])
 
-    def allreduce(self, jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-        for send, recv in jobs:
-            np.copyto(recv, send)
+    def allreduce(self, buf: np.ndarray) -> None:
+        pass
 
     def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
         pass

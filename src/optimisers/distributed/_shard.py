@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._functor import fmap
 from .._keypath import KeyPath, getkeypath
 from .._leaf import Leaf
 from .._rule import Rule
@@ -113,13 +114,36 @@ class DistState:
             _leaf_at(tree, kp) if m and r is not None else None
             for kp, m, r in zip(self.paths, self.mine, rules)]
         self.dtypes = [sum_dtype(x.dtype) for x in self.arrays]
-        # the averaged gradients of this rank's arrays are reduced into these, once each
-        self.recv = [np.empty(x.shape, dt) if m else None
-                     for x, dt, m in zip(self.arrays, self.dtypes, self.mine)]
-        self.zeros: dict[int, np.ndarray] = {}     # stand-ins for None gradients, by index
+        # the averaged gradients of this rank's arrays are views into the buckets
+        self.recv: list[np.ndarray | None] = [None] * len(self.arrays)
+        self.views: list[np.ndarray | None] = [None] * len(self.arrays)
+        self.buckets = [Bucket(self, dt) for dt in dict.fromkeys(self.dtypes)]
         self.global_stages = any(_global_spec(r) is not None for r in rules)
         self.probe = _probe_tree(model)            # walks the gradient with the model's checks
         self.probe_index = {id(_leaf_at(self.probe, kp)): i for i, kp in enumerate(self.paths)}
+
+    def gradient_buffers(self) -> Any:
+        """A gradient tree whose arrays are the buffers ``update_`` sends: write this rank's
+        gradients into them (``g[...] = ...``) and pass the tree to ``update_``, and the
+        step packs nothing (torch DDP's ``gradient_as_bucket_view``).  The step overwrites
+        them; non-trainable places are None, a tied array's buffer is at each of its
+        places (write its total there).
+
+        Examples
+        --------
+        >>> import numpy as np, optimisers as opt
+        >>> from optimisers import distributed as dist
+        >>> model = {"w": np.ones(3, np.float32), "act": np.tanh}
+        >>> state = dist.setup(opt.Descent(0.5), model, dist.SelfComm())
+        >>> grads = state.gradient_buffers()
+        >>> grads["w"][...] = 1.0
+        >>> state, model = dist.update_(state, model, grads)
+        >>> model["w"], grads["act"]
+        (array([0.5, 0.5, 0.5], dtype=float32), None)
+        """
+        views = {id(x): b.views[i] for b in self.buckets for i in b.order
+                 for x in [self.arrays[i]]}
+        return fmap(lambda x: views.get(id(x)), self.model)
 
     def index_of(self, x: np.ndarray) -> int:
         """The index of the trainable array ``x`` in :attr:`paths`."""
@@ -140,6 +164,38 @@ class DistState:
         return (f"DistState(rank {self.comm.rank} of {self.comm.size}, "
                 f"{'sharded' if self.sharded else 'replicated'}, {n} of {len(self.mine)} "
                 f"arrays here, {self.state_bytes()} state bytes)")
+
+
+class Bucket:
+    """The gradients of one sum dtype, packed for one collective: the arrays ordered by
+    owner (then by index), so that each rank's share is one run of the flat buffer; a
+    reduce-scatter leaves each owner its share's sums (the all-reduce mode: everyone all
+    of them, in place).  The owner's ``recv`` arrays are views of the result."""
+
+    def __init__(self, state: DistState, dtype: np.dtype) -> None:
+        rank, size = state.comm.rank, state.comm.size
+        mine = [i for i, dt in enumerate(state.dtypes) if dt == dtype]
+        self.order = sorted(mine, key=lambda i: (state.owner[i] or 0, i))
+        self.offsets, at = [], 0
+        for i in self.order:
+            self.offsets.append(at)
+            at += state.arrays[i].size
+        self.send = np.empty(at, dtype)         # the packed gradients (scratch)
+        self.counts = [sum(state.arrays[i].size for i in self.order if state.owner[i] == r)
+                       for r in range(size)]
+        sharded = any(state.owner[i] is not None for i in self.order)
+        start = sum(self.counts[:rank])
+        self.recv = np.empty(self.counts[rank], dtype) if sharded else self.send
+        self.sharded = sharded
+        # a gradient written into these views travels without being packed
+        self.views = {i: self.send[off:off + state.arrays[i].size].reshape(state.arrays[i].shape)
+                      for i, off in zip(self.order, self.offsets)}
+        for i, off in zip(self.order, self.offsets):
+            state.views[i] = self.views[i]
+            if state.mine[i]:
+                x = state.arrays[i]
+                base = off - start if sharded else off
+                state.recv[i] = self.recv[base:base + x.size].reshape(x.shape)
 
 
 def _arrays_in(s: Any) -> list[np.ndarray]:

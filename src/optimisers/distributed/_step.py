@@ -6,8 +6,9 @@ One step, on every rank:
 1. walk this rank's gradient with the model (the checks of ``update_``, naming key
    paths), cast each array's gradient to its sum dtype (:func:`sum_dtype`);
 2. exchange: every rank checked out, and which arrays have a gradient on some rank;
-3. reduce each array's gradient to its owner (a reduce-scatter at array boundaries; the
-   all-reduce mode sums to every rank), and the owner divides by the number of ranks;
+3. pack the gradients by sum dtype, ordered by owner, and reduce-scatter them (each
+   owner receives the sums of its arrays; the all-reduce mode sums everywhere), then
+   divide by the number of ranks;
 4. the engine's step over the owned arrays, with two hooks: the global norms' partials
    exchanged over the ranks (when a rule has a ``ClipGlobalNorm`` or ``SkipNonFinite``),
    and a last exchange (``gate``) after every check and before any write;
@@ -35,18 +36,21 @@ class _Grads:
     """The engine's walk hands this every array's gradient (``route``): checked, cast to
     the sum dtype, the gradients of a tied array summed."""
 
-    __slots__ = ("entries", "got", "index", "dtypes")
+    __slots__ = ("entries", "got", "index", "dtypes", "views")
 
     def __init__(self, state: DistState) -> None:
         self.entries: list[Any] = []    # the walk's fast path appends here; probe Leaves never
         self.got: list[np.ndarray | None] = [None] * len(state.arrays)
         self.index = state.probe_index
         self.dtypes = state.dtypes
+        self.views = state.views
 
     def route(self, leaf: Any, x: np.ndarray, g: Any, link: Any) -> None:
         i = self.index[id(leaf)]
         g = check_gradient(g, x, self.dtypes[i], link)
         prev = self.got[i]
+        if prev is g and g is self.views[i]:    # a tied array's buffer, met again
+            return
         self.got[i] = g if prev is None else prev + g
 
 
@@ -128,29 +132,27 @@ def update_(state: DistState, model: Any, grads: Any) -> tuple[DistState, Any]:
     return state, model
 
 
-def _send(state: DistState, got: list[np.ndarray | None], i: int) -> np.ndarray:
-    g = got[i]
-    if g is not None:
-        return g
-    z = state.zeros.get(i)
-    if z is None:
-        z = state.zeros[i] = np.zeros(state.arrays[i].shape, state.dtypes[i])
-    return z
-
-
 def _average(state: DistState, got: list[np.ndarray | None], active: np.ndarray) -> None:
-    """Sum each active array's gradient over the ranks into its owner's buffer, divide."""
-    comm, recv = state.comm, state.recv
-    idx = np.flatnonzero(active).tolist()
-    if state.sharded:
-        comm.reduce_to([(_send(state, got, i), recv[i], state.owner[i]) for i in idx])
-    else:
-        comm.allreduce([(_send(state, got, i), recv[i]) for i in idx])
-    size = comm.size
-    if size > 1:
-        for i in idx:
-            if state.mine[i]:
-                np.divide(recv[i], size, out=recv[i])   # IEEE division in the sum dtype
+    """Pack each bucket's gradients (zeros for a None), sum them over the ranks into their
+    owners' shares (or everywhere), divide by the number of ranks."""
+    comm = state.comm
+    for b in state.buckets:
+        send = b.send
+        for i, off in zip(b.order, b.offsets):
+            n = state.arrays[i].size
+            g = got[i]
+            if g is None:
+                send[off:off + n] = 0
+            elif g is not b.views[i]:              # not written in place (gradient_buffers)
+                np.copyto(send[off:off + n], g.reshape(-1))
+        if comm.size > 1:
+            if b.sharded:
+                comm.reduce_scatter(send, b.recv, b.counts)
+            else:
+                comm.allreduce(send)
+            np.divide(b.recv, comm.size, out=b.recv)      # IEEE division in the sum dtype
+        elif b.recv is not send:
+            np.copyto(b.recv, send)
 
 
 def _step_share(state: DistState, model: Any, active: np.ndarray) -> None:
