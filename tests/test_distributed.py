@@ -211,3 +211,22 @@ def _free_port() -> int:
 def test_torch_distributed_gloo() -> None:
     pytest.importorskip("torch", reason="torch is not installed (CI's optional stage)")
     run_mpi(2, "torch", str(_free_port()), timeout=300)
+
+
+def _curve(out: str) -> list[float]:
+    return [float(v) for v in re.findall(r"step +\d+  loss ([0-9.]+)", out)]
+
+
+def test_example_same_curve_on_1_and_2_ranks() -> None:
+    """examples/distributed_mlp.py: the loss curve on 2 ranks is the one of 1 process."""
+    script = HERE.parent / "examples" / "distributed_mlp.py"
+    args = ["--steps", "61", "--every", "20"]
+    one = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    assert "ranks 1" in one and len(_curve(one)) == 5
+    assert _curve(one)[-1] < 0.8 * _curve(one)[0]          # it trains
+    _needs_mpi()
+    two = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script), *args],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "ranks 2" in two
+    np.testing.assert_allclose(_curve(two), _curve(one), rtol=1e-5)

@@ -95,8 +95,21 @@ def rtol_of(dtype: Any) -> float:
     return 2e-4 if dtype == np.float32 else 1e-9
 
 
+def into_buffers(state: Any, g: dict[str, Any]) -> dict[str, Any]:
+    """``g`` written into the state's gradient buffers (None stays None)."""
+    buffers = state.gradient_buffers()
+    out: dict[str, Any] = {}
+    for k, v in g.items():
+        if v is None:
+            out[k] = None
+        else:
+            buffers[k][...] = v
+            out[k] = buffers[k]
+    return out
+
+
 def train_pair(comm: Any, rule: Any, dtype: Any, steps: int, what: str,
-               freeze: str | None = "c", shard: bool = True) -> None:
+               freeze: str | None = "c", shard: bool = True, buffers: bool = False) -> None:
     """Train the distributed model and the one-process reference side by side."""
     model = make_model(dtype)
     ref = copy.deepcopy(model)
@@ -107,7 +120,10 @@ def train_pair(comm: Any, rule: Any, dtype: Any, steps: int, what: str,
             opt.freeze_(state.tree[freeze])
         opt.freeze_(ref_state[freeze])
     for step in range(steps):
-        state, model = dist.update_(state, model, grads_of(comm.rank, step, model))
+        g = grads_of(comm.rank, step, model)
+        if buffers:
+            g = into_buffers(state, g)
+        state, model = dist.update_(state, model, g)
         ref_state, ref = opt.update_(ref_state, ref, averaged(step, ref, comm.size))
         same(comm, model, ref, f"{what} step {step}", rtol_of(dtype))
     if freeze:
@@ -161,6 +177,9 @@ def scenario_replicated(comm: Any) -> None:
     """The all-reduce mode: the same results, the whole state on every rank."""
     for name, rule in EXTRA + [("Adam", opt.Adam(0.05)), ("Lion", opt.Lion(0.01))]:
         train_pair(comm, rule, np.float32, 3, f"replicated {name}", shard=False)
+        train_pair(comm, rule, np.float64, 3, f"replicated buffers {name}", shard=False,
+                   buffers=True)
+        train_pair(comm, rule, np.float32, 3, f"sharded buffers {name}", buffers=True)
 
 
 def scenario_skip(comm: Any) -> None:
