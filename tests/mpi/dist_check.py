@@ -21,10 +21,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import optimisers as opt  # noqa: E402
-from optimisers import distributed as dist  # noqa: E402
+from registry import RULES
 
-from registry import RULES  # noqa: E402
+import optimisers as opt
+from optimisers import distributed as dist
 
 SHAPES = {"a": (37, 5), "b": (13,), "c": (3, 4, 2), "d": (1,), "e": (64,), "f": (2, 3),
           "g": (5, 7)}
@@ -81,13 +81,13 @@ def same(comm: Any, model: dict[str, np.ndarray], ref: dict[str, np.ndarray], wh
     ``rtol`` on more."""
     hashes = comm.allgather(digest(model))
     assert len(set(hashes)) == 1, f"{what}: the ranks' models differ: {hashes}"
-    for k in ref:
+    for k, want in ref.items():
         if comm.size <= 2:
-            assert np.array_equal(model[k], ref[k]), \
+            assert np.array_equal(model[k], want), \
                 f"{what}: {k} differs from one process: {model[k].ravel()[:4]} vs " \
-                f"{ref[k].ravel()[:4]}"
+                f"{want.ravel()[:4]}"
         else:
-            np.testing.assert_allclose(model[k], ref[k], rtol=rtol, atol=rtol,
+            np.testing.assert_allclose(model[k], want, rtol=rtol, atol=rtol,
                                        err_msg=f"{what}: {k}")
 
 
@@ -427,7 +427,7 @@ def main() -> None:
             scenario_torch(comm, arg)
         else:
             raise SystemExit(f"unknown scenario {name}")
-    except BaseException:
+    except BaseException:  # noqa: BLE001  (any failure must abort every rank, not hang them)
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -40,7 +40,7 @@ import numpy as np
 import optimisers as opt
 from optimisers import distributed as dist
 
-__all__ = ["main", "cluster_table"]
+__all__ = ["cluster_table", "main"]
 
 _LAUNCHED = "OPTIMISERS_BENCH_DIST_LAUNCHED"
 
@@ -92,13 +92,7 @@ def measure(size: int, arrays: int, rounds: int) -> dict[str, Any]:
     n = comm.size
     per = size // arrays * arrays // n
     row: dict[str, Any] = {"size": size, "ranks": n, "arrays": arrays}
-    flat = np.ones(per * n, np.float32)
-    part = np.empty(per, np.float32)
-    row["reduce_scatter"] = _median_time(lambda: comm.Reduce_scatter_block(flat, part), comm,
-                                         rounds)
-    row["all_gather"] = _median_time(lambda: comm.Allgather(part, flat), comm, rounds)
-    row["all_reduce"] = _median_time(lambda: comm.Allreduce(MPI.IN_PLACE, flat), comm, rounds)
-    del flat, part
+    row.update(_collectives(comm, per, rounds))
     rule = opt.Adam(1e-6)
     grads = _model(size, arrays, 1 + comm.rank)
     # one process: rank 0 alone steps the whole model, the others wait
@@ -126,6 +120,17 @@ def measure(size: int, arrays: int, rounds: int) -> dict[str, Any]:
     row["state_replicated"] = comm.allreduce(state.state_bytes(), op=MPI.MAX)
     row["bound"] = 1.2 * (row["reduce_scatter"] + row["all_gather"] + row["single"] / n)
     return row
+
+
+def _collectives(comm: Any, per: int, rounds: int) -> dict[str, float]:
+    """The three collectives of ``per`` float32 elements a rank (their buffers freed after)."""
+    flat = np.ones(per * comm.size, np.float32)
+    part = np.empty(per, np.float32)
+    return {"reduce_scatter": _median_time(lambda: comm.Reduce_scatter_block(flat, part),
+                                           comm, rounds),
+            "all_gather": _median_time(lambda: comm.Allgather(part, flat), comm, rounds),
+            "all_reduce": _median_time(lambda: comm.Allreduce(_mpi().IN_PLACE, flat), comm,
+                                       rounds)}
 
 
 def _filled(state: Any, grads: dict[str, np.ndarray]) -> Any:
@@ -190,12 +195,13 @@ def cluster_table(row: dict[str, Any], bandwidth: float, latency: float,
 
 def _text(rows: list[dict[str, Any]], ns: argparse.Namespace) -> str:
     ms = (lambda t: f"{1e3 * t:9.2f}")
-    lines = [f"optimisers {opt.__version__}, kernels {opt.kernel_isa()}, {rows[0]['ranks']} "
+    title = (f"optimisers {opt.__version__}, kernels {opt.kernel_isa()}, {rows[0]['ranks']} "
              f"ranks of this machine, 1 OpenMP thread each, float32 Adam, median of "
-             f"{ns.rounds} rounds (ms)", "",
-             f"{'size':>8} {'red-scat':>9} {'all-gath':>9} {'all-red':>9} {'single':>9} "
-             f"{'single/N':>9} {'sharded':>9} {'bound':>9} {'packed':>9} {'replic.':>9} "
-             f"{'ok':>3} {'state/rank MB':>14} {'replic. MB':>10}"]
+             f"{ns.rounds} rounds (ms)")
+    head = (f"{'size':>8} {'red-scat':>9} {'all-gath':>9} {'all-red':>9} {'single':>9} "
+            f"{'single/N':>9} {'sharded':>9} {'bound':>9} {'packed':>9} {'replic.':>9} "
+            f"{'ok':>3} {'state/rank MB':>14} {'replic. MB':>10}")
+    lines = [title, "", head]
     for r in rows:
         ok = r["sharded"] <= r["bound"] and r["sharded"] < r["replicated"]
         lines.append(f"{r['size']:8.0e} {ms(r['reduce_scatter'])} {ms(r['all_gather'])} "
@@ -204,8 +210,9 @@ def _text(rows: list[dict[str, Any]], ns: argparse.Namespace) -> str:
                      f"{ms(r['replicated'])} "
                      f"{'yes' if ok else 'NO':>3} {r['state_sharded'] / 1e6:14.1f} "
                      f"{r['state_replicated'] / 1e6:10.1f}")
-    lines += ["", f"cluster model: links of {ns.bandwidth / 1e9:g} GB/s, {ns.latency * 1e6:g} "
-                  f"us per hop, the local update at this machine's single-process speed / N"]
+    model = (f"cluster model: links of {ns.bandwidth / 1e9:g} GB/s, {ns.latency * 1e6:g} "
+             f"us per hop, the local update at this machine's single-process speed / N")
+    lines += ["", model]
     for r in rows:
         lines.append(f"  size {r['size']:.0e}:")
         for c in cluster_table(r, ns.bandwidth, ns.latency):

@@ -26,12 +26,24 @@ same order.  Importing this module imports neither mpi4py nor torch.
 array([0.9, 0.9, 0.9, 0.9], dtype=float32)
 """
 
+from ._checkpoint import load_state, save_state
 from ._comm import Communicator, DistributedTimeout, MPIComm, SelfComm, TorchComm
 from ._protocol import RankFailed
 from ._shard import DistState, partition, setup, sum_dtype
 from ._step import update_
-from ._checkpoint import load_state, save_state
 
-__all__ = ["setup", "update_", "save_state", "load_state", "partition", "sum_dtype",
-           "DistState", "Communicator", "MPIComm", "TorchComm", "SelfComm",
-           "DistributedTimeout", "RankFailed"]
+__all__ = [
+           "Communicator",
+           "DistState",
+           "DistributedTimeout",
+           "MPIComm",
+           "RankFailed",
+           "SelfComm",
+           "TorchComm",
+           "load_state",
+           "partition",
+           "save_state",
+           "setup",
+           "sum_dtype",
+           "update_",
+]

@@ -13,15 +13,17 @@ import os
 import warnings
 from typing import Any
 
-from .._checkpoint import load_state as _load_state, save_state as _save_state
+from .._checkpoint import load_state as _load_state
+from .._checkpoint import save_state as _save_state
 from .._keypath import getkeypath
 from .._leaf import Leaf
-from .._tree import setup as _setup, trainables
+from .._tree import setup as _setup
+from .._tree import trainables
 from ._comm import wrap
 from ._protocol import agree, fail
 from ._shard import _PROBE, DistState, build
 
-__all__ = ["save_state", "load_state"]
+__all__ = ["load_state", "save_state"]
 
 
 def _full_tree(state: DistState, leaves: dict[int, Leaf]) -> Any:
@@ -162,7 +164,8 @@ def load_state(path: str | os.PathLike[str], model: Any, comm: Any, *, shard: bo
 
 
 def _trainable_paths(model: Any) -> list[Any]:
-    return trainables(model, path=True)
+    out: list[Any] = trainables(model, path=True)
+    return out
 
 
 def _chooser(model: Any, rules: list[Any]) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Communicator", "MPIComm", "TorchComm", "SelfComm", "DistributedTimeout", "wrap"]
+__all__ = ["Communicator", "DistributedTimeout", "MPIComm", "SelfComm", "TorchComm", "wrap"]
 
 
 class DistributedTimeout(TimeoutError):
@@ -155,7 +155,8 @@ class MPIComm(Communicator):
         self.MPI.Request.Waitall(reqs)
 
     def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
-        return self.comm.gather(obj, root=root)
+        out: list[Any] | None = self.comm.gather(obj, root=root)
+        return out
 
     def scatter(self, objs: list[Any] | None, root: int = 0) -> Any:
         return self.comm.scatter(objs, root=root)

@@ -22,11 +22,12 @@ from .._keypath import KeyPath, getkeypath
 from .._leaf import Leaf
 from .._rule import Rule
 from .._rules_sgd import Descent
-from .._tree import _rule_chooser, setup as _setup, trainables
+from .._tree import _rule_chooser, trainables
+from .._tree import setup as _setup
 from ._comm import Communicator, wrap
 from ._protocol import agree, fail
 
-__all__ = ["DistState", "partition", "setup", "build"]
+__all__ = ["DistState", "build", "partition", "setup"]
 
 RuleArg = Rule | Callable[[KeyPath, np.ndarray], Rule | None]
 

@@ -36,7 +36,7 @@ class _Grads:
     """The engine's walk hands this every array's gradient (``route``): checked, cast to
     the sum dtype, the gradients of a tied array summed."""
 
-    __slots__ = ("entries", "got", "index", "dtypes", "views")
+    __slots__ = ("dtypes", "entries", "got", "index", "views")
 
     def __init__(self, state: DistState) -> None:
         self.entries: list[Any] = []    # the walk's fast path appends here; probe Leaves never
@@ -128,7 +128,8 @@ def update_(state: DistState, model: Any, grads: Any) -> tuple[DistState, Any]:
     _average(state, got, active)
     _step_share(state, model, active)
     if state.sharded:
-        comm.broadcast([(state.arrays[i], state.owner[i]) for i in range(n) if active[i]])
+        comm.broadcast([(state.arrays[i], o) for i, o in enumerate(state.owner)
+                        if active[i] and o is not None])
     return state, model
 
 
