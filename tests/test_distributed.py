@@ -9,6 +9,7 @@ CI's optional stage installs ``mpi4py mpich`` (wheels) and runs them.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -179,6 +180,11 @@ def test_replicated_mode(n: int) -> None:
     run_mpi(n, "replicated")
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_mixed_dtypes(n: int) -> None:
+    run_mpi(n, "mixed")
+
+
 @pytest.mark.parametrize("n", [2, 4])
 def test_skip_non_finite_over_ranks(n: int) -> None:
     run_mpi(n, "skip")
@@ -230,3 +236,20 @@ def test_example_same_curve_on_1_and_2_ranks() -> None:
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "ranks 2" in two
     np.testing.assert_allclose(_curve(two), _curve(one), rtol=1e-5)
+
+
+def test_bench_distributed_mode() -> None:
+    """optimisers-bench distributed launches itself under mpiexec; each rank holds half
+    the state on 2 ranks, all of it replicated."""
+    _needs_mpi()
+    p = subprocess.run([sys.executable, "-m", "optimisers.bench", "distributed", "--sizes",
+                        "1e4", "--rounds", "1", "--arrays", "4", "--json"],
+                       capture_output=True, text=True, timeout=300, check=True)
+    got = json.loads(p.stdout)
+    row = got["rows"][0]
+    assert row["ranks"] == 2 and row["size"] == 10**4
+    # Adam's two float32 moments, half the elements on each rank (and a few scalars)
+    assert 4 * 10**4 <= row["state_sharded"] < 4 * 10**4 + 1000
+    assert 8 * 10**4 <= row["state_replicated"] < 8 * 10**4 + 1000
+    assert all(row[k] > 0 for k in ("reduce_scatter", "all_gather", "sharded", "single"))
+    assert [c["ranks"] for c in got["cluster"]["10000"]] == [8, 64, 512]

@@ -182,6 +182,30 @@ def scenario_replicated(comm: Any) -> None:
         train_pair(comm, rule, np.float32, 3, f"sharded buffers {name}", buffers=True)
 
 
+def scenario_mixed(comm: Any) -> None:
+    """One model of float16, float32, float64 and complex arrays: one bucket per sum dtype
+    (float16 sums in float32), each bit for bit one process on 2 ranks."""
+    rng = np.random.default_rng(3)
+    dtypes = {"h": np.float16, "s": np.float32, "d": np.float64, "z": np.complex64,
+              "s2": np.float32}
+    base = {k: (rng.standard_normal(9 + len(k)) + (1j if np.dtype(t).kind == "c" else 0)
+                * rng.standard_normal(9 + len(k))).astype(t) for k, t in dtypes.items()}
+
+    def grads(rank: int, step: int, model: Any) -> Any:
+        r = np.random.default_rng(100 * step + rank)
+        return {k: (r.standard_normal(x.shape) + (1j if x.dtype.kind == "c" else 0)
+                    * r.standard_normal(x.shape)).astype(x.dtype) for k, x in model.items()}
+
+    for rule in (opt.Adam(0.05), opt.OptimiserChain(opt.ClipGlobalNorm(0.5), opt.Momentum())):
+        model, ref = copy.deepcopy(base), copy.deepcopy(base)
+        state, ref_state = dist.setup(rule, model, comm), opt.setup(rule, ref)
+        assert len(state.buckets) == 3          # float32 (h, s, s2), float64, complex64
+        for step in range(3):
+            state, model = dist.update_(state, model, grads(comm.rank, step, model))
+            ref_state, ref = opt.update_(ref_state, ref, averaged(step, ref, comm.size, grads))
+            same(comm, model, ref, f"mixed {rule!r} step {step}", 2e-3)
+
+
 def scenario_skip(comm: Any) -> None:
     """A NaN in one rank's gradient skips the step on every rank, as in one process."""
     rule = opt.OptimiserChain(opt.SkipNonFinite(2), opt.ClipGlobalNorm(1.0), opt.Adam(0.05))
@@ -286,6 +310,16 @@ def scenario_faults(comm: Any) -> None:
                    "a rule raising", None)
     Boom.armed = False
     good()
+    # a rule that fails after the global norm was agreed (a late program), on one rank only
+    late = opt.OptimiserChain(opt.ClipGlobalNorm(1.0), Boom())
+    m3 = make_model(np.float32)
+    s3 = dist.setup(lambda kp, x: late if kp == opt.KeyPath("e") else
+                    opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.Adam(0.05)), m3, comm)
+    Boom.armed = True
+    expect_failure(comm, s3, m3, grads_of(comm.rank, 0, m3), RuntimeError,
+                   "a rule raising after the global norm")
+    Boom.armed = False
+    s3, m3 = dist.update_(s3, m3, grads_of(comm.rank, 0, m3))
     # a non-finite global norm with throw=True: every rank raises FloatingPointError
     clip = opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.Adam(0.05))
     m2 = make_model(np.float32)
@@ -413,6 +447,8 @@ def main() -> None:
             scenario_rules(comm, arg)
         elif name == "replicated":
             scenario_replicated(comm)
+        elif name == "mixed":
+            scenario_mixed(comm)
         elif name == "skip":
             scenario_skip(comm)
         elif name == "faults":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -240,10 +241,12 @@ def _fingerprint(params: list[tuple[KeyPath, np.ndarray]], rules: list[Rule | No
 
 def _describe(rule: Rule | None) -> str:
     """A rule as the ranks can compare it: its repr (the built-in rules show every
-    hyper-parameter), or its class for a rule without one (a repr with an address)."""
-    if rule is None or type(rule).__repr__ is not object.__repr__:
-        return repr(rule)
-    return f"{type(rule).__module__}.{type(rule).__qualname__}"
+    hyper-parameter) without the addresses of objects that have no repr of their own (a
+    rule written in Python, alone or in a chain: its address differs by rank)."""
+    return _ADDRESS.sub("", repr(rule))
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _check_same(comm: Communicator, lines: list[str], what: str) -> None:
