@@ -97,6 +97,13 @@ def test_bad_gradient_names_the_path_and_writes_nothing() -> None:
     assert state.tree["a"].count == 0
 
 
+def test_another_model_refused() -> None:
+    model = _model(np.float32)
+    state = dist.setup(opt.Adam(), model, dist.SelfComm())
+    with pytest.raises(ValueError, match="not the array the state was set up with"):
+        dist.update_(state, _model(np.float32), _grads(0, np.float32))
+
+
 def test_read_only_parameter_refused() -> None:
     model = _model(np.float32)
     model["c"].flags.writeable = False

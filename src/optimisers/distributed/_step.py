@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._engine import Step, check_gradient
+from .._keypath import linked_keypath
 from .._tree import collect
 from ._protocol import agree, fail
 from ._shard import DistState
@@ -44,9 +45,14 @@ class _Grads:
         self.index = state.probe_index
         self.dtypes = state.dtypes
         self.views = state.views
+        self.arrays = state.arrays
 
     def route(self, leaf: Any, x: np.ndarray, g: Any, link: Any) -> None:
         i = self.index[id(leaf)]
+        if x is not self.arrays[i]:
+            raise ValueError(f"optimisers.distributed.update_: the parameter at "
+                             f"{linked_keypath(link)} is not the array the state was set up "
+                             f"with; pass the model given to setup (it is updated in place)")
         g = check_gradient(g, x, self.dtypes[i], link)
         prev = self.got[i]
         if prev is g and g is self.views[i]:    # a tied array's buffer, met again
