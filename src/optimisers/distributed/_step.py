@@ -37,7 +37,7 @@ class _Grads:
     """The engine's walk hands this every array's gradient (``route``): checked, cast to
     the sum dtype, the gradients of a tied array summed."""
 
-    __slots__ = ("dtypes", "entries", "got", "index", "views")
+    __slots__ = ("arrays", "dtypes", "entries", "got", "index", "views")
 
     def __init__(self, state: DistState) -> None:
         self.entries: list[Any] = []    # the walk's fast path appends here; probe Leaves never
