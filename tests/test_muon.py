@@ -515,3 +515,24 @@ def test_benchmark_quality_trains_matrices_with_muon(problem):
         if isinstance(prob.init(), dict) else {}
     if problem == "spirals":
         assert kinds["W2"] == "Muon" and kinds["b2"] == "AdamW", kinds
+
+
+# ---------------------------------------------------------------------------------------
+# distributed: a rank steps whole arrays, so Muon sees whole matrices
+
+def test_one_rank_of_distributed_is_update_():
+    """On one rank (SelfComm) the sharded step with Muon on the matrices is update_'s,
+    bit for bit (the multi-rank runs share the arrays out whole: tests/test_distributed)."""
+    dist = pytest.importorskip("optimisers.distributed")
+    rng = np.random.default_rng(30)
+    model = {"w": rng.standard_normal((12, 20)), "v": rng.standard_normal((20, 6)),
+             "b": rng.standard_normal(12)}
+    ref = {k: v.copy() for k, v in model.items()}
+    rule_for = lambda path, x: opt.Muon(0.05) if x.ndim == 2 else opt.AdamW(0.05)  # noqa: E731
+    state, ref_state = dist.setup(rule_for, model, dist.SelfComm()), opt.setup(rule_for, ref)
+    for _ in range(3):
+        g = grads_like(rng, model)
+        state, model = dist.update_(state, model, g)
+        ref_state, ref = opt.update_(ref_state, ref, g)
+        for k in model:
+            assert np.array_equal(model[k], ref[k]), k
