@@ -528,7 +528,7 @@ def test_one_rank_of_distributed_is_update_():
     model = {"w": rng.standard_normal((12, 20)), "v": rng.standard_normal((20, 6)),
              "b": rng.standard_normal(12)}
     ref = {k: v.copy() for k, v in model.items()}
-    rule_for = lambda path, x: opt.Muon(0.05) if x.ndim == 2 else opt.AdamW(0.05)  # noqa: E731
+    rule_for = lambda path, x: opt.Muon(0.05) if x.ndim == 2 else opt.AdamW(0.05)
     state, ref_state = dist.setup(rule_for, model, dist.SelfComm()), opt.setup(rule_for, ref)
     for _ in range(3):
         g = grads_like(rng, model)
