@@ -33,7 +33,8 @@ PAIRS = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("plain, scheduled", PAIRS, ids=[repr(p[1]) for p in PAIRS])
-def test_a_constant_schedule_gives_the_bits_of_its_number(plain, scheduled, dtype, n_threads):
+def test_a_constant_schedule_gives_the_bits_of_its_number(plain: opt.Rule, scheduled: opt.Rule,
+                                                          dtype: type, n_threads: int) -> None:
     rng = np.random.default_rng(3)
     x0 = rng.standard_normal(300).astype(dtype)
     xa, xb = x0.copy(), x0.copy()
@@ -48,7 +49,7 @@ def test_a_constant_schedule_gives_the_bits_of_its_number(plain, scheduled, dtyp
         assert xa.tobytes() == xb.tobytes()
 
 
-def test_the_first_running_products_are_the_schedules_values_at_count_0():
+def test_the_first_running_products_are_the_schedules_values_at_count_0() -> None:
     rule = opt.Adam(beta=(schedules.linear(0.5, 0.9, 10), schedules.constant(0.99)))
     state = opt.setup(rule, np.zeros(3))
     assert state.state.beta_t.tolist() == [0.5, 0.99]
@@ -63,12 +64,12 @@ def test_the_first_running_products_are_the_schedules_values_at_count_0():
     ("ell", (0.5, schedules.linear(1.2, 0.8, 10))),       # ell[1] would fall below 1
     ("gamma", (schedules.linear(1e-6, 60.0, 10), 50.0)),  # gamma[0] would pass gamma[1]
 ])
-def test_rprop_refuses_a_schedule_whose_values_break_its_order(field, value):
+def test_rprop_refuses_a_schedule_whose_values_break_its_order(field: str, value: tuple) -> None:
     with pytest.raises(ValueError, match=f"Rprop: {field}=.* must satisfy"):
         opt.Rprop(**{field: value})
 
 
-def test_rprop_takes_schedules_that_keep_its_order():
+def test_rprop_takes_schedules_that_keep_its_order() -> None:
     rule = opt.Rprop(ell=(schedules.linear(0.5, 0.9, 10), schedules.linear(1.1, 1.5, 10)),
                      gamma=(schedules.constant(1e-6), schedules.linear(50.0, 10.0, 10)))
     x = np.ones(4)

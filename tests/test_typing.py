@@ -60,17 +60,17 @@ EXPECTED = ['Argument "eta" to "Adam" has incompatible type "str"',
             'Missing positional arguments "tree", "model", "grad" in call to "update_"']
 
 
-def test_the_package_ships_py_typed():
+def test_the_package_ships_py_typed() -> None:
     assert (PACKAGE / "py.typed").is_file()
 
 
 @pytest.fixture(scope="module")
-def mypy_cache(tmp_path_factory):
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """One cache for the module's mypy runs: the second reads numpy and the package from it."""
     return tmp_path_factory.mktemp("mypy_cache")
 
 
-def _mypy(tmp_path, cache, code):
+def _mypy(tmp_path: pathlib.Path, cache: pathlib.Path, code: str) -> tuple[str, int]:
     api = pytest.importorskip("mypy.api", reason="mypy is not installed (CI's checks stage "
                                                  "installs it): the type check of user code "
                                                  "is skipped")
@@ -91,12 +91,14 @@ def _mypy(tmp_path, cache, code):
     return out + err, status
 
 
-def test_user_code_type_checks_under_strict_mypy(tmp_path, mypy_cache):
+def test_user_code_type_checks_under_strict_mypy(tmp_path: pathlib.Path,
+                                                 mypy_cache: pathlib.Path) -> None:
     out, status = _mypy(tmp_path, mypy_cache, USER_CODE)
     assert status == 0, out
 
 
-def test_the_types_catch_what_they_are_for(tmp_path, mypy_cache):
+def test_the_types_catch_what_they_are_for(tmp_path: pathlib.Path,
+                                           mypy_cache: pathlib.Path) -> None:
     out, status = _mypy(tmp_path, mypy_cache, MISTAKES)
     assert status == 1
     lines = [ln for ln in out.splitlines() if ": error: " in ln]
