@@ -294,9 +294,7 @@ class MixedPrecision(Rule):
     def __reduce__(self) -> tuple[type[MixedPrecision], tuple[np.dtype[Any], Rule]]:
         return (MixedPrecision, (self.dtype, self.rule))
 
-    def _fields(self) -> tuple[str, ...]:
-        return ("rule", "dtype")
-
+    # (no _fields: _adjust, _scheduled and _at, which read them, are its own here)
     def _adjust(self, changes: dict[str, Any], used: set[str], known: set[str]) -> Rule:
         return MixedPrecision(self.dtype, self.rule._adjust(changes, used, known))
 

@@ -43,11 +43,11 @@ def _choose() -> ModuleType:
     cap = os.environ.get("OPTIMISERS_ISA", "").strip().lower()
     cap = {"sse2": "baseline", "generic": "baseline"}.get(cap, cap)
     allowed = ISAS[:ISAS.index(cap) + 1] if cap in ISAS else ISAS
-    for isa in reversed(allowed):
+    for isa in reversed(allowed[1:]):   # the widest first; allowed[0], the baseline, loads
         module = _load(isa)
         if module is not None:
             return module
-    return cast(ModuleType, _baseline)   # not reached: the baseline always loads
+    return cast(ModuleType, _baseline)
 
 
 # the kernel module in use; typed Any: a compiled module without stubs
