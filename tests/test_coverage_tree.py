@@ -46,6 +46,7 @@ def test_a_tuple_subclass_is_a_tuple_of_the_tree() -> None:
     ([None, None], [np.ones(2)], [np.ones(2)], ValueError, "2 state entries, 1 model entries"),
     ("leaf?", [np.ones(2)], [np.ones(2)], TypeError, "the state tree has str at"),
     ([None], [np.ones(2)], [np.ones(2), np.ones(2)], ValueError, "has length 2, the model's"),
+    ([None], [np.ones(2)], (np.ones(2), np.ones(2)), ValueError, "has length 2, the model's"),
     ({"w": None}, 3.0, 1.0, TypeError, "the state tree has a dict at .* but the model has a "
                                        "float there"),
 ])
