@@ -315,8 +315,14 @@ class Step:
         for tpl, state, x, g, leaf, link in self.entries:
             check_gradient(g, x, leaf._plan[2], link)
 
-    def run(self, model: Model) -> Model:
-        """Prepare (check everything, write nothing), step, write back: the new model."""
+    def run(self, model: Model, across: Any = None, gate: Any = None) -> Model:
+        """Prepare (check everything, write nothing), step, write back: the new model.
+
+        ``across`` and ``gate`` are the hooks of ``optimisers.distributed`` (None in one
+        process): ``across`` combines the global norms' partials over the ranks (see
+        ``_global.settle``); ``gate()`` is called once everything that can fail has been
+        checked and before anything but the snapshotted late programs is written, and
+        raises when another rank failed (the late programs are then put back)."""
         # Every leaf is checked before anything is written, so that a failed step changes
         # nothing: the batches (which check every entry and compute every leading
         # ClipNorm's norm), then a Program per general-path leaf, with its prechecks.
@@ -332,7 +338,7 @@ class Step:
             if pre is not None:
                 pre(prog)
             programs.append((leaf, x, work, prog, rule))
-        if settle(batches, programs):     # a SkipNonFinite skipped the step: nothing runs
+        if settle(batches, programs, across, gate):    # a SkipNonFinite skipped the step
             return model
         # A program whose rule may fail after its first stages wrote (a ClipNorm(throw=True)
         # after other rules, a rule written in Python) runs first, after a snapshot of the
@@ -347,6 +353,8 @@ class Step:
         try:
             for program in late:
                 _run_program(program, replaced)
+            if gate is not None:          # distributed: every rank got this far, or none writes
+                gate()
         except BaseException:
             for a, copy in snapshots:
                 np.copyto(a, copy)

@@ -25,7 +25,7 @@ from ._native import kernels as K
 from ._norms import clip_scale, combine_partials, norm_kind
 from ._types import Array, Gradient
 
-__all__ = ["global_norm", "settle"]
+__all__ = ["global_norm", "settle", "settle_across"]
 
 
 def global_norm(grads: Gradient, p: float = 2.0) -> float:
@@ -79,14 +79,18 @@ def _arrays(x: Any) -> Iterator[Array]:
         yield from _arrays(c)
 
 
-def settle(batches: list[Any], programs: list[Any]) -> bool:
+def settle(batches: list[Any], programs: list[Any], across: Any = None,
+           gate: Any = None) -> bool:
     """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
     anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
     ``programs``: the general-path ``(leaf, x, work, prog)``.  Returns True when the step is
     skipped (only the skip counts advanced); raises ``FloatingPointError`` for a non-finite
     norm with ``throw`` or too many skips in a row; else sets every participating leaf's
     scale.  The batches hand their leaves over by template (one rule each), so the work
-    here is per template, not per leaf: the kernels reduced the gradients."""
+    here is per template, not per leaf: the kernels reduced the gradients.
+
+    ``across`` and ``gate`` are ``optimisers.distributed``'s hooks (see ``settle_across``):
+    with them the verdict is taken over the partials of every rank."""
     groups = {}      # (clip, p, omega, throw) -> [partials, elements, units]
     keys = {}        # id(template or rule) -> ((clip, p, omega, throw), skip) or None
     for b in batches:
@@ -109,6 +113,8 @@ def settle(batches: list[Any], programs: list[Any]) -> bool:
             p, n = key[0][1], prog.src.size
             part = K.p_partial(prog.src, norm_kind(p), p)
             _join(groups, key, [part] if n else [], n, prog)
+    if across is not None:
+        return settle_across(groups, across, gate)
     if not groups:
         return False
     # a skip first: any non-finite gradient among the leaves a SkipNonFinite leads
@@ -131,6 +137,49 @@ def settle(batches: list[Any], programs: list[Any]) -> bool:
                                      f"is {norm}: {why} (throw=False lets it through)")
         _set_scales([u for u, k in units], clip_scale(omega, norm))
     return False
+
+
+def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
+    """The verdict of :func:`settle` over several ranks (``optimisers.distributed``), each
+    holding the leaves of its share.  ``across(mine)`` is a collective: it takes this
+    rank's ``{key: (partials, elements, skips, where_skip, where)}`` (``where_*``: the key
+    path of a non-finite gradient found here, or None) and returns the same over every
+    rank, in one order on all of them.  The partials are combined as in one process
+    (exactly rounded), so every rank takes the one-process verdict; ``gate()`` runs before
+    skip counts move, so that a rank that fails first leaves them all unchanged."""
+    mine = {}
+    for key, (parts, size, units) in groups.items():
+        finite = math.isfinite(sum(parts))
+        skips = [u for u, k in units if k]
+        mine[key] = (parts, size, bool(skips),
+                     None if finite else _where_or_none(_culprit(skips)),
+                     None if finite else _where_or_none(_culprit([u for u, k in units])))
+    totals = across(mine)
+    if (any(t[2] for t in totals.values())
+            and not all(math.isfinite(sum(t[0])) for t in totals.values())):
+        where = next((t[3] for t in totals.values() if t[3] is not None), None)
+        if where is not None:
+            _skip([u for g in groups.values() for u, k in g[2] if k], where, gate)
+            return True
+    for key, (parts, size, skips, where_skip, where) in totals.items():
+        clip, p, omega, throw = key
+        units = [u for u, k in groups[key][2]] if key in groups else []
+        if not clip:
+            _set_scales([u for u in units if not isinstance(u, tuple)], 1.0)
+            continue
+        norm = combine_partials(parts, p, size)
+        if throw and not math.isfinite(norm):
+            why = (f"a non-finite gradient is at {where}" if where else
+                   "the gradients are finite, their norm overflows float64")
+            raise FloatingPointError(f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
+                                     f"over all ranks is {norm}: {why} (throw=False lets it "
+                                     f"through)")
+        _set_scales(units, clip_scale(omega, norm))
+    return False
+
+
+def _where_or_none(member: Any) -> str | None:
+    return None if member is None else _where(member)
 
 
 def _key(rule: Any) -> Any:
@@ -196,9 +245,10 @@ def _where(member: Any) -> str:
     return member.where()
 
 
-def _skip(units: list[Any], culprit: Any) -> None:
-    # every limit is checked before any count moves: a raise changes nothing
-    where = _where(culprit)
+def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
+    # every limit is checked before any count moves: a raise changes nothing (and over
+    # several ranks, ``gate`` lets none move them until every rank has checked its own)
+    where = culprit if isinstance(culprit, str) else _where(culprit)
     states = []
     for part, m in _members(units):
         leaf = _leaf(m)
@@ -208,6 +258,8 @@ def _skip(units: list[Any], culprit: Any) -> None:
             raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) "
                                      f"after {int(s.consecutive)} steps skipped in a row "
                                      f"(max_consecutive={limit})")
+    if gate is not None:
+        gate()
     for limit, s in states:
         s.skipped[...] += 1
         s.consecutive[...] += 1

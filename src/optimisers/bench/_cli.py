@@ -14,7 +14,7 @@ import numpy as np
 import optimisers as opt
 import optimisers._probe as _probe  # (a compiled module: mypy skips it)
 
-from . import busy, compare, plot, problems, quality, report, rules, speed
+from . import busy, compare, distributed, plot, problems, quality, report, rules, speed
 from .cases import Case
 from .timing import Budget, Progress
 
@@ -40,6 +40,7 @@ examples:
   optimisers-bench --dtypes float32,float64 --leaves 1,1000 --json > out.json
   optimisers-bench quality --rules adam,lion,descent --plot curves.png
   optimisers-bench --list                           rules, byte counts, problems
+  optimisers-bench distributed --ranks 2 --sizes 1e7,1e8   sharded state under mpiexec
 """
 
 
@@ -302,6 +303,8 @@ def _list_text():
 def main(argv=None):
     """The ``optimisers-bench`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["distributed"]:          # its own options (bench/distributed.py)
+        return distributed.main(argv[1:])
     ns = parse(argv)
     if ns.list:
         sys.stdout.write(_list_text())
