@@ -123,7 +123,7 @@ MuonState = namedtuple("MuonState", ["m"])
 
 def _low(T):
     """float16 or bfloat16 (ml_dtypes' dtype, known by name: ml_dtypes is optional)."""
-    return T == np.float16 or (T.itemsize == 2 and T.name == "bfloat16")
+    return np.float16 == T or (T.itemsize == 2 and T.name == "bfloat16")
 
 
 def _state_arrays(state):
@@ -150,9 +150,9 @@ class _Ctx:
         self.T = T
         self.C = C
         self.cplx = C.kind == "c"
-        if C == np.complex64:
+        if np.complex64 == C:
             self.R = np.dtype(np.float32)
-        elif C == np.complex128:
+        elif np.complex128 == C:
             self.R = np.dtype(np.float64)
         elif C.kind == "c":
             raise TypeError(f"reference: unsupported complex dtype {C}")
@@ -425,7 +425,7 @@ def _radam(k, rule, state, x, g):
 
 def _adamax(k, rule, state, x, g):
     k.no_complex("AdaMax")
-    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    eps = k.s(rule.epsilon)
     b1, b2 = _beta(k, rule)
     omb1, _ = _one_minus_beta(k, rule)
     bt1, bt2 = _bt(state.beta_t)

@@ -671,7 +671,7 @@ def test_nested_too_deeply(tmp_path, small, depth):
     version, doc, region = split(small)
     doc["tree"] = "HERE"
     text = json.dumps(doc).replace('"HERE"', '{"list":[' * depth + "0" + "]}" * depth)
-    with pytest.raises(CheckpointError, match="nested too deeply|not valid JSON"):
+    with pytest.raises(CheckpointError, match=r"nested too deeply|not valid JSON"):
         _load(tmp_path, join_raw(version, text.encode(), region))
 
 

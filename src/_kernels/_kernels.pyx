@@ -54,7 +54,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
-from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, isnan, INFINITY
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, INFINITY
 from libc.stdlib cimport qsort
 from libc.string cimport memcmp
 

@@ -14,6 +14,8 @@ depends neither on the thread count nor on how the leaves were split into batche
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -21,11 +23,12 @@ from ._functor import children
 from ._keypath import linked_keypath
 from ._native import kernels as K
 from ._norms import clip_scale, combine_partials, norm_kind
+from ._types import Array, Gradient
 
 __all__ = ["global_norm", "settle", "settle_across"]
 
 
-def global_norm(grads, p=2.0):
+def global_norm(grads: Gradient, p: float = 2.0) -> float:
     """The p-norm of a whole gradient tree, computed by the kernels.
 
     Every array of ``grads`` (nested containers; ``None`` and non-arrays are skipped) is
@@ -64,7 +67,7 @@ def global_norm(grads, p=2.0):
     return combine_partials(partials, p, n)
 
 
-def _arrays(x):
+def _arrays(x: Any) -> Iterator[Array]:
     if isinstance(x, np.ndarray) or np.isscalar(x) and isinstance(x, (int, float, complex)):
         a = np.asarray(x)
         if a.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
@@ -76,7 +79,8 @@ def _arrays(x):
         yield from _arrays(c)
 
 
-def settle(batches, programs, across=None, gate=None):
+def settle(batches: list[Any], programs: list[Any], across: Any = None,
+           gate: Any = None) -> bool:
     """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
     anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
     ``programs``: the general-path ``(leaf, x, work, prog)``.  Returns True when the step is
@@ -135,7 +139,7 @@ def settle(batches, programs, across=None, gate=None):
     return False
 
 
-def settle_across(groups, across, gate):
+def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
     """The verdict of :func:`settle` over several ranks (``optimisers.distributed``), each
     holding the leaves of its share.  ``across(mine)`` is a collective: it takes this
     rank's ``{key: (partials, elements, skips, where_skip, where)}`` (``where_*``: the key
@@ -174,11 +178,11 @@ def settle_across(groups, across, gate):
     return False
 
 
-def _where_or_none(member):
+def _where_or_none(member: Any) -> str | None:
     return None if member is None else _where(member)
 
 
-def _key(rule):
+def _key(rule: Any) -> Any:
     """``((clip, p, omega, throw), skip)`` of a leaf's leading ClipGlobalNorm and/or
     SkipNonFinite (equal ClipGlobalNorms share a norm, with or without a SkipNonFinite before
     them), or None."""
@@ -191,7 +195,8 @@ def _key(rule):
             (False, 1.0, math.inf, False)), bool(spec["skip"])
 
 
-def _join(groups, key, parts, size, unit):
+def _join(groups: dict[Any, Any], key: tuple[Any, ...], parts: list[Any], size: int,
+          unit: Any) -> None:
     g = groups.get(key[0])
     if g is None:
         g = groups[key[0]] = [[], 0, []]
@@ -200,7 +205,7 @@ def _join(groups, key, parts, size, unit):
     g[2].append((unit, key[1]))
 
 
-def _set_scales(units, scale):
+def _set_scales(units: list[Any], scale: float) -> None:
     for u in units:
         if isinstance(u, tuple):
             u[0].set_scale(u[1], scale)
@@ -208,7 +213,7 @@ def _set_scales(units, scale):
             u.global_scale = scale
 
 
-def _members(units):
+def _members(units: list[Any]) -> Iterator[tuple[Any, Any]]:
     """``(partial, member)`` for each leaf of ``units``: a member is ``(batch, index)`` or a
     general-path Program."""
     for u in units:
@@ -218,7 +223,7 @@ def _members(units):
             yield math.nan if u.src.size else 0.0, u
 
 
-def _culprit(units):
+def _culprit(units: list[Any]) -> Any:
     """A member of ``units`` whose gradient holds a NaN or an infinity, or None: a partial
     tells, but for an infinite sum of finite values (an overflow), which a second look
     tells apart (and a Program, whose partial is not kept, always gets one)."""
@@ -230,17 +235,17 @@ def _culprit(units):
     return None
 
 
-def _leaf(member):
+def _leaf(member: Any) -> Any:
     return member[0].entries[member[1]][4] if isinstance(member, tuple) else member._leaf
 
 
-def _where(member):
+def _where(member: Any) -> str:
     if isinstance(member, tuple):
         return str(linked_keypath(member[0].entries[member[1]][5]))
     return member.where()
 
 
-def _skip(units, culprit, gate=None):
+def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
     # every limit is checked before any count moves: a raise changes nothing (and over
     # several ranks, ``gate`` lets none move them until every rank has checked its own)
     where = culprit if isinstance(culprit, str) else _where(culprit)

@@ -175,8 +175,8 @@ class Muon(Rule):
     into buffers made once per matrix shape and Python thread and kept for the next step
     (two float32 arrays like the matrix and two square ones of its smaller side: 256 MiB for
     a 4096 x 4096 matrix, shared by every matrix of that shape); the decay and the step are
-    one more kernel pass fused with ``x -= d``.  The Frobenius norm is accumulated in float64 in an order
-    fixed by the data.  Measured (``tests/test_muon.py``, matrices of 24 x 64 to 256 x
+    one more kernel pass fused with ``x -= d``.  The Frobenius norm is accumulated in float64
+    in an order fixed by the data.  Measured (``tests/test_muon.py``, matrices of 24 x 64 to 256 x
     512): one step agrees with a float64 evaluation of the algorithm to 1e-6 relative in
     the Frobenius norm (3e-6 in the largest element; the tests ask 1e-4); after 10 steps
     from the same start, the displacement differs from torch 2.13's ``Muon`` (its
@@ -192,7 +192,9 @@ class Muon(Rule):
     >>> grads = {"w": np.ones((3, 4), np.float32), "b": np.ones(3, np.float32)}
     >>> st, model = opt.update_(st, model, grads)
     >>> st["w"].rule
-    Muon(eta=0.02, lambda_=0.1, mu=0.95, nesterov=True, ns_coefficients=(3.4445, -4.775, 2.0315), epsilon=1e-07, ns_steps=5, adjust_lr_fn=None)
+    Muon(eta=0.02, lambda_=0.1, mu=0.95, nesterov=True,
+         ns_coefficients=(3.4445, -4.775, 2.0315), epsilon=1e-07, ns_steps=5,
+         adjust_lr_fn=None)
     >>> bool(np.all(model["w"] < np.eye(3, 4)))
     True
     """

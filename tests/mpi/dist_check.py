@@ -281,7 +281,9 @@ def scenario_faults(comm: Any) -> None:
     """A bad gradient, a failing rule, a non-finite global norm, mismatched models and
     rules: every rank raises, nothing is written, training goes on."""
     last = comm.size - 1
-    rule_for = (lambda kp, x: Boom() if kp == opt.KeyPath("e") else opt.Adam(0.05))
+    def rule_for(kp, x):
+        return Boom() if kp == opt.KeyPath("e") else opt.Adam(0.05)
+
     model = make_model(np.float32)
     ref = copy.deepcopy(model)
     state, ref_state = dist.setup(rule_for, model, comm), opt.setup(rule_for, ref)
@@ -463,7 +465,7 @@ def main() -> None:
             scenario_torch(comm, arg)
         else:
             raise SystemExit(f"unknown scenario {name}")
-    except BaseException:  # noqa: BLE001  (any failure must abort every rank, not hang them)
+    except BaseException:  # any failure must abort every rank, not hang them
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()

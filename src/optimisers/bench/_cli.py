@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 
 import optimisers as opt
-from optimisers import _probe
+import optimisers._probe as _probe  # (a compiled module: mypy skips it)
 
 from . import busy, compare, distributed, plot, problems, quality, report, rules, speed
 from .cases import Case
@@ -270,7 +270,7 @@ def run(ns, argv=()):
     curves = {}
     try:
         if cases:
-            rows, notes = speed.run_cases(cases, ns.compare, ns.budget, progress,
+            rows, _ = speed.run_cases(cases, ns.compare, ns.budget, progress,
                                           results["notes"], ns.impls)
             busy.flag_rows(rows)
             results["speed"] = [r for r in rows if r["section"] == "speed"]

@@ -194,7 +194,9 @@ def cluster_table(row: dict[str, Any], bandwidth: float, latency: float,
 
 
 def _text(rows: list[dict[str, Any]], ns: argparse.Namespace) -> str:
-    ms = (lambda t: f"{1e3 * t:9.2f}")
+    def ms(t: float) -> str:
+        return f"{1e3 * t:9.2f}"
+
     title = (f"optimisers {opt.__version__}, kernels {opt.kernel_isa()}, {rows[0]['ranks']} "
              f"ranks of this machine, 1 OpenMP thread each, float32 Adam, median of "
              f"{ns.rounds} rounds (ms)")

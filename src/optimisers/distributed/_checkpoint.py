@@ -137,7 +137,7 @@ def load_state(path: str | os.PathLike[str], model: Any, comm: Any, *, shard: bo
     try:
         if c.rank == 0:
             tree = _load_state(path)
-            for kp, x in _trainable_paths(model):
+            for kp, _ in _trainable_paths(model):
                 leaf = getkeypath(tree, kp)
                 if leaf is not None and not isinstance(leaf, Leaf):
                     raise TypeError(f"load_state: the checkpoint {os.fspath(path)!r} has a "

@@ -180,7 +180,7 @@ class TorchComm(Communicator):
                         for r in range(self.size)]
 
     def _tensor(self, a: np.ndarray) -> Any:
-        if a.dtype.kind not in "fc" or a.dtype.itemsize == 2 and a.dtype != np.float16:
+        if a.dtype.kind not in "fc" or (a.dtype.itemsize == 2 and a.dtype != np.float16):
             a = a.view(np.uint8)           # bfloat16 and the like travel as bytes
         return self.torch.from_numpy(_flat(a))
 
@@ -278,7 +278,7 @@ def wrap(comm: Any, timeout: float) -> Communicator:
     module = type(comm).__module__
     if module.startswith("mpi4py"):
         return MPIComm(comm, timeout)
-    if module.startswith("torch") or comm is None and _torch_ready():
+    if module.startswith("torch") or (comm is None and _torch_ready()):
         return TorchComm(comm, timeout)
     raise TypeError(f"optimisers.distributed: comm must be an mpi4py communicator (e.g. "
                     f"MPI.COMM_WORLD) or a torch.distributed process group, not "

@@ -260,7 +260,9 @@ def _check_same(comm: Communicator, lines: list[str], what: str) -> None:
     other = next(r for r, d in enumerate(digests) if d != digests[0])
     a, b = every[0], every[other]
     i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    show = (lambda v, j: v[j] if j < len(v) else "(nothing)")
+    def show(v: list[str], j: int) -> str:
+        return v[j] if j < len(v) else "(nothing)"
+
     raise ValueError(f"optimisers.distributed.{what}: the ranks' models or rules differ; "
                      f"every rank must set up the same model with the same rule.  Trainable "
                      f"array {i}: rank 0 has {show(a, i)}, rank {other} has {show(b, i)}")
