@@ -80,7 +80,8 @@ class Blowup(opt.Rule):
 
 
 def test_a_rule_without_tuned_learning_rates_and_a_diverging_loss() -> None:
-    spec = SimpleNamespace(name="wild", rule=lambda eta=None: Blowup())
+    spec = SimpleNamespace(name="wild", rule=lambda eta=None: Blowup(),
+                           for_model=lambda eta=None: Blowup())
     assert quality.learning_rate(spec, "rosenbrock") is None
     with np.errstate(over="ignore"):                    # the loss overflows: that is the point
         curve = quality.train(spec, problems.get("rosenbrock"), 50)
