@@ -28,11 +28,13 @@ from ._rules_adaptive import *  # noqa: F401,F403
 from ._rules_transform import *  # noqa: F401,F403
 from ._global import global_norm
 from ._composite import *  # noqa: F401,F403
+from ._rules_averaged import *  # noqa: F401,F403
 from ._tree import isnumeric, maywrite, setup, trainables
 from ._adjust import adjust, adjust_, freeze_, hyperparameters, thaw_
 from ._engine import apply_, update, update_
 from ._destructure import Restructure, destructure
 from ._checkpoint import CheckpointError, load_state, save_state
+from ._averaged import averaged
 from . import schedules
 from .schedules import Schedule
 
@@ -54,4 +56,5 @@ __all__ = [
     "kernel_isa",
     "save_state", "load_state", "CheckpointError", "RULES", "schedules", "Schedule",
     "global_norm",
+    "averaged",
 ] + [r.__name__ for r in RULES]
