@@ -17,6 +17,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         ClipGlobalNorm, ClipGrad, ClipNorm, Descent, Lion, MixedPrecision,
                         Momentum, NAdam, Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop,
                         SignDecay, SkipNonFinite, WeightDecay)
+from optimisers import EMA, Lookahead, ScheduleFreeAdamW
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
            "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES"]
@@ -25,7 +26,7 @@ __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
 # every built-in Rule subclass), so that a new rule is tested at its defaults without a line
 # here.  A class that cannot be made without arguments is named in _AT_DEFAULTS; the
 # composites wrap other rules and are tested through CHAINS.
-_COMPOSITES = (OptimiserChain, MixedPrecision)
+_COMPOSITES = (OptimiserChain, MixedPrecision, Lookahead, EMA)
 _AT_DEFAULTS = {AccumGrad: ("AccumGrad1", lambda: AccumGrad(1))}     # no default n
 
 
@@ -76,6 +77,7 @@ TUNED_RULES = [
     ("ClipGlobalNorm-pinf", ClipGlobalNorm(0.5, np.inf)),
     ("ClipGlobalNorm-p3", ClipGlobalNorm(2.0, 3.0)),
     ("SkipNonFinite-3", SkipNonFinite(3)),
+    ("ScheduleFreeAdamW-0.05", ScheduleFreeAdamW(0.05, (0.8, 0.95), 1e-6, 0.1, 3, 0.5, 1.5)),
 ]
 
 CHAINS = [
@@ -104,6 +106,20 @@ CHAINS = [
     ("Mixed-Adam", MixedPrecision(Adam())),
     ("Mixed-f64-ClipGrad-Momentum",
      MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum()))),
+    # the rules with a second copy of the parameters (issue 17): Lookahead synchronising on
+    # steps 3 and 6, EMA's two forms of lerp (weight below and above 1/2), nested, after a
+    # leading ClipNorm (folded into the inner rule, not into the AFTER_STEP stage), around
+    # an AccumGrad, inside MixedPrecision
+    ("Lookahead-Adam", Lookahead(Adam(0.05), k=3, alpha=0.4)),
+    ("EMA-Momentum", EMA(Momentum(0.05, 0.7), decay=0.8)),
+    ("EMA-far-Descent", EMA(Descent(0.1), decay=0.3)),
+    ("EMA-Lookahead-chain", EMA(Lookahead(OptimiserChain(ClipGrad(1.0), AdamW(0.05, lambda_=0.1)),
+                                          k=2), decay=0.6)),
+    ("Chain-ClipNorm-Lookahead", OptimiserChain(ClipNorm(1.0), Lookahead(Nesterov(0.05), k=2))),
+    ("Lookahead-ClipNorm", Lookahead(ClipNorm(1.0), k=2, alpha=0.3)),
+    ("Lookahead-AccumGrad", Lookahead(OptimiserChain(AccumGrad(2), Adam(0.05)), k=2)),
+    ("Mixed-EMA", MixedPrecision(EMA(Adam(0.05), decay=0.7))),
+    ("EMA-ScheduleFree", EMA(ScheduleFreeAdamW(0.05, warmup_steps=3), decay=0.5)),
 ]
 
 SINGLE_RULES = DEFAULT_RULES + TUNED_RULES
@@ -117,9 +133,9 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 # complex norm -- and the composites too)
 COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
-              MixedPrecision, ClipGlobalNorm, SkipNonFinite)
+              MixedPrecision, ClipGlobalNorm, SkipNonFinite, Lookahead, EMA)
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
-COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay)
+COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, ScheduleFreeAdamW)
 
 
 def _check_complex_spec():
@@ -172,6 +188,9 @@ SPECS = {
     AccumGrad: ({"n": None}, (4,)),        # n has no default
     ClipGlobalNorm: ({"omega": 1.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
     SkipNonFinite: ({"max_consecutive": None}, (3,)),
+    ScheduleFreeAdamW: ({"eta": 2.5e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "lambda_": 0.0,
+                         "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0},
+                        (0.01, (0.8, 0.99), 1e-6, 0.1, 5, 0.5, 1.0)),
 }
 
 
@@ -214,6 +233,9 @@ CONVERGENCE = {
     "SkipNonFinite": (OptimiserChain(SkipNonFinite(), Adam(0.05)),
                       OptimiserChain(SkipNonFinite(), Adam(0.02)), 3000),
     "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
+    "ScheduleFreeAdamW": (ScheduleFreeAdamW(0.05), ScheduleFreeAdamW(0.05, warmup_steps=50), 3000),
+    "Lookahead": (Lookahead(Adam(0.05)), Lookahead(Adam(0.02), k=5, alpha=0.5), 3000),
+    "EMA": (EMA(Adam(0.05), decay=0.9), EMA(Adam(0.02), decay=0.99), 3000),
 }
 
 
@@ -243,6 +265,8 @@ def rule_classes_in(rule):
         return out
     if isinstance(rule, MixedPrecision):
         return rule_classes_in(rule.rule)
+    if isinstance(rule, (Lookahead, EMA)):
+        return rule_classes_in(rule.rule) | {type(rule)}
     return {type(rule)}
 
 

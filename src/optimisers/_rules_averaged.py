@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._dtypes import lower_state
 from ._native import kernels as K
 from ._program import Program, moment_zeros, run_functional, state_dtype
 from ._rule import Rule, checked, decay, nonneg, pair, real
@@ -30,7 +31,7 @@ def torch_lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     """``torch.lerp(a, b, w)`` in ``a``'s dtype: ``a + w*(b-a)`` when ``|w| < 0.5``, else
     ``b - (b-a)*(1-w)`` (the kernels' ``_lerp``)."""
     wd = np.asarray(w, a.dtype)
-    if abs(float(w)) < 0.5:
+    if abs(float(wd)) < 0.5:
         return a + wd * (b - a)
     return b - (b - a) * (1 - wd)
 
@@ -214,8 +215,9 @@ class _Wrapper(Rule):
         return self.rule._skip_state(state.inner)
 
     def _lower_state(self, state: Any, x: np.ndarray) -> Any:
-        # the averaged copy stays in float32: it is what evaluation reads
-        return state._replace(inner=self.rule._lower_state(state.inner, x))
+        # the copy is rounded like any state array; the inner rule lowers its own state
+        own = lower_state(state._replace(inner=None), x)
+        return own._replace(inner=self.rule._lower_state(state.inner, x))
 
     def _compile_inner(self, state: Any, prog: Program) -> Any:
         """The inner rule's stages, then (unless it stopped) a stage that emits its step
