@@ -12,7 +12,6 @@ from ._native import kernels as K
 from ._program import Program, moment_zeros, run_functional, state_dtype
 from ._rule import Rule, checked, decay, nonneg, pair, real
 from ._schedule import Schedule, value_at
-from ._rules_sgd import zeros
 
 __all__ = ["ScheduleFreeAdamW", "Lookahead", "EMA", "ScheduleFreeState", "LookaheadState",
            "EMAState"]
