@@ -319,7 +319,6 @@ def _ref_init_rule(rule, x):
     if name == "AccumGrad":
         return AccumGradState(z(S), 1)
     if name == "ScheduleFreeAdamW":
-        k.no_complex(name)
         return ScheduleFreeState(np.array(x, dtype=S, copy=True), z(M),
                                  np.array([-1.0, 0.0]), np.zeros((), np.int64))
     raise TypeError(f"reference: unknown rule {name}")
@@ -650,8 +649,8 @@ def _lerp(k, a, b, w):
 
 
 def _schedulefree(k, rule, state, x, g):
-    # the package's scalars, in Python floats (float64), with k = steps taken
-    k.no_complex("ScheduleFreeAdamW")
+    # the package's scalars, in Python floats (float64), with k = steps taken; a complex
+    # parameter keeps a real v of |g|^2 and steps each component of y and z alike
     b1, b2 = rule.beta
     t = int(state.k)
     sched = (t + 1) / rule.warmup_steps if t < rule.warmup_steps else 1.0
@@ -662,17 +661,20 @@ def _schedulefree(k, rule, state, x, g):
     ckp1 = weight / wsum if wsum != 0 else 0.0
     ay = lr * (b1 * (1 - ckp1) - 1)
     bc2 = k.s(1 - b2 ** (t + 1))
-    y = k.ld(x)
-    z = k.ld(state.z)
-    v = (k.ld(state.v) * k.s(b2)) + (k.s(1 - b2) * (g * g))
-    u = g / (np.sqrt(v / bc2) + k.s(rule.epsilon))
-    if rule.lambda_ != 0:
-        u = u + (k.s(rule.lambda_) * y)
-    yn = _lerp(k, y, z, ckp1) + (k.s(ay) * u)
-    zn = z - (k.s(lr) * u)
-    new = ScheduleFreeState(k.st(zn), k.stm(v), np.array([lr_max, wsum]),
+    gs = k.split(g)
+    v = (k.ldr(state.v) * k.s(b2)) + (k.s(1 - b2) * k.abs2(gs))
+    den = np.sqrt(v / bc2) + k.s(rule.epsilon)
+    zs, ys, ds = [], [], []
+    for gc, yc, zc in zip(gs, k.split(k.ld(x)), k.split(k.ld(state.z))):
+        u = gc / den
+        if rule.lambda_ != 0:
+            u = u + (k.s(rule.lambda_) * yc)
+        yn = _lerp(k, yc, zc, ckp1) + (k.s(ay) * u)
+        zs.append(zc - (k.s(lr) * u))
+        ds.append(yc - yn)
+    new = ScheduleFreeState(k.st(k.join(zs)), k.stm(v), np.array([lr_max, wsum]),
                             np.array(t + 1, np.int64))
-    return new, y - yn
+    return new, k.join(ds)
 
 
 # whether the step runs as the functional apply_ does (ref_apply; not inside MixedPrecision,
@@ -730,8 +732,9 @@ def ref_averaged(rule, state, x):
         return np.array(state[0], dtype=x.dtype)
     if name == "ScheduleFreeAdamW":
         k = _Ctx(x)
-        y = np.asarray(x, dtype=k.C)
-        return np.array(_lerp(k, y, k.ld(state.z), 1 - 1 / rule.beta[0]), dtype=x.dtype)
+        w = 1 - 1 / rule.beta[0]
+        parts = [_lerp(k, yc, zc, w) for yc, zc in zip(k.split(k.ld(x)), k.split(k.ld(state.z)))]
+        return np.array(k.join(parts), dtype=x.dtype)
     return x.copy()
 
 

@@ -80,7 +80,7 @@ def test_lookahead_matches_optax():
 # the reference, on arrays split over threads
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=["f16", "f32", "f64"])
 @pytest.mark.parametrize("rule", [
     opt.Lookahead(opt.AdamW(0.05, lambda_=0.1), k=3, alpha=0.4),
     opt.EMA(opt.Nesterov(0.05), decay=0.9),

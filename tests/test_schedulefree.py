@@ -119,8 +119,23 @@ def test_checks_and_refusals():
         opt.ScheduleFreeAdamW(warmup_steps=2.5)
     with pytest.raises(ValueError, match="weight_lr_power"):
         opt.ScheduleFreeAdamW(weight_lr_power=-1.0)
-    with pytest.raises(TypeError, match=r"ScheduleFreeAdamW is not defined for complex.*at w"):
-        opt.setup(opt.ScheduleFreeAdamW(), {"w": np.zeros(3, np.complex128)})
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=["c64", "c128"])
+def test_complex_parameters_match_the_reference(dtype):
+    # the package's addcmul(g, g) would square a complex g; here v holds |g|^2, as in Adam
+    rule = opt.ScheduleFreeAdamW(0.05, warmup_steps=2, lambda_=0.1)
+    rng = np.random.default_rng(11)
+    y = (rng.standard_normal((5, 300)) + 1j * rng.standard_normal((5, 300))).astype(dtype)
+    st = opt.setup(rule, y)
+    assert st.state.v.dtype == np.real(y).dtype
+    ref_st, ref_y = ref_init(rule, y), y.copy()
+    for _ in range(5):
+        g = (rng.standard_normal(y.shape) + 1j * rng.standard_normal(y.shape)).astype(dtype)
+        st, y = opt.update_(st, y, g)
+        ref_st, ref_y = ref_update(rule, ref_st, ref_y, g)
+    assert_arrays_same(y, ref_y, "y")
+    assert_arrays_same(opt.averaged(st, y), ref_averaged(rule, ref_st, ref_y), "x")
 
 
 def test_state_is_z_and_one_moment():

@@ -99,6 +99,43 @@ cdef void schedulefree_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floati
         _emit(out, i, yi - yn, subtract)
 
 
+cdef void schedulefree_pair_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                                 const floating* g, floating* out,
+                                 bint subtract) noexcept nogil:
+    # complex parameters: v real, v <- b2*v + (1-b2)*|g|^2 ; each component of y and z as
+    # in the real form, with the pair's one denominator
+    cdef const ScheduleFreeHP* h = <const ScheduleFreeHP*> s.hp
+    cdef floating b2 = <floating> h.b2, omb2 = <floating> h.omb2, eps = <floating> h.eps
+    cdef floating lam = <floating> h.lam, lr = <floating> h.lr, ay = <floating> h.ay
+    cdef floating c = <floating> h.ckp1
+    cdef floating omc = 1 - c
+    cdef bint small = _abs(c) < <floating> 0.5
+    cdef bint decays = h.lam != 0.0
+    cdef floating bc2 = <floating> (1.0 - pow(h.b2, <double> s.ctr[0] + 1.0))
+    cdef floating* z = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off // 2
+    cdef floating gs = <floating> s.gs
+    cdef floating gr, gi, vi, den, u, yc, zc, yn
+    cdef floating d[TILE]
+    cdef Py_ssize_t i, j, q
+    for i in range(n // 2):
+        j = 2 * i
+        gr = g[j] * gs
+        gi = g[j + 1] * gs
+        vi = v[i] * b2 + omb2 * _abs2(gr, gi)
+        v[i] = vi
+        den = _sqrt(vi / bc2) + eps
+        for q in range(j, j + 2):
+            yc = x[q]
+            zc = z[q]
+            u = (g[q] * gs) / den
+            u = (u + lam * yc) if decays else u
+            yn = _lerp(yc, zc, c, omc, small) + ay * u
+            z[q] = zc - lr * u
+            d[q] = yc - yn
+    _emit_all(out, d, n, subtract)
+
+
 # ---------------------------------------------------------------------------------------
 # Lookahead (Zhang et al., 2019), with optax.lookahead's schedule: the k-th step of each
 # round (steps_since_sync = k-1) ends with slow <- slow + alpha*(x_new - slow), x <- slow.
@@ -177,8 +214,9 @@ cdef LookaheadHP _lookahead_layout
 cdef EMAHP _ema_layout
 
 register_kind("schedulefree", schedulefree_tile[float], schedulefree_tile[double],
-              _schedulefree_layout, sizeof(ScheduleFreeHP), REFUSED, _schedulefree_before,
-              _schedulefree_after)
+              _schedulefree_layout, sizeof(ScheduleFreeHP), PAIRS, _schedulefree_before,
+              _schedulefree_after, 0, schedulefree_pair_tile[float],
+              schedulefree_pair_tile[double], 0b1)      # z complex; v real
 register_kind("lookahead", lookahead_tile[float], lookahead_tile[double], _lookahead_layout,
               sizeof(LookaheadHP), COMPONENTWISE, _lookahead_before, _lookahead_after,
               AFTER_STEP)

@@ -29,7 +29,7 @@ def _counter() -> np.ndarray:
 def torch_lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     """``torch.lerp(a, b, w)`` in ``a``'s dtype: ``a + w*(b-a)`` when ``|w| < 0.5``, else
     ``b - (b-a)*(1-w)`` (the kernels' ``_lerp``)."""
-    wd = np.asarray(w, a.dtype)
+    wd = np.asarray(w, a.real.dtype)
     if abs(float(wd)) < 0.5:
         return a + wd * (b - a)
     return b - (b - a) * (1 - wd)
@@ -86,7 +86,7 @@ class ScheduleFreeAdamW(Rule):
     to the parameter is :math:`d = y - y_{new}`.  ``lr_max``, the weight sum and the step
     count are kept per array (every array of a tree steps together, so they agree).
     State: ``ScheduleFreeState(z, v, sc, k)``, ``sc = [lr_max, weight_sum]`` in float64.
-    Not defined for complex parameters in this release.
+    Complex parameters keep a real ``v`` of :math:`|g|^2`, as Adam does.
 
     Examples
     --------
