@@ -13,8 +13,14 @@ from ._program import Program, moment_zeros, run_functional, state_dtype
 from ._rule import Rule, checked, decay, nonneg, pair, real
 from ._schedule import Schedule, value_at
 
-__all__ = ["ScheduleFreeAdamW", "Lookahead", "EMA", "ScheduleFreeState", "LookaheadState",
-           "EMAState"]
+__all__ = [
+    "EMA",
+    "EMAState",
+    "Lookahead",
+    "LookaheadState",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeState",
+]
 
 
 def _copy_of(x: np.ndarray) -> np.ndarray:
@@ -286,7 +292,7 @@ class Lookahead(_Wrapper):
     array([-1.])
     """
 
-    __slots__ = ("rule", "k", "alpha")
+    __slots__ = ("rule", "k", "alpha")     # noqa: RUF023 (the constructor's order)
 
     def __init__(self, rule: Rule, k: int = 5, alpha: Any = 0.5) -> None:
         _check_rule(Lookahead, rule)
@@ -357,7 +363,7 @@ class EMA(_Wrapper):
     (array([-3.]), array([-2.25]))
     """
 
-    __slots__ = ("rule", "decay")
+    __slots__ = ("rule", "decay")     # noqa: RUF023 (the constructor's order)
 
     def __init__(self, rule: Rule, decay: Any = 0.999) -> None:
         _check_rule(EMA, rule)
