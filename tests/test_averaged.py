@@ -255,3 +255,24 @@ def test_a_failed_step_writes_nothing():
     assert_arrays_same(model["a"], before[0], "x")
     assert_arrays_same(st["a"].state.slow, before[1], "slow")
     assert int(st["a"].state.since) == before[2]
+
+
+def test_checkpoint_of_nested_wrappers_with_schedules_resumes_bit_for_bit(tmp_path):
+    sf = opt.ScheduleFreeAdamW(opt.schedules.linear(0.1, 0.01, 10), warmup_steps=2)
+    rule = opt.MixedPrecision(np.float64, opt.EMA(
+        opt.Lookahead(sf, k=2, alpha=opt.schedules.linear(0.5, 0.9, 5)), decay=0.7))
+    rng = np.random.default_rng(0)
+    model = {"w": np.ones((3, 4), np.float32)}
+    st = opt.setup(rule, model)
+    for _ in range(3):
+        st, model = opt.update_(st, model, {"w": rng.standard_normal((3, 4), np.float32)})
+    opt.save_state(tmp_path / "c.ckpt", st)
+    st2, model2 = opt.load_state(tmp_path / "c.ckpt"), {"w": model["w"].copy()}
+    assert st2["w"].rule == rule
+    for t in range(4):
+        g = {"w": rng.standard_normal((3, 4), np.float32)}
+        st, model = opt.update_(st, model, g)
+        st2, model2 = opt.update_(st2, model2, g)
+        assert_arrays_same(model2["w"], model["w"], f"x {t}")
+        assert_arrays_same(opt.averaged(st2, model2)["w"], opt.averaged(st, model)["w"],
+                           f"averaged {t}")
