@@ -14,7 +14,8 @@ Minimal traffic per element (float32, 4 bytes an array):
 
 The probe (``optimisers._probe.probe``) runs that pattern as one plain OpenMP pass; the
 ``of probe`` column is probe time over step time (1.0: at the machine's bandwidth for the
-same bytes).
+same bytes).  Ours and its yardstick take turns round by round (best of the rounds each),
+so that a load that drifts on a shared machine weighs on both alike.
 """
 
 from __future__ import annotations
@@ -37,14 +38,29 @@ except ImportError:          # the comparison with the package is then left out
 
 def best_time(step, calls, rounds):
     """The best over ``rounds`` of the mean time of ``calls`` calls of ``step``."""
-    step()
-    best = np.inf
+    return best_times([step], calls, rounds)[0]
+
+
+def best_times(steps, calls, rounds):
+    """``best_time`` of each of ``steps``, taking turns round by round: on a shared machine
+    the load drifts, and turns give each the same chances."""
+    for step in steps:
+        step()
+    best = [np.inf] * len(steps)
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        for j, step in enumerate(steps):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                step()
+            best[j] = min(best[j], (time.perf_counter() - t0) / calls)
+    return best
+
+
+def _repeat(step, calls):
+    def run():
         for _ in range(calls):
             step()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best
+    return run
 
 
 def arrays(n, count, seed):
@@ -106,18 +122,20 @@ def main():
     for threads in [int(t) for t in a.threads.split(",")]:
         with threadpool_limits(threads):
             for name, rule, pattern, calls in cases:
-                t = best_time(ours(rule, n), calls, a.rounds)
-                tp = best_time(probe(n, pattern), 1, a.rounds) / calls
+                # the probe runs the k passes of a round in one call: time k of ours too
+                t, tp = best_times([_repeat(ours(rule, n), calls), probe(n, pattern)], 1,
+                                   a.rounds)
+                t, tp = t / calls, tp / calls
                 print(f"{name:22s} {threads:3d} {t * 1e3:8.1f} {tp * 1e3:8.1f} {tp / t:8.2f}")
             if torch is None:
                 print("schedulefree: not installed (pip install schedulefree torch)")
                 continue
             torch.set_num_threads(threads)
-            t = best_time(ours(opt.ScheduleFreeAdamW(), n), 1, a.rounds)
             for foreach in (True, False):
-                tt = best_time(package(n, foreach), 1, a.rounds)
+                t, tt = best_times([ours(opt.ScheduleFreeAdamW(), n), package(n, foreach)],
+                                   1, a.rounds)
                 print(f"{'schedulefree package':22s} {threads:3d} {tt * 1e3:8.1f} "
-                      f"foreach={foreach}: {tt / t:.2f}x ours")
+                      f"foreach={foreach}: {tt / t:.2f}x ours ({t * 1e3:.1f} ms)")
 
 
 if __name__ == "__main__":
