@@ -55,6 +55,7 @@ def test_ema_matches_torch_averaged_model(dtype, decay):
 def test_lookahead_matches_optax():
     jax = pytest.importorskip("jax", reason="the peer test needs jax and optax")
     optax = pytest.importorskip("optax", reason="the peer test needs optax")
+    x64 = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", True)
     try:
         rng = np.random.default_rng(2)
@@ -73,7 +74,7 @@ def test_lookahead_matches_optax():
             slow = opt.averaged(st, x)
             assert _rel(slow, np.asarray(params.slow)) < 1e-12, f"slow at step {t + 1}"
     finally:
-        jax.config.update("jax_enable_x64", False)
+        jax.config.update("jax_enable_x64", x64)
 
 
 # ---------------------------------------------------------------------------------------
