@@ -18,6 +18,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         Momentum, NAdam, Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop,
                         SignDecay, SkipNonFinite, WeightDecay)
 from optimisers import Muon
+from optimisers import EMA, Lookahead, ScheduleFreeAdamW
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
            "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES",
@@ -27,7 +28,7 @@ __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
 # every built-in Rule subclass), so that a new rule is tested at its defaults without a line
 # here.  A class that cannot be made without arguments is named in _AT_DEFAULTS; the
 # composites wrap other rules and are tested through CHAINS.
-_COMPOSITES = (OptimiserChain, MixedPrecision)
+_COMPOSITES = (OptimiserChain, MixedPrecision, Lookahead, EMA)
 _AT_DEFAULTS = {AccumGrad: ("AccumGrad1", lambda: AccumGrad(1))}     # no default n
 # Rules for 2-D parameters whose step runs through BLAS (Muon): they cannot train the 1-D
 # arrays of the generic lists, and match their float64 reference closely, not bit for bit.
@@ -84,6 +85,7 @@ TUNED_RULES = [
     ("ClipGlobalNorm-pinf", ClipGlobalNorm(0.5, np.inf)),
     ("ClipGlobalNorm-p3", ClipGlobalNorm(2.0, 3.0)),
     ("SkipNonFinite-3", SkipNonFinite(3)),
+    ("ScheduleFreeAdamW-0.05", ScheduleFreeAdamW(0.05, (0.8, 0.95), 1e-6, 0.1, 3, 0.5, 1.5)),
 ]
 
 CHAINS = [
@@ -112,6 +114,20 @@ CHAINS = [
     ("Mixed-Adam", MixedPrecision(Adam())),
     ("Mixed-f64-ClipGrad-Momentum",
      MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum()))),
+    # the rules with a second copy of the parameters (issue 17): Lookahead synchronising on
+    # steps 3 and 6, EMA's two forms of lerp (weight below and above 1/2), nested, after a
+    # leading ClipNorm (folded into the inner rule, not into the AFTER_STEP stage), around
+    # an AccumGrad, inside MixedPrecision
+    ("Lookahead-Adam", Lookahead(Adam(0.05), k=3, alpha=0.4)),
+    ("EMA-Momentum", EMA(Momentum(0.05, 0.7), decay=0.8)),
+    ("EMA-far-Descent", EMA(Descent(0.1), decay=0.3)),
+    ("EMA-Lookahead-chain", EMA(Lookahead(OptimiserChain(ClipGrad(1.0), AdamW(0.05, lambda_=0.1)),
+                                          k=2), decay=0.6)),
+    ("Chain-ClipNorm-Lookahead", OptimiserChain(ClipNorm(1.0), Lookahead(Nesterov(0.05), k=2))),
+    ("Lookahead-ClipNorm", Lookahead(ClipNorm(1.0), k=2, alpha=0.3)),
+    ("Lookahead-AccumGrad", Lookahead(OptimiserChain(AccumGrad(2), Adam(0.05)), k=2)),
+    ("Mixed-EMA", MixedPrecision(EMA(Adam(0.05), decay=0.7))),
+    ("EMA-ScheduleFree", EMA(ScheduleFreeAdamW(0.05, warmup_steps=3), decay=0.5)),
 ]
 
 SINGLE_RULES = DEFAULT_RULES + TUNED_RULES
@@ -125,7 +141,7 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 # complex norm -- and the composites too)
 COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
-              MixedPrecision, ClipGlobalNorm, SkipNonFinite)
+              MixedPrecision, ClipGlobalNorm, SkipNonFinite, Lookahead, EMA, ScheduleFreeAdamW)
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
 COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, Muon)
 
@@ -184,6 +200,9 @@ SPECS = {
             "ns_coefficients": (3.4445, -4.775, 2.0315), "epsilon": 1e-7, "ns_steps": 5,
             "adjust_lr_fn": None},
            (0.02, 0.0, 0.9, False, (3.0, -3.2, 1.2), 1e-6, 3, "match_rms_adamw")),
+    ScheduleFreeAdamW: ({"eta": 2.5e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "lambda_": 0.0,
+                         "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0},
+                        (0.01, (0.8, 0.99), 1e-6, 0.1, 5, 0.5, 1.0)),
 }
 
 
@@ -226,6 +245,9 @@ CONVERGENCE = {
     "SkipNonFinite": (OptimiserChain(SkipNonFinite(), Adam(0.05)),
                       OptimiserChain(SkipNonFinite(), Adam(0.02)), 3000),
     "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
+    "ScheduleFreeAdamW": (ScheduleFreeAdamW(0.05), ScheduleFreeAdamW(0.05, warmup_steps=50), 3000),
+    "Lookahead": (Lookahead(Adam(0.05)), Lookahead(Adam(0.02), k=5, alpha=0.5), 3000),
+    "EMA": (EMA(Adam(0.05), decay=0.9), EMA(Adam(0.02), decay=0.99), 3000),
 }
 
 
@@ -255,6 +277,8 @@ def rule_classes_in(rule):
         return out
     if isinstance(rule, MixedPrecision):
         return rule_classes_in(rule.rule)
+    if isinstance(rule, (Lookahead, EMA)):
+        return rule_classes_in(rule.rule) | {type(rule)}
     return {type(rule)}
 
 

@@ -21,7 +21,7 @@ def _members(rule):
     """The leaf rules of a rule in the order its program runs them."""
     if isinstance(rule, OptimiserChain):
         return [m for r in rule.opts for m in _members(r)]
-    if isinstance(rule, MixedPrecision):
+    if isinstance(rule, (MixedPrecision, opt.Lookahead, opt.EMA)):
         return _members(rule.rule)
     return [rule]
 

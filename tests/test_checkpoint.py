@@ -160,6 +160,11 @@ OTHERS = [(rule, F32) for _, rule in DEFAULT_RULES] + [
                         opt.OptimiserChain(opt.AccumGrad(3), opt.Adam())), F32),
     (opt.MixedPrecision(np.float64, opt.OptimiserChain(opt.ClipGrad(1.0), opt.RAdam())), F32),
     (opt.OptimiserChain(), F64),
+    # the rules with a second copy (issue 17): their counters and copies resume exactly
+    (opt.Lookahead(opt.Adam(0.05), k=3), F32),
+    (opt.EMA(opt.OptimiserChain(opt.ClipGrad(1.0), opt.Lookahead(opt.Momentum(), k=4)),
+             decay=0.9), F64),
+    (opt.ScheduleFreeAdamW(0.05, warmup_steps=4), F16),
 ]
 
 

@@ -29,11 +29,13 @@ from ._rules_transform import *  # noqa: F403
 from ._rules_muon import *  # noqa: F403
 from ._global import global_norm
 from ._composite import *  # noqa: F403
+from ._rules_averaged import *  # noqa: F403
 from ._tree import isnumeric, maywrite, setup, trainables
 from ._adjust import adjust, adjust_, freeze_, hyperparameters, thaw_
 from ._engine import apply_, update, update_
 from ._destructure import Restructure, destructure
 from ._checkpoint import CheckpointError, load_state, save_state
+from ._averaged import averaged
 from . import schedules
 from .schedules import Schedule
 
@@ -55,7 +57,7 @@ __all__ = [
     "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",
     "kernel_isa",
     "save_state", "load_state", "CheckpointError", "RULES", "schedules", "Schedule",
-    "global_norm",
+    "global_norm", "averaged",
 ]
 # the rule classes, by name (a separate statement: type checkers read the literal list above
 # as the names this package exports, and the star imports export the rules)

@@ -59,10 +59,20 @@ class OptimiserChain(Rule):
                                  "not be inside it")
             if not isinstance(r, Rule):
                 raise TypeError(f"OptimiserChain takes rules, got {r!r}")
+        for r in rules[:-1]:
+            # Lookahead and EMA follow the step of the whole program (rules_averaged.pxi)
+            if getattr(r, "_follows_step", False):
+                raise ValueError(f"{type(r).__name__} must be the last rule of an "
+                                 "OptimiserChain: it follows the step the chain makes")
         object.__setattr__(self, "opts", tuple(rules))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("rules are immutable: use optimisers.adjust")
+
+    @property
+    def _follows_step(self) -> bool:
+        """Whether the chain ends in a Lookahead or an EMA (see ``__init__``)."""
+        return bool(self.opts) and getattr(self.opts[-1], "_follows_step", False)
 
     def __repr__(self) -> str:
         return f"OptimiserChain({', '.join(repr(r) for r in self.opts)})"

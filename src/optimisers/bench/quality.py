@@ -49,6 +49,7 @@ def learning_rate(spec, problem):
     """
     last = spec.rule()
     last = last.opts[-1] if isinstance(last, opt.OptimiserChain) else last
+    last = getattr(last, "rule", last)          # Lookahead, EMA: the rule they wrap
     adam_kind = hasattr(last, "beta") and hasattr(last, "epsilon")
     for key in (spec.name, type(last).__name__.lower(), "adam" if adam_kind else None):
         table = LEARNING_RATES.get(key)

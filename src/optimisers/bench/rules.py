@@ -42,7 +42,9 @@ __all__ = ["RuleSpec", "SETTINGS", "CHAINS", "NORM_PASS", "get", "names",
 # Hyper-parameters the benchmark sets where a rule's default would time another
 # computation: AdamW's default decay is 0, which makes its step Adam's.  (0.01 is
 # PyTorch's default.)
-SETTINGS = {"adamw": {"lambda_": 1e-2}}
+SETTINGS = {"adamw": {"lambda_": 1e-2},
+            # the rules that wrap another rule: around Adam, at their own defaults
+            "lookahead": {"rule": opt.Adam()}, "ema": {"rule": opt.Adam()}}
 
 # Rules that read the whole gradient before their element-wise step (ClipNorm's norm of
 # g, ClipGlobalNorm's and SkipNonFinite's partial of it): a pass the state does not show.
@@ -76,6 +78,8 @@ class RuleSpec:
             k = max((i for i, r in enumerate(parts) if hasattr(r, "eta")), default=None)
             if k is not None:
                 parts[k] = _build(self.classes[k], eta=eta)
+            elif hasattr(parts[-1], "rule"):        # Lookahead, EMA: their inner rule's
+                parts[-1] = opt.adjust(parts[-1], eta=eta)
         return parts[0] if len(parts) == 1 else opt.OptimiserChain(*parts)
 
     @property
