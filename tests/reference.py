@@ -669,7 +669,7 @@ def _schedulefree(k, rule, state, x, g):
     gs = k.split(g)
     v = (k.ldr(state.v) * k.s(b2)) + (k.s(1 - b2) * k.abs2(gs))
     den = np.sqrt(v / bc2) + k.s(rule.epsilon)
-    zs, ys, ds = [], [], []
+    zs, ds = [], []
     for gc, yc, zc in zip(gs, k.split(k.ld(x)), k.split(k.ld(state.z))):
         u = gc / den
         if rule.lambda_ != 0:

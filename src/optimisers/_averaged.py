@@ -59,7 +59,7 @@ def averaged(state: Any, model: Any) -> Any:
     return _walk(state, model, (), {})
 
 
-def _walk(t: Any, m: Any, link: Any, memo: dict) -> Any:
+def _walk(t: Any, m: Any, link: Any, memo: dict[int, Any]) -> Any:
     if type(t) is Leaf:
         hit = memo.get(id(t))          # tied arrays share a Leaf: one new array for both
         if hit is None:
@@ -88,11 +88,12 @@ def _evaluated(leaf: Leaf, x: Any, link: Any) -> np.ndarray:
         rule = rule._at(max(leaf.count - 1, 0))
     copy = average_of(rule, leaf.state, x)
     if copy is None:
-        return x.copy()
+        return np.array(x, copy=True)
     if copy.shape != x.shape:
         raise ValueError(f"the state of the Leaf at {linked_keypath(link)} keeps a copy of "
                          f"shape {copy.shape} for a parameter of shape {x.shape}")
-    return copy.astype(x.dtype, copy=False) if copy.dtype != x.dtype else copy
+    evaluated: np.ndarray = np.asarray(copy, dtype=x.dtype)
+    return evaluated
 
 
 def average_of(rule: Rule, state: Any, x: np.ndarray) -> np.ndarray | None:

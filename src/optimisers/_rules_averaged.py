@@ -8,9 +8,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._dtypes import lower_state
+from ._keypath import KeyPath
 from ._native import kernels as K
 from ._program import Program, moment_zeros, run_functional, state_dtype
-from ._rule import Rule, checked, decay, nonneg, pair, real
+from ._rule import Rule, checked, decay, nonneg, number, pair, real
 from ._schedule import Schedule, value_at
 
 __all__ = [
@@ -37,8 +38,8 @@ def torch_lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     ``b - (b-a)*(1-w)`` (the kernels' ``_lerp``)."""
     wd = np.asarray(w, a.real.dtype)
     if abs(float(wd)) < 0.5:
-        return a + wd * (b - a)
-    return b - (b - a) * (1 - wd)
+        return np.asarray(a + wd * (b - a))
+    return np.asarray(b - (b - a) * (1 - wd))
 
 
 class ScheduleFreeState(NamedTuple):
@@ -112,7 +113,7 @@ class ScheduleFreeAdamW(Rule):
     r: Any = 0.0
     weight_lr_power: Any = 2.0
 
-    def _check(self) -> dict:
+    def _check(self) -> dict[str, Any]:
         beta = pair(self, "beta", self.beta, decay)
         real(self, "beta[0]", beta[0], lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         w = self.warmup_steps
@@ -166,20 +167,24 @@ class _Wrapper(Rule):
     def __hash__(self) -> int:
         return hash(self.__reduce__())
 
+    def __reduce__(self) -> tuple[type[_Wrapper], tuple[Any, ...]]:
+        raise NotImplementedError      # each wrapper: its class and its fields in order
+
     def __repr__(self) -> str:
         cls, args = self.__reduce__()
         return f"{cls.__name__}({', '.join(repr(a) for a in args)})"
 
     # the fields, as checkpoints read them too (rule_field_names): set by each subclass
     __slots__ = ()
+    rule: Rule
 
-    def _fields(self) -> tuple:
+    def _fields(self) -> tuple[str, ...]:
         return type(self).__slots__
 
-    def _own(self) -> dict:
+    def _own(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._fields() if k != "rule"}
 
-    def _adjust(self, changes: dict, used: set, known: set) -> Rule:
+    def _adjust(self, changes: dict[str, Any], used: set[str], known: set[str]) -> Rule:
         inner = self.rule._adjust(changes, used, known)
         names = tuple(self._own())
         known.update(names)
@@ -187,7 +192,12 @@ class _Wrapper(Rule):
         used.update(mine)
         if not mine and inner is self.rule:
             return self
-        return type(self)(inner, **{**self._own(), **mine})
+        return self._rebuilt(inner, {**self._own(), **mine})
+
+    def _rebuilt(self, inner: Rule, own: dict[str, Any]) -> Rule:
+        make: Any = type(self)          # Lookahead or EMA: (rule, **fields)
+        rebuilt: Rule = make(inner, **own)
+        return rebuilt
 
     def _scheduled(self) -> bool:
         return self.rule._scheduled() or any(isinstance(v, Schedule)
@@ -199,9 +209,9 @@ class _Wrapper(Rule):
                for k, v in self._own().items()}
         if inner is self.rule and own == self._own():
             return self
-        return type(self)(inner, **own)
+        return self._rebuilt(inner, own)
 
-    def check_param(self, x: np.ndarray, path: object = None) -> None:
+    def check_param(self, x: np.ndarray, path: KeyPath | None = None) -> None:
         self.rule.check_param(x, path)
 
     def _fails_late(self, leading: bool) -> bool:
@@ -212,7 +222,7 @@ class _Wrapper(Rule):
         if pre is not None:
             pre(prog)
 
-    def _global_spec(self) -> dict | None:
+    def _global_spec(self) -> dict[str, Any] | None:
         spec = getattr(self.rule, "_global_spec", None)
         return spec() if spec is not None else None
 
@@ -233,7 +243,7 @@ class _Wrapper(Rule):
             prog.add(K.DESCENT, {"eta": 1.0})        # d * 1: the step as it is
         return inner
 
-    def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple:
+    def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
         return run_functional(self, state, x, dx)
 
 
@@ -292,7 +302,9 @@ class Lookahead(_Wrapper):
     array([-1.])
     """
 
-    __slots__ = ("rule", "k", "alpha")     # noqa: RUF023 (the constructor's order)
+    __slots__ = ("rule", "k", "alpha")     # the constructor's order
+    k: int
+    alpha: float | Schedule
 
     def __init__(self, rule: Rule, k: int = 5, alpha: Any = 0.5) -> None:
         _check_rule(Lookahead, rule)
@@ -304,7 +316,7 @@ class Lookahead(_Wrapper):
         object.__setattr__(self, "k", int(k))
         object.__setattr__(self, "alpha", real(self, "alpha", alpha, lo=0.0, hi=1.0))
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type[Lookahead], tuple[Rule, int, float | Schedule]]:
         return (Lookahead, (self.rule, self.k, self.alpha))
 
     state_types = (LookaheadState,)
@@ -320,7 +332,7 @@ class Lookahead(_Wrapper):
         return state if inner is state.inner else state._replace(inner=inner)
 
     def _average(self, state: LookaheadState, x: np.ndarray) -> np.ndarray:
-        return state.slow.copy()
+        return np.array(state.slow, copy=True)
 
 
 class EMAState(NamedTuple):
@@ -363,14 +375,15 @@ class EMA(_Wrapper):
     (array([-3.]), array([-2.25]))
     """
 
-    __slots__ = ("rule", "decay")     # noqa: RUF023 (the constructor's order)
+    __slots__ = ("rule", "decay")     # the constructor's order
+    decay: float | Schedule
 
     def __init__(self, rule: Rule, decay: Any = 0.999) -> None:
         _check_rule(EMA, rule)
         object.__setattr__(self, "rule", rule)
         object.__setattr__(self, "decay", real(self, "decay", decay, lo=0.0, hi=1.0))
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type[EMA], tuple[Rule, float | Schedule]]:
         return (EMA, (self.rule, self.decay))
 
     state_types = (EMAState,)
@@ -381,8 +394,8 @@ class EMA(_Wrapper):
     def _compile(self, state: EMAState, prog: Program) -> EMAState:
         inner = self._compile_inner(state, prog)
         if not prog.stopped:
-            prog.add(K.EMA, {"w": 1 - self.decay}, state.ema, ctr=state.n)
+            prog.add(K.EMA, {"w": 1 - number(self.decay)}, state.ema, ctr=state.n)
         return state if inner is state.inner else state._replace(inner=inner)
 
     def _average(self, state: EMAState, x: np.ndarray) -> np.ndarray:
-        return state.ema.copy()
+        return np.array(state.ema, copy=True)
