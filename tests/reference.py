@@ -95,7 +95,8 @@ import numpy as np
 __all__ = [
     "RMSPropState", "RpropState", "AdamState", "RAdamState", "AdaMaxState",
     "OAdamState", "AdaDeltaState", "AMSGradState", "AdaBeliefState",
-    "AccumGradState", "MixedPrecisionState", "SkipNonFiniteState",
+    "AccumGradState", "MixedPrecisionState", "SkipNonFiniteState", "AdafactorState",
+    "LAMBState",
     "ref_init", "ref_apply", "ref_update", "ref_norm", "ref_global_norm", "ref_update_tree",
 ]
 
@@ -114,6 +115,8 @@ AdaBeliefState = namedtuple("AdaBeliefState", ["m", "s", "beta_t"])
 AccumGradState = namedtuple("AccumGradState", ["acc", "counter"])
 MixedPrecisionState = namedtuple("MixedPrecisionState", ["xT", "inner"])
 SkipNonFiniteState = namedtuple("SkipNonFiniteState", ["skipped", "consecutive"])
+AdafactorState = namedtuple("AdafactorState", ["row", "col", "v", "t"])
+LAMBState = namedtuple("LAMBState", ["m", "v", "beta_t"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,6 +311,14 @@ def _ref_init_rule(rule, x):
         return AdaBeliefState(z(S), z(M), betas)
     if name == "AccumGrad":
         return AccumGradState(z(S), 1)
+    if name == "Adafactor":
+        k.no_complex(name)
+        if x.ndim >= 2:          # torch: row_var (..., n, 1) and col_var (..., 1, m), squeezed
+            return AdafactorState(z(S)[..., 0].copy(), z(S)[..., 0, :].copy(), None, 0)
+        return AdafactorState(None, None, z(S), 0)
+    if name == "LAMB":
+        k.no_complex(name)
+        return LAMBState(z(S), z(S), betas)
     raise TypeError(f"reference: unknown rule {name}")
 
 
@@ -623,6 +634,104 @@ def _accumgrad(k, rule, state, x, g):
     return AccumGradState(k.st(acc), counter + 1), None
 
 
+# ---------------------------------------------------------------------------------------
+# Adafactor (torch.optim.Adafactor's _single_tensor_adafactor) and LAMB (optax.lamb).
+# Their whole-array sums are float64 in a fixed order: the blocked sum of conventions §7
+# (``_blocked_sum``) for |x|^2 and |u|^2; for Adafactor's row and column sums of g^2, a
+# column's sum adds the rows in order, and a row's sum is taken over chunks of
+# _FACTOR_CHUNK columns, each chunk in _LANES interleaved lanes combined left to right,
+# the chunks added left to right.
+
+_FACTOR_CHUNK = 512
+
+
+def _factored_sums(g, rows, cols):
+    """(row sums (B, n), column sums (B, m)) of g^2 in float64, g as B matrices n x m."""
+    a = np.asarray(g, dtype=np.float64).reshape(-1, rows, cols)
+    a = a * a
+    colsum = np.zeros((a.shape[0], cols))
+    for i in range(rows):
+        colsum = colsum + a[:, i, :]
+    rowsum = np.zeros(a.shape[:2])
+    for c0 in range(0, cols, _FACTOR_CHUNK):
+        blk = a[:, :, c0:c0 + _FACTOR_CHUNK]
+        lanes = np.zeros(blk.shape[:2] + (_LANES,))
+        for j in range(blk.shape[2]):
+            lanes[..., j % _LANES] = lanes[..., j % _LANES] + blk[..., j]
+        part = lanes[..., 0].copy()
+        for lane in range(1, _LANES):
+            part = part + lanes[..., lane]
+        rowsum = rowsum + part
+    return rowsum, colsum
+
+
+def _torch_lerp(k, a, b, w):
+    """torch.lerp(a, b, w): a + w (b - a) for |w| < 0.5, else b - (b - a) (1 - w), with w
+    and 1 - w in R."""
+    ws = k.s(w)
+    if abs(ws) < 0.5:
+        return a + ws * (b - a)
+    return b - (b - a) * (k.s(1) - ws)
+
+
+def _sum_squares(a):
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return float(_blocked_sum(a * a, a.size))
+
+
+def _adafactor(k, rule, state, x, g):
+    k.no_complex("Adafactor")
+    xc = k.ld(x)
+    n = xc.size
+    t = int(state.t) + 1
+    if n == 0:
+        return state._replace(t=t), np.zeros_like(g)
+    eps1, eps2 = rule.epsilon
+    if eps1 is None:         # torch.finfo(param.dtype).eps
+        eps1 = 2.0 ** -7 if k.T.name == "bfloat16" else float(np.finfo(k.T).eps)
+    w = float(t) ** rule.beta2_decay
+    rho = min(rule.eta, 1.0 / float(t) ** 0.5)
+    alpha = max(eps2, math.sqrt(_sum_squares(xc)) / n ** 0.5) * rho
+    floor = k.s(eps1 * eps1)
+    if x.ndim >= 2:
+        rows, cols = x.shape[-2], x.shape[-1]
+        rowsum, colsum = _factored_sums(g, rows, cols)
+        row = _torch_lerp(k, k.ld(state.row).reshape(-1, rows),
+                          (rowsum / cols).astype(k.R), w)
+        col = _torch_lerp(k, k.ld(state.col).reshape(-1, cols),
+                          (colsum / rows).astype(k.R), w)
+        # torch: row_var.mean(dim=-2).clamp_(min=eps1); the mean of the R values in float64
+        means = np.maximum(np.mean(row.astype(np.float64), axis=1).astype(k.R), k.s(eps1))
+        est = (row[:, :, None] * col[:, None, :]) / means[:, None, None]
+        u = ((k.s(1) / np.sqrt(np.maximum(est, floor))) * g.reshape(est.shape)).reshape(x.shape)
+        new = AdafactorState(k.st(row.reshape(state.row.shape)),
+                             k.st(col.reshape(state.col.shape)), None, t)
+    else:
+        v = _torch_lerp(k, k.ld(state.v), g * g, w)
+        u = (k.s(1) / np.sqrt(np.maximum(v, floor))) * g
+        new = AdafactorState(None, None, k.st(v), t)
+    denom = max(1.0, math.sqrt(_sum_squares(u)) / (n ** 0.5 * rule.d))
+    d = (k.s(rule.eta * rule.lambda_) * xc) + (k.s(alpha / denom) * u)
+    return new, d
+
+
+def _lamb(k, rule, state, x, g):
+    k.no_complex("LAMB")
+    eta, eps, lam = k.s(rule.eta), k.s(rule.epsilon), k.s(rule.lambda_)
+    b1, b2 = _beta(k, rule)
+    omb1, omb2 = _one_minus_beta(k, rule)
+    bt1, bt2 = _bt(state.beta_t)
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
+    mn = (b1 * k.ld(state.m)) + (omb1 * g)
+    vn = (b2 * k.ld(state.v)) + (omb2 * (g * g))
+    xc = k.ld(x)
+    u = ((mn / bc1) / (np.sqrt(vn / bc2) + eps)) + (lam * xc)
+    x_norm, u_norm = math.sqrt(_sum_squares(xc)), math.sqrt(_sum_squares(u))
+    ratio = 1.0 if x_norm == 0 or u_norm == 0 else x_norm / u_norm
+    d = (u * k.s(ratio)) * eta
+    return LAMBState(k.st(mn), k.st(vn), _next_bt(rule, bt1, bt2)), d
+
+
 _APPLY = {
     "Descent": _descent,
     "Momentum": _momentum,
@@ -647,6 +756,8 @@ _APPLY = {
     "AccumGrad": _accumgrad,
     "ClipGlobalNorm": _clipglobalnorm,
     "SkipNonFinite": _skipnonfinite,
+    "Adafactor": _adafactor,
+    "LAMB": _lamb,
 }
 
 

@@ -17,6 +17,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         ClipGlobalNorm, ClipGrad, ClipNorm, Descent, Lion, MixedPrecision,
                         Momentum, NAdam, Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop,
                         SignDecay, SkipNonFinite, WeightDecay)
+from optimisers import Adafactor, LAMB
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
            "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES"]
@@ -76,6 +77,9 @@ TUNED_RULES = [
     ("ClipGlobalNorm-pinf", ClipGlobalNorm(0.5, np.inf)),
     ("ClipGlobalNorm-p3", ClipGlobalNorm(2.0, 3.0)),
     ("SkipNonFinite-3", SkipNonFinite(3)),
+    ("Adafactor-tuned", Adafactor(0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
+    ("Adafactor-d-eps", Adafactor(0.5, -0.3, (1e-6, 0.5), 1.0)),       # clipping by RMS(u)
+    ("LAMB-0.05", LAMB(0.05, (0.8, 0.95), 1e-8, 0.1)),
 ]
 
 CHAINS = [
@@ -104,6 +108,10 @@ CHAINS = [
     ("Mixed-Adam", MixedPrecision(Adam())),
     ("Mixed-f64-ClipGrad-Momentum",
      MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum()))),
+    # the whole-array reductions of Adafactor and LAMB read the output of earlier rules
+    ("Chain-ClipGrad-Adafactor", OptimiserChain(ClipGrad(0.5), Adafactor(lambda_=0.1))),
+    ("Chain-ClipNorm-LAMB-ClipGrad",
+     OptimiserChain(ClipNorm(1.0), LAMB(0.05, lambda_=0.01), ClipGrad(0.01))),
 ]
 
 SINGLE_RULES = DEFAULT_RULES + TUNED_RULES
@@ -119,7 +127,8 @@ COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
               MixedPrecision, ClipGlobalNorm, SkipNonFinite)
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
-COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay)
+COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay,
+                   Adafactor, LAMB)
 
 
 def _check_complex_spec():
@@ -172,6 +181,10 @@ SPECS = {
     AccumGrad: ({"n": None}, (4,)),        # n has no default
     ClipGlobalNorm: ({"omega": 1.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
     SkipNonFinite: ({"max_consecutive": None}, (3,)),
+    Adafactor: ({"eta": 1e-2, "beta2_decay": -0.8, "epsilon": (None, 1e-3), "d": 1.0,
+                 "lambda_": 0.0}, (0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
+    LAMB: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-6, "lambda_": 0.0},
+           (0.01, (0.8, 0.99), 1e-8, 0.1)),
 }
 
 
@@ -214,6 +227,8 @@ CONVERGENCE = {
     "SkipNonFinite": (OptimiserChain(SkipNonFinite(), Adam(0.05)),
                       OptimiserChain(SkipNonFinite(), Adam(0.02)), 3000),
     "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
+    "Adafactor": (Adafactor(0.1), Adafactor(0.01), 3000),
+    "LAMB": (LAMB(0.05), LAMB(0.005), 6000),
 }
 
 

@@ -26,6 +26,7 @@ from ._rules_sgd import *  # noqa: F401,F403
 from ._rules_adam import *  # noqa: F401,F403
 from ._rules_adaptive import *  # noqa: F401,F403
 from ._rules_transform import *  # noqa: F401,F403
+from ._rules_factored import *  # noqa: F401,F403
 from ._global import global_norm
 from ._composite import *  # noqa: F401,F403
 from ._tree import isnumeric, maywrite, setup, trainables
