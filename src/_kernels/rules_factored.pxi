@@ -4,7 +4,7 @@
 # array's update, and (for arrays of 2 or more dimensions) builds its second moment from
 # the row and column means of g^2.  LAMB (optax.lamb) scales its step by the trust ratio
 # |x|/|u| of the whole array.  So each step is: reductions over the arrays, written nowhere
-# (`factored_sums`, `adafactor_update_sq`, `lamb_norms`: float64, in blocks fixed by the
+# (`factored_sums`, `adafactor_norms`, `lamb_norms`: float64, in blocks fixed by the
 # data, never by the thread count, as norms.pxi), then one fused element-wise pass (the
 # tile functions below, a kernel kind each) that forms the same update again, with the
 # same inline helpers, hence the same bits, and writes the state and x.  The rule classes
@@ -44,6 +44,7 @@ cdef inline floating _rsqrt_times(floating est, floating eps1sq, floating g) noe
 cdef struct UForm:
     # what forms Adafactor's update u of elements [e, e + len) (read only)
     const void* g
+    const void* x           # the parameter (its norm is taken in the same pass)
     const void* v           # vector form: the second moment before this step
     const double* factors   # factored form: new row factors, column factors, clamped means
     Py_ssize_t rows, cols, n_rows
@@ -128,73 +129,91 @@ cdef void adafactor_vector_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, fl
         c0 += m
 
 
-cdef double _u_block(const UForm* f, Py_ssize_t start, Py_ssize_t n,
-                     floating dtype) noexcept nogil:
-    # sum of u^2 over one NORM_BLOCK block in float64: norms.pxi's LANES interleaved lanes
-    cdef double lanes[LANES]
+cdef void _u_block(const UForm* f, Py_ssize_t start, Py_ssize_t n, double* sums,
+                   floating dtype) noexcept nogil:
+    # sums[0] = sum of x^2, sums[1] = sum of u^2 over one NORM_BLOCK block, in float64:
+    # norms.pxi's LANES interleaved lanes each (element k of the block in lane k % LANES)
+    cdef double xl[LANES]
+    cdef double ul[LANES]
     cdef floating u[U_CHUNK]
-    cdef double a
-    cdef Py_ssize_t s0, k, m
+    cdef double a, b
+    cdef Py_ssize_t s0 = 0, k, jj, m
     cdef const floating* g = <const floating*> f.g
+    cdef const floating* x
     cdef int l
     for l in range(LANES):
-        lanes[l] = 0.0
-    s0 = 0
-    while s0 < n:                       # U_CHUNK is a multiple of LANES: lane = k % LANES
+        xl[l] = 0.0
+        ul[l] = 0.0
+    while s0 < n:                       # U_CHUNK is a multiple of LANES
         m = n - s0 if n - s0 < U_CHUNK else U_CHUNK
         if f.factored:
             _factored_u(f, start + s0, m, u, g + start + s0, <floating> 1)
         else:
             _vector_u(f, start + s0, m, u, g + start + s0,
                       (<const floating*> f.v) + start + s0, NULL, <floating> 1)
-        for k in range(m):
+        x = (<const floating*> f.x) + start + s0
+        for jj in range(m // LANES):
+            for l in range(LANES):
+                a = <double> u[jj * LANES + l]
+                b = <double> x[jj * LANES + l]
+                ul[l] += a * a
+                xl[l] += b * b
+        for k in range((m // LANES) * LANES, m):
             a = <double> u[k]
-            lanes[k % LANES] += a * a
+            b = <double> x[k]
+            ul[k % LANES] += a * a
+            xl[k % LANES] += b * b
         s0 += m
-    return _lanes_total(lanes)
+    sums[0] = _lanes_total(xl)
+    sums[1] = _lanes_total(ul)
 
 
-cdef double _u_squares(const UForm* f, Py_ssize_t n, int n_threads,
-                       floating dtype) noexcept nogil:
-    """The sum of u^2 over n elements: blocks of NORM_BLOCK summed left to right; -1.0
-    when the partials could not be allocated."""
+cdef int _adafactor_sums(const UForm* f, Py_ssize_t n, int n_threads, double* out,
+                         floating dtype) noexcept nogil:
+    """The sums of x^2 and of u^2 over n elements: blocks of NORM_BLOCK, their partials
+    added left to right."""
     cdef Py_ssize_t n_blocks = (n + NORM_BLOCK - 1) // NORM_BLOCK, b, start
-    cdef double local[64]
+    cdef double local[128]
     cdef double* partials = &local[0]
-    cdef double total = 0.0
     if n_blocks > 64:
-        partials = <double*> malloc(n_blocks * sizeof(double))
+        partials = <double*> malloc(2 * n_blocks * sizeof(double))
         if partials == NULL:
-            return -1.0
+            return NO_MEMORY
     if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
         for b in range(n_blocks):
             start = b * NORM_BLOCK
-            partials[b] = _u_block(f, start, min(NORM_BLOCK, n - start), dtype)
+            _u_block(f, start, min(NORM_BLOCK, n - start), partials + 2 * b, dtype)
     else:
         for b in prange(n_blocks, schedule="static", num_threads=n_threads):
             start = b * NORM_BLOCK
-            partials[b] = _u_block(f, start, min(NORM_BLOCK, n - start), dtype)
+            _u_block(f, start, min(NORM_BLOCK, n - start), partials + 2 * b, dtype)
+    out[0] = 0.0
+    out[1] = 0.0
     for b in range(n_blocks):
-        total = total + partials[b]
+        out[0] = out[0] + partials[2 * b]
+        out[1] = out[1] + partials[2 * b + 1]
     if partials != &local[0]:
         free(partials)
-    return total
+    return OK
 
 
-def adafactor_update_sq(cnp.ndarray g, cnp.ndarray state, double w, double eps1sq,
-                        Py_ssize_t rows=0, Py_ssize_t cols=0):
-    """The float64 sum of Adafactor's u^2 over ``g`` (C-contiguous float32 or float64),
-    written nowhere.  ``cols == 0``: the vector form, ``state`` the second moment ``v``
-    before this step (``g``'s dtype and size; v' = lerp(v, g^2, w) is formed, not stored).
-    Else the factored form over matrices of ``rows`` x ``cols``: ``state`` the float64
-    factors [new row factors (B rows), new column factors (B cols), clamped row means
-    (B)].  The blocking is fixed by the data, never by the thread count."""
+def adafactor_norms(cnp.ndarray g, cnp.ndarray state, cnp.ndarray x, double w,
+                    double eps1sq, Py_ssize_t rows=0, Py_ssize_t cols=0):
+    """``(sum of x^2, sum of u^2)`` in float64 for Adafactor's step, in one read of ``g``,
+    ``x`` (and ``v``), written nowhere; ``g`` and ``x`` C-contiguous, one dtype (float32 or
+    float64), one size.  ``cols == 0``: the vector form, ``state`` the second moment ``v``
+    before this step (v' = lerp(v, g^2, w) is formed, not stored).  Else the factored form
+    over matrices of ``rows`` x ``cols``: ``state`` the float64 factors [new row factors
+    (B rows), new column factors (B cols), clamped row means (B)].  Blocked as norms.pxi:
+    the order is fixed by the data, never by the thread count."""
     cdef UForm f
     cdef Py_ssize_t n = cnp.PyArray_SIZE(g)
-    cdef int typenum = cnp.PyArray_TYPE(g), n_threads = omp_get_max_threads()
-    cdef double r
+    cdef int typenum = cnp.PyArray_TYPE(g), n_threads = omp_get_max_threads(), status
+    cdef double sums[2]
     _check(g, typenum, n, "the gradient")
+    _check(x, typenum, n, "the parameter")
     f.g = cnp.PyArray_DATA(g)
+    f.x = cnp.PyArray_DATA(x)
     f.w, f.eps1sq = w, eps1sq
     f.factored = cols > 0
     f.rows, f.cols, f.n_rows = rows, cols, (n // cols if cols > 0 else 0)
@@ -209,15 +228,15 @@ def adafactor_update_sq(cnp.ndarray g, cnp.ndarray state, double w, double eps1s
         f.v = cnp.PyArray_DATA(state)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
-            r = _u_squares(&f, n, n_threads, <float> 0)
+            status = _adafactor_sums(&f, n, n_threads, sums, <float> 0)
     elif typenum == cnp.NPY_FLOAT64:
         with nogil:
-            r = _u_squares(&f, n, n_threads, <double> 0)
+            status = _adafactor_sums(&f, n, n_threads, sums, <double> 0)
     else:
         raise TypeError(f"Adafactor runs on float32 and float64 arrays, got {g.dtype}")
-    if r == -1.0:
-        raise MemoryError("could not allocate the partial sums of a norm")
-    return r
+    if status != OK:
+        raise MemoryError("could not allocate the partial sums of Adafactor's norms")
+    return sums[0], sums[1]
 
 
 cdef void _factored_chunk(const floating* g, Py_ssize_t rows, Py_ssize_t cols,

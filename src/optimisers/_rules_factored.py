@@ -1,6 +1,7 @@
-"""Rules whose step needs whole-array reductions before its element-wise pass: Adafactor
-(row and column means of g^2, and the RMS of its update) and LAMB (the trust ratio of
-the parameter's norm to its update's).
+"""Adafactor and LAMB: rules whose step needs whole-array reductions first.
+
+Adafactor needs the row and column means of g^2 and the RMS of its update; LAMB the trust
+ratio of the parameter's norm to its update's.
 
 Each step runs the reductions in the kernels (rules_factored.pxi: float64, in blocks fixed
 by the data, so the result never depends on the thread count), computes the per-step
@@ -155,7 +156,8 @@ class Adafactor(Rule):
     :math:`x` by :math:`1-\eta\lambda` first: the same in exact arithmetic).  Matches
     ``torch.optim.Adafactor`` in float64 to 1e-10 relative over 20 steps (tests).  Not
     defined for complex parameters (torch refuses them too).  Each step reads the
-    gradient three times for a matrix (sums, update norm, step) and twice for a vector.
+    gradient three times for a matrix (row and column sums; the update's and x's norms;
+    the step) and twice for a vector (the norms; the step).
 
     Examples
     --------
@@ -212,17 +214,16 @@ class Adafactor(Rule):
             eps1 = _dtype_eps(prog.x.dtype)
         w = float(t) ** self.beta2_decay
         rho = min(self.eta, 1.0 / float(t) ** 0.5)
-        rms_x = math.sqrt(K.p_partial(x, K.NORM_SQUARES)) / n ** 0.5
-        alpha = max(eps2, rms_x) * rho
         hp = {"w": w, "eps1sq": eps1 * eps1, "decay": self.eta * self.lambda_}
         if x.ndim >= 2:
             rows, cols = x.shape[-2], x.shape[-1]
             row, col, factors = self._factors(state, g, rows, cols, w, eps1)
-            usq = K.adafactor_update_sq(g, factors, w, eps1 * eps1, rows, cols)
+            xsq, usq = K.adafactor_norms(g, factors, x, w, eps1 * eps1, rows, cols)
             hp.update(rows=rows, cols=cols, n_rows=n // cols)
         else:
             v = state.v if state.v.dtype == g.dtype else state.v.astype(g.dtype)
-            usq = K.adafactor_update_sq(g, v, w, eps1 * eps1)
+            xsq, usq = K.adafactor_norms(g, v, x, w, eps1 * eps1)
+        alpha = max(eps2, math.sqrt(xsq) / n ** 0.5) * rho      # RMS(x) before the step
         denom = max(1.0, math.sqrt(usq) / (n ** 0.5 * self.d))
         hp["step"] = alpha / denom
         if x.ndim >= 2:
