@@ -317,8 +317,7 @@ def _ref_init_rule(rule, x):
             return AdafactorState(z(S)[..., 0].copy(), z(S)[..., 0, :].copy(), None, 0)
         return AdafactorState(None, None, z(S), 0)
     if name == "LAMB":
-        k.no_complex(name)
-        return LAMBState(z(S), z(S), betas)
+        return LAMBState(z(S), z(M), betas)
     raise TypeError(f"reference: unknown rule {name}")
 
 
@@ -675,7 +674,12 @@ def _torch_lerp(k, a, b, w):
 
 
 def _sum_squares(a):
-    a = np.asarray(a, dtype=np.float64).ravel()
+    """The blocked float64 sum of |a_i|^2 (re*re + im*im for a complex a)."""
+    a = np.asarray(a).ravel()
+    if a.dtype.kind == "c":
+        z = a.astype(np.complex128)
+        return float(_blocked_sum(z.real * z.real + z.imag * z.imag, a.size))
+    a = a.astype(np.float64)
     return float(_blocked_sum(a * a, a.size))
 
 
@@ -716,20 +720,22 @@ def _adafactor(k, rule, state, x, g):
 
 
 def _lamb(k, rule, state, x, g):
-    k.no_complex("LAMB")
+    # complex: m each component, v real (|g|^2), the norms those of the complex arrays
     eta, eps, lam = k.s(rule.eta), k.s(rule.epsilon), k.s(rule.lambda_)
     b1, b2 = _beta(k, rule)
     omb1, omb2 = _one_minus_beta(k, rule)
     bt1, bt2 = _bt(state.beta_t)
     bc1, bc2 = _bias_corrections(k, bt1, bt2)
-    mn = (b1 * k.ld(state.m)) + (omb1 * g)
-    vn = (b2 * k.ld(state.v)) + (omb2 * (g * g))
+    gs = k.split(g)
+    mn = [(b1 * mc) + (omb1 * gc) for mc, gc in zip(k.split(k.ld(state.m)), gs)]
+    vn = (b2 * k.ldr(state.v)) + (omb2 * k.abs2(gs))
+    den = np.sqrt(vn / bc2) + eps
     xc = k.ld(x)
-    u = ((mn / bc1) / (np.sqrt(vn / bc2) + eps)) + (lam * xc)
+    u = k.join([((mc / bc1) / den) + (lam * xs) for mc, xs in zip(mn, k.split(xc))])
     x_norm, u_norm = math.sqrt(_sum_squares(xc)), math.sqrt(_sum_squares(u))
     ratio = 1.0 if x_norm == 0 or u_norm == 0 else x_norm / u_norm
-    d = (u * k.s(ratio)) * eta
-    return LAMBState(k.st(mn), k.st(vn), _next_bt(rule, bt1, bt2)), d
+    d = k.join([(uc * k.s(ratio)) * eta for uc in k.split(u)])
+    return LAMBState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2)), d
 
 
 _APPLY = {

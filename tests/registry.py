@@ -125,10 +125,10 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 # complex norm -- and the composites too)
 COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
-              MixedPrecision, ClipGlobalNorm, SkipNonFinite)
+              MixedPrecision, ClipGlobalNorm, SkipNonFinite, LAMB)
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
 COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay,
-                   Adafactor, LAMB)
+                   Adafactor)
 
 
 def _check_complex_spec():

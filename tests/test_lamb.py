@@ -1,6 +1,6 @@
-"""LAMB: against a numpy evaluation of optax.lamb's formula (and optax itself, when
-installed), its trust ratio's handling of zero norms, its norm pass (thread-count
-invariant) and its refusals.  The bit-for-bit checks against tests/reference.py in
+"""LAMB: against a numpy evaluation of optax.lamb's formula (real and complex; and optax
+itself, when installed), its trust ratio's handling of zero norms, its norm pass
+(thread-count invariant) and its refusals.  The bit-for-bit checks against tests/reference.py in
 float32/float64 on 1 and 2 threads, checkpoints, schedules and atomicity run for every
 rule of the registry (tests/registry.py rows LAMB-*, Chain-ClipNorm-LAMB-ClipGrad)."""
 
@@ -14,6 +14,8 @@ from threadpoolctl import threadpool_limits
 
 import optimisers as opt
 from optimisers._native import kernels as K
+from assertions import assert_state_same
+from reference import ref_init, ref_update
 
 HAVE_OPTAX = importlib.util.find_spec("optax") is not None
 needs_optax = pytest.mark.skipif(not HAVE_OPTAX, reason="optax is not installed (CI's "
@@ -24,10 +26,10 @@ def optax_lamb_numpy(x, grads, lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)
     """optax.lamb's chain, transform by transform, in float64 numpy: scale_by_adam
     (eps_root 0, bias corrections 1 - b^count), add_decayed_weights, scale_by_trust_ratio
     (min_norm 0, trust_coefficient 1, eps 0), scale_by_learning_rate."""
-    mu, nu, x = np.zeros_like(x), np.zeros_like(x), x.copy()
+    mu, nu, x = np.zeros_like(x), np.zeros(x.shape), x.copy()
     for count, g in enumerate(grads, start=1):
         mu = (1 - b1) * g + b1 * mu
-        nu = (1 - b2) * (g * g) + b2 * nu
+        nu = (1 - b2) * (g * np.conj(g)).real + b2 * nu        # optax's abs_sq
         mu_hat = mu / (1 - b1 ** count)
         nu_hat = nu / (1 - b2 ** count)
         u = mu_hat / (np.sqrt(nu_hat + 0.0) + eps)
@@ -119,9 +121,18 @@ def test_norm_pass_does_not_depend_on_thread_count(dtype, small_parallel_thresho
     assert got[0][0] == pytest.approx(float(np.sum(x.astype(np.float64) ** 2)), rel=1e-12)
 
 
-def test_refuses_complex_parameters():
-    with pytest.raises(TypeError, match="LAMB is not defined for complex.*at .*w"):
-        opt.setup(opt.LAMB(), {"w": np.zeros(3, np.complex64)})
+def test_complex_parameters_follow_the_formula():
+    # optax's formula on complex arrays: m complex, v real |g|^2, complex norms
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 5)) + 1j * rng.standard_normal((4, 5))
+    grads = [rng.standard_normal((4, 5)) + 1j * rng.standard_normal((4, 5)) for _ in range(20)]
+    want = optax_lamb_numpy(x, grads, 0.05, eps=1e-8, weight_decay=0.1)
+    y = x.copy()
+    st = opt.setup(opt.LAMB(0.05, epsilon=1e-8, lambda_=0.1), y)
+    assert st.state.v.dtype == np.float64
+    for g in grads:
+        st, y = opt.update_(st, y, g)
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("field, value", [("beta", (0.9, 1.0)), ("eta", -1.0),
@@ -143,3 +154,27 @@ def test_checkpoint_resumes_bit_for_bit(tmp_path):
         st, y = opt.update_(st, y, g)
         st2, y2 = opt.update_(st2, y2, g)
     assert np.array_equal(y, y2)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("rule", [opt.LAMB(0.05, (0.8, 0.95), 1e-8, 0.1),
+                                  opt.OptimiserChain(opt.ClipNorm(1.0), opt.LAMB(0.05))],
+                         ids=["LAMB", "ClipNorm-LAMB"])
+def test_complex_matches_the_reference_bit_for_bit(rule, dtype, n_threads,
+                                                   small_parallel_threshold):
+    rng = np.random.default_rng(11)
+
+    def make(shape):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    shapes = {"b": (7,), "m": (3, 1000), "w": (10001,)}     # "w" split over the threads
+    model = {k: make(s) for k, s in shapes.items()}
+    ref_x = {k: v.copy() for k, v in model.items()}
+    ref_s = {k: ref_init(rule, v) for k, v in model.items()}
+    tree = opt.setup(rule, model)
+    for step in range(4):
+        grads = {k: make(s) for k, s in shapes.items()}
+        tree, model = opt.update_(tree, model, grads)
+        for k in model:
+            ref_s[k], ref_x[k] = ref_update(rule, ref_s[k], ref_x[k], grads[k])
+            assert np.array_equal(model[k], ref_x[k]), f"step {step}: {k}"
+            assert_state_same(tree[k].state, ref_s[k], f"step {step}: state[{k}]")

@@ -710,7 +710,9 @@ def test_complex_refused_inside_mixed_precision(cls):
 
 
 def test_complex_refused_list_is_the_api():
-    assert set(COMPLEX_REFUSED) == {Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay}
+    # API.md's list, and Adafactor (issue 17: it clamps, and torch refuses complex too)
+    assert set(COMPLEX_REFUSED) == {Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay,
+                                    opt.Adafactor}
     assert {Adam, RMSProp, RAdam, OAdam, AdaGrad, AdaDelta, NAdam, AdaBelief, Descent,
             Momentum, Nesterov, AdamW} <= set(COMPLEX_OK)
 

@@ -384,6 +384,69 @@ cdef void lamb_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
         _emit(out, i, (u * ratio) * eta, subtract)
 
 
+cdef inline void _lamb_pair_u(const LambConstants* c, floating gr, floating gi, floating xr,
+                              floating xi, floating* m, floating* v, floating* ur,
+                              floating* ui) noexcept nogil:
+    # m[0], m[1]: the components of m ; v[0]: the real second moment (all in place)
+    cdef floating mr = <floating> c.b1 * m[0] + <floating> c.omb1 * gr
+    cdef floating mi = <floating> c.b1 * m[1] + <floating> c.omb1 * gi
+    cdef floating vi = <floating> c.b2 * v[0] + <floating> c.omb2 * _abs2(gr, gi)
+    cdef floating den = _sqrt(vi / <floating> c.bc2) + <floating> c.eps
+    m[0] = mr
+    m[1] = mi
+    v[0] = vi
+    ur[0] = (mr / <floating> c.bc1) / den + <floating> c.lam * xr
+    ui[0] = (mi / <floating> c.bc1) / den + <floating> c.lam * xi
+
+
+cdef void lamb_pair_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
+                         const floating* g, floating* out, bint subtract) noexcept nogil:
+    # complex parameters: m complex (each component), v REAL, v <- b2 v + (1-b2)|g|^2 ;
+    # each component of u as `_lamb_u` with its pair's sqrt(v/(1-b2^t)) + eps ;
+    # d = (u * ratio) * eta
+    cdef const LambHP* h = <const LambHP*> s.hp
+    cdef LambConstants c
+    cdef floating* m = (<floating*> s.buf[0]) + off
+    cdef floating* v = (<floating*> s.buf[1]) + off // 2
+    cdef floating ratio = <floating> h.ratio, eta = <floating> h.eta
+    cdef floating ur, ui
+    cdef floating d[TILE]
+    cdef Py_ssize_t i, j
+    _lamb_constants(&c, h, <floating> 0)
+    for i in range(n // 2):
+        j = 2 * i
+        _lamb_pair_u(&c, g[j], g[j + 1], x[j], x[j + 1], &m[j], &v[i], &ur, &ui)
+        d[j] = (ur * ratio) * eta
+        d[j + 1] = (ui * ratio) * eta
+    _emit_all(out, d, n, subtract)
+
+
+cdef void _lamb_pair_block(const LambConstants* c, const floating* g, const floating* m,
+                           const floating* v, const floating* x, Py_ssize_t n,
+                           double* sums) noexcept nogil:
+    # the pair form of `_lamb_block` over n complex elements: |x_i|^2 and |u_i|^2 as
+    # re*re + im*im in float64, element i in lane i % LANES
+    cdef double xl[LANES]
+    cdef double ul[LANES]
+    cdef floating mc[2]
+    cdef floating vi, ur, ui
+    cdef Py_ssize_t i
+    cdef int l
+    for l in range(LANES):
+        xl[l] = 0.0
+        ul[l] = 0.0
+    for i in range(n):
+        mc[0] = m[2 * i]
+        mc[1] = m[2 * i + 1]
+        vi = v[i]
+        _lamb_pair_u(c, g[2 * i], g[2 * i + 1], x[2 * i], x[2 * i + 1], mc, &vi, &ur, &ui)
+        ul[i % LANES] += <double> ur * <double> ur + <double> ui * <double> ui
+        xl[i % LANES] += (<double> x[2 * i] * <double> x[2 * i]
+                          + <double> x[2 * i + 1] * <double> x[2 * i + 1])
+    sums[0] = _lanes_total(xl)
+    sums[1] = _lanes_total(ul)
+
+
 cdef void _lamb_block(const LambConstants* c, const floating* g, const floating* m,
                       const floating* v, const floating* x, Py_ssize_t n,
                       double* sums) noexcept nogil:
@@ -408,9 +471,20 @@ cdef void _lamb_block(const LambConstants* c, const floating* g, const floating*
     sums[1] = _lanes_total(ul)
 
 
+cdef inline void _lamb_any_block(const LambConstants* c, const floating* g,
+                                 const floating* m, const floating* v, const floating* x,
+                                 Py_ssize_t start, Py_ssize_t n, bint pairs,
+                                 double* sums) noexcept nogil:
+    # block [start, start + n) of n elements (pairs: complex elements, v real)
+    if pairs:
+        _lamb_pair_block(c, g + 2 * start, m + 2 * start, v + start, x + 2 * start, n, sums)
+    else:
+        _lamb_block(c, g + start, m + start, v + start, x + start, n, sums)
+
+
 cdef int _lamb_norms(const LambHP* h, const floating* g, const floating* m,
                      const floating* v, const floating* x, Py_ssize_t n, int n_threads,
-                     double* out) noexcept nogil:
+                     bint pairs, double* out) noexcept nogil:
     cdef LambConstants c
     cdef Py_ssize_t n_blocks = (n + NORM_BLOCK - 1) // NORM_BLOCK, b, start
     cdef double local[128]
@@ -423,13 +497,13 @@ cdef int _lamb_norms(const LambHP* h, const floating* g, const floating* m,
     if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
         for b in range(n_blocks):
             start = b * NORM_BLOCK
-            _lamb_block(&c, g + start, m + start, v + start, x + start,
-                        min(NORM_BLOCK, n - start), partials + 2 * b)
+            _lamb_any_block(&c, g, m, v, x, start, min(NORM_BLOCK, n - start), pairs,
+                            partials + 2 * b)
     else:
         for b in prange(n_blocks, schedule="static", num_threads=n_threads):
             start = b * NORM_BLOCK
-            _lamb_block(&c, g + start, m + start, v + start, x + start,
-                        min(NORM_BLOCK, n - start), partials + 2 * b)
+            _lamb_any_block(&c, g, m, v, x, start, min(NORM_BLOCK, n - start), pairs,
+                            partials + 2 * b)
     out[0] = 0.0
     out[1] = 0.0
     for b in range(n_blocks):
@@ -443,28 +517,35 @@ cdef int _lamb_norms(const LambHP* h, const floating* g, const floating* m,
 def lamb_norms(cnp.ndarray g, cnp.ndarray m, cnp.ndarray v, cnp.ndarray x, dict hp):
     """``(sum of x^2, sum of u^2)`` in float64 for LAMB's step with the hyper-parameters
     ``hp`` (the lamb kind's fields, ``ratio`` unused), forming the new moments and u as the
-    tile function does but writing nothing.  ``g``, ``m``, ``v``, ``x``: C-contiguous, one
-    dtype (float32 or float64), one size.  Blocked as norms.pxi: never by thread count."""
+    tile function does but writing nothing.  ``g``, ``m``, ``x``: C-contiguous, one dtype
+    (float32, float64, complex64 or complex128), one size; ``v`` the same, of the real
+    dtype for complex ones.  Blocked as norms.pxi: never by the thread count."""
     cdef Stage st
     cdef Py_ssize_t n = cnp.PyArray_SIZE(g)
-    cdef int typenum = cnp.PyArray_TYPE(g), n_threads = omp_get_max_threads(), status
+    cdef int ctypenum = cnp.PyArray_TYPE(g), n_threads = omp_get_max_threads(), status
+    cdef int typenum = _real_typenum(ctypenum)
+    cdef bint pairs = typenum >= 0
     cdef double sums[2]
+    if not pairs:
+        typenum = ctypenum
     _fill_constants(&st, KIND_TABLE["lamb"][0], hp, 0)
-    for a, what in ((g, "the gradient"), (m, "the first moment"), (v, "the second moment"),
-                    (x, "the parameter")):
-        _check(a, typenum, n, what)
+    for a, what in ((g, "the gradient"), (m, "the first moment"), (x, "the parameter")):
+        _check(a, ctypenum, n, what)
+    _check(v, typenum, n, "the second moment")
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             status = _lamb_norms(<const LambHP*> st.hp, <const float*> cnp.PyArray_DATA(g),
                                  <const float*> cnp.PyArray_DATA(m),
                                  <const float*> cnp.PyArray_DATA(v),
-                                 <const float*> cnp.PyArray_DATA(x), n, n_threads, sums)
+                                 <const float*> cnp.PyArray_DATA(x), n, n_threads, pairs,
+                                 sums)
     elif typenum == cnp.NPY_FLOAT64:
         with nogil:
             status = _lamb_norms(<const LambHP*> st.hp, <const double*> cnp.PyArray_DATA(g),
                                  <const double*> cnp.PyArray_DATA(m),
                                  <const double*> cnp.PyArray_DATA(v),
-                                 <const double*> cnp.PyArray_DATA(x), n, n_threads, sums)
+                                 <const double*> cnp.PyArray_DATA(x), n, n_threads, pairs,
+                                 sums)
     else:
         raise TypeError(f"LAMB runs on float32 and float64 arrays, got {g.dtype}")
     if status != OK:
@@ -475,10 +556,11 @@ def lamb_norms(cnp.ndarray g, cnp.ndarray m, cnp.ndarray v, cnp.ndarray x, dict 
 cdef AdafactorHP _adafactor_layout
 cdef LambHP _lamb_layout
 
-# No complex forms: Adafactor clamps (orders) its estimate, as torch refuses complex
-# parameters; LAMB's complex form is not written (the rule class refuses it).
+# Adafactor clamps (orders) its estimate: no complex form, as torch refuses complex
+# parameters.  LAMB's pair form: m complex, v real.
 register_kind("adafactor", adafactor_tile[float], adafactor_tile[double], _adafactor_layout,
               sizeof(AdafactorHP))
 register_kind("adafactor_vector", adafactor_vector_tile[float], adafactor_vector_tile[double],
               _adafactor_layout, sizeof(AdafactorHP))
-register_kind("lamb", lamb_tile[float], lamb_tile[double], _lamb_layout, sizeof(LambHP))
+register_kind("lamb", lamb_tile[float], lamb_tile[double], _lamb_layout, sizeof(LambHP),
+              PAIRS, NULL, NULL, 0, lamb_pair_tile[float], lamb_pair_tile[double], 0b1)

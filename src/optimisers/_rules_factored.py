@@ -22,7 +22,7 @@ import numpy as np
 
 from ._dtypes import is_bfloat16
 from ._native import kernels as K
-from ._program import Program, state_dtype
+from ._program import Program, moment_zeros, state_dtype
 from ._rule import Rule, checked, decay, nonneg, pair, real
 from ._rules_adam import _betas
 from ._rules_sgd import zeros
@@ -104,11 +104,10 @@ def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     return b - (b - a) * (a.dtype.type(1) - ws)
 
 
-def _refuse_complex(rule: Rule, x: np.ndarray, path: Any, why: str) -> None:
-    if x.dtype.kind == "c":
-        where = f" at {path}" if path is not None else ""
-        raise TypeError(f"{type(rule).__name__} is not defined for complex parameters "
-                        f"({why}){where}; got dtype {x.dtype}")
+def _wide(a: np.ndarray) -> np.ndarray:
+    """A state array as the reductions read it: a 16-bit one (``low_precision_state``)
+    converted to float32, the compute dtype (the stage reads it the same way)."""
+    return a.astype(np.float32) if a.itemsize == 2 and a.dtype.kind != "c" else a
 
 
 @checked
@@ -188,8 +187,11 @@ class Adafactor(Rule):
 
     def check_param(self, x: np.ndarray, path: Any = None) -> None:
         """Refuse a complex ``x`` (``TypeError``), as torch does."""
-        _refuse_complex(self, x, path, "it clamps its variance estimate, an order on "
-                        "values; torch.optim.Adafactor refuses them too")
+        if x.dtype.kind == "c":
+            where = f" at {path}" if path is not None else ""
+            raise TypeError(f"Adafactor is not defined for complex parameters (it clamps its "
+                            f"variance estimate, an order on values; torch.optim.Adafactor "
+                            f"refuses them too){where}; got dtype {x.dtype}")
 
     def init(self, x: np.ndarray) -> AdafactorState:
         t = np.zeros((), np.int64)
@@ -221,8 +223,7 @@ class Adafactor(Rule):
             xsq, usq = K.adafactor_norms(g, factors, x, w, eps1 * eps1, rows, cols)
             hp.update(rows=rows, cols=cols, n_rows=n // cols)
         else:
-            v = state.v if state.v.dtype == g.dtype else state.v.astype(g.dtype)
-            xsq, usq = K.adafactor_norms(g, v, x, w, eps1 * eps1)
+            xsq, usq = K.adafactor_norms(g, _wide(state.v), x, w, eps1 * eps1)
         alpha = max(eps2, math.sqrt(xsq) / n ** 0.5) * rho      # RMS(x) before the step
         denom = max(1.0, math.sqrt(usq) / (n ** 0.5 * self.d))
         hp["step"] = alpha / denom
@@ -278,12 +279,12 @@ class LAMB(Rule):
 
     Notes
     -----
-    State: ``LAMBState(m, v, beta_t)``, as Adam's.  Each step reads g, m, v and x twice:
-    a pass that forms u and takes :math:`\lVert x\rVert^2` and :math:`\lVert u\rVert^2`
+    State: ``LAMBState(m, v, beta_t)``, as Adam's (``v`` real for a complex parameter,
+    holding :math:`|g|^2`; the norms are those of the complex arrays).  Each step reads
+    g, m, v and x twice: a pass that forms u and takes :math:`\lVert x\rVert^2` and :math:`\lVert u\rVert^2`
     together (float64, blocked by the data, written nowhere), and the fused pass that forms
     u again and writes m, v and x.  optax's ``mask`` (no decay on some arrays) is
-    ``setup(rule_for, model)`` here.  Complex parameters are refused (the complex form is
-    not written).
+    ``setup(rule_for, model)`` here.
 
     Examples
     --------
@@ -308,11 +309,10 @@ class LAMB(Rule):
                 "lambda_": nonneg(self, "lambda_", self.lambda_)}
 
     def check_param(self, x: np.ndarray, path: Any = None) -> None:
-        """Refuse a complex ``x`` (``TypeError``): the complex form is not written."""
-        _refuse_complex(self, x, path, "its complex form is not written in this release")
+        """Any float array, complex ones included (optax's formula is defined for them)."""
 
     def init(self, x: np.ndarray) -> LAMBState:
-        return LAMBState(zeros(x), zeros(x), _betas(self, x))
+        return LAMBState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state: LAMBState, prog: Program) -> LAMBState:
         g = prog.current()          # the trust ratio needs the whole update first
@@ -323,9 +323,7 @@ class LAMB(Rule):
         bt1, bt2 = float(state.beta_t[0]), float(state.beta_t[1])
         hp = {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": self.epsilon,
               "lam": self.lambda_, "bc1": 1 - bt1, "bc2": 1 - bt2, "eta": self.eta}
-        m = state.m if state.m.dtype == g.dtype else state.m.astype(g.dtype)
-        v = state.v if state.v.dtype == g.dtype else state.v.astype(g.dtype)
-        xsq, usq = K.lamb_norms(g, m, v, x, hp)
+        xsq, usq = K.lamb_norms(g, _wide(state.m), _wide(state.v), x, hp)
         x_norm, u_norm = math.sqrt(xsq), math.sqrt(usq)
         # optax's scale_by_trust_ratio: 1 where either norm is 0 (NaN stays NaN)
         hp["ratio"] = 1.0 if x_norm == 0 or u_norm == 0 else x_norm / u_norm
