@@ -76,7 +76,8 @@ cdef inline void _vector_u(const UForm* f, Py_ssize_t e, Py_ssize_t n, floating*
                            const floating* g, const floating* v, floating* v_out,
                            floating gs) noexcept nogil:
     """u[0:n] of a vector's elements e..e+n (g and v point at e): v' = lerp(v, g^2, w),
-    u = g / sqrt(max(v', eps1^2)); v' goes to v_out unless it is NULL."""
+    u = g / sqrt(max(v', eps1^2)); v' goes to v_out (v itself, or a scratch buffer: a
+    store on a condition would keep the loop scalar)."""
     cdef floating w = <floating> f.w, omw = <floating> 1 - w
     cdef floating eps1sq = <floating> f.eps1sq, gi, vi
     cdef bint small = _abs(w) < <floating> 0.5
@@ -84,8 +85,7 @@ cdef inline void _vector_u(const UForm* f, Py_ssize_t e, Py_ssize_t n, floating*
     for k in range(n):
         gi = g[k] * gs
         vi = _lerp(v[k], gi * gi, w, omw, small)
-        if v_out != NULL:
-            v_out[k] = vi
+        v_out[k] = vi
         u[k] = _rsqrt_times(vi, eps1sq, gi)
 
 
@@ -136,6 +136,7 @@ cdef void _u_block(const UForm* f, Py_ssize_t start, Py_ssize_t n, double* sums,
     cdef double xl[LANES]
     cdef double ul[LANES]
     cdef floating u[U_CHUNK]
+    cdef floating scratch[U_CHUNK]      # v', not stored
     cdef double a, b
     cdef Py_ssize_t s0 = 0, k, jj, m
     cdef const floating* g = <const floating*> f.g
@@ -150,7 +151,7 @@ cdef void _u_block(const UForm* f, Py_ssize_t start, Py_ssize_t n, double* sums,
             _factored_u(f, start + s0, m, u, g + start + s0, <floating> 1)
         else:
             _vector_u(f, start + s0, m, u, g + start + s0,
-                      (<const floating*> f.v) + start + s0, NULL, <floating> 1)
+                      (<const floating*> f.v) + start + s0, scratch, <floating> 1)
         x = (<const floating*> f.x) + start + s0
         for jj in range(m // LANES):
             for l in range(LANES):
@@ -450,23 +451,37 @@ cdef void _lamb_pair_block(const LambConstants* c, const floating* g, const floa
 cdef void _lamb_block(const LambConstants* c, const floating* g, const floating* m,
                       const floating* v, const floating* x, Py_ssize_t n,
                       double* sums) noexcept nogil:
-    # sums[0] += sum of x^2, sums[1] += sum of u^2 over one block (LANES lanes each)
+    # sums[0] = sum of x^2, sums[1] = sum of u^2 over one block (LANES lanes each, element
+    # k in lane k % LANES); u formed a chunk at a time into a buffer, so that the loop
+    # forming it vectorises apart from the lanes' adds
     cdef double xl[LANES]
     cdef double ul[LANES]
-    cdef double a
+    cdef floating u[U_CHUNK]
+    cdef double a, b
     cdef floating mi, vi
-    cdef Py_ssize_t i
+    cdef Py_ssize_t s0 = 0, k, jj, len_
     cdef int l
     for l in range(LANES):
         xl[l] = 0.0
         ul[l] = 0.0
-    for i in range(n):
-        mi = m[i]
-        vi = v[i]
-        a = <double> _lamb_u(c, g[i], x[i], &mi, &vi)
-        ul[i % LANES] += a * a
-        a = <double> x[i]
-        xl[i % LANES] += a * a
+    while s0 < n:                       # U_CHUNK is a multiple of LANES
+        len_ = n - s0 if n - s0 < U_CHUNK else U_CHUNK
+        for k in range(len_):
+            mi = m[s0 + k]
+            vi = v[s0 + k]
+            u[k] = _lamb_u(c, g[s0 + k], x[s0 + k], &mi, &vi)
+        for jj in range(len_ // LANES):
+            for l in range(LANES):
+                a = <double> u[jj * LANES + l]
+                b = <double> x[s0 + jj * LANES + l]
+                ul[l] += a * a
+                xl[l] += b * b
+        for k in range((len_ // LANES) * LANES, len_):
+            a = <double> u[k]
+            b = <double> x[s0 + k]
+            ul[k % LANES] += a * a
+            xl[k % LANES] += b * b
+        s0 += len_
     sums[0] = _lanes_total(xl)
     sums[1] = _lanes_total(ul)
 
