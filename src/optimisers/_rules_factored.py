@@ -54,7 +54,8 @@ class AdafactorState(NamedTuple):
     t: np.ndarray
 
     @staticmethod
-    def _difference(a: Any, b: "AdafactorState", where: str, like_x: list) -> Optional[str]:
+    def _difference(a: Any, b: "AdafactorState", where: str,
+                    like_x: list[Any]) -> Optional[str]:
         """The engine's state check (``_leaf.state_difference``): ``b`` is the state of an
         empty vector; ``a`` fits when it has one of the two forms, its arrays of ``b``'s
         dtype (``v`` also of a 16-bit parameter's), shaped from the parameter's shape
@@ -178,7 +179,7 @@ class Adafactor(Rule):
 
     state_types = (AdafactorState,)
 
-    def _check(self) -> dict:
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta),
                 "beta2_decay": real(self, "beta2_decay", self.beta2_decay, hi=0.0),
                 "epsilon": pair(self, "epsilon", self.epsilon, _eps1_or_none),
@@ -238,7 +239,7 @@ class Adafactor(Rule):
 
     @staticmethod
     def _factors(state: AdafactorState, g: np.ndarray, rows: int, cols: int, w: float,
-                 eps1: float) -> tuple:
+                 eps1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The new row and column factors (not stored yet) and the float64 factors the
         kernels read: [rows, columns, clamped row means]."""
         s = state.row.dtype
@@ -281,8 +282,9 @@ class LAMB(Rule):
     -----
     State: ``LAMBState(m, v, beta_t)``, as Adam's (``v`` real for a complex parameter,
     holding :math:`|g|^2`; the norms are those of the complex arrays).  Each step reads
-    g, m, v and x twice: a pass that forms u and takes :math:`\lVert x\rVert^2` and :math:`\lVert u\rVert^2`
-    together (float64, blocked by the data, written nowhere), and the fused pass that forms
+    g, m, v and x twice: a pass that forms u and takes :math:`\lVert x\rVert^2` and
+    :math:`\lVert u\rVert^2` together (float64, blocked by the data, written nowhere),
+    and the fused pass that forms
     u again and writes m, v and x.  optax's ``mask`` (no decay on some arrays) is
     ``setup(rule_for, model)`` here.
 
@@ -303,7 +305,7 @@ class LAMB(Rule):
 
     state_types = (LAMBState,)
 
-    def _check(self) -> dict:
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta), "beta": pair(self, "beta", self.beta, decay),
                 "epsilon": nonneg(self, "epsilon", self.epsilon),
                 "lambda_": nonneg(self, "lambda_", self.lambda_)}

@@ -32,6 +32,8 @@ LEARNING_RATES = {
     "adam": _ADAM_LR,
     "radam": dict(_ADAM_LR, rosenbrock=2e-3),    # its un-adapted warm-up needs a small eta
     "lion": {"rosenbrock": 2e-3, "logistic": 0.01, "spirals": 0.01},
+    # Adafactor's eta caps its relative step min(eta, 1/sqrt(t)), the step's scale RMS(x)
+    "adafactor": {"rosenbrock": 0.03, "logistic": 1.0, "spirals": 1.0},
 }
 
 
