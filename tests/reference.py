@@ -97,6 +97,7 @@ __all__ = [
     "OAdamState", "AdaDeltaState", "AMSGradState", "AdaBeliefState",
     "AccumGradState", "MixedPrecisionState", "SkipNonFiniteState",
     "ScheduleFreeState", "LookaheadState", "EMAState", "ref_averaged",
+    "AdafactorState", "LAMBState",
     "ref_init", "ref_apply", "ref_update", "ref_norm", "ref_global_norm", "ref_update_tree",
     "MuonState", "ref_newton_schulz",
 ]
@@ -120,6 +121,8 @@ MuonState = namedtuple("MuonState", ["m"])
 ScheduleFreeState = namedtuple("ScheduleFreeState", ["z", "v", "sc", "k"])
 LookaheadState = namedtuple("LookaheadState", ["slow", "since", "inner"])
 EMAState = namedtuple("EMAState", ["ema", "n", "inner"])
+AdafactorState = namedtuple("AdafactorState", ["row", "col", "v", "t"])
+LAMBState = namedtuple("LAMBState", ["m", "v", "beta_t"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,6 +329,13 @@ def _ref_init_rule(rule, x):
     if name == "ScheduleFreeAdamW":
         return ScheduleFreeState(np.array(x, dtype=S, copy=True), z(M),
                                  np.array([-1.0, 0.0]), np.zeros((), np.int64))
+    if name == "Adafactor":
+        k.no_complex(name)
+        if x.ndim >= 2:          # torch: row_var (..., n, 1) and col_var (..., 1, m), squeezed
+            return AdafactorState(z(S)[..., 0].copy(), z(S)[..., 0, :].copy(), None, 0)
+        return AdafactorState(None, None, z(S), 0)
+    if name == "LAMB":
+        return LAMBState(z(S), z(M), betas)
     raise TypeError(f"reference: unknown rule {name}")
 
 
@@ -752,6 +762,110 @@ def _keeps_copy(rule):
     return name in ("Lookahead", "EMA", "ScheduleFreeAdamW")
 
 
+# Adafactor (torch.optim.Adafactor's _single_tensor_adafactor) and LAMB (optax.lamb).
+# Their whole-array sums are float64 in a fixed order: the blocked sum of conventions §7
+# (``_blocked_sum``) for |x|^2 and |u|^2; for Adafactor's row and column sums of g^2, a
+# column's sum adds the rows in order, and a row's sum is taken over chunks of
+# _FACTOR_CHUNK columns, each chunk in _LANES interleaved lanes combined left to right,
+# the chunks added left to right.
+
+_FACTOR_CHUNK = 512
+
+
+def _factored_sums(g, rows, cols):
+    """(row sums (B, n), column sums (B, m)) of g^2 in float64, g as B matrices n x m."""
+    a = np.asarray(g, dtype=np.float64).reshape(-1, rows, cols)
+    a = a * a
+    colsum = np.zeros((a.shape[0], cols))
+    for i in range(rows):
+        colsum = colsum + a[:, i, :]
+    rowsum = np.zeros(a.shape[:2])
+    for c0 in range(0, cols, _FACTOR_CHUNK):
+        blk = a[:, :, c0:c0 + _FACTOR_CHUNK]
+        lanes = np.zeros(blk.shape[:2] + (_LANES,))
+        for j in range(blk.shape[2]):
+            lanes[..., j % _LANES] = lanes[..., j % _LANES] + blk[..., j]
+        part = lanes[..., 0].copy()
+        for lane in range(1, _LANES):
+            part = part + lanes[..., lane]
+        rowsum = rowsum + part
+    return rowsum, colsum
+
+
+def _torch_lerp(k, a, b, w):
+    """torch.lerp(a, b, w): a + w (b - a) for |w| < 0.5, else b - (b - a) (1 - w), with w
+    and 1 - w in R."""
+    ws = k.s(w)
+    if abs(ws) < 0.5:
+        return a + ws * (b - a)
+    return b - (b - a) * (k.s(1) - ws)
+
+
+def _sum_squares(a):
+    """The blocked float64 sum of |a_i|^2 (re*re + im*im for a complex a)."""
+    a = np.asarray(a).ravel()
+    if a.dtype.kind == "c":
+        z = a.astype(np.complex128)
+        return float(_blocked_sum(z.real * z.real + z.imag * z.imag, a.size))
+    a = a.astype(np.float64)
+    return float(_blocked_sum(a * a, a.size))
+
+
+def _adafactor(k, rule, state, x, g):
+    k.no_complex("Adafactor")
+    xc = k.ld(x)
+    n = xc.size
+    t = int(state.t) + 1
+    if n == 0:
+        return state._replace(t=t), np.zeros_like(g)
+    eps1, eps2 = rule.epsilon
+    if eps1 is None:         # torch.finfo(param.dtype).eps
+        eps1 = 2.0 ** -7 if k.T.name == "bfloat16" else float(np.finfo(k.T).eps)
+    w = float(t) ** rule.beta2_decay
+    rho = min(rule.eta, 1.0 / float(t) ** 0.5)
+    alpha = max(eps2, math.sqrt(_sum_squares(xc)) / n ** 0.5) * rho
+    floor = k.s(eps1 * eps1)
+    if x.ndim >= 2:
+        rows, cols = x.shape[-2], x.shape[-1]
+        rowsum, colsum = _factored_sums(g, rows, cols)
+        row = _torch_lerp(k, k.ld(state.row).reshape(-1, rows),
+                          (rowsum / cols).astype(k.R), w)
+        col = _torch_lerp(k, k.ld(state.col).reshape(-1, cols),
+                          (colsum / rows).astype(k.R), w)
+        # torch: row_var.mean(dim=-2).clamp_(min=eps1); the mean of the R values in float64
+        means = np.maximum(np.mean(row.astype(np.float64), axis=1).astype(k.R), k.s(eps1))
+        est = (row[:, :, None] * col[:, None, :]) / means[:, None, None]
+        u = ((k.s(1) / np.sqrt(np.maximum(est, floor))) * g.reshape(est.shape)).reshape(x.shape)
+        new = AdafactorState(k.st(row.reshape(state.row.shape)),
+                             k.st(col.reshape(state.col.shape)), None, t)
+    else:
+        v = _torch_lerp(k, k.ld(state.v), g * g, w)
+        u = (k.s(1) / np.sqrt(np.maximum(v, floor))) * g
+        new = AdafactorState(None, None, k.st(v), t)
+    denom = max(1.0, math.sqrt(_sum_squares(u)) / (n ** 0.5 * rule.d))
+    d = (k.s(rule.eta * rule.lambda_) * xc) + (k.s(alpha / denom) * u)
+    return new, d
+
+
+def _lamb(k, rule, state, x, g):
+    # complex: m each component, v real (|g|^2), the norms those of the complex arrays
+    eta, eps, lam = k.s(rule.eta), k.s(rule.epsilon), k.s(rule.lambda_)
+    b1, b2 = _beta(k, rule)
+    omb1, omb2 = _one_minus_beta(k, rule)
+    bt1, bt2 = _bt(state.beta_t)
+    bc1, bc2 = _bias_corrections(k, bt1, bt2)
+    gs = k.split(g)
+    mn = [(b1 * mc) + (omb1 * gc) for mc, gc in zip(k.split(k.ld(state.m)), gs)]
+    vn = (b2 * k.ldr(state.v)) + (omb2 * k.abs2(gs))
+    den = np.sqrt(vn / bc2) + eps
+    xc = k.ld(x)
+    u = k.join([((mc / bc1) / den) + (lam * xs) for mc, xs in zip(mn, k.split(xc))])
+    x_norm, u_norm = math.sqrt(_sum_squares(xc)), math.sqrt(_sum_squares(u))
+    ratio = 1.0 if x_norm == 0 or u_norm == 0 else x_norm / u_norm
+    d = k.join([(uc * k.s(ratio)) * eta for uc in k.split(u)])
+    return LAMBState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2)), d
+
+
 _APPLY = {
     "Descent": _descent,
     "Momentum": _momentum,
@@ -777,6 +891,8 @@ _APPLY = {
     "ClipGlobalNorm": _clipglobalnorm,
     "SkipNonFinite": _skipnonfinite,
     "ScheduleFreeAdamW": _schedulefree,
+    "Adafactor": _adafactor,
+    "LAMB": _lamb,
 }
 
 

@@ -19,6 +19,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         SignDecay, SkipNonFinite, WeightDecay)
 from optimisers import Muon
 from optimisers import EMA, Lookahead, ScheduleFreeAdamW
+from optimisers import Adafactor, LAMB
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
            "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES",
@@ -86,6 +87,9 @@ TUNED_RULES = [
     ("ClipGlobalNorm-p3", ClipGlobalNorm(2.0, 3.0)),
     ("SkipNonFinite-3", SkipNonFinite(3)),
     ("ScheduleFreeAdamW-0.05", ScheduleFreeAdamW(0.05, (0.8, 0.95), 1e-6, 0.1, 3, 0.5, 1.5)),
+    ("Adafactor-tuned", Adafactor(0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
+    ("Adafactor-d-eps", Adafactor(0.5, -0.3, (1e-6, 0.5), 1.0)),       # clipping by RMS(u)
+    ("LAMB-0.05", LAMB(0.05, (0.8, 0.95), 1e-8, 0.1)),
 ]
 
 CHAINS = [
@@ -128,6 +132,10 @@ CHAINS = [
     ("Lookahead-AccumGrad", Lookahead(OptimiserChain(AccumGrad(2), Adam(0.05)), k=2)),
     ("Mixed-EMA", MixedPrecision(EMA(Adam(0.05), decay=0.7))),
     ("EMA-ScheduleFree", EMA(ScheduleFreeAdamW(0.05, warmup_steps=3), decay=0.5)),
+    # the whole-array reductions of Adafactor and LAMB read the output of earlier rules
+    ("Chain-ClipGrad-Adafactor", OptimiserChain(ClipGrad(0.5), Adafactor(lambda_=0.1))),
+    ("Chain-ClipNorm-LAMB-ClipGrad",
+     OptimiserChain(ClipNorm(1.0), LAMB(0.05, lambda_=0.01), ClipGrad(0.01))),
 ]
 
 SINGLE_RULES = DEFAULT_RULES + TUNED_RULES
@@ -141,9 +149,11 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 # complex norm -- and the composites too)
 COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
-              MixedPrecision, ClipGlobalNorm, SkipNonFinite, Lookahead, EMA, ScheduleFreeAdamW)
+              MixedPrecision, ClipGlobalNorm, SkipNonFinite, Lookahead, EMA, ScheduleFreeAdamW,
+              LAMB)
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
-COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, Muon)
+COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, Muon,
+                   Adafactor)
 
 
 def _check_complex_spec():
@@ -203,6 +213,10 @@ SPECS = {
     ScheduleFreeAdamW: ({"eta": 2.5e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "lambda_": 0.0,
                          "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0},
                         (0.01, (0.8, 0.99), 1e-6, 0.1, 5, 0.5, 1.0)),
+    Adafactor: ({"eta": 1e-2, "beta2_decay": -0.8, "epsilon": (None, 1e-3), "d": 1.0,
+                 "lambda_": 0.0}, (0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
+    LAMB: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-6, "lambda_": 0.0},
+           (0.01, (0.8, 0.99), 1e-8, 0.1)),
 }
 
 
@@ -248,6 +262,8 @@ CONVERGENCE = {
     "ScheduleFreeAdamW": (ScheduleFreeAdamW(0.05), ScheduleFreeAdamW(0.05, warmup_steps=50), 3000),
     "Lookahead": (Lookahead(Adam(0.05)), Lookahead(Adam(0.02), k=5, alpha=0.5), 3000),
     "EMA": (EMA(Adam(0.05), decay=0.9), EMA(Adam(0.02), decay=0.99), 3000),
+    "Adafactor": (Adafactor(0.1), Adafactor(0.01), 3000),
+    "LAMB": (LAMB(0.05), LAMB(0.005), 6000),
 }
 
 

@@ -201,7 +201,7 @@ NAN = float("nan")
 
 # (class, field, bad value, exception, text that names the value in the message)
 _NEG = [(c, f) for c in VALUE_CLASSES for f in ("eta", "epsilon", "lambda_", "delta", "omega")
-        if f in SPECS[c][0]]
+        if f in SPECS[c][0] and not isinstance(SPECS[c][0][f], tuple)]   # Adafactor's pair
 _BETA = [c for c in VALUE_CLASSES if "beta" in SPECS[c][0]]
 _RHO = [c for c in VALUE_CLASSES if "rho" in SPECS[c][0]]
 

@@ -711,8 +711,10 @@ def test_complex_refused_inside_mixed_precision(cls):
 
 
 def test_complex_refused_list_is_the_api():
-    # Muon (issue 17) refuses complex parameters as torch's Muon does
-    assert set(COMPLEX_REFUSED) == {Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, opt.Muon}
+    # API.md's list, Muon (issue 17: refuses complex as torch's Muon does) and Adafactor
+    # (issue 17: it clamps, and torch refuses complex too)
+    assert set(COMPLEX_REFUSED) == {Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay,
+                                    opt.Muon, opt.Adafactor}
     assert {Adam, RMSProp, RAdam, OAdam, AdaGrad, AdaDelta, NAdam, AdaBelief, Descent,
             Momentum, Nesterov, AdamW} <= set(COMPLEX_OK)
 

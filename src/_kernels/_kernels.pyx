@@ -31,6 +31,9 @@ Files, in the order they are included:
   ``rules_averaged.pxi``: the families, each kind's real and pair tile functions side by side, and their
   registration;
 * ``rules_muon.pxi``: Muon's element-wise stages around its matrix products;
+* ``rules_factored.pxi``, ``rules_lamb.pxi``: Adafactor and LAMB, whose step needs
+  whole-array reductions first (row and column sums, the update's norm, the trust ratio),
+  and their kinds;
 * ``driver.pxi``: tiles, folding of a leading scale, one leaf's prepared program;
 * ``staging.pxi``: the same for a parameter stored in 16 bits (float16, bfloat16): each tile
   converted to float32 buffers, run by the float32 tile functions, rounded back once;
@@ -117,6 +120,8 @@ include "rules_adaptive.pxi"
 include "rules_transform.pxi"
 include "rules_muon.pxi"
 include "rules_averaged.pxi"
+include "rules_factored.pxi"
+include "rules_lamb.pxi"
 include "driver.pxi"
 include "staging.pxi"
 include "entry.pxi"

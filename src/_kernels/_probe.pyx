@@ -42,7 +42,7 @@ cdef extern from *:
     static int omp_get_num_threads(void) { return 1; }
     #endif
 
-    #define PROBE_MAX_RO 3   /* read-only streams */
+    #define PROBE_MAX_RO 4   /* read-only streams (4: LAMB's norm pass reads g, m, v, x) */
     #define PROBE_MAX_UP 4   /* streams read and written in place */
     #define PROBE_MAX_WO 2   /* write-only streams */
     #define PROBE_LANES 32   /* partial sums of the reduction (no written stream) */
@@ -110,6 +110,7 @@ cdef extern from *:
     {
         switch (nr * 100 + nu * 10 + nw) {
             PROBE_CASES_U(0) PROBE_CASES_U(1) PROBE_CASES_U(2) PROBE_CASES_U(3)
+            PROBE_CASES_U(4)
             default: return 0.0;
         }
     }

@@ -27,6 +27,7 @@ from ._rules_adam import *  # noqa: F403
 from ._rules_adaptive import *  # noqa: F403
 from ._rules_transform import *  # noqa: F403
 from ._rules_muon import *  # noqa: F403
+from ._rules_factored import *  # noqa: F403
 from ._global import global_norm
 from ._composite import *  # noqa: F403
 from ._rules_averaged import *  # noqa: F403

@@ -171,7 +171,12 @@ def state_difference(a: Any, b: Any, where: str,
                      like_x: list[tuple[str, tuple[int, ...]]]) -> str | None:
     """Where ``a`` (a stored state) differs in structure from ``b`` (what ``init`` gives for
     an empty parameter); the shapes of the arrays shaped like the parameter go to
-    ``like_x``."""
+    ``like_x``.  A state type with a ``_difference`` of its own (Adafactor's, whose
+    arrays take their shapes from the parameter's in more than one way) says itself,
+    adding ``(where, shape, shape_from_x)`` to ``like_x``."""
+    own = getattr(type(b), "_difference", None)
+    if own is not None:
+        return own(a, b, where, like_x)
     if isinstance(b, np.ndarray):
         if isinstance(a, np.ndarray) and a.dtype == b.dtype:
             if b.shape == (0,):
@@ -213,7 +218,10 @@ def _misfit(state: RuleState, ref: RuleState, x: Array) -> str | None:
     like_x = []
     problem = state_difference(state, ref, "state", like_x)
     if problem is None:
-        for where, shape in like_x:
-            if shape != x.shape:
+        for where, shape, *of_x in like_x:
+            if of_x and shape != of_x[0](x.shape):          # a shape made from x's
+                return (f"{where} has shape {shape} where the rule keeps shape "
+                        f"{of_x[0](x.shape)} for the parameter's {x.shape}")
+            if not of_x and shape != x.shape:
                 return f"{where} has shape {shape} where the parameter has shape {x.shape}"
     return problem

@@ -88,6 +88,9 @@ _TORCH_RULES = {
                                                 weight_decay=r.opts[0].lambda_)),
     "clipnorm+adamw": ("AdamW", lambda r: _adamw_kw(r.opts[1])),
     "clipglobalnorm+adamw": ("AdamW", lambda r: _adamw_kw(r.opts[1])),
+    "adafactor": ("Adafactor", lambda r: dict(lr=r.eta, beta2_decay=r.beta2_decay,
+                                              eps=tuple(r.epsilon), d=r.d,
+                                              weight_decay=r.lambda_)),
 }
 
 

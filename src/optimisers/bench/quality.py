@@ -34,6 +34,8 @@ LEARNING_RATES = {
     "lion": {"rosenbrock": 2e-3, "logistic": 0.01, "spirals": 0.01},
     # Muon trains the matrices; AdamW, at the same eta, the rest (RuleSpec.for_model)
     "muon": _ADAM_LR,
+    # Adafactor's eta caps its relative step min(eta, 1/sqrt(t)), the step's scale RMS(x)
+    "adafactor": {"rosenbrock": 0.03, "logistic": 1.0, "spirals": 1.0},
 }
 
 

@@ -19,7 +19,8 @@ memory, each pass a pair ``(read_only, updated)``:
 A pass costs ``read_only + 2 * updated`` arrays of the parameter's itemsize per element.
 The step is one fused pass that reads ``g`` and updates ``x`` and every state array of
 the parameter's size, counted in the state ``rule.init(x)`` builds (a chain's states
-together); a rule of :data:`NORM_PASS` first reads ``g`` once more for its norm.  The
+together); a rule of :data:`NORM_PASS` first reads ``g`` once more for its norm, and
+one of :data:`PRE_PASS` reads its arrays once more for its whole-array reductions.  The
 probe (``optimisers._probe``) measures the machine's bandwidth on exactly these passes.
 Adam (``m`` and ``v``) in float32: (1 + 2 * 3) arrays x 4 bytes = 28 bytes per element.
 
@@ -36,7 +37,7 @@ import numpy as np
 
 import optimisers as opt
 
-__all__ = ["RuleSpec", "SETTINGS", "CHAINS", "NORM_PASS", "get", "names",
+__all__ = ["RuleSpec", "SETTINGS", "CHAINS", "NORM_PASS", "PRE_PASS", "get", "names",
            "arrays_per_element", "bytes_per_step", "state_arrays"]
 
 # Hyper-parameters the benchmark sets where a rule's default would time another
@@ -49,6 +50,11 @@ SETTINGS = {"adamw": {"lambda_": 1e-2},
 # Rules that read the whole gradient before their element-wise step (ClipNorm's norm of
 # g, ClipGlobalNorm's and SkipNonFinite's partial of it): a pass the state does not show.
 NORM_PASS = ("clipnorm", "clipglobalnorm", "skipnonfinite")
+
+# Rules whose step first reads whole arrays once more, writing nothing (rules_factored.pxi):
+# Adafactor reads g, v and x (its update's RMS and the parameter's, on a vector), LAMB
+# reads g, m, v and x (both norms of its trust ratio).  Arrays read by that pass.
+PRE_PASS = {"adafactor": 3, "lamb": 4}
 
 # The chains --list shows and the comparisons with torch know (any "a+b" runs).
 CHAINS = ("clipnorm+adamw", "clipglobalnorm+adamw", "clipgrad+adam", "weightdecay+adam")
@@ -143,7 +149,8 @@ def _passes(rule, classes):
     x = np.zeros(_PROBE_SIZE)
     states = sum(a.size == x.size for a in state_arrays(rule.init(x)))
     norms = ((1, 0),) if any(_name(c) in NORM_PASS for c in classes) else ()
-    return norms + ((1, 1 + states),)
+    pre = tuple((PRE_PASS[_name(c)], 0) for c in classes if _name(c) in PRE_PASS)
+    return norms + pre + ((1, 1 + states),)
 
 
 @functools.cache
