@@ -122,7 +122,7 @@ def test_reference_step_on_a_batch_of_matrices():
 
 
 def test_refuses_complex_parameters():
-    with pytest.raises(TypeError, match="Adafactor is not defined for complex.*at .*w"):
+    with pytest.raises(TypeError, match=r"Adafactor is not defined for complex.*at .*w"):
         opt.setup(opt.Adafactor(), {"w": np.zeros((2, 2), np.complex128)})
 
 

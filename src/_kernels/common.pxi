@@ -180,6 +180,15 @@ cdef inline floating _min(floating a, floating b) noexcept nogil:
     return a if a != a else r
 
 
+cdef inline floating _lerp(floating a, floating b, floating w, floating omw,
+                           bint small) noexcept nogil:
+    # torch.lerp(a, b, w): a + w*(b-a) when |w| < 0.5, else b - (b-a)*(1-w); `small` is
+    # decided once per stage (w is the same for every element)
+    cdef floating near = a + w * (b - a)
+    cdef floating far = b - (b - a) * omw
+    return near if small else far
+
+
 cdef inline void _emit(floating* out, Py_ssize_t i, floating d, bint subtract) noexcept nogil:
     # `subtract` is the same for a whole loop.  Written as a select between two computed
     # values, not a branch: the compiler unswitches a small loop on it, and a larger one

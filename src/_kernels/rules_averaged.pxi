@@ -9,15 +9,6 @@
 # means rewriting the step ``out[i]``).
 
 
-cdef inline floating _lerp(floating a, floating b, floating w, floating omw,
-                           bint small) noexcept nogil:
-    # torch.lerp(a, b, w): a + w*(b-a) when |w| < 0.5, else b - (b-a)*(1-w); `small` is
-    # decided once per stage (w is the same for every element)
-    cdef floating near = a + w * (b - a)
-    cdef floating far = b - (b - a) * omw
-    return near if small else far
-
-
 # ---------------------------------------------------------------------------------------
 # Schedule-Free AdamW (Defazio et al., 2024), as the authors' `schedulefree` package steps
 # it in train mode.

@@ -29,14 +29,6 @@ cdef struct AdafactorHP:
     double n_rows           # ... rows of all the matrices (B n): where the columns start
 
 
-cdef inline floating _lerp(floating a, floating b, floating w, floating omw,
-                           bint small) noexcept nogil:
-    # torch.lerp's two forms: a + w (b - a) for |w| < 0.5, else b - (b - a)(1 - w)
-    cdef floating near = a + w * (b - a)
-    cdef floating far = b - (b - a) * omw
-    return near if small else far
-
-
 cdef inline floating _rsqrt_times(floating est, floating eps1sq, floating g) noexcept nogil:
     # torch: est.clamp_(min=eps1^2).rsqrt_() then * g   (NaN passes the clamp)
     return (<floating> 1 / _sqrt(_max(est, eps1sq))) * g

@@ -8,7 +8,7 @@ as the seed does), so a state is never rebuilt.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -62,7 +62,14 @@ class AdaBeliefState(NamedTuple):
     beta_t: Array
 
 
-def _betas(rule: _AdamLike, x: Array) -> Array:
+class _HasBeta(Protocol):
+    """A rule with Adam's pair of decays (the Adam family, LAMB)."""
+
+    @property
+    def beta(self) -> HyperPair: ...
+
+
+def _betas(rule: _HasBeta, x: Array) -> Array:
     """The running products [b1^t, b2^t] at t = 1, in float64 whatever the parameter's dtype
     (the bias corrections 1 - beta^t are formed in float64 and rounded once); a scheduled
     beta enters with its value at count 0."""

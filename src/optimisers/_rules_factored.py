@@ -16,29 +16,30 @@ The reductions write nothing, so a step that fails before the stage runs changes
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._dtypes import is_bfloat16
 from ._native import kernels as K
 from ._program import Program, moment_zeros, state_dtype
-from ._rule import Rule, checked, decay, nonneg, pair, real
+from ._rule import Rule, checked, decay, nonneg, number, pair, real
+from ._schedule import HyperPair, Hyperparameter
 from ._rules_adam import _betas
 from ._rules_sgd import zeros
 
 __all__ = ["Adafactor", "LAMB", "AdafactorState", "LAMBState"]
 
 
-def _row_shape(shape: tuple) -> Optional[tuple]:
+def _row_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return shape[:-1] if len(shape) >= 2 else None
 
 
-def _col_shape(shape: tuple) -> Optional[tuple]:
+def _col_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return shape[:-2] + shape[-1:] if len(shape) >= 2 else None
 
 
-def _vector_shape(shape: tuple) -> Optional[tuple]:
+def _vector_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return shape if len(shape) < 2 else None
 
 
@@ -48,20 +49,21 @@ class AdafactorState(NamedTuple):
     (m,)``; None for vectors and scalars), ``v`` (the full second moment of a vector or
     scalar; None for the others) and ``t`` (the steps taken, a 0-d int64 array)."""
 
-    row: Optional[np.ndarray]
-    col: Optional[np.ndarray]
-    v: Optional[np.ndarray]
+    row: np.ndarray | None
+    col: np.ndarray | None
+    v: np.ndarray | None
     t: np.ndarray
 
     @staticmethod
-    def _difference(a: Any, b: "AdafactorState", where: str,
-                    like_x: list[Any]) -> Optional[str]:
+    def _difference(a: Any, b: AdafactorState, where: str,
+                    like_x: list[Any]) -> str | None:
         """The engine's state check (``_leaf.state_difference``): ``b`` is the state of an
         empty vector; ``a`` fits when it has one of the two forms, its arrays of ``b``'s
         dtype (``v`` also of a 16-bit parameter's), shaped from the parameter's shape
         (checked later through ``like_x``)."""
         if not isinstance(a, AdafactorState):
             return f"{where} is a {type(a).__name__} where the rule keeps an AdafactorState"
+        assert b.v is not None           # the state of a vector
         dtype = b.v.dtype
         if not (isinstance(a.t, np.ndarray) and a.t.shape == () and a.t.dtype == np.int64):
             return f"{where}.t is not a 0-d int64 array (the step count)"
@@ -101,8 +103,8 @@ def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     b - (b - a)(1 - w), w and 1 - w rounded to the dtype."""
     ws = a.dtype.type(w)
     if abs(ws) < 0.5:
-        return a + ws * (b - a)
-    return b - (b - a) * (a.dtype.type(1) - ws)
+        return np.asarray(a + ws * (b - a))
+    return np.asarray(b - (b - a) * (a.dtype.type(1) - ws))
 
 
 def _wide(a: np.ndarray) -> np.ndarray:
@@ -171,11 +173,11 @@ class Adafactor(Rule):
     array([0.99, 0.99, 0.99])
     """
 
-    eta: float = 1e-2
-    beta2_decay: float = -0.8
-    epsilon: tuple = (None, 1e-3)
-    d: float = 1.0
-    lambda_: float = 0.0
+    eta: Hyperparameter = 1e-2
+    beta2_decay: Hyperparameter = -0.8
+    epsilon: tuple[Hyperparameter | None, Hyperparameter] = (None, 1e-3)
+    d: Hyperparameter = 1.0
+    lambda_: Hyperparameter = 0.0
 
     state_types = (AdafactorState,)
 
@@ -212,27 +214,31 @@ class Adafactor(Rule):
         if n == 0:                  # nothing to scale (torch's RMS would be 0/0)
             state.t[...] = t
             return state
-        eps1, eps2 = self.epsilon
-        if eps1 is None:
-            eps1 = _dtype_eps(prog.x.dtype)
-        w = float(t) ** self.beta2_decay
-        rho = min(self.eta, 1.0 / float(t) ** 0.5)
-        hp = {"w": w, "eps1sq": eps1 * eps1, "decay": self.eta * self.lambda_}
+        eta, d, lambda_ = number(self.eta), number(self.d), number(self.lambda_)
+        eps1_field, eps2_field = self.epsilon
+        eps1 = _dtype_eps(prog.x.dtype) if eps1_field is None else number(eps1_field)
+        eps2 = number(eps2_field)
+        w = float(t) ** number(self.beta2_decay)
+        rho = min(eta, 1.0 / float(t) ** 0.5)
+        hp = {"w": w, "eps1sq": eps1 * eps1, "decay": eta * lambda_}
         if x.ndim >= 2:
             rows, cols = x.shape[-2], x.shape[-1]
             row, col, factors = self._factors(state, g, rows, cols, w, eps1)
             xsq, usq = K.adafactor_norms(g, factors, x, w, eps1 * eps1, rows, cols)
             hp.update(rows=rows, cols=cols, n_rows=n // cols)
         else:
+            assert state.v is not None        # a vector's (or scalar's) full v
             xsq, usq = K.adafactor_norms(g, _wide(state.v), x, w, eps1 * eps1)
         alpha = max(eps2, math.sqrt(xsq) / n ** 0.5) * rho      # RMS(x) before the step
-        denom = max(1.0, math.sqrt(usq) / (n ** 0.5 * self.d))
+        denom = max(1.0, math.sqrt(usq) / (n ** 0.5 * d))
         hp["step"] = alpha / denom
         if x.ndim >= 2:
             prog.add(K.ADAFACTOR, hp, sc=factors)
+            assert state.row is not None and state.col is not None
             np.copyto(state.row, row)
             np.copyto(state.col, col)
         else:
+            assert state.v is not None
             prog.add(K.ADAFACTOR_VECTOR, hp, state.v)
         state.t[...] = t
         return state
@@ -242,6 +248,7 @@ class Adafactor(Rule):
                  eps1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The new row and column factors (not stored yet) and the float64 factors the
         kernels read: [rows, columns, clamped row means]."""
+        assert state.row is not None and state.col is not None     # a matrix's state
         s = state.row.dtype
         rowsum = np.empty(g.size // cols)
         colsum = np.empty(g.size // rows)
@@ -298,10 +305,10 @@ class LAMB(Rule):
     array([2.64644661, 3.64644661])
     """
 
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    epsilon: float = 1e-6
-    lambda_: float = 0.0
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    epsilon: Hyperparameter = 1e-6
+    lambda_: Hyperparameter = 0.0
 
     state_types = (LAMBState,)
 
@@ -321,10 +328,11 @@ class LAMB(Rule):
         if g is None:
             return state
         x = prog.compute_x()
-        b1, b2 = self.beta
+        b1, b2 = number(self.beta[0]), number(self.beta[1])
         bt1, bt2 = float(state.beta_t[0]), float(state.beta_t[1])
-        hp = {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": self.epsilon,
-              "lam": self.lambda_, "bc1": 1 - bt1, "bc2": 1 - bt2, "eta": self.eta}
+        hp = {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": number(self.epsilon),
+              "lam": number(self.lambda_), "bc1": 1 - bt1, "bc2": 1 - bt2,
+              "eta": number(self.eta)}
         xsq, usq = K.lamb_norms(g, _wide(state.m), _wide(state.v), x, hp)
         x_norm, u_norm = math.sqrt(xsq), math.sqrt(usq)
         # optax's scale_by_trust_ratio: 1 where either norm is 0 (NaN stays NaN)
