@@ -188,7 +188,7 @@ def parse(argv=None):
     return ns
 
 
-IMPLS = ("plain", "torch-loop", "torch-foreach", "torch-fused", "numpy")
+IMPLS = ("plain", "torch-loop", "torch-foreach", "torch-fused", "numpy", "optimisers.torch")
 PEERS = IMPLS[1:]
 
 
