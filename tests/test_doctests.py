@@ -12,6 +12,9 @@ import optimisers
 WITHOUT_EXAMPLES = {"optimisers._kernels", "optimisers._kernels_avx2", "optimisers._kernels_avx512",
                     "optimisers._program", "optimisers._probe"}
 
+# Modules that import an optional package (skipped, with the reason, where it is absent).
+NEEDS = {"optimisers.torch": "torch", "optimisers._torch_views": "torch"}
+
 MODULES = sorted(
     name for _, name, _ in pkgutil.walk_packages(optimisers.__path__, "optimisers.")
     if not name.endswith("__main__")
@@ -20,6 +23,8 @@ MODULES = sorted(
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"{name} needs {NEEDS[name]} (optional)")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
