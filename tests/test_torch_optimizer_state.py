@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -266,6 +267,16 @@ def test_the_step_writes_the_tensors_memory_and_allocates_no_copies():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 100_000, peak        # a copy of the weight or its gradient is 2 MB
+
+
+def test_no_gradient_is_held_past_the_step():
+    p = torch.nn.Parameter(torch.ones(1000))
+    optim = Optimizer([p], opt.Adam())
+    p.grad = torch.ones(1000)
+    grad = weakref.ref(p.grad)
+    optim.step()
+    optim.zero_grad()                        # set_to_none: the gradient's memory goes
+    assert grad() is None
 
 
 def test_import_optimisers_does_not_import_torch():

@@ -251,11 +251,14 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         grads = self._grads
-        for group, entry, g in zip(self.param_groups, self._groups, grads):
-            entry.refresh(group)
-            g.clear()
-            tv.gradient_views(entry.params, entry.names, entry.where, g)
-        update_(self._tree, self._model, grads)
+        try:
+            for group, entry, g in zip(self.param_groups, self._groups, grads):
+                entry.refresh(group)
+                tv.gradient_views(entry.params, entry.names, entry.where, g)
+            update_(self._tree, self._model, grads)
+        finally:
+            for g in grads:      # hold no gradient past the step (zero_grad frees them)
+                g.clear()
         return loss
 
     # ------------------------------------------------------------------------------------
