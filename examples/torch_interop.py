@@ -95,7 +95,7 @@ Run it::
 
 It ends with the checkpoint demo (OneCycleLR, saved at step 30 of 60, resumed in a fresh
 network and optimiser).  ``--bench`` also times one Adam step of ``Optimizer`` against
-``torch.optim`` on 4 million float32 parameters; ``python -m optimisers.bench.torch_step``
+``torch.optim`` on 4 million float32 parameters; ``optimisers-bench torch-step``
 is the full comparison (bench/RESULTS.md).
 """
 

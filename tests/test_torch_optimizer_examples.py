@@ -83,3 +83,15 @@ def test_the_torch_bench_case(digits):
                                                        rounds=2))
     assert [r["torch"] for r in rows][:2] == ["AdamW(fused=True)", "RAdam(foreach=True)"]
     assert all(r["ratio"] > 0 for r in rows) and rows[-1]["case"].startswith("adam float32 1e6")
+
+
+def test_the_bench_command_runs_the_torch_table(digits, capsys):
+    from optimisers.bench import main
+    from optimisers.bench.cases import Case
+    from optimisers.bench.speed import implementations
+    assert main(["torch-step", "--size", "4000", "--tensors", "4", "--threads", "1",
+                 "--rounds", "2", "--min-time", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "AdamW(fused=True)" in out and "Adadelta(foreach=True)" in out
+    names = [n for n, _ in implementations(Case("adamw", "float32", 1000, 2, 1), True)]
+    assert "optimisers.torch" in names and "torch-fused" in names     # --compare's rows

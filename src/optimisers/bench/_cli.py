@@ -14,7 +14,7 @@ import numpy as np
 import optimisers as opt
 from optimisers import _probe
 
-from . import busy, compare, plot, problems, quality, report, rules, speed
+from . import busy, compare, plot, problems, quality, report, rules, speed, torch_step
 from .cases import Case
 from .timing import Budget, Progress
 
@@ -40,6 +40,7 @@ examples:
   optimisers-bench --dtypes float32,float64 --leaves 1,1000 --json > out.json
   optimisers-bench quality --rules adam,lion,descent --plot curves.png
   optimisers-bench --list                           rules, byte counts, problems
+  optimisers-bench torch-step                       optimisers.torch.Optimizer vs torch.optim
 """
 
 
@@ -302,6 +303,9 @@ def _list_text():
 def main(argv=None):
     """The ``optimisers-bench`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["torch-step"]:          # optimisers.torch.Optimizer vs torch.optim
+        torch_step.main(argv[1:])
+        return 0
     ns = parse(argv)
     if ns.list:
         sys.stdout.write(_list_text())

@@ -5,7 +5,7 @@ Two uses:
 * a peer of ``optimisers-bench --compare``: the row ``optimisers.torch`` times
   ``Optimizer(params, rule).step()`` on tensors sharing the case's arrays, beside
   ``optimisers`` (``update_`` on the arrays) and torch's loop, foreach and fused steps;
-* ``python -m optimisers.bench.torch_step``: the issue's table, ratios measured in one
+* ``optimisers-bench torch-step [--size N --tensors K --threads 1,2]``: the issue's table, ratios measured in one
   run, round-robin: a model of about 100 tensors and 25M float32 parameters
   (``--size``, ``--tensors``) with AdamW (against ``torch.optim.AdamW(fused=True)``) and
   RAdam, NAdam, RMSProp, AdaMax and AdaDelta (against torch's foreach steps, its best
@@ -109,9 +109,10 @@ def torch_table(size: int, tensors: int, threads: list[int], budget: Budget
     return rows
 
 
-def main(argv: list[str] | None = None, out: Any = sys.stdout) -> list[dict[str, Any]]:
-    """Print the issue's table (see the module's docstring)."""
-    p = argparse.ArgumentParser(prog="python -m optimisers.bench.torch_step",
+def main(argv: list[str] | None = None, out: Any = None) -> list[dict[str, Any]]:
+    """Print the issue's table (see the module's docstring) to ``out`` (stdout)."""
+    out = sys.stdout if out is None else out
+    p = argparse.ArgumentParser(prog="optimisers-bench torch-step",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=float, default=25e6, help="parameters (default 25e6)")
     p.add_argument("--tensors", type=int, default=100, help="tensors (default 100)")
@@ -137,5 +138,3 @@ def main(argv: list[str] | None = None, out: Any = sys.stdout) -> list[dict[str,
     return rows
 
 
-if __name__ == "__main__":
-    main()
