@@ -29,6 +29,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import optimisers as opt
+
 from .cases import Case, Unavailable, make_arrays, thread_limit
 from .compare import _TORCH_RULES, torch_module
 from .timing import Budget, measure, ratio
@@ -88,9 +90,17 @@ def _torch_step(case: Case, variant: str) -> Callable[[], None]:
     return optim.step
 
 
+def _update_step(case: Case) -> Callable[[], None]:
+    """``update_`` on numpy arrays of the case: the engine without the torch layer."""
+    xs, gs = make_arrays(case)
+    state = opt.setup(case.spec.rule(), xs)
+    return lambda: opt.update_(state, xs, gs) and None
+
+
 def torch_table(size: int, tensors: int, threads: list[int], budget: Budget
                 ) -> list[dict[str, Any]]:
-    """One row per case: our ``step()`` and torch's, timed round-robin, and the ratio."""
+    """One row per case: our ``step()``, torch's and ``update_`` on numpy arrays (what
+    the torch layer adds), timed round-robin, and the ratio torch / ours."""
     cases = [(Case(rule, "float32", size, tensors, t), variant, want)
              for t in threads for rule, variant, want in TARGETS]
     cases += [(Case(MANY[0], "float32", 1000 * 1000, 1000, t), MANY[1], MANY[2])
@@ -98,13 +108,15 @@ def torch_table(size: int, tensors: int, threads: list[int], budget: Budget
     rows = []
     for case, variant, want in cases:
         with thread_limit(case.threads):
-            steps = {"ours": optimiser_step(case), "torch": _torch_step(case, variant)}
+            steps = {"ours": optimiser_step(case), "torch": _torch_step(case, variant),
+                     "update_": _update_step(case)}
             timing = measure(steps, budget)
             del steps
         r = ratio(timing["torch"], timing["ours"])
         rows.append({"case": case.label(), "torch": f"{_TORCH_RULES[case.rule][0]}"
                      f"({variant}=True)", "ours_ms": 1e3 * timing["ours"].median,
-                     "torch_ms": 1e3 * timing["torch"].median, "ratio": r, "target": want,
+                     "torch_ms": 1e3 * timing["torch"].median,
+                     "update_ms": 1e3 * timing["update_"].median, "ratio": r, "target": want,
                      "met": r >= want})
     return rows
 
@@ -128,12 +140,14 @@ def main(argv: list[str] | None = None, out: Any = None) -> list[dict[str, Any]]
     rows = torch_table(int(args.size), args.tensors,
                        [int(t) for t in args.threads.split(",")], budget)
     out.write(f"torch {torch_module().__version__}; ratio = torch's time / ours per step "
-              f"(paired medians of {args.rounds} rounds)\n")
-    out.write(f"{'case':<30} {'against':<26} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} "
-              f"{'target':>6}\n")
+              f"(paired medians of {args.rounds} rounds); update_: the engine on numpy arrays, no "
+              f"torch layer\n")
+    out.write(f"{'case':<30} {'against':<26} {'ours ms':>9} {'torch ms':>9} {'update_':>9} "
+              f"{'ratio':>6} {'target':>6}\n")
     for r in rows:
         out.write(f"{r['case']:<30} {r['torch']:<26} {r['ours_ms']:9.2f} "
-                  f"{r['torch_ms']:9.2f} {r['ratio']:6.2f} {r['target']:>5.1f}x"
+                  f"{r['torch_ms']:9.2f} {r['update_ms']:9.2f} {r['ratio']:6.2f} "
+                  f"{r['target']:>5.1f}x"
                   f"{'' if r['met'] else '  not met'}\n")
     return rows
 
