@@ -19,6 +19,7 @@ imports this module.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -102,25 +103,29 @@ def _gradient_view(p: torch.Tensor, g: torch.Tensor, where: str) -> np.ndarray:
     return tensor_view(g, where)
 
 
+_NUMPY = torch.Tensor.numpy
+_GRAD = operator.attrgetter("grad")
+
+
 def gradient_views(params: list[torch.Tensor], names: list[str], where: Callable[[int], str],
                    out: dict[str, np.ndarray]) -> None:
     """Fill ``out`` with ``{name: view of p.grad}`` for the parameters that have one.
 
-    The common case (dense CPU float32/float64/float16 gradients) costs one ``.numpy()`` a
-    tensor; anything else goes through :func:`_gradient_view`, which views it (bfloat16,
-    a gradient that requires grad) or raises naming the parameter.  Nothing is written.
+    The common case (every gradient there, dense CPU float32/float64/float16) is one
+    ``.numpy()`` a tensor mapped in C, no Python loop; anything else goes tensor by tensor
+    through :func:`_gradient_view`, which views it (bfloat16, a gradient that requires
+    grad) or raises naming the parameter.  Nothing is written.
     """
-    for i, p in enumerate(params):
-        g = p.grad
-        if g is None:
-            continue
+    grads = list(map(_GRAD, params))
+    if not any(g is None for g in grads):
         try:
-            out[names[i]] = g.numpy()
-        except (TypeError, RuntimeError):
+            out.update(zip(names, map(_NUMPY, grads)))
+            return
+        except (TypeError, RuntimeError):      # not plainly viewable: say which and why
+            out.clear()
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if g is not None:
             out[names[i]] = _gradient_view(p, g, where(i))
-        else:
-            if g.layout != torch.strided:   # pragma: no cover - .numpy() refuses these
-                out[names[i]] = _gradient_view(p, g, where(i))
 
 
 # ----------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ from ._tree import setup
 
 __all__ = ["Optimizer"]
 
+_DATA_PTR = torch.Tensor.data_ptr
+
 # keys of a saved param group that describe it rather than set it (not restored by
 # load_state_dict): the parameters, and what identifies the rule and the shapes
 _DESCRIPTIVE = ("params", "param_names", "rule", "param_shapes")
@@ -360,7 +362,7 @@ class _Group:
         self.base = _base_rule(rule, lr, given)
         self.tree = setup(self.base, self.model, low_precision_state=low_precision_state)
         self.leaves: list[Leaf] = [self.tree[n] for n in names]
-        self.ptrs = [p.data_ptr() for p in params]
+        self.ptrs = list(map(_DATA_PTR, params))
 
     @classmethod
     def build(cls, group: dict[str, Any], index: int, given: bool,
@@ -398,8 +400,7 @@ class _Group:
                 leaf.rule = new
             self.lr, self.rule = lr, rule
         params = group["params"]
-        if len(params) != len(self.params) or any(
-                p.data_ptr() != ptr for p, ptr in zip(params, self.ptrs)):
+        if list(map(_DATA_PTR, params)) != self.ptrs:     # same memory (and count) as set up
             self._replaced(params)
 
     def _replaced(self, params: list[torch.Tensor]) -> None:
