@@ -3,6 +3,8 @@ digits trained by optimisers.torch.Optimizer with rules torch.optim lacks, held-
 accuracy checked; and the bench case of the torch optimiser.  Skipped with the reason
 where torch or scikit-learn is absent; CI's second stage installs them."""
 
+import contextlib
+import importlib
 import importlib.util
 import io
 import sys
@@ -64,6 +66,10 @@ def test_one_global_norm_over_both_groups(digits):
 
 
 def test_without_torch_it_says_what_to_install(monkeypatch):
+    # scikit-learn first, if it is there: SciPy's array-API helpers it loads look into
+    # sys.modules["torch"] and trip over the None that blocks torch here
+    with contextlib.suppress(ImportError):
+        importlib.import_module("sklearn.datasets")
     monkeypatch.setitem(sys.modules, "torch", None)
     module = load()
     with pytest.raises(SystemExit) as e:
