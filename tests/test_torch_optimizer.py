@@ -118,8 +118,9 @@ def test_adadelta_without_lr_is_torch_lr_one():
 def test_tracks_fused_adamw_float32(n_threads):
     worst, losses = train_pair(lambda p: T.AdamW(p, lr=1e-2, weight_decay=0.1, fused=True),
                                opt.AdamW(1e-2, lambda_=0.1), dtype=torch.float32)
-    # torch rounds 1 - lr*wd to float32 first; the two differ by rounding only
-    assert worst < 2e-5, worst
+    # torch rounds 1 - lr*wd to float32 first; the two differ by rounding only (1.2e-6
+    # after 40 steps here, a few float32 ulps; a wrong step would be 1e-3 or more)
+    assert worst < 5e-6, worst
     assert losses[-1] < losses[0]
 
 

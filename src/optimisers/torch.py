@@ -140,6 +140,10 @@ class Optimizer(torch.optim.Optimizer):
     which torch's autograd version counters do not see: step after ``backward()``, as with
     any optimiser, not between a forward pass and its backward.
 
+    **State.**  The rules' state lives in the engine's state tree (:attr:`state_tree`,
+    numpy arrays), not in torch's ``optim.state``, which stays empty; ``state_dict()``
+    shows it in torch's layout.
+
     **Checkpoints.**  ``state_dict()`` is torch's layout: ``{"state": {index: {name:
     tensor}}, "param_groups": [...]}`` with only tensors and plain values (``"rule"`` is
     the rule's ``repr``), so ``torch.load(path, weights_only=True)`` reads it.
