@@ -232,7 +232,6 @@ class Optimizer(torch.optim.Optimizer):
         ``Leaf``'s rule by hand lasts until the group's ``lr`` or ``rule`` changes."""
         return self._tree
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step of every parameter that has a gradient; returns ``closure()``'s loss.
 
@@ -253,7 +252,7 @@ class Optimizer(torch.optim.Optimizer):
             nothing has been written then.
         """
         loss = None
-        if closure is not None:
+        if closure is not None:      # the step itself runs no torch op: no no_grad needed
             with torch.enable_grad():
                 loss = closure()
         grads = self._grads
