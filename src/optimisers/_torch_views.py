@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+_ml_dtypes: Any
 try:                        # makes numpy's bfloat16; needed only for bfloat16 tensors
     import ml_dtypes as _ml_dtypes
 except ImportError:         # pragma: no cover - ml_dtypes is a test extra

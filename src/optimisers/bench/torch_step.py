@@ -87,7 +87,8 @@ def _torch_step(case: Case, variant: str) -> Callable[[], None]:
         p.grad = torch.from_numpy(g)
     optim = getattr(torch.optim, name)(params, **keywords(case.spec.rule()),
                                        **{variant: True})
-    return optim.step
+    step: Callable[[], None] = optim.step
+    return step
 
 
 def _update_step(case: Case) -> Callable[[], None]:
