@@ -259,3 +259,26 @@ def test_a_rule_with_a_scheduled_eta_needs_an_lr():
         Optimizer([w], rule)
     optim = Optimizer([{"params": [w], "lr": 0.1}], rule)   # lr replaces the schedule
     assert optim._groups[0].leaves[0].rule.eta == 0.1
+
+
+def test_a_group_rule_changed_in_training():
+    """A new rule with the same state (Adam -> AdamW) continues from that state with the
+    group's lr; one whose state differs is refused before anything is written."""
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    optim = Optimizer([{"params": [w], "lr": 0.1}], opt.Adam(0.5))
+    w.grad = torch.ones(3, dtype=torch.float64)
+    optim.step()
+    optim.param_groups[0]["rule"] = opt.AdamW(0.5, lambda_=1.0)
+    optim.step()
+    twin = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    ref = T.AdamW([twin], lr=0.1, weight_decay=0.0)
+    twin.grad = torch.ones(3, dtype=torch.float64)
+    ref.step()
+    ref.param_groups[0]["weight_decay"] = 1.0
+    ref.step()
+    assert torch.allclose(w.detach(), twin.detach(), rtol=1e-14)
+    optim.param_groups[0]["rule"] = opt.Momentum(0.1)
+    before = w.detach().clone()
+    with pytest.raises(ValueError, match="does not fit its rule"):
+        optim.step()
+    assert torch.equal(w.detach(), before)
