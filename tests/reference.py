@@ -97,6 +97,7 @@ __all__ = [
     "OAdamState", "AdaDeltaState", "AMSGradState", "AdaBeliefState",
     "AccumGradState", "MixedPrecisionState", "SkipNonFiniteState",
     "ref_init", "ref_apply", "ref_update", "ref_norm", "ref_global_norm", "ref_update_tree",
+    "MuonState", "ref_newton_schulz",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -114,6 +115,7 @@ AdaBeliefState = namedtuple("AdaBeliefState", ["m", "s", "beta_t"])
 AccumGradState = namedtuple("AccumGradState", ["acc", "counter"])
 MixedPrecisionState = namedtuple("MixedPrecisionState", ["xT", "inner"])
 SkipNonFiniteState = namedtuple("SkipNonFiniteState", ["skipped", "consecutive"])
+MuonState = namedtuple("MuonState", ["m"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,7 +123,7 @@ SkipNonFiniteState = namedtuple("SkipNonFiniteState", ["skipped", "consecutive"]
 
 def _low(T):
     """float16 or bfloat16 (ml_dtypes' dtype, known by name: ml_dtypes is optional)."""
-    return T == np.float16 or (T.itemsize == 2 and T.name == "bfloat16")
+    return np.float16 == T or (T.itemsize == 2 and T.name == "bfloat16")
 
 
 def _state_arrays(state):
@@ -148,9 +150,9 @@ class _Ctx:
         self.T = T
         self.C = C
         self.cplx = C.kind == "c"
-        if C == np.complex64:
+        if np.complex64 == C:
             self.R = np.dtype(np.float32)
-        elif C == np.complex128:
+        elif np.complex128 == C:
             self.R = np.dtype(np.float64)
         elif C.kind == "c":
             raise TypeError(f"reference: unsupported complex dtype {C}")
@@ -308,6 +310,9 @@ def _ref_init_rule(rule, x):
         return AdaBeliefState(z(S), z(M), betas)
     if name == "AccumGrad":
         return AccumGradState(z(S), 1)
+    if name == "Muon":
+        k.no_complex(name)
+        return MuonState(z(S))
     raise TypeError(f"reference: unknown rule {name}")
 
 
@@ -420,7 +425,7 @@ def _radam(k, rule, state, x, g):
 
 def _adamax(k, rule, state, x, g):
     k.no_complex("AdaMax")
-    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    eps = k.s(rule.epsilon)
     b1, b2 = _beta(k, rule)
     omb1, _ = _one_minus_beta(k, rule)
     bt1, bt2 = _bt(state.beta_t)
@@ -994,3 +999,50 @@ def ref_apply(rule, state, x, g):
     layout."""
     new_state, d = _ref_apply_quiet(rule, _internal_layout(state), x, g)
     return _library_layout(new_state), d
+
+
+# ---------------------------------------------------------------------------------------
+# Muon (torch 2.13's torch.optim.Muon, written from its algorithm box and docs): the
+# momentum in C one operation at a time (an element-wise state, so bit for bit); the
+# Newton-Schulz iteration, the decay and the step in float64 -- the float64 evaluation the
+# library's float32 iteration is checked against (to a tolerance), its d rounded once to C.
+
+def ref_newton_schulz(u, coefficients, steps, epsilon):
+    """torch's orthogonalisation of the matrix ``u`` in float64: X = u (transposed when it
+    has more rows than columns) / max(||u||_F, epsilon); ``steps`` times A = X X^T,
+    B = b A + c A A, X = a X + B X; transposed back."""
+    a, b, c = (float(v) for v in coefficients)
+    X = np.array(u, dtype=np.float64)
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T
+    X = X / max(math.sqrt(math.fsum((X * X).ravel())), float(epsilon))
+    for _ in range(steps):
+        A = X @ X.T
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return X.T if tall else X
+
+
+def _muon_lr(rule, shape):
+    rows, cols = shape
+    if rule.adjust_lr_fn == "match_rms_adamw":
+        return float(rule.eta) * 0.2 * math.sqrt(max(rows, cols))
+    return float(rule.eta) * math.sqrt(max(1.0, rows / cols if cols else 0.0))
+
+
+def _muon(k, rule, state, x, g):
+    k.no_complex("Muon")
+    if np.ndim(x) != 2:
+        raise ValueError(f"reference: Muon needs a matrix, got shape {np.shape(x)}")
+    mu, omm = k.s(rule.mu), k.s(1 - rule.mu)
+    m_old = k.ld(state.m)
+    m = m_old + omm * (g - m_old)
+    u = (g + mu * (m - g)) if rule.nesterov else m
+    o = ref_newton_schulz(u, rule.ns_coefficients, rule.ns_steps, rule.epsilon)
+    x64 = np.asarray(k.ld(x), dtype=np.float64)
+    d = (float(rule.eta) * float(rule.lambda_)) * x64 + _muon_lr(rule, x.shape) * o
+    return MuonState(k.st(m)), d.astype(k.C)
+
+
+_APPLY["Muon"] = _muon

@@ -31,7 +31,7 @@ def _must_raise(rule):
     AccumGrad still collecting before it, no SkipNonFinite skipping the step) meets the
     NaN."""
     for r in _members(rule):
-        if isinstance(r, AccumGrad) and r.n > 1 or isinstance(r, SkipNonFinite):
+        if (isinstance(r, AccumGrad) and r.n > 1) or isinstance(r, SkipNonFinite):
             return False
         if isinstance(r, (ClipNorm, ClipGlobalNorm)) and r.throw:
             return True

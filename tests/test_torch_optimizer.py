@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="optimisers.torch needs PyTorch (CI stage 2)")
 
-import optimisers as opt
-from optimisers.torch import Optimizer
+import optimisers as opt  # noqa: E402
+from optimisers.torch import Optimizer  # noqa: E402
 
 T = torch.optim
 S = torch.optim.lr_scheduler

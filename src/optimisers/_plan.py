@@ -11,6 +11,8 @@ is when its state is checked against the rule and the array.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._dtypes import is_low_precision
@@ -21,7 +23,7 @@ from ._program import Program, gradient_dtype
 __all__ = ["leaf_plan", "template", "check_state", "BATCH_DTYPES"]
 
 
-def leaf_plan(leaf, x, link):
+def leaf_plan(leaf: Any, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
     """What does not change between steps for a Leaf and its array, cached on the Leaf as
     ``(rule, dtype, gradient dtype, batch template or None, scheduled)``: the dtype its
     gradient is cast to, and the batch template of its rule (:func:`template`), keyed by
@@ -45,7 +47,8 @@ def leaf_plan(leaf, x, link):
     return plan
 
 
-def check_state(rule, state, x, link, otherwise=None):
+def check_state(rule: Any, state: Any, x: Any, link: tuple[Any, ...],
+                otherwise: str | None = None) -> None:
     """``ValueError`` naming the key path and what differs when ``state`` does not fit
     ``rule`` for the parameter ``x`` (``otherwise``: the reason to give when nothing is
     found to differ, else fine).  A rule written in Python keeps a state of its own."""
@@ -80,17 +83,18 @@ class _Recorder(Program):
     __slots__ = ()
     recording = True
 
-    def current(self):
+    def current(self) -> Any:
         raise _Barrier
 
-    def set_source(self, d):
+    def set_source(self, d: Any) -> None:
         raise _Barrier
 
-    def assign(self, value):
+    def assign(self, value: Any) -> None:
         raise _Barrier
 
 
-def _paths(state, prefix=(), out=None):
+def _paths(state: Any, prefix: tuple[Any, ...] = (),
+           out: dict[int, tuple[Any, ...]] | None = None) -> dict[int, tuple[Any, ...]]:
     """id(array) -> index path inside a state made of tuples, arrays and scalars."""
     if out is None:
         out = {}
@@ -102,7 +106,7 @@ def _paths(state, prefix=(), out=None):
     return out
 
 
-def template(rule, x, state):
+def template(rule: Any, x: Any, state: Any) -> Any:
     """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
     index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
     dtype is not float16/bfloat16/float32/float64)."""

@@ -60,9 +60,9 @@ _DESCRIPTIVE = ("params", "param_names", "rule", "param_shapes")
 
 def _etas(rule: Rule) -> list[Any]:
     """The ``eta`` of every rule inside ``rule`` (a chain's members, a wrapper's rule)."""
-    found = [rule.eta] if "eta" in rule._fields() else []
-    for inner in getattr(rule, "opts", ()) or ((rule.rule,) if isinstance(getattr(
-            rule, "rule", None), Rule) else ()):
+    found = [getattr(rule, "eta")] if "eta" in rule._fields() else []   # noqa: B009
+    wrapped = getattr(rule, "rule", None)
+    for inner in getattr(rule, "opts", ()) or ((wrapped,) if isinstance(wrapped, Rule) else ()):
         found += _etas(inner)
     return found
 
@@ -88,7 +88,7 @@ def _at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
     if isinstance(rule, MixedPrecision):
         return MixedPrecision(rule.dtype, _at_lr(rule.rule, lr, lr0))
     if "eta" in rule._fields():
-        eta = rule.eta
+        eta = getattr(rule, "eta")          # noqa: B009 - a field the Rule base does not declare
         same = isinstance(eta, Schedule) or eta == lr0 or lr0 == 0
         return adjust(rule, eta=lr if same else eta * (lr / lr0))
     return adjust(rule, eta=lr) if _etas(rule) else rule      # another kind of wrapper

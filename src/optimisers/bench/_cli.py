@@ -12,9 +12,10 @@ from dataclasses import asdict
 import numpy as np
 
 import optimisers as opt
-from optimisers import _probe
+import optimisers._probe as _probe  # (a compiled module: mypy skips it)
 
-from . import busy, compare, plot, problems, quality, report, rules, speed, torch_step
+from . import (busy, compare, distributed, plot, problems, quality, report, rules, speed,
+               torch_step)
 from .cases import Case
 from .timing import Budget, Progress
 
@@ -40,6 +41,7 @@ examples:
   optimisers-bench --dtypes float32,float64 --leaves 1,1000 --json > out.json
   optimisers-bench quality --rules adam,lion,descent --plot curves.png
   optimisers-bench --list                           rules, byte counts, problems
+  optimisers-bench distributed --ranks 2 --sizes 1e7,1e8   sharded state under mpiexec
   optimisers-bench torch-step                       optimisers.torch.Optimizer vs torch.optim
 """
 
@@ -270,7 +272,7 @@ def run(ns, argv=()):
     curves = {}
     try:
         if cases:
-            rows, notes = speed.run_cases(cases, ns.compare, ns.budget, progress,
+            rows, _ = speed.run_cases(cases, ns.compare, ns.budget, progress,
                                           results["notes"], ns.impls)
             busy.flag_rows(rows)
             results["speed"] = [r for r in rows if r["section"] == "speed"]
@@ -303,6 +305,8 @@ def _list_text():
 def main(argv=None):
     """The ``optimisers-bench`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["distributed"]:          # its own options (bench/distributed.py)
+        return distributed.main(argv[1:])
     if argv[:1] == ["torch-step"]:          # optimisers.torch.Optimizer vs torch.optim
         torch_step.main(argv[1:])
         return 0

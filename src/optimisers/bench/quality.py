@@ -32,6 +32,8 @@ LEARNING_RATES = {
     "adam": _ADAM_LR,
     "radam": dict(_ADAM_LR, rosenbrock=2e-3),    # its un-adapted warm-up needs a small eta
     "lion": {"rosenbrock": 2e-3, "logistic": 0.01, "spirals": 0.01},
+    # Muon trains the matrices; AdamW, at the same eta, the rest (RuleSpec.for_model)
+    "muon": _ADAM_LR,
 }
 
 
@@ -66,7 +68,7 @@ def train(spec, problem, steps):
     (21, True)
     """
     model = problem.init()
-    state = opt.setup(spec.rule(learning_rate(spec, problem.name)), model)
+    state = opt.setup(spec.for_model(learning_rate(spec, problem.name)), model)
     curve = []
     for _ in range(steps):
         loss, grad = problem.loss_grad(model)

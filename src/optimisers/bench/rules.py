@@ -81,7 +81,33 @@ class RuleSpec:
     @property
     def doc(self):
         """The rule as the benchmark builds it (its repr)."""
+        if self.matrix_only:
+            return f"{self.rule()!r} on matrices, AdamW on the rest"
         return repr(self.rule())
+
+    @property
+    def matrix_only(self):
+        """Whether a rule of the spec trains matrices only (``setup`` refuses a vector:
+        Muon): its speed cases are matrices, and in the quality problems the arrays that
+        are not matrices are trained by AdamW (:meth:`for_model`)."""
+        return any(_refuses_vectors(cls) for cls in self.classes)
+
+    def for_model(self, eta=None):
+        """What ``setup`` gets: the rule, or for a matrix-only rule ``setup(rule_for,
+        model)``'s function giving it the matrices and AdamW (same ``eta``) the rest."""
+        rule = self.rule(eta)
+        if not self.matrix_only:
+            return rule
+        rest = opt.AdamW() if eta is None else opt.AdamW(eta)
+        return lambda path, x: rule if x.ndim == 2 else rest
+
+
+def _refuses_vectors(cls):
+    try:
+        _build(cls).check_param(np.zeros(4))
+    except ValueError:
+        return True
+    return False
 
 
 def _name(cls):

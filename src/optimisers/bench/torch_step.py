@@ -5,12 +5,12 @@ Two uses:
 * a peer of ``optimisers-bench --compare``: the row ``optimisers.torch`` times
   ``Optimizer(params, rule).step()`` on tensors sharing the case's arrays, beside
   ``optimisers`` (``update_`` on the arrays) and torch's loop, foreach and fused steps;
-* ``optimisers-bench torch-step [--size N --tensors K --threads 1,2]``: the issue's table, ratios measured in one
-  run, round-robin: a model of about 100 tensors and 25M float32 parameters
-  (``--size``, ``--tensors``) with AdamW (against ``torch.optim.AdamW(fused=True)``) and
-  RAdam, NAdam, RMSProp, AdaMax and AdaDelta (against torch's foreach steps, its best
-  for them on the CPU), and 1000 tensors of 1000 elements with Adam (against
-  ``torch.optim.Adam(fused=True)``), on 1 and 2 threads.
+* ``optimisers-bench torch-step [--size N --tensors K --threads 1,2]``: the issue's
+  table, ratios measured in one run, round-robin: a model of about 100 tensors and 25M
+  float32 parameters (``--size``, ``--tensors``) with AdamW (against
+  ``torch.optim.AdamW(fused=True)``) and RAdam, NAdam, RMSProp, AdaMax and AdaDelta
+  (against torch's foreach steps, its best for them on the CPU), and 1000 tensors of 1000
+  elements with Adam (against ``torch.optim.Adam(fused=True)``), on 1 and 2 threads.
 
 A ratio is torch's time per step over ours (> 1: ours is faster), paired round by round
 (:func:`.timing.ratio`).  torch is imported only when asked for.
@@ -44,6 +44,9 @@ def optimiser_step(case: Case, seed: int = 0) -> Callable[[], None]:
     torch = torch_module()
     if torch is None:
         raise Unavailable("torch is not installed (pip install torch)")
+    if getattr(case.spec, "matrix_only", False):
+        raise Unavailable(f"optimisers.torch: {case.rule} takes matrices only; the bench "
+                          f"does not build the param groups it needs")
     from_numpy = torch.from_numpy
     Optimizer = _optimizer_class()
     xs, gs = make_arrays(case, seed)
