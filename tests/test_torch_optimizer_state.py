@@ -282,3 +282,78 @@ def test_no_gradient_is_held_past_the_step():
 def test_import_optimisers_does_not_import_torch():
     code = "import sys, optimisers; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bfloat16_state_kept_low_resumes_bit_for_bit():
+    pytest.importorskip("ml_dtypes")
+    data = list(batches(8, torch.bfloat16))
+    net = make_net(dtype=torch.bfloat16)
+    optim = Optimizer(net.parameters(), opt.Adam(1e-2), low_precision_state=True)
+    train(net, optim, data[:4])
+    saved = copy.deepcopy((net.state_dict(), optim.state_dict()))
+    assert saved[1]["state"][0]["m"].dtype == torch.bfloat16     # kept in 16 bits
+    train(net, optim, data[4:])
+    net2 = make_net(dtype=torch.bfloat16, seed=3)
+    net2.load_state_dict(saved[0])
+    optim2 = Optimizer(net2.parameters(), opt.Adam(1e-2), low_precision_state=True)
+    optim2.load_state_dict(saved[1])
+    train(net2, optim2, data[4:])
+    assert all(torch.equal(a, b) for a, b in zip(weights(net), weights(net2)))
+
+
+def _without_v(sd):
+    del sd["state"][0]["v"]
+    return sd
+
+
+def _v_a_number(sd):
+    sd["state"][0]["v"] = 0.5
+    return sd
+
+
+def _state_a_list(sd):
+    sd["state"][0] = [1]
+    return sd
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda sd: 42, "expected"), (_without_v, "it holds"), (_v_a_number, "not a tensor"),
+    (_state_a_list, "not a dict"),
+])
+def test_a_tampered_state_dict_is_refused(change, match):
+    net = make_net()
+    optim = Optimizer(net.parameters(), opt.Adam(1e-2))
+    train(net, optim, batches(2))
+    before = _snapshot(net, optim)
+    with pytest.raises(ValueError, match=match):
+        optim.load_state_dict(change(copy.deepcopy(optim.state_dict())))
+    _same(before, _snapshot(net, optim))
+
+
+def test_mixed_precision_follows_the_scheduler():
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float16))
+    optim = Optimizer([p], opt.MixedPrecision(opt.Descent(1e-2)))
+    sched = torch.optim.lr_scheduler.StepLR(optim, step_size=1, gamma=0.5)
+    for _ in range(3):
+        p.grad = torch.ones(4, dtype=torch.float16)
+        optim.step()
+        sched.step()
+    master = optim.state_dict()["state"][0]["xT"]
+    assert master.tolist() == pytest.approx([1 - 0.01 - 0.005 - 0.0025] * 4, abs=1e-7)
+
+
+def test_what_is_not_a_rule_or_the_same_parameters_is_refused():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    optim = Optimizer([a], opt.Descent(0.1))
+    with pytest.raises(TypeError, match="'rule' must be an optimisers rule"):
+        optim.add_param_group({"params": [b], "rule": "adam"})
+    assert len(optim.param_groups) == 1
+    a.grad = torch.ones(2)
+    optim.param_groups[0]["params"].append(b)
+    with pytest.raises(RuntimeError, match="list of parameters changed"):
+        optim.step()
+    optim.param_groups[0]["params"].pop()
+    optim.param_groups[0]["rule"] = "adam"
+    with pytest.raises(TypeError, match="'rule' must be an optimisers rule"):
+        optim.step()
+    assert a.detach().tolist() == [1.0, 1.0]
