@@ -1,27 +1,25 @@
-"""Recipe: ``optimisers`` as the CPU optimiser of a PyTorch model, through zero-copy views.
+"""Recipe: ``optimisers`` as the optimiser of a PyTorch model on the CPU.
 
-A CPU tensor and the numpy array that ``tensor.detach().numpy()`` returns share their
-memory, so a model tree of such views is a model that ``optimisers`` can update *in
-place*: writing into the view writes the tensor.  Autograd computes the gradients as
-usual, and ``p.grad.numpy()`` gives them to ``optimisers`` without a copy either::
+:class:`optimisers.torch.Optimizer` is a ``torch.optim.Optimizer``: switching from torch's
+AdamW is two lines, and schedulers, ``zero_grad``, ``step(closure)``, param groups and
+``state_dict`` work as with any torch optimiser::
 
-    import optimisers as opt
-
-    params = dict(net.named_parameters())                        # {name: Parameter}
-    model = {name: p.detach().numpy() for name, p in params.items()}   # views, no copy
-    state = opt.setup(opt.Adam(1e-3), model)
-
+    from optimisers.torch import Optimizer                     # was: optim = torch.optim.AdamW(
+    optim = Optimizer(net.parameters(), opt.AdamW(1e-3, lambda_=0.01))  # net.parameters(), 1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-2, total_steps=1000,
+                                                cycle_momentum=False)
     for x, y in data:
-        for p in params.values():
-            p.grad = None                                        # like optimizer.zero_grad()
-        loss_fn(net(x), y).backward()
-        grads = {name: p.grad.numpy() for name, p in params.items() if p.grad is not None}
-        state, _ = opt.update_(state, model, grads)              # writes into net's tensors
+        optim.zero_grad(); loss_fn(net(x), y).backward(); optim.step(); sched.step()
+    torch.save({"model": net.state_dict(), "optim": optim.state_dict(),
+                "sched": sched.state_dict()}, "ckpt.pt")       # loads with weights_only=True
 
-:class:`TorchOptimiser` below packages this as an object with ``step()`` and
-``zero_grad()``.  Everything the library offers works on the view tree: ``adjust_`` for
-learning-rate schedules, ``freeze_(state["encoder.weight"])``, ``OptimiserChain``,
-``save_state``.
+Underneath, a CPU tensor and the numpy array ``tensor.detach().numpy()`` share their
+memory, so the optimiser hands the engine a tree of such views, set up once, and the
+kernels write the tensors in place; ``p.grad.numpy()`` gives the gradients without a
+copy either.  ``optim.state_tree`` is the engine's state tree (a list, one
+``{name: Leaf}`` a group), for the tree functions: ``opt.freeze_(optim.state_tree[0][
+"0.weight"])``.  :func:`checkpoint_demo` saves and resumes mid-schedule, and checks that
+the resumed run ends bit for bit where the uninterrupted one does.
 
 Which ``torch.optim`` configurations equal which rules
 ------------------------------------------------------
@@ -43,7 +41,7 @@ tensors use by default) and checked step by step by :func:`compare` on the pairs
 * ``RMSprop(lr, alpha, eps, momentum=mu)`` =
   ``OptimiserChain(RMSProp(1.0, alpha, eps), Momentum(lr, mu))`` (1)
 * ``Adagrad(lr, eps=eps, initial_accumulator_value=eps)`` = ``AdaGrad(lr, eps)`` (4)
-* ``Adadelta(lr=1.0, rho, eps)`` = ``AdaDelta(rho, eps)``
+* ``Adadelta(lr, rho, eps)`` = ``AdaDelta(rho, eps)`` with the group's ``lr`` (5)
 * ``Rprop(lr, etas, step_sizes)`` = ``Rprop(lr, ell=etas, gamma=step_sizes)``
 
 (1) torch keeps the momentum buffer ``buf <- mu*buf + g`` (started at the first gradient)
@@ -58,11 +56,13 @@ tensors use by default) and checked step by step by :func:`compare` on the pairs
 (3) The defaults differ: torch ``alpha=0.99``, ``RMSProp`` ``rho=0.9``.
 (4) ``AdaGrad`` starts its accumulator at ``epsilon`` (as Optimisers.jl does), torch at
     ``initial_accumulator_value`` (default 0); torch's ``eps`` defaults to 1e-10.
+(5) ``AdaDelta`` has no ``eta``: the optimiser multiplies its step by the group's ``lr``
+    (default 1.0), as torch does.
 
 Similar but *not* equal: ``Adamax`` (torch adds ``eps`` inside the max,
 ``max(b2*u, |g| + eps)``; ``AdaMax`` adds it to the denominator, so the two differ by
-O(eps): indistinguishable with ``eps=1e-8`` unless gradients are that small, a relative
-difference of 3e-4 after 50 steps with ``eps=0.01``); ``Adam(amsgrad=True)`` vs ``AMSGrad``
+O(eps): a relative difference of 3e-4 after 50 steps with ``eps=0.01``; equal with
+``eps=0`` on both sides); ``Adam(amsgrad=True)`` vs ``AMSGrad``
 (no bias correction, states started at ``epsilon``: O(1) differences); ``NAdam`` (torch's
 momentum-decay schedule) and ``RAdam`` (torch's threshold ``rho_t > 5``, ``eps`` added to
 ``sqrt(v)`` before the bias correction) vs the rules of the same name (1e-3 to 1e-1); and
@@ -79,13 +79,12 @@ rounding, about 3e-7; the largest, ``AdamW``, about 1e-6, because torch rounds i
 
 Caveats
 -------
-* Parameters must be dense CPU tensors of a dtype numpy has (float32, float64, float16;
-  not bfloat16).  For a GPU model this recipe does not apply.
-* Build the views again after anything that *replaces* a parameter tensor
-  (``net.to(...)``, ``net.half()``, assigning a new ``nn.Parameter``); ``load_state_dict``
-  copies into the existing tensors and keeps the views valid.
-* ``named_parameters()`` lists a tied parameter once, so it gets one view and one update.
-  Two separate ``.numpy()`` views of the same tensor would be two parameters.
+* Parameters must be dense, contiguous CPU tensors (float16, bfloat16 with ml_dtypes,
+  float32, float64, complex).  For a GPU model use torch.optim.
+* Build the optimiser again after anything that *replaces* a parameter tensor
+  (``net.to(...)``, ``net.half()``, assigning a new ``nn.Parameter``): ``step()`` refuses
+  a parameter whose memory moved.  ``net.load_state_dict`` copies into the existing
+  tensors and keeps the views valid.
 * Writes through numpy do not bump autograd's version counters: step after
   ``backward()``, as with ``torch.optim``, not between a forward pass and its backward.
 
@@ -94,15 +93,16 @@ Run it::
     python examples/torch_interop.py                 # all equivalent pairs, 50 steps each
     python examples/torch_interop.py --steps 200 --bench
 
-``--bench`` also times one Adam step of ``optimisers`` against ``torch.optim`` on 4
-million float32 parameters.  On a 2-core machine: ``optimisers`` 1.4-1.9 ms, torch's
-default (for-loop) ``Adam`` 5-10 ms, ``Adam(fused=True)`` 1.2-2.0 ms: the views cost
-nothing, and one fused pass per array is as fast as torch's own fused CPU kernel.
+It ends with the checkpoint demo (OneCycleLR, saved at step 30 of 60, resumed in a fresh
+network and optimiser).  ``--bench`` also times one Adam step of ``Optimizer`` against
+``torch.optim`` on 4 million float32 parameters; ``optimisers-bench torch-step``
+is the full comparison (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 
@@ -110,44 +110,16 @@ import optimisers as opt
 
 try:
     import torch
+
+    from optimisers.torch import Optimizer
 except ImportError:          # the module stays importable; main() explains what to do
-    torch = None
+    torch = Optimizer = None
 
 
 def _need_torch():
     if torch is None:
         sys.exit("this example needs PyTorch's CPU build: pip install torch "
                  "(it is not a dependency of optimisers)")
-
-
-class TorchOptimiser:
-    """Update a torch module's parameters in place with an ``optimisers`` rule.
-
-    A drop-in for the ``step()`` / ``zero_grad()`` part of a ``torch.optim`` optimiser.
-    ``self.model`` is the tree of numpy views (``{name: array}``) and ``self.state`` the
-    state tree, so ``opt.adjust_(o.state, 1e-4)`` or ``opt.freeze_(o.state["0.weight"])``
-    work as on any model.
-    """
-
-    def __init__(self, module, rule):
-        self.params = dict(module.named_parameters())
-        for name, p in self.params.items():
-            if p.device.type != "cpu" or p.layout != torch.strided:
-                raise ValueError(f"{name}: only dense CPU tensors can be viewed from numpy")
-        self.model = {name: p.detach().numpy() for name, p in self.params.items()}
-        self.state = opt.setup(rule, self.model)
-
-    def zero_grad(self):
-        for p in self.params.values():
-            p.grad = None
-
-    def step(self):
-        grads = {name: p.grad.numpy() for name, p in self.params.items()
-                 if p.grad is not None}
-        self.state, model = opt.update_(self.state, self.model, grads)
-        for name, x in self.model.items():          # every view was written in place
-            if model[name] is not x:
-                raise RuntimeError(f"{name}: the numpy view is not writable")
 
 
 def make_net(seed=0, width=32, dtype=None):
@@ -235,7 +207,7 @@ def _rel_diff(a, b):
 def compare(make_torch_opt, rule, *, steps=50, seed=0, batch=32, dtype=None,
             same_grads=False):
     """Train two copies of one network side by side, one with ``torch.optim``, one with
-    ``rule`` through numpy views, on the same mini-batches.
+    ``Optimizer(params, rule)``, on the same mini-batches.
 
     With ``same_grads=False`` each copy computes its own gradients (real use: rounding
     differences are fed back through the training dynamics and may grow); with
@@ -250,7 +222,7 @@ def compare(make_torch_opt, rule, *, steps=50, seed=0, batch=32, dtype=None,
     net_t, net_o = make_net(seed, dtype=dtype), make_net(seed, dtype=dtype)
     X, y = make_data(seed=seed, dtype=dtype)
     opt_t = make_torch_opt(net_t.parameters())
-    opt_o = TorchOptimiser(net_o, rule)
+    opt_o = Optimizer(net_o.named_parameters(), rule)
     g = torch.Generator().manual_seed(seed + 2)
     rel, losses = [], []
     for _ in range(steps):
@@ -273,32 +245,71 @@ def compare(make_torch_opt, rule, *, steps=50, seed=0, batch=32, dtype=None,
 
 def bench(n_params=4_000_000, repeat=20):
     """Seconds per optimiser step (Adam) on a model of ``n_params`` float32 parameters in
-    a few tensors: ``optimisers`` via views, ``torch.optim.Adam`` (for-loop) and
-    ``torch.optim.Adam(fused=True)``."""
+    four tensors: ``Optimizer``, ``torch.optim.Adam`` (for-loop) and ``Adam(fused=True)``."""
     _need_torch()
     torch.manual_seed(0)
     shapes = [(n_params // 4 // 1000, 1000)] * 4
+    makers = {"optimisers.torch Adam": lambda ps: Optimizer(ps, opt.Adam(1e-3)),
+              "torch Adam (for-loop)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
+              "torch Adam (fused=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True)}
     out = {}
-    for label in ("optimisers Adam", "torch Adam (for-loop)", "torch Adam (fused=True)"):
+    for label, make in makers.items():
         ps = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
         for p in ps:
             p.grad = torch.randn_like(p)
-        if label.startswith("optimisers"):
-            model = [p.detach().numpy() for p in ps]
-            grads = [p.grad.numpy() for p in ps]
-            state = opt.setup(opt.Adam(1e-3), model)
-
-            def step(state=state, model=model, grads=grads):
-                opt.update_(state, model, grads)
-        else:
-            o = torch.optim.Adam(ps, lr=1e-3, fused="fused" in label)
-            step = o.step
-        step()                                                    # warm-up (state init)
+        o = make(ps)
+        o.step()                                                  # warm-up (state init)
         t0 = time.perf_counter()
         for _ in range(repeat):
-            step()
+            o.step()
         out[label] = (time.perf_counter() - t0) / repeat
     return out
+
+
+def _train(net, optim, sched, batches):
+    for X, y in batches:
+        optim.zero_grad()
+        torch.nn.functional.mse_loss(net(X), y).backward()
+        optim.step()
+        sched.step()
+
+
+def checkpoint_demo(steps=60, save_at=30, rule=None):
+    """Train with OneCycleLR, save model, optimiser and scheduler at ``save_at`` (with
+    ``torch.save``), resume them into a fresh network and optimiser (read back with
+    ``weights_only=True``), and finish.  Returns ``(resumed equals uninterrupted, the
+    losses of the uninterrupted run)``."""
+    _need_torch()
+    rule = rule or opt.AdamW(1e-3, lambda_=0.01)
+    X, y = make_data()
+    g = torch.Generator().manual_seed(5)
+    batches = [(X[i], y[i]) for i in (torch.randint(0, len(X), (32,), generator=g)
+                                      for _ in range(steps))]
+
+    def fresh(seed):
+        net = make_net(seed)
+        optim = Optimizer(net.parameters(), rule)
+        sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-2, total_steps=steps,
+                                                    cycle_momentum=False)
+        return net, optim, sched
+
+    net, optim, sched = fresh(0)
+    _train(net, optim, sched, batches[:save_at])
+    buf = io.BytesIO()                  # a file in real use: torch.save(..., "ckpt.pt")
+    torch.save({"model": net.state_dict(), "optim": optim.state_dict(),
+                "sched": sched.state_dict()}, buf)
+    _train(net, optim, sched, batches[save_at:])
+    losses = [torch.nn.functional.mse_loss(net(X), y).item()]
+
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)             # tensors and plain values only
+    net2, optim2, sched2 = fresh(1)                      # other initial weights
+    net2.load_state_dict(ck["model"])
+    optim2.load_state_dict(ck["optim"])
+    sched2.load_state_dict(ck["sched"])
+    _train(net2, optim2, sched2, batches[save_at:])
+    same = all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters()))
+    return same, losses
 
 
 def main(argv=None, out=sys.stdout):
@@ -329,6 +340,11 @@ def main(argv=None, out=sys.stdout):
             out.write(f"{label:<{width}}  {rule!r}\n{'':<{width}}  loss {losses[0]:.4f} -> "
                       f"{losses[-1]:.4f}   rel. difference {max(same):.1e} / "
                       f"{max(own):.1e}\n")
+    same, losses = checkpoint_demo()
+    results["checkpoint"] = same
+    out.write(f"\ncheckpoint: OneCycleLR, saved at step 30 of 60 and resumed in a fresh "
+              f"network: final loss {losses[-1]:.4f}, "
+              f"{'bit for bit the uninterrupted run' if same else 'DIFFERENT'}\n")
     if args.bench:
         out.write(f"\none Adam step, 4 tensors of 1M float32 parameters, "
                   f"{opt.max_threads()} OpenMP threads / torch {torch.get_num_threads()} "

@@ -13,6 +13,9 @@ from optimisers import _rule
 WITHOUT_EXAMPLES = {"optimisers._kernels", "optimisers._kernels_avx2", "optimisers._kernels_avx512",
                     "optimisers._program", "optimisers._probe"}
 
+# Modules that import an optional package (skipped, with the reason, where it is absent).
+NEEDS = {"optimisers.torch": "torch", "optimisers._torch_views": "torch"}
+
 MODULES = sorted(
     name for _, name, _ in pkgutil.walk_packages(optimisers.__path__, "optimisers.")
     if not name.endswith("__main__")
@@ -24,6 +27,8 @@ def test_docstring_examples(name, monkeypatch):
     # a class an example defines in a package module's namespace registers as a built-in
     # rule (Rule.__init_subclass__): keep it out of the registry the other tests read
     monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"{name} needs {NEEDS[name]} (optional)")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"

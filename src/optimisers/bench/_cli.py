@@ -14,7 +14,8 @@ import numpy as np
 import optimisers as opt
 import optimisers._probe as _probe  # (a compiled module: mypy skips it)
 
-from . import busy, compare, distributed, plot, problems, quality, report, rules, speed
+from . import (busy, compare, distributed, plot, problems, quality, report, rules, speed,
+               torch_step)
 from .cases import Case
 from .timing import Budget, Progress
 
@@ -41,6 +42,7 @@ examples:
   optimisers-bench quality --rules adam,lion,descent --plot curves.png
   optimisers-bench --list                           rules, byte counts, problems
   optimisers-bench distributed --ranks 2 --sizes 1e7,1e8   sharded state under mpiexec
+  optimisers-bench torch-step                       optimisers.torch.Optimizer vs torch.optim
 """
 
 
@@ -189,7 +191,7 @@ def parse(argv=None):
     return ns
 
 
-IMPLS = ("plain", "torch-loop", "torch-foreach", "torch-fused", "numpy")
+IMPLS = ("plain", "torch-loop", "torch-foreach", "torch-fused", "numpy", "optimisers.torch")
 PEERS = IMPLS[1:]
 
 
@@ -305,6 +307,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["distributed"]:          # its own options (bench/distributed.py)
         return distributed.main(argv[1:])
+    if argv[:1] == ["torch-step"]:          # optimisers.torch.Optimizer vs torch.optim
+        torch_step.main(argv[1:])
+        return 0
     ns = parse(argv)
     if ns.list:
         sys.stdout.write(_list_text())

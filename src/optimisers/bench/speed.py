@@ -20,7 +20,7 @@ import time
 
 import optimisers as opt
 
-from . import compare, rules, yardsticks
+from . import compare, rules, torch_step, yardsticks
 from .cases import Unavailable, make_arrays, thread_limit
 from .timing import Budget, measure, ratio
 
@@ -71,7 +71,7 @@ def implementations(case, with_peers, only=None):
     if case.rule in yardsticks.PLAIN_RULES and case.leaves == 1 and case.section == "speed":
         impls.append(("plain", yardsticks.plain_step))
     if with_peers:
-        impls += compare.builders(case)
+        impls += compare.builders(case) + torch_step.builders(case)
     if only is not None:
         impls = [(name, b) for name, b in impls if name in only or name in ALWAYS]
     return impls
