@@ -10,9 +10,10 @@ Every rank runs the same script on its own batches::
     dist.save_state(path, state)                        # collective; one file
 
 The trainable arrays are dealt whole to the ranks, balanced by bytes (:func:`partition`);
-each step reduces every array's gradient to its owner, which averages it and steps it
-with the kernels of :func:`optimisers.update_`, then broadcasts the new values into every
-rank's array.  On every rank the model equals what one process gets from
+each step reduce-scatters the gradients, packed by dtype and owner, so that each rank
+receives the sum of its own arrays' gradients, averages them and steps its share with the
+engine and kernels of :func:`optimisers.update_`; the owners then send the new values
+straight into every rank's arrays.  On every rank the model equals what one process gets from
 ``opt.update_`` with the averaged gradient: bit for bit on two ranks, within the
 rounding of MPI's summation order on more.  Every rank must call these functions in the
 same order.  Importing this module imports neither mpi4py nor torch.
