@@ -93,6 +93,8 @@ cdef class Batch:
     cdef readonly object entries   # keeps the arrays alive until run()
     cdef readonly list problems
     cdef readonly list global_entries   # the entries run, led by ClipGlobalNorm/SkipNonFinite
+    cdef readonly bint marked      # some entry's template is a subclass of list (the engine's
+                                   # mark for a template that holds for one step only)
 
     def __cinit__(self):
         self.stages = NULL
@@ -108,6 +110,7 @@ cdef class Batch:
         self.is_global = NULL
         self.n_leaves = 0
         self.ran = False
+        self.marked = False
 
     def __dealloc__(self):
         free(self.stages)
@@ -160,15 +163,18 @@ cdef class Batch:
                 entry = <tuple?> entries[j]
                 if len(entry) < 5:
                     raise ValueError("a batch entry is (template, state, x, g, owner, ...)")
-                tpl = <list?> entry[0]
+                if not isinstance(entry[0], list):      # a subclass too (see `marked`)
+                    raise TypeError(f"a batch template is a list of stages, got "
+                                    f"{type(entry[0]).__name__}")
+                tpl = <list> entry[0]
                 self.first[j] = total
                 total += len(tpl)
             self.stages = <Stage*> malloc((total if total > 0 else 1) * sizeof(Stage))
             if self.stages == NULL:
                 raise MemoryError()
             for j in range(n):
-                entry = <tuple?> entries[j]
-                tpl = <list?> entry[0]
+                entry = <tuple> entries[j]
+                tpl = <list> entry[0]
                 n_stages = len(tpl)
                 if n_stages == 0 or n_stages > MAX_STAGES:
                     raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
@@ -183,6 +189,8 @@ cdef class Batch:
                         _fill_constants(&templates[t][k], spec[0], spec[1], k)
                     template_ids[t] = <void*> tpl
                     template_sizes[t] = n_stages
+                    if type(tpl) is not list:
+                        self.marked = True
                     if n_templates < TEMPLATE_CACHE:
                         n_templates += 1
                 for k in range(n_stages):
@@ -335,20 +343,30 @@ cdef class Batch:
         empties]``, with the raw partial norm each entry's ``before`` hook found, the
         elements of them all, and how many of the entries are empty arrays."""
         cdef dict by_template = {}
-        cdef list g
-        cdef object j
-        cdef Py_ssize_t k
+        cdef list g = None, js = None, parts = None
+        cdef object j, tpl, last = None
+        cdef Py_ssize_t k, elements = 0, empties = 0
         for j in self.global_entries:
             k = j
             tpl = (<tuple> self.entries[k])[0]
-            g = by_template.get(id(tpl))
-            if g is None:
-                g = by_template[id(tpl)] = [tpl, [], [], 0, 0]
-            (<list> g[1]).append(j)
-            (<list> g[2]).append((<const GlobalNormHP*> self.stages[self.first[k]].hp).norm)
-            g[3] += self.sizes[k]
+            if tpl is not last:         # entries of one template mostly come together
+                if g is not None:
+                    g[3] += elements
+                    g[4] += empties
+                elements = empties = 0
+                last = tpl
+                g = by_template.get(id(tpl))
+                if g is None:
+                    g = by_template[id(tpl)] = [tpl, [], [], 0, 0]
+                js, parts = <list> g[1], <list> g[2]
+            js.append(j)
+            parts.append((<const GlobalNormHP*> self.stages[self.first[k]].hp).norm)
+            elements += self.sizes[k]
             if self.sizes[k] == 0:
-                g[4] += 1
+                empties += 1
+        if g is not None:
+            g[3] += elements
+            g[4] += empties
         return list(by_template.values())
 
     def set_scale(self, list indices, double scale):
@@ -375,8 +393,9 @@ cdef class Batch:
         self.ran = True
         cdef int n_threads = omp_get_max_threads()
         cdef Py_ssize_t j
-        for j in self.global_entries:      # the step runs: it ends a SkipNonFinite's run
-            if self.stages[self.first[j]].ctr != NULL:
+        for j in range(self.n_leaves):     # the step runs: it ends a SkipNonFinite's run
+            if (self.count[j] != 0 and self.is_global[j]
+                    and self.stages[self.first[j]].ctr != NULL):
                 self.stages[self.first[j]].ctr[0] = 0
         with nogil:
             _run_many(self.stages, self.first, self.count, self.modes, self.is_double,

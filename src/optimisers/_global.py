@@ -79,7 +79,7 @@ def _arrays(x):
 def settle(batches, programs):
     """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
     anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
-    ``programs``: the general-path ``(leaf, x, work, prog)``.  Returns True when the step is
+    ``programs``: the general-path ``(leaf, x, work, prog, rule)``.  Returns True when the step is
     skipped (only the skip counts advanced); raises ``FloatingPointError`` for a non-finite
     norm with ``throw`` or too many skips in a row; else sets every participating leaf's
     scale.  The batches hand their leaves over by template (one rule each), so the work
@@ -90,18 +90,19 @@ def settle(batches, programs):
         if not b.global_entries:
             continue
         for tpl, js, parts, size, empties in b.global_groups():
-            key = keys.get(id(tpl))
-            if key is None:
-                key = keys[id(tpl)] = _key(b.entries[js[0]][4].rule)
+            key = keys.get(id(tpl), False)
+            if key is False:    # a scheduled rule's template carries the rule at the count
+                rule = getattr(tpl, "concrete", None)
+                key = keys[id(tpl)] = _key(b.entries[js[0]][4].rule if rule is None else rule)
             unit = (b, js, parts)                       # partials aligned with js
             if empties and key[0][1] == -math.inf:      # an empty array has no minimum
                 parts = [t for t, j in zip(parts, js) if b.entries[j][3].size]
             _join(groups, key, parts, size, unit)
     for program in programs:
-        leaf, prog = program[0], program[3]
-        key = keys.get(id(leaf.rule), False)
+        prog, rule = program[3], program[4]          # the rule at the leaf's count
+        key = keys.get(id(rule), False)
         if key is False:
-            key = keys[id(leaf.rule)] = _key(leaf.rule)
+            key = keys[id(rule)] = _key(rule)
         if key is not None:
             p, n = key[0][1], prog.src.size
             part = K.p_partial(prog.src, norm_kind(p), p)
