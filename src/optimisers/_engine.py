@@ -38,6 +38,7 @@ from ._plan import (  # template: the tests take it from the engine
     ScheduledTemplate,
     check_state,
     leaf_plan,
+    moved_on,
     template,  # noqa: F401
 )
 from ._program import Program, run_functional
@@ -352,7 +353,7 @@ class Step:
             leaf = program[0]
             leaf._count += 1
             if leaf._plan[4]:         # its template is for the count before
-                leaf._plan = None
+                leaf._plan = moved_on(leaf._plan)
         if replaced:
             # only the containers around a replaced (read-only) array are rebuilt
             model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)

@@ -19,8 +19,8 @@ from ._leaf import Leaf, state_misfit
 from ._program import Program, gradient_dtype
 from ._rule import Rule
 
-__all__ = ["BATCH_DTYPES", "ScheduledTemplate", "check_state", "leaf_plan", "scheduled_plan",
-           "template"]
+__all__ = ["BATCH_DTYPES", "ScheduledTemplate", "check_state", "leaf_plan", "moved_on",
+           "scheduled_plan", "template"]
 
 
 def leaf_plan(leaf: Leaf, x: np.ndarray, link: object) -> tuple:
@@ -73,6 +73,13 @@ class ScheduledTemplate(list):
         if nxt is None:
             nxt = self._next = scheduled_plan(self.rule, x, state, self.count + 1)
         return nxt
+
+
+def moved_on(plan: tuple) -> tuple:
+    """The plan of a scheduled leaf whose count moved on outside a batch: no template (so
+    the walk routes it) and no count (so ``route`` plans it again, without checking the
+    state again: its rule and dtype are the same)."""
+    return plan[:3] + (None, True, -1)
 
 
 def scheduled_plan(rule: Rule, x: np.ndarray, state: object, count: int) -> tuple:
