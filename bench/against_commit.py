@@ -39,9 +39,9 @@ CASES = {
     # issue 16's training recipe (a rule function, SkipNonFinite, ClipGlobalNorm, a schedule)
     "adamw f32 1000x1000": ("opt.AdamW(1e-3, lambda_=0.1)", 1000, 1000, "float32", 100),
     "recipe f32 1000x1000": (
-        "lambda path, x: opt.OptimiserChain(opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0), "
-        "opt.AdamW(opt.schedules.warmup_cosine_decay(0.0, 1e-3, 100, 10**5), "
-        "lambda_=0.1 if x.ndim >= 2 else 0.0))", 1000, 1000, "float32", 100),
+        ("lambda path, x: opt.OptimiserChain(opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0), "
+         "opt.AdamW(opt.schedules.warmup_cosine_decay(0.0, 1e-3, 100, 10**5), "
+         "lambda_=0.1 if x.ndim >= 2 else 0.0))"), 1000, 1000, "float32", 100),
     "clipglobalnorm+adamw f32 1e8": ("opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.AdamW())",
                                      1, 10**8, "float32", 6),
 }
