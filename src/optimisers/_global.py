@@ -84,20 +84,18 @@ def settle(batches, programs):
     norm with ``throw`` or too many skips in a row; else sets every participating leaf's
     scale.  The batches hand their leaves over by template (one rule each), so the work
     here is per template, not per leaf: the kernels reduced the gradients."""
-    groups = {}      # (clip, p, omega, throw) -> [partials, elements, units]
+    groups = {}      # (clip, p, omega, throw) -> [partial sums, elements, units]
     keys = {}        # id(template or rule) -> ((clip, p, omega, throw), skip) or None
     for b in batches:
-        if not b.global_entries:
+        if not b.n_global:
             continue
-        for tpl, js, parts, size, empties in b.global_groups():
+        # the kernels sum each template's partials exactly (a few floats per template)
+        for tpl, sums, size, empties, first in b.global_groups():
             key = keys.get(id(tpl), False)
             if key is False:    # a scheduled rule's template carries the rule at the count
                 rule = getattr(tpl, "concrete", None)
-                key = keys[id(tpl)] = _key(b.entries[js[0]][4].rule if rule is None else rule)
-            unit = (b, js, parts)                       # partials aligned with js
-            if empties and key[0][1] == -math.inf:      # an empty array has no minimum
-                parts = [t for t, j in zip(parts, js) if b.entries[j][3].size]
-            _join(groups, key, parts, size, unit)
+                key = keys[id(tpl)] = _key(b.entries[first][4].rule if rule is None else rule)
+            _join(groups, key, sums, size, (b, tpl))
     for program in programs:
         prog, rule = program[3], program[4]          # the rule at the leaf's count
         key = keys.get(id(rule), False)
@@ -154,9 +152,10 @@ def _join(groups, key, parts, size, unit):
 
 
 def _set_scales(units, scale):
+    """Give the leaves of ``units`` (``(batch, template)`` or a Program) their scale."""
     for u in units:
         if isinstance(u, tuple):
-            u[0].set_scale(u[1], scale)
+            u[0].set_template_scale(u[1], scale)
         else:
             u.global_scale = scale
 
@@ -166,7 +165,8 @@ def _members(units):
     general-path Program."""
     for u in units:
         if isinstance(u, tuple):
-            yield from ((t, (u[0], j)) for t, j in zip(u[2], u[1]))
+            js, parts = u[0].global_members(u[1])
+            yield from ((t, (u[0], j)) for t, j in zip(parts, js))
         else:
             yield math.nan if u.src.size else 0.0, u
 
