@@ -1,6 +1,7 @@
-"""A rule (Adam unless --rules names others) on one array of float16 (and bfloat16, when ml_dtypes imports) parameters against the
-same on float32, per element: ``update_`` timed for each dtype in turn, interleaved in one
-run (so that a busy machine slows all of them alike), median of the repeats.
+"""A rule (Adam unless --rules names others) on one array of float16 (and bfloat16, when
+ml_dtypes imports) parameters against the same on float32, per element: ``update_`` timed
+for each dtype in turn, interleaved in one run (so that a busy machine slows all of them
+alike), median of the repeats.
 
 The gradient has the parameter's dtype.  Usage:
     python bench/low_precision.py [--sizes 1e6,1e8] [--threads 1,2] [--repeat 15]
@@ -49,7 +50,7 @@ def run(rule, args):
         for threads in (int(t) for t in args.threads.split(",")):
             times = {dt: [] for dt in dtypes}
             with threadpool_limits(limits=threads, user_api="openmp"):
-                for dt, x, g, st in cases:       # warm up (pages, caches)
+                for _, x, g, st in cases:        # warm up (pages, caches)
                     opt.update_(st, x, g)
                 for _ in range(repeat):
                     for dt, x, g, st in cases:

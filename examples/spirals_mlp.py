@@ -40,6 +40,7 @@ import copy
 import math
 import sys
 import time
+from itertools import pairwise
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def init_mlp(sizes, *, seed=0, dtype=np.float32, first_scale=8.0):
     """
     rng = np.random.default_rng(seed)
     layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         std = math.sqrt(2.0 / (fan_in + fan_out)) * (first_scale if i == 0 else 1.0)
         layers.append({"W": (std * rng.standard_normal((fan_in, fan_out))).astype(dtype),
                        "b": np.zeros(fan_out, dtype)})

@@ -106,8 +106,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 import optimisers as opt
 
 try:
@@ -290,7 +288,7 @@ def bench(n_params=4_000_000, repeat=20):
             grads = [p.grad.numpy() for p in ps]
             state = opt.setup(opt.Adam(1e-3), model)
 
-            def step():
+            def step(state=state, model=model, grads=grads):
                 opt.update_(state, model, grads)
         else:
             o = torch.optim.Adam(ps, lr=1e-3, fused="fused" in label)

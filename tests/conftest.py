@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 # set before the kernels load libgomp, and an OMP_WAIT_POLICY of your own wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from threadpoolctl import threadpool_limits  # noqa: E402
+from threadpoolctl import threadpool_limits
 
-import optimisers  # noqa: E402,F401  (loads the OpenMP runtime before threadpoolctl looks)
+import optimisers  # (loads the OpenMP runtime before threadpoolctl looks)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

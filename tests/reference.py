@@ -96,7 +96,9 @@ __all__ = [
     "RMSPropState", "RpropState", "AdamState", "RAdamState", "AdaMaxState",
     "OAdamState", "AdaDeltaState", "AMSGradState", "AdaBeliefState",
     "AccumGradState", "MixedPrecisionState", "SkipNonFiniteState",
+    "ScheduleFreeState", "LookaheadState", "EMAState", "ref_averaged",
     "ref_init", "ref_apply", "ref_update", "ref_norm", "ref_global_norm", "ref_update_tree",
+    "MuonState", "ref_newton_schulz",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -114,6 +116,10 @@ AdaBeliefState = namedtuple("AdaBeliefState", ["m", "s", "beta_t"])
 AccumGradState = namedtuple("AccumGradState", ["acc", "counter"])
 MixedPrecisionState = namedtuple("MixedPrecisionState", ["xT", "inner"])
 SkipNonFiniteState = namedtuple("SkipNonFiniteState", ["skipped", "consecutive"])
+MuonState = namedtuple("MuonState", ["m"])
+ScheduleFreeState = namedtuple("ScheduleFreeState", ["z", "v", "sc", "k"])
+LookaheadState = namedtuple("LookaheadState", ["slow", "since", "inner"])
+EMAState = namedtuple("EMAState", ["ema", "n", "inner"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,7 +127,7 @@ SkipNonFiniteState = namedtuple("SkipNonFiniteState", ["skipped", "consecutive"]
 
 def _low(T):
     """float16 or bfloat16 (ml_dtypes' dtype, known by name: ml_dtypes is optional)."""
-    return T == np.float16 or (T.itemsize == 2 and T.name == "bfloat16")
+    return np.float16 == T or (T.itemsize == 2 and T.name == "bfloat16")
 
 
 def _state_arrays(state):
@@ -148,9 +154,9 @@ class _Ctx:
         self.T = T
         self.C = C
         self.cplx = C.kind == "c"
-        if C == np.complex64:
+        if np.complex64 == C:
             self.R = np.dtype(np.float32)
-        elif C == np.complex128:
+        elif np.complex128 == C:
             self.R = np.dtype(np.float64)
         elif C.kind == "c":
             raise TypeError(f"reference: unsupported complex dtype {C}")
@@ -247,6 +253,12 @@ def _ref_init(rule, x, low_state=False):
         H = _high_dtype(rule, x)
         xT = np.array(x, dtype=H, copy=True)
         return MixedPrecisionState(xT, _ref_init(rule.rule, xT))
+    if name in ("Lookahead", "EMA"):
+        copy = np.array(x, dtype=_Ctx(x).S, copy=True)
+        if low_state and _low(x.dtype):
+            copy = copy.astype(x.dtype)
+        make = LookaheadState if name == "Lookahead" else EMAState
+        return make(copy, np.zeros((), np.int64), _ref_init(rule.rule, x, low_state))
     state = _ref_init_rule(rule, x)
     if low_state and _low(x.dtype):
         state = _round_state(state, x)
@@ -308,6 +320,12 @@ def _ref_init_rule(rule, x):
         return AdaBeliefState(z(S), z(M), betas)
     if name == "AccumGrad":
         return AccumGradState(z(S), 1)
+    if name == "Muon":
+        k.no_complex(name)
+        return MuonState(z(S))
+    if name == "ScheduleFreeAdamW":
+        return ScheduleFreeState(np.array(x, dtype=S, copy=True), z(M),
+                                 np.array([-1.0, 0.0]), np.zeros((), np.int64))
     raise TypeError(f"reference: unknown rule {name}")
 
 
@@ -420,7 +438,7 @@ def _radam(k, rule, state, x, g):
 
 def _adamax(k, rule, state, x, g):
     k.no_complex("AdaMax")
-    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    eps = k.s(rule.epsilon)
     b1, b2 = _beta(k, rule)
     omb1, _ = _one_minus_beta(k, rule)
     bt1, bt2 = _bt(state.beta_t)
@@ -623,6 +641,117 @@ def _accumgrad(k, rule, state, x, g):
     return AccumGradState(k.st(acc), counter + 1), None
 
 
+# ---------------------------------------------------------------------------------------
+# Schedule-Free AdamW, Lookahead, EMA (the rules with a second copy of the parameters)
+
+def _lerp(k, a, b, w):
+    """torch.lerp(a, b, w) with w a Python float: a + w*(b-a) when |R(w)| < 0.5, else
+    b - (b-a)*(1-w), 1-w formed in R."""
+    wr = k.s(w)
+    if abs(wr) < 0.5:
+        return a + (wr * (b - a))
+    return b - ((b - a) * (k.R.type(1) - wr))
+
+
+def _schedulefree(k, rule, state, x, g):
+    # the package's scalars, in Python floats (float64), with k = steps taken; a complex
+    # parameter keeps a real v of |g|^2 and steps each component of y and z alike
+    b1, b2 = rule.beta
+    t = int(state.k)
+    sched = (t + 1) / rule.warmup_steps if t < rule.warmup_steps else 1.0
+    lr = rule.eta * sched
+    lr_max = max(lr, float(state.sc[0]))
+    weight = ((t + 1) ** rule.r) * (lr_max ** rule.weight_lr_power)
+    wsum = float(state.sc[1]) + weight
+    ckp1 = weight / wsum if wsum != 0 else 0.0
+    ay = lr * (b1 * (1 - ckp1) - 1)
+    bc2 = k.s(1 - b2 ** (t + 1))
+    gs = k.split(g)
+    v = (k.ldr(state.v) * k.s(b2)) + (k.s(1 - b2) * k.abs2(gs))
+    den = np.sqrt(v / bc2) + k.s(rule.epsilon)
+    zs, ys, ds = [], [], []
+    for gc, yc, zc in zip(gs, k.split(k.ld(x)), k.split(k.ld(state.z))):
+        u = gc / den
+        if rule.lambda_ != 0:
+            u = u + (k.s(rule.lambda_) * yc)
+        yn = _lerp(k, yc, zc, ckp1) + (k.s(ay) * u)
+        zs.append(zc - (k.s(lr) * u))
+        ds.append(yc - yn)
+    new = ScheduleFreeState(k.st(k.join(zs)), k.stm(v), np.array([lr_max, wsum]),
+                            np.array(t + 1, np.int64))
+    return new, k.join(ds)
+
+
+# whether the step runs as the functional apply_ does (ref_apply; not inside MixedPrecision,
+# whose inner rule steps its master copy in place)
+_STORE_MODE = [False]
+
+
+class _Placed(np.ndarray):
+    """A step ``d = C(x) - x_new`` that carries ``x_new`` itself: the library sets the
+    parameter to ``x_new`` (Lookahead's synchronisation), where ``x - d`` would round."""
+
+    x_new = None
+
+
+def _averaging(rule, state, x, g):
+    """Lookahead and EMA: the inner rule's step, then the slow / average copy from the new
+    parameter ``xn = C(x) - d`` (unrounded: the kernels work on it in the same tile)."""
+    inner, d = _ref_apply(rule.rule, state.inner, x, g)
+    if d is None:
+        return state._replace(inner=inner), None
+    k = _Ctx(x, state)
+    xc = k.ld(x)
+    # the functional apply_ (mode STORE) has only the step: an inner synchronisation's
+    # x_new comes back as x - (x - x_new), rounded
+    exact = isinstance(d, _Placed) and not _STORE_MODE[0]
+    xn = d.x_new if exact else xc - np.asarray(d, dtype=k.C)
+    copy = k.ld(state[0])
+    count = int(state[1])
+    if _name(rule) == "EMA":
+        ema = xn if count == 0 else _lerp(k, copy, xn, 1 - rule.decay)
+        new = EMAState(k.st(ema), np.array(count + 1, np.int64), inner)
+        return new, d
+    if count < rule.k - 1:
+        return LookaheadState(state.slow, np.array(count + 1, np.int64), inner), d
+    slow = copy + (k.s(rule.alpha) * (xn - copy))
+    placed = np.asarray(xc - slow).view(_Placed)
+    placed.x_new = slow
+    return LookaheadState(k.st(slow), np.zeros((), np.int64), inner), placed
+
+
+def ref_averaged(rule, state, x):
+    """The copy ``optimisers.averaged`` gives for the parameter ``x`` (dtype T), or a copy
+    of ``x`` for a rule that keeps none."""
+    name = _name(rule)
+    x = np.asarray(x)
+    found = None
+    if name == "OptimiserChain":
+        for r, s in zip(rule.opts, state):
+            got = ref_averaged(r, s, x)
+            found = got if got is not None and _keeps_copy(r) else found
+        return found if found is not None else x.copy()
+    if name == "MixedPrecision":
+        return np.array(ref_averaged(rule.rule, state.inner, state.xT), dtype=x.dtype)
+    if name in ("Lookahead", "EMA"):
+        return np.array(state[0], dtype=x.dtype)
+    if name == "ScheduleFreeAdamW":
+        k = _Ctx(x)
+        w = 1 - 1 / rule.beta[0]
+        parts = [_lerp(k, yc, zc, w) for yc, zc in zip(k.split(k.ld(x)), k.split(k.ld(state.z)))]
+        return np.array(k.join(parts), dtype=x.dtype)
+    return x.copy()
+
+
+def _keeps_copy(rule):
+    name = _name(rule)
+    if name == "OptimiserChain":
+        return any(_keeps_copy(r) for r in rule.opts)
+    if name == "MixedPrecision":
+        return _keeps_copy(rule.rule)
+    return name in ("Lookahead", "EMA", "ScheduleFreeAdamW")
+
+
 _APPLY = {
     "Descent": _descent,
     "Momentum": _momentum,
@@ -647,6 +776,7 @@ _APPLY = {
     "AccumGrad": _accumgrad,
     "ClipGlobalNorm": _clipglobalnorm,
     "SkipNonFinite": _skipnonfinite,
+    "ScheduleFreeAdamW": _schedulefree,
 }
 
 
@@ -664,7 +794,11 @@ def _mixed_update(rule, state, x, g):
     """(new_state, xT_new) for a MixedPrecision rule."""
     H = np.asarray(state.xT).dtype
     gH = np.array(g, dtype=H, copy=True)
-    inner, xT_new = _ref_update(rule.rule, state.inner, state.xT, gH)
+    store, _STORE_MODE[0] = _STORE_MODE[0], False
+    try:
+        inner, xT_new = _ref_update(rule.rule, state.inner, state.xT, gH)
+    finally:
+        _STORE_MODE[0] = store
     return MixedPrecisionState(xT_new, inner), xT_new
 
 
@@ -703,6 +837,8 @@ def _ref_apply(rule, state, x, g):
                 s2, d = _ref_apply(r, s, x, d)
                 new_states.append(s2)
         return tuple(new_states), d
+    if name in ("Lookahead", "EMA"):
+        return _averaging(rule, state, x, g)
     fn = _APPLY.get(name)
     if fn is None:
         raise TypeError(f"reference: unknown rule {name}")
@@ -731,6 +867,8 @@ def _ref_update(rule, state, x, g):
     new_state, d = _ref_apply(rule, state, x, gC)
     if d is None:
         return new_state, x.copy()
+    if isinstance(d, _Placed):          # the parameter is set, not stepped
+        return new_state, np.array(d.x_new, dtype=k.T)
     new_x = np.array(k.ld(x) - np.asarray(d, dtype=k.C), dtype=k.T)
     return new_state, new_x
 
@@ -992,5 +1130,57 @@ def ref_init(rule, x, low_precision_state=False):
 def ref_apply(rule, state, x, g):
     """(new_state, d) for one step; never mutates its inputs.  States in the library's
     layout."""
-    new_state, d = _ref_apply_quiet(rule, _internal_layout(state), x, g)
-    return _library_layout(new_state), d
+    _STORE_MODE[0] = True
+    try:
+        new_state, d = _ref_apply_quiet(rule, _internal_layout(state), x, g)
+    finally:
+        _STORE_MODE[0] = False
+    return _library_layout(new_state), (None if d is None else np.asarray(d))
+
+
+
+# ---------------------------------------------------------------------------------------
+# Muon (torch 2.13's torch.optim.Muon, written from its algorithm box and docs): the
+# momentum in C one operation at a time (an element-wise state, so bit for bit); the
+# Newton-Schulz iteration, the decay and the step in float64 -- the float64 evaluation the
+# library's float32 iteration is checked against (to a tolerance), its d rounded once to C.
+
+def ref_newton_schulz(u, coefficients, steps, epsilon):
+    """torch's orthogonalisation of the matrix ``u`` in float64: X = u (transposed when it
+    has more rows than columns) / max(||u||_F, epsilon); ``steps`` times A = X X^T,
+    B = b A + c A A, X = a X + B X; transposed back."""
+    a, b, c = (float(v) for v in coefficients)
+    X = np.array(u, dtype=np.float64)
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T
+    X = X / max(math.sqrt(math.fsum((X * X).ravel())), float(epsilon))
+    for _ in range(steps):
+        A = X @ X.T
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return X.T if tall else X
+
+
+def _muon_lr(rule, shape):
+    rows, cols = shape
+    if rule.adjust_lr_fn == "match_rms_adamw":
+        return float(rule.eta) * 0.2 * math.sqrt(max(rows, cols))
+    return float(rule.eta) * math.sqrt(max(1.0, rows / cols if cols else 0.0))
+
+
+def _muon(k, rule, state, x, g):
+    k.no_complex("Muon")
+    if np.ndim(x) != 2:
+        raise ValueError(f"reference: Muon needs a matrix, got shape {np.shape(x)}")
+    mu, omm = k.s(rule.mu), k.s(1 - rule.mu)
+    m_old = k.ld(state.m)
+    m = m_old + omm * (g - m_old)
+    u = (g + mu * (m - g)) if rule.nesterov else m
+    o = ref_newton_schulz(u, rule.ns_coefficients, rule.ns_steps, rule.epsilon)
+    x64 = np.asarray(k.ld(x), dtype=np.float64)
+    d = (float(rule.eta) * float(rule.lambda_)) * x64 + _muon_lr(rule, x.shape) * o
+    return MuonState(k.st(m)), d.astype(k.C)
+
+
+_APPLY["Muon"] = _muon

@@ -17,16 +17,24 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
                         ClipGlobalNorm, ClipGrad, ClipNorm, Descent, Lion, MixedPrecision,
                         Momentum, NAdam, Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop,
                         SignDecay, SkipNonFinite, WeightDecay)
+from optimisers import Muon
+from optimisers import EMA, Lookahead, ScheduleFreeAdamW
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
-           "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES"]
+           "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES",
+           "MATRIX_ONLY", "MATRIX_RULES", "MATRIX_CONVERGENCE"]
 
 # One entry per rule class at its defaults, read from the library's registry (opt.RULES:
 # every built-in Rule subclass), so that a new rule is tested at its defaults without a line
 # here.  A class that cannot be made without arguments is named in _AT_DEFAULTS; the
 # composites wrap other rules and are tested through CHAINS.
-_COMPOSITES = (OptimiserChain, MixedPrecision)
+_COMPOSITES = (OptimiserChain, MixedPrecision, Lookahead, EMA)
 _AT_DEFAULTS = {AccumGrad: ("AccumGrad1", lambda: AccumGrad(1))}     # no default n
+# Rules for 2-D parameters whose step runs through BLAS (Muon): they cannot train the 1-D
+# arrays of the generic lists, and match their float64 reference closely, not bit for bit.
+# They have rows of their own (MATRIX_RULES, MATRIX_CONVERGENCE, below), which
+# tests/test_muon.py runs with the same checks at a tolerance.
+MATRIX_ONLY = (Muon,)
 
 
 def _at_defaults(cls):
@@ -38,7 +46,8 @@ def _at_defaults(cls):
                              f"({e}): give it an entry in registry._AT_DEFAULTS") from None
 
 
-DEFAULT_RULES = [_at_defaults(c) for c in opt.RULES if c not in _COMPOSITES]
+DEFAULT_RULES = [_at_defaults(c) for c in opt.RULES
+                 if c not in _COMPOSITES and c not in MATRIX_ONLY]
 
 # non-default hyper-parameters: larger steps, other decays, so every term matters (written
 # by hand: a new rule adds its rows here, which the checks at the end of this module ask for)
@@ -76,6 +85,7 @@ TUNED_RULES = [
     ("ClipGlobalNorm-pinf", ClipGlobalNorm(0.5, np.inf)),
     ("ClipGlobalNorm-p3", ClipGlobalNorm(2.0, 3.0)),
     ("SkipNonFinite-3", SkipNonFinite(3)),
+    ("ScheduleFreeAdamW-0.05", ScheduleFreeAdamW(0.05, (0.8, 0.95), 1e-6, 0.1, 3, 0.5, 1.5)),
 ]
 
 CHAINS = [
@@ -104,6 +114,20 @@ CHAINS = [
     ("Mixed-Adam", MixedPrecision(Adam())),
     ("Mixed-f64-ClipGrad-Momentum",
      MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum()))),
+    # the rules with a second copy of the parameters (issue 17): Lookahead synchronising on
+    # steps 3 and 6, EMA's two forms of lerp (weight below and above 1/2), nested, after a
+    # leading ClipNorm (folded into the inner rule, not into the AFTER_STEP stage), around
+    # an AccumGrad, inside MixedPrecision
+    ("Lookahead-Adam", Lookahead(Adam(0.05), k=3, alpha=0.4)),
+    ("EMA-Momentum", EMA(Momentum(0.05, 0.7), decay=0.8)),
+    ("EMA-far-Descent", EMA(Descent(0.1), decay=0.3)),
+    ("EMA-Lookahead-chain", EMA(Lookahead(OptimiserChain(ClipGrad(1.0), AdamW(0.05, lambda_=0.1)),
+                                          k=2), decay=0.6)),
+    ("Chain-ClipNorm-Lookahead", OptimiserChain(ClipNorm(1.0), Lookahead(Nesterov(0.05), k=2))),
+    ("Lookahead-ClipNorm", Lookahead(ClipNorm(1.0), k=2, alpha=0.3)),
+    ("Lookahead-AccumGrad", Lookahead(OptimiserChain(AccumGrad(2), Adam(0.05)), k=2)),
+    ("Mixed-EMA", MixedPrecision(EMA(Adam(0.05), decay=0.7))),
+    ("EMA-ScheduleFree", EMA(ScheduleFreeAdamW(0.05, warmup_steps=3), decay=0.5)),
 ]
 
 SINGLE_RULES = DEFAULT_RULES + TUNED_RULES
@@ -117,9 +141,9 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 # complex norm -- and the composites too)
 COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
-              MixedPrecision, ClipGlobalNorm, SkipNonFinite)
+              MixedPrecision, ClipGlobalNorm, SkipNonFinite, Lookahead, EMA, ScheduleFreeAdamW)
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
-COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay)
+COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, Muon)
 
 
 def _check_complex_spec():
@@ -172,6 +196,13 @@ SPECS = {
     AccumGrad: ({"n": None}, (4,)),        # n has no default
     ClipGlobalNorm: ({"omega": 1.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
     SkipNonFinite: ({"max_consecutive": None}, (3,)),
+    Muon: ({"eta": 1e-3, "lambda_": 0.1, "mu": 0.95, "nesterov": True,
+            "ns_coefficients": (3.4445, -4.775, 2.0315), "epsilon": 1e-7, "ns_steps": 5,
+            "adjust_lr_fn": None},
+           (0.02, 0.0, 0.9, False, (3.0, -3.2, 1.2), 1e-6, 3, "match_rms_adamw")),
+    ScheduleFreeAdamW: ({"eta": 2.5e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "lambda_": 0.0,
+                         "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0},
+                        (0.01, (0.8, 0.99), 1e-6, 0.1, 5, 0.5, 1.0)),
 }
 
 
@@ -214,6 +245,9 @@ CONVERGENCE = {
     "SkipNonFinite": (OptimiserChain(SkipNonFinite(), Adam(0.05)),
                       OptimiserChain(SkipNonFinite(), Adam(0.02)), 3000),
     "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
+    "ScheduleFreeAdamW": (ScheduleFreeAdamW(0.05), ScheduleFreeAdamW(0.05, warmup_steps=50), 3000),
+    "Lookahead": (Lookahead(Adam(0.05)), Lookahead(Adam(0.02), k=5, alpha=0.5), 3000),
+    "EMA": (EMA(Adam(0.05), decay=0.9), EMA(Adam(0.02), decay=0.99), 3000),
 }
 
 
@@ -225,7 +259,7 @@ def _check_specs():
         if cls not in SPECS and cls not in _COMPOSITES:
             raise AssertionError(f"the rule class {cls.__name__} has no row in registry.SPECS "
                                  f"(its fields with their defaults, and other values)")
-        if cls not in _converging:
+        if cls not in _converging and cls not in MATRIX_ONLY:
             raise AssertionError(f"the rule class {cls.__name__} has no row in "
                                  f"registry.CONVERGENCE (rules that train a quadratic and "
                                  f"Rosenbrock's function)")
@@ -243,6 +277,8 @@ def rule_classes_in(rule):
         return out
     if isinstance(rule, MixedPrecision):
         return rule_classes_in(rule.rule)
+    if isinstance(rule, (Lookahead, EMA)):
+        return rule_classes_in(rule.rule) | {type(rule)}
     return {type(rule)}
 
 
@@ -251,6 +287,7 @@ def _check_coverage():
     construction, and the hand-written rows too -- each leaf class has a row of
     TUNED_RULES, each composite a row of CHAINS."""
     tuned = {type(r) for _, r in TUNED_RULES}
+    tuned |= {type(r) for _, r in MATRIX_RULES}
     for cls in LEAF_CLASSES:
         if cls not in tuned:
             raise AssertionError(f"the rule class {cls.__name__} has no row in TUNED_RULES "
@@ -260,10 +297,28 @@ def _check_coverage():
         if not any(type(r) is cls for _, r in CHAINS):
             raise AssertionError(f"no row of CHAINS is a {cls.__name__} (tests/registry.py)")
     covered = set()
-    for _, r in RULES:
+    for _, r in RULES + MATRIX_RULES:
         covered |= rule_classes_in(r) | {type(r)}
     assert covered == set(opt.RULES), covered ^ set(opt.RULES)
 
+
+# Muon's rows: at its defaults, tuned, and in the chains it is meant for (after the
+# global-norm rules, an AccumGrad, under MixedPrecision)
+MATRIX_RULES = [_at_defaults(c) for c in MATRIX_ONLY] + [
+    ("Muon-tuned", Muon(0.05, 0.2, 0.8, False, (3.0, -3.2, 1.2), 1e-6, 3, "match_rms_adamw")),
+    ("Muon-plain", Muon(0.02, lambda_=0.0, mu=0.5)),
+    ("Chain-Skip-ClipGlobalNorm-Muon",
+     OptimiserChain(SkipNonFinite(), ClipGlobalNorm(2.0), Muon(0.05))),
+    ("Chain-ClipNorm-Muon", OptimiserChain(ClipNorm(1.0), Muon(0.02, lambda_=0.3))),
+    ("Chain-AccumGrad-Muon", OptimiserChain(AccumGrad(2), Muon(0.05))),
+    ("Chain-Muon-ClipGrad", OptimiserChain(Muon(0.05), ClipGrad(1e-3))),
+    ("Mixed-f64-Muon", MixedPrecision(np.float64, Muon(0.05))),
+]
+# name -> (rule, steps): each trains tests/test_muon.py's matrix least-squares problem
+MATRIX_CONVERGENCE = {
+    "Muon": (Muon(0.05, lambda_=0.0), 300),
+    "Muon-chain": (OptimiserChain(ClipGlobalNorm(1.0), Muon(0.05, lambda_=0.0)), 300),
+}
 
 _check_coverage()
 

@@ -21,7 +21,7 @@ def _members(rule):
     """The leaf rules of a rule in the order its program runs them."""
     if isinstance(rule, OptimiserChain):
         return [m for r in rule.opts for m in _members(r)]
-    if isinstance(rule, MixedPrecision):
+    if isinstance(rule, (MixedPrecision, opt.Lookahead, opt.EMA)):
         return _members(rule.rule)
     return [rule]
 
@@ -31,7 +31,7 @@ def _must_raise(rule):
     AccumGrad still collecting before it, no SkipNonFinite skipping the step) meets the
     NaN."""
     for r in _members(rule):
-        if isinstance(r, AccumGrad) and r.n > 1 or isinstance(r, SkipNonFinite):
+        if (isinstance(r, AccumGrad) and r.n > 1) or isinstance(r, SkipNonFinite):
             return False
         if isinstance(r, (ClipNorm, ClipGlobalNorm)) and r.throw:
             return True

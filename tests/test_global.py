@@ -293,7 +293,7 @@ def test_max_consecutive_raises_and_a_good_step_resets():
     for _ in range(2):
         state, model = opt.update_(state, model, bad)
     before = copy.deepcopy(state)
-    with pytest.raises(FloatingPointError, match="2 steps skipped in a row.*max_consecutive=2"):
+    with pytest.raises(FloatingPointError, match=r"2 steps skipped in a row.*max_consecutive=2"):
         opt.update_(state, model, bad)
     assert tree_equal(state, before) and np.array_equal(model["a"], np.ones(2))
     state, model = opt.update_(state, model, good)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, AdamW, AMSGrad,
-                        ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
+from optimisers import (AccumGrad, Adam, AdamW, AMSGrad,
+                        ClipGrad, ClipNorm, Descent, MixedPrecision, Momentum, NAdam,
                         Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
                         WeightDecay)
 from registry import SPECS
@@ -105,7 +105,8 @@ def test_equality_by_value(cls):
     fields, values = SPECS[cls]
     a, b = tuned(cls), tuned(cls)
     assert a is not b
-    assert a == b and not (a != b)
+    assert a == b
+    assert (a != b) is False
     assert hash(a) == hash(b)
     assert len({a, b}) == 1
     # changing any one field makes it unequal
@@ -223,7 +224,8 @@ BAD = (
     + [(AccumGrad, "n", 0, ValueError, "0"), (AccumGrad, "n", -3, ValueError, "-3"),
        (AccumGrad, "n", 2.5, TypeError, "2.5"), (AccumGrad, "n", "3", TypeError, "'3'"),
        (AccumGrad, "n", True, TypeError, "True")]
-    + [(Rprop, "ell", (0.0, 1.2), ValueError, "0.0"), (Rprop, "ell", (-0.5, 1.2), ValueError, "-0.5"),
+    + [(Rprop, "ell", (0.0, 1.2), ValueError, "0.0"),
+       (Rprop, "ell", (-0.5, 1.2), ValueError, "-0.5"),
        (Rprop, "ell", (1.5, 1.2), ValueError, "1.5"), (Rprop, "ell", (0.5, 0.9), ValueError, "0.9"),
        (Rprop, "ell", 0.5, TypeError, "0.5"),
        (Rprop, "gamma", (-1e-6, 50.0), ValueError, "-1e-06"),
@@ -289,11 +291,11 @@ def test_adjust_of_a_tree_revalidates_and_changes_nothing():
 def test_adjust_changes_fields_and_keeps_the_rest(cls):
     fields, values = SPECS[cls]
     base = tuned(cls)
-    for name, value in zip(fields, values):
+    for name in fields:
         if name == "centred":
             continue
         dflt = fields[name]
-        if dflt is None:
+        if dflt is None and name != "adjust_lr_fn":     # Muon's None is a choice itself
             dflt = 7
         new = opt.adjust(base, **{name: dflt})
         assert type(new) is cls

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import AccumGrad, ClipGrad, ClipNorm, Descent, OptimiserChain, SignDecay, WeightDecay
+from optimisers import (AccumGrad, ClipGrad, ClipNorm, Descent, OptimiserChain, SignDecay,
+                        WeightDecay)
 from reference import ref_init, ref_update
 from registry import SINGLE_RULES
 

@@ -211,7 +211,7 @@ def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, i
                                                                          monkeypatch):
     wider = build_or_skip(isa)
     results = []
-    for isa, kernels in (("baseline", BUILDS["baseline"]), (isa, wider)):
+    for build, kernels in (("baseline", BUILDS["baseline"]), (isa, wider)):
         monkeypatch.setattr(_program, "_kernels", kernels)
         monkeypatch.setattr(_engine, "_kernels", kernels)
         rng = np.random.default_rng(8)
@@ -220,7 +220,7 @@ def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, i
         with threadpool_limits(limits=1, user_api="openmp"):
             for step in range(4):
                 state, x = opt.update_(state, x, _gradient(rng, x.size, dtype, step))
-        results.append((isa, x, state))
+        results.append((build, x, state))
     _, x0, s0 = results[0]
     for isa, x1, s1 in results[1:]:
         assert_arrays_same(x1, x0, f"{isa} against baseline: parameter")

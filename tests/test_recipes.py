@@ -32,7 +32,8 @@ def test_none_leaves_an_array_untrained():
                       model)
     assert state["frozen"] is None
     state, model = opt.update_(state, model, {"w": np.ones((2, 2)), "frozen": np.ones(3)})
-    assert np.array_equal(model["frozen"], np.ones(3)) and np.array_equal(model["w"], 0 * model["w"])
+    assert np.array_equal(model["frozen"], np.ones(3))
+    assert np.array_equal(model["w"], 0 * model["w"])
 
 
 def test_equal_rules_become_one_object_and_run_as_one_batch():

@@ -423,7 +423,7 @@ def test_bounds_are_exact(case):
     every = values(s)
     lo, hi = s.bounds()
     assert lo <= every.min() and every.max() <= hi
-    if case[0] != "exponential_decay" and "join" != case[0]:
+    if case[0] != "exponential_decay" and case[0] != "join":
         assert (lo, hi) == (every.min(), every.max())   # settled within COUNTS
     for stop in stops(s):
         lo, hi = s.bounds(steps=stop)

@@ -195,7 +195,8 @@ def test_adjust_keywords_example():
     m = {"vec": np.zeros(2, np.float32), "fun": np.sin}
     st = opt.setup(opt.Nesterov(0.123), m)
     st2 = opt.setup(opt.OptimiserChain(opt.ClipGrad(), opt.Adam()), m)
-    assert st2["vec"].rule == opt.OptimiserChain(opt.ClipGrad(10.0), opt.Adam(0.001, (0.9, 0.999), 1e-8))
+    assert st2["vec"].rule == opt.OptimiserChain(opt.ClipGrad(10.0),
+                                                 opt.Adam(0.001, (0.9, 0.999), 1e-8))
     st3 = opt.adjust(st2, beta=(0.777, 0.909), delta=11.1)      # delta acts on ClipGrad
     assert st3["vec"].rule == opt.OptimiserChain(opt.ClipGrad(11.1),
                                                  opt.Adam(0.001, (0.777, 0.909), 1e-8))

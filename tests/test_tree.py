@@ -508,7 +508,7 @@ def test_frozen_and_slotted_objects_rebuilt_without_init(cls, inplace):
     calls = INIT_CALLS.copy()
     fn = opt.update_ if inplace else opt.update
     st, m2 = fn(st, m, {"w": np.ones(2), "b": np.ones(1)})
-    assert INIT_CALLS == calls
+    assert calls == INIT_CALLS
     assert type(m2) is cls and m2 is not m
     np.testing.assert_array_equal(m2.w, [0.5, 1.5])
     np.testing.assert_array_equal(m2.b, [4.5])

@@ -8,7 +8,7 @@ y = X @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.1 * rng.standard_normal(256)
 model = {"w": np.zeros(3), "b": np.zeros(1), "name": "linear"}       # any nesting works
 state = opt.setup(opt.OptimiserChain(opt.ClipNorm(1.0), opt.Adam(0.05)), model)
 
-for step in range(200):
+for _ in range(200):
     err = X @ model["w"] + model["b"] - y                # forward
     loss = 0.5 * np.mean(err ** 2)
     grad = {"w": X.T @ err / len(y), "b": np.array([err.mean()])}   # backward, by hand

@@ -27,9 +27,10 @@ Files, in the order they are included:
 * ``common.pxi``: the stage, the kind table and ``register_kind``, element helpers;
 * ``quotients.pxi``: exact quotients by the per-step bias corrections without the divider;
 * ``norms.pxi``: p-norms with a reduction order fixed by the data (ClipNorm);
-* ``rules_sgd.pxi``, ``rules_adam.pxi``, ``rules_adaptive.pxi``, ``rules_transform.pxi``:
-  the families, each kind's real and pair tile functions side by side, and their
+* ``rules_sgd.pxi``, ``rules_adam.pxi``, ``rules_adaptive.pxi``, ``rules_transform.pxi``,
+  ``rules_averaged.pxi``: the families, each kind's real and pair tile functions side by side, and their
   registration;
+* ``rules_muon.pxi``: Muon's element-wise stages around its matrix products;
 * ``driver.pxi``: tiles, folding of a leading scale, one leaf's prepared program;
 * ``staging.pxi``: the same for a parameter stored in 16 bits (float16, bfloat16): each tile
   converted to float32 buffers, run by the float32 tile functions, rounded back once;
@@ -53,7 +54,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
-from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, isnan, INFINITY
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, INFINITY
 from libc.stdlib cimport qsort
 from libc.string cimport memcmp
 
@@ -114,6 +115,8 @@ include "rules_sgd.pxi"
 include "rules_adam.pxi"
 include "rules_adaptive.pxi"
 include "rules_transform.pxi"
+include "rules_muon.pxi"
+include "rules_averaged.pxi"
 include "driver.pxi"
 include "staging.pxi"
 include "entry.pxi"

@@ -74,7 +74,8 @@ cdef class Batch:
     ``ClipNorm``'s norm) and writes nothing: an entry that does not fit, and every entry
     that shares a parameter's memory or an owner with another, is left out and listed in
     ``problems`` as ``(index, Status, norm, p)``, where ``norm`` is the non-finite p-norm
-    for ``NONFINITE_NORM`` (both None otherwise).  :meth:`run` then updates every other parameter and state, once.
+    for ``NONFINITE_NORM`` (both None otherwise).  :meth:`run` then updates every other
+    parameter and state, once.
     Small leaves are spread over the threads whole; large ones are split by tiles.
     """
     cdef Stage* stages

@@ -86,6 +86,13 @@ cdef enum KindFlags:
                             # which becomes the next stage's input scale (ClipNorm)
     KEEPS_TILE = 2          # its float64 tile keeps what it overwrites in a TILE-long stack
                             # buffer when the build divides by reciprocal (quotients.pxi)
+    AFTER_STEP = 4          # runs after the program's step is emitted, in the same tile
+                            # (Lookahead, EMA: rules_averaged.pxi); such stages trail the
+                            # program.  Its tile function gets x and, as both g and out,
+                            # where the step went: with `subtract` (mode SUBTRACT) x[i] is
+                            # the new parameter, which it may set through out[i]; without
+                            # (mode STORE) the new parameter is x[i] - out[i], and setting
+                            # it means rewriting the step out[i]
 
 
 cdef struct Kind:

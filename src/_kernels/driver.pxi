@@ -46,13 +46,26 @@ cdef inline Py_ssize_t _tile_length(const Stage* stages, int n_stages, Py_ssize_
     cdef bint buffered = mode == SINK
     cdef Py_ssize_t long_length = LONG_TILE_BYTES // sizeof(floating)
     for k in range(n_stages):
-        if stages[k].kind != FOLDED:
+        # an AFTER_STEP stage re-reads a tile the program has just written (in cache): it
+        # does not make the program a chain
+        if stages[k].kind != FOLDED and (KINDS[stages[k].kind].flags & AFTER_STEP) == 0:
             loops += 1
             buffered = buffered or _holds_a_tile(&stages[k], dtype)
     if (loops <= 1 and not buffered
             and n >= LONG_TILES_PER_THREAD * (n_threads if n_threads > 1 else 1) * long_length):
         return long_length
     return _elements_per_tile(loops > 1, sizeof(floating))
+
+
+cdef inline int _step_end(const Stage* stages, int n_stages) noexcept nogil:
+    """The index after the stage that emits the program's step: the AFTER_STEP stages
+    (Lookahead, EMA) trail it and run after it in each tile.  (A stopped program, mode
+    SINK, was cut before them.)"""
+    cdef int k = n_stages
+    while (k > 1 and stages[k - 1].kind != FOLDED
+           and (KINDS[stages[k - 1].kind].flags & AFTER_STEP) != 0):
+        k -= 1
+    return k
 
 
 cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_ssize_t n,
@@ -63,13 +76,17 @@ cdef inline void _run_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
     cdef const floating* src = g + off
     cdef floating* out
     cdef bint subtract
-    cdef int k
+    cdef int k, end = _step_end(stages, n_stages)
     for k in range(n_stages):
         if stages[k].kind == FOLDED:
             continue                        # its scale is the next stage's input scale
         subtract = False
         out = tile
-        if k == n_stages - 1:
+        if k >= end:                        # AFTER_STEP: sees where the step went
+            subtract = mode == SUBTRACT
+            out = x + off if subtract else dst + off
+            src = out
+        elif k == end - 1:
             if mode == SUBTRACT:
                 out = x + off
                 subtract = True
@@ -85,7 +102,8 @@ cdef inline void _fold_leading_scale(Stage* stages, int n_stages) noexcept nogil
     have read from the tile buffer, so the bits are the same, and the program is one loop
     instead of two.  (Pair stages read their input unscaled: no fold there.)"""
     if (n_stages >= 2 and (KINDS[stages[0].kind].flags & LEADS) != 0
-            and stages[0].width == 1 and stages[1].width == 1):
+            and stages[0].width == 1 and stages[1].width == 1
+            and (KINDS[stages[1].kind].flags & AFTER_STEP) == 0):
         stages[1].gs = stages[0].fold
         stages[0].kind = FOLDED
 

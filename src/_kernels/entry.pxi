@@ -325,4 +325,3 @@ def run_program(list stages, cnp.ndarray x, cnp.ndarray g, object dst=None, int 
     if status == NO_MEMORY:
         raise MemoryError("could not allocate the partial sums of a norm")
     return status
-

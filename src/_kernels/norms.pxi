@@ -221,7 +221,8 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
             part = partials[b]
             if total != total:
                 break
-            if part != part or (how == NORM_MAX and part > total) or (how == NORM_MIN and part < total):
+            if (part != part or (how == NORM_MAX and part > total)
+                    or (how == NORM_MIN and part < total)):
                 total = part
     else:
         total = 0.0

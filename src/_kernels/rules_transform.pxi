@@ -203,5 +203,6 @@ cdef int _globalnorm_before(Stage* s, const void* g, Py_ssize_t n_elements, bint
 cdef GlobalNormHP _globalnorm_layout
 cdef int GLOBALNORM_KIND = -1   # for the Batch's list of the entries it leads
 
-GLOBALNORM_KIND = register_kind("globalnorm", scale_tile[float], scale_tile[double], _globalnorm_layout,
-              sizeof(GlobalNormHP), COMPONENTWISE, _globalnorm_before, NULL, LEADS)
+GLOBALNORM_KIND = register_kind("globalnorm", scale_tile[float], scale_tile[double],
+                                _globalnorm_layout, sizeof(GlobalNormHP), COMPONENTWISE,
+                                _globalnorm_before, NULL, LEADS)

@@ -152,7 +152,7 @@ cdef void _run_staged_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
     cdef const float* src
     cdef float* out
     cdef bint subtract
-    cdef int k, j
+    cdef int k, j, end = _step_end(stages, n_stages)
     cdef Stage staged
     _load(fmt, x, off, xs, m)
     if gfmt == NATIVE:
@@ -165,7 +165,11 @@ cdef void _run_staged_tile(const Stage* stages, int n_stages, Py_ssize_t t, Py_s
             continue                        # its scale is the next stage's input scale
         subtract = False
         out = tile
-        if k == n_stages - 1:
+        if k >= end:                        # AFTER_STEP: sees where the step went
+            subtract = mode == SUBTRACT
+            out = xs if subtract else dst + off
+            src = out
+        elif k == end - 1:
             if mode == SUBTRACT:
                 out = xs
                 subtract = True

@@ -22,17 +22,20 @@ from ._keypath import KeyPath, getkeypath, haskeypath
 from ._leaf import Leaf
 from ._rule import Rule, builtin_rules, init
 # the rule classes (each module's __all__): they register themselves in _rule's registry
-from ._rules_sgd import *  # noqa: F401,F403
-from ._rules_adam import *  # noqa: F401,F403
-from ._rules_adaptive import *  # noqa: F401,F403
-from ._rules_transform import *  # noqa: F401,F403
+from ._rules_sgd import *  # noqa: F403
+from ._rules_adam import *  # noqa: F403
+from ._rules_adaptive import *  # noqa: F403
+from ._rules_transform import *  # noqa: F403
+from ._rules_muon import *  # noqa: F403
 from ._global import global_norm
-from ._composite import *  # noqa: F401,F403
+from ._composite import *  # noqa: F403
+from ._rules_averaged import *  # noqa: F403
 from ._tree import isnumeric, maywrite, setup, trainables
 from ._adjust import adjust, adjust_, freeze_, hyperparameters, thaw_
 from ._engine import apply_, update, update_
 from ._destructure import Restructure, destructure
 from ._checkpoint import CheckpointError, load_state, save_state
+from ._averaged import averaged
 from . import schedules
 from .schedules import Schedule
 
@@ -47,11 +50,15 @@ except _metadata.PackageNotFoundError:       # imported from a build that was ne
 RULES = builtin_rules()
 
 __all__ = [
-    "setup", "update", "update_", "adjust", "adjust_", "hyperparameters", "freeze_", "thaw_", "destructure",
+    "setup", "update", "update_", "adjust", "adjust_", "hyperparameters", "freeze_", "thaw_",
+    "destructure",
     "Restructure", "trainables", "trainable", "isnumeric", "maywrite", "KeyPath",
     "getkeypath", "haskeypath", "Leaf", "init", "apply_", "Rule", "functor",
     "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",
     "kernel_isa",
     "save_state", "load_state", "CheckpointError", "RULES", "schedules", "Schedule",
-    "global_norm",
-] + [r.__name__ for r in RULES]
+    "global_norm", "averaged",
+]
+# the rule classes, by name (a separate statement: type checkers read the literal list above
+# as the names this package exports, and the star imports export the rules)
+__all__ += [r.__name__ for r in RULES]

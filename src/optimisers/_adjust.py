@@ -3,10 +3,15 @@ states), freeze_/thaw_, and hyperparameters (the rules the next update uses, for
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
+from typing import Any, cast
+
 from ._functor import is_namedtuple
 from ._keypath import KeyPath
 from ._leaf import Leaf, copy_state
 from ._rule import Rule
+from ._schedule import Hyperparameter
+from ._types import StateTree, T as _T
 
 __all__ = ["adjust", "adjust_", "freeze_", "thaw_", "hyperparameters"]
 
@@ -14,11 +19,12 @@ __all__ = ["adjust", "adjust_", "freeze_", "thaw_", "hyperparameters"]
 # ----------------------------------------------------------------------------------------
 # adjust, freeze
 
-def _state_leaves(tree, fname):
+def _state_leaves(tree: StateTree, fname: str) -> list[Leaf]:
     """Every distinct Leaf of a state tree; ``TypeError`` if the tree is a model."""
-    leaves, seen = [], set()
+    leaves: list[Leaf] = []
+    seen: set[int] = set()
 
-    def walk(s, path):
+    def walk(s: Any, path: KeyPath) -> None:
         if isinstance(s, Leaf):
             if id(s) not in seen:
                 seen.add(id(s))
@@ -29,7 +35,8 @@ def _state_leaves(tree, fname):
             for k, v in s.items():
                 walk(v, path + (k,))
         elif isinstance(s, (list, tuple)) and not isinstance(s, str):
-            keys = s._fields if is_namedtuple(s) else range(len(s))
+            keys: Iterable[Hashable] = (s._fields if is_namedtuple(s)  # type: ignore[union-attr]
+                                        else range(len(s)))
             for k, v in zip(keys, s):
                 walk(v, path + (k,))
         else:
@@ -40,7 +47,7 @@ def _state_leaves(tree, fname):
     return leaves
 
 
-def hyperparameters(tree):
+def hyperparameters(tree: StateTree) -> Any:
     """The rule each ``Leaf``'s next update uses, with every schedule replaced by its value
     at the leaf's count of updates: a tree of the state tree's shape, for a training log.
 
@@ -77,7 +84,7 @@ def hyperparameters(tree):
                     f"{type(tree).__name__}")
 
 
-def freeze_(tree):
+def freeze_(tree: StateTree) -> None:
     """Freeze every ``Leaf`` of ``tree`` in place, until :func:`thaw_`.
 
     ``tree`` may be any sub-tree of a state tree (``state["layer"]``, one ``Leaf``).  A
@@ -113,7 +120,7 @@ def freeze_(tree):
         leaf.frozen = True
 
 
-def thaw_(tree):
+def thaw_(tree: StateTree) -> None:
     """Undo :func:`freeze_` in place on every ``Leaf`` of ``tree``.
 
     Parameters
@@ -141,7 +148,7 @@ def thaw_(tree):
         leaf.frozen = False
 
 
-def _changes(eta, fields):
+def _changes(eta: object, fields: dict[str, Any]) -> dict[str, Any]:
     kw = dict(fields)
     if eta is not None:
         kw["eta"] = eta
@@ -153,9 +160,11 @@ def _changes(eta, fields):
     return kw
 
 
-def _adjusted(rules, kw):
+def _adjusted(rules: Iterable[Rule], kw: dict[str, Any]) -> dict[int, Rule]:
     """New rules for ``rules`` (all checked first); ``TypeError`` for names no rule has."""
-    used, known, out = set(), set(), {}
+    used: set[str] = set()
+    known: set[str] = set()
+    out: dict[int, Rule] = {}
     for r in rules:
         if id(r) not in out:
             out[id(r)] = r._adjust(kw, used, known)
@@ -166,7 +175,7 @@ def _adjusted(rules, kw):
     return out
 
 
-def adjust(tree_or_rule, eta=None, **fields):
+def adjust(tree_or_rule: _T, eta: Hyperparameter | None = None, **fields: Any) -> _T:
     """A copy of a rule, ``Leaf`` or state tree with hyper-parameters changed.
 
     States are kept (copied for trees).  ``adjust(x, 0.01)`` changes every ``eta``;
@@ -204,14 +213,15 @@ def adjust(tree_or_rule, eta=None, **fields):
     OptimiserChain(ClipGrad(delta=2.0), Adam(eta=0.2, beta=(0.9, 0.999), epsilon=1e-08))
     """
     kw = _changes(eta, fields)
+    # what goes in comes out: a rule of the same class, a Leaf, a tree of the same shape
     if isinstance(tree_or_rule, Rule):
-        return _adjusted([tree_or_rule], kw)[id(tree_or_rule)]
-    tree = copy_state(tree_or_rule, {})
+        return cast(_T, _adjusted([tree_or_rule], kw)[id(tree_or_rule)])
+    tree: _T = copy_state(tree_or_rule, {})
     adjust_(tree, **kw)
     return tree
 
 
-def adjust_(tree, eta=None, **fields):
+def adjust_(tree: StateTree, eta: Hyperparameter | None = None, **fields: Any) -> None:
     """Change hyper-parameters in place in a state tree (any sub-tree), keeping states.
 
     Every new rule is built and validated before any ``Leaf`` changes, so a failed

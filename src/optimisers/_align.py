@@ -5,7 +5,8 @@ children of each aligned with the model's children, or an error naming the key p
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,8 @@ from ._keypath import linked_keypath
 __all__ = ["state_children", "grad_children"]
 
 
-def state_children(t, m, keys, link):
+def state_children(t: Any, m: Any, keys: Collection[Any],
+                   link: tuple[Any, ...]) -> Any:
     """The state tree's children at the container ``m`` (children ``keys``), aligned with
     them; an error naming the key path where the two differ.
 
@@ -39,7 +41,8 @@ def state_children(t, m, keys, link):
                     f"model has a container ({type(m).__name__})")
 
 
-def grad_children(m, g, keys, link):
+def grad_children(m: Any, g: Any, keys: Collection[Any],
+                  link: tuple[Any, ...]) -> Any:
     """The gradient's children at the container ``m``, aligned with the model's ``keys``
     (``None`` where the gradient has nothing); an error naming the key path when the
     gradient's structure does not fit.

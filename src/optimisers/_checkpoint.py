@@ -9,6 +9,8 @@ the header (``_checkpoint_decode``).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from importlib import metadata
 
 from ._checkpoint_decode import decode
@@ -17,11 +19,12 @@ from ._checkpoint_format import CheckpointError, read_checkpoint, write_checkpoi
 # pickles of records (namedtuples that load_state made on the spot) written before the
 # checkpoint modules were split name their rebuilder here
 from ._checkpoint_records import known_types, make_record as _make_record  # noqa: F401
+from ._types import StateTree
 
 __all__ = ["save_state", "load_state", "CheckpointError"]
 
 
-def _writer():
+def _writer() -> str:
     """The header's ``"writer"``: this release, for information only."""
     try:
         return f"optimisers {metadata.version('optimisers')}"
@@ -29,7 +32,7 @@ def _writer():
         return "optimisers (version unknown)"
 
 
-def save_state(path, tree):
+def save_state(path: str | os.PathLike[str], tree: StateTree) -> None:
     """Write a state tree to one file, which :func:`load_state` reads back exactly.
 
     Stored: the tree's containers (dict, list, tuple, namedtuple; their order and kinds),
@@ -82,7 +85,7 @@ def save_state(path, tree):
     write_checkpoint(path, header, arrays)
 
 
-def load_state(path, *, types=()):
+def load_state(path: str | os.PathLike[str], *, types: Iterable[type] = ()) -> StateTree:
     """Read a state tree written by :func:`save_state`.
 
     The tree comes back equal to what was saved: containers and their kinds, rules and

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ _MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32   # num
 _MAX_BYTES = np.iinfo(np.intp).max
 
 
-def decode(header, data, known):
+def decode(header: dict[str, Any], data: Any, known: dict[str, type]) -> Any:
     """The state tree the header document describes, its arrays views into ``data`` (the
     data region, a uint8 array).  ``known``: the namedtuple types rebuilt as themselves
     (from ``_checkpoint_records.known_types``).  Raises :class:`CheckpointError` saying
@@ -164,7 +166,7 @@ class _Decoder:
 
     def check_overlap(self):
         spans = sorted(self.spans)
-        for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+        for (_, end, i), (start, _, j) in pairwise(spans):
             if start < end:
                 raise CheckpointError(f"arrays[{i}] and arrays[{j}] overlap in the data region")
 

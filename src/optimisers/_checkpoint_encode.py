@@ -10,8 +10,10 @@ Examples
 >>> header, arrays = encode({"a": opt.setup(opt.Descent(0.1), w), "b": w}, "doc")
 >>> header["tree"]
 {'dict': [['a', {'leaf': 0}], ['b', {'array': 0}]]}
->>> header["leaves"], header["rules"]
-([{'rule': 0, 'state': None, 'frozen': False, 'count': 0}], [{'rule': 'Descent', 'fields': {'eta': 0.1}}])
+>>> header["leaves"]
+[{'rule': 0, 'state': None, 'frozen': False, 'count': 0}]
+>>> header["rules"]
+[{'rule': 'Descent', 'fields': {'eta': 0.1}}]
 >>> header["arrays"], header["data_size"], arrays[0] is w
 ([{'dtype': '<f4', 'shape': [2], 'offset': 0}], 8, True)
 >>> encode_rule(opt.AccumGrad(4))
@@ -21,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +38,7 @@ from ._schedule import Schedule
 __all__ = ["encode", "encode_rule"]
 
 
-def encode(tree, writer):
+def encode(tree: Any, writer: str) -> tuple[dict[str, Any], list[Any]]:
     """The header document of ``tree`` and the arrays it lists, in the order of its
     ``"arrays"``.  ``writer`` is the header's ``"writer"``: who wrote the file.
 

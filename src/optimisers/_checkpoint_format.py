@@ -36,8 +36,9 @@ The header is one JSON object with exactly these keys:
 ``"leaves"``
     a list of ``{"rule": i, "state": value, "frozen": bool, "count": n}``, one per distinct
     ``Leaf``; ``i`` indexes ``"rules"``, ``n`` is its count of updates (what its rule's
-    schedules are evaluated at; files of release 0.1.0 have no ``"count"``: 0).  A ``Leaf`` at several places of the tree (tied weights) is
-    stored once and referred to by its index, so it comes back as one shared object.
+    schedules are evaluated at; files of release 0.1.0 have no ``"count"``: 0).  A ``Leaf``
+    at several places of the tree (tied weights) is stored once and referred to by its
+    index, so it comes back as one shared object.
 ``"rules"``
     a list of rules ``{"rule": "Adam", "fields": {"eta": 0.001, ...}}``, one per distinct rule
     object.  ``"rule"`` names a class of ``optimisers.RULES``, ``"fields"`` holds exactly the
@@ -108,10 +109,12 @@ buffer is not stored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+from typing import Any
 import secrets
 import struct
 
@@ -166,7 +169,7 @@ def _raw(a):
     return c.reshape(-1).view(np.uint8)
 
 
-def write_checkpoint(path, header, arrays):
+def write_checkpoint(path: Any, header: dict[str, Any], arrays: list[Any]) -> None:
     """Write a checkpoint file: ``header`` (the header document) and ``arrays`` (the arrays
     of ``header["arrays"]``, each written at its entry's offset).
 
@@ -202,10 +205,8 @@ def write_checkpoint(path, header, arrays):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(e, OSError) and e.errno is not None:
             # the temporary file's name means nothing to the caller: name the path given
             raise type(e)(e.errno, e.strerror, path) from None
@@ -247,7 +248,7 @@ def _read_checked(path):
         start = -raw.ctypes.data % ALIGN
         buf = raw[start:start + size]
         buf[:_PREFIX.size] = np.frombuffer(head, np.uint8)
-        view, got = memoryview(buf), _PREFIX.size
+        view, got = memoryview(buf.data), _PREFIX.size
         while got < size:
             n = f.readinto(view[got:])
             if not n:
@@ -281,7 +282,7 @@ def _no_constant(s):
                           'written {"float": "inf"})')
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: Any) -> tuple[dict[str, Any], Any]:
     """The header document and the data region (a uint8 array) of a checkpoint file.
 
     Checks the magic, the size, the checksum, the version, the layout and that the header

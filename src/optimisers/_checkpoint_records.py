@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import collections
 import keyword
+from collections.abc import Iterable
+from typing import Any
 
 from ._checkpoint_format import CheckpointError
 from ._rule import state_types
 
 __all__ = ["qualified", "known_types", "named_type", "record_type", "make_record"]
 
-_RECORDS = {}
+_RECORDS: dict[Any, type] = {}
 
 
 def qualified(t):
@@ -38,7 +40,7 @@ def qualified(t):
     return own if isinstance(own, str) else f"{t.__module__}.{t.__qualname__}"
 
 
-def known_types(types):
+def known_types(types: Iterable[type]) -> dict[str, type]:
     """The namedtuple types a load rebuilds as themselves, by stored name: the state types
     of the built-in rules (read from the registry now, not at import, when it may be
     incomplete) and ``types``, given to ``load_state(types=...)``, which come first."""
@@ -87,7 +89,7 @@ def record_type(name, fields):
         short = name.rpartition(".")[2]
         if not short.isidentifier() or keyword.iskeyword(short) or short.startswith("_"):
             short = "Record"
-        base = collections.namedtuple(short, fields, module=__name__)
+        base = collections.namedtuple(short, fields, module=__name__)  # type: ignore[misc]
         cls = type(short, (base,), {
             "__slots__": (), "__reduce__": _record_reduce, "_checkpoint_name": name,
             "__doc__": f"{short}{tuple(fields)}: stands for {name} (made by load_state)"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def rule_field_names(cls):
     return tuple(name for name in slots if not name.startswith("_"))
 
 
-def make_rule(cls, fields):
+def make_rule(cls: type[Any], fields: dict[str, Any]) -> Any:
     """The rule ``cls`` with these fields, from its own constructor, which validates them.
 
     The constructor takes each field by name, except a field it has no parameter for, which
@@ -107,9 +108,10 @@ def state_problem(rule, state):
             if is_low_precision(dtype):
                 ref = rule._lower_state(ref, x)
         except Exception as e:          # a built-in rule's init on an empty array: no fit
-            problem = f"{type(rule).__name__} keeps no state for arrays of {dtype} ({e})"
+            problem: str | None = (f"{type(rule).__name__} keeps no state for arrays of "
+                                   f"{dtype} ({e})")
         else:
-            like_x = []
+            like_x: list[tuple[str, tuple[int, ...]]] = []
             problem = state_difference(state, ref, "state", like_x)
             if problem is None:
                 shapes = {shape for _, shape in like_x}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -10,6 +10,8 @@ from ._native import kernels as K
 from ._program import Program, run_functional
 from ._rule import Rule
 from ._rules_sgd import zeros
+from ._keypath import KeyPath
+from ._types import Array, DTypeLike, RuleState
 
 __all__ = ["OptimiserChain", "AccumGrad", "MixedPrecision", "AccumGradState",
            "MixedPrecisionState"]
@@ -48,56 +50,67 @@ class OptimiserChain(Rule):
     """
 
     __slots__ = ("opts",)
+    opts: tuple[Rule, ...]
 
-    def __init__(self, *rules):
+    def __init__(self, *rules: Rule) -> None:
         for r in rules:
             if isinstance(r, MixedPrecision):
                 raise ValueError("MixedPrecision should wrap the entire OptimiserChain, "
                                  "not be inside it")
             if not isinstance(r, Rule):
                 raise TypeError(f"OptimiserChain takes rules, got {r!r}")
+        for r in rules[:-1]:
+            # Lookahead and EMA follow the step of the whole program (rules_averaged.pxi)
+            if getattr(r, "_follows_step", False):
+                raise ValueError(f"{type(r).__name__} must be the last rule of an "
+                                 "OptimiserChain: it follows the step the chain makes")
         object.__setattr__(self, "opts", tuple(rules))
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("rules are immutable: use optimisers.adjust")
 
-    def __repr__(self):
+    @property
+    def _follows_step(self) -> bool:
+        """Whether the chain ends in a Lookahead or an EMA (see ``__init__``)."""
+        return bool(self.opts) and getattr(self.opts[-1], "_follows_step", False)
+
+    def __repr__(self) -> str:
         return f"OptimiserChain({', '.join(repr(r) for r in self.opts)})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is OptimiserChain and self.opts == other.opts
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(("OptimiserChain",) + self.opts)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[OptimiserChain], tuple[Rule, ...]]:
         return (OptimiserChain, self.opts)
 
-    def check_param(self, x, path=None):
+    def check_param(self, x: Array, path: KeyPath | None = None) -> None:
         for r in self.opts:
             r.check_param(x, path)
 
-    def init(self, x):
+    def init(self, x: Array) -> tuple[RuleState, ...]:
         return tuple(r.init(x) for r in self.opts)
 
-    def _lower_state(self, state, x):
+    def _lower_state(self, state: RuleState, x: Array) -> RuleState:
         return tuple(r._lower_state(s, x) for r, s in zip(self.opts, state))
 
-    def _adjust(self, changes, used, known):
+    def _adjust(self, changes: dict[str, Any], used: set[str], known: set[str]) -> Rule:
         return OptimiserChain(*(r._adjust(changes, used, known) for r in self.opts))
 
-    def _scheduled(self):
+    def _scheduled(self) -> bool:
         return any(r._scheduled() for r in self.opts)
 
-    def _at(self, count):
+    def _at(self, count: int) -> Rule:
         members = tuple(r._at(count) for r in self.opts)
         same = all(a is b for a, b in zip(members, self.opts))
         return self if same else OptimiserChain(*members)
 
-    def _fails_late(self, leading):
+    def _fails_late(self, leading: bool) -> bool:
         return any(r._fails_late(leading and i == 0) for i, r in enumerate(self.opts))
 
-    def _global_spec(self):
+    def _global_spec(self) -> dict[str, Any] | None:
         # a leading ClipGlobalNorm or SkipNonFinite (both: the one stage they share)
         first = getattr(self.opts[0], "_global_spec", None) if self.opts else None
         spec = first() if first is not None else None
@@ -108,16 +121,16 @@ class OptimiserChain(Rule):
                 spec = dict(clip, skip=spec["skip"], max=spec["max"])
         return spec
 
-    def _skip_state(self, state):
+    def _skip_state(self, state: RuleState) -> Any:
         return self.opts[0]._skip_state(state[0])
 
-    def _precheck(self, prog):
+    def _precheck(self, prog: Program) -> None:
         if self.opts:
             pre = getattr(self.opts[0], "_precheck", None)
             if pre is not None:
                 pre(prog)
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         new = []
         for r, s in zip(self.opts, state):
             new.append(s if prog.stopped else r._compile(s, prog))
@@ -127,13 +140,13 @@ class OptimiserChain(Rule):
             return state
         return tuple(new)
 
-    def apply(self, state, x, dx):
+    def apply(self, state: RuleState, x: Array, dx: Array) -> tuple[RuleState, Array | None]:
         return run_functional(self, state, x, dx)
 
 
 class AccumGradState(NamedTuple):
-    acc: np.ndarray
-    counter: np.ndarray
+    acc: Array
+    counter: Array
 
 
 class AccumGrad(Rule):
@@ -171,8 +184,9 @@ class AccumGrad(Rule):
     """
 
     __slots__ = ("n",)
+    n: int
 
-    def __init__(self, n):
+    def __init__(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise TypeError(f"AccumGrad: n must be an integer, got {n!r}")
         if n < 1:
@@ -180,44 +194,44 @@ class AccumGrad(Rule):
                              "(accumulate at least one gradient)")
         object.__setattr__(self, "n", int(n))
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("rules are immutable: use optimisers.adjust")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"AccumGrad(n={self.n})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is AccumGrad and self.n == other.n
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(("AccumGrad", self.n))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[AccumGrad], tuple[int]]:
         return (AccumGrad, (self.n,))
 
-    def _replace(self, **kw):
+    def _replace(self, **kw: Any) -> AccumGrad:
         return AccumGrad(kw.get("n", self.n))
 
-    def _fields(self):
+    def _fields(self) -> tuple[str, ...]:
         return ("n",)
 
     state_types = (AccumGradState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> AccumGradState:
         return AccumGradState(zeros(x), np.ones((), np.int64))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # The kernel reads the counter: before the n-th gradient it accumulates and stops
         # the program (nothing subtracted, later rules skipped), then advances the counter.
         prog.add(K.ACCUMGRAD, {"n": self.n}, state.acc, ctr=state.counter)
         return state
 
-    def apply(self, state, x, dx):
+    def apply(self, state: RuleState, x: Array, dx: Array) -> tuple[RuleState, Array | None]:
         return run_functional(self, state, x, dx)
 
 
 class MixedPrecisionState(NamedTuple):
-    xT: np.ndarray
+    xT: Array
     inner: object
 
 
@@ -253,8 +267,11 @@ class MixedPrecision(Rule):
     """
 
     __slots__ = ("rule", "dtype")
+    rule: Rule
+    dtype: np.dtype[Any]
 
-    def __init__(self, *args, rule=None, dtype=None):
+    def __init__(self, *args: Any, rule: Rule | None = None,
+                 dtype: DTypeLike | None = None) -> None:
         if len(args) == 2:
             dtype, rule = args
         elif len(args) == 1:
@@ -271,73 +288,73 @@ class MixedPrecision(Rule):
         object.__setattr__(self, "rule", rule)
         object.__setattr__(self, "dtype", dtype)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("rules are immutable: use optimisers.adjust")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"MixedPrecision(np.{self.dtype.name}, {self.rule!r})"
 
-    def __eq__(self, other):
-        return type(other) is MixedPrecision and (self.dtype, self.rule) == (other.dtype, other.rule)
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is MixedPrecision
+                and (self.dtype, self.rule) == (other.dtype, other.rule))
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(("MixedPrecision", self.dtype, self.rule))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[MixedPrecision], tuple[np.dtype[Any], Rule]]:
         return (MixedPrecision, (self.dtype, self.rule))
 
-    def _fields(self):
-        return ("rule", "dtype")
-
-    def _adjust(self, changes, used, known):
+    # (no _fields: _adjust, _scheduled and _at, which read them, are its own here)
+    def _adjust(self, changes: dict[str, Any], used: set[str], known: set[str]) -> Rule:
         return MixedPrecision(self.dtype, self.rule._adjust(changes, used, known))
 
-    def _scheduled(self):
+    def _scheduled(self) -> bool:
         return self.rule._scheduled()
 
-    def _at(self, count):
+    def _at(self, count: int) -> Rule:
         inner = self.rule._at(count)
         return self if inner is self.rule else MixedPrecision(self.dtype, inner)
 
-    def _high(self, dtype):
+    def _high(self, dtype: DTypeLike) -> np.dtype[Any]:
         """The master copy's dtype for a parameter of ``dtype``: a complex parameter gets
         the complex dtype of this precision (its imaginary part is kept)."""
         if np.dtype(dtype).kind == "c" and self.dtype.kind != "c":
             return np.promote_types(self.dtype, np.complex64)
         return self.dtype
 
-    def check_param(self, x, path=None):
-        # component-wise itself: only its rule decides, in the master copy's dtype
-        self.rule.check_param(np.empty(0, self._high(x.dtype)), path)
+    def check_param(self, x: Array, path: KeyPath | None = None) -> None:
+        # component-wise itself: only its rule decides, in the master copy's dtype (an
+        # empty array of x's rank: Muon takes matrices only)
+        self.rule.check_param(np.empty((0,) * x.ndim, self._high(x.dtype)), path)
 
-    def _fails_late(self, leading):
+    def _fails_late(self, leading: bool) -> bool:
         return self.rule._fails_late(leading)
 
-    def _precheck(self, prog):
+    def _precheck(self, prog: Program) -> None:
         pre = getattr(self.rule, "_precheck", None)
         if pre is not None:
             pre(prog)     # prog's gradient is already in self.dtype
 
-    def grad_dtype(self, dtype):
+    def grad_dtype(self, dtype: DTypeLike) -> np.dtype[Any]:
         return self._high(dtype)
 
-    def _global_spec(self):
+    def _global_spec(self) -> dict[str, Any] | None:
         spec = getattr(self.rule, "_global_spec", None)
         return spec() if spec is not None else None
 
-    def _skip_state(self, state):
+    def _skip_state(self, state: MixedPrecisionState) -> Any:
         return self.rule._skip_state(state.inner)
 
     state_types = (MixedPrecisionState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> MixedPrecisionState:
         xT = np.array(x, dtype=self._high(x.dtype), order="C")
         return MixedPrecisionState(xT, self.rule.init(xT))
 
-    def _lower_state(self, state, x):
+    def _lower_state(self, state: RuleState, x: Array) -> RuleState:
         return state          # the master copy and its rule's state stay high
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # The whole raw gradient, already cast to self.dtype by the engine.  (Asking for it
         # first also keeps batch recording free of side effects: it is a barrier there.)
         g = prog.current()
@@ -348,5 +365,5 @@ class MixedPrecision(Rule):
         prog.assign(state.xT)                           # x <- round(xT)
         return MixedPrecisionState(state.xT, new_inner)
 
-    def apply(self, state, x, dx):
+    def apply(self, state: RuleState, x: Array, dx: Array) -> tuple[RuleState, Array | None]:
         return run_functional(self, state, x, dx)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._functor import children, fmap, rebuild, trainable_keys
 from ._tree import isnumeric, trainables
+from ._types import Array, Model
 
 __all__ = ["destructure", "Restructure"]
 
 
-def destructure(model):
+def destructure(model: Model) -> tuple[Array, Restructure]:
     """Copy every trainable array of ``model`` into one flat vector.
 
     Returns ``(flat, re)``: ``flat`` is a 1-D array (C-order flattening of each array,
@@ -58,7 +61,7 @@ def destructure(model):
     return flat, Restructure(_skeleton(model), offsets, total)
 
 
-def _skeleton(model):
+def _skeleton(model: Model) -> Model:
     """The model with every container rebuilt (the arrays and other leaves kept), so that
     changing the user's containers later (``model["w"] = ...``) cannot break ``re``."""
     return fmap(lambda leaf: leaf, model)
@@ -94,31 +97,31 @@ class Restructure:
     (Restructure(list, ..., 3), 3, [array([0., 1.]), array([2.])])
     """
 
-    def __init__(self, model, offsets, length):
+    def __init__(self, model: Model, offsets: dict[int, int], length: int) -> None:
         self.model = model
         self.offsets = offsets
         self.length = length
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.length
 
     # offsets are keyed by the arrays' ids, which a copy or a pickle changes: store them in
     # traversal order and key them again by the ids of the restored model's arrays
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         order = trainables(self.model)
         return {"model": self.model, "length": self.length,
                 "offsets": [self.offsets[id(x)] for x in order]}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.model = state["model"]
         self.length = state["length"]
         order = trainables(self.model)
         self.offsets = {id(x): o for x, o in zip(order, state["offsets"])}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Restructure({type(self.model).__name__}, ..., {self.length})"
 
-    def __call__(self, *args):
+    def __call__(self, *args: Any) -> Any:
         """Rebuild the model from a vector: ``re(v)``; or call it on ``x``: ``re(x, v)``.
 
         Parameters
@@ -150,16 +153,16 @@ class Restructure:
         if v.ndim != 1 or v.shape[0] != self.length:
             raise ValueError(f"Restructure expected a vector of length {self.length}, "
                              f"got shape {v.shape}")
-        memo = {}
+        memo: dict[int, Any] = {}
 
-        def project(x):
+        def project(x: Array) -> Array:
             o = self.offsets[id(x)]
             piece = v[o:o + x.size]
             if np.iscomplexobj(piece) and x.dtype.kind != "c":
                 piece = piece.real
             return np.array(piece, dtype=x.dtype).reshape(x.shape)
 
-        def walk(x):
+        def walk(x: Any) -> Any:
             r = memo.get(id(x))
             if r is not None:
                 return r

@@ -8,6 +8,8 @@ ml_dtypes is never imported here: it is needed only by whoever makes a bfloat16 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["is_bfloat16", "is_low_precision", "is_float", "lower_state"]
@@ -16,12 +18,12 @@ _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 
 
-def is_bfloat16(dtype):
+def is_bfloat16(dtype: np.dtype[Any]) -> bool:
     """Whether ``dtype`` is bfloat16 (ml_dtypes' dtype, known by name and size)."""
     return dtype.itemsize == 2 and dtype.name == "bfloat16"
 
 
-def is_low_precision(dtype):
+def is_low_precision(dtype: np.dtype[Any]) -> bool:
     """Whether parameters of ``dtype`` are stored in 16 bits and computed in float32.
 
     >>> import numpy as np
@@ -31,12 +33,12 @@ def is_low_precision(dtype):
     return dtype == _F16 or is_bfloat16(dtype)
 
 
-def is_float(dtype):
+def is_float(dtype: np.dtype[Any]) -> bool:
     """A real or complex floating dtype (numpy's kinds ``f`` and ``c``, or bfloat16)."""
     return dtype.kind in "fc" or is_bfloat16(dtype)
 
 
-def lower_state(state, x):
+def lower_state(state: Any, x: np.ndarray[Any, Any]) -> Any:
     """``state`` with every float32 array of ``x``'s shape rounded to ``x``'s 16-bit dtype
     (new arrays; tuples and namedtuples rebuilt, anything else kept): the state a built-in
     rule keeps with ``low_precision_state=True``.

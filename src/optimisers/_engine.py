@@ -23,9 +23,11 @@ batches and calls the kernels.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ._dtypes import is_bfloat16, is_float
 from ._functor import fmap
@@ -44,11 +46,13 @@ from ._plan import (  # template: the tests take it from the engine
 from ._program import Program, run_functional
 from ._rule import Rule
 from ._tree import collect
+from ._types import Array, Gradient, Model, RuleState, StateTree
 
 __all__ = ["update", "update_", "apply_", "Step"]
 
 
-def update_(tree, model, grad, *more_grads):
+def update_(tree: StateTree, model: Model, grad: Gradient,
+            *more_grads: Gradient) -> tuple[StateTree, Model]:
     """One optimisation step, in place: returns ``(tree, model)``.
 
     Writes into every writable parameter array and every ``Leaf``'s state; a read-only
@@ -118,7 +122,7 @@ _IN_FLIGHT = set()
 _IN_FLIGHT_LOCK = threading.Lock()
 
 
-def _claim(step):
+def _claim(step: Step) -> dict[int, Any]:
     leaves = {id(e[4]): e for e in step.entries}
     leaves.update((id(e[0]), e) for e in step.found.values())
     with _IN_FLIGHT_LOCK:
@@ -133,12 +137,13 @@ def _claim(step):
     return leaves
 
 
-def _release(claimed):
+def _release(claimed: dict[int, Any]) -> None:
     with _IN_FLIGHT_LOCK:
         _IN_FLIGHT.difference_update(claimed)
 
 
-def update(tree, model, grad, *more_grads):
+def update(tree: StateTree, model: Model, grad: Gradient,
+           *more_grads: Gradient) -> tuple[StateTree, Model]:
     """One optimisation step that touches nothing it was given: returns new ``(tree, model)``.
 
     Copies the state tree and every writable array of the model (keeping ties), then runs
@@ -184,11 +189,12 @@ def update(tree, model, grad, *more_grads):
     return update_(copy_state(tree, {}), fmap(_copy_writable, model), grad, *more_grads)
 
 
-def _copy_writable(a):
+def _copy_writable(a: Any) -> Any:
     return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
 
 
-def apply_(rule, state, x, dx):
+def apply_(rule: Rule, state: RuleState, x: npt.ArrayLike,
+           dx: npt.ArrayLike) -> tuple[RuleState, Array | None]:
     """One step of ``rule`` without touching ``x``: returns ``(state, d)``.
 
     ``x - d`` is the updated parameter.  State arrays are updated in place (hence the
@@ -262,7 +268,7 @@ class Step:
             got = self._concrete[key] = leaf.rule._at(leaf._count)
         return got
 
-    def route(self, leaf: Leaf, x: object, g: object, link: object) -> None:
+    def route(self, leaf: Leaf, x: Any, g: Any, link: tuple[Any, ...]) -> None:
         """Plan one Leaf and send it to the batch (the kernels' Batch checks the rest:
         layout, gradient, ties) or to the general path (:meth:`record`)."""
         plan = leaf._plan
@@ -277,7 +283,7 @@ class Step:
         else:
             self.entries.append((tpl, leaf.state, x, g, leaf, link))
 
-    def record(self, leaf, x, g, link):
+    def record(self, leaf: Leaf, x: Any, g: Any, link: tuple[Any, ...]) -> None:
         """The general path for the gradient ``g`` of ``leaf`` and array ``x``: check and
         cast ``g`` and keep it; tied arrays sum their gradients."""
         if not isinstance(x, np.ndarray) or not is_float(x.dtype):
@@ -297,14 +303,20 @@ class Step:
         else:
             e[2] = e[2] + g                   # tied weights: sum the gradients
 
-    def check_gradients(self):
+    def check_gradients(self) -> None:
         """Check the gradients of the batch entries (the general path checks its own as it
         records them); for the gradients ``update_`` checks and does not use."""
         for tpl, state, x, g, leaf, link in self.entries:
             check_gradient(g, x, leaf._plan[2], link)
 
-    def run(self, model):
-        """Prepare (check everything, write nothing), step, write back: the new model."""
+    def run(self, model: Model, across: Any = None, gate: Any = None) -> Model:
+        """Prepare (check everything, write nothing), step, write back: the new model.
+
+        ``across`` and ``gate`` are the hooks of ``optimisers.distributed`` (None in one
+        process): ``across`` combines the global norms' partials over the ranks (see
+        ``_global.settle``); ``gate()`` is called once everything that can fail has been
+        checked and before anything but the snapshotted late programs is written, and
+        raises when another rank failed (the late programs are then put back)."""
         # Every leaf is checked before anything is written, so that a failed step changes
         # nothing: the batches (which check every entry and compute every leading
         # ClipNorm's norm), then a Program per general-path leaf, with its prechecks.
@@ -320,7 +332,7 @@ class Step:
             if pre is not None:
                 pre(prog)
             programs.append((leaf, x, work, prog, rule))
-        if settle(batches, programs):     # a SkipNonFinite skipped the step: nothing runs
+        if settle(batches, programs, across, gate):    # a SkipNonFinite skipped the step
             return model
         # A program whose rule may fail after its first stages wrote (a ClipNorm(throw=True)
         # after other rules, a rule written in Python) runs first, after a snapshot of the
@@ -335,6 +347,8 @@ class Step:
         try:
             for program in late:
                 _run_program(program, replaced)
+            if gate is not None:          # distributed: every rank got this far, or none writes
+                gate()
         except BaseException:
             for a, copy in snapshots:
                 np.copyto(a, copy)
@@ -359,7 +373,7 @@ class Step:
             model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)
         return model
 
-    def _prepare_batches(self):
+    def _prepare_batches(self) -> list[Any]:
         """Check and prepare the batch entries (``_kernels.Batch``).  Entries a batch
         leaves out go to the general path or, with a gradient to cast, to one more batch;
         a non-finite norm met by a leading ``ClipNorm(throw=True)`` raises here, before
@@ -392,7 +406,7 @@ class Step:
         return batches
 
 
-def _advance_scheduled(entries: list) -> None:
+def _advance_scheduled(entries: list[Any]) -> None:
     """Count the update of each leaf of ``entries`` (a batch's), and give each leaf of a
     scheduled rule the plan of its next count (shared by the leaves of one template)."""
     last = plan = None
@@ -407,7 +421,7 @@ def _advance_scheduled(entries: list) -> None:
             leaf._plan = plan
 
 
-def _run_program(program, replaced):
+def _run_program(program: tuple[Any, ...], replaced: dict[int, Array]) -> None:
     """Step one general-path leaf; a read-only parameter's new array goes to ``replaced``."""
     leaf, x, work, prog, rule = program
     new_state = rule._compile(leaf.state, prog)
@@ -420,7 +434,7 @@ def _run_program(program, replaced):
             replaced[id(x)] = work
 
 
-def _snapshot(leaf, work):
+def _snapshot(leaf: Leaf, work: Array) -> Iterator[tuple[Array, Array]]:
     """``(array, copy)`` for the parameter ``work`` and every state array of ``leaf``: the
     copies live on the Leaf (made once, refreshed each step), so a step allocates nothing."""
     arrays = _arrays_in((work, leaf.state))
@@ -432,7 +446,7 @@ def _snapshot(leaf, work):
     return zip(arrays, kept)
 
 
-def _arrays_in(s):
+def _arrays_in(s: Any) -> list[Array]:
     """Every array in a state (nested tuples, lists and dicts of arrays), once each."""
     if isinstance(s, np.ndarray):
         return [s]
@@ -443,7 +457,7 @@ def _arrays_in(s):
     return list({id(a): a for part in s for a in _arrays_in(part)}.values())
 
 
-def check_gradient(g, x, want, link):
+def check_gradient(g: Any, x: Array, want: Any, link: tuple[Any, ...]) -> Any:
     """The gradient of one array, checked and cast once to the dtype ``want``."""
     if isinstance(g, (list, tuple, Mapping, str)):
         raise TypeError(f"the gradient at {linked_keypath(link)} is a {type(g).__name__}, "

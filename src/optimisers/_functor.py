@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar, overload
+
+_T = TypeVar("_T", bound=type)
 
 __all__ = ["functor", "children", "trainable", "rebuild", "is_namedtuple", "fmap"]
 
@@ -15,7 +19,8 @@ __all__ = ["functor", "children", "trainable", "rebuild", "is_namedtuple", "fmap
 class _Spec:
     __slots__ = ("fields", "trainable")
 
-    def __init__(self, fields, trainable):
+    def __init__(self, fields: tuple[str, ...] | None,
+                 trainable: tuple[str, ...] | None) -> None:
         self.fields = fields          # tuple of names, or None: every attribute
         self.trainable = trainable    # tuple of names, or None: every field
 
@@ -23,7 +28,14 @@ class _Spec:
 _REGISTRY: dict[type, _Spec] = {}
 
 
-def functor(cls=None, *, fields=None, trainable=None):
+@overload
+def functor(cls: _T, *, fields: Iterable[str] | None = None,
+            trainable: Iterable[str] | None = None) -> _T: ...
+@overload
+def functor(cls: None = None, *, fields: Iterable[str] | None = None,
+            trainable: Iterable[str] | None = None) -> Callable[[_T], _T]: ...
+def functor(cls: _T | None = None, *, fields: Iterable[str] | None = None,
+            trainable: Iterable[str] | None = None) -> _T | Callable[[_T], _T]:
     """Register a class as a container whose fields are the children of the tree.
 
     Use as a decorator, ``@functor``, ``@functor(fields=("w", "b"), trainable=("w",))``, or
@@ -64,7 +76,7 @@ def functor(cls=None, *, fields=None, trainable=None):
     >>> sorted(st), st["b"] is None
     (['b', 'w'], True)
     """
-    def register(c):
+    def register(c: _T) -> _T:
         if not isinstance(c, type):
             raise TypeError(f"functor registers a class, got {c!r}")
         f = None if fields is None else tuple(fields)
@@ -79,11 +91,11 @@ def functor(cls=None, *, fields=None, trainable=None):
     return register(cls)
 
 
-def is_namedtuple(x) -> bool:
+def is_namedtuple(x: object) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
-def _spec(t):
+def _spec(t: type) -> _Spec | None:
     spec = _REGISTRY.get(t)
     if spec is None:
         for base in t.__mro__[1:]:
@@ -94,10 +106,10 @@ def _spec(t):
 
 
 # type -> its dataclass field names (they depend on the class only; looked up every step)
-_DATACLASS_FIELDS: dict[type, tuple] = {}
+_DATACLASS_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def _default_fields(x):
+def _default_fields(x: Any) -> tuple[str, ...]:
     t = type(x)
     names = _DATACLASS_FIELDS.get(t)
     if names is not None:
@@ -105,7 +117,7 @@ def _default_fields(x):
     if dataclasses.is_dataclass(x):
         names = _DATACLASS_FIELDS[t] = tuple(f.name for f in dataclasses.fields(x))
         return names
-    slots = []
+    slots: list[str] = []
     for klass in type(x).__mro__:
         s = klass.__dict__.get("__slots__", ())
         slots.extend([s] if isinstance(s, str) else s)
@@ -115,7 +127,7 @@ def _default_fields(x):
     return tuple(vars(x))
 
 
-def children(x):
+def children(x: Any) -> tuple[tuple[Hashable, ...], tuple[Any, ...]] | None:
     """The ``(keys, values)`` of a container, or ``None`` when ``x`` is a leaf.
 
     Keys are dict keys, 0-based positions for lists and tuples, and field names for
@@ -136,7 +148,7 @@ def children(x):
     return names, tuple([getattr(x, f) for f in names])
 
 
-def trainable(x):
+def trainable(x: Any) -> dict[Hashable, Any]:
     """The trainable children of a container, as a ``dict`` from key to child.
 
     For a registered class these are the ``trainable=`` fields given to :func:`functor`
@@ -167,7 +179,7 @@ def trainable(x):
     return {k: v for k, v in zip(keys, values) if allowed is None or k in allowed}
 
 
-def trainable_keys(x, keys):
+def trainable_keys(x: Any, keys: Sequence[Hashable]) -> frozenset[Hashable] | None:
     """The set of trainable keys of a container, or ``None`` when all are trainable."""
     t = type(x)
     if t is dict or t is list or t is tuple:
@@ -178,7 +190,7 @@ def trainable_keys(x, keys):
     return frozenset(spec.trainable)
 
 
-def rebuild(x, keys, values):
+def rebuild(x: Any, keys: Sequence[Hashable], values: Sequence[Any]) -> Any:
     """A container like ``x`` whose children are ``values``.
 
     Registered classes are shallow-copied without running their code (no ``__init__``,
@@ -204,11 +216,11 @@ def rebuild(x, keys, values):
         return t(values)
     new = _shallow_copy(x)
     for k, v in zip(keys, values):
-        object.__setattr__(new, k, v)
+        object.__setattr__(new, k, v)  # type: ignore[arg-type]  # (field names: str)
     return new
 
 
-def _slot_names(t):
+def _slot_names(t: type) -> Iterator[str]:
     for klass in t.__mro__:
         s = klass.__dict__.get("__slots__", ())
         for name in ([s] if isinstance(s, str) else s):
@@ -219,12 +231,12 @@ def _slot_names(t):
             yield name
 
 
-def _shallow_copy(x):
+def _shallow_copy(x: Any) -> Any:
     """A shallow copy of a plain Python object that runs none of its code: no
     ``__init__``, ``__setattr__``, ``__copy__`` or ``__setstate__`` (which may refuse, as
     in immutable ``__slots__`` classes).  Other objects go through ``copy.copy``."""
     t = type(x)
-    if t.__new__ is not object.__new__:
+    if t.__new__ is not object.__new__:  # type: ignore[comparison-overlap]
         return copy.copy(x)
     new = object.__new__(t)
     d = getattr(x, "__dict__", None)
@@ -239,7 +251,8 @@ def _shallow_copy(x):
     return new
 
 
-def fmap(f, x, *, keep_unchanged=False, memo=None):
+def fmap(f: Callable[[Any], Any], x: Any, *, keep_unchanged: bool = False,
+         memo: dict[int, Any] | None = None) -> Any:
     """Apply ``f`` to every leaf of ``x`` and rebuild the containers around the results.
 
     A node met twice (tied arrays, a shared container) is mapped once and the result is

@@ -14,6 +14,8 @@ depends neither on the thread count nor on how the leaves were split into batche
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -21,11 +23,12 @@ from ._functor import children
 from ._keypath import linked_keypath
 from ._native import kernels as K
 from ._norms import clip_scale, combine_partials, norm_kind
+from ._types import Array, Gradient
 
-__all__ = ["global_norm", "settle"]
+__all__ = ["global_norm", "settle", "settle_across"]
 
 
-def global_norm(grads, p=2.0):
+def global_norm(grads: Gradient, p: float = 2.0) -> float:
     """The p-norm of a whole gradient tree, computed by the kernels.
 
     Every array of ``grads`` (nested containers; ``None`` and non-arrays are skipped) is
@@ -64,7 +67,7 @@ def global_norm(grads, p=2.0):
     return combine_partials(partials, p, n)
 
 
-def _arrays(x):
+def _arrays(x: Any) -> Iterator[Array]:
     if isinstance(x, np.ndarray) or np.isscalar(x) and isinstance(x, (int, float, complex)):
         a = np.asarray(x)
         if a.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
@@ -76,14 +79,18 @@ def _arrays(x):
         yield from _arrays(c)
 
 
-def settle(batches, programs):
+def settle(batches: list[Any], programs: list[Any], across: Any = None,
+           gate: Any = None) -> bool:
     """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
     anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
     ``programs``: the general-path ``(leaf, x, work, prog, rule)``.  Returns True when the step is
     skipped (only the skip counts advanced); raises ``FloatingPointError`` for a non-finite
     norm with ``throw`` or too many skips in a row; else sets every participating leaf's
     scale.  The batches hand their leaves over by template (one rule each), so the work
-    here is per template, not per leaf: the kernels reduced the gradients."""
+    here is per template, not per leaf: the kernels reduced the gradients.
+
+    ``across`` and ``gate`` are ``optimisers.distributed``'s hooks (see ``settle_across``):
+    with them the verdict is taken over the partials of every rank."""
     groups = {}      # (clip, p, omega, throw) -> [partial sums, elements, units]
     keys = {}        # id(template or rule) -> ((clip, p, omega, throw), skip) or None
     for b in batches:
@@ -105,6 +112,8 @@ def settle(batches, programs):
             p, n = key[0][1], prog.src.size
             part = K.p_partial(prog.src, norm_kind(p), p)
             _join(groups, key, [part] if n else [], n, prog)
+    if across is not None:
+        return settle_across(groups, across, gate)
     if not groups:
         return False
     # a skip first: any non-finite gradient among the leaves a SkipNonFinite leads
@@ -129,7 +138,50 @@ def settle(batches, programs):
     return False
 
 
-def _key(rule):
+def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
+    """The verdict of :func:`settle` over several ranks (``optimisers.distributed``), each
+    holding the leaves of its share.  ``across(mine)`` is a collective: it takes this
+    rank's ``{key: (partials, elements, skips, where_skip, where)}`` (``where_*``: the key
+    path of a non-finite gradient found here, or None) and returns the same over every
+    rank, in one order on all of them.  The partials are combined as in one process
+    (exactly rounded), so every rank takes the one-process verdict; ``gate()`` runs before
+    skip counts move, so that a rank that fails first leaves them all unchanged."""
+    mine = {}
+    for key, (parts, size, units) in groups.items():
+        finite = math.isfinite(sum(parts))
+        skips = [u for u, k in units if k]
+        mine[key] = (parts, size, bool(skips),
+                     None if finite else _where_or_none(_culprit(skips)),
+                     None if finite else _where_or_none(_culprit([u for u, k in units])))
+    totals = across(mine)
+    if (any(t[2] for t in totals.values())
+            and not all(math.isfinite(sum(t[0])) for t in totals.values())):
+        where = next((t[3] for t in totals.values() if t[3] is not None), None)
+        if where is not None:
+            _skip([u for g in groups.values() for u, k in g[2] if k], where, gate)
+            return True
+    for key, (parts, size, skips, where_skip, where) in totals.items():
+        clip, p, omega, throw = key
+        units = [u for u, k in groups[key][2]] if key in groups else []
+        if not clip:
+            _set_scales([u for u in units if not isinstance(u, tuple)], 1.0)
+            continue
+        norm = combine_partials(parts, p, size)
+        if throw and not math.isfinite(norm):
+            why = (f"a non-finite gradient is at {where}" if where else
+                   "the gradients are finite, their norm overflows float64")
+            raise FloatingPointError(f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
+                                     f"over all ranks is {norm}: {why} (throw=False lets it "
+                                     f"through)")
+        _set_scales(units, clip_scale(omega, norm))
+    return False
+
+
+def _where_or_none(member: Any) -> str | None:
+    return None if member is None else _where(member)
+
+
+def _key(rule: Any) -> Any:
     """``((clip, p, omega, throw), skip)`` of a leaf's leading ClipGlobalNorm and/or
     SkipNonFinite (equal ClipGlobalNorms share a norm, with or without a SkipNonFinite before
     them), or None."""
@@ -142,7 +194,8 @@ def _key(rule):
             (False, 1.0, math.inf, False)), bool(spec["skip"])
 
 
-def _join(groups, key, parts, size, unit):
+def _join(groups: dict[Any, Any], key: tuple[Any, ...], parts: list[Any], size: int,
+          unit: Any) -> None:
     g = groups.get(key[0])
     if g is None:
         g = groups[key[0]] = [[], 0, []]
@@ -151,7 +204,7 @@ def _join(groups, key, parts, size, unit):
     g[2].append((unit, key[1]))
 
 
-def _set_scales(units, scale):
+def _set_scales(units: list[Any], scale: float) -> None:
     """Give the leaves of ``units`` (``(batch, template)`` or a Program) their scale."""
     for u in units:
         if isinstance(u, tuple):
@@ -160,7 +213,7 @@ def _set_scales(units, scale):
             u.global_scale = scale
 
 
-def _members(units):
+def _members(units: list[Any]) -> Iterator[tuple[Any, Any]]:
     """``(partial, member)`` for each leaf of ``units``: a member is ``(batch, index)`` or a
     general-path Program."""
     for u in units:
@@ -171,7 +224,7 @@ def _members(units):
             yield math.nan if u.src.size else 0.0, u
 
 
-def _culprit(units):
+def _culprit(units: list[Any]) -> Any:
     """A member of ``units`` whose gradient holds a NaN or an infinity, or None: a partial
     tells, but for an infinite sum of finite values (an overflow), which a second look
     tells apart (and a Program, whose partial is not kept, always gets one)."""
@@ -183,19 +236,20 @@ def _culprit(units):
     return None
 
 
-def _leaf(member):
+def _leaf(member: Any) -> Any:
     return member[0].entries[member[1]][4] if isinstance(member, tuple) else member._leaf
 
 
-def _where(member):
+def _where(member: Any) -> str:
     if isinstance(member, tuple):
         return str(linked_keypath(member[0].entries[member[1]][5]))
     return member.where()
 
 
-def _skip(units, culprit):
-    # every limit is checked before any count moves: a raise changes nothing
-    where = _where(culprit)
+def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
+    # every limit is checked before any count moves: a raise changes nothing (and over
+    # several ranks, ``gate`` lets none move them until every rank has checked its own)
+    where = culprit if isinstance(culprit, str) else _where(culprit)
     states = []
     for part, m in _members(units):
         leaf = _leaf(m)
@@ -205,6 +259,8 @@ def _skip(units, culprit):
             raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) "
                                      f"after {int(s.consecutive)} steps skipped in a row "
                                      f"(max_consecutive={limit})")
+    if gate is not None:
+        gate()
     for limit, s in states:
         s.skipped[...] += 1
         s.consecutive[...] += 1

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, SupportsIndex, overload
 
 import numpy as np
 
 __all__ = ["KeyPath", "getkeypath", "haskeypath"]
 
 
-class KeyPath(tuple):
+class KeyPath(tuple[Hashable, ...]):
     """A path of keys into a nested model: dict keys, 0-based positions, field names.
 
     ``KeyPath("b", 0, "c")`` reaches ``model["b"][0]["c"]`` (or ``model.b[0].c`` for
@@ -33,8 +34,8 @@ class KeyPath(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, *keys):
-        flat = []
+    def __new__(cls, *keys: Hashable) -> KeyPath:
+        flat: list[Hashable] = []
         for k in keys:
             if isinstance(k, KeyPath):
                 flat.extend(k)
@@ -42,27 +43,36 @@ class KeyPath(tuple):
                 flat.append(k)
         return super().__new__(cls, flat)
 
-    def __add__(self, other):
-        return KeyPath(*self, *KeyPath(*other)) if isinstance(other, tuple) else KeyPath(*self, other)
+    # a key path plus a key, or plus a tuple of keys, is a key path (tuple's + takes tuples)
+    def __add__(self, other: Hashable | tuple[Hashable, ...]) -> KeyPath:
+        if isinstance(other, tuple):
+            return KeyPath(*self, *KeyPath(*other))
+        return KeyPath(*self, other)
 
-    def __radd__(self, other):
-        return KeyPath(*KeyPath(*other), *self) if isinstance(other, tuple) else KeyPath(other, *self)
+    def __radd__(self, other: Hashable | tuple[Hashable, ...]) -> KeyPath:
+        if isinstance(other, tuple):
+            return KeyPath(*KeyPath(*other), *self)
+        return KeyPath(other, *self)
 
-    def __getitem__(self, i):
-        r = tuple.__getitem__(self, i)
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> Hashable: ...
+    @overload
+    def __getitem__(self, i: slice) -> KeyPath: ...
+    def __getitem__(self, i: SupportsIndex | slice) -> Hashable | KeyPath:
+        r: Any = tuple.__getitem__(self, i)
         return KeyPath(*r) if isinstance(i, slice) else r
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "KeyPath(" + ", ".join(repr(k) for k in self) + ")"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return ".".join(str(k) for k in self) if self else "(root)"
 
-    def __getnewargs__(self):
+    def __getnewargs__(self) -> tuple[Hashable, ...]:
         return tuple(self)
 
 
-def linked_keypath(link):
+def linked_keypath(link: tuple[Any, ...]) -> KeyPath:
     """The KeyPath of a linked path: ``()`` at the root, else ``(parent's link, key)``.
 
     The update walk carries such links because going one level down costs one small
@@ -78,7 +88,7 @@ def linked_keypath(link):
     return KeyPath(*reversed(keys))
 
 
-def _step(x, k):
+def _step(x: Any, k: Hashable) -> Any:
     if isinstance(x, Mapping):
         return x[k]
     if isinstance(k, int) and isinstance(x, (list, tuple)):
@@ -88,7 +98,7 @@ def _step(x, k):
     return x[k]
 
 
-def getkeypath(x, kp):
+def getkeypath(x: Any, kp: Sequence[Hashable]) -> Any:
     """The node of ``x`` at ``kp``; raises ``KeyError`` naming the first missing key.
 
     Parameters
@@ -122,7 +132,7 @@ def getkeypath(x, kp):
     return x
 
 
-def haskeypath(x, kp):
+def haskeypath(x: Any, kp: Iterable[Hashable]) -> bool:
     """Whether ``getkeypath(x, kp)`` would succeed.
 
     Parameters
@@ -147,10 +157,8 @@ def haskeypath(x, kp):
         if isinstance(x, Mapping):
             if k not in x:
                 return False
-        elif isinstance(k, int) and isinstance(x, (list, tuple)):
-            if not -len(x) <= k < len(x):
-                return False
-        elif isinstance(k, int) and isinstance(x, np.ndarray) and x.ndim > 0:
+        elif isinstance(k, int) and (isinstance(x, (list, tuple))
+                                     or (isinstance(x, np.ndarray) and x.ndim > 0)):
             if not -len(x) <= k < len(x):
                 return False
         elif isinstance(k, str):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import numbers
+from typing import Any
 
 import numpy as np
 
 from ._dtypes import is_low_precision
 from ._functor import is_namedtuple
 from ._rule import Rule
+from ._types import Array, RuleState
 
 __all__ = ["Leaf", "tree_equal", "state_difference", "state_misfit", "describe", "copy_state"]
 
@@ -17,7 +19,7 @@ __all__ = ["Leaf", "tree_equal", "state_difference", "state_misfit", "describe",
 _SHOWN = 10      # a Leaf's repr shows arrays of up to this many elements in full
 
 
-def _summary(s):
+def _summary(s: Any) -> str:
     """The repr of a state with every array of more than ``_SHOWN`` elements on one line: a
     few of its values (in C order), its shape and dtype, so that a state tree prints in a
     training log."""
@@ -76,7 +78,12 @@ class Leaf:
     __slots__ = ("rule", "state", "frozen", "_count", "_scratch", "_plan", "_backup",
                  "__weakref__")
 
-    def __init__(self, rule: Rule, state: object, frozen: bool = False, count: int = 0) -> None:
+    rule: Rule
+    state: RuleState
+    frozen: bool
+
+    def __init__(self, rule: Rule, state: RuleState, frozen: bool = False,
+                 count: int = 0) -> None:
         self.rule = rule
         self.state = state
         self.frozen = bool(frozen)
@@ -97,11 +104,11 @@ class Leaf:
         self._count = value
         self._plan = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         tail = ", frozen=True" if self.frozen else ""
         return f"Leaf({self.rule!r}, {_summary(self.state)}{tail})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Leaf):
             return NotImplemented
         return (self.frozen == other.frozen and self.rule == other.rule
@@ -109,10 +116,10 @@ class Leaf:
 
     __hash__ = None
 
-    def __getstate__(self):
+    def __getstate__(self) -> tuple[Rule, RuleState, bool, int]:
         return (self.rule, self.state, self.frozen, self._count)
 
-    def __setstate__(self, s):
+    def __setstate__(self, s: tuple[Any, ...]) -> None:
         self.rule, self.state, self.frozen = s[:3]
         self._count = s[3] if len(s) > 3 else 0     # pickles of 0.1.0 have no count
         self._scratch = None
@@ -120,7 +127,7 @@ class Leaf:
         self._backup = None
 
 
-def tree_equal(a, b) -> bool:
+def tree_equal(a: Any, b: Any) -> bool:
     """Equality of nested states: arrays equal in value (NaN equals NaN) and dtype."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
@@ -138,7 +145,7 @@ def tree_equal(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def copy_state(s, memo):
+def copy_state(s: Any, memo: dict[int, Any]) -> Any:
     """A deep copy of a state tree (or any state in it) that keeps ties: a Leaf or array
     met twice is copied once (``memo``: id -> copy).  Rules are immutable values and are
     shared, not copied."""
@@ -163,7 +170,7 @@ def copy_state(s, memo):
     return copy.deepcopy(s, memo)      # a user rule's own state object (memo keeps ties)
 
 
-def describe(x):
+def describe(x: object) -> str:
     if isinstance(x, np.ndarray):
         return f"an array of {x.dtype} and shape {x.shape}"
     if x is None:
@@ -171,7 +178,8 @@ def describe(x):
     return f"a {type(x).__name__}"
 
 
-def state_difference(a, b, where, like_x):
+def state_difference(a: Any, b: Any, where: str,
+                     like_x: list[tuple[str, tuple[int, ...]]]) -> str | None:
     """Where ``a`` (a stored state) differs in structure from ``b`` (what ``init`` gives for
     an empty parameter); the shapes of the arrays shaped like the parameter go to
     ``like_x``."""
@@ -199,7 +207,7 @@ def state_difference(a, b, where, like_x):
     return f"{where} is {describe(a)} where the rule keeps {what}"
 
 
-def state_misfit(rule, state, x):
+def state_misfit(rule: Rule, state: RuleState, x: Array) -> str | None:
     """What differs between ``state`` and the state ``rule`` keeps for the parameter ``x``
     (its structure, array dtypes and shapes), or ``None`` when it fits.  A 16-bit parameter
     fits its float32 state and the one ``low_precision_state`` rounds to its dtype."""
@@ -212,7 +220,7 @@ def state_misfit(rule, state, x):
     return problem
 
 
-def _misfit(state, ref, x):
+def _misfit(state: RuleState, ref: RuleState, x: Array) -> str | None:
     like_x = []
     problem = state_difference(state, ref, "state", like_x)
     if problem is None:

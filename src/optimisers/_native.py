@@ -10,16 +10,20 @@ in the environment caps the choice.
 
 import importlib
 import os
+from types import ModuleType
+from typing import Any, cast
 
-from . import _kernels as _baseline
+# absolute: `from . import _kernels` reads a name of the package's __init__, which imports
+# every module, and that cycle leaves mypy unable to type the rules' decorator
+import optimisers._kernels as _baseline
 
 ISAS = ("baseline", "avx2", "avx512")       # narrowest first
 
 
-def _load(isa):
+def _load(isa: str) -> ModuleType | None:
     """The build ``isa`` if it is installed here and this processor runs it, else None."""
     if isa == "baseline":
-        return _baseline
+        return cast(ModuleType, _baseline)
     if not _baseline.cpu_runs(isa):
         return None
     try:
@@ -28,31 +32,33 @@ def _load(isa):
         return None
 
 
-def builds():
+def builds() -> dict[str, ModuleType]:
     """Every build of the kernels installed here that this processor runs, narrowest first:
     ``{isa: module}``, the baseline always among them (for tests and benchmarks that
     compare the builds; they give the same bits)."""
     return {isa: module for isa in ISAS if (module := _load(isa)) is not None}
 
 
-def _choose():
+def _choose() -> ModuleType:
     cap = os.environ.get("OPTIMISERS_ISA", "").strip().lower()
     cap = {"sse2": "baseline", "generic": "baseline"}.get(cap, cap)
     allowed = ISAS[:ISAS.index(cap) + 1] if cap in ISAS else ISAS
-    for isa in reversed(allowed):
+    for isa in reversed(allowed[1:]):   # the widest first; allowed[0], the baseline, loads
         module = _load(isa)
         if module is not None:
             return module
+    return cast(ModuleType, _baseline)
 
 
-kernels = _choose()
+# the kernel module in use; typed Any: a compiled module without stubs
+kernels: Any = _choose()
 
 
 # ----------------------------------------------------------------------------------------
 # The thread and instruction-set controls of the build in use, as plain Python functions
 # (so that their docstrings carry runnable examples); each calls the kernel module's own.
 
-def openmp_enabled():
+def openmp_enabled() -> bool:
     """Whether the kernels in use were compiled with OpenMP.
 
     Without OpenMP every kernel runs serially, on the calling thread; the results are the
@@ -69,10 +75,10 @@ def openmp_enabled():
     >>> isinstance(opt.openmp_enabled(), bool)
     True
     """
-    return kernels.openmp_enabled()
+    return bool(kernels.openmp_enabled())
 
 
-def max_threads():
+def max_threads() -> int:
     """The number of threads a kernel would use now (OpenMP's ``omp_get_max_threads()``).
 
     It follows ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` (the kernels'
@@ -95,10 +101,10 @@ def max_threads():
     ...     opt.max_threads()
     1
     """
-    return kernels.max_threads()
+    return int(kernels.max_threads())
 
 
-def get_parallel_threshold():
+def get_parallel_threshold() -> int:
     """The element count from which one array's update is split over OpenMP threads.
 
     An array with fewer elements than this is updated whole on one thread (below it,
@@ -117,10 +123,10 @@ def get_parallel_threshold():
     >>> opt.get_parallel_threshold() >= 0
     True
     """
-    return kernels.get_parallel_threshold()
+    return int(kernels.get_parallel_threshold())
 
 
-def set_parallel_threshold(n):
+def set_parallel_threshold(n: int) -> None:
     """Set the element count from which one array's update is split over OpenMP threads.
 
     The setting is global to the process and applies to every later step.  It changes only
@@ -157,7 +163,7 @@ def set_parallel_threshold(n):
     kernels.set_parallel_threshold(n)
 
 
-def kernel_isa():
+def kernel_isa() -> str:
     """The instruction set the kernels in use were compiled for.
 
     ``"avx512"`` or ``"avx2"`` on an x86-64 processor that runs it (unless
@@ -175,4 +181,4 @@ def kernel_isa():
     >>> opt.kernel_isa() in ("baseline", "avx2", "avx512")
     True
     """
-    return kernels.isa()
+    return str(kernels.isa())

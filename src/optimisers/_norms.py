@@ -7,6 +7,7 @@ Below both the rules and the engine: ``ClipNorm`` compiles a norm stage, and the
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ._native import kernels as K
 
@@ -18,7 +19,7 @@ _NORM_KINDS = {2.0: K.NORM_SQUARES, 1.0: K.NORM_ABS, 0.0: K.NORM_COUNT,
                math.inf: K.NORM_MAX, -math.inf: K.NORM_MIN}
 
 
-def grad_norm(g, p):
+def grad_norm(g: Any, p: float) -> float:
     """The p-norm of a C-contiguous float32/float64 (or complex) array, accumulated in float64
     in an order fixed by the data (blocks of 8192 elements, 8 lanes each), never by the
     thread count; 0 for an empty array (conventions §7, also for p < 0).
@@ -30,25 +31,25 @@ def grad_norm(g, p):
     return K.p_norm(g, _NORM_KINDS.get(p, K.NORM_POWER), p)
 
 
-def nonfinite_norm_error(where, p, n):
+def nonfinite_norm_error(where: object, p: float, n: float) -> FloatingPointError:
     """The error of a ClipNorm(throw=True) that met the non-finite norm ``n``."""
     return FloatingPointError(f"ClipNorm: the gradient at {where} has {p:g}-norm {n} "
                               f"(throw=False lets it through)")
 
 
-def clipnorm_p(stage):
+def clipnorm_p(stage: tuple[Any, ...]) -> float:
     """The ``p`` of a ClipNorm kernel stage ``(kind, hp, buffers, sc, ctr)``, whose
     hyper-parameters are named (the kernel's ClipNormHP)."""
     return stage[1]["p"]
 
 
-def norm_kind(p):
+def norm_kind(p: float) -> int:
     """The kernels' ``NormKind`` of ``p``: their own loop for the common p, else the power
     loop."""
     return _NORM_KINDS.get(p, K.NORM_POWER)
 
 
-def combine_partials(partials, p, n_elements):
+def combine_partials(partials: list[Any], p: float, n_elements: int) -> float:
     """The p-norm of many arrays from their raw partials (``K.p_partial`` of each non-empty
     array, in any order): sums are combined exactly rounded (``math.fsum``), so the result
     depends on neither the order of the arrays nor the thread count; max/min with NaN
@@ -73,7 +74,7 @@ def combine_partials(partials, p, n_elements):
     return total
 
 
-def _pow(a, b):
+def _pow(a: float, b: float) -> float:
     """libm's pow (the kernels' ClipNorm finishes with it; numpy's own power may differ in
     the last bit), with C's IEEE results where Python raises: 0 ** negative = inf,
     overflow = inf."""
@@ -83,7 +84,7 @@ def _pow(a, b):
         return math.inf
 
 
-def clip_scale(omega, norm):
+def clip_scale(omega: float, norm: float) -> float:
     """``min(omega / norm, 1)`` in float64 as the kernels' ClipNorm computes it
     (conventions §7: a zero norm gives 1, an infinite one 0, NaN gives NaN)."""
     if norm == 0:

@@ -11,6 +11,8 @@ is when its state is checked against the rule and the array.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._dtypes import is_low_precision
@@ -23,7 +25,7 @@ __all__ = ["BATCH_DTYPES", "ScheduledTemplate", "check_state", "leaf_plan", "mov
            "scheduled_plan", "template"]
 
 
-def leaf_plan(leaf: Leaf, x: np.ndarray, link: object) -> tuple:
+def leaf_plan(leaf: Leaf, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
     """What does not change between steps for a Leaf and its array, cached on the Leaf as
     ``(rule, dtype, gradient dtype, batch template or None, scheduled, count)``: the dtype
     its gradient is cast to, and the batch template of its rule (:func:`template`), keyed
@@ -60,14 +62,14 @@ class ScheduledTemplate(list):
 
     __slots__ = ("_next", "concrete", "count", "rule")
 
-    def __init__(self, stages: list, concrete: Rule, rule: Rule, count: int) -> None:
+    def __init__(self, stages: list[Any], concrete: Rule, rule: Rule, count: int) -> None:
         super().__init__(stages)
         self.concrete = concrete
         self.rule = rule
         self.count = count
         self._next = None
 
-    def next_plan(self, x: np.ndarray, state: object) -> tuple:
+    def next_plan(self, x: Any, state: Any) -> tuple[Any, ...]:
         """The plan of the count after this one, for leaves like ``x`` (made once)."""
         nxt = self._next
         if nxt is None:
@@ -75,14 +77,14 @@ class ScheduledTemplate(list):
         return nxt
 
 
-def moved_on(plan: tuple) -> tuple:
+def moved_on(plan: tuple[Any, ...]) -> tuple[Any, ...]:
     """The plan of a scheduled leaf whose count moved on outside a batch: no template (so
     the walk routes it) and no count (so ``route`` plans it again, without checking the
     state again: its rule and dtype are the same)."""
     return plan[:3] + (None, True, -1)
 
 
-def scheduled_plan(rule: Rule, x: np.ndarray, state: object, count: int) -> tuple:
+def scheduled_plan(rule: Rule, x: Any, state: Any, count: int) -> tuple[Any, ...]:
     """The plan of a scheduled ``rule`` for leaves like ``x`` at ``count``: its template
     is that of ``rule._at(count)`` as a :class:`ScheduledTemplate` (or None: a barrier);
     one plan object per rule, dtype and count while it is in use."""
@@ -99,7 +101,8 @@ def scheduled_plan(rule: Rule, x: np.ndarray, state: object, count: int) -> tupl
     return got[1]
 
 
-def check_state(rule, state, x, link, otherwise=None):
+def check_state(rule: Any, state: Any, x: Any, link: tuple[Any, ...],
+                otherwise: str | None = None) -> None:
     """``ValueError`` naming the key path and what differs when ``state`` does not fit
     ``rule`` for the parameter ``x`` (``otherwise``: the reason to give when nothing is
     found to differ, else fine).  A rule written in Python keeps a state of its own."""
@@ -116,7 +119,7 @@ def check_state(rule, state, x, link, otherwise=None):
 # valid, and one template object is shared by all the leaves of a group.
 _TEMPLATES = {}
 # (id(rule), parameter dtype, count) -> (rule, plan) of the scheduled rules
-_SCHEDULED = {}
+_SCHEDULED: dict[tuple[int, Any, int], tuple[Rule, tuple[Any, ...]]] = {}
 
 # what the batch kernels take (and 16-bit floats, is_low_precision); other parameters run
 # through a Program each
@@ -136,17 +139,18 @@ class _Recorder(Program):
     __slots__ = ()
     recording = True
 
-    def current(self):
+    def current(self) -> Any:
         raise _Barrier
 
-    def set_source(self, d):
+    def set_source(self, d: Any) -> None:
         raise _Barrier
 
-    def assign(self, value):
+    def assign(self, value: Any) -> None:
         raise _Barrier
 
 
-def _paths(state, prefix=(), out=None):
+def _paths(state: Any, prefix: tuple[Any, ...] = (),
+           out: dict[int, tuple[Any, ...]] | None = None) -> dict[int, tuple[Any, ...]]:
     """id(array) -> index path inside a state made of tuples, arrays and scalars."""
     if out is None:
         out = {}
@@ -158,7 +162,7 @@ def _paths(state, prefix=(), out=None):
     return out
 
 
-def template(rule, x, state):
+def template(rule: Any, x: Any, state: Any) -> Any:
     """The program of ``rule`` for leaves like ``x`` as a list of stages whose buffers are
     index paths into a leaf's state, or ``None`` when the rule needs a barrier (or the
     dtype is not float16/bfloat16/float32/float64)."""

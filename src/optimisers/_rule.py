@@ -6,19 +6,27 @@ import copy
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from ._dtypes import is_low_precision, lower_state
+from ._keypath import KeyPath
 from ._native import kernels as _kernels
-from ._schedule import Schedule, value_at
+from ._schedule import HyperPair, Hyperparameter, Schedule, value_at
+from ._types import Array, RuleState, dataclass_transform
 
-__all__ = ["Rule", "init", "builtin_rules", "state_types"]
+_R = TypeVar("_R", bound="Rule")
+_C = TypeVar("_C", bound="type[Rule]")
+
+__all__ = ["Rule", "init", "builtin_rules", "state_types", "number", "extent"]
 
 # The one list of rules: every public Rule subclass defined in this package registers itself
 # here as its class statement runs (``Rule.__init_subclass__``).  opt.RULES, the checkpoint
 # allow-lists and the benchmark's list are all read from it.
-_BUILTIN = {}
+_BUILTIN: dict[str, type[Rule]] = {}
 
 
 class Rule:
@@ -60,14 +68,14 @@ class Rule:
     """
 
     #: the NamedTuple type(s) of the state ``init`` builds (what a checkpoint may hold)
-    state_types = ()
+    state_types: ClassVar[tuple[type, ...]] = ()
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__module__.startswith("optimisers.") and not cls.__name__.startswith("_"):
             _BUILTIN[cls.__name__] = cls
 
-    def init(self, x):
+    def init(self, x: Array) -> RuleState:
         """The initial state for one parameter array ``x``; ``None`` (no state) by default.
 
         Parameters
@@ -82,7 +90,7 @@ class Rule:
         """
         return None
 
-    def apply(self, state, x, dx):
+    def apply(self, state: RuleState, x: Array, dx: Array) -> tuple[RuleState, Array | None]:
         """One step: the new state and the step ``d``, with ``x - d`` the new parameter.
 
         Parameters
@@ -109,7 +117,7 @@ class Rule:
         """
         raise NotImplementedError(f"{type(self).__name__} must define apply(state, x, dx)")
 
-    def check_param(self, x, path=None):
+    def check_param(self, x: Array, path: KeyPath | None = None) -> None:
         """Raise ``TypeError`` at ``setup`` if this rule cannot train ``x``: a complex
         parameter with a rule whose kernel kinds order values (the kernels' table says which
         kinds are defined for complex numbers)."""
@@ -121,7 +129,7 @@ class Rule:
                 raise TypeError(f"{type(self).__name__} is not defined for complex parameters "
                                 f"(it orders values){where}; got dtype {x.dtype}")
 
-    def _fails_late(self, leading):
+    def _fails_late(self, leading: bool) -> bool:
         """Whether this rule's step may raise after earlier stages of its program have
         written (``leading``: nothing runs before it).  The engine runs such leaves first,
         each after a snapshot of its arrays, so that a failure can be undone.  A rule
@@ -129,11 +137,16 @@ class Rule:
         any write unless they say otherwise."""
         return self._user_rule()
 
+    def _skip_state(self, state: RuleState) -> Any:
+        """The ``SkipNonFiniteState`` in ``state``, for a rule led by ``SkipNonFinite``
+        (the engine asks only those: see ``_global``)."""
+        raise TypeError(f"{type(self).__name__} is not led by SkipNonFinite")
+
     @classmethod
-    def _user_rule(cls):
+    def _user_rule(cls) -> bool:
         return not cls.__module__.startswith("optimisers.")
 
-    def _lower_state(self, state, x):
+    def _lower_state(self, state: RuleState, x: Array) -> RuleState:
         """The state of ``setup(..., low_precision_state=True)`` for a 16-bit ``x``: a
         built-in rule's float32 state arrays rounded to ``x``'s dtype; a rule written in
         Python keeps the state its ``init`` made."""
@@ -141,7 +154,9 @@ class Rule:
 
     # The engine's hook.  Kernel rules add a stage to the program; a rule written in Python
     # (the default here) materialises the incoming step and calls its own ``apply``.
-    def _compile(self, state, prog):
+    # ``prog`` is the engine's Program (or _KernelKinds): Any here, since the rule protocol
+    # may not import the engine's modules.
+    def _compile(self, state: RuleState, prog: Any) -> RuleState:
         dx = prog.current()
         if dx is None:           # an AccumGrad before this rule is not due: no step
             return state
@@ -151,7 +166,7 @@ class Rule:
         prog.set_source(d)
         return state
 
-    def _fields(self):
+    def _fields(self) -> tuple[str, ...]:
         """The names of the hyper-parameters (what ``adjust`` may change)."""
         if dataclasses.is_dataclass(self):
             return tuple(f.name for f in dataclasses.fields(self))
@@ -160,7 +175,7 @@ class Rule:
     # The hook of ``adjust``: a rule replaces its own fields; a rule made of rules
     # (``OptimiserChain``, ``MixedPrecision``) overrides it to adjust its members instead,
     # so that the tree functions need not know the composite classes.
-    def _adjust(self, changes, used, known):
+    def _adjust(self, changes: dict[str, Any], used: set[str], known: set[str]) -> Rule:
         """This rule with the fields named in ``changes`` replaced, validated as at
         construction; adds the names of its fields to ``known`` and those it takes to
         ``used``."""
@@ -177,21 +192,21 @@ class Rule:
 
     # Schedules: a field may hold a Schedule (or a pair with one); the engine steps a leaf
     # with the rule ``_at`` its count of updates, every schedule replaced by its value.
-    def _scheduled(self):
+    def _scheduled(self) -> bool:
         """Whether a field of this rule is (or holds) a schedule."""
         return any(_holds_schedule(getattr(self, name)) for name in self._fields())
 
-    def _at(self, count):
+    def _at(self, count: int) -> Rule:
         """This rule with every scheduled field replaced by its value at ``count`` (the
         number of updates taken before this one); itself when nothing is scheduled."""
-        changes = {}
+        changes: dict[str, Any] = {}
         for name in self._fields():
             value = getattr(self, name)
             if _holds_schedule(value):
                 changes[name] = _value_at(value, count)
         return self._replace(**changes) if changes else self
 
-    def _replace(self, **changes):
+    def _replace(self: _R, **changes: Any) -> _R:
         """A copy with the given fields replaced (a dataclass rule checks them again)."""
         if dataclasses.is_dataclass(self):
             return dataclasses.replace(self, **changes)
@@ -205,46 +220,61 @@ class _KernelKinds:
     """Stands in for the engine's Program to list the kernel kinds a rule compiles to on a
     small array like the parameter (nothing runs)."""
 
-    def __init__(self, x):
+    def __init__(self, x: Array) -> None:
         self.x = x
-        self.used = []
+        self.used: list[int] = []
         self.stages = self.used
         self.stopped = False
         self.path = None
 
-    def add(self, kind, hp, *buffers, sc=None, ctr=None):
+    def add(self, kind: int, hp: Mapping[str, object], *buffers: Array,
+            sc: Array | None = None, ctr: Array | None = None) -> None:
         self.used.append(kind)
 
-    def current(self):
+    def current(self) -> Array:
         return self.x
 
-    def known_norm(self, p):
+    def known_norm(self, p: float) -> None:
         return None
 
 
-def _holds_schedule(value):
+def _holds_schedule(value: object) -> bool:
     return isinstance(value, Schedule) or (
         isinstance(value, tuple) and any(isinstance(v, Schedule) for v in value))
 
 
-def _value_at(value, count):
+def _value_at(value: object, count: int) -> object:
     """A field's value at ``count``: a pair's members each through ``value_at``."""
     if isinstance(value, tuple):
         return tuple(value_at(v, count) for v in value)
     return value_at(value, count)
 
 
-def builtin_rules():
+def number(v: Hyperparameter) -> float:
+    """A field's number where every schedule has been evaluated: in ``_compile``, which
+    the engine calls on ``rule._at(count)``."""
+    if isinstance(v, Schedule):
+        raise TypeError(f"a schedule reached a kernel stage unevaluated: {v!r}")
+    return v
+
+
+def extent(v: Hyperparameter) -> tuple[float, float]:
+    """The least and greatest value a field takes: ``(v, v)`` for a number, a schedule's
+    :meth:`~optimisers.Schedule.bounds`."""
+    return v.bounds() if isinstance(v, Schedule) else (v, v)
+
+
+def builtin_rules() -> tuple[type[Rule], ...]:
     """Every rule class of this package, in the order their modules define them."""
     return tuple(_BUILTIN.values())
 
 
-def state_types():
+def state_types() -> tuple[type, ...]:
     """Every NamedTuple type a built-in rule's state is made of."""
     return tuple(dict.fromkeys(t for c in _BUILTIN.values() for t in c.state_types))
 
 
-def init(rule, x, *, low_precision_state=False):
+def init(rule: Rule, x: npt.ArrayLike, *, low_precision_state: bool = False) -> RuleState:
     """The initial state of ``rule`` for one parameter array ``x`` (``rule.init(x)``).
 
     Parameters
@@ -285,61 +315,66 @@ def init(rule, x, *, low_precision_state=False):
 # Hyper-parameter checks.  Each returns the normalised value or raises ValueError naming
 # the rule, the field, the value and the allowed range.
 
-def _is_real(v):
+def _is_real(v: object) -> TypeGuard[numbers.Real]:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def real(rule, name, v, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, what=None):
+def real(rule: Rule, name: str, v: object, lo: float = -math.inf, hi: float = math.inf,
+         lo_open: bool = False, hi_open: bool = False, what: str | None = None
+         ) -> Hyperparameter:
     """A real number in the range; or a schedule whose every value is in it (its bounds
     are exact), kept as it is."""
-    rule = type(rule).__name__
+    who = type(rule).__name__
     if isinstance(v, Schedule):
         low, high = v.bounds()
         low_ok = low > lo if lo_open else low >= lo
         high_ok = high < hi if hi_open else high <= hi
         if not (low_ok and high_ok):
             rng = what or f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-            raise ValueError(f"{rule}: {name}={v!r} takes values in [{low:g}, {high:g}], out "
+            raise ValueError(f"{who}: {name}={v!r} takes values in [{low:g}, {high:g}], out "
                              f"of range: every value must be in {rng}")
         return v
     if not _is_real(v) or isinstance(v, np.ndarray):
-        raise TypeError(f"{rule}: {name} must be a real number, got {v!r}")
+        raise TypeError(f"{who}: {name} must be a real number, got {v!r}")
     v = float(v)
     low_ok = v > lo if lo_open else v >= lo
     high_ok = v < hi if hi_open else v <= hi
     if math.isnan(v) or not (low_ok and high_ok):
         rng = what or f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise ValueError(f"{rule}: {name}={v!r} is out of range, it must be in {rng}")
+        raise ValueError(f"{who}: {name}={v!r} is out of range, it must be in {rng}")
     return v
 
 
-def flag(rule, name, v):
+def flag(rule: Rule, name: str, v: object) -> bool:
     """A boolean switch: True or False (numpy booleans too), nothing merely truthy."""
     if not isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{type(rule).__name__}: {name} must be True or False, got {v!r}")
     return bool(v)
 
 
-def nonneg(rule, name, v):
+def nonneg(rule: Rule, name: str, v: object) -> Hyperparameter:
     return real(rule, name, v, lo=0.0, what="[0, inf]")
 
 
-def decay(rule, name, v):
+def decay(rule: Rule, name: str, v: object) -> Hyperparameter:
     """A decay rate: in [0, 1)."""
     return real(rule, name, v, lo=0.0, hi=1.0, hi_open=True)
 
 
-def pair(rule, name, v, check):
+def pair(rule: Rule, name: str, v: object,
+         check: Callable[[Rule, str, object], Hyperparameter]) -> HyperPair:
     if not isinstance(v, (tuple, list)) or len(v) != 2:
-        raise TypeError(f"{type(rule).__name__}: {name} must be a pair (tuple of 2 numbers), got {v!r}")
+        raise TypeError(f"{type(rule).__name__}: {name} must be a pair (tuple of 2 numbers), "
+                        f"got {v!r}")
     return (check(rule, f"{name}[0]", v[0]), check(rule, f"{name}[1]", v[1]))
 
 
-def checked(cls):
+@dataclass_transform(frozen_default=True)
+def checked(cls: _C) -> _C:
     """Decorator: a frozen dataclass rule whose ``_check()`` normalises its fields."""
-    def __post_init__(self):
+    def __post_init__(self: Any) -> None:
         for name, value in self._check().items():
             object.__setattr__(self, name, value)
 
-    cls.__post_init__ = __post_init__
-    return dataclasses.dataclass(frozen=True)(cls)
+    cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+    return dataclasses.dataclass(frozen=True)(cls)  # type: ignore[return-value]

@@ -8,14 +8,16 @@ as the seed does), so a state is never rebuilt.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._native import kernels as K
-from ._rule import Rule, checked, decay, flag, nonneg, pair
-from ._program import moment_zeros, state_full
+from ._rule import Rule, checked, decay, flag, nonneg, number, pair
+from ._program import moment_zeros, Program, state_full
 from ._rules_sgd import zeros
+from ._schedule import HyperPair, Hyperparameter, value_at
+from ._types import Array, RuleState
 
 __all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "AdaBelief",
            "AdamState", "RAdamState", "AdaMaxState", "OAdamState", "AMSGradState",
@@ -23,66 +25,72 @@ __all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "Ada
 
 
 class AdamState(NamedTuple):
-    m: np.ndarray
-    v: np.ndarray
-    beta_t: np.ndarray
+    m: Array
+    v: Array
+    beta_t: Array
 
 
 class RAdamState(NamedTuple):
-    m: np.ndarray
-    v: np.ndarray
-    beta_t: np.ndarray
-    t: np.ndarray
+    m: Array
+    v: Array
+    beta_t: Array
+    t: Array
 
 
 class AdaMaxState(NamedTuple):
-    m: np.ndarray
-    u: np.ndarray
-    beta_t: np.ndarray
+    m: Array
+    u: Array
+    beta_t: Array
 
 
 class OAdamState(NamedTuple):
-    m: np.ndarray
-    v: np.ndarray
-    beta_t: np.ndarray
-    term: np.ndarray
+    m: Array
+    v: Array
+    beta_t: Array
+    term: Array
 
 
 class AMSGradState(NamedTuple):
-    m: np.ndarray
-    v: np.ndarray
-    vhat: np.ndarray
+    m: Array
+    v: Array
+    vhat: Array
 
 
 class AdaBeliefState(NamedTuple):
-    m: np.ndarray
-    s: np.ndarray
-    beta_t: np.ndarray
+    m: Array
+    s: Array
+    beta_t: Array
 
 
-def _betas(rule, x):
+def _betas(rule: _AdamLike, x: Array) -> Array:
     """The running products [b1^t, b2^t] at t = 1, in float64 whatever the parameter's dtype
-    (the bias corrections 1 - beta^t are formed in float64 and rounded once)."""
-    return np.array(rule.beta, dtype=np.float64)
+    (the bias corrections 1 - beta^t are formed in float64 and rounded once); a scheduled
+    beta enters with its value at count 0."""
+    return np.array([value_at(b, 0) for b in rule.beta], dtype=np.float64)
 
 
-def _step_counter():
+def _step_counter() -> Array:
     return np.ones((), np.int64)
 
 
-def _adam_hp(rule, **more):
+def _adam_hp(rule: _AdamLike, **more: float) -> dict[str, float]:
     """The kernel's named hyper-parameters (its AdamHP struct), formed in float64: the
     kernel rounds each once to the parameter's dtype, and derives the bias corrections per
     step from ``beta_t``."""
-    b1, b2 = rule.beta
-    return {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": rule.epsilon,
-            "eta": rule.eta, **more}
+    b1, b2 = number(rule.beta[0]), number(rule.beta[1])
+    return {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": number(rule.epsilon),
+            "eta": number(rule.eta), **more}
 
 
 class _AdamLike(Rule):
     """Shared fields and checks: eta >= 0, betas in [0, 1), epsilon >= 0."""
 
-    def _check(self):
+    # the fields every subclass declares (this base is no dataclass: no fields of its own)
+    eta: Hyperparameter
+    beta: HyperPair
+    epsilon: Hyperparameter
+
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta), "beta": pair(self, "beta", self.beta, decay),
                 "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
@@ -118,16 +126,16 @@ class Adam(_AdamLike):
     >>> st.state.m, st.state.v, st.state.beta_t
     (array([0.1, 0.1]), array([0.001, 0.001]), array([0.81    , 0.998001]))
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    epsilon: Hyperparameter = 1e-8
 
     state_types = (AdamState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> AdamState:
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.ADAM, _adam_hp(self), state.m, state.v, sc=state.beta_t)
         return state
 
@@ -165,16 +173,16 @@ class RAdam(_AdamLike):
     >>> x, int(st.state.t)
     (array([-0.1, -0.1]), 2)
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    epsilon: Hyperparameter = 1e-8
 
     state_types = (RAdamState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> RAdamState:
         return RAdamState(zeros(x), moment_zeros(x), _betas(self, x), _step_counter())
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # rho_t, r_t and the branch are computed per step by the kernel from beta_t and t
         prog.add(K.RADAM, _adam_hp(self), state.m, state.v,
                  sc=state.beta_t, ctr=state.t)
@@ -206,16 +214,16 @@ class AdaMax(_AdamLike):
     >>> np.round(x, 6)
     array([-0.1,  0.1])
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    epsilon: Hyperparameter = 1e-8
 
     state_types = (AdaMaxState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> AdaMaxState:
         return AdaMaxState(zeros(x), zeros(x), _betas(self, x))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.ADAMAX, _adam_hp(self), state.m, state.u, sc=state.beta_t)
         return state
 
@@ -248,16 +256,16 @@ class OAdam(_AdamLike):
     >>> np.round(x, 6)
     array([-0.2])
     """
-    eta: float = 1e-3
-    beta: tuple = (0.5, 0.9)
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.5, 0.9)
+    epsilon: Hyperparameter = 1e-8
 
     state_types = (OAdamState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> OAdamState:
         return OAdamState(zeros(x), moment_zeros(x), _betas(self, x), zeros(x))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.OADAM, _adam_hp(self), state.m, state.v, state.term,
                  sc=state.beta_t)
         return state
@@ -289,16 +297,17 @@ class AMSGrad(_AdamLike):
     >>> float(st.state.vhat[0])
     1e-08
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    epsilon: Hyperparameter = 1e-8
 
     state_types = (AMSGradState,)
 
-    def init(self, x):
-        return AMSGradState(*(state_full(x, self.epsilon) for _ in range(3)))
+    def init(self, x: Array) -> AMSGradState:
+        # m, v and vhat start at epsilon (the seed's choice): its value at count 0
+        return AMSGradState(*(state_full(x, value_at(self.epsilon, 0)) for _ in range(3)))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.AMSGRAD, _adam_hp(self), state.m, state.v, state.vhat)
         return state
 
@@ -330,16 +339,16 @@ class NAdam(_AdamLike):
     >>> float(x[0]) < 0
     True
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    epsilon: Hyperparameter = 1e-8
 
     state_types = (AdamState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> AdamState:
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.NADAM, _adam_hp(self), state.m, state.v,
                  sc=state.beta_t)
         return state
@@ -379,24 +388,24 @@ class AdamW(_AdamLike):
     >>> x
     array([0.95])
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    lambda_: float = 0.0
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    lambda_: Hyperparameter = 0.0
+    epsilon: Hyperparameter = 1e-8
     couple: bool = True
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {**super()._check(), "lambda_": nonneg(self, "lambda_", self.lambda_),
                 "couple": flag(self, "couple", self.couple)}
 
     state_types = (AdamState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> AdamState:
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         kind = K.ADAMW_COUPLED if self.couple else K.ADAMW_DECOUPLED
-        prog.add(kind, _adam_hp(self, lam=self.lambda_), state.m, state.v,
+        prog.add(kind, _adam_hp(self, lam=number(self.lambda_)), state.m, state.v,
                  sc=state.beta_t)
         return state
 
@@ -428,16 +437,16 @@ class AdaBelief(_AdamLike):
     >>> float(x[0]) < 0
     True
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
-    epsilon: float = 1e-16
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
+    epsilon: Hyperparameter = 1e-16
 
     state_types = (AdaBeliefState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> AdaBeliefState:
         return AdaBeliefState(zeros(x), moment_zeros(x), _betas(self, x))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.ADABELIEF, _adam_hp(self), state.m, state.s,
                  sc=state.beta_t)
         return state

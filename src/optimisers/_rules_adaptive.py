@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._native import kernels as K
-from ._rule import Rule, checked, decay, flag, nonneg
-from ._program import moment_dtype, moment_zeros
+from ._rule import Rule, checked, decay, flag, nonneg, number
+from ._program import moment_dtype, moment_zeros, Program
 from ._rules_sgd import zeros
+from ._schedule import Hyperparameter
+from ._types import Array, RuleState
 
 __all__ = ["RMSProp", "AdaGrad", "AdaDelta", "RMSPropState", "AdaDeltaState"]
 
 
 class RMSPropState(NamedTuple):
-    q: np.ndarray
-    l: np.ndarray | None
+    q: Array
+    l: Array | None  # noqa: E741 (the seed's name, stored in checkpoints)
 
 
 class AdaDeltaState(NamedTuple):
-    acc: np.ndarray
-    dacc: np.ndarray
+    acc: Array
+    dacc: Array
 
 
 @checked
@@ -56,30 +58,33 @@ class RMSProp(Rule):
     >>> opt.RMSProp(centered=True)
     RMSProp(eta=0.001, rho=0.9, epsilon=1e-08, centred=True)
     """
-    eta: float = 1e-3
-    rho: float = 0.9
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 1e-3
+    rho: Hyperparameter = 0.9
+    epsilon: Hyperparameter = 1e-8
     centred: bool = False
 
-    def __init__(self, eta=1e-3, rho=0.9, epsilon=1e-8, centred=False, *, centered=False):
+    def __init__(self, eta: Hyperparameter = 1e-3, rho: Hyperparameter = 0.9,
+                 epsilon: Hyperparameter = 1e-8, centred: bool = False, *,
+                 centered: bool = False) -> None:
         object.__setattr__(self, "eta", eta)
         object.__setattr__(self, "rho", rho)
         object.__setattr__(self, "epsilon", epsilon)
         object.__setattr__(self, "centred", flag(self, "centred", centred)
                            or flag(self, "centered", centered))
-        self.__post_init__()
+        self.__post_init__()  # type: ignore[attr-defined]  # (added by @checked)
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta), "rho": decay(self, "rho", self.rho),
                 "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
     state_types = (RMSPropState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> RMSPropState:
         return RMSPropState(moment_zeros(x), zeros(x) if self.centred else None)
 
-    def _compile(self, state, prog):
-        hp = {"rho": self.rho, "omr": 1 - self.rho, "eps": self.epsilon, "eta": self.eta}
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
+        rho = number(self.rho)
+        hp = {"rho": rho, "omr": 1 - rho, "eps": self.epsilon, "eta": self.eta}
         if self.centred:
             prog.add(K.RMSPROP_CENTRED, hp, state.q, state.l)
         else:
@@ -111,16 +116,17 @@ class AdaGrad(Rule):
     >>> np.round(x, 6)
     array([-0.1,  0.1])
     """
-    eta: float = 0.1
-    epsilon: float = 1e-8
+    eta: Hyperparameter = 0.1
+    epsilon: Hyperparameter = 1e-8
 
-    def _check(self):
-        return {"eta": nonneg(self, "eta", self.eta), "epsilon": nonneg(self, "epsilon", self.epsilon)}
+    def _check(self) -> dict[str, Any]:
+        return {"eta": nonneg(self, "eta", self.eta),
+                "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
-    def init(self, x):
+    def init(self, x: Array) -> RuleState:
         return np.full(x.shape, self.epsilon, moment_dtype(x.dtype))
 
-    def _compile(self, acc, prog):
+    def _compile(self, acc: RuleState, prog: Program) -> RuleState:
         prog.add(K.ADAGRAD, {"eta": self.eta, "eps": self.epsilon}, acc)
         return acc
 
@@ -153,18 +159,20 @@ class AdaDelta(Rule):
     >>> float(x[0]) < 0
     True
     """
-    rho: float = 0.9
-    epsilon: float = 1e-8
+    rho: Hyperparameter = 0.9
+    epsilon: Hyperparameter = 1e-8
 
-    def _check(self):
-        return {"rho": decay(self, "rho", self.rho), "epsilon": nonneg(self, "epsilon", self.epsilon)}
+    def _check(self) -> dict[str, Any]:
+        return {"rho": decay(self, "rho", self.rho),
+                "epsilon": nonneg(self, "epsilon", self.epsilon)}
 
     state_types = (AdaDeltaState,)
 
-    def init(self, x):
+    def init(self, x: Array) -> AdaDeltaState:
         return AdaDeltaState(moment_zeros(x), moment_zeros(x))
 
-    def _compile(self, state, prog):
-        prog.add(K.ADADELTA, {"rho": self.rho, "omr": 1 - self.rho, "eps": self.epsilon},
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
+        rho = number(self.rho)
+        prog.add(K.ADADELTA, {"rho": rho, "omr": 1 - rho, "eps": self.epsilon},
                  state.acc, state.dacc)
         return state

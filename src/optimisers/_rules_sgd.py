@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._native import kernels as K
-from ._program import state_dtype, state_full
-from ._rule import Rule, checked, decay, nonneg, pair, real
+from ._program import Program, state_dtype, state_full
+from ._rule import Rule, checked, decay, extent, nonneg, number, pair, real
+from ._schedule import HyperPair, Hyperparameter, value_at
+from ._types import Array, RuleState
 
 __all__ = ["Descent", "Momentum", "Nesterov", "Rprop", "Lion", "RpropState"]
 
 
-def zeros(x):
+def zeros(x: Array) -> Array:
     """A zero element-wise state array for ``x``: its shape, C order (``np.zeros_like``
     would keep Fortran order), ``state_dtype`` (float32 for a 16-bit ``x``)."""
     return np.zeros(x.shape, state_dtype(x.dtype))
@@ -36,16 +38,17 @@ class Descent(Rule):
     Examples
     --------
     >>> import numpy as np, optimisers as opt
-    >>> st, x = opt.update(opt.setup(opt.Descent(0.1), np.ones(2)), np.ones(2), np.array([1.0, 2.0]))
+    >>> st, x = opt.update(opt.setup(opt.Descent(0.1), np.ones(2)), np.ones(2),
+    ...                    np.array([1.0, 2.0]))
     >>> x
     array([0.9, 0.8])
     """
-    eta: float = 0.1
+    eta: Hyperparameter = 0.1
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta)}
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.DESCENT, {"eta": self.eta})
         return state
 
@@ -75,16 +78,16 @@ class Momentum(Rule):
     >>> st.state, x
     (array([0.15, 0.15]), array([0.75, 1.75]))
     """
-    eta: float = 0.01
-    rho: float = 0.9
+    eta: Hyperparameter = 0.01
+    rho: Hyperparameter = 0.9
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta), "rho": decay(self, "rho", self.rho)}
 
-    def init(self, x):
+    def init(self, x: Array) -> Array:
         return zeros(x)
 
-    def _compile(self, v, prog):
+    def _compile(self, v: RuleState, prog: Program) -> RuleState:
         prog.add(K.MOMENTUM, {"eta": self.eta, "rho": self.rho}, v)
         return v
 
@@ -118,25 +121,25 @@ class Nesterov(Rule):
     >>> st["vec"].state
     array([-0.016     , -0.08800001], dtype=float32)
     """
-    eta: float = 0.001
-    rho: float = 0.9
+    eta: Hyperparameter = 0.001
+    rho: Hyperparameter = 0.9
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta), "rho": decay(self, "rho", self.rho)}
 
-    def init(self, x):
+    def init(self, x: Array) -> Array:
         return zeros(x)
 
-    def _compile(self, v, prog):
-        eta, rho = self.eta, self.rho
+    def _compile(self, v: RuleState, prog: Program) -> RuleState:
+        eta, rho = number(self.eta), number(self.rho)
         prog.add(K.NESTEROV, {"eta": eta, "rho": rho, "old_weight": -(rho * rho),
                               "grad_weight": (1 + rho) * eta}, v)
         return v
 
 
 class RpropState(NamedTuple):
-    gprev: np.ndarray
-    step: np.ndarray
+    gprev: Array
+    step: Array
 
 
 @checked
@@ -173,25 +176,27 @@ class Rprop(Rule):
     >>> x, st.state.step
     (array([0.78, 0.9 ]), array([0.12, 0.05]))
     """
-    eta: float = 1e-3
-    ell: tuple = (0.5, 1.2)
-    gamma: tuple = (1e-6, 50.0)
+    eta: Hyperparameter = 1e-3
+    ell: HyperPair = (0.5, 1.2)
+    gamma: HyperPair = (1e-6, 50.0)
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         ell = pair(self, "ell", self.ell, lambda r, n, v: real(r, n, v, lo=0.0, lo_open=True))
-        if not (ell[0] <= 1.0 <= ell[1]):
+        # every value a schedule takes must satisfy them: its bounds are exact
+        if not (extent(ell[0])[1] <= 1.0 <= extent(ell[1])[0]):
             raise ValueError(f"Rprop: ell={ell} must satisfy 0 < ell[0] <= 1 <= ell[1]")
         gamma = pair(self, "gamma", self.gamma, nonneg)
-        if gamma[0] > gamma[1]:
+        if extent(gamma[0])[1] > extent(gamma[1])[0]:
             raise ValueError(f"Rprop: gamma={gamma} must satisfy gamma[0] <= gamma[1]")
         return {"eta": nonneg(self, "eta", self.eta), "ell": ell, "gamma": gamma}
 
     state_types = (RpropState,)
 
-    def init(self, x):
-        return RpropState(zeros(x), state_full(x, self.eta))
+    def init(self, x: Array) -> RpropState:
+        # the first step's size: eta at count 0
+        return RpropState(zeros(x), state_full(x, value_at(self.eta, 0)))
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.RPROP, {"ell_dec": self.ell[0], "ell_inc": self.ell[1],
                            "gamma_min": self.gamma[0], "gamma_max": self.gamma[1]},
                  state.gprev, state.step)
@@ -227,17 +232,17 @@ class Lion(Rule):
     >>> x
     array([-0.1,  0.1,  0. ])
     """
-    eta: float = 1e-3
-    beta: tuple = (0.9, 0.999)
+    eta: Hyperparameter = 1e-3
+    beta: HyperPair = (0.9, 0.999)
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"eta": nonneg(self, "eta", self.eta), "beta": pair(self, "beta", self.beta, decay)}
 
-    def init(self, x):
+    def init(self, x: Array) -> Array:
         return zeros(x)
 
-    def _compile(self, m, prog):
-        b1, b2 = self.beta
+    def _compile(self, m: RuleState, prog: Program) -> RuleState:
+        b1, b2 = number(self.beta[0]), number(self.beta[1])
         prog.add(K.LION, {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2,
                           "eta": self.eta}, m)
         return m

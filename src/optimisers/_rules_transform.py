@@ -4,19 +4,22 @@ decay, element clipping and norm clipping."""
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._native import kernels as K
 from ._norms import _NORM_KINDS, clip_scale, grad_norm, nonfinite_norm_error, norm_kind
-from ._rule import Rule, checked, flag, nonneg, real
+from ._program import Program
+from ._rule import Rule, checked, flag, nonneg, number, real
+from ._schedule import Hyperparameter
+from ._types import Array, RuleState
 
 __all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "ClipGlobalNorm",
            "SkipNonFinite", "SkipNonFiniteState"]
 
 
-def _norm_fields(rule):
+def _norm_fields(rule: ClipNorm | ClipGlobalNorm) -> dict[str, Any]:
     """The checked fields of ClipNorm and ClipGlobalNorm."""
     return {"omega": nonneg(rule, "omega", rule.omega),
             "p": real(rule, "p", rule.p, what="any real number or +-inf, not NaN"),
@@ -45,12 +48,12 @@ class WeightDecay(Rule):
     >>> x
     array([0.95])
     """
-    lambda_: float = 5e-4
+    lambda_: Hyperparameter = 5e-4
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"lambda_": nonneg(self, "lambda_", self.lambda_)}
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.WEIGHTDECAY, {"lam": self.lambda_})
         return state
 
@@ -76,16 +79,17 @@ class SignDecay(Rule):
     --------
     >>> import numpy as np, optimisers as opt
     >>> rule = opt.OptimiserChain(opt.SignDecay(0.5), opt.Descent(0.1))
-    >>> st, x = opt.update(opt.setup(rule, np.array([2.0, -2.0])), np.array([2.0, -2.0]), np.zeros(2))
+    >>> st, x = opt.update(opt.setup(rule, np.array([2.0, -2.0])), np.array([2.0, -2.0]),
+    ...                    np.zeros(2))
     >>> x
     array([ 1.95, -1.95])
     """
-    lambda_: float = 1e-3
+    lambda_: Hyperparameter = 1e-3
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"lambda_": nonneg(self, "lambda_", self.lambda_)}
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.SIGNDECAY, {"lam": self.lambda_})
         return state
 
@@ -112,12 +116,12 @@ class ClipGrad(Rule):
     >>> opt.update(opt.setup(rule, (np.zeros(3),)), (np.zeros(3),), (np.array([0.3, 1, 7]),))[1]
     (array([-0.03, -0.1 , -0.1 ]),)
     """
-    delta: float = 10.0
+    delta: Hyperparameter = 10.0
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"delta": nonneg(self, "delta", self.delta)}
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         prog.add(K.CLIPGRAD, {"delta": self.delta})
         return state
 
@@ -151,30 +155,32 @@ class ClipNorm(Rule):
     Examples
     --------
     >>> import numpy as np, optimisers as opt
-    >>> st, x = opt.update(opt.setup(opt.ClipNorm(1.0), np.zeros(2)), np.zeros(2), np.array([3.0, 4.0]))
+    >>> st, x = opt.update(opt.setup(opt.ClipNorm(1.0), np.zeros(2)), np.zeros(2),
+    ...                    np.array([3.0, 4.0]))
     >>> x
     array([-0.6, -0.8])
     """
-    omega: float = 10.0
-    p: float = 2.0
+    omega: Hyperparameter = 10.0
+    p: Hyperparameter = 2.0
     throw: bool = True
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return _norm_fields(self)
 
-    def _fails_late(self, leading):
+    def _fails_late(self, leading: bool) -> bool:
         # after other stages its norm is that of their output, known only once they ran
         return self.throw and not leading
 
-    def _precheck(self, prog):
+    def _precheck(self, prog: Program) -> None:
         # Only for parameters the batch engine does not take (see _engine): the norm
         # of a leading ClipNorm is checked for every leaf before any leaf is written.
         if self.throw:
-            n = prog.norm(self.p)
+            p = number(self.p)
+            n = prog.norm(p)
             if n is not None and not math.isfinite(n):
-                raise nonfinite_norm_error(prog.where(), self.p, n)
+                raise nonfinite_norm_error(prog.where(), p, n)
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # The norm is that of the step so far: when rules before this one are pending, it
         # must be materialised first (a barrier; None: an AccumGrad before is not due).
         if prog.stages and prog.current() is None:
@@ -184,16 +190,17 @@ class ClipNorm(Rule):
         # dtype, and folds it into the next stage's read of g.
         # A norm the engine has already computed (the precheck of a leading ClipNorm) is
         # passed on, so that the kernel does not read g again.
-        known = prog.known_norm(self.p)
-        prog.add(K.CLIPNORM, {"omega": self.omega, "p": self.p,
-                              "how": _NORM_KINDS.get(self.p, K.NORM_POWER),
+        p = number(self.p)
+        known = prog.known_norm(p)
+        prog.add(K.CLIPNORM, {"omega": self.omega, "p": p,
+                              "how": _NORM_KINDS.get(p, K.NORM_POWER),
                               "throw": float(self.throw),
                               "norm": 0.0 if known is None else known,
                               "known": float(known is not None)})
         return state
 
 
-def _joined_stage(prog, who):
+def _joined_stage(prog: Program, who: str) -> dict[str, Any] | None:
     """The hyper-parameters of the SkipNonFinite stage that ``who`` joins (the one stage
     both share: one read of the gradient), or None when ``who`` starts the program; a
     ValueError when other stages come first (the norm is that of the raw gradients)."""
@@ -203,7 +210,7 @@ def _joined_stage(prog, who):
     last = stages[-1]
     kind = last[0] if isinstance(last, tuple) else last     # _rule._KernelKinds: kinds only
     if len(stages) == 1 and kind == K.GLOBALNORM and who == "ClipGlobalNorm":
-        hp = last[1] if isinstance(last, tuple) else {"clip": 0.0}
+        hp: dict[str, Any] = last[1] if isinstance(last, tuple) else {"clip": 0.0}
         if hp["clip"] == 0:
             return hp
     raise ValueError(f"{who} must lead its chain (after a SkipNonFinite for a "
@@ -252,32 +259,33 @@ class ClipGlobalNorm(Rule):
     >>> m["a"], m["b"]
     (array([-0.6]), array([-0.8]))
     """
-    omega: float = 1.0
-    p: float = 2.0
+    omega: Hyperparameter = 1.0
+    p: Hyperparameter = 2.0
     throw: bool = True
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return _norm_fields(self)
 
-    def _global_spec(self):
+    def _global_spec(self) -> dict[str, Any]:
         """What the engine needs to combine this rule's leaves (see _global)."""
         return {"clip": 1.0, "skip": 0.0, "omega": self.omega, "p": self.p,
                 "throw": float(self.throw), "max": None}
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         joined = _joined_stage(prog, "ClipGlobalNorm")
         # The engine gives the scale of the whole step; a batch template leaves it to the
         # engine (the kernel reduces this leaf's partial); one array alone (apply_) is
         # clipped by its own norm.
         scale = getattr(prog, "global_scale", None)
+        p = number(self.p)
         if scale is None and not getattr(prog, "recording", True):
-            n = grad_norm(prog.src, self.p)
+            n = grad_norm(prog.src, p)
             if self.throw and not math.isfinite(n):
                 raise FloatingPointError(f"ClipGlobalNorm: the gradient at {prog.where()} "
-                                         f"has {self.p:g}-norm {n} (throw=False lets it "
+                                         f"has {p:g}-norm {n} (throw=False lets it "
                                          f"through)")
-            scale = clip_scale(self.omega, n)
-        hp = {"omega": self.omega, "p": self.p, "how": norm_kind(self.p),
+            scale = clip_scale(number(self.omega), n)
+        hp = {"omega": self.omega, "p": p, "how": norm_kind(p),
               "throw": float(self.throw), "clip": 1.0,
               "known": float(scale is not None), "scale": 1.0 if scale is None else scale}
         if joined is not None:
@@ -288,8 +296,8 @@ class ClipGlobalNorm(Rule):
 
 
 class SkipNonFiniteState(NamedTuple):
-    skipped: np.ndarray         # steps skipped so far (0-d int64)
-    consecutive: np.ndarray     # of them, in a row up to now (0-d int64)
+    skipped: Array         # steps skipped so far (0-d int64)
+    consecutive: Array     # of them, in a row up to now (0-d int64)
 
 
 @checked
@@ -330,11 +338,11 @@ class SkipNonFinite(Rule):
     array([0.5, 0.5])
     """
 
-    max_consecutive: Optional[int] = None
+    max_consecutive: int | None = None
 
     state_types = (SkipNonFiniteState,)
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         m = self.max_consecutive
         if m is None:
             return {}
@@ -346,17 +354,17 @@ class SkipNonFinite(Rule):
                              f"be >= 0 (or None: no limit)")
         return {"max_consecutive": int(m)}
 
-    def init(self, x):
+    def init(self, x: Array) -> SkipNonFiniteState:
         return SkipNonFiniteState(np.zeros((), np.int64), np.zeros((), np.int64))
 
-    def _global_spec(self):
+    def _global_spec(self) -> dict[str, Any]:
         return {"clip": 0.0, "skip": 1.0, "omega": math.inf, "p": 1.0, "throw": 0.0,
                 "max": self.max_consecutive}
 
-    def _skip_state(self, state):
+    def _skip_state(self, state: SkipNonFiniteState) -> SkipNonFiniteState:
         return state
 
-    def _compile(self, state, prog):
+    def _compile(self, state: RuleState, prog: Program) -> RuleState:
         _joined_stage(prog, "SkipNonFinite")
         # The engine decides a skip for the whole step (the kernel reduces this leaf's
         # partial; a Batch resets the run of skips, its counter, when the step runs); a
@@ -377,7 +385,7 @@ class SkipNonFinite(Rule):
         return state
 
 
-def _count_skip(rule, state, where):
+def _count_skip(rule: SkipNonFinite, state: SkipNonFiniteState, where: str) -> None:
     """Count one skipped step in ``state``, or raise after ``max_consecutive`` in a row."""
     if rule.max_consecutive is not None and state.consecutive >= rule.max_consecutive:
         raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) after "

@@ -23,16 +23,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from typing import Any, TypeAlias, TypeVar, overload
 
 import numpy as np
 
+from ._types import dataclass_transform
+
 __all__ = ["Schedule", "schedule_class", "value_at", "check_real", "check_steps", "check_flag",
-           "registry"]
+           "registry", "Hyperparameter", "HyperPair"]
 
 # Every schedule class of this package by name, filled as the class statements run; a
 # checkpoint rebuilds a schedule from its name through this table only (never by importing
 # a name it read), so a file cannot make the loader construct anything else.
-_REGISTRY = {}
+_REGISTRY: dict[str, type[Schedule]] = {}
+
+_S = TypeVar("_S", bound="type[Schedule]")
 
 
 class Schedule:
@@ -75,12 +80,12 @@ class Schedule:
     # Subclasses are frozen dataclasses; the base has no fields.
     __slots__ = ()
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__module__.startswith("optimisers.") and not cls.__name__.startswith("_"):
             _REGISTRY[cls.__name__] = cls
 
-    def __call__(self, count):
+    def __call__(self, count: int | np.integer[Any]) -> float:
         """The value at ``count``, the number of updates taken before this one.
 
         Parameters
@@ -109,11 +114,11 @@ class Schedule:
         """
         return self._value(check_steps(type(self).__name__, "count", count))
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         """The value at a validated ``count`` (a Python int)."""
         raise NotImplementedError
 
-    def fields(self):
+    def fields(self) -> dict[str, Any]:
         """The arguments of the constructor that built this schedule, by name.
 
         ``type(s)(**s.fields()) == s``; a schedule's fields are numbers, booleans, None, a
@@ -131,9 +136,10 @@ class Schedule:
         >>> schedules.constant(0.5).fields()
         {'value': 0.5}
         """
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
-    def bounds(self, steps=None):
+    def bounds(self, steps: int | None = None) -> tuple[float, float]:
         """The least and the greatest value the schedule takes, over the counts
         ``0, 1, ..., steps - 1``, or over all counts when ``steps`` is None.
 
@@ -164,7 +170,7 @@ class Schedule:
             steps = check_steps(type(self).__name__, "steps", steps, minimum=1)
         return self._range(steps)
 
-    def _range(self, stop):
+    def _range(self, stop: int | None) -> tuple[float, float]:
         """``bounds`` over the counts ``0 .. stop - 1`` (all counts for None), from the
         values at the ends of the pieces between the counts of ``_knots()``."""
         knots = self._knots()
@@ -176,21 +182,22 @@ class Schedule:
         values = [self._value(c) for c in counts]
         return min(values), max(values)
 
-    def _knots(self):
+    def _knots(self) -> tuple[int, ...]:
         """The counts where a monotone piece begins; the last is where the schedule
         settles (constant from there on)."""
         return ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{name}={value!r}" for name, value in self.fields().items())
         return f"schedules.{type(self).__name__}({args})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Schedule], tuple[Any, ...]]:
         # through the constructor, so that a pickle is validated as a call is
         return (type(self), tuple(self.fields().values()))
 
 
-def schedule_class(cls):
+@dataclass_transform(frozen_default=True)
+def schedule_class(cls: _S) -> _S:
     """Decorator: ``cls`` as a frozen dataclass whose ``_check()`` validates and normalises
     its fields (and may set private derived attributes with ``object.__setattr__``).
 
@@ -206,15 +213,21 @@ def schedule_class(cls):
     >>> _twice(3)(0), _twice(3), _twice(3) == _twice(3.0)
     (6.0, schedules._twice(value=3.0), True)
     """
-    def __post_init__(self):
+    def __post_init__(self: Any) -> None:
         for name, value in self._check().items():
             object.__setattr__(self, name, value)
 
-    cls.__post_init__ = __post_init__
-    return dataclasses.dataclass(frozen=True, repr=False)(cls)
+    cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+    return dataclasses.dataclass(frozen=True, repr=False)(cls)  # type: ignore[return-value]
 
 
-def registry():
+#: a real-valued hyper-parameter of a rule: a number, or a schedule of the count of updates
+Hyperparameter: TypeAlias = float | Schedule
+#: a pair of them (Adam's ``beta``, Rprop's ``ell`` and ``gamma``)
+HyperPair: TypeAlias = tuple[Hyperparameter, Hyperparameter]
+
+
+def registry() -> dict[str, type[Schedule]]:
     """Every schedule class of this package, by name (what a checkpoint may rebuild).
 
     Returns
@@ -231,7 +244,14 @@ def registry():
     return dict(_REGISTRY)
 
 
-def value_at(hyperparameter, count):
+_V = TypeVar("_V")
+
+
+@overload
+def value_at(hyperparameter: Schedule, count: int) -> float: ...
+@overload
+def value_at(hyperparameter: _V, count: int) -> _V: ...
+def value_at(hyperparameter: object, count: int) -> object:
     """The number a hyperparameter takes at ``count``: ``hyperparameter(count)`` for a
     schedule, the number itself otherwise.
 
@@ -262,7 +282,8 @@ def value_at(hyperparameter, count):
 # Argument checks.  Each returns the normalised value or raises, naming the schedule, the
 # argument and the value.
 
-def check_real(schedule, name, value, lo=-math.inf, lo_open=False):
+def check_real(schedule: str, name: str, value: object, lo: float = -math.inf,
+               lo_open: bool = False) -> float:
     """A finite real number, not below ``lo`` (above it when ``lo_open``), as a float.
 
     Parameters
@@ -308,7 +329,7 @@ def check_real(schedule, name, value, lo=-math.inf, lo_open=False):
     return value
 
 
-def check_steps(schedule, name, value, minimum=0):
+def check_steps(schedule: str, name: str, value: object, minimum: int = 0) -> int:
     """An integer count of steps, at least ``minimum``, as a Python int.
 
     Parameters
@@ -347,7 +368,7 @@ def check_steps(schedule, name, value, minimum=0):
     return value
 
 
-def check_flag(schedule, name, value):
+def check_flag(schedule: str, name: str, value: object) -> bool:
     """A boolean switch: True or False (numpy booleans too), nothing merely truthy.
 
     Examples

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import Any, ClassVar, cast
 
 from ._schedule import Schedule, check_real, check_steps, schedule_class
 from ._schedules_transitions import cosine_decay, linear
@@ -49,10 +50,10 @@ class join(Schedule):
                    boundaries=(3,))
     """
 
-    schedules: tuple
-    boundaries: tuple
+    schedules: tuple[Schedule, ...]
+    boundaries: tuple[int, ...]
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         members = _sequence("schedules", self.schedules)
         if not members:
             raise ValueError("schedules.join: schedules=() must hold at least one schedule")
@@ -71,11 +72,11 @@ class join(Schedule):
                                  f"increasing (boundaries[{i}] <= boundaries[{i - 1}])")
         return {"schedules": members, "boundaries": boundaries}
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         k = bisect.bisect_right(self.boundaries, count)
         return self.schedules[k]._value(count - (self.boundaries[k - 1] if k else 0))
 
-    def _range(self, stop):
+    def _range(self, stop: int | None) -> tuple[float, float]:
         starts = (0,) + self.boundaries
         ends = self.boundaries + (None,)
         ranges = []
@@ -90,7 +91,7 @@ class join(Schedule):
         return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
 
-def _sequence(name, value):
+def _sequence(name: str, value: object) -> tuple[Any, ...]:
     """``value``, a list or tuple argument of ``join``, as a tuple."""
     if not isinstance(value, (tuple, list)):
         raise TypeError(f"schedules.join: {name} must be a list or tuple, got {value!r}")
@@ -140,10 +141,12 @@ class warmup_cosine_decay(Schedule):
     decay_steps: int
     end_value: float = 0.0
     exponent: float = 1.0
+    # derived by _check, per instance (a ClassVar to the type checker: not a field)
+    _pieces: ClassVar[join]
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         name = "warmup_cosine_decay"
-        checked = {"init_value": check_real(name, "init_value", self.init_value),
+        checked: dict[str, Any] = {"init_value": check_real(name, "init_value", self.init_value),
                    "peak_value": check_real(name, "peak_value", self.peak_value),
                    "warmup_steps": check_steps(name, "warmup_steps", self.warmup_steps),
                    "decay_steps": check_steps(name, "decay_steps", self.decay_steps),
@@ -163,10 +166,10 @@ class warmup_cosine_decay(Schedule):
              cosine_decay(peak, decay - warmup, alpha, checked["exponent"])), (warmup,))
         return checked
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         return self._pieces._value(count)
 
-    def _range(self, stop):
+    def _range(self, stop: int | None) -> tuple[float, float]:
         return self._pieces._range(stop)
 
 
@@ -201,9 +204,9 @@ class piecewise_constant(Schedule):
     """
 
     init_value: float
-    boundaries_and_scales: tuple = None
+    boundaries_and_scales: tuple[tuple[int, float], ...] | dict[int, float] | None = None
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         name = "piecewise_constant"
         given = self.boundaries_and_scales
         if given is None:
@@ -225,7 +228,7 @@ class piecewise_constant(Schedule):
         return {"init_value": check_real(name, "init_value", self.init_value),
                 "boundaries_and_scales": tuple(sorted(pairs.items()))}
 
-    def fields(self):
+    def fields(self) -> dict[str, Any]:
         """The constructor's arguments, ``boundaries_and_scales`` as a dict.
 
         Examples
@@ -234,19 +237,23 @@ class piecewise_constant(Schedule):
         >>> schedules.piecewise_constant(1.0, {5: 0.5}).fields()
         {'init_value': 1.0, 'boundaries_and_scales': {5: 0.5}}
         """
-        return {"init_value": self.init_value,
-                "boundaries_and_scales": dict(self.boundaries_and_scales)}
+        return {"init_value": self.init_value, "boundaries_and_scales": dict(self._pairs)}
 
-    def _value(self, count):
+    @property
+    def _pairs(self) -> tuple[tuple[int, float], ...]:
+        """``boundaries_and_scales`` as ``_check`` keeps it: (boundary, scale), sorted."""
+        return cast(tuple[tuple[int, float], ...], self.boundaries_and_scales)
+
+    def _value(self, count: int) -> float:
         value = self.init_value
-        for boundary, scale in self.boundaries_and_scales:
+        for boundary, scale in self._pairs:
             if count < boundary:
                 break
             value = scale * value
         return value
 
-    def _knots(self):
-        return tuple(boundary for boundary, _ in self.boundaries_and_scales)
+    def _knots(self) -> tuple[int, ...]:
+        return tuple(boundary for boundary, _ in self._pairs)
 
 
 @schedule_class
@@ -291,8 +298,11 @@ class cosine_onecycle(Schedule):
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
+    # derived by _check, per instance (ClassVars to the type checker: not fields)
+    _starts: ClassVar[tuple[int, ...]]
+    _levels: ClassVar[tuple[float, ...]]
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         name = "cosine_onecycle"
         steps = check_steps(name, "transition_steps", self.transition_steps, minimum=1)
         peak = check_real(name, "peak_value", self.peak_value)
@@ -315,7 +325,7 @@ class cosine_onecycle(Schedule):
                 "div_factor": div, "final_div_factor": final,
                 "_starts": (0,) + tuple(sorted(scales)), "_levels": tuple(levels)}
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         starts, levels = self._starts, self._levels
         if count >= starts[-1]:
             return levels[-1]
@@ -325,5 +335,5 @@ class cosine_onecycle(Schedule):
         # optax's order of operations, for the same bits
         return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
 
-    def _knots(self):
+    def _knots(self) -> tuple[int, ...]:
         return self._starts[1:]

@@ -11,6 +11,7 @@ Examples
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ._schedule import Schedule, check_flag, check_real, check_steps, schedule_class
 
@@ -37,25 +38,26 @@ class constant(Schedule):
 
     value: float
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"value": check_real("constant", "value", self.value)}
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         return self.value
 
 
-def _polynomial_value(init_value, end_value, power, transition_steps, transition_begin,
-                      count):
+def _polynomial_value(init_value: float, end_value: float, power: float,
+                      transition_steps: int, transition_begin: int, count: int) -> float:
     """The value of ``polynomial`` (and of ``linear``, with power 1) at ``count``."""
     # optax's order: clip the count into the transition, then the fraction left
     if transition_steps == 0:
         return init_value
     done = min(max(count - transition_begin, 0), transition_steps)
     left = 1 - done / transition_steps
-    return (init_value - end_value) * left ** power + end_value
+    fraction: float = left ** power      # float ** float is typed Any: it may be complex
+    return (init_value - end_value) * fraction + end_value
 
 
-def _check_transition(schedule, self):
+def _check_transition(schedule: str, self: linear | polynomial) -> dict[str, Any]:
     """The checks ``linear`` and ``polynomial`` share: their values and steps."""
     init_value = check_real(schedule, "init_value", self.init_value)
     end_value = check_real(schedule, "end_value", self.end_value)
@@ -69,7 +71,7 @@ def _check_transition(schedule, self):
                                             self.transition_begin)}
 
 
-def _transition_knots(self):
+def _transition_knots(self: linear | polynomial) -> tuple[int, ...]:
     """Where the transition of ``linear`` or ``polynomial`` begins and ends."""
     if self.transition_steps == 0:
         return ()
@@ -116,12 +118,12 @@ class polynomial(Schedule):
     transition_steps: int
     transition_begin: int = 0
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         checked = _check_transition("polynomial", self)
         checked["power"] = check_real("polynomial", "power", self.power, lo=0.0)
         return checked
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         return _polynomial_value(self.init_value, self.end_value, self.power,
                                  self.transition_steps, self.transition_begin, count)
 
@@ -159,10 +161,10 @@ class linear(Schedule):
     transition_steps: int
     transition_begin: int = 0
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return _check_transition("linear", self)
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         return _polynomial_value(self.init_value, self.end_value, 1,
                                  self.transition_steps, self.transition_begin, count)
 
@@ -203,30 +205,32 @@ class cosine_decay(Schedule):
     alpha: float = 0.0
     exponent: float = 1.0
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         return {"init_value": check_real("cosine_decay", "init_value", self.init_value),
                 "decay_steps": check_steps("cosine_decay", "decay_steps", self.decay_steps,
                                            minimum=1),
                 "alpha": check_real("cosine_decay", "alpha", self.alpha),
                 "exponent": check_real("cosine_decay", "exponent", self.exponent, lo=0.0)}
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         # optax's order: pi * count first, then / decay_steps
         steps = self.decay_steps
         half_cosine = 0.5 * (1 + math.cos(math.pi * min(count, steps) / steps))
-        return self.init_value * ((1 - self.alpha) * half_cosine ** self.exponent + self.alpha)
+        shape: float = half_cosine ** self.exponent
+        return self.init_value * ((1 - self.alpha) * shape + self.alpha)
 
-    def _knots(self):
+    def _knots(self) -> tuple[int, ...]:
         return (self.decay_steps,)
 
 
-def _power(base, exponent):
+def _power(base: float, exponent: float) -> float:
     """``base ** exponent`` for ``base > 0``, infinite where it overflows (as in optax;
     Python's ``**`` raises there)."""
     try:
-        return base ** exponent
+        value: float = base ** exponent
     except OverflowError:
         return math.inf
+    return value
 
 
 @schedule_class
@@ -287,9 +291,9 @@ class exponential_decay(Schedule):
     staircase: bool = False
     end_value: float | None = None
 
-    def _check(self):
+    def _check(self) -> dict[str, Any]:
         name = "exponential_decay"
-        checked = {
+        checked: dict[str, Any] = {
             "init_value": check_real(name, "init_value", self.init_value),
             "transition_steps": check_steps(name, "transition_steps", self.transition_steps),
             "decay_rate": check_real(name, "decay_rate", self.decay_rate, lo=0.0),
@@ -304,18 +308,18 @@ class exponential_decay(Schedule):
                              "power overflows; use schedules.constant(0.0)")
         return checked
 
-    def _held(self):
+    def _held(self) -> bool:
         """Whether optax holds the value at ``init_value`` (no decay, no clip)."""
         return self.transition_steps == 0 or self.decay_rate == 0
 
-    def _clip(self, value):
+    def _clip(self, value: float) -> float:
         if self.end_value is None:
             return value
         if self.decay_rate < 1:
             return max(value, self.end_value)
         return min(value, self.end_value)
 
-    def _value(self, count):
+    def _value(self, count: int) -> float:
         if self._held():
             return self.init_value
         elapsed = count - self.transition_begin
@@ -326,7 +330,7 @@ class exponential_decay(Schedule):
             p = float(math.floor(p))
         return self._clip(self.init_value * _power(self.decay_rate, p))
 
-    def _range(self, stop):
+    def _range(self, stop: int | None) -> tuple[float, float]:
         # monotone in the count: the extremes are the first value and the last (or the
         # limit over all counts: the power tends to 0, 1 or inf)
         first = self._value(0)

@@ -9,6 +9,8 @@ arrays, Leaves whose cached plan fits) is written out inline.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -18,11 +20,15 @@ from ._functor import children, is_namedtuple, trainable_keys
 from ._keypath import KeyPath, linked_keypath
 from ._leaf import Leaf
 from ._rule import Rule
+from ._types import Array, Model, StateTree
+
+#: what ``setup`` takes first: a rule for every array, or a function choosing per array
+RuleChoice = Rule | Callable[[KeyPath, Array], "Rule | None"]
 
 __all__ = ["setup", "collect", "trainables", "isnumeric", "maywrite"]
 
 
-def isnumeric(x) -> bool:
+def isnumeric(x: object) -> bool:
     """Whether ``x`` is something optimisers train: a numpy array of floating or complex numbers.
 
     Integer and boolean arrays, scalars (Python or numpy), and everything else are not
@@ -48,7 +54,7 @@ def isnumeric(x) -> bool:
     return isinstance(x, np.ndarray) and is_float(x.dtype)
 
 
-def maywrite(x) -> bool:
+def maywrite(x: object) -> bool:
     """Whether :func:`update_` may write into ``x`` in place (a writable numpy array).
 
     Views count: writing through a view writes the array it looks into, which is how a
@@ -79,7 +85,7 @@ def maywrite(x) -> bool:
 # ----------------------------------------------------------------------------------------
 # setup
 
-def _state_container(x, keys, states):
+def _state_container(x: Any, keys: Sequence[Hashable], states: Sequence[Any]) -> Any:
     t = type(x)
     if t is list:
         return list(states)
@@ -98,7 +104,7 @@ _TRAINABLE_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.f
                                                      np.complex64, np.complex128))
 
 
-def setup(rule, model, *, low_precision_state=False):
+def setup(rule: RuleChoice, model: Model, *, low_precision_state: bool = False) -> StateTree:
     """Initialise ``rule`` for every trainable array of ``model``: the state tree.
 
     The state tree has the model's shape (a dict for a dict, a list for a list, the same
@@ -164,7 +170,7 @@ def setup(rule, model, *, low_precision_state=False):
     rule_for = _rule_chooser(rule)
     cache = {}
 
-    def walk(x, path):
+    def walk(x: Any, path: KeyPath) -> Any:
         if isnumeric(x):
             if id(x) in cache:
                 return cache[id(x)]
@@ -198,7 +204,7 @@ def setup(rule, model, *, low_precision_state=False):
     return tree
 
 
-def _rule_chooser(rule):
+def _rule_chooser(rule: RuleChoice) -> Callable[[KeyPath, Array], Rule | None]:
     """``(path, x) -> Rule or None`` for ``setup``'s first argument: a rule for every array,
     or a function's choice, checked, with equal rules kept as one object."""
     if isinstance(rule, Rule):
@@ -208,7 +214,7 @@ def _rule_chooser(rule):
                         f"rule or None, first; got {type(rule).__name__}")
     chosen = {}
 
-    def choose(path, x):
+    def choose(path: KeyPath, x: Array) -> Rule | None:
         r = rule(path, x)
         if r is None:
             return None
@@ -226,7 +232,7 @@ def _rule_chooser(rule):
 # ----------------------------------------------------------------------------------------
 # the walk of update_
 
-def collect(t, m, g, link, step):
+def collect(t: StateTree, m: Model, g: Any, link: tuple[Any, ...], step: Any) -> None:
     """Walk state tree ``t``, model ``m`` and gradient ``g`` together, checking their
     structure, and hand every Leaf that has a gradient to ``step`` (an ``_engine.Step``).
     ``link`` is the linked path of ``t`` (see ``linked_keypath``).  Checks, writes nothing.
@@ -273,7 +279,13 @@ def collect(t, m, g, link, step):
 # ----------------------------------------------------------------------------------------
 # trainables
 
-def trainables(model, path=False):
+@overload
+def trainables(model: Model, path: Literal[False] = False) -> list[Array]: ...
+@overload
+def trainables(model: Model, path: Literal[True]) -> list[tuple[KeyPath, Array]]: ...
+@overload
+def trainables(model: Model, path: bool) -> list[Array] | list[tuple[KeyPath, Array]]: ...
+def trainables(model: Model, path: bool = False) -> list[Array] | list[tuple[KeyPath, Array]]:
     """Every trainable array of ``model``, each distinct array once, depth first.
 
     The arrays themselves, not copies: writing into them changes the model.  Fields of a
@@ -304,7 +316,7 @@ def trainables(model, path=False):
     """
     out, seen = [], set()
 
-    def walk(x, kp):
+    def walk(x: Any, kp: KeyPath) -> None:
         if isnumeric(x):
             if id(x) not in seen:
                 seen.add(id(x))

@@ -12,9 +12,9 @@ from dataclasses import asdict
 import numpy as np
 
 import optimisers as opt
-from optimisers import _probe
+import optimisers._probe as _probe  # (a compiled module: mypy skips it)
 
-from . import busy, compare, plot, problems, quality, report, rules, speed
+from . import busy, compare, distributed, plot, problems, quality, report, rules, speed
 from .cases import Case
 from .timing import Budget, Progress
 
@@ -40,6 +40,7 @@ examples:
   optimisers-bench --dtypes float32,float64 --leaves 1,1000 --json > out.json
   optimisers-bench quality --rules adam,lion,descent --plot curves.png
   optimisers-bench --list                           rules, byte counts, problems
+  optimisers-bench distributed --ranks 2 --sizes 1e7,1e8   sharded state under mpiexec
 """
 
 
@@ -269,7 +270,7 @@ def run(ns, argv=()):
     curves = {}
     try:
         if cases:
-            rows, notes = speed.run_cases(cases, ns.compare, ns.budget, progress,
+            rows, _ = speed.run_cases(cases, ns.compare, ns.budget, progress,
                                           results["notes"], ns.impls)
             busy.flag_rows(rows)
             results["speed"] = [r for r in rows if r["section"] == "speed"]
@@ -302,6 +303,8 @@ def _list_text():
 def main(argv=None):
     """The ``optimisers-bench`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["distributed"]:          # its own options (bench/distributed.py)
+        return distributed.main(argv[1:])
     ns = parse(argv)
     if ns.list:
         sys.stdout.write(_list_text())

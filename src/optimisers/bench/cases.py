@@ -10,6 +10,7 @@ another's) and raises :class:`Unavailable` when it cannot run a case.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from . import rules
 
-__all__ = ["Case", "Unavailable", "fmt_size", "gradient_values", "make_arrays",
+__all__ = ["Case", "Unavailable", "fmt_size", "gradient_values", "make_arrays", "matrix_shape",
            "thread_limit"]
 
 
@@ -95,12 +96,25 @@ def gradient_values(n, dtype, seed=0):
 
 
 def make_arrays(case, seed=0):
-    """Parameters and gradients of ``case``: two lists of arrays of its leaf sizes."""
+    """Parameters and gradients of ``case``: two lists of arrays of its leaf sizes
+    (matrices of :func:`matrix_shape` for a rule that trains matrices only)."""
     xs, gs = [], []
+    matrices = case.spec.matrix_only
     for i, n in enumerate(case.leaf_sizes()):
-        xs.append(gradient_values(n, case.dtype, seed + 2 * i))
-        gs.append(gradient_values(n, case.dtype, seed + 2 * i + 1))
+        shape = matrix_shape(n) if matrices else (n,)
+        xs.append(gradient_values(n, case.dtype, seed + 2 * i).reshape(shape))
+        gs.append(gradient_values(n, case.dtype, seed + 2 * i + 1).reshape(shape))
     return xs, gs
+
+
+def matrix_shape(n):
+    """The squarest matrix of ``n`` elements, rows <= columns.
+
+    >>> matrix_shape(10**6), matrix_shape(4096 * 4096), matrix_shape(7)
+    ((1000, 1000), (4096, 4096), (1, 7))
+    """
+    rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+    return rows, n // rows
 
 
 @contextlib.contextmanager

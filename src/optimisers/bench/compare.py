@@ -41,7 +41,7 @@ def torch_module():
     if _TORCH is None:
         try:
             _TORCH = importlib.import_module("torch")
-        except Exception:                   # noqa: BLE001 - any failure means "absent"
+        except Exception:                   # any failure means "absent"
             _TORCH = False
     return _TORCH or None
 

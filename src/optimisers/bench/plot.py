@@ -71,7 +71,7 @@ _DECADES = 8
 
 def _curves(ax, problem, curves, target):
     shown = []
-    for i, ((rule, pname), curve) in enumerate((k, v) for k, v in curves.items()
+    for i, ((rule, _), curve) in enumerate((k, v) for k, v in curves.items()
                                                if k[1] == problem):
         ys = [c if math.isfinite(c) and c > 0 else math.nan for c in curve]
         shown += [y for y in ys if not math.isnan(y)]

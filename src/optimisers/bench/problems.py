@@ -15,7 +15,7 @@ loss the quality table counts steps to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

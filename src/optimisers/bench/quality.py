@@ -40,6 +40,8 @@ LEARNING_RATES = {
     "adam": _ADAM_LR,
     "radam": dict(_ADAM_LR, rosenbrock=2e-3),    # its un-adapted warm-up needs a small eta
     "lion": {"rosenbrock": 2e-3, "logistic": 0.01, "spirals": 0.01},
+    # Muon trains the matrices; AdamW, at the same eta, the rest (RuleSpec.for_model)
+    "muon": _ADAM_LR,
 }
 
 
@@ -55,6 +57,7 @@ def learning_rate(spec, problem):
     """
     last = spec.rule()
     last = last.opts[-1] if isinstance(last, opt.OptimiserChain) else last
+    last = getattr(last, "rule", last)          # Lookahead, EMA: the rule they wrap
     adam_kind = hasattr(last, "beta") and hasattr(last, "epsilon")
     for key in (spec.name, type(last).__name__.lower(), "adam" if adam_kind else None):
         table = LEARNING_RATES.get(key)
@@ -105,7 +108,7 @@ def train(spec, problem, steps):
     if spec == RECIPE:
         rule = recipe(learning_rate(rules.get("adamw"), problem.name), steps)
     else:
-        rule = spec.rule(learning_rate(spec, problem.name))
+        rule = spec.for_model(learning_rate(spec, problem.name))
     state = opt.setup(rule, model)
     curve = []
     for _ in range(steps):

@@ -42,7 +42,9 @@ __all__ = ["RuleSpec", "SETTINGS", "CHAINS", "NORM_PASS", "get", "names",
 # Hyper-parameters the benchmark sets where a rule's default would time another
 # computation: AdamW's default decay is 0, which makes its step Adam's.  (0.01 is
 # PyTorch's default.)
-SETTINGS = {"adamw": {"lambda_": 1e-2}}
+SETTINGS = {"adamw": {"lambda_": 1e-2},
+            # the rules that wrap another rule: around Adam, at their own defaults
+            "lookahead": {"rule": opt.Adam()}, "ema": {"rule": opt.Adam()}}
 
 # Rules that read the whole gradient before their element-wise step (ClipNorm's norm of
 # g, ClipGlobalNorm's and SkipNonFinite's partial of it): a pass the state does not show.
@@ -76,12 +78,40 @@ class RuleSpec:
             k = max((i for i, r in enumerate(parts) if hasattr(r, "eta")), default=None)
             if k is not None:
                 parts[k] = _build(self.classes[k], eta=eta)
+            elif hasattr(parts[-1], "rule"):        # Lookahead, EMA: their inner rule's
+                parts[-1] = opt.adjust(parts[-1], eta=eta)
         return parts[0] if len(parts) == 1 else opt.OptimiserChain(*parts)
 
     @property
     def doc(self):
         """The rule as the benchmark builds it (its repr)."""
+        if self.matrix_only:
+            return f"{self.rule()!r} on matrices, AdamW on the rest"
         return repr(self.rule())
+
+    @property
+    def matrix_only(self):
+        """Whether a rule of the spec trains matrices only (``setup`` refuses a vector:
+        Muon): its speed cases are matrices, and in the quality problems the arrays that
+        are not matrices are trained by AdamW (:meth:`for_model`)."""
+        return any(_refuses_vectors(cls) for cls in self.classes)
+
+    def for_model(self, eta=None):
+        """What ``setup`` gets: the rule, or for a matrix-only rule ``setup(rule_for,
+        model)``'s function giving it the matrices and AdamW (same ``eta``) the rest."""
+        rule = self.rule(eta)
+        if not self.matrix_only:
+            return rule
+        rest = opt.AdamW() if eta is None else opt.AdamW(eta)
+        return lambda path, x: rule if x.ndim == 2 else rest
+
+
+def _refuses_vectors(cls):
+    try:
+        _build(cls).check_param(np.zeros(4))
+    except ValueError:
+        return True
+    return False
 
 
 def _name(cls):

@@ -18,8 +18,6 @@ from __future__ import annotations
 import gc
 import time
 
-import numpy as np
-
 import optimisers as opt
 
 from . import compare, rules, yardsticks
@@ -39,7 +37,7 @@ def optimisers_step(case, seed=0):
     took) and ``state_bytes()`` (the bytes of every array the state tree holds now)."""
     xs, gs = make_arrays(case, seed)
     t0 = time.perf_counter()
-    state = opt.setup(case.spec.rule(), xs)
+    state = opt.setup(case.spec.for_model(), xs)
     setup_s = time.perf_counter() - t0
 
     def step():
@@ -144,7 +142,7 @@ def run_case(case, with_peers, budget, notes, only=None):
             for name, f in list(steps.items()):
                 try:                        # a peer may fail on its first step
                     f()
-                except Exception as e:      # noqa: BLE001 - report and go on
+                except Exception as e:      # report and go on
                     _note_once(notes, f"{name} failed on {case.label()}: "
                                       f"{type(e).__name__}: {e}")
                     del steps[name]
@@ -165,7 +163,7 @@ def run_case(case, with_peers, budget, notes, only=None):
 def _measure_one(name, step, budget, notes):
     try:
         step()
-    except Exception as e:                  # noqa: BLE001
+    except Exception as e:
         _note_once(notes, f"{name} failed: {type(e).__name__}: {e}")
         return {}
     one = Budget(budget.warmup, budget.min_steps, budget.max_steps, budget.min_time,
