@@ -88,7 +88,7 @@ def test_after_the_first_step_scheduled_leaves_are_batched_inline(monkeypatch):
     plans = {id(state[k]._plan) for k in model}
     assert len(plans) == 1                   # one plan object for the leaves of one count
     tpl = state["p0"]._plan[3]
-    assert isinstance(tpl, ScheduledTemplate) and tpl.count == state["p0"].count == 4
+    assert isinstance(tpl, ScheduledTemplate) and tpl.at == state["p0"].count == 4
     assert tpl.concrete.opts[1].eta == ETA(4)
 
 

@@ -273,7 +273,7 @@ class Step:
         layout, gradient, ties) or to the general path (:meth:`record`)."""
         plan = leaf._plan
         if (plan is None or plan[0] is not leaf.rule or type(x) is not np.ndarray
-                or plan[1] is not x.dtype or plan[4] and plan[5] != leaf._count):
+                or plan[1] is not x.dtype or (plan[4] and plan[5] != leaf._count)):
             if not isinstance(x, np.ndarray) or not is_float(x.dtype):
                 self.record(leaf, x, g, link)          # raises
             plan = leaf_plan(leaf, x, link)

@@ -60,20 +60,20 @@ class ScheduledTemplate(list):
     is shared by the leaves that step together, so a schedule is evaluated once per rule,
     dtype and count, never per leaf."""
 
-    __slots__ = ("_next", "concrete", "count", "rule")
+    __slots__ = ("_next", "at", "concrete", "rule")
 
     def __init__(self, stages: list[Any], concrete: Rule, rule: Rule, count: int) -> None:
         super().__init__(stages)
         self.concrete = concrete
         self.rule = rule
-        self.count = count
+        self.at = count        # the count it is for (list.count stays the list's)
         self._next = None
 
     def next_plan(self, x: Any, state: Any) -> tuple[Any, ...]:
         """The plan of the count after this one, for leaves like ``x`` (made once)."""
         nxt = self._next
         if nxt is None:
-            nxt = self._next = scheduled_plan(self.rule, x, state, self.count + 1)
+            nxt = self._next = scheduled_plan(self.rule, x, state, self.at + 1)
         return nxt
 
 
