@@ -196,7 +196,7 @@ def test_quality_mode_losses_decrease(capsys):
                    "--json")
     res = json.loads(out)
     assert res["speed"] == [] and res["per_leaf"] == []
-    assert len(res["quality"]) == 5 * 3
+    assert len(res["quality"]) == (5 + 1) * 3          # and the training recipe's row
     for r in res["quality"]:
         assert math.isfinite(r["final_loss"]) and not r["diverged"]
         assert r["final_loss"] < r["initial_loss"], r

@@ -89,11 +89,14 @@ cdef class Batch:
     cdef char* formats             # entry j's Format: NATIVE, or how its 16-bit x is stored
     cdef char* gformats            # ... and its gradient (NATIVE: float32 for a 16-bit x)
     cdef char* is_global           # entry j's program starts with a globalnorm stage
+    cdef void** tpls               # entry j's template object (borrowed: entries keeps it)
     cdef Py_ssize_t n_leaves
     cdef bint ran
     cdef readonly object entries   # keeps the arrays alive until run()
     cdef readonly list problems
-    cdef readonly list global_entries   # the entries run, led by ClipGlobalNorm/SkipNonFinite
+    cdef readonly Py_ssize_t n_global   # how many entries run led by ClipGlobalNorm/SkipNonFinite
+    cdef readonly bint marked      # some entry's template is a subclass of list (the engine's
+                                   # mark for a template that holds for one step only)
 
     def __cinit__(self):
         self.stages = NULL
@@ -107,8 +110,10 @@ cdef class Batch:
         self.formats = NULL
         self.gformats = NULL
         self.is_global = NULL
+        self.tpls = NULL
         self.n_leaves = 0
         self.ran = False
+        self.marked = False
 
     def __dealloc__(self):
         free(self.stages)
@@ -122,6 +127,7 @@ cdef class Batch:
         free(self.formats)
         free(self.gformats)
         free(self.is_global)
+        free(self.tpls)
 
     def __init__(self, list entries):
         cdef Py_ssize_t n = len(entries), j, total = 0
@@ -135,7 +141,7 @@ cdef class Batch:
         cdef const ClipNormHP* clip
         self.entries = entries
         self.problems = []
-        self.global_entries = []
+        self.n_global = 0
         self.n_leaves = n
         if n == 0:
             return
@@ -149,11 +155,12 @@ cdef class Batch:
         self.formats = <char*> malloc(n * sizeof(char))
         self.gformats = <char*> malloc(n * sizeof(char))
         self.is_global = <char*> malloc(n * sizeof(char))
+        self.tpls = <void**> malloc(n * sizeof(void*))
         status = <int*> malloc(n * sizeof(int))
         if (self.first == NULL or self.count == NULL or self.modes == NULL
                 or self.sizes == NULL or self.xs == NULL or self.gs == NULL
                 or self.is_double == NULL or self.formats == NULL or self.gformats == NULL
-                or self.is_global == NULL or status == NULL):
+                or self.is_global == NULL or self.tpls == NULL or status == NULL):
             free(status)
             raise MemoryError()
         try:
@@ -161,15 +168,18 @@ cdef class Batch:
                 entry = <tuple?> entries[j]
                 if len(entry) < 5:
                     raise ValueError("a batch entry is (template, state, x, g, owner, ...)")
-                tpl = <list?> entry[0]
+                if not isinstance(entry[0], list):      # a subclass too (see `marked`)
+                    raise TypeError(f"a batch template is a list of stages, got "
+                                    f"{type(entry[0]).__name__}")
+                tpl = <list> entry[0]
                 self.first[j] = total
                 total += len(tpl)
             self.stages = <Stage*> malloc((total if total > 0 else 1) * sizeof(Stage))
             if self.stages == NULL:
                 raise MemoryError()
             for j in range(n):
-                entry = <tuple?> entries[j]
-                tpl = <list?> entry[0]
+                entry = <tuple> entries[j]
+                tpl = <list> entry[0]
                 n_stages = len(tpl)
                 if n_stages == 0 or n_stages > MAX_STAGES:
                     raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
@@ -184,11 +194,14 @@ cdef class Batch:
                         _fill_constants(&templates[t][k], spec[0], spec[1], k)
                     template_ids[t] = <void*> tpl
                     template_sizes[t] = n_stages
+                    if type(tpl) is not list:
+                        self.marked = True
                     if n_templates < TEMPLATE_CACHE:
                         n_templates += 1
                 for k in range(n_stages):
                     self.stages[self.first[j] + k] = templates[t][k]
                 self.is_global[j] = templates[t][0].kind == GLOBALNORM_KIND
+                self.tpls[j] = <void*> tpl
                 self.count[j] = n_stages
                 self.modes[j] = SUBTRACT
                 status[j] = self._fill_leaf(j, entry, n_stages)
@@ -204,7 +217,7 @@ cdef class Batch:
                     else:
                         self.problems.append((j, status[j], None, None))
                 elif self.is_global[j]:
-                    self.global_entries.append(j)
+                    self.n_global += 1
         finally:
             free(status)
 
@@ -330,44 +343,88 @@ cdef class Batch:
         if status[j] == STOPPED:
             status[j] = OK
 
+    @property
+    def global_entries(self):
+        """The indices of the entries run that a ClipGlobalNorm/SkipNonFinite leads."""
+        return [j for j in range(self.n_leaves) if self.count[j] != 0 and self.is_global[j]]
+
     def global_groups(self):
         """The entries of ``global_entries`` by template object (entries of one template
-        share its rule's leading stage): a list of ``[template, indices, partials, elements,
-        empties]``, with the raw partial norm each entry's ``before`` hook found, the
-        elements of them all, and how many of the entries are empty arrays."""
+        share its rule's leading stage): a list of ``[template, sums, elements, empties,
+        first]``, ``first`` the index of its first entry.
+        ``sums`` is a short list of floats whose exact sum is that of the raw partials
+        the entries' ``before`` hooks found (:func:`_expand`: math.fsum of the lists of
+        every group is then the exactly rounded sum of all the partials, however the
+        leaves were split into batches); for p = +-inf it is ``[max]`` or ``[min]``, NaN
+        winning, empty arrays left out of a min.  ``elements`` counts the elements of the
+        entries, ``empties`` the empty arrays among them.  No Python object per entry."""
         cdef dict by_template = {}
         cdef list g
-        cdef object j
-        cdef Py_ssize_t k
-        for j in self.global_entries:
-            k = j
-            tpl = (<tuple> self.entries[k])[0]
-            g = by_template.get(id(tpl))
+        cdef Py_ssize_t j = 0, k, n = self.n_leaves
+        cdef void* tpl
+        while j < n:
+            if self.count[j] == 0 or not self.is_global[j]:
+                j += 1
+                continue
+            tpl = self.tpls[j]
+            k = j                           # a run of entries of one template: [j, k)
+            while k < n and (self.tpls[k] == tpl or self.count[k] == 0
+                             or not self.is_global[k]):
+                k += 1
+            g = by_template.get(<size_t> tpl)
             if g is None:
-                g = by_template[id(tpl)] = [tpl, [], [], 0, 0]
-            (<list> g[1]).append(j)
-            (<list> g[2]).append((<const GlobalNormHP*> self.stages[self.first[k]].hp).norm)
-            g[3] += self.sizes[k]
-            if self.sizes[k] == 0:
-                g[4] += 1
+                g = by_template[<size_t> tpl] = [<object> tpl, [], 0, 0, j]
+            self._run_sums(j, k, tpl, g)
+            j = k
         return list(by_template.values())
 
-    def set_scale(self, list indices, double scale):
-        """The leading scale of the entries ``indices`` (of ``global_entries``), decided by
-        the caller for the whole step: the input scale of the stage it was folded into,
-        else the leading stage's own scale."""
+    cdef int _run_sums(self, Py_ssize_t j0, Py_ssize_t j1, void* tpl, list g) except -1:
+        """Add the partials of the entries of ``tpl`` in ``[j0, j1)`` to the group ``g``."""
+        cdef PartialSum acc
+        cdef Py_ssize_t j, elements = 0, empties = 0
+        _partial_sum_start(&acc, <int> (<const GlobalNormHP*> self.stages[self.first[j0]].hp).how)
+        for j in range(j0, j1):
+            if self.tpls[j] != tpl or self.count[j] == 0 or not self.is_global[j]:
+                continue
+            elements += self.sizes[j]
+            if self.sizes[j] == 0:
+                empties += 1
+                if acc.how == NORM_MIN:   # an empty array has no minimum
+                    continue
+            _partial_sum_add(&acc, (<const GlobalNormHP*> self.stages[self.first[j]].hp).norm)
+        _partial_sum_into(&acc, <list> g[1])
+        g[2] += elements
+        g[3] += empties
+        return 0
+
+    def global_members(self, template):
+        """``(indices, partials)`` of the entries of ``global_entries`` whose template is
+        ``template``: for the search of a non-finite gradient, and a skip's counts."""
+        cdef list js = [], parts = []
+        cdef Py_ssize_t j
+        for j in range(self.n_leaves):
+            if (self.tpls[j] == <void*> template and self.count[j] != 0
+                    and self.is_global[j]):
+                js.append(j)
+                parts.append((<const GlobalNormHP*> self.stages[self.first[j]].hp).norm)
+        return js, parts
+
+    def set_template_scale(self, template, double scale):
+        """The leading scale of every entry of ``global_entries`` whose template is
+        ``template``, decided by the caller for the whole step: the input scale of the
+        stage it was folded into, else the leading stage's own scale."""
         cdef Py_ssize_t j
         cdef Stage* st
         if self.ran:
             return
-        for j in indices:
-            if j < 0 or j >= self.n_leaves or self.count[j] == 0 or not self.is_global[j]:
-                raise IndexError(f"entry {j} is not led by a globalnorm stage")
-            st = &self.stages[self.first[j]]
-            if st.kind == FOLDED:
-                self.stages[self.first[j] + 1].gs = scale
-            else:
-                st.fold = scale
+        for j in range(self.n_leaves):
+            if (self.tpls[j] == <void*> template and self.count[j] != 0
+                    and self.is_global[j]):
+                st = &self.stages[self.first[j]]
+                if st.kind == FOLDED:
+                    self.stages[self.first[j] + 1].gs = scale
+                else:
+                    st.fold = scale
 
     def run(self):
         """Update every parameter and state of the batch (once; nothing on a second call)."""
@@ -376,8 +433,9 @@ cdef class Batch:
         self.ran = True
         cdef int n_threads = omp_get_max_threads()
         cdef Py_ssize_t j
-        for j in self.global_entries:      # the step runs: it ends a SkipNonFinite's run
-            if self.stages[self.first[j]].ctr != NULL:
+        for j in range(self.n_leaves):     # the step runs: it ends a SkipNonFinite's run
+            if (self.count[j] != 0 and self.is_global[j]
+                    and self.stages[self.first[j]].ctr != NULL):
                 self.stages[self.first[j]].ctr[0] = 0
         with nogil:
             _run_many(self.stages, self.first, self.count, self.modes, self.is_double,

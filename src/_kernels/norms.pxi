@@ -277,3 +277,88 @@ def p_norm(cnp.ndarray g, int how, double p=2.0):
     """The p-norm behind ``ClipNorm`` (``how`` is p's ``NormKind``), as a Python float: the
     reduction of ``p_partial``, finished."""
     return _finish_norm(p_partial(g, how, p), how, p, cnp.PyArray_SIZE(g))
+
+
+# The partials of many arrays combined exactly (global norms): a running sum kept as
+# Shewchuk's expansion, the algorithm of math.fsum, so that the engine's math.fsum over the
+# expansions of every group is the exactly rounded sum of all the partials, however the
+# leaves were split into batches and groups.  For p = +-inf, the max or min, NaN winning.
+
+cdef enum:
+    _EXPANSION = 64     # Shewchuk's partials of non-negative doubles: about 40 at most
+
+
+cdef int _expand(double* parts, int m, double x) noexcept nogil:
+    """Add the finite ``x`` to the expansion ``parts[0:m]`` (non-overlapping partials,
+    smallest first, whose sum is exact: Shewchuk's algorithm, as math.fsum): the new
+    length, or -1 when an intermediate sum overflows (all inputs are >= 0 here, so the
+    exact total is then beyond float64)."""
+    cdef int i = 0, k
+    cdef double y, hi, lo, t
+    for k in range(m):
+        y = parts[k]
+        if fabs(x) < fabs(y):
+            t = x
+            x = y
+            y = t
+        hi = x + y
+        if not (hi - hi == 0):
+            return -1
+        lo = y - (hi - x)
+        if lo != 0.0:
+            parts[i] = lo
+            i += 1
+        x = hi
+    if i >= _EXPANSION:               # cannot happen for doubles >= 0; stay in bounds
+        return -1
+    parts[i] = x
+    return i + 1
+
+
+cdef struct PartialSum:
+    double parts[_EXPANSION]
+    int m                   # the expansion's length
+    int how                 # the NormKind of p
+    double special          # an infinite or NaN partial (NaN over inf), or 0
+    double best             # NORM_MAX / NORM_MIN: the extreme so far
+    bint have               # ... once there is one
+
+
+cdef inline void _partial_sum_start(PartialSum* acc, int how) noexcept nogil:
+    acc.m = 0
+    acc.how = how
+    acc.special = 0.0
+    acc.best = 0.0
+    acc.have = False
+
+
+cdef inline void _partial_sum_add(PartialSum* acc, double x) noexcept nogil:
+    if acc.how == NORM_MAX or acc.how == NORM_MIN:
+        if not acc.have or acc.best == acc.best and (
+                x != x or (acc.how == NORM_MAX and x > acc.best)
+                or (acc.how == NORM_MIN and x < acc.best)):
+            acc.best = x
+        acc.have = True
+    elif not (x - x == 0):          # inf or NaN: the sum is that (NaN over inf)
+        if acc.special == 0.0 or x != x:
+            acc.special = x
+    else:
+        acc.m = _expand(acc.parts, acc.m, x)
+        if acc.m < 0:               # the exact sum overflows float64
+            if acc.special == 0.0:
+                acc.special = INFINITY
+            acc.m = 0
+
+
+cdef int _partial_sum_into(PartialSum* acc, list out) except -1:
+    """Append the few floats whose exact sum is the sum so far (or the extreme) to ``out``."""
+    cdef int i
+    if acc.how == NORM_MAX or acc.how == NORM_MIN:
+        if acc.have:
+            out.append(acc.best)
+    elif acc.special != 0.0:
+        out.append(acc.special)
+    else:
+        for i in range(acc.m):
+            out.append(acc.parts[i])
+    return 0

@@ -36,10 +36,16 @@ from ._keypath import linked_keypath
 from ._leaf import Leaf, copy_state
 from ._native import kernels as _kernels
 from ._norms import nonfinite_norm_error
-from ._plan import check_state, leaf_plan, template
+from ._plan import (  # template: the tests take it from the engine
+    ScheduledTemplate,
+    check_state,
+    leaf_plan,
+    moved_on,
+    template,  # noqa: F401
+)
 from ._program import Program, run_functional
-from ._tree import collect
 from ._rule import Rule
+from ._tree import collect
 from ._types import Array, Gradient, Model, RuleState, StateTree
 
 __all__ = ["update", "update_", "apply_", "Step"]
@@ -239,9 +245,9 @@ class Step:
     the template, is not None; the Leaf is not frozen; the plan is for this rule and this
     array's dtype), and calls :meth:`route` for every other Leaf.
 
-    A rule with a scheduled hyper-parameter has no cached template: each step it is made
-    concrete at the leaf's count (:meth:`rule_of`), once per rule and count, and so is its
-    template, so the leaves that share them still run as one batch."""
+    A rule with a scheduled hyper-parameter has a template per count: the Leaf's plan
+    holds the one of its count (``_plan.scheduled_plan``) and the step moves it on with the
+    count (:meth:`run`), so the walk batches those leaves inline too."""
 
     __slots__ = ("entries", "found", "stepped", "_concrete")
 
@@ -249,41 +255,29 @@ class Step:
         self.entries = []
         self.found = {}
         self.stepped = []          # lists of the batch entries the step ran (counts advance)
-        self._concrete = {}        # (id(rule), count) -> (rule at count, {dtype: template})
+        self._concrete = {}        # (id(rule), count) -> the rule at count (general path)
 
     def rule_of(self, leaf: Leaf) -> Rule:
         """The rule ``leaf`` steps with now: its own, or (scheduled hyper-parameters) the
         same rule with every schedule replaced by its value at the leaf's count."""
         if not leaf._plan[4]:
             return leaf.rule
-        return self._concrete_at(leaf)[0]
-
-    def _concrete_at(self, leaf: Leaf) -> tuple[Rule, dict[Any, Any]]:
-        key = (id(leaf.rule), leaf.count)
+        key = (id(leaf.rule), leaf._count)
         got = self._concrete.get(key)
         if got is None:
-            got = self._concrete[key] = (leaf.rule._at(leaf.count), {})
+            got = self._concrete[key] = leaf.rule._at(leaf._count)
         return got
-
-    def _scheduled_template(self, leaf: Leaf, x: Array) -> Any:
-        rule, templates = self._concrete_at(leaf)
-        tpl = templates.get(x.dtype, False)
-        if tpl is False:
-            tpl = templates[x.dtype] = template(rule, x, leaf.state)
-        return tpl
 
     def route(self, leaf: Leaf, x: Any, g: Any, link: tuple[Any, ...]) -> None:
         """Plan one Leaf and send it to the batch (the kernels' Batch checks the rest:
         layout, gradient, ties) or to the general path (:meth:`record`)."""
         plan = leaf._plan
         if (plan is None or plan[0] is not leaf.rule or type(x) is not np.ndarray
-                or plan[1] is not x.dtype):
+                or plan[1] is not x.dtype or (plan[4] and plan[5] != leaf._count)):
             if not isinstance(x, np.ndarray) or not is_float(x.dtype):
                 self.record(leaf, x, g, link)          # raises
             plan = leaf_plan(leaf, x, link)
         tpl = plan[3]
-        if plan[4] and not leaf.frozen and type(x) is np.ndarray:
-            tpl = self._scheduled_template(leaf, x)
         if tpl is None or leaf.frozen:
             self.record(leaf, x, g, link)
         else:
@@ -363,11 +357,17 @@ class Step:
             b.run()
         for program in others:
             _run_program(program, replaced)
-        for entries in self.stepped:
-            for e in entries:
-                e[4].count += 1
+        for batch, entries in zip(batches, self.stepped):
+            if batch.marked:          # scheduled leaves: their plans move on with the count
+                _advance_scheduled(entries)
+            else:
+                for e in entries:
+                    e[4]._count += 1
         for program in programs:
-            program[0].count += 1
+            leaf = program[0]
+            leaf._count += 1
+            if leaf._plan[4]:         # its template is for the count before
+                leaf._plan = moved_on(leaf._plan)
         if replaced:
             # only the containers around a replaced (read-only) array are rebuilt
             model = fmap(lambda a: replaced.get(id(a), a), model, keep_unchanged=True)
@@ -404,6 +404,21 @@ class Step:
                     self.record(leaf, x, g, link)
             entries, first = retry, False
         return batches
+
+
+def _advance_scheduled(entries: list[Any]) -> None:
+    """Count the update of each leaf of ``entries`` (a batch's), and give each leaf of a
+    scheduled rule the plan of its next count (shared by the leaves of one template)."""
+    last = plan = None
+    for e in entries:
+        leaf = e[4]
+        leaf._count += 1
+        tpl = e[0]
+        if tpl is not last:       # entries of one template mostly come together
+            last = tpl
+            plan = tpl.next_plan(e[2], e[1]) if type(tpl) is ScheduledTemplate else None
+        if plan is not None:
+            leaf._plan = plan
 
 
 def _run_program(program: tuple[Any, ...], replaced: dict[int, Array]) -> None:

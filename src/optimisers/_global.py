@@ -83,7 +83,7 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None,
            gate: Any = None) -> bool:
     """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
     anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
-    ``programs``: the general-path ``(leaf, x, work, prog)``.  Returns True when the step is
+    ``programs``: the general-path ``(leaf, x, work, prog, rule)``.  Returns True when the step is
     skipped (only the skip counts advanced); raises ``FloatingPointError`` for a non-finite
     norm with ``throw`` or too many skips in a row; else sets every participating leaf's
     scale.  The batches hand their leaves over by template (one rule each), so the work
@@ -91,24 +91,23 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None,
 
     ``across`` and ``gate`` are ``optimisers.distributed``'s hooks (see ``settle_across``):
     with them the verdict is taken over the partials of every rank."""
-    groups = {}      # (clip, p, omega, throw) -> [partials, elements, units]
+    groups = {}      # (clip, p, omega, throw) -> [partial sums, elements, units]
     keys = {}        # id(template or rule) -> ((clip, p, omega, throw), skip) or None
     for b in batches:
-        if not b.global_entries:
+        if not b.n_global:
             continue
-        for tpl, js, parts, size, empties in b.global_groups():
-            key = keys.get(id(tpl))
-            if key is None:
-                key = keys[id(tpl)] = _key(b.entries[js[0]][4].rule)
-            unit = (b, js, parts)                       # partials aligned with js
-            if empties and key[0][1] == -math.inf:      # an empty array has no minimum
-                parts = [t for t, j in zip(parts, js) if b.entries[j][3].size]
-            _join(groups, key, parts, size, unit)
+        # the kernels sum each template's partials exactly (a few floats per template)
+        for tpl, sums, size, empties, first in b.global_groups():
+            key = keys.get(id(tpl), False)
+            if key is False:    # a scheduled rule's template carries the rule at the count
+                rule = getattr(tpl, "concrete", None)
+                key = keys[id(tpl)] = _key(b.entries[first][4].rule if rule is None else rule)
+            _join(groups, key, sums, size, (b, tpl))
     for program in programs:
-        leaf, prog = program[0], program[3]
-        key = keys.get(id(leaf.rule), False)
+        prog, rule = program[3], program[4]          # the rule at the leaf's count
+        key = keys.get(id(rule), False)
         if key is False:
-            key = keys[id(leaf.rule)] = _key(leaf.rule)
+            key = keys[id(rule)] = _key(rule)
         if key is not None:
             p, n = key[0][1], prog.src.size
             part = K.p_partial(prog.src, norm_kind(p), p)
@@ -206,9 +205,10 @@ def _join(groups: dict[Any, Any], key: tuple[Any, ...], parts: list[Any], size: 
 
 
 def _set_scales(units: list[Any], scale: float) -> None:
+    """Give the leaves of ``units`` (``(batch, template)`` or a Program) their scale."""
     for u in units:
         if isinstance(u, tuple):
-            u[0].set_scale(u[1], scale)
+            u[0].set_template_scale(u[1], scale)
         else:
             u.global_scale = scale
 
@@ -218,7 +218,8 @@ def _members(units: list[Any]) -> Iterator[tuple[Any, Any]]:
     general-path Program."""
     for u in units:
         if isinstance(u, tuple):
-            yield from ((t, (u[0], j)) for t, j in zip(u[2], u[1]))
+            js, parts = u[0].global_members(u[1])
+            yield from ((t, (u[0], j)) for t, j in zip(parts, js))
         else:
             yield math.nan if u.src.size else 0.0, u
 

@@ -75,23 +75,34 @@ class Leaf:
     Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0.]))
     """
 
-    __slots__ = ("rule", "state", "frozen", "count", "_scratch", "_plan", "_backup",
+    __slots__ = ("rule", "state", "frozen", "_count", "_scratch", "_plan", "_backup",
                  "__weakref__")
 
     rule: Rule
     state: RuleState
     frozen: bool
-    count: int
 
     def __init__(self, rule: Rule, state: RuleState, frozen: bool = False,
                  count: int = 0) -> None:
         self.rule = rule
         self.state = state
         self.frozen = bool(frozen)
-        self.count = count
+        self._count = count    # the engine advances it directly (no property call a leaf)
         self._scratch = None   # a per-leaf buffer for chains that must materialise d
         self._plan = None      # per-leaf facts update_ reuses between steps (_plan.leaf_plan)
         self._backup = None    # copies of its arrays, for a rule that may fail late
+
+    @property
+    def count(self) -> int:
+        """The number of updates this array has taken (what schedules are evaluated at)."""
+        return self._count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        # the cached plan of a scheduled rule holds its template at the count: a count set
+        # from outside the engine makes the next step plan the leaf again
+        self._count = value
+        self._plan = None
 
     def __repr__(self) -> str:
         tail = ", frozen=True" if self.frozen else ""
@@ -106,11 +117,11 @@ class Leaf:
     __hash__ = None
 
     def __getstate__(self) -> tuple[Rule, RuleState, bool, int]:
-        return (self.rule, self.state, self.frozen, self.count)
+        return (self.rule, self.state, self.frozen, self._count)
 
     def __setstate__(self, s: tuple[Any, ...]) -> None:
         self.rule, self.state, self.frozen = s[:3]
-        self.count = s[3] if len(s) > 3 else 0      # pickles of 0.1.0 have no count
+        self._count = s[3] if len(s) > 3 else 0     # pickles of 0.1.0 have no count
         self._scratch = None
         self._plan = None
         self._backup = None
@@ -146,7 +157,7 @@ def copy_state(s: Any, memo: dict[int, Any]) -> Any:
     if isinstance(s, Leaf):
         c = memo.get(id(s))
         if c is None:
-            c = memo[id(s)] = Leaf(s.rule, copy_state(s.state, memo), s.frozen, s.count)
+            c = memo[id(s)] = Leaf(s.rule, copy_state(s.state, memo), s.frozen, s._count)
         return c
     if isinstance(s, dict):
         return {k: copy_state(v, memo) for k, v in s.items()}

@@ -17,25 +17,30 @@ import numpy as np
 
 from ._dtypes import is_low_precision
 from ._keypath import linked_keypath
-from ._leaf import state_misfit
+from ._leaf import Leaf, state_misfit
 from ._program import Program, gradient_dtype
+from ._rule import Rule
 
-__all__ = ["leaf_plan", "template", "check_state", "BATCH_DTYPES"]
+__all__ = ["BATCH_DTYPES", "ScheduledTemplate", "check_state", "leaf_plan", "moved_on",
+           "scheduled_plan", "template"]
 
 
-def leaf_plan(leaf: Any, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
+def leaf_plan(leaf: Leaf, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
     """What does not change between steps for a Leaf and its array, cached on the Leaf as
-    ``(rule, dtype, gradient dtype, batch template or None, scheduled)``: the dtype its
-    gradient is cast to, and the batch template of its rule (:func:`template`), keyed by
-    the identity of its rule and of the array's dtype (none for a rule with a scheduled
-    hyper-parameter: :meth:`Step.rule_of`).  Made when a Leaf meets an array of a new dtype
-    or a new rule; its state is then checked against the rule and the array (``ValueError``
-    naming the key path and what differs), unless only hyper-parameters changed (adjust_)."""
+    ``(rule, dtype, gradient dtype, batch template or None, scheduled, count)``: the dtype
+    its gradient is cast to, and the batch template of its rule (:func:`template`), keyed
+    by the identity of its rule and of the array's dtype.  A rule with a scheduled
+    hyper-parameter has one template per count (:func:`scheduled_plan`): the plan holds the
+    one of the leaf's count, and the engine moves it on with the count, so that the walk
+    batches such a leaf inline like any other.  Made when a Leaf meets an array of a new
+    dtype or a new rule; its state is then checked against the rule and the array
+    (``ValueError`` naming the key path and what differs), unless only hyper-parameters
+    changed (adjust_)."""
     rule, old = leaf.rule, leaf._plan
     if old is None or old[1] is not x.dtype or type(old[0]) is not type(rule):
         check_state(rule, leaf.state, x, link)
-    if rule._scheduled():        # its template is made each step (Step.rule_of)
-        plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), None, True)
+    if rule._scheduled():
+        plan = leaf._plan = scheduled_plan(rule, x, leaf.state, leaf._count)
         return plan
     key = (id(rule), x.dtype)
     tpl = _TEMPLATES.get(key)
@@ -43,8 +48,57 @@ def leaf_plan(leaf: Any, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
         if len(_TEMPLATES) > 4096:
             _TEMPLATES.clear()
         tpl = _TEMPLATES[key] = (rule, template(rule, x, leaf.state))
-    plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl[1], False)
+    plan = leaf._plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl[1], False, 0)
     return plan
+
+
+class ScheduledTemplate(list):
+    """The template of a scheduled rule at one count: the rule made concrete there
+    (``concrete``: every schedule replaced by its value) recorded as any template.  Its
+    type marks it for the batch (``Batch.marked``) and the engine, which after a step gives
+    each of its leaves :meth:`next_plan`, the plan of the count after; the chain of plans
+    is shared by the leaves that step together, so a schedule is evaluated once per rule,
+    dtype and count, never per leaf."""
+
+    __slots__ = ("_next", "at", "concrete", "rule")
+
+    def __init__(self, stages: list[Any], concrete: Rule, rule: Rule, count: int) -> None:
+        super().__init__(stages)
+        self.concrete = concrete
+        self.rule = rule
+        self.at = count        # the count it is for (list.count stays the list's)
+        self._next = None
+
+    def next_plan(self, x: Any, state: Any) -> tuple[Any, ...]:
+        """The plan of the count after this one, for leaves like ``x`` (made once)."""
+        nxt = self._next
+        if nxt is None:
+            nxt = self._next = scheduled_plan(self.rule, x, state, self.at + 1)
+        return nxt
+
+
+def moved_on(plan: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The plan of a scheduled leaf whose count moved on outside a batch: no template (so
+    the walk routes it) and no count (so ``route`` plans it again, without checking the
+    state again: its rule and dtype are the same)."""
+    return plan[:3] + (None, True, -1)
+
+
+def scheduled_plan(rule: Rule, x: Any, state: Any, count: int) -> tuple[Any, ...]:
+    """The plan of a scheduled ``rule`` for leaves like ``x`` at ``count``: its template
+    is that of ``rule._at(count)`` as a :class:`ScheduledTemplate` (or None: a barrier);
+    one plan object per rule, dtype and count while it is in use."""
+    key = (id(rule), x.dtype, count)
+    got = _SCHEDULED.get(key)
+    if got is None or got[0] is not rule:
+        if len(_SCHEDULED) > 4096:
+            _SCHEDULED.clear()
+        concrete = rule._at(count)
+        stages = template(concrete, x, state)
+        tpl = None if stages is None else ScheduledTemplate(stages, concrete, rule, count)
+        got = _SCHEDULED[key] = (rule, (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl,
+                                        True, count))
+    return got[1]
 
 
 def check_state(rule: Any, state: Any, x: Any, link: tuple[Any, ...],
@@ -64,6 +118,8 @@ def check_state(rule: Any, state: Any, x: Any, link: tuple[Any, ...],
 # (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
 # valid, and one template object is shared by all the leaves of a group.
 _TEMPLATES = {}
+# (id(rule), parameter dtype, count) -> (rule, plan) of the scheduled rules
+_SCHEDULED: dict[tuple[int, Any, int], tuple[Rule, tuple[Any, ...]]] = {}
 
 # what the batch kernels take (and 16-bit floats, is_low_precision); other parameters run
 # through a Program each

@@ -265,7 +265,7 @@ def run(ns, argv=()):
     do_speed = ns.mode == "speed"
     do_quality = ns.mode == "quality" or not ns.no_quality
     cases = speed_cases(ns) if do_speed else []
-    n_quality = len(ns.rules) * len(ns.problems) if do_quality else 0
+    n_quality = quality.runs(ns.rules, ns.problems) if do_quality else 0
     progress = Progress(len(cases) + n_quality, enabled=ns.progress)
     results["meta"] = _meta(ns, argv)
     results["meta"]["budget"] = asdict(ns.budget)

@@ -1,0 +1,143 @@
+"""Scheduled rules on the walk's inline path (issue 16, point 6): a Leaf's plan holds the
+template of its count and moves on with it, so a schedule is evaluated once per rule,
+dtype and count, and every step still equals the rule adjusted by hand to the schedule's
+value at the leaf's own count."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import optimisers as opt
+from optimisers import schedules
+from optimisers._engine import Step
+from optimisers._plan import ScheduledTemplate
+
+ETA = schedules.warmup_cosine_decay(0.0, 0.05, 3, 12)
+
+
+def _model(dtype, n=4, size=5):
+    rng = np.random.default_rng(7)
+    return {f"p{i}": rng.standard_normal(size).astype(dtype) for i in range(n)}
+
+
+def _grads(model, steps, seed=1):
+    rng = np.random.default_rng(seed)
+    return [{k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.items()}
+            for _ in range(steps)]
+
+
+def _by_hand(rule_at, model, grads):
+    """Each array stepped alone by the unscheduled rule ``rule_at(count)``, adjusted to the
+    array's own count before each step (a None gradient does not count)."""
+    out = {}
+    for k, x in model.items():
+        x = x.copy()
+        leaf = opt.setup(rule_at(0), x)
+        count = 0
+        for g in grads:
+            if g.get(k) is None:
+                continue
+            leaf.rule = rule_at(count)      # what adjust_ does to a Leaf
+            leaf, x = opt.update_(leaf, x, g[k])
+            count += 1
+        out[k] = x
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_counts_that_drift_apart_each_use_their_own_value(dtype, threads):
+    model = _model(dtype)
+    grads = _grads(model, 9)
+    for i, g in enumerate(grads):           # p1 misses every other step, p2 the first three
+        if i % 2:
+            g["p1"] = None
+        if i < 3:
+            g["p2"] = None
+    state = opt.setup(opt.AdamW(ETA, lambda_=0.1), {k: v.copy() for k, v in model.items()})
+    ours = {k: v.copy() for k, v in model.items()}
+    with threadpool_limits(threads):
+        for g in grads:
+            state, ours = opt.update_(state, ours, g)
+        expected = _by_hand(lambda c: opt.AdamW(ETA(c), lambda_=0.1), model, grads)
+    assert [state[k].count for k in sorted(model)] == [9, 5, 6, 9]
+    for k in model:
+        np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
+
+
+def test_after_the_first_step_scheduled_leaves_are_batched_inline(monkeypatch):
+    model = _model(np.float32, n=6)
+    grads = _grads(model, 4)
+    state = opt.setup(opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.AdamW(ETA)), model)
+    state, model = opt.update_(state, model, grads[0])
+    routed = []
+    original = Step.route
+
+    def counting_route(self, leaf, x, g, link):
+        routed.append(link)
+        return original(self, leaf, x, g, link)
+
+    monkeypatch.setattr(Step, "route", counting_route)
+    for g in grads[1:]:
+        state, model = opt.update_(state, model, g)
+    assert routed == []
+    plans = {id(state[k]._plan) for k in model}
+    assert len(plans) == 1                   # one plan object for the leaves of one count
+    tpl = state["p0"]._plan[3]
+    assert isinstance(tpl, ScheduledTemplate) and tpl.at == state["p0"].count == 4
+    assert tpl.concrete.opts[1].eta == ETA(4)
+
+
+def test_a_count_set_by_hand_is_the_count_the_schedule_is_evaluated_at():
+    model = _model(np.float64, n=2)
+    grads = _grads(model, 5)
+    state = opt.setup(opt.Adam(ETA), {k: v.copy() for k, v in model.items()})
+    ours = {k: v.copy() for k, v in model.items()}
+    for g in grads[:4]:
+        state, ours = opt.update_(state, ours, g)
+    state["p0"].count = 1                   # e.g. a resumed warm-up
+    before = ours["p0"].copy()
+    kept = copy.deepcopy(state["p0"].state)
+    state, ours = opt.update_(state, ours, grads[4])
+    # Adam's bias corrections run on the state's own products; the schedule reads the count
+    reference = opt.Leaf(opt.Adam(ETA(1)), kept)
+    _, expected = opt.update_(reference, before, grads[4]["p0"])
+    np.testing.assert_array_equal(ours["p0"], expected)
+    assert state["p0"].count == 2
+
+
+def test_a_leaf_that_took_the_general_path_comes_back_at_its_count():
+    model = _model(np.float32, n=3)
+    grads = _grads(model, 6)
+    rule = opt.Momentum(ETA, 0.9)
+    state = opt.setup(rule, {k: v.copy() for k, v in model.items()})
+    ours = {k: v.copy() for k, v in model.items()}
+    for i, g in enumerate(grads):
+        if i == 2:                          # read-only for one step: the general path
+            ours["p1"].flags.writeable = False
+        state, ours = opt.update_(state, ours, g)
+        if i == 2:
+            ours["p1"] = ours["p1"].copy()  # the returned model holds a new array there
+    expected = _by_hand(lambda c: opt.Momentum(ETA(c), 0.9), model, grads)
+    for k in model:
+        np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_scheduled_global_clip_uses_the_value_at_the_count(dtype):
+    model = {"a": np.ones(3, dtype), "b": np.ones(2, dtype)}
+    omega = schedules.linear(1.0, 0.25, 4)
+    state = opt.setup(opt.OptimiserChain(opt.ClipGlobalNorm(omega), opt.Descent(1.0)), model)
+    g = {"a": np.array([3.0, 0.0, 0.0], dtype), "b": np.array([4.0, 0.0], dtype)}  # norm 5
+    expected = {k: v.copy() for k, v in model.items()}
+    for count in range(5):
+        state, model = opt.update_(state, model, g)
+        scale = omega(count) / 5.0
+        for k, x in expected.items():
+            expected[k] = x - (g[k] * dtype(scale)).astype(dtype)
+        for k in model:
+            np.testing.assert_allclose(model[k], expected[k], rtol=0, atol=4 * np.finfo(dtype).eps)
