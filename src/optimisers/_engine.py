@@ -118,12 +118,12 @@ def update_(tree: StateTree, model: Model, grad: Gradient,
 
 
 # ids of the Leaves that update_ calls are stepping now (only while other threads exist)
-_IN_FLIGHT = set()
+_IN_FLIGHT: set[int] = set()
 _IN_FLIGHT_LOCK = threading.Lock()
 
 
 def _claim(step: Step) -> dict[int, Any]:
-    leaves = {id(e[4]): e for e in step.entries}
+    leaves: dict[int, Any] = {id(e[4]): e for e in step.entries}
     leaves.update((id(e[0]), e) for e in step.found.values())
     with _IN_FLIGHT_LOCK:
         busy = _IN_FLIGHT.intersection(leaves)
@@ -252,10 +252,12 @@ class Step:
     __slots__ = ("entries", "found", "stepped", "_concrete")
 
     def __init__(self) -> None:
-        self.entries = []
-        self.found = {}
-        self.stepped = []          # lists of the batch entries the step ran (counts advance)
-        self._concrete = {}        # (id(rule), count) -> the rule at count (general path)
+        self.entries: list[tuple[Any, ...]] = []
+        self.found: dict[int, list[Any]] = {}
+        # lists of the batch entries the step ran (counts advance)
+        self.stepped: list[list[tuple[Any, ...]]] = []
+        # (id(rule), count) -> the rule at count (general path)
+        self._concrete: dict[tuple[int, int], Rule] = {}
 
     def rule_of(self, leaf: Leaf) -> Rule:
         """The rule ``leaf`` steps with now: its own, or (scheduled hyper-parameters) the
@@ -306,7 +308,7 @@ class Step:
     def check_gradients(self) -> None:
         """Check the gradients of the batch entries (the general path checks its own as it
         records them); for the gradients ``update_`` checks and does not use."""
-        for tpl, state, x, g, leaf, link in self.entries:
+        for _tpl, _state, x, g, leaf, link in self.entries:
             check_gradient(g, x, leaf._plan[2], link)
 
     def run(self, model: Model, across: Any = None, gate: Any = None) -> Model:
@@ -322,7 +324,7 @@ class Step:
         # ClipNorm's norm), then a Program per general-path leaf, with its prechecks.
         batches = self._prepare_batches()
         programs = []
-        for leaf, x, g, link, plan in self.found.values():
+        for leaf, x, g, link, _plan in self.found.values():
             if leaf.frozen:
                 continue
             work = x if x.flags.c_contiguous and x.flags.writeable else np.array(x, order="C")
@@ -338,12 +340,13 @@ class Step:
         # after other rules, a rule written in Python) runs first, after a snapshot of the
         # arrays it writes: if one fails, every one of them is put back as it was, and the
         # batches and other programs have not run yet.
-        late, others = [], []
+        late: list[tuple[Any, ...]] = []
+        others: list[tuple[Any, ...]] = []
         for program in programs:
             (late if program[4]._fails_late(True) else others).append(program)
         snapshots = [pair for leaf, x, work, prog, rule in late
                      for pair in _snapshot(leaf, work)]
-        replaced = {}                     # id(read-only parameter) -> its new array
+        replaced: dict[int, Array] = {}   # id(read-only parameter) -> its new array
         try:
             for program in late:
                 _run_program(program, replaced)

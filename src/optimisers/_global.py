@@ -68,7 +68,7 @@ def global_norm(grads: Gradient, p: float = 2.0) -> float:
 
 
 def _arrays(x: Any) -> Iterator[Array]:
-    if isinstance(x, np.ndarray) or np.isscalar(x) and isinstance(x, (int, float, complex)):
+    if isinstance(x, np.ndarray) or (np.isscalar(x) and isinstance(x, (int, float, complex))):
         a = np.asarray(x)
         if a.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
             a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
@@ -91,13 +91,13 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None,
 
     ``across`` and ``gate`` are ``optimisers.distributed``'s hooks (see ``settle_across``):
     with them the verdict is taken over the partials of every rank."""
-    groups = {}      # (clip, p, omega, throw) -> [partial sums, elements, units]
-    keys = {}        # id(template or rule) -> ((clip, p, omega, throw), skip) or None
+    groups: dict[Any, list[Any]] = {}   # (clip, p, omega, throw) -> [sums, elements, units]
+    keys: dict[int, Any] = {}  # id(template or rule) -> ((clip, p, omega, throw), skip) or None
     for b in batches:
         if not b.n_global:
             continue
         # the kernels sum each template's partials exactly (a few floats per template)
-        for tpl, sums, size, empties, first in b.global_groups():
+        for tpl, sums, size, _empties, first in b.global_groups():
             key = keys.get(id(tpl), False)
             if key is False:    # a scheduled rule's template carries the rule at the count
                 rule = getattr(tpl, "concrete", None)
@@ -160,7 +160,7 @@ def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
         if where is not None:
             _skip([u for g in groups.values() for u, k in g[2] if k], where, gate)
             return True
-    for key, (parts, size, skips, where_skip, where) in totals.items():
+    for key, (parts, size, _skips, _where_skip, where) in totals.items():
         clip, p, omega, throw = key
         units = [u for u, k in groups[key][2]] if key in groups else []
         if not clip:
@@ -243,7 +243,7 @@ def _leaf(member: Any) -> Any:
 def _where(member: Any) -> str:
     if isinstance(member, tuple):
         return str(linked_keypath(member[0].entries[member[1]][5]))
-    return member.where()
+    return str(member.where())
 
 
 def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
@@ -251,7 +251,7 @@ def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
     # several ranks, ``gate`` lets none move them until every rank has checked its own)
     where = culprit if isinstance(culprit, str) else _where(culprit)
     states = []
-    for part, m in _members(units):
+    for _part, m in _members(units):
         leaf = _leaf(m)
         states.append((leaf.rule._global_spec()["max"], leaf.rule._skip_state(leaf.state)))
     for limit, s in states:
@@ -261,6 +261,6 @@ def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
                                      f"(max_consecutive={limit})")
     if gate is not None:
         gate()
-    for limit, s in states:
+    for _limit, s in states:
         s.skipped[...] += 1
         s.consecutive[...] += 1

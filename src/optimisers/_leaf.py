@@ -89,8 +89,9 @@ class Leaf:
         self.frozen = bool(frozen)
         self._count = count    # the engine advances it directly (no property call a leaf)
         self._scratch = None   # a per-leaf buffer for chains that must materialise d
-        self._plan = None      # per-leaf facts update_ reuses between steps (_plan.leaf_plan)
-        self._backup = None    # copies of its arrays, for a rule that may fail late
+        # per-leaf facts update_ reuses between steps (_plan.leaf_plan)
+        self._plan: Any = None        # the plan tuple, or None until the first step
+        self._backup: list[Array] | None = None    # copies of its arrays, for a late failure
 
     @property
     def count(self) -> int:
@@ -114,7 +115,7 @@ class Leaf:
         return (self.frozen == other.frozen and self.rule == other.rule
                 and tree_equal(self.state, other.state))
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]   # mutable (its state): unhashable
 
     def __getstate__(self) -> tuple[Rule, RuleState, bool, int]:
         return (self.rule, self.state, self.frozen, self._count)
@@ -134,7 +135,7 @@ def tree_equal(a: Any, b: Any) -> bool:
                 and a.dtype == b.dtype and a.shape == b.shape
                 and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
     if isinstance(a, Leaf) or isinstance(b, Leaf):
-        return a == b
+        return bool(a == b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(tree_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -187,7 +188,8 @@ def state_difference(a: Any, b: Any, where: str,
     adding ``(where, shape, shape_from_x)`` to ``like_x``."""
     own = getattr(type(b), "_difference", None)
     if own is not None:
-        return own(a, b, where, like_x)
+        difference: str | None = own(a, b, where, like_x)
+        return difference
     if isinstance(b, np.ndarray):
         if isinstance(a, np.ndarray) and a.dtype == b.dtype:
             if b.shape == (0,):
@@ -198,7 +200,7 @@ def state_difference(a: Any, b: Any, where: str,
     elif isinstance(b, (tuple, list)):
         if type(a) is type(b) and len(a) == len(b):
             named = is_namedtuple(b)
-            keys = b._fields if named else range(len(b))
+            keys = b._fields if named else range(len(b))  # type: ignore[union-attr]
             for k, x, y in zip(keys, a, b):
                 d = state_difference(x, y, f"{where}.{k}" if named else f"{where}[{k}]", like_x)
                 if d is not None:
@@ -219,14 +221,14 @@ def state_misfit(rule: Rule, state: RuleState, x: Array) -> str | None:
     empty = np.empty(0, x.dtype)
     ref = rule.init(empty)
     problem = _misfit(state, ref, x)
-    if problem is not None and is_low_precision(x.dtype):
-        if _misfit(state, rule._lower_state(ref, empty), x) is None:
-            return None
+    if (problem is not None and is_low_precision(x.dtype)
+            and _misfit(state, rule._lower_state(ref, empty), x) is None):
+        return None
     return problem
 
 
 def _misfit(state: RuleState, ref: RuleState, x: Array) -> str | None:
-    like_x = []
+    like_x: list[tuple[Any, ...]] = []
     problem = state_difference(state, ref, "state", like_x)
     if problem is None:
         for where, shape, *of_x in like_x:

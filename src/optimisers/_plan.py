@@ -67,7 +67,7 @@ class ScheduledTemplate(list):
         self.concrete = concrete
         self.rule = rule
         self.at = count        # the count it is for (list.count stays the list's)
-        self._next = None
+        self._next: tuple[Any, ...] | None = None
 
     def next_plan(self, x: Any, state: Any) -> tuple[Any, ...]:
         """The plan of the count after this one, for leaves like ``x`` (made once)."""
@@ -117,7 +117,7 @@ def check_state(rule: Any, state: Any, x: Any, link: tuple[Any, ...],
 
 # (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
 # valid, and one template object is shared by all the leaves of a group.
-_TEMPLATES = {}
+_TEMPLATES: dict[tuple[int, Any], tuple[Rule, Any]] = {}
 # (id(rule), parameter dtype, count) -> (rule, plan) of the scheduled rules
 _SCHEDULED: dict[tuple[int, Any, int], tuple[Rule, tuple[Any, ...]]] = {}
 

@@ -168,7 +168,7 @@ def setup(rule: RuleChoice, model: Model, *, low_precision_state: bool = False) 
     (0.1, 0.0)
     """
     rule_for = _rule_chooser(rule)
-    cache = {}
+    cache: dict[int, Any] = {}
 
     def walk(x: Any, path: KeyPath) -> Any:
         if isnumeric(x):
@@ -212,7 +212,7 @@ def _rule_chooser(rule: RuleChoice) -> Callable[[KeyPath, Array], Rule | None]:
     if not callable(rule):
         raise TypeError(f"setup(rule, model) takes a rule, or a function (path, array) -> "
                         f"rule or None, first; got {type(rule).__name__}")
-    chosen = {}
+    chosen: dict[Rule, Rule] = {}
 
     def choose(path: KeyPath, x: Array) -> Rule | None:
         r = rule(path, x)
@@ -247,6 +247,8 @@ def collect(t: StateTree, m: Model, g: Any, link: tuple[Any, ...], step: Any) ->
     if type(t) is Leaf:
         step.route(t, m, g, link)
         return
+    keys: Any
+    values: Any
     if type(m) is dict and type(t) is dict and type(g) is dict:
         keys = m.keys()
         if t.keys() != keys or not g.keys() <= keys:
@@ -307,7 +309,8 @@ def trainables(model: Model, path: bool = False) -> list[Array] | list[tuple[Key
     Examples
     --------
     >>> import numpy as np, optimisers as opt
-    >>> x = {"a": np.array([1.0, 2.0]), "b": ({"c": np.array([3.0, 4.0]), "d": 5.0}, np.array([6.0, 7.0]))}
+    >>> x = {"a": np.array([1.0, 2.0]),
+    ...      "b": ({"c": np.array([3.0, 4.0]), "d": 5.0}, np.array([6.0, 7.0]))}
     >>> for kp, y in opt.trainables(x, path=True):
     ...     print(kp, y)
     a [1. 2.]
