@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch", reason="the peer checks need PyTorch (CI st
 
 import optimisers as opt  # noqa: E402
 from test_torch_optimizer import PAIRS, torch_float64  # noqa: E402, F401 (a fixture)
+from test_torch_optimizer_state import test_checkpoint_resumes_bit_for_bit as resumes  # noqa: E402
 
 STEPS = 30
 
@@ -106,3 +107,11 @@ def test_optimizer_trajectory_table_holds_them():
     40 steps float64, 1e-9) runs each of the three against its torch class."""
     rules = {type(rule) for _, rule in PAIRS.values()}
     assert {opt.TorchAdamax, opt.TorchRAdam, opt.TorchNAdam} <= rules
+
+
+@pytest.mark.parametrize("rule", [opt.TorchAdamax(1e-2), opt.TorchRAdam(1e-2),
+                                  opt.TorchNAdam(1e-2)], ids=lambda r: type(r).__name__)
+def test_optimizer_state_dict_resumes_bit_for_bit(rule, tmp_path):
+    """Their step counter and NAdam's mu_product go through the Optimizer's state_dict
+    (torch.save, weights_only load) and a resumed run ends where the straight one does."""
+    resumes(rule, tmp_path)

@@ -21,7 +21,7 @@ import numpy as np
 from ._native import kernels as K
 from ._program import Program
 from ._rule import checked, nonneg, number
-from ._rules_adam import _AdamLike
+from ._rules_adam import _AdamLike, _step_counter
 from ._rules_sgd import zeros
 from ._schedule import HyperPair, Hyperparameter
 from ._types import Array, RuleState
@@ -47,10 +47,6 @@ class TorchNAdamState(NamedTuple):
     v: Array
     t: Array
     mu_product: Array
-
-
-def _step_counter() -> Array:
-    return np.ones((), np.int64)
 
 
 def _moments_hp(rule: _AdamLike) -> dict[str, float]:
