@@ -59,13 +59,21 @@ tensors use by default) and checked step by step by :func:`compare` on the pairs
 (5) ``AdaDelta`` has no ``eta``: the optimiser multiplies its step by the group's ``lr``
     (default 1.0), as torch does.
 
-Similar but *not* equal: ``Adamax`` (torch adds ``eps`` inside the max,
+Besides, rules written to be torch's: ``Adamax(lr, betas, eps)`` = ``TorchAdamax(lr, betas,
+eps)``, ``RAdam(lr, betas, eps)`` = ``TorchRAdam(lr, betas, eps)``, ``NAdam(lr, betas, eps,
+momentum_decay=psi)`` = ``TorchNAdam(lr, betas, eps, psi)`` (checked by the package's
+tests/test_torchlike.py and tests/test_torch_optimizer.py; torch keeps NAdam's
+``mu_product`` in its default dtype, ``TorchNAdam`` in float64, so under the float32
+default the two differ by that rounding, about 1e-9 relative in float64).
+
+Similar but *not* equal: ``Adamax`` vs ``AdaMax`` (torch adds ``eps`` inside the max,
 ``max(b2*u, |g| + eps)``; ``AdaMax`` adds it to the denominator, so the two differ by
 O(eps): a relative difference of 3e-4 after 50 steps with ``eps=0.01``; equal with
-``eps=0`` on both sides); ``Adam(amsgrad=True)`` vs ``AMSGrad``
+``eps=0`` on both sides; ``TorchAdamax`` is torch's); ``Adam(amsgrad=True)`` vs ``AMSGrad``
 (no bias correction, states started at ``epsilon``: O(1) differences); ``NAdam`` (torch's
 momentum-decay schedule) and ``RAdam`` (torch's threshold ``rho_t > 5``, ``eps`` added to
-``sqrt(v)`` before the bias correction) vs the rules of the same name (1e-3 to 1e-1); and
+``sqrt(v)`` before the bias correction) vs the seed's rules of the same name (1e-3 to 1e-1;
+``TorchNAdam`` and ``TorchRAdam`` are torch's); and
 ``torch.nn.utils.clip_grad_norm_`` (one norm over *all* parameters, plus ``1e-6``) vs
 ``ClipNorm`` (one norm per array).  ``Lion``, ``AdaBelief``, ``OAdam``, ``SignDecay``,
 ``AccumGrad`` have no ``torch.optim`` counterpart.

@@ -100,6 +100,7 @@ __all__ = [
     "AdafactorState", "LAMBState",
     "ref_init", "ref_apply", "ref_update", "ref_norm", "ref_global_norm", "ref_update_tree",
     "MuonState", "ref_newton_schulz",
+    "TorchAdamaxState", "TorchRAdamState", "TorchNAdamState",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -123,6 +124,9 @@ LookaheadState = namedtuple("LookaheadState", ["slow", "since", "inner"])
 EMAState = namedtuple("EMAState", ["ema", "n", "inner"])
 AdafactorState = namedtuple("AdafactorState", ["row", "col", "v", "t"])
 LAMBState = namedtuple("LAMBState", ["m", "v", "beta_t"])
+TorchAdamaxState = namedtuple("TorchAdamaxState", ["m", "u", "t"])
+TorchRAdamState = namedtuple("TorchRAdamState", ["m", "v", "t"])
+TorchNAdamState = namedtuple("TorchNAdamState", ["m", "v", "t", "mu_product"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,6 +327,12 @@ def _ref_init_rule(rule, x):
         return AdaBeliefState(z(S), z(M), betas)
     if name == "AccumGrad":
         return AccumGradState(z(S), 1)
+    if name == "TorchAdamax":
+        return TorchAdamaxState(z(S), z(S), 1)       # complex: component-wise, as torch
+    if name == "TorchRAdam":
+        return TorchRAdamState(z(S), z(S), 1)
+    if name == "TorchNAdam":
+        return TorchNAdamState(z(S), z(S), 1, np.array([1.0, 0.0]))
     if name == "Muon":
         k.no_complex(name)
         return MuonState(z(S))
@@ -866,6 +876,69 @@ def _lamb(k, rule, state, x, g):
     return LAMBState(k.st(k.join(mn)), k.stm(vn), _next_bt(rule, bt1, bt2)), d
 
 
+# ---------------------------------------------------------------------------------------
+# torch.optim's Adamax, RAdam and NAdam (single-tensor algorithms, torch 2.13's
+# torch/optim/adamax.py, radam.py, nadam.py), component by component for a complex
+# parameter (torch steps its real view).  Per-step scalars in float64 from t with `**`,
+# as torch forms them from the step count; each tensor operation one IEEE operation in
+# the dtype, in torch's order: lerp for the first moment, addcmul's (value*g)*g,
+# addcdiv's (value*a)/b, `scalar / tensor` as reciprocal(tensor)*scalar.
+
+def _torch_moments(k, rule, state, g, second):
+    """The new first moments (lerp) and second moments of each component: second is
+    "max" (Adamax: max(b2*u, |g| + eps)) or "square" (b2*v + ((1-b2)*g)*g)."""
+    b2 = k.s(rule.beta[1])
+    gs = k.split(g)
+    mn = [_lerp(k, mc, gc, 1 - rule.beta[0]) for mc, gc in zip(k.split(k.ld(state[0])), gs)]
+    if second == "max":
+        eps = k.s(rule.epsilon)
+        sn = [np.maximum(b2 * uc, np.abs(gc) + eps) for uc, gc in zip(k.split(k.ld(state[1])), gs)]
+    else:
+        omb2 = k.s(1 - rule.beta[1])
+        sn = [(b2 * vc) + ((omb2 * gc) * gc) for vc, gc in zip(k.split(k.ld(state[1])), gs)]
+    return gs, mn, sn
+
+
+def _torch_adamax(k, rule, state, x, g):
+    t = int(state.t)
+    _, mn, un = _torch_moments(k, rule, state, g, "max")
+    clr = k.s(rule.eta / (1 - rule.beta[0] ** t))
+    d = [(clr * mc) / uc for mc, uc in zip(mn, un)]
+    return TorchAdamaxState(k.st(k.join(mn)), k.st(k.join(un)), t + 1), k.join(d)
+
+
+def _torch_radam(k, rule, state, x, g):
+    b1, b2 = rule.beta
+    t = int(state.t)
+    _, mn, vn = _torch_moments(k, rule, state, g, "square")
+    bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+    rho_inf = 2 / (1 - b2) - 1
+    rho = rho_inf - 2 * t * (b2 ** t) / bc2
+    eta, eps = k.s(rule.eta), k.s(rule.epsilon)
+    d = [(mc / k.s(bc1)) * eta for mc in mn]
+    if rho > 5.0:
+        r = k.s(((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5)
+        one, sqrt_bc2 = k.s(1), k.s(bc2 ** 0.5)
+        d = [(dc * ((one / (np.sqrt(vc) + eps)) * sqrt_bc2)) * r for dc, vc in zip(d, vn)]
+    return TorchRAdamState(k.st(k.join(mn)), k.st(k.join(vn)), t + 1), k.join(d)
+
+
+def _torch_nadam(k, rule, state, x, g):
+    b1, b2 = rule.beta
+    t = int(state.t)
+    gs, mn, vn = _torch_moments(k, rule, state, g, "square")
+    mu = b1 * (1.0 - 0.5 * (0.96 ** (t * rule.momentum_decay)))
+    mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * rule.momentum_decay)))
+    prod = float(state.mu_product[0]) * mu
+    cg = k.s(rule.eta * (1.0 - mu) / (1.0 - prod))
+    cm = k.s(rule.eta * mu_next / (1.0 - prod * mu_next))
+    bc2, eps = k.s(1 - b2 ** t), k.s(rule.epsilon)
+    den = [np.sqrt(vc / bc2) + eps for vc in vn]
+    d = [((cg * gc) / dc) + ((cm * mc) / dc) for gc, mc, dc in zip(gs, mn, den)]
+    new = TorchNAdamState(k.st(k.join(mn)), k.st(k.join(vn)), t + 1, np.array([prod, 0.0]))
+    return new, k.join(d)
+
+
 _APPLY = {
     "Descent": _descent,
     "Momentum": _momentum,
@@ -893,6 +966,9 @@ _APPLY = {
     "ScheduleFreeAdamW": _schedulefree,
     "Adafactor": _adafactor,
     "LAMB": _lamb,
+    "TorchAdamax": _torch_adamax,
+    "TorchRAdam": _torch_radam,
+    "TorchNAdam": _torch_nadam,
 }
 
 

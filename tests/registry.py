@@ -20,6 +20,7 @@ from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, A
 from optimisers import Muon
 from optimisers import EMA, Lookahead, ScheduleFreeAdamW
 from optimisers import Adafactor, LAMB
+from optimisers import TorchAdamax, TorchNAdam, TorchRAdam
 
 __all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
            "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES",
@@ -90,6 +91,10 @@ TUNED_RULES = [
     ("Adafactor-tuned", Adafactor(0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
     ("Adafactor-d-eps", Adafactor(0.5, -0.3, (1e-6, 0.5), 1.0)),       # clipping by RMS(u)
     ("LAMB-0.05", LAMB(0.05, (0.8, 0.95), 1e-8, 0.1)),
+    ("TorchAdamax-0.05", TorchAdamax(0.05, (0.8, 0.99), 1e-6)),
+    ("TorchAdamax-0.7", TorchAdamax(0.05, (0.3, 0.9), 1e-3)),     # lerp's far branch (w > 0.5)
+    ("TorchRAdam-0.05", TorchRAdam(0.05, (0.8, 0.95), 1e-6)),      # rectified from t = 6
+    ("TorchNAdam-0.05", TorchNAdam(0.05, (0.8, 0.99), 1e-6, 0.05)),
 ]
 
 CHAINS = [
@@ -150,7 +155,8 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
               NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
               MixedPrecision, ClipGlobalNorm, SkipNonFinite, Lookahead, EMA, ScheduleFreeAdamW,
-              LAMB)
+              LAMB,
+              TorchAdamax, TorchRAdam, TorchNAdam)      # component-wise, as torch steps them
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
 COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, Muon,
                    Adafactor)
@@ -217,6 +223,12 @@ SPECS = {
                  "lambda_": 0.0}, (0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
     LAMB: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-6, "lambda_": 0.0},
            (0.01, (0.8, 0.99), 1e-8, 0.1)),
+    # torch.optim's defaults
+    TorchAdamax: ({"eta": 2e-3, "beta": (0.9, 0.999), "epsilon": 1e-8},
+                  (0.01, (0.8, 0.99), 1e-6)),
+    TorchRAdam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
+    TorchNAdam: ({"eta": 2e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "momentum_decay": 4e-3},
+                 (0.01, (0.8, 0.99), 1e-6, 0.01)),
 }
 
 
@@ -264,6 +276,9 @@ CONVERGENCE = {
     "EMA": (EMA(Adam(0.05), decay=0.9), EMA(Adam(0.02), decay=0.99), 3000),
     "Adafactor": (Adafactor(0.1), Adafactor(0.01), 3000),
     "LAMB": (LAMB(0.05), LAMB(0.005), 6000),
+    "TorchAdamax": (TorchAdamax(0.05), TorchAdamax(0.05), 3000),
+    "TorchRAdam": (TorchRAdam(0.05), TorchRAdam(2e-3), 6000),
+    "TorchNAdam": (TorchNAdam(0.05), TorchNAdam(0.02), 3000),
 }
 
 

@@ -21,10 +21,14 @@ S = torch.optim.lr_scheduler
 
 
 def make_net(seed=0, dtype=torch.float64):
+    # drawn in float32 whatever torch's default dtype (torch_float64 below changes it), then
+    # converted: the same network under either default
     torch.manual_seed(seed)
+    f32 = torch.float32
     return torch.nn.Sequential(
-        torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.LayerNorm(16),
-        torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(dtype)
+        torch.nn.Linear(6, 16, dtype=f32), torch.nn.Tanh(), torch.nn.LayerNorm(16, dtype=f32),
+        torch.nn.Linear(16, 8, dtype=f32), torch.nn.Tanh(), torch.nn.Linear(8, 1, dtype=f32)
+    ).to(dtype)
 
 
 def make_data(dtype=torch.float64, n=128):
@@ -97,11 +101,33 @@ PAIRS = {
     "RAdam-warmup": (lambda p: T.RAdam(p, lr=1e-2, betas=(0.9, 0.5)),
                      opt.RAdam(1e-2, (0.9, 0.5))),
     "Rprop": (lambda p: T.Rprop(p, lr=0.01), opt.Rprop(0.01, (0.5, 1.2), (1e-6, 50.0))),
+    # torch's own forms of Adamax, RAdam (rectified from t = 6 here) and NAdam, at their
+    # defaults and at other hyper-parameters (tests/test_torchlike.py: the rules alone)
+    "Adamax-torch": (lambda p: T.Adamax(p), opt.TorchAdamax()),
+    "Adamax-torch-tuned": (lambda p: T.Adamax(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-4),
+                           opt.TorchAdamax(1e-2, (0.8, 0.99), 1e-4)),
+    "RAdam-torch": (lambda p: T.RAdam(p), opt.TorchRAdam()),
+    "RAdam-torch-tuned": (lambda p: T.RAdam(p, lr=1e-2, betas=(0.8, 0.95), eps=1e-6),
+                          opt.TorchRAdam(1e-2, (0.8, 0.95), 1e-6)),
+    "NAdam-torch": (lambda p: T.NAdam(p), opt.TorchNAdam()),
+    "NAdam-torch-tuned": (lambda p: T.NAdam(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6,
+                                            momentum_decay=0.01),
+                          opt.TorchNAdam(1e-2, (0.8, 0.99), 1e-6, 0.01)),
 }
 
 
+@pytest.fixture
+def torch_float64():
+    """torch's default dtype float64 while a test runs: torch keeps per-parameter scalar
+    state in it (NAdam's mu_product; float32 would round it where ours is float64)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
 @pytest.mark.parametrize("name", list(PAIRS))
-def test_tracks_torch_float64(name, n_threads):
+def test_tracks_torch_float64(name, n_threads, torch_float64):
     make, rule = PAIRS[name]
     group_lr = 0.5 if name == "Adadelta" else None
     worst, losses = train_pair(make, rule, group_lr=group_lr)

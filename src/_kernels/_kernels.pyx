@@ -30,6 +30,8 @@ Files, in the order they are included:
 * ``rules_sgd.pxi``, ``rules_adam.pxi``, ``rules_adaptive.pxi``, ``rules_transform.pxi``,
   ``rules_averaged.pxi``: the families, each kind's real and pair tile functions side by side, and their
   registration;
+* ``rules_torchlike.pxi``: PyTorch's own forms of Adamax, RAdam and NAdam (torch.optim's
+  algorithms, beside the seed's forms in ``rules_adam.pxi``);
 * ``rules_muon.pxi``: Muon's element-wise stages around its matrix products;
 * ``rules_factored.pxi``, ``rules_lamb.pxi``: Adafactor and LAMB, whose step needs
   whole-array reductions first (row and column sums, the update's norm, the trust ratio),
@@ -116,6 +118,7 @@ include "quotients.pxi"
 include "norms.pxi"
 include "rules_sgd.pxi"
 include "rules_adam.pxi"
+include "rules_torchlike.pxi"
 include "rules_adaptive.pxi"
 include "rules_transform.pxi"
 include "rules_muon.pxi"

@@ -24,6 +24,7 @@ from ._rule import Rule, builtin_rules, init
 # the rule classes (each module's __all__): they register themselves in _rule's registry
 from ._rules_sgd import *  # noqa: F403
 from ._rules_adam import *  # noqa: F403
+from ._rules_torchlike import *  # noqa: F403
 from ._rules_adaptive import *  # noqa: F403
 from ._rules_transform import *  # noqa: F403
 from ._rules_muon import *  # noqa: F403

@@ -16,6 +16,16 @@ plus about a microsecond of Python per tensor, and a step that fails (a sparse g
 a shape that does not fit, a non-finite norm a ``ClipGlobalNorm`` refuses) changes no
 parameter and no state.
 
+Which rule is which ``torch.optim`` optimiser: ``Adam`` -> :class:`~optimisers.Adam`,
+``AdamW`` -> :class:`~optimisers.AdamW`, ``Adamax`` -> :class:`~optimisers.TorchAdamax`,
+``RAdam`` -> :class:`~optimisers.TorchRAdam`, ``NAdam`` -> :class:`~optimisers.TorchNAdam`
+(the seed's ``AdaMax``, ``RAdam`` and ``NAdam`` follow Optimisers.jl's formulas, not
+torch's), ``SGD`` with momentum / Nesterov -> :class:`~optimisers.Momentum` /
+:class:`~optimisers.Nesterov`, ``RMSprop`` -> :class:`~optimisers.RMSProp`, ``Adagrad`` ->
+:class:`~optimisers.AdaGrad`, ``Adadelta`` -> :class:`~optimisers.AdaDelta`, ``Rprop`` ->
+:class:`~optimisers.Rprop`; the hyper-parameters and the fine print are in
+``examples/torch_interop.py``.
+
 This module imports torch; ``import optimisers`` never imports it.
 
 Examples
