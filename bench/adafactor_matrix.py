@@ -35,7 +35,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         ours, theirs = [], []
         with threadpool_limits(limits=threads, user_api="openmp"):
-            opt.update_(state, x, g)                   # warm-up
+            opt.update_(state, x, g)  # warm-up
             theirs_opt.step()
             for _ in range(args.steps):
                 t = time.perf_counter()
@@ -45,8 +45,10 @@ def main() -> None:
                 theirs_opt.step()
                 theirs.append(time.perf_counter() - t)
         o, q = np.median(ours) * 1e3, np.median(theirs) * 1e3
-        print(f"threads {threads}: optimisers {o:.0f} ms, torch foreach {q:.0f} ms, "
-              f"torch/optimisers {q / o:.2f}")
+        print(
+            f"threads {threads}: optimisers {o:.0f} ms, torch foreach {q:.0f} ms, "
+            f"torch/optimisers {q / o:.2f}"
+        )
 
 
 if __name__ == "__main__":

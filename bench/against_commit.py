@@ -29,25 +29,51 @@ CASES = {
     "adamw f32 1e8": ("opt.AdamW(lambda_=0.1)", 1, 10**8, "float32", 6),
     "momentum f32 1e8": ("opt.Momentum()", 1, 10**8, "float32", 6),
     "lion f64 1e8": ("opt.Lion()", 1, 10**8, "float64", 6),
-    "clipnorm+adamw f32 1e8": ("opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW())", 1, 10**8,
-                               "float32", 6),
-    "weightdecay+adam f64 1e7": ("opt.OptimiserChain(opt.WeightDecay(), opt.Adam())", 1,
-                                 10**7, "float64", 20),
+    "clipnorm+adamw f32 1e8": (
+        "opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW())",
+        1,
+        10**8,
+        "float32",
+        6,
+    ),
+    "weightdecay+adam f64 1e7": (
+        "opt.OptimiserChain(opt.WeightDecay(), opt.Adam())",
+        1,
+        10**7,
+        "float64",
+        20,
+    ),
     "adam f64 2.6e5 (cache)": ("opt.Adam()", 1, 260_000, "float64", 400),
     "adam f32 1000x1000": ("opt.Adam()", 1000, 1000, "float32", 100),
     "adam f32 10000 leaves of 10": ("opt.Adam()", 10_000, 10, "float32", 30),
     # issue 16's training recipe (a rule function, SkipNonFinite, ClipGlobalNorm, a schedule)
     "adamw f32 1000x1000": ("opt.AdamW(1e-3, lambda_=0.1)", 1000, 1000, "float32", 100),
     "recipe f32 1000x1000": (
-        ("lambda path, x: opt.OptimiserChain(opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0), "
-         "opt.AdamW(opt.schedules.warmup_cosine_decay(0.0, 1e-3, 100, 10**5), "
-         "lambda_=0.1 if x.ndim >= 2 else 0.0))"), 1000, 1000, "float32", 100),
-    "clipglobalnorm+adamw f32 1e8": ("opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.AdamW())",
-                                     1, 10**8, "float32", 6),
+        (
+            "lambda path, x: opt.OptimiserChain(opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0), "
+            "opt.AdamW(opt.schedules.warmup_cosine_decay(0.0, 1e-3, 100, 10**5), "
+            "lambda_=0.1 if x.ndim >= 2 else 0.0))"
+        ),
+        1000,
+        1000,
+        "float32",
+        100,
+    ),
+    "clipglobalnorm+adamw f32 1e8": (
+        "opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.AdamW())",
+        1,
+        10**8,
+        "float32",
+        6,
+    ),
 }
 RECIPE = ("adamw f32 1000x1000", "recipe f32 1000x1000")
-QUICK = ("weightdecay+adam f64 1e7", "adam f64 2.6e5 (cache)", "adam f32 1000x1000",
-         "adam f32 10000 leaves of 10")
+QUICK = (
+    "weightdecay+adam f64 1e7",
+    "adam f64 2.6e5 (cache)",
+    "adam f32 1000x1000",
+    "adam f32 10000 leaves of 10",
+)
 
 WORKER = r"""
 import json, sys, time
@@ -74,8 +100,7 @@ print(json.dumps(sorted(times)[int(quantile * (len(times) - 1))]))
 def _time(python, case, threads, quantile):
     rule, count, size, dtype, steps = CASES[case]
     arg = json.dumps([rule, count, size, dtype, steps, threads, quantile])
-    out = subprocess.run([python, "-c", WORKER, arg], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([python, "-c", WORKER, arg], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -85,14 +110,25 @@ def main():
     ap.add_argument("new")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="only the cases that fit in cache "
-                    "and the many-leaf ones")
-    ap.add_argument("--recipe", action="store_true", help="only issue 16's training recipe "
-                    "and AdamW alone, on 1000 arrays of 1000 elements")
-    ap.add_argument("--quantile", type=float, default=0.5, help="the quantile of a run's "
-                    "step times it reports (default 0.5, the median; on a loaded machine a "
-                    "step that is descheduled loses a time slice, and 0 - the fastest step - "
-                    "is what the code costs)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the cases that fit in cache and the many-leaf ones",
+    )
+    ap.add_argument(
+        "--recipe",
+        action="store_true",
+        help="only issue 16's training recipe and AdamW alone, on 1000 arrays of 1000 elements",
+    )
+    ap.add_argument(
+        "--quantile",
+        type=float,
+        default=0.5,
+        help="the quantile of a run's "
+        "step times it reports (default 0.5, the median; on a loaded machine a "
+        "step that is descheduled loses a time slice, and 0 - the fastest step - "
+        "is what the code costs)",
+    )
     args = ap.parse_args()
     cases = list(RECIPE if args.recipe else QUICK if args.quick else CASES)
     order = random.Random(0)
@@ -103,8 +139,9 @@ def main():
         order.shuffle(runs)
         got = {}
         for case, side in runs:
-            got[case, side] = _time(args.old if side == "old" else args.new, case,
-                                    args.threads, args.quantile)
+            got[case, side] = _time(
+                args.old if side == "old" else args.new, case, args.threads, args.quantile
+            )
         for c in cases:
             ratios[c].append(got[c, "new"] / got[c, "old"])
             ms[c]["old"].append(got[c, "old"] * 1e3)
@@ -113,9 +150,11 @@ def main():
     print(f"{'case':32} {'old ms':>9} {'new ms':>9} {'new/old':>8} {'range':>15}")
     for c in cases:
         rs = ratios[c]
-        print(f"{c:32} {statistics.median(ms[c]['old']):9.3f} "
-              f"{statistics.median(ms[c]['new']):9.3f} {statistics.median(rs):8.3f} "
-              f"{min(rs):7.3f}-{max(rs):.3f}")
+        print(
+            f"{c:32} {statistics.median(ms[c]['old']):9.3f} "
+            f"{statistics.median(ms[c]['new']):9.3f} {statistics.median(rs):8.3f} "
+            f"{min(rs):7.3f}-{max(rs):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from optimisers import _probe
 try:
     import schedulefree
     import torch
-except ImportError:          # the comparison with the package is then left out
+except ImportError:  # the comparison with the package is then left out
     schedulefree = torch = None
 
 
@@ -60,6 +60,7 @@ def _repeat(step, calls):
     def run():
         for _ in range(calls):
             step()
+
     return run
 
 
@@ -74,6 +75,7 @@ def ours(rule, n):
 
     def step():
         opt.update_(state, x, g)
+
     return step
 
 
@@ -86,6 +88,7 @@ def probe(n, pattern):
     def step():
         for reads, writes in calls:
             _probe.probe(reads, writes)
+
     return step
 
 
@@ -99,6 +102,7 @@ def package(n, foreach):
 
     def step():
         o.step()
+
     return step
 
 
@@ -113,8 +117,7 @@ def main():
     cases = [
         ("ScheduleFreeAdamW", opt.ScheduleFreeAdamW(), [(1, 3)], 1),
         ("EMA(Adam)", opt.EMA(opt.Adam()), [(1, 4)], 1),
-        ("Lookahead(Adam, k=5)", opt.Lookahead(opt.Adam(), k=k), [(1, 3)] * (k - 1) + [(1, 4)],
-         k),
+        ("Lookahead(Adam, k=5)", opt.Lookahead(opt.Adam(), k=k), [(1, 3)] * (k - 1) + [(1, 4)], k),
         ("Adam (for scale)", opt.Adam(), [(1, 3)], 1),
     ]
     print(f"{n:.0e} float32 elements, kernels {opt.kernel_isa()}, best of {a.rounds} rounds")
@@ -123,8 +126,7 @@ def main():
         with threadpool_limits(threads):
             for name, rule, pattern, calls in cases:
                 # the probe runs the k passes of a round in one call: time k of ours too
-                t, tp = best_times([_repeat(ours(rule, n), calls), probe(n, pattern)], 1,
-                                   a.rounds)
+                t, tp = best_times([_repeat(ours(rule, n), calls), probe(n, pattern)], 1, a.rounds)
                 t, tp = t / calls, tp / calls
                 print(f"{name:22s} {threads:3d} {t * 1e3:8.1f} {tp * 1e3:8.1f} {tp / t:8.2f}")
             if torch is None:
@@ -132,10 +134,13 @@ def main():
                 continue
             torch.set_num_threads(threads)
             for foreach in (True, False):
-                t, tt = best_times([ours(opt.ScheduleFreeAdamW(), n), package(n, foreach)],
-                                   1, a.rounds)
-                print(f"{'schedulefree package':22s} {threads:3d} {tt * 1e3:8.1f} "
-                      f"foreach={foreach}: {tt / t:.2f}x ours ({t * 1e3:.1f} ms)")
+                t, tt = best_times(
+                    [ours(opt.ScheduleFreeAdamW(), n), package(n, foreach)], 1, a.rounds
+                )
+                print(
+                    f"{'schedulefree package':22s} {threads:3d} {tt * 1e3:8.1f} "
+                    f"foreach={foreach}: {tt / t:.2f}x ours ({t * 1e3:.1f} ms)"
+                )
 
 
 if __name__ == "__main__":

@@ -20,11 +20,16 @@ import optimisers as opt
 from optimisers import _engine, _native, _program
 
 RULES = {
-    "adam": lambda: opt.Adam(), "adamw": lambda: opt.AdamW(lambda_=0.01),
-    "radam": lambda: opt.RAdam(), "nadam": lambda: opt.NAdam(),
-    "adabelief": lambda: opt.AdaBelief(), "oadam": lambda: opt.OAdam(),
-    "momentum": lambda: opt.Momentum(), "lion": lambda: opt.Lion(),
-    "rmsprop": lambda: opt.RMSProp(), "adadelta": lambda: opt.AdaDelta(),
+    "adam": lambda: opt.Adam(),
+    "adamw": lambda: opt.AdamW(lambda_=0.01),
+    "radam": lambda: opt.RAdam(),
+    "nadam": lambda: opt.NAdam(),
+    "adabelief": lambda: opt.AdaBelief(),
+    "oadam": lambda: opt.OAdam(),
+    "momentum": lambda: opt.Momentum(),
+    "lion": lambda: opt.Lion(),
+    "rmsprop": lambda: opt.RMSProp(),
+    "adadelta": lambda: opt.AdaDelta(),
     "clipnorm+adamw": lambda: opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(lambda_=0.01)),
     "weightdecay+adam": lambda: opt.OptimiserChain(opt.WeightDecay(0.01), opt.Adam()),
     "clipgrad+adam": lambda: opt.OptimiserChain(opt.ClipGrad(1.0), opt.Adam()),
@@ -35,10 +40,16 @@ RULES = {
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rule", default="adam",
-                   help="one or more of " + ",".join(sorted(RULES)) + ", comma-separated")
-    p.add_argument("--isa", default=None,
-                   help="only these builds, comma-separated (default: every runnable one)")
+    p.add_argument(
+        "--rule",
+        default="adam",
+        help="one or more of " + ",".join(sorted(RULES)) + ", comma-separated",
+    )
+    p.add_argument(
+        "--isa",
+        default=None,
+        help="only these builds, comma-separated (default: every runnable one)",
+    )
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--size", type=float, default=1e5)
     p.add_argument("--threads", type=int, default=1)
@@ -53,8 +64,9 @@ def main(argv=None):
     if args.isa is not None:
         builds = {isa: builds[isa] for isa in args.isa.split(",") if isa in builds}
         if not builds:
-            p.error(f"none of the builds {args.isa} runs here; runnable: "
-                    f"{', '.join(_native.builds())}")
+            p.error(
+                f"none of the builds {args.isa} runs here; runnable: {', '.join(_native.builds())}"
+            )
 
     n, dtype = int(args.size), np.dtype(args.dtype)
     rng = np.random.default_rng(0)

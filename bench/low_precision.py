@@ -18,6 +18,7 @@ import optimisers as opt
 
 try:
     import ml_dtypes
+
     LOW = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 except ImportError:
     LOW = [np.dtype(np.float16)]
@@ -37,8 +38,7 @@ def main():
 
 def run(rule, args):
     dtypes = [np.dtype(np.float32)] + LOW
-    print(f"kernels: {opt.kernel_isa()}; {rule!r}, update_, median ms a step (ratio to "
-          f"float32)")
+    print(f"kernels: {opt.kernel_isa()}; {rule!r}, update_, median ms a step (ratio to float32)")
     for n in (int(float(s)) for s in args.sizes.split(",")):
         repeat = args.repeat if n < 10**7 else max(3, args.repeat // 5)
         rng = np.random.default_rng(0)
@@ -50,7 +50,7 @@ def run(rule, args):
         for threads in (int(t) for t in args.threads.split(",")):
             times = {dt: [] for dt in dtypes}
             with threadpool_limits(limits=threads, user_api="openmp"):
-                for _, x, g, st in cases:        # warm up (pages, caches)
+                for _, x, g, st in cases:  # warm up (pages, caches)
                     opt.update_(st, x, g)
                 for _ in range(repeat):
                     for dt, x, g, st in cases:
@@ -58,8 +58,11 @@ def run(rule, args):
                         opt.update_(st, x, g)
                         times[dt].append(time.perf_counter() - t)
             base = np.median(times[dtypes[0]])
-            row = ", ".join(f"{dt.name} {np.median(times[dt]) * 1e3:.3f} ms "
-                            f"({np.median(times[dt]) / base:.2f}x)" for dt in dtypes)
+            row = ", ".join(
+                f"{dt.name} {np.median(times[dt]) * 1e3:.3f} ms "
+                f"({np.median(times[dt]) / base:.2f}x)"
+                for dt in dtypes
+            )
             print(f"n={n:.0e} threads={threads}: {row}", flush=True)
         del cases
 

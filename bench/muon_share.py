@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="OpenMP and BLAS threads")
-    p.add_argument("--no-alone", action="store_true",
-                   help="skip timing the products alone (half the run)")
+    p.add_argument(
+        "--no-alone", action="store_true", help="skip timing the products alone (half the run)"
+    )
     a = p.parse_args(argv)
     shape = (a.rows, a.cols)
     rng = np.random.default_rng(0)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     state = opt.setup(rule, x)
     timed = _TimedMatmul()
     with threadpool_limits(limits=a.threads):
-        opt.update_(state, x, g)                  # warm-up: the workspace is made here
+        opt.update_(state, x, g)  # warm-up: the workspace is made here
         products_only(shape, 1)
         shares, steps, inside, alone = [], [], [], []
         _rules_muon.np = timed
@@ -94,14 +95,18 @@ def main(argv: list[str] | None = None) -> None:
                     alone.append(products_only(shape, rule.ns_steps))
         finally:
             _rules_muon.np = np
-    print(f"Muon() on a {a.rows} x {a.cols} float32 matrix, {a.rounds} rounds, "
-          f"load average {_load():.1f} at the end")
+    print(
+        f"Muon() on a {a.rows} x {a.cols} float32 matrix, {a.rounds} rounds, "
+        f"load average {_load():.1f} at the end"
+    )
     for name, v in [("step", steps), ("its products", inside), ("products alone", alone)]:
         if not v:
             continue
         print(f"  {name:15s} median {np.median(v):8.3f} s  ({min(v):.3f} - {max(v):.3f})")
-    print(f"  share of the step outside the products: median {100 * np.median(shares):.2f}% "
-          f"(rounds {100 * min(shares):.2f}% - {100 * max(shares):.2f}%)")
+    print(
+        f"  share of the step outside the products: median {100 * np.median(shares):.2f}% "
+        f"(rounds {100 * min(shares):.2f}% - {100 * max(shares):.2f}%)"
+    )
 
 
 def _load() -> float:

@@ -28,7 +28,7 @@ def median_step(rule, n, dtype, threshold, repeat, pause=0.0):
     times = []
     for _ in range(repeat):
         if pause:
-            time.sleep(pause)          # as if computing the next gradient: workers doze off
+            time.sleep(pause)  # as if computing the next gradient: workers doze off
         t = time.perf_counter()
         opt.update_(state, x, g)
         times.append(time.perf_counter() - t)
@@ -39,13 +39,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=400)
-    p.add_argument("--pause-ms", type=float, default=0.0,
-                   help="sleep before each timed step, as a training loop computing its "
-                        "gradient would (OpenMP workers then go to sleep)")
+    p.add_argument(
+        "--pause-ms",
+        type=float,
+        default=0.0,
+        help="sleep before each timed step, as a training loop computing its "
+        "gradient would (OpenMP workers then go to sleep)",
+    )
     args = p.parse_args(argv)
     default = opt.get_parallel_threshold()
-    print(f"threads={args.threads}  isa={opt.kernel_isa()}  default threshold={default}  "
-          f"pause={args.pause_ms} ms")
+    print(
+        f"threads={args.threads}  isa={opt.kernel_isa()}  default threshold={default}  "
+        f"pause={args.pause_ms} ms"
+    )
     print(f"{'rule':9} {'dtype':8} {'n':>8} {'serial us':>10} {'parallel us':>12} {'ratio':>6}")
     try:
         with threadpool_limits(args.threads, "openmp"):
@@ -55,8 +61,10 @@ def main(argv=None):
                         pause = args.pause_ms / 1e3
                         s = median_step(rule, n, dtype, n + 1, args.repeat, pause)
                         q = median_step(rule, n, dtype, 0, args.repeat, pause)
-                        print(f"{name:9} {np.dtype(dtype).name:8} {n:>8} {s * 1e6:>10.1f} "
-                              f"{q * 1e6:>12.1f} {s / q:>6.2f}")
+                        print(
+                            f"{name:9} {np.dtype(dtype).name:8} {n:>8} {s * 1e6:>10.1f} "
+                            f"{q * 1e6:>12.1f} {s / q:>6.2f}"
+                        )
     finally:
         opt.set_parallel_threshold(default)
 

@@ -30,6 +30,7 @@ class Layer:
 def models(n, rng):
     def a():
         return rng.standard_normal(16).astype(np.float32)
+
     return {
         "flat dict": {f"p{i}": a() for i in range(n)},
         "list of arrays": [a() for _ in range(n)],

@@ -27,25 +27,25 @@ log = logging.getLogger("optimisers.docs")
 project = "optimisers"
 author = "the optimisers developers"
 copyright = "2026, the optimisers developers"
-release = opt.__version__                  # meson.build's, through the package metadata
+release = opt.__version__  # meson.build's, through the package metadata
 version = ".".join(release.split(".")[:2])
 
 # -- tools -----------------------------------------------------------------------------------
 extensions = [
-    "sphinx.ext.autodoc",      # the API from the docstrings
-    "numpydoc",                # their numpydoc sections (Parameters, Notes, Examples, ...)
-    "sphinx.ext.mathjax",      # the rules' update equations (.. math:: and :math:)
-    "sphinx.ext.viewcode",     # a link to each documented object's Python source
-    "myst_parser",             # CHANGELOG.md and CONTRIBUTING.md, included as they are
+    "sphinx.ext.autodoc",  # the API from the docstrings
+    "numpydoc",  # their numpydoc sections (Parameters, Notes, Examples, ...)
+    "sphinx.ext.mathjax",  # the rules' update equations (.. math:: and :math:)
+    "sphinx.ext.viewcode",  # a link to each documented object's Python source
+    "myst_parser",  # CHANGELOG.md and CONTRIBUTING.md, included as they are
 ]
 source_suffix = {".rst": "restructuredtext"}
 exclude_patterns = ["_build", "snippets"]
 templates_path = []
-nitpicky = False               # the docstrings name numpy's types in prose, not as links
+nitpicky = False  # the docstrings name numpy's types in prose, not as links
 
 autodoc_default_options = {"member-order": "bysource"}
-autodoc_typehints = "none"     # the rules' signatures show their defaults, not "float"
-numpydoc_show_class_members = False    # a rule's page is its docstring, not a member table
+autodoc_typehints = "none"  # the rules' signatures show their defaults, not "float"
+numpydoc_show_class_members = False  # a rule's page is its docstring, not a member table
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
@@ -100,16 +100,17 @@ def _rule_pages(out):
     families = {}
     for cls in opt.RULES:
         families.setdefault(cls.__module__, []).append(cls)
-        _write(out / "rules" / f"{cls.__name__}.rst",
-               _title(cls.__name__) + "\n.. currentmodule:: optimisers\n\n"
-               f".. autoclass:: {cls.__name__}\n")
+        _write(
+            out / "rules" / f"{cls.__name__}.rst",
+            _title(cls.__name__) + "\n.. currentmodule:: optimisers\n\n"
+            f".. autoclass:: {cls.__name__}\n",
+        )
     lines = []
     for module, classes in families.items():
         heading = FAMILIES.get(module) or _summary(sys.modules[module])
         lines += ["", _title(heading, "-"), ".. list-table::", "   :widths: 25 75", ""]
         for cls in classes:
-            lines += [f"   * - :class:`~optimisers.{cls.__name__}`",
-                      f"     - {_summary(cls)}"]
+            lines += [f"   * - :class:`~optimisers.{cls.__name__}`", f"     - {_summary(cls)}"]
         lines += ["", ".. toctree::", "   :hidden:", ""]
         lines += [f"   generated/rules/{cls.__name__}" for cls in classes]
     _write(out / "rule_families.inc", "\n".join(lines) + "\n")
@@ -122,14 +123,18 @@ def _example_pages(out):
     names = []
     for script in sorted((ROOT / "examples").glob("*.py")):
         doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
-        _write(out / "examples" / f"{script.stem}.rst",
-               _title(f"examples/{script.name}") + "\n" + doc.split("\n")[0] + "\n\n"
-               f".. literalinclude:: ../../../examples/{script.name}\n"
-               "   :language: python\n")
+        _write(
+            out / "examples" / f"{script.stem}.rst",
+            _title(f"examples/{script.name}") + "\n" + doc.split("\n")[0] + "\n\n"
+            f".. literalinclude:: ../../../examples/{script.name}\n"
+            "   :language: python\n",
+        )
         names.append(script.stem)
-    _write(out / "example_pages.inc",
-           ".. toctree::\n   :maxdepth: 1\n\n"
-           + "".join(f"   generated/examples/{n}\n" for n in names))
+    _write(
+        out / "example_pages.inc",
+        ".. toctree::\n   :maxdepth: 1\n\n"
+        + "".join(f"   generated/examples/{n}\n" for n in names),
+    )
     _prune(out / "examples", names)
 
 
@@ -141,8 +146,10 @@ def _generate(app):
     for cls in opt.RULES:
         doc = cls.__doc__ or ""
         if ".. math::" not in doc and ":math:`" not in doc:
-            log.warning(f"the docstring of {cls.__name__} has no update equations "
-                        "(a '.. math::' block or a :math: role)")
+            log.warning(
+                f"the docstring of {cls.__name__} has no update equations "
+                "(a '.. math::' block or a :math: role)"
+            )
 
 
 def _resolve(name):
@@ -158,16 +165,17 @@ def _check_requirements():
     the same tools."""
     try:
         import tomllib
-    except ImportError:                      # Python 3.10: not checked
+    except ImportError:  # Python 3.10: not checked
         return
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     extra = extra["project"]["optional-dependencies"].get("docs", [])
-    listed = [line.strip() for line in
-              (HERE / "requirements.txt").read_text(encoding="utf-8").splitlines()
-              if line.strip() and not line.startswith("#")]
+    listed = [
+        line.strip()
+        for line in (HERE / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     if sorted(extra) != sorted(listed):
-        log.warning(f"docs/requirements.txt {listed} and pyproject's docs extra {extra} "
-                    "differ")
+        log.warning(f"docs/requirements.txt {listed} and pyproject's docs extra {extra} differ")
 
 
 def _check_public_names(app, env):

@@ -53,10 +53,10 @@ def load_digits(seed=0, held_out=0.25):
 
 def init_mlp(n_in, hidden, n_out, seed=0):
     rng = np.random.default_rng(seed)
-    return {"hidden": {"W": rng.standard_normal((n_in, hidden)) / np.sqrt(n_in),
-                       "b": np.zeros(hidden)},
-            "out": {"W": rng.standard_normal((hidden, n_out)) / np.sqrt(hidden),
-                    "b": np.zeros(n_out)}}
+    return {
+        "hidden": {"W": rng.standard_normal((n_in, hidden)) / np.sqrt(n_in), "b": np.zeros(hidden)},
+        "out": {"W": rng.standard_normal((hidden, n_out)) / np.sqrt(hidden), "b": np.zeros(n_out)},
+    }
 
 
 def loss_and_grad(model, X, y):
@@ -70,9 +70,11 @@ def loss_and_grad(model, X, y):
     dlogits = p
     dlogits[np.arange(len(y)), y] -= 1
     dlogits /= len(y)
-    dh = (dlogits @ model["out"]["W"].T) * (1 - h ** 2)
-    return loss, {"hidden": {"W": X.T @ dh, "b": dh.sum(0)},
-                  "out": {"W": h.T @ dlogits, "b": dlogits.sum(0)}}
+    dh = (dlogits @ model["out"]["W"].T) * (1 - h**2)
+    return loss, {
+        "hidden": {"W": X.T @ dh, "b": dh.sum(0)},
+        "out": {"W": h.T @ dlogits, "b": dlogits.sum(0)},
+    }
 
 
 def accuracy(model, X, y):
@@ -85,8 +87,12 @@ def main(argv=None, out=sys.stdout):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--bad-batches", type=int, default=3,
-                    help="mini-batches whose gradient gets a NaN (skipped by SkipNonFinite)")
+    ap.add_argument(
+        "--bad-batches",
+        type=int,
+        default=3,
+        help="mini-batches whose gradient gets a NaN (skipped by SkipNonFinite)",
+    )
     ap.add_argument("--plot", help="draw the loss and the learning rate into this PNG")
     args = ap.parse_args(argv)
 
@@ -94,12 +100,21 @@ def main(argv=None, out=sys.stdout):
     model = init_mlp(X.shape[1], args.hidden, 10)
     steps_per_epoch = -(-len(X) // args.batch)
     total = args.epochs * steps_per_epoch
-    eta = schedules.warmup_cosine_decay(init_value=0.0, peak_value=1e-2,
-                                        warmup_steps=max(1, total // 10), decay_steps=total,
-                                        end_value=1e-4)
-    state = opt.setup(lambda path, x: opt.OptimiserChain(
-        opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0),
-        opt.AdamW(eta, lambda_=1e-2 if x.ndim >= 2 else 0.0)), model)
+    eta = schedules.warmup_cosine_decay(
+        init_value=0.0,
+        peak_value=1e-2,
+        warmup_steps=max(1, total // 10),
+        decay_steps=total,
+        end_value=1e-4,
+    )
+    state = opt.setup(
+        lambda path, x: opt.OptimiserChain(
+            opt.SkipNonFinite(),
+            opt.ClipGlobalNorm(1.0),
+            opt.AdamW(eta, lambda_=1e-2 if x.ndim >= 2 else 0.0),
+        ),
+        model,
+    )
 
     rng = np.random.default_rng(1)
     bad = set(rng.choice(total, size=min(args.bad_batches, total), replace=False).tolist())
@@ -109,25 +124,28 @@ def main(argv=None, out=sys.stdout):
         order = rng.permutation(len(X))
         losses = []
         for k in range(steps_per_epoch):
-            idx = order[k * args.batch:(k + 1) * args.batch]
+            idx = order[k * args.batch : (k + 1) * args.batch]
             loss, grads = loss_and_grad(model, X[idx], y[idx])
             if step in bad:
-                grads["out"]["b"][0] = np.nan            # a bad batch: skipped whole
-            lr = opt.hyperparameters(state)["out"]["W"].opts[2].eta   # this step's eta
+                grads["out"]["b"][0] = np.nan  # a bad batch: skipped whole
+            lr = opt.hyperparameters(state)["out"]["W"].opts[2].eta  # this step's eta
             state, model = opt.update_(state, model, grads)
             losses.append(loss)
             history["loss"].append(loss)
             history["eta"].append(lr)
             step += 1
             done = (k + 1) * 20 // steps_per_epoch
-            print(f"\repoch {epoch + 1:3d}/{args.epochs} [{'#' * done}{'.' * (20 - done)}]",
-                  end="", file=out)
-        print(f" loss {np.mean(losses):.4f}  eta {lr:.2e}  |g| {opt.global_norm(grads):.3g}",
-              file=out)
+            print(
+                f"\repoch {epoch + 1:3d}/{args.epochs} [{'#' * done}{'.' * (20 - done)}]",
+                end="",
+                file=out,
+            )
+        print(
+            f" loss {np.mean(losses):.4f}  eta {lr:.2e}  |g| {opt.global_norm(grads):.3g}", file=out
+        )
     skipped = int(state["out"]["W"].state[0].skipped)
     acc = accuracy(model, X_test, y_test)
-    print(f"held-out accuracy {acc:.1%} ({len(y_test)} images), {skipped} steps skipped",
-          file=out)
+    print(f"held-out accuracy {acc:.1%} ({len(y_test)} images), {skipped} steps skipped", file=out)
     if args.plot:
         _plot(history, args.plot)
     return {"accuracy": acc, "skipped": skipped, "history": history}
@@ -136,6 +154,7 @@ def main(argv=None, out=sys.stdout):
 def _plot(history, path):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

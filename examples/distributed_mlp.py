@@ -32,8 +32,9 @@ from optimisers import distributed as dist
 
 def communicator() -> object:
     """MPI.COMM_WORLD under a launcher with mpi4py installed, else one process."""
-    launched = any(k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK",
-                                             "PMIX_RANK", "SLURM_PROCID"))
+    launched = any(
+        k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+    )
     if launched and importlib.util.find_spec("mpi4py") is not None:
         mpi = importlib.import_module("mpi4py.MPI")
         return mpi.COMM_WORLD
@@ -51,18 +52,23 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def init_model(hidden: int, seed: int = 1) -> dict[str, np.ndarray]:
     """The same initial model on every rank (one seed)."""
     rng = np.random.default_rng(seed)
-    return {"W1": rng.standard_normal((8, hidden)) / np.sqrt(8), "b1": np.zeros(hidden),
-            "W2": rng.standard_normal((hidden, 1)) / np.sqrt(hidden), "b2": np.zeros(1)}
+    return {
+        "W1": rng.standard_normal((8, hidden)) / np.sqrt(8),
+        "b1": np.zeros(hidden),
+        "W2": rng.standard_normal((hidden, 1)) / np.sqrt(hidden),
+        "b2": np.zeros(1),
+    }
 
 
-def loss_and_grads(m: dict[str, np.ndarray], x: np.ndarray,
-                   y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+def loss_and_grads(
+    m: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
+) -> tuple[float, dict[str, np.ndarray]]:
     """Mean squared error over ``x`` and its gradient (backprop by hand)."""
     h = np.tanh(x @ m["W1"] + m["b1"])
     err = h @ m["W2"] + m["b2"] - y
-    loss = float(np.mean(err ** 2))
+    loss = float(np.mean(err**2))
     d = 2 * err / len(x)
-    dh = (d @ m["W2"].T) * (1 - h ** 2)
+    dh = (d @ m["W2"].T) * (1 - h**2)
     return loss, {"W1": x.T @ dh, "b1": dh.sum(0), "W2": h.T @ d, "b2": d.sum(0)}
 
 
@@ -77,7 +83,7 @@ def train(comm: object, steps: int, batch: int, hidden: int, every: int) -> list
     curve = []
     for step in range(steps):
         idx = order[(step * batch + np.arange(batch)) % len(x)]
-        mine = np.array_split(idx, size)[rank]           # this rank's slice of the batch
+        mine = np.array_split(idx, size)[rank]  # this rank's slice of the batch
         _, grads = loss_and_grads(model, x[mine], y[mine])
         state, model = dist.update_(state, model, grads)
         if step % every == 0 or step == steps - 1:

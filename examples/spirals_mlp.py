@@ -46,9 +46,9 @@ import numpy as np
 
 import optimisers as opt
 
-
 # ----------------------------------------------------------------------------------------
 # data
+
 
 def make_spirals(n, *, turns=2.0, noise=0.03, seed=0, dtype=np.float32):
     """``n`` points (``n // 2`` per arm) on two interleaved spirals, and their 0/1 labels.
@@ -75,6 +75,7 @@ def make_spirals(n, *, turns=2.0, noise=0.03, seed=0, dtype=np.float32):
 # ----------------------------------------------------------------------------------------
 # model: a nested dict of arrays, forward and backward by hand
 
+
 def init_mlp(sizes, *, seed=0, dtype=np.float32, first_scale=8.0):
     """A tanh MLP with layer sizes ``sizes`` (e.g. ``[2, 64, 64, 1]``) as a nested dict.
 
@@ -85,8 +86,12 @@ def init_mlp(sizes, *, seed=0, dtype=np.float32, first_scale=8.0):
     layers = []
     for i, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         std = math.sqrt(2.0 / (fan_in + fan_out)) * (first_scale if i == 0 else 1.0)
-        layers.append({"W": (std * rng.standard_normal((fan_in, fan_out))).astype(dtype),
-                       "b": np.zeros(fan_out, dtype)})
+        layers.append(
+            {
+                "W": (std * rng.standard_normal((fan_in, fan_out))).astype(dtype),
+                "b": np.zeros(fan_out, dtype),
+            }
+        )
     return {"layers": layers, "activation": "tanh"}
 
 
@@ -127,6 +132,7 @@ def accuracy(model, X, y):
 # ----------------------------------------------------------------------------------------
 # training
 
+
 def progress_bar(fraction, width=20):
     filled = int(fraction * width + 1e-9)
     return "[" + "#" * filled + "." * (width - filled) + "]"
@@ -137,45 +143,53 @@ def cosine_eta(eta0, epoch, epochs, floor=0.05):
     return eta0 * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
 
 
-def train(rule, eta0, model, X, y, *, epochs, batch=32, seed=0, freeze_from=None,
-          label="", out=sys.stdout):
+def train(
+    rule, eta0, model, X, y, *, epochs, batch=32, seed=0, freeze_from=None, label="", out=sys.stdout
+):
     """Train ``model`` in place with ``rule``; returns a dict with the history.
 
     ``freeze_from``: the epoch from which the first layer is frozen (``None``: never).
     """
     state = opt.setup(rule, model)
-    rng = np.random.default_rng(seed)          # same mini-batches for every rule
+    rng = np.random.default_rng(seed)  # same mini-batches for every rule
     n, steps = len(y), math.ceil(len(y) / batch)
     tty = getattr(out, "isatty", lambda: False)()
     losses, frozen_copy = [], None
     t0 = time.perf_counter()
     for epoch in range(epochs):
         eta = cosine_eta(eta0, epoch, epochs)
-        opt.adjust_(state, eta)                # new learning rate, momenta kept
+        opt.adjust_(state, eta)  # new learning rate, momenta kept
         if freeze_from is not None and epoch == freeze_from:
-            opt.freeze_(state["layers"][0])    # fine-tune the upper layers only
+            opt.freeze_(state["layers"][0])  # fine-tune the upper layers only
             frozen_copy = model["layers"][0]["W"].copy()
         order = rng.permutation(n)
         total = 0.0
         for k in range(steps):
-            idx = order[k * batch:(k + 1) * batch]
+            idx = order[k * batch : (k + 1) * batch]
             loss, grads = loss_and_grad(model, X[idx], y[idx])
             state, model = opt.update_(state, model, grads)
             total += loss * len(idx)
-            if tty and k % 8 == 0:             # animate within the epoch on a terminal
+            if tty and k % 8 == 0:  # animate within the epoch on a terminal
                 frac = (epoch + k / steps) / epochs
                 out.write(f"\r{label} {progress_bar(frac)} {epoch + 1:>3}/{epochs}")
                 out.flush()
         losses.append(total / n)
-        out.write(f"\r{label} {progress_bar((epoch + 1) / epochs)} {epoch + 1:>3}/{epochs}"
-                  f"  loss {losses[-1]:.4f}  eta {eta:.2e}\n")
+        out.write(
+            f"\r{label} {progress_bar((epoch + 1) / epochs)} {epoch + 1:>3}/{epochs}"
+            f"  loss {losses[-1]:.4f}  eta {eta:.2e}\n"
+        )
         out.flush()
     seconds = time.perf_counter() - t0
     moved = None
     if frozen_copy is not None:
         moved = float(np.max(np.abs(model["layers"][0]["W"] - frozen_copy)))
-    return {"losses": losses, "seconds": seconds, "frozen_moved": moved, "model": model,
-            "state": state}
+    return {
+        "losses": losses,
+        "seconds": seconds,
+        "frozen_moved": moved,
+        "model": model,
+        "state": state,
+    }
 
 
 def rules():
@@ -183,21 +197,29 @@ def rules():
     return [
         ("Momentum", opt.Momentum(0.1, 0.9), 0.1),
         ("Adam", opt.Adam(0.02), 0.02),
-        ("ClipNorm+AdamW", opt.OptimiserChain(opt.ClipNorm(1.0),
-                                              opt.AdamW(0.02, lambda_=1e-4)), 0.02),
+        (
+            "ClipNorm+AdamW",
+            opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(0.02, lambda_=1e-4)),
+            0.02,
+        ),
     ]
 
 
 def plot_curves(path, results, model, X, y):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     for r in results:
         ax1.plot(range(1, len(r["losses"]) + 1), r["losses"], label=r["label"])
-    ax1.set(xlabel="epoch", ylabel="mean training loss", yscale="log",
-            title="two spirals: training loss")
+    ax1.set(
+        xlabel="epoch",
+        ylabel="mean training loss",
+        yscale="log",
+        title="two spirals: training loss",
+    )
     ax1.legend()
     g = np.linspace(-1.2, 1.2, 300, dtype=X.dtype)
     gx, gy = np.meshgrid(g, g)
@@ -211,16 +233,19 @@ def plot_curves(path, results, model, X, y):
 
 
 def main(argv=None, out=sys.stdout):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=40, help="passes over the data (default 40)")
-    p.add_argument("--points", type=int, default=2000,
-                   help="training points, half per arm (default 2000)")
+    p.add_argument(
+        "--points", type=int, default=2000, help="training points, half per arm (default 2000)"
+    )
     p.add_argument("--hidden", type=int, default=64, help="width of both hidden layers (64)")
     p.add_argument("--batch", type=int, default=32, help="mini-batch size (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, weights and batches")
-    p.add_argument("--plot", metavar="PNG", help="save the loss curves to this file "
-                   "(needs matplotlib)")
+    p.add_argument(
+        "--plot", metavar="PNG", help="save the loss curves to this file (needs matplotlib)"
+    )
     args = p.parse_args(argv)
     if args.epochs < 1 or args.points < 4 or args.hidden < 1 or args.batch < 1:
         p.error("--epochs, --hidden and --batch must be >= 1, --points >= 4")
@@ -228,37 +253,60 @@ def main(argv=None, out=sys.stdout):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            p.error("--plot needs matplotlib, which is not installed: "
-                    "pip install matplotlib (or pip install 'optimisers[plot]')")
+            p.error(
+                "--plot needs matplotlib, which is not installed: "
+                "pip install matplotlib (or pip install 'optimisers[plot]')"
+            )
 
     X, y = make_spirals(args.points, seed=args.seed)
-    Xt, yt = make_spirals(1000, seed=args.seed + 1)        # held-out points
+    Xt, yt = make_spirals(1000, seed=args.seed + 1)  # held-out points
     model0 = init_mlp([2, args.hidden, args.hidden, 1], seed=args.seed)
     freeze_from = args.epochs - args.epochs // 4 if args.epochs >= 4 else None
-    out.write(f"two spirals: {args.points} training points, MLP 2-{args.hidden}-"
-              f"{args.hidden}-1 ({sum(a.size for a in opt.trainables(model0))} parameters), "
-              f"{args.epochs} epochs of batches of {args.batch}; cosine learning-rate decay"
-              + (f", layer 0 frozen from epoch {freeze_from + 1}" if freeze_from else "")
-              + "\n")
+    out.write(
+        f"two spirals: {args.points} training points, MLP 2-{args.hidden}-"
+        f"{args.hidden}-1 ({sum(a.size for a in opt.trainables(model0))} parameters), "
+        f"{args.epochs} epochs of batches of {args.batch}; cosine learning-rate decay"
+        + (f", layer 0 frozen from epoch {freeze_from + 1}" if freeze_from else "")
+        + "\n"
+    )
 
     results = []
     width = max(len(label) for label, _, _ in rules())
     for label, rule, eta0 in rules():
         out.write(f"\n{rule!r}\n")
-        model = copy.deepcopy(model0)                      # same start for every rule
-        r = train(rule, eta0, model, X, y, epochs=args.epochs, batch=args.batch,
-                  seed=args.seed, freeze_from=freeze_from, label=f"{label:<{width}}", out=out)
-        r.update(label=label, rule=rule, train_acc=accuracy(r["model"], X, y),
-                 test_acc=accuracy(r["model"], Xt, yt))
+        model = copy.deepcopy(model0)  # same start for every rule
+        r = train(
+            rule,
+            eta0,
+            model,
+            X,
+            y,
+            epochs=args.epochs,
+            batch=args.batch,
+            seed=args.seed,
+            freeze_from=freeze_from,
+            label=f"{label:<{width}}",
+            out=out,
+        )
+        r.update(
+            label=label,
+            rule=rule,
+            train_acc=accuracy(r["model"], X, y),
+            test_acc=accuracy(r["model"], Xt, yt),
+        )
         results.append(r)
 
-    out.write(f"\n{'rule':<{width}}  first loss  final loss  train acc  test acc  "
-              f"layer 0 moved while frozen    time\n")
+    out.write(
+        f"\n{'rule':<{width}}  first loss  final loss  train acc  test acc  "
+        f"layer 0 moved while frozen    time\n"
+    )
     for r in results:
         moved = "-" if r["frozen_moved"] is None else f"{r['frozen_moved']:g}"
-        out.write(f"{r['label']:<{width}}  {r['losses'][0]:>10.4f}  {r['losses'][-1]:>10.4f}"
-                  f"  {100 * r['train_acc']:>8.1f}%  {100 * r['test_acc']:>7.1f}%"
-                  f"  {moved:>26}  {r['seconds']:>5.2f} s\n")
+        out.write(
+            f"{r['label']:<{width}}  {r['losses'][0]:>10.4f}  {r['losses'][-1]:>10.4f}"
+            f"  {100 * r['train_acc']:>8.1f}%  {100 * r['test_acc']:>7.1f}%"
+            f"  {moved:>26}  {r['seconds']:>5.2f} s\n"
+        )
     best = max(results, key=lambda r: r["test_acc"])
     out.write(f"best: {best['label']} ({100 * best['test_acc']:.1f}% of held-out points)\n")
     if args.plot:

@@ -36,7 +36,7 @@ try:
     import torch
 
     from optimisers.torch import Optimizer
-except ImportError:          # main() says what to install
+except ImportError:  # main() says what to install
     torch = Optimizer = None
 try:
     from sklearn.datasets import load_digits as sklearn_digits
@@ -44,14 +44,20 @@ except ImportError:
     sklearn_digits = None
 
 # rules torch.optim lacks, with learning rates that train this network
-RULES = {"lion": lambda: opt.Lion(1e-3), "adabelief": lambda: opt.AdaBelief(3e-3),
-         "oadam": lambda: opt.OAdam(3e-3), "amsgrad": lambda: opt.AMSGrad(3e-3)}
+RULES = {
+    "lion": lambda: opt.Lion(1e-3),
+    "adabelief": lambda: opt.AdaBelief(3e-3),
+    "oadam": lambda: opt.OAdam(3e-3),
+    "amsgrad": lambda: opt.AMSGrad(3e-3),
+}
 
 
 def _need():
     if torch is None or sklearn_digits is None:
-        sys.exit("this example needs PyTorch and scikit-learn: pip install torch "
-                 "scikit-learn (neither is a dependency of optimisers)")
+        sys.exit(
+            "this example needs PyTorch and scikit-learn: pip install torch "
+            "scikit-learn (neither is a dependency of optimisers)"
+        )
 
 
 def load_digits(seed=0, held_out=0.25):
@@ -64,15 +70,20 @@ def load_digits(seed=0, held_out=0.25):
     n = int(len(X) * (1 - held_out))
     mean, std = X[:n].mean(0), X[:n].std(0) + 1e-3
     X = (X - mean) / std
-    return (torch.from_numpy(X[:n]), torch.from_numpy(y[:n]),
-            torch.from_numpy(X[n:]), torch.from_numpy(y[n:]))
+    return (
+        torch.from_numpy(X[:n]),
+        torch.from_numpy(y[:n]),
+        torch.from_numpy(X[n:]),
+        torch.from_numpy(y[n:]),
+    )
 
 
 def make_net(seed=0, hidden=128):
     _need()
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.GELU(),
-                               torch.nn.Linear(hidden, 10))
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 10)
+    )
 
 
 def make_optimiser(net, rule, decay=1e-4):
@@ -110,7 +121,7 @@ def main(argv=None, out=sys.stdout):
         order = torch.randperm(len(Xtr), generator=g)
         total = 0.0
         for i in range(per_epoch):
-            idx = order[i * args.batch:(i + 1) * args.batch]
+            idx = order[i * args.batch : (i + 1) * args.batch]
             optim.zero_grad()
             loss = torch.nn.functional.cross_entropy(net(Xtr[idx]), ytr[idx])
             loss.backward()
@@ -118,11 +129,14 @@ def main(argv=None, out=sys.stdout):
             sched.step()
             total += loss.item()
         history.append(total / per_epoch)
-        out.write(f"epoch {epoch + 1:3d}  loss {history[-1]:.4f}  "
-                  f"lr {optim.param_groups[0]['lr']:.2e}\n")
+        out.write(
+            f"epoch {epoch + 1:3d}  loss {history[-1]:.4f}  lr {optim.param_groups[0]['lr']:.2e}\n"
+        )
     acc = accuracy(net, Xte, yte)
-    out.write(f"{args.rule} ({RULES[args.rule]()!r}), {args.epochs} epochs: held-out "
-              f"accuracy {100 * acc:.1f}% on {len(Xte)} images\n")
+    out.write(
+        f"{args.rule} ({RULES[args.rule]()!r}), {args.epochs} epochs: held-out "
+        f"accuracy {100 * acc:.1f}% on {len(Xte)} images\n"
+    )
     return {"losses": history, "accuracy": acc}
 
 

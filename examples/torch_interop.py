@@ -120,14 +120,16 @@ try:
     import torch
 
     from optimisers.torch import Optimizer
-except ImportError:          # the module stays importable; main() explains what to do
+except ImportError:  # the module stays importable; main() explains what to do
     torch = Optimizer = None
 
 
 def _need_torch():
     if torch is None:
-        sys.exit("this example needs PyTorch's CPU build: pip install torch "
-                 "(it is not a dependency of optimisers)")
+        sys.exit(
+            "this example needs PyTorch's CPU build: pip install torch "
+            "(it is not a dependency of optimisers)"
+        )
 
 
 def make_net(seed=0, width=32, dtype=None):
@@ -135,18 +137,24 @@ def make_net(seed=0, width=32, dtype=None):
     _need_torch()
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
-        torch.nn.Linear(8, width), torch.nn.Tanh(),
+        torch.nn.Linear(8, width),
+        torch.nn.Tanh(),
         torch.nn.LayerNorm(width),
-        torch.nn.Linear(width, width), torch.nn.Tanh(),
-        torch.nn.Linear(width, 1))
+        torch.nn.Linear(width, width),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, 1),
+    )
     return net.to(dtype or torch.float32)
 
 
 def make_data(n=256, seed=0, dtype=None):
     g = torch.Generator().manual_seed(seed + 1)
     X = torch.randn(n, 8, generator=g, dtype=dtype or torch.float32)
-    y = torch.sin(X[:, :1] * 2) + X[:, 1:2] * X[:, 2:3] + 0.1 * torch.randn(n, 1, generator=g,
-                                                                           dtype=X.dtype)
+    y = (
+        torch.sin(X[:, :1] * 2)
+        + X[:, 1:2] * X[:, 2:3]
+        + 0.1 * torch.randn(n, 1, generator=g, dtype=X.dtype)
+    )
     return X, y
 
 
@@ -157,37 +165,67 @@ def torch_equivalents():
     T = torch.optim
     return [
         ("SGD(lr=0.05)", lambda p: T.SGD(p, lr=0.05), opt.Descent(0.05)),
-        ("SGD(lr=0.05, momentum=0.9)",
-         lambda p: T.SGD(p, lr=0.05, momentum=0.9), opt.Momentum(0.05, 0.9)),
-        ("SGD(lr=0.05, momentum=0.9, nesterov=True)",
-         lambda p: T.SGD(p, lr=0.05, momentum=0.9, nesterov=True), opt.Nesterov(0.05, 0.9)),
-        ("SGD(lr=0.05, momentum=0.9, weight_decay=0.01)",
-         lambda p: T.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01),
-         opt.OptimiserChain(opt.WeightDecay(0.01), opt.Momentum(0.05, 0.9))),
+        (
+            "SGD(lr=0.05, momentum=0.9)",
+            lambda p: T.SGD(p, lr=0.05, momentum=0.9),
+            opt.Momentum(0.05, 0.9),
+        ),
+        (
+            "SGD(lr=0.05, momentum=0.9, nesterov=True)",
+            lambda p: T.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+            opt.Nesterov(0.05, 0.9),
+        ),
+        (
+            "SGD(lr=0.05, momentum=0.9, weight_decay=0.01)",
+            lambda p: T.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01),
+            opt.OptimiserChain(opt.WeightDecay(0.01), opt.Momentum(0.05, 0.9)),
+        ),
         ("Adam(lr=0.01)", lambda p: T.Adam(p, lr=0.01), opt.Adam(0.01)),
-        ("Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6)",
-         lambda p: T.Adam(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
-         opt.Adam(0.01, (0.8, 0.99), 1e-6)),
-        ("Adam(lr=0.01, weight_decay=0.01)",
-         lambda p: T.Adam(p, lr=0.01, weight_decay=0.01),
-         opt.OptimiserChain(opt.WeightDecay(0.01), opt.Adam(0.01))),
-        ("AdamW(lr=0.01, weight_decay=0.1)",
-         lambda p: T.AdamW(p, lr=0.01, weight_decay=0.1), opt.AdamW(0.01, lambda_=0.1)),
-        ("RMSprop(lr=0.001, alpha=0.9)",
-         lambda p: T.RMSprop(p, lr=0.001, alpha=0.9), opt.RMSProp(0.001, 0.9)),
-        ("RMSprop(lr=0.001, alpha=0.9, centered=True)",
-         lambda p: T.RMSprop(p, lr=0.001, alpha=0.9, centered=True),
-         opt.RMSProp(0.001, 0.9, centred=True)),
-        ("RMSprop(lr=0.001, alpha=0.9, momentum=0.5)",
-         lambda p: T.RMSprop(p, lr=0.001, alpha=0.9, momentum=0.5),
-         opt.OptimiserChain(opt.RMSProp(1.0, 0.9), opt.Momentum(0.001, 0.5))),
-        ("Adagrad(lr=0.05, eps=1e-8, initial_accumulator_value=1e-8)",
-         lambda p: T.Adagrad(p, lr=0.05, eps=1e-8, initial_accumulator_value=1e-8),
-         opt.AdaGrad(0.05, 1e-8)),
-        ("Adadelta(lr=1.0, rho=0.9, eps=1e-6)",
-         lambda p: T.Adadelta(p, lr=1.0, rho=0.9, eps=1e-6), opt.AdaDelta(0.9, 1e-6)),
-        ("Rprop(lr=0.01)", lambda p: T.Rprop(p, lr=0.01),
-         opt.Rprop(0.01, (0.5, 1.2), (1e-6, 50.0))),
+        (
+            "Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6)",
+            lambda p: T.Adam(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
+            opt.Adam(0.01, (0.8, 0.99), 1e-6),
+        ),
+        (
+            "Adam(lr=0.01, weight_decay=0.01)",
+            lambda p: T.Adam(p, lr=0.01, weight_decay=0.01),
+            opt.OptimiserChain(opt.WeightDecay(0.01), opt.Adam(0.01)),
+        ),
+        (
+            "AdamW(lr=0.01, weight_decay=0.1)",
+            lambda p: T.AdamW(p, lr=0.01, weight_decay=0.1),
+            opt.AdamW(0.01, lambda_=0.1),
+        ),
+        (
+            "RMSprop(lr=0.001, alpha=0.9)",
+            lambda p: T.RMSprop(p, lr=0.001, alpha=0.9),
+            opt.RMSProp(0.001, 0.9),
+        ),
+        (
+            "RMSprop(lr=0.001, alpha=0.9, centered=True)",
+            lambda p: T.RMSprop(p, lr=0.001, alpha=0.9, centered=True),
+            opt.RMSProp(0.001, 0.9, centred=True),
+        ),
+        (
+            "RMSprop(lr=0.001, alpha=0.9, momentum=0.5)",
+            lambda p: T.RMSprop(p, lr=0.001, alpha=0.9, momentum=0.5),
+            opt.OptimiserChain(opt.RMSProp(1.0, 0.9), opt.Momentum(0.001, 0.5)),
+        ),
+        (
+            "Adagrad(lr=0.05, eps=1e-8, initial_accumulator_value=1e-8)",
+            lambda p: T.Adagrad(p, lr=0.05, eps=1e-8, initial_accumulator_value=1e-8),
+            opt.AdaGrad(0.05, 1e-8),
+        ),
+        (
+            "Adadelta(lr=1.0, rho=0.9, eps=1e-6)",
+            lambda p: T.Adadelta(p, lr=1.0, rho=0.9, eps=1e-6),
+            opt.AdaDelta(0.9, 1e-6),
+        ),
+        (
+            "Rprop(lr=0.01)",
+            lambda p: T.Rprop(p, lr=0.01),
+            opt.Rprop(0.01, (0.5, 1.2), (1e-6, 50.0)),
+        ),
     ]
 
 
@@ -196,10 +234,16 @@ def torch_lookalikes():
     _need_torch()
     T = torch.optim
     return [
-        ("Adamax(lr=0.01, eps=0.01)", lambda p: T.Adamax(p, lr=0.01, eps=0.01),
-         opt.AdaMax(0.01, epsilon=0.01)),
-        ("Adam(lr=0.01, amsgrad=True)", lambda p: T.Adam(p, lr=0.01, amsgrad=True),
-         opt.AMSGrad(0.01)),
+        (
+            "Adamax(lr=0.01, eps=0.01)",
+            lambda p: T.Adamax(p, lr=0.01, eps=0.01),
+            opt.AdaMax(0.01, epsilon=0.01),
+        ),
+        (
+            "Adam(lr=0.01, amsgrad=True)",
+            lambda p: T.Adam(p, lr=0.01, amsgrad=True),
+            opt.AMSGrad(0.01),
+        ),
         ("NAdam(lr=0.01)", lambda p: T.NAdam(p, lr=0.01), opt.NAdam(0.01)),
         ("RAdam(lr=0.01)", lambda p: T.RAdam(p, lr=0.01), opt.RAdam(0.01)),
     ]
@@ -207,13 +251,14 @@ def torch_lookalikes():
 
 def _rel_diff(a, b):
     """max |a - b| over all parameters of two networks, divided by max |a|."""
-    d = max((pa.detach() - pb.detach()).abs().max().item()
-            for pa, pb in zip(a.parameters(), b.parameters()))
+    d = max(
+        (pa.detach() - pb.detach()).abs().max().item()
+        for pa, pb in zip(a.parameters(), b.parameters())
+    )
     return d / max(pa.detach().abs().max().item() for pa in a.parameters())
 
 
-def compare(make_torch_opt, rule, *, steps=50, seed=0, batch=32, dtype=None,
-            same_grads=False):
+def compare(make_torch_opt, rule, *, steps=50, seed=0, batch=32, dtype=None, same_grads=False):
     """Train two copies of one network side by side, one with ``torch.optim``, one with
     ``Optimizer(params, rule)``, on the same mini-batches.
 
@@ -257,16 +302,18 @@ def bench(n_params=4_000_000, repeat=20):
     _need_torch()
     torch.manual_seed(0)
     shapes = [(n_params // 4 // 1000, 1000)] * 4
-    makers = {"optimisers.torch Adam": lambda ps: Optimizer(ps, opt.Adam(1e-3)),
-              "torch Adam (for-loop)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
-              "torch Adam (fused=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True)}
+    makers = {
+        "optimisers.torch Adam": lambda ps: Optimizer(ps, opt.Adam(1e-3)),
+        "torch Adam (for-loop)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
+        "torch Adam (fused=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
+    }
     out = {}
     for label, make in makers.items():
         ps = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
         for p in ps:
             p.grad = torch.randn_like(p)
         o = make(ps)
-        o.step()                                                  # warm-up (state init)
+        o.step()  # warm-up (state init)
         t0 = time.perf_counter()
         for _ in range(repeat):
             o.step()
@@ -291,27 +338,30 @@ def checkpoint_demo(steps=60, save_at=30, rule=None):
     rule = rule or opt.AdamW(1e-3, lambda_=0.01)
     X, y = make_data()
     g = torch.Generator().manual_seed(5)
-    batches = [(X[i], y[i]) for i in (torch.randint(0, len(X), (32,), generator=g)
-                                      for _ in range(steps))]
+    batches = [
+        (X[i], y[i]) for i in (torch.randint(0, len(X), (32,), generator=g) for _ in range(steps))
+    ]
 
     def fresh(seed):
         net = make_net(seed)
         optim = Optimizer(net.parameters(), rule)
-        sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-2, total_steps=steps,
-                                                    cycle_momentum=False)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optim, max_lr=1e-2, total_steps=steps, cycle_momentum=False
+        )
         return net, optim, sched
 
     net, optim, sched = fresh(0)
     _train(net, optim, sched, batches[:save_at])
-    buf = io.BytesIO()                  # a file in real use: torch.save(..., "ckpt.pt")
-    torch.save({"model": net.state_dict(), "optim": optim.state_dict(),
-                "sched": sched.state_dict()}, buf)
+    buf = io.BytesIO()  # a file in real use: torch.save(..., "ckpt.pt")
+    torch.save(
+        {"model": net.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict()}, buf
+    )
     _train(net, optim, sched, batches[save_at:])
     losses = [torch.nn.functional.mse_loss(net(X), y).item()]
 
     buf.seek(0)
-    ck = torch.load(buf, weights_only=True)             # tensors and plain values only
-    net2, optim2, sched2 = fresh(1)                      # other initial weights
+    ck = torch.load(buf, weights_only=True)  # tensors and plain values only
+    net2, optim2, sched2 = fresh(1)  # other initial weights
     net2.load_state_dict(ck["model"])
     optim2.load_state_dict(ck["optim"])
     sched2.load_state_dict(ck["sched"])
@@ -321,42 +371,60 @@ def checkpoint_demo(steps=60, save_at=30, rule=None):
 
 
 def main(argv=None, out=sys.stdout):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=50, help="steps per comparison (default 50)")
     p.add_argument("--float64", action="store_true", help="compare in float64")
     p.add_argument("--bench", action="store_true", help="also time one Adam step")
     args = p.parse_args(argv)
     _need_torch()
     dtype = torch.float64 if args.float64 else torch.float32
-    out.write(f"torch {torch.__version__}, {args.steps} steps of mini-batches of 32, "
-              f"{str(dtype).replace('torch.', '')}; relative difference of the parameters "
-              f"(max |a - b| / max |a| over all parameters)\n\n")
+    out.write(
+        f"torch {torch.__version__}, {args.steps} steps of mini-batches of 32, "
+        f"{str(dtype).replace('torch.', '')}; relative difference of the parameters "
+        f"(max |a - b| / max |a| over all parameters)\n\n"
+    )
     results = {}
     width = max(len(lbl) for lbl, _, _ in torch_equivalents() + torch_lookalikes())
-    out.write(f"{'torch.optim':<{width}}  optimisers rule\n{'':<{width}}  torch's loss at "
-              f"the first and last step; largest relative difference over the {args.steps} "
-              f"steps with the same gradients / with each copy's own gradients\n")
-    for section, pairs in (("same update", torch_equivalents()),
-                           ("same name, different update", torch_lookalikes())):
+    out.write(
+        f"{'torch.optim':<{width}}  optimisers rule\n{'':<{width}}  torch's loss at "
+        f"the first and last step; largest relative difference over the {args.steps} "
+        f"steps with the same gradients / with each copy's own gradients\n"
+    )
+    for section, pairs in (
+        ("same update", torch_equivalents()),
+        ("same name, different update", torch_lookalikes()),
+    ):
         out.write(f"-- {section}\n")
         for label, make, rule in pairs:
             same, _ = compare(make, rule, steps=args.steps, dtype=dtype, same_grads=True)
             own, losses = compare(make, rule, steps=args.steps, dtype=dtype)
-            results[label] = {"rule": rule, "same_grads": same, "own_grads": own,
-                              "losses": losses, "equivalent": section == "same update"}
-            out.write(f"{label:<{width}}  {rule!r}\n{'':<{width}}  loss {losses[0]:.4f} -> "
-                      f"{losses[-1]:.4f}   rel. difference {max(same):.1e} / "
-                      f"{max(own):.1e}\n")
+            results[label] = {
+                "rule": rule,
+                "same_grads": same,
+                "own_grads": own,
+                "losses": losses,
+                "equivalent": section == "same update",
+            }
+            out.write(
+                f"{label:<{width}}  {rule!r}\n{'':<{width}}  loss {losses[0]:.4f} -> "
+                f"{losses[-1]:.4f}   rel. difference {max(same):.1e} / "
+                f"{max(own):.1e}\n"
+            )
     same, losses = checkpoint_demo()
     results["checkpoint"] = same
-    out.write(f"\ncheckpoint: OneCycleLR, saved at step 30 of 60 and resumed in a fresh "
-              f"network: final loss {losses[-1]:.4f}, "
-              f"{'bit for bit the uninterrupted run' if same else 'DIFFERENT'}\n")
+    out.write(
+        f"\ncheckpoint: OneCycleLR, saved at step 30 of 60 and resumed in a fresh "
+        f"network: final loss {losses[-1]:.4f}, "
+        f"{'bit for bit the uninterrupted run' if same else 'DIFFERENT'}\n"
+    )
     if args.bench:
-        out.write(f"\none Adam step, 4 tensors of 1M float32 parameters, "
-                  f"{opt.max_threads()} OpenMP threads / torch {torch.get_num_threads()} "
-                  f"threads:\n")
+        out.write(
+            f"\none Adam step, 4 tensors of 1M float32 parameters, "
+            f"{opt.max_threads()} OpenMP threads / torch {torch.get_num_threads()} "
+            f"threads:\n"
+        )
         for label, s in bench().items():
             out.write(f"  {label:<26} {1e3 * s:8.2f} ms\n")
     return results

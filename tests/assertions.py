@@ -27,7 +27,8 @@ def assert_arrays_same(got, want, where):
         i = bad[:4]
         raise AssertionError(
             f"{where}: {bad.size} of {want.size} elements differ, e.g. at {i.tolist()}: "
-            f"got {got.ravel()[i].tolist()}, want {want.ravel()[i].tolist()}")
+            f"got {got.ravel()[i].tolist()}, want {want.ravel()[i].tolist()}"
+        )
 
 
 def assert_state_same(got, want, where="state"):
@@ -58,8 +59,9 @@ def assert_state_same(got, want, where="state"):
         assert len(got) == len(want), f"{where}: {len(got)} entries, want {len(want)}"
         fields = getattr(want, "_fields", None)
         if fields is not None:
-            assert type(got).__name__ == type(want).__name__, \
+            assert type(got).__name__ == type(want).__name__, (
                 f"{where}: {type(got).__name__}, want {type(want).__name__}"
+            )
             assert tuple(got._fields) == tuple(fields), f"{where}: fields {got._fields}"
         names = fields or range(len(want))
         for name, g, w in zip(names, got, want):
@@ -68,8 +70,9 @@ def assert_state_same(got, want, where="state"):
         if isinstance(got, np.ndarray):
             assert got.dtype.kind in "iu" and got.size == 1, f"{where}: {got!r}"
             got = got.reshape(-1)[0]
-        assert isinstance(got, (int, np.integer)) and not isinstance(got, bool), \
+        assert isinstance(got, (int, np.integer)) and not isinstance(got, bool), (
             f"{where}: {got!r} is not an integer"
+        )
         assert int(got) == int(want), f"{where}: {got} != {want}"
     else:
         raise AssertionError(f"{where}: reference has unexpected {type(want).__name__}")

@@ -8,9 +8,9 @@ from optimisers import _native
 
 __all__ = ["BUILDS", "ISAS", "WIDER_ISAS", "build_or_skip", "runs_here"]
 
-BUILDS = _native.builds()          # {isa: module} of the builds this machine runs
-ISAS = _native.ISAS                # every build, narrowest first
-WIDER_ISAS = ISAS[1:]              # the builds that are compared with the baseline
+BUILDS = _native.builds()  # {isa: module} of the builds this machine runs
+ISAS = _native.ISAS  # every build, narrowest first
+WIDER_ISAS = ISAS[1:]  # the builds that are compared with the baseline
 
 
 def runs_here():
@@ -25,6 +25,5 @@ def build_or_skip(isa):
             why = f"this processor does not run the {isa} build's instructions"
         else:
             why = f"the {isa} build is not installed (another platform or compiler)"
-        pytest.skip(f"{why}: its kernels are not tested here (this machine runs "
-                    f"{runs_here()})")
+        pytest.skip(f"{why}: its kernels are not tested here (this machine runs {runs_here()})")
     return module

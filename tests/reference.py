@@ -93,14 +93,35 @@ from collections import namedtuple
 import numpy as np
 
 __all__ = [
-    "RMSPropState", "RpropState", "AdamState", "RAdamState", "AdaMaxState",
-    "OAdamState", "AdaDeltaState", "AMSGradState", "AdaBeliefState",
-    "AccumGradState", "MixedPrecisionState", "SkipNonFiniteState",
-    "ScheduleFreeState", "LookaheadState", "EMAState", "ref_averaged",
-    "AdafactorState", "LAMBState",
-    "ref_init", "ref_apply", "ref_update", "ref_norm", "ref_global_norm", "ref_update_tree",
-    "MuonState", "ref_newton_schulz",
-    "TorchAdamaxState", "TorchRAdamState", "TorchNAdamState",
+    "RMSPropState",
+    "RpropState",
+    "AdamState",
+    "RAdamState",
+    "AdaMaxState",
+    "OAdamState",
+    "AdaDeltaState",
+    "AMSGradState",
+    "AdaBeliefState",
+    "AccumGradState",
+    "MixedPrecisionState",
+    "SkipNonFiniteState",
+    "ScheduleFreeState",
+    "LookaheadState",
+    "EMAState",
+    "ref_averaged",
+    "AdafactorState",
+    "LAMBState",
+    "ref_init",
+    "ref_apply",
+    "ref_update",
+    "ref_norm",
+    "ref_global_norm",
+    "ref_update_tree",
+    "MuonState",
+    "ref_newton_schulz",
+    "TorchAdamaxState",
+    "TorchRAdamState",
+    "TorchNAdamState",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -131,6 +152,7 @@ TorchNAdamState = namedtuple("TorchNAdamState", ["m", "v", "t", "mu_product"])
 
 # ---------------------------------------------------------------------------------------
 # dtype context and component helpers
+
 
 def _low(T):
     """float16 or bfloat16 (ml_dtypes' dtype, known by name: ml_dtypes is optional)."""
@@ -196,8 +218,10 @@ class _Ctx:
         """Components of a C array as R arrays: [re, im] for complex, [a] for real."""
         a = np.asarray(a)
         if self.cplx:
-            return [np.array(a.real, dtype=self.R, copy=True),
-                    np.array(a.imag, dtype=self.R, copy=True)]
+            return [
+                np.array(a.real, dtype=self.R, copy=True),
+                np.array(a.imag, dtype=self.R, copy=True),
+            ]
         return [np.asarray(a, dtype=self.C)]
 
     def join(self, parts):
@@ -248,6 +272,7 @@ def _bias_corrections(k, bt1, bt2):
 
 # ---------------------------------------------------------------------------------------
 # init
+
 
 def _ref_init(rule, x, low_state=False):
     """Initial state of ``rule`` for parameter array ``x`` (conventions §8); with
@@ -321,14 +346,15 @@ def _ref_init_rule(rule, x):
     if name == "AMSGrad":
         k.no_complex(name)
         e = rule.epsilon
-        return AMSGradState(np.full(shape, e, dtype=S), np.full(shape, e, dtype=S),
-                            np.full(shape, e, dtype=S))
+        return AMSGradState(
+            np.full(shape, e, dtype=S), np.full(shape, e, dtype=S), np.full(shape, e, dtype=S)
+        )
     if name == "AdaBelief":
         return AdaBeliefState(z(S), z(M), betas)
     if name == "AccumGrad":
         return AccumGradState(z(S), 1)
     if name == "TorchAdamax":
-        return TorchAdamaxState(z(S), z(S), 1)       # complex: component-wise, as torch
+        return TorchAdamaxState(z(S), z(S), 1)  # complex: component-wise, as torch
     if name == "TorchRAdam":
         return TorchRAdamState(z(S), z(S), 1)
     if name == "TorchNAdam":
@@ -337,11 +363,12 @@ def _ref_init_rule(rule, x):
         k.no_complex(name)
         return MuonState(z(S))
     if name == "ScheduleFreeAdamW":
-        return ScheduleFreeState(np.array(x, dtype=S, copy=True), z(M),
-                                 np.array([-1.0, 0.0]), np.zeros((), np.int64))
+        return ScheduleFreeState(
+            np.array(x, dtype=S, copy=True), z(M), np.array([-1.0, 0.0]), np.zeros((), np.int64)
+        )
     if name == "Adafactor":
         k.no_complex(name)
-        if x.ndim >= 2:          # torch: row_var (..., n, 1) and col_var (..., 1, m), squeezed
+        if x.ndim >= 2:  # torch: row_var (..., n, 1) and col_var (..., 1, m), squeezed
             return AdafactorState(z(S)[..., 0].copy(), z(S)[..., 0, :].copy(), None, 0)
         return AdafactorState(None, None, z(S), 0)
     if name == "LAMB":
@@ -351,6 +378,7 @@ def _ref_init_rule(rule, x):
 
 # ---------------------------------------------------------------------------------------
 # the rules (each gets k, rule, state, x (dtype T), g (dtype C); returns (state, d))
+
 
 def _descent(k, rule, state, x, g):
     eta = k.s(rule.eta)
@@ -371,7 +399,7 @@ def _nesterov(k, rule, state, x, g):
     b = k.s((1 + rule.rho) * rule.eta)
     vs = k.split(k.ld(state))
     gs = k.split(g)
-    d = [(a * vc) + (b * gc) for vc, gc in zip(vs, gs)]       # old v
+    d = [(a * vc) + (b * gc) for vc, gc in zip(vs, gs)]  # old v
     vn = [(rho * vc) - (eta * gc) for vc, gc in zip(vs, gs)]
     return k.st(k.join(vn)), k.join(d)
 
@@ -446,8 +474,12 @@ def _radam(k, rule, state, x, g):
     bc1, bc2 = _bias_corrections(k, bt1, bt2)
     rho_inf, rho = _radam_rho(rule.beta[1], bt2, t)
     if rho > 4.0:
-        r = k.s(math.sqrt((((rho - 4.0) * (rho - 2.0)) * rho_inf)
-                          / (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho)))
+        r = k.s(
+            math.sqrt(
+                (((rho - 4.0) * (rho - 2.0)) * rho_inf)
+                / (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho)
+            )
+        )
         den = np.sqrt(vn / bc2) + eps
         d = [(((mc / bc1) / den) * eta) * r for mc in mn]
     else:
@@ -466,7 +498,7 @@ def _adamax(k, rule, state, x, g):
     u = k.ld(state.u)
     mn = (b1 * m) + (omb1 * g)
     un = np.maximum(b2 * u, np.abs(g))
-    lr = k.s(rule.eta / (1 - bt1))            # eta/(1-bt1), formed in float64
+    lr = k.s(rule.eta / (1 - bt1))  # eta/(1-bt1), formed in float64
     d = (lr * mn) / (un + eps)
     return AdaMaxState(k.st(mn), k.st(un), _next_bt(rule, bt1, bt2)), d
 
@@ -502,7 +534,7 @@ def _adadelta(k, rule, state, x, g):
     acc = k.ldr(state.acc)
     dacc = k.ldr(state.dacc)
     accn = (rho * acc) + (omr * k.abs2(gs))
-    num = np.sqrt(dacc + eps)            # old dacc
+    num = np.sqrt(dacc + eps)  # old dacc
     den = np.sqrt(accn + eps)
     d = [(gc * num) / den for gc in gs]
     daccn = (rho * dacc) + (omr * k.abs2(d))
@@ -526,7 +558,7 @@ def _nadam(k, rule, state, x, g):
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     b1, b2, omb1, gs, mn, vn = _adam_moments(k, rule, state, g)
     bt1, bt2 = _bt(state.beta_t)
-    c1 = k.s(1 - rule.beta[0] * bt1)           # 1 - b1*bt1, formed in float64
+    c1 = k.s(1 - rule.beta[0] * bt1)  # 1 - b1*bt1, formed in float64
     bc1, bc2 = _bias_corrections(k, bt1, bt2)
     num = [((b1 * mc) / c1) + ((omb1 * gc) / bc1) for mc, gc in zip(mn, gs)]
     den = np.sqrt((vn * b2) / bc2) + eps
@@ -559,7 +591,7 @@ def _adabelief(k, rule, state, x, g):
     gs = k.split(g)
     ms = k.split(k.ld(state.m))
     mn = [(b1 * mc) + (omb1 * gc) for mc, gc in zip(ms, gs)]
-    diff = [gc - mc for gc, mc in zip(gs, mn)]                 # uses the new m
+    diff = [gc - mc for gc, mc in zip(gs, mn)]  # uses the new m
     s = k.ldr(state.s)
     sn = ((b2 * s) + (omb2 * k.abs2(diff))) + eps
     bc1, bc2 = _bias_corrections(k, bt1, bt2)
@@ -664,6 +696,7 @@ def _accumgrad(k, rule, state, x, g):
 # ---------------------------------------------------------------------------------------
 # Schedule-Free AdamW, Lookahead, EMA (the rules with a second copy of the parameters)
 
+
 def _lerp(k, a, b, w):
     """torch.lerp(a, b, w) with w a Python float: a + w*(b-a) when |R(w)| < 0.5, else
     b - (b-a)*(1-w), 1-w formed in R."""
@@ -681,7 +714,7 @@ def _schedulefree(k, rule, state, x, g):
     sched = (t + 1) / rule.warmup_steps if t < rule.warmup_steps else 1.0
     lr = rule.eta * sched
     lr_max = max(lr, float(state.sc[0]))
-    weight = ((t + 1) ** rule.r) * (lr_max ** rule.weight_lr_power)
+    weight = ((t + 1) ** rule.r) * (lr_max**rule.weight_lr_power)
     wsum = float(state.sc[1]) + weight
     ckp1 = weight / wsum if wsum != 0 else 0.0
     ay = lr * (b1 * (1 - ckp1) - 1)
@@ -697,8 +730,9 @@ def _schedulefree(k, rule, state, x, g):
         yn = _lerp(k, yc, zc, ckp1) + (k.s(ay) * u)
         zs.append(zc - (k.s(lr) * u))
         ds.append(yc - yn)
-    new = ScheduleFreeState(k.st(k.join(zs)), k.stm(v), np.array([lr_max, wsum]),
-                            np.array(t + 1, np.int64))
+    new = ScheduleFreeState(
+        k.st(k.join(zs)), k.stm(v), np.array([lr_max, wsum]), np.array(t + 1, np.int64)
+    )
     return new, k.join(ds)
 
 
@@ -791,7 +825,7 @@ def _factored_sums(g, rows, cols):
         colsum = colsum + a[:, i, :]
     rowsum = np.zeros(a.shape[:2])
     for c0 in range(0, cols, _FACTOR_CHUNK):
-        blk = a[:, :, c0:c0 + _FACTOR_CHUNK]
+        blk = a[:, :, c0 : c0 + _FACTOR_CHUNK]
         lanes = np.zeros(blk.shape[:2] + (_LANES,))
         for j in range(blk.shape[2]):
             lanes[..., j % _LANES] = lanes[..., j % _LANES] + blk[..., j]
@@ -829,30 +863,29 @@ def _adafactor(k, rule, state, x, g):
     if n == 0:
         return state._replace(t=t), np.zeros_like(g)
     eps1, eps2 = rule.epsilon
-    if eps1 is None:         # torch.finfo(param.dtype).eps
-        eps1 = 2.0 ** -7 if k.T.name == "bfloat16" else float(np.finfo(k.T).eps)
+    if eps1 is None:  # torch.finfo(param.dtype).eps
+        eps1 = 2.0**-7 if k.T.name == "bfloat16" else float(np.finfo(k.T).eps)
     w = float(t) ** rule.beta2_decay
     rho = min(rule.eta, 1.0 / float(t) ** 0.5)
-    alpha = max(eps2, math.sqrt(_sum_squares(xc)) / n ** 0.5) * rho
+    alpha = max(eps2, math.sqrt(_sum_squares(xc)) / n**0.5) * rho
     floor = k.s(eps1 * eps1)
     if x.ndim >= 2:
         rows, cols = x.shape[-2], x.shape[-1]
         rowsum, colsum = _factored_sums(g, rows, cols)
-        row = _torch_lerp(k, k.ld(state.row).reshape(-1, rows),
-                          (rowsum / cols).astype(k.R), w)
-        col = _torch_lerp(k, k.ld(state.col).reshape(-1, cols),
-                          (colsum / rows).astype(k.R), w)
+        row = _torch_lerp(k, k.ld(state.row).reshape(-1, rows), (rowsum / cols).astype(k.R), w)
+        col = _torch_lerp(k, k.ld(state.col).reshape(-1, cols), (colsum / rows).astype(k.R), w)
         # torch: row_var.mean(dim=-2).clamp_(min=eps1); the mean of the R values in float64
         means = np.maximum(np.mean(row.astype(np.float64), axis=1).astype(k.R), k.s(eps1))
         est = (row[:, :, None] * col[:, None, :]) / means[:, None, None]
         u = ((k.s(1) / np.sqrt(np.maximum(est, floor))) * g.reshape(est.shape)).reshape(x.shape)
-        new = AdafactorState(k.st(row.reshape(state.row.shape)),
-                             k.st(col.reshape(state.col.shape)), None, t)
+        new = AdafactorState(
+            k.st(row.reshape(state.row.shape)), k.st(col.reshape(state.col.shape)), None, t
+        )
     else:
         v = _torch_lerp(k, k.ld(state.v), g * g, w)
         u = (k.s(1) / np.sqrt(np.maximum(v, floor))) * g
         new = AdafactorState(None, None, k.st(v), t)
-    denom = max(1.0, math.sqrt(_sum_squares(u)) / (n ** 0.5 * rule.d))
+    denom = max(1.0, math.sqrt(_sum_squares(u)) / (n**0.5 * rule.d))
     d = (k.s(rule.eta * rule.lambda_) * xc) + (k.s(alpha / denom) * u)
     return new, d
 
@@ -884,6 +917,7 @@ def _lamb(k, rule, state, x, g):
 # the dtype, in torch's order: lerp for the first moment, addcmul's (value*g)*g,
 # addcdiv's (value*a)/b, `scalar / tensor` as reciprocal(tensor)*scalar.
 
+
 def _torch_moments(k, rule, state, g, second):
     """The new first moments (lerp) and second moments of each component: second is
     "max" (Adamax: max(b2*u, |g| + eps)) or "square" (b2*v + ((1-b2)*g)*g)."""
@@ -911,14 +945,14 @@ def _torch_radam(k, rule, state, x, g):
     b1, b2 = rule.beta
     t = int(state.t)
     _, mn, vn = _torch_moments(k, rule, state, g, "square")
-    bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
     rho_inf = 2 / (1 - b2) - 1
-    rho = rho_inf - 2 * t * (b2 ** t) / bc2
+    rho = rho_inf - 2 * t * (b2**t) / bc2
     eta, eps = k.s(rule.eta), k.s(rule.epsilon)
     d = [(mc / k.s(bc1)) * eta for mc in mn]
     if rho > 5.0:
         r = k.s(((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5)
-        one, sqrt_bc2 = k.s(1), k.s(bc2 ** 0.5)
+        one, sqrt_bc2 = k.s(1), k.s(bc2**0.5)
         d = [(dc * ((one / (np.sqrt(vc) + eps)) * sqrt_bc2)) * r for dc, vc in zip(d, vn)]
     return TorchRAdamState(k.st(k.join(mn)), k.st(k.join(vn)), t + 1), k.join(d)
 
@@ -932,7 +966,7 @@ def _torch_nadam(k, rule, state, x, g):
     prod = float(state.mu_product[0]) * mu
     cg = k.s(rule.eta * (1.0 - mu) / (1.0 - prod))
     cm = k.s(rule.eta * mu_next / (1.0 - prod * mu_next))
-    bc2, eps = k.s(1 - b2 ** t), k.s(rule.epsilon)
+    bc2, eps = k.s(1 - b2**t), k.s(rule.epsilon)
     den = [np.sqrt(vc / bc2) + eps for vc in vn]
     d = [((cg * gc) / dc) + ((cm * mc) / dc) for gc, mc, dc in zip(gs, mn, den)]
     new = TorchNAdamState(k.st(k.join(mn)), k.st(k.join(vn)), t + 1, np.array([prod, 0.0]))
@@ -975,6 +1009,7 @@ _APPLY = {
 # ---------------------------------------------------------------------------------------
 # MixedPrecision helpers
 
+
 def _high_dtype(rule, x):
     H = np.dtype(rule.dtype)
     if np.asarray(x).dtype.kind == "c" and H.kind != "c":
@@ -996,6 +1031,7 @@ def _mixed_update(rule, state, x, g):
 
 # ---------------------------------------------------------------------------------------
 # public entry points
+
 
 def _ref_apply_quiet(rule, state, x, g):
     """``(new_state, d)``; d in the compute dtype C, or None for "no step".
@@ -1059,7 +1095,7 @@ def _ref_update(rule, state, x, g):
     new_state, d = _ref_apply(rule, state, x, gC)
     if d is None:
         return new_state, x.copy()
-    if isinstance(d, _Placed):          # the parameter is set, not stepped
+    if isinstance(d, _Placed):  # the parameter is set, not stepped
         return new_state, np.array(d.x_new, dtype=k.T)
     new_x = np.array(k.ld(x) - np.asarray(d, dtype=k.C), dtype=k.T)
     return new_state, new_x
@@ -1081,7 +1117,7 @@ def _libm_pow(a, b):
         return math.pow(a, b)
     except OverflowError:
         return math.inf
-    except ValueError:          # pow(+-0, b < 0) -> +inf (a >= 0 here)
+    except ValueError:  # pow(+-0, b < 0) -> +inf (a >= 0 here)
         return math.inf
 
 
@@ -1140,7 +1176,7 @@ def _blocked_sum(vals, n):
     vals = np.asarray(vals, dtype=np.float64)
     nblocks = -(-n // _BLOCK)
     padded = np.zeros(nblocks * _BLOCK, dtype=np.float64)
-    padded[:n] = vals          # zero padding: x + 0.0 == x for the non-negative partial sums
+    padded[:n] = vals  # zero padding: x + 0.0 == x for the non-negative partial sums
     lanes = np.cumsum(padded.reshape(nblocks, _BLOCK // _LANES, _LANES), axis=1)[:, -1, :]
     part = lanes[:, 0].copy()
     for lane in range(1, _LANES):
@@ -1184,8 +1220,11 @@ def ref_global_norm(grads, p):
         if n == 0:
             return 0.0
         if p in (np.inf, -np.inf):
-            return math.nan if any(math.isnan(t) for t in parts) else (
-                max(parts) if p > 0 else min(parts))
+            return (
+                math.nan
+                if any(math.isnan(t) for t in parts)
+                else (max(parts) if p > 0 else min(parts))
+            )
         try:
             total = math.fsum(parts)
         except OverflowError:
@@ -1270,8 +1309,10 @@ def _dig(state, path):
 
 def _bump(state, path):
     if not path:
-        return SkipNonFiniteState(np.array(int(state.skipped) + 1, np.int64),
-                                  np.array(int(state.consecutive) + 1, np.int64))
+        return SkipNonFiniteState(
+            np.array(int(state.skipped) + 1, np.int64),
+            np.array(int(state.consecutive) + 1, np.int64),
+        )
     i, rest = path[0], path[1:]
     if isinstance(i, str):
         return state._replace(**{i: _bump(getattr(state, i), rest)})
@@ -1283,6 +1324,7 @@ def _bump(state, path):
 # (beta_t: a 2-element float64 array; RAdam's t and AccumGrad's counter:
 # 0-d int64 arrays).  The formulas above work on plain scalars; these wrappers present the
 # states in the library's layout, so states can be compared field by field.
+
 
 def _internal_layout(state):
     if isinstance(state, tuple) and hasattr(state, "_fields"):
@@ -1330,12 +1372,12 @@ def ref_apply(rule, state, x, g):
     return _library_layout(new_state), (None if d is None else np.asarray(d))
 
 
-
 # ---------------------------------------------------------------------------------------
 # Muon (torch 2.13's torch.optim.Muon, written from its algorithm box and docs): the
 # momentum in C one operation at a time (an element-wise state, so bit for bit); the
 # Newton-Schulz iteration, the decay and the step in float64 -- the float64 evaluation the
 # library's float32 iteration is checked against (to a tolerance), its d rounded once to C.
+
 
 def ref_newton_schulz(u, coefficients, steps, epsilon):
     """torch's orthogonalisation of the matrix ``u`` in float64: X = u (transposed when it

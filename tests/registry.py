@@ -13,25 +13,65 @@ from __future__ import annotations
 import numpy as np
 
 import optimisers as opt
-from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, AdamW, AMSGrad,
-                        ClipGlobalNorm, ClipGrad, ClipNorm, Descent, Lion, MixedPrecision,
-                        Momentum, NAdam, Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop,
-                        SignDecay, SkipNonFinite, WeightDecay)
-from optimisers import Muon
-from optimisers import EMA, Lookahead, ScheduleFreeAdamW
-from optimisers import Adafactor, LAMB
-from optimisers import TorchAdamax, TorchNAdam, TorchRAdam
+from optimisers import (
+    EMA,
+    LAMB,
+    AccumGrad,
+    AdaBelief,
+    AdaDelta,
+    Adafactor,
+    AdaGrad,
+    Adam,
+    AdaMax,
+    AdamW,
+    AMSGrad,
+    ClipGlobalNorm,
+    ClipGrad,
+    ClipNorm,
+    Descent,
+    Lion,
+    Lookahead,
+    MixedPrecision,
+    Momentum,
+    Muon,
+    NAdam,
+    Nesterov,
+    OAdam,
+    OptimiserChain,
+    RAdam,
+    RMSProp,
+    Rprop,
+    ScheduleFreeAdamW,
+    SignDecay,
+    SkipNonFinite,
+    TorchAdamax,
+    TorchNAdam,
+    TorchRAdam,
+    WeightDecay,
+)
 
-__all__ = ["RULES", "RULE_IDS", "SINGLE_RULES", "DEFAULT_RULES", "COMPLEX_OK",
-           "COMPLEX_REFUSED", "SPECS", "CONVERGENCE", "rule_classes_in", "LEAF_CLASSES",
-           "MATRIX_ONLY", "MATRIX_RULES", "MATRIX_CONVERGENCE"]
+__all__ = [
+    "RULES",
+    "RULE_IDS",
+    "SINGLE_RULES",
+    "DEFAULT_RULES",
+    "COMPLEX_OK",
+    "COMPLEX_REFUSED",
+    "SPECS",
+    "CONVERGENCE",
+    "rule_classes_in",
+    "LEAF_CLASSES",
+    "MATRIX_ONLY",
+    "MATRIX_RULES",
+    "MATRIX_CONVERGENCE",
+]
 
 # One entry per rule class at its defaults, read from the library's registry (opt.RULES:
 # every built-in Rule subclass), so that a new rule is tested at its defaults without a line
 # here.  A class that cannot be made without arguments is named in _AT_DEFAULTS; the
 # composites wrap other rules and are tested through CHAINS.
 _COMPOSITES = (OptimiserChain, MixedPrecision, Lookahead, EMA)
-_AT_DEFAULTS = {AccumGrad: ("AccumGrad1", lambda: AccumGrad(1))}     # no default n
+_AT_DEFAULTS = {AccumGrad: ("AccumGrad1", lambda: AccumGrad(1))}  # no default n
 # Rules for 2-D parameters whose step runs through BLAS (Muon): they cannot train the 1-D
 # arrays of the generic lists, and match their float64 reference closely, not bit for bit.
 # They have rows of their own (MATRIX_RULES, MATRIX_CONVERGENCE, below), which
@@ -44,12 +84,15 @@ def _at_defaults(cls):
     try:
         return name, make()
     except TypeError as e:
-        raise AssertionError(f"the rule class {cls.__name__} cannot be made at its defaults "
-                             f"({e}): give it an entry in registry._AT_DEFAULTS") from None
+        raise AssertionError(
+            f"the rule class {cls.__name__} cannot be made at its defaults "
+            f"({e}): give it an entry in registry._AT_DEFAULTS"
+        ) from None
 
 
-DEFAULT_RULES = [_at_defaults(c) for c in opt.RULES
-                 if c not in _COMPOSITES and c not in MATRIX_ONLY]
+DEFAULT_RULES = [
+    _at_defaults(c) for c in opt.RULES if c not in _COMPOSITES and c not in MATRIX_ONLY
+]
 
 # non-default hyper-parameters: larger steps, other decays, so every term matters (written
 # by hand: a new rule adds its rows here, which the checks at the end of this module ask for)
@@ -62,7 +105,7 @@ TUNED_RULES = [
     ("RMSProp-centred", RMSProp(centred=True)),
     ("RMSProp-centred-0.01", RMSProp(0.01, 0.85, 1e-7, centred=True)),
     ("Adam-0.05", Adam(0.05, (0.8, 0.99), 1e-6)),
-    ("RAdam-0.05", RAdam(0.05, (0.8, 0.95), 1e-6)),       # rectified from t = 3
+    ("RAdam-0.05", RAdam(0.05, (0.8, 0.95), 1e-6)),  # rectified from t = 3
     ("AdaMax-0.05", AdaMax(0.05, (0.8, 0.99), 1e-6)),
     ("OAdam-0.05", OAdam(0.05, (0.6, 0.95), 1e-6)),
     ("AdaGrad-0.5", AdaGrad(0.5, 1e-6)),
@@ -89,11 +132,11 @@ TUNED_RULES = [
     ("SkipNonFinite-3", SkipNonFinite(3)),
     ("ScheduleFreeAdamW-0.05", ScheduleFreeAdamW(0.05, (0.8, 0.95), 1e-6, 0.1, 3, 0.5, 1.5)),
     ("Adafactor-tuned", Adafactor(0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
-    ("Adafactor-d-eps", Adafactor(0.5, -0.3, (1e-6, 0.5), 1.0)),       # clipping by RMS(u)
+    ("Adafactor-d-eps", Adafactor(0.5, -0.3, (1e-6, 0.5), 1.0)),  # clipping by RMS(u)
     ("LAMB-0.05", LAMB(0.05, (0.8, 0.95), 1e-8, 0.1)),
     ("TorchAdamax-0.05", TorchAdamax(0.05, (0.8, 0.99), 1e-6)),
-    ("TorchAdamax-0.7", TorchAdamax(0.05, (0.3, 0.9), 1e-3)),     # lerp's far branch (w > 0.5)
-    ("TorchRAdam-0.05", TorchRAdam(0.05, (0.8, 0.95), 1e-6)),      # rectified from t = 6
+    ("TorchAdamax-0.7", TorchAdamax(0.05, (0.3, 0.9), 1e-3)),  # lerp's far branch (w > 0.5)
+    ("TorchRAdam-0.05", TorchRAdam(0.05, (0.8, 0.95), 1e-6)),  # rectified from t = 6
     ("TorchNAdam-0.05", TorchNAdam(0.05, (0.8, 0.99), 1e-6, 0.05)),
 ]
 
@@ -109,20 +152,31 @@ CHAINS = [
     ("Chain-SignDecay-Descent", OptimiserChain(SignDecay(1e-3), Descent(0.1))),
     ("Chain-AccumGrad-Adam", OptimiserChain(AccumGrad(3), Adam())),
     ("Chain-Momentum-ClipNorm", OptimiserChain(Momentum(0.1), ClipNorm(0.5))),  # norm mid-chain
-    ("Chain-nested", OptimiserChain(ClipGrad(2.0),
-                                    OptimiserChain(WeightDecay(0.01), Nesterov(0.05)),
-                                    OptimiserChain(ClipNorm(3.0), OptimiserChain()))),
+    (
+        "Chain-nested",
+        OptimiserChain(
+            ClipGrad(2.0),
+            OptimiserChain(WeightDecay(0.01), Nesterov(0.05)),
+            OptimiserChain(ClipNorm(3.0), OptimiserChain()),
+        ),
+    ),
     ("Chain-empty", OptimiserChain()),
     # the global norm folded into AdamW; SkipNonFinite and ClipGlobalNorm sharing one stage
     ("Chain-ClipGlobalNorm-AdamW", OptimiserChain(ClipGlobalNorm(1.0), AdamW(lambda_=0.1))),
-    ("Chain-Skip-ClipGlobalNorm-Adam",
-     OptimiserChain(SkipNonFinite(), ClipGlobalNorm(2.0, 1.0), Adam(0.05))),
+    (
+        "Chain-Skip-ClipGlobalNorm-Adam",
+        OptimiserChain(SkipNonFinite(), ClipGlobalNorm(2.0, 1.0), Adam(0.05)),
+    ),
     ("Chain-Skip-Nesterov", OptimiserChain(SkipNonFinite(2), Nesterov(0.05, 0.8))),
-    ("Mixed-ClipGlobalNorm-Momentum",
-     MixedPrecision(OptimiserChain(ClipGlobalNorm(3.0), Momentum(0.05)))),
+    (
+        "Mixed-ClipGlobalNorm-Momentum",
+        MixedPrecision(OptimiserChain(ClipGlobalNorm(3.0), Momentum(0.05))),
+    ),
     ("Mixed-Adam", MixedPrecision(Adam())),
-    ("Mixed-f64-ClipGrad-Momentum",
-     MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum()))),
+    (
+        "Mixed-f64-ClipGrad-Momentum",
+        MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum())),
+    ),
     # the rules with a second copy of the parameters (issue 17): Lookahead synchronising on
     # steps 3 and 6, EMA's two forms of lerp (weight below and above 1/2), nested, after a
     # leading ClipNorm (folded into the inner rule, not into the AFTER_STEP stage), around
@@ -130,8 +184,10 @@ CHAINS = [
     ("Lookahead-Adam", Lookahead(Adam(0.05), k=3, alpha=0.4)),
     ("EMA-Momentum", EMA(Momentum(0.05, 0.7), decay=0.8)),
     ("EMA-far-Descent", EMA(Descent(0.1), decay=0.3)),
-    ("EMA-Lookahead-chain", EMA(Lookahead(OptimiserChain(ClipGrad(1.0), AdamW(0.05, lambda_=0.1)),
-                                          k=2), decay=0.6)),
+    (
+        "EMA-Lookahead-chain",
+        EMA(Lookahead(OptimiserChain(ClipGrad(1.0), AdamW(0.05, lambda_=0.1)), k=2), decay=0.6),
+    ),
     ("Chain-ClipNorm-Lookahead", OptimiserChain(ClipNorm(1.0), Lookahead(Nesterov(0.05), k=2))),
     ("Lookahead-ClipNorm", Lookahead(ClipNorm(1.0), k=2, alpha=0.3)),
     ("Lookahead-AccumGrad", Lookahead(OptimiserChain(AccumGrad(2), Adam(0.05)), k=2)),
@@ -139,8 +195,10 @@ CHAINS = [
     ("EMA-ScheduleFree", EMA(ScheduleFreeAdamW(0.05, warmup_steps=3), decay=0.5)),
     # the whole-array reductions of Adafactor and LAMB read the output of earlier rules
     ("Chain-ClipGrad-Adafactor", OptimiserChain(ClipGrad(0.5), Adafactor(lambda_=0.1))),
-    ("Chain-ClipNorm-LAMB-ClipGrad",
-     OptimiserChain(ClipNorm(1.0), LAMB(0.05, lambda_=0.01), ClipGrad(0.01))),
+    (
+        "Chain-ClipNorm-LAMB-ClipGrad",
+        OptimiserChain(ClipNorm(1.0), LAMB(0.05, lambda_=0.01), ClipGrad(0.01)),
+    ),
 ]
 
 SINGLE_RULES = DEFAULT_RULES + TUNED_RULES
@@ -152,14 +210,36 @@ assert len(set(RULE_IDS)) == len(RULE_IDS)
 # rule classes that train complex parameters (the seed's tested complex rules, component-wise
 # or with a real |g|^2 moment; WeightDecay, AccumGrad, ClipNorm -- conventions §7 defines its
 # complex norm -- and the composites too)
-COMPLEX_OK = (Descent, Momentum, Nesterov, RMSProp, Adam, RAdam, OAdam, AdaGrad, AdaDelta,
-              NAdam, AdamW, AdaBelief, WeightDecay, ClipNorm, AccumGrad, OptimiserChain,
-              MixedPrecision, ClipGlobalNorm, SkipNonFinite, Lookahead, EMA, ScheduleFreeAdamW,
-              LAMB,
-              TorchAdamax, TorchRAdam, TorchNAdam)      # component-wise, as torch steps them
+COMPLEX_OK = (
+    Descent,
+    Momentum,
+    Nesterov,
+    RMSProp,
+    Adam,
+    RAdam,
+    OAdam,
+    AdaGrad,
+    AdaDelta,
+    NAdam,
+    AdamW,
+    AdaBelief,
+    WeightDecay,
+    ClipNorm,
+    AccumGrad,
+    OptimiserChain,
+    MixedPrecision,
+    ClipGlobalNorm,
+    SkipNonFinite,
+    Lookahead,
+    EMA,
+    ScheduleFreeAdamW,
+    LAMB,
+    TorchAdamax,
+    TorchRAdam,
+    TorchNAdam,
+)  # component-wise, as torch steps them
 # rule classes that order values: TypeError at setup (API.md, Departures; the brief)
-COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, Muon,
-                   Adafactor)
+COMPLEX_REFUSED = (Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay, Muon, Adafactor)
 
 
 def _check_complex_spec():
@@ -168,9 +248,11 @@ def _check_complex_spec():
     in exactly one of them."""
     for cls in opt.RULES:
         if cls not in COMPLEX_OK and cls not in COMPLEX_REFUSED:
-            raise AssertionError(f"the rule class {cls.__name__} is in neither COMPLEX_OK nor "
-                                 f"COMPLEX_REFUSED (tests/registry.py): say whether it "
-                                 f"trains complex parameters")
+            raise AssertionError(
+                f"the rule class {cls.__name__} is in neither COMPLEX_OK nor "
+                f"COMPLEX_REFUSED (tests/registry.py): say whether it "
+                f"trains complex parameters"
+            )
     for cls in set(COMPLEX_OK) & set(COMPLEX_REFUSED):
         raise AssertionError(f"{cls.__name__} is in both COMPLEX_OK and COMPLEX_REFUSED")
     for cls in (set(COMPLEX_OK) | set(COMPLEX_REFUSED)) - set(opt.RULES):
@@ -188,10 +270,14 @@ SPECS = {
     Descent: ({"eta": 0.1}, (0.25,)),
     Momentum: ({"eta": 0.01, "rho": 0.9}, (0.02, 0.8)),
     Nesterov: ({"eta": 0.001, "rho": 0.9}, (0.02, 0.8)),
-    Rprop: ({"eta": 1e-3, "ell": (0.5, 1.2), "gamma": (1e-6, 50.0)},
-            (0.01, (0.4, 1.3), (1e-5, 10.0))),
-    RMSProp: ({"eta": 1e-3, "rho": 0.9, "epsilon": 1e-8, "centred": False},
-              (0.01, 0.8, 1e-6, True)),
+    Rprop: (
+        {"eta": 1e-3, "ell": (0.5, 1.2), "gamma": (1e-6, 50.0)},
+        (0.01, (0.4, 1.3), (1e-5, 10.0)),
+    ),
+    RMSProp: (
+        {"eta": 1e-3, "rho": 0.9, "epsilon": 1e-8, "centred": False},
+        (0.01, 0.8, 1e-6, True),
+    ),
     Adam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
     RAdam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
     AdaMax: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
@@ -200,35 +286,59 @@ SPECS = {
     OAdam: ({"eta": 1e-3, "beta": (0.5, 0.9), "epsilon": 1e-8}, (0.01, (0.8, 0.99), 1e-6)),
     AdaGrad: ({"eta": 0.1, "epsilon": 1e-8}, (0.2, 1e-6)),
     AdaDelta: ({"rho": 0.9, "epsilon": 1e-8}, (0.8, 1e-6)),
-    AdamW: ({"eta": 1e-3, "beta": (0.9, 0.999), "lambda_": 0.0, "epsilon": 1e-8,
-             "couple": True}, (0.01, (0.8, 0.99), 0.1, 1e-6, False)),
-    AdaBelief: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-16},
-                (0.01, (0.8, 0.99), 1e-10)),
+    AdamW: (
+        {"eta": 1e-3, "beta": (0.9, 0.999), "lambda_": 0.0, "epsilon": 1e-8, "couple": True},
+        (0.01, (0.8, 0.99), 0.1, 1e-6, False),
+    ),
+    AdaBelief: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-16}, (0.01, (0.8, 0.99), 1e-10)),
     Lion: ({"eta": 1e-3, "beta": (0.9, 0.999)}, (0.01, (0.8, 0.99))),
     WeightDecay: ({"lambda_": 5e-4}, (0.1,)),
     SignDecay: ({"lambda_": 1e-3}, (0.1,)),
     ClipGrad: ({"delta": 10.0}, (2.0,)),
     ClipNorm: ({"omega": 10.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
-    AccumGrad: ({"n": None}, (4,)),        # n has no default
+    AccumGrad: ({"n": None}, (4,)),  # n has no default
     ClipGlobalNorm: ({"omega": 1.0, "p": 2.0, "throw": True}, (2.0, 1.0, False)),
     SkipNonFinite: ({"max_consecutive": None}, (3,)),
-    Muon: ({"eta": 1e-3, "lambda_": 0.1, "mu": 0.95, "nesterov": True,
-            "ns_coefficients": (3.4445, -4.775, 2.0315), "epsilon": 1e-7, "ns_steps": 5,
-            "adjust_lr_fn": None},
-           (0.02, 0.0, 0.9, False, (3.0, -3.2, 1.2), 1e-6, 3, "match_rms_adamw")),
-    ScheduleFreeAdamW: ({"eta": 2.5e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "lambda_": 0.0,
-                         "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0},
-                        (0.01, (0.8, 0.99), 1e-6, 0.1, 5, 0.5, 1.0)),
-    Adafactor: ({"eta": 1e-2, "beta2_decay": -0.8, "epsilon": (None, 1e-3), "d": 1.0,
-                 "lambda_": 0.0}, (0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1)),
-    LAMB: ({"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-6, "lambda_": 0.0},
-           (0.01, (0.8, 0.99), 1e-8, 0.1)),
+    Muon: (
+        {
+            "eta": 1e-3,
+            "lambda_": 0.1,
+            "mu": 0.95,
+            "nesterov": True,
+            "ns_coefficients": (3.4445, -4.775, 2.0315),
+            "epsilon": 1e-7,
+            "ns_steps": 5,
+            "adjust_lr_fn": None,
+        },
+        (0.02, 0.0, 0.9, False, (3.0, -3.2, 1.2), 1e-6, 3, "match_rms_adamw"),
+    ),
+    ScheduleFreeAdamW: (
+        {
+            "eta": 2.5e-3,
+            "beta": (0.9, 0.999),
+            "epsilon": 1e-8,
+            "lambda_": 0.0,
+            "warmup_steps": 0,
+            "r": 0.0,
+            "weight_lr_power": 2.0,
+        },
+        (0.01, (0.8, 0.99), 1e-6, 0.1, 5, 0.5, 1.0),
+    ),
+    Adafactor: (
+        {"eta": 1e-2, "beta2_decay": -0.8, "epsilon": (None, 1e-3), "d": 1.0, "lambda_": 0.0},
+        (0.05, -0.5, (1e-20, 1e-2), 2.0, 0.1),
+    ),
+    LAMB: (
+        {"eta": 1e-3, "beta": (0.9, 0.999), "epsilon": 1e-6, "lambda_": 0.0},
+        (0.01, (0.8, 0.99), 1e-8, 0.1),
+    ),
     # torch.optim's defaults
-    TorchAdamax: ({"eta": 2e-3, "beta": (0.9, 0.999), "epsilon": 1e-8},
-                  (0.01, (0.8, 0.99), 1e-6)),
+    TorchAdamax: ({"eta": 2e-3, "beta": (0.9, 0.999), "epsilon": 1e-8}, (0.01, (0.8, 0.99), 1e-6)),
     TorchRAdam: (ADAM_DEFAULTS, (0.01, (0.8, 0.99), 1e-6)),
-    TorchNAdam: ({"eta": 2e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "momentum_decay": 4e-3},
-                 (0.01, (0.8, 0.99), 1e-6, 0.01)),
+    TorchNAdam: (
+        {"eta": 2e-3, "beta": (0.9, 0.999), "epsilon": 1e-8, "momentum_decay": 4e-3},
+        (0.01, (0.8, 0.99), 1e-6, 0.01),
+    ),
 }
 
 
@@ -252,24 +362,48 @@ CONVERGENCE = {
     "AMSGrad": (AMSGrad(0.05), AMSGrad(0.02), 3000),
     "NAdam": (NAdam(0.05), NAdam(0.02), 3000),
     "AdamW": (AdamW(0.05, lambda_=1e-3), AdamW(0.02, lambda_=1e-4), 3000),
-    "AdamW-decoupled": (AdamW(0.05, lambda_=1e-4, couple=False),
-                        AdamW(0.02, lambda_=1e-5, couple=False), 3000),
+    "AdamW-decoupled": (
+        AdamW(0.05, lambda_=1e-4, couple=False),
+        AdamW(0.02, lambda_=1e-5, couple=False),
+        3000,
+    ),
     "AdaBelief": (AdaBelief(0.05), AdaBelief(0.01), 3000),
     "Lion": (Lion(0.01), Lion(1e-3), 3000),
-    "WeightDecay": (OptimiserChain(WeightDecay(1e-3), Descent(0.5)),
-                    OptimiserChain(WeightDecay(1e-4), Descent(1e-3)), 3000),
-    "SignDecay": (OptimiserChain(SignDecay(1e-4), Descent(0.5)),
-                  OptimiserChain(SignDecay(1e-4), Descent(1e-3)), 3000),
-    "ClipGrad": (OptimiserChain(ClipGrad(0.1), Descent(0.5)),
-                 OptimiserChain(ClipGrad(10.0), Descent(1e-3)), 3000),
-    "ClipNorm": (OptimiserChain(ClipNorm(1.0), Descent(0.5)),
-                 OptimiserChain(ClipNorm(10.0), Descent(1e-3)), 3000),
-    "AccumGrad": (OptimiserChain(AccumGrad(3), Adam(0.05)),
-                  OptimiserChain(AccumGrad(2), Adam(0.03)), 4000),
-    "ClipGlobalNorm": (OptimiserChain(ClipGlobalNorm(1.0), Descent(0.5)),
-                       OptimiserChain(ClipGlobalNorm(10.0), Descent(1e-3)), 3000),
-    "SkipNonFinite": (OptimiserChain(SkipNonFinite(), Adam(0.05)),
-                      OptimiserChain(SkipNonFinite(), Adam(0.02)), 3000),
+    "WeightDecay": (
+        OptimiserChain(WeightDecay(1e-3), Descent(0.5)),
+        OptimiserChain(WeightDecay(1e-4), Descent(1e-3)),
+        3000,
+    ),
+    "SignDecay": (
+        OptimiserChain(SignDecay(1e-4), Descent(0.5)),
+        OptimiserChain(SignDecay(1e-4), Descent(1e-3)),
+        3000,
+    ),
+    "ClipGrad": (
+        OptimiserChain(ClipGrad(0.1), Descent(0.5)),
+        OptimiserChain(ClipGrad(10.0), Descent(1e-3)),
+        3000,
+    ),
+    "ClipNorm": (
+        OptimiserChain(ClipNorm(1.0), Descent(0.5)),
+        OptimiserChain(ClipNorm(10.0), Descent(1e-3)),
+        3000,
+    ),
+    "AccumGrad": (
+        OptimiserChain(AccumGrad(3), Adam(0.05)),
+        OptimiserChain(AccumGrad(2), Adam(0.03)),
+        4000,
+    ),
+    "ClipGlobalNorm": (
+        OptimiserChain(ClipGlobalNorm(1.0), Descent(0.5)),
+        OptimiserChain(ClipGlobalNorm(10.0), Descent(1e-3)),
+        3000,
+    ),
+    "SkipNonFinite": (
+        OptimiserChain(SkipNonFinite(), Adam(0.05)),
+        OptimiserChain(SkipNonFinite(), Adam(0.02)),
+        3000,
+    ),
     "MixedPrecision": (MixedPrecision(Adam(0.05)), MixedPrecision(np.float64, Adam(0.02)), 3000),
     "ScheduleFreeAdamW": (ScheduleFreeAdamW(0.05), ScheduleFreeAdamW(0.05, warmup_steps=50), 3000),
     "Lookahead": (Lookahead(Adam(0.05)), Lookahead(Adam(0.02), k=5, alpha=0.5), 3000),
@@ -288,12 +422,16 @@ def _check_specs():
         _converging |= rule_classes_in(rq) | rule_classes_in(rr) | {type(rq), type(rr)}
     for cls in opt.RULES:
         if cls not in SPECS and cls not in _COMPOSITES:
-            raise AssertionError(f"the rule class {cls.__name__} has no row in registry.SPECS "
-                                 f"(its fields with their defaults, and other values)")
+            raise AssertionError(
+                f"the rule class {cls.__name__} has no row in registry.SPECS "
+                f"(its fields with their defaults, and other values)"
+            )
         if cls not in _converging and cls not in MATRIX_ONLY:
-            raise AssertionError(f"the rule class {cls.__name__} has no row in "
-                                 f"registry.CONVERGENCE (rules that train a quadratic and "
-                                 f"Rosenbrock's function)")
+            raise AssertionError(
+                f"the rule class {cls.__name__} has no row in "
+                f"registry.CONVERGENCE (rules that train a quadratic and "
+                f"Rosenbrock's function)"
+            )
 
 
 LEAF_CLASSES = tuple(c for c in opt.RULES if c not in _COMPOSITES)
@@ -321,9 +459,11 @@ def _check_coverage():
     tuned |= {type(r) for _, r in MATRIX_RULES}
     for cls in LEAF_CLASSES:
         if cls not in tuned:
-            raise AssertionError(f"the rule class {cls.__name__} has no row in TUNED_RULES "
-                                 f"(tests/registry.py): add one with non-default "
-                                 f"hyper-parameters")
+            raise AssertionError(
+                f"the rule class {cls.__name__} has no row in TUNED_RULES "
+                f"(tests/registry.py): add one with non-default "
+                f"hyper-parameters"
+            )
     for cls in _COMPOSITES:
         if not any(type(r) is cls for _, r in CHAINS):
             raise AssertionError(f"no row of CHAINS is a {cls.__name__} (tests/registry.py)")
@@ -338,8 +478,10 @@ def _check_coverage():
 MATRIX_RULES = [_at_defaults(c) for c in MATRIX_ONLY] + [
     ("Muon-tuned", Muon(0.05, 0.2, 0.8, False, (3.0, -3.2, 1.2), 1e-6, 3, "match_rms_adamw")),
     ("Muon-plain", Muon(0.02, lambda_=0.0, mu=0.5)),
-    ("Chain-Skip-ClipGlobalNorm-Muon",
-     OptimiserChain(SkipNonFinite(), ClipGlobalNorm(2.0), Muon(0.05))),
+    (
+        "Chain-Skip-ClipGlobalNorm-Muon",
+        OptimiserChain(SkipNonFinite(), ClipGlobalNorm(2.0), Muon(0.05)),
+    ),
     ("Chain-ClipNorm-Muon", OptimiserChain(ClipNorm(1.0), Muon(0.02, lambda_=0.3))),
     ("Chain-AccumGrad-Muon", OptimiserChain(AccumGrad(2), Muon(0.05))),
     ("Chain-Muon-ClipGrad", OptimiserChain(Muon(0.05), ClipGrad(1e-3))),

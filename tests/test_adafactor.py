@@ -17,13 +17,16 @@ from optimisers._native import kernels as K
 from reference import _factored_sums, ref_init, ref_update
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed (CI's "
-                                 "optional stage installs it)")
+needs_torch = pytest.mark.skipif(
+    not HAVE_TORCH, reason="torch is not installed (CI's optional stage installs it)"
+)
 
-SHAPES = [(7,), (5, 9), (3, 4, 6), (40, 1100)]      # the last: 3 column chunks of 512
-SETTINGS = [dict(), dict(eta=0.05, beta2_decay=-0.5, epsilon=(1e-20, 1e-2), d=2.0,
-                         lambda_=0.1),
-            dict(eta=0.5, epsilon=(1e-6, 0.5), d=1.0, lambda_=0.3)]   # RMS clipping active
+SHAPES = [(7,), (5, 9), (3, 4, 6), (40, 1100)]  # the last: 3 column chunks of 512
+SETTINGS = [
+    dict(),
+    dict(eta=0.05, beta2_decay=-0.5, epsilon=(1e-20, 1e-2), d=2.0, lambda_=0.1),
+    dict(eta=0.5, epsilon=(1e-6, 0.5), d=1.0, lambda_=0.3),
+]  # RMS clipping active
 
 
 def _problem(shape, seed=0):
@@ -35,9 +38,14 @@ def _problem(shape, seed=0):
 
 def _torch_run(x, grads, settings):
     import torch
-    kw = {"lr": settings.get("eta", 1e-2), "beta2_decay": settings.get("beta2_decay", -0.8),
-          "eps": settings.get("epsilon", (None, 1e-3)), "d": settings.get("d", 1.0),
-          "weight_decay": settings.get("lambda_", 0.0)}
+
+    kw = {
+        "lr": settings.get("eta", 1e-2),
+        "beta2_decay": settings.get("beta2_decay", -0.8),
+        "eps": settings.get("epsilon", (None, 1e-3)),
+        "d": settings.get("d", 1.0),
+        "weight_decay": settings.get("lambda_", 0.0),
+    }
     p = torch.nn.Parameter(torch.tensor(x, dtype=torch.float64))
     o = torch.optim.Adafactor([p], **kw)
     for g in grads:
@@ -60,8 +68,7 @@ def test_matches_torch_adafactor_float64(shape, settings):
     assert int(st.state.t) == int(tstate["step"]) == 20
     if len(shape) >= 2:
         np.testing.assert_allclose(st.state.row, tstate["row_var"].numpy()[..., 0], rtol=1e-10)
-        np.testing.assert_allclose(st.state.col, tstate["col_var"].numpy()[..., 0, :],
-                                   rtol=1e-10)
+        np.testing.assert_allclose(st.state.col, tstate["col_var"].numpy()[..., 0, :], rtol=1e-10)
     else:
         np.testing.assert_allclose(st.state.v, tstate["variance"].numpy(), rtol=1e-10)
 
@@ -126,9 +133,17 @@ def test_refuses_complex_parameters():
         opt.setup(opt.Adafactor(), {"w": np.zeros((2, 2), np.complex128)})
 
 
-@pytest.mark.parametrize("field, value", [("beta2_decay", 0.1), ("d", 0.5), ("eta", -1.0),
-                                          ("epsilon", (-1.0, 1e-3)), ("epsilon", (None, -1)),
-                                          ("lambda_", -0.1)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("beta2_decay", 0.1),
+        ("d", 0.5),
+        ("eta", -1.0),
+        ("epsilon", (-1.0, 1e-3)),
+        ("epsilon", (None, -1)),
+        ("lambda_", -0.1),
+    ],
+)
 def test_refuses_bad_hyperparameters(field, value):
     with pytest.raises(ValueError, match=f"Adafactor: {field}"):
         opt.Adafactor(**{field: value})
@@ -137,16 +152,23 @@ def test_refuses_bad_hyperparameters(field, value):
 def test_state_of_another_shape_is_refused_with_its_path():
     model = {"w": np.ones((3, 4))}
     st = opt.setup(opt.Adafactor(), model)
-    with pytest.raises(ValueError, match=r"Leaf at w .*state.row has shape \(3,\) where the "
-                                         r"rule keeps shape \(4,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Leaf at w .*state.row has shape \(3,\) where the "
+        r"rule keeps shape \(4,\)",
+    ):
         opt.update_(st, {"w": np.ones((4, 3))}, {"w": np.ones((4, 3))})
 
 
 def test_a_bad_gradient_changes_nothing():
     model = {"a": np.ones((3, 4)), "b": np.ones(5)}
     st = opt.setup(opt.Adafactor(lambda_=0.1), model)
-    before = [model["a"].copy(), model["b"].copy(), st["a"].state.row.copy(),
-              st["b"].state.v.copy()]
+    before = [
+        model["a"].copy(),
+        model["b"].copy(),
+        st["a"].state.row.copy(),
+        st["b"].state.v.copy(),
+    ]
     with pytest.raises(ValueError, match=r"gradient at b "):
         opt.update_(st, model, {"a": np.ones((3, 4)), "b": np.ones(4)})
     after = [model["a"], model["b"], st["a"].state.row, st["b"].state.v]
@@ -159,9 +181,9 @@ def test_schedule_and_adjust():
     rule = opt.Adafactor(eta=opt.schedules.linear(0.1, 0.0, 2))
     st = opt.setup(rule, x)
     st, x = opt.update_(st, x, np.ones((4, 5)))
-    assert np.allclose(x, 0.9)                       # alpha = RMS(x) * min(0.1, 1)
+    assert np.allclose(x, 0.9)  # alpha = RMS(x) * min(0.1, 1)
     st, x2 = opt.update_(st, x.copy(), np.ones((4, 5)))
-    assert np.allclose(x2, 0.9 - 0.9 * 0.05)         # eta(1) = 0.05 < 1/sqrt(2)
+    assert np.allclose(x2, 0.9 - 0.9 * 0.05)  # eta(1) = 0.05 < 1/sqrt(2)
     opt.adjust_(st, eta=0.0)
     st, x3 = opt.update_(st, x2.copy(), np.ones((4, 5)))
     assert np.array_equal(x3, x2)

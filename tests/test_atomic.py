@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import (AccumGrad, ClipGlobalNorm, ClipNorm, MixedPrecision, OptimiserChain,
-                        SkipNonFinite)
+from optimisers import (
+    AccumGrad,
+    ClipGlobalNorm,
+    ClipNorm,
+    MixedPrecision,
+    OptimiserChain,
+    SkipNonFinite,
+)
 from optimisers._leaf import tree_equal
 from registry import RULE_IDS, RULES
 
@@ -41,9 +47,11 @@ def _must_raise(rule):
 @pytest.mark.parametrize("rule", [r for _, r in RULES], ids=RULE_IDS)
 def test_a_nan_in_the_last_leaf_changes_nothing_when_it_raises(rule):
     rng = np.random.default_rng(3)
-    model = {"a": rng.standard_normal(40).astype(np.float32),
-             "b": rng.standard_normal((3, 5)),
-             "z": rng.standard_normal(7).astype(np.float32)}
+    model = {
+        "a": rng.standard_normal(40).astype(np.float32),
+        "b": rng.standard_normal((3, 5)),
+        "z": rng.standard_normal(7).astype(np.float32),
+    }
     grads = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.items()}
     grads["z"][3] = np.nan
     state = opt.setup(rule, model)

@@ -11,9 +11,9 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
+from assertions import assert_arrays_same, assert_state_same
 from optimisers import _plan
 from optimisers._native import kernels as K
-from assertions import assert_arrays_same, assert_state_same
 from reference import ref_averaged, ref_init, ref_update
 
 
@@ -24,15 +24,18 @@ def _rel(got, want):
 # ---------------------------------------------------------------------------------------
 # the peers
 
+
 @pytest.mark.parametrize("decay", [0.9, 0.3], ids=["lerp-near", "lerp-far"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_ema_matches_torch_averaged_model(dtype, decay):
     torch = pytest.importorskip("torch", reason="the peer test needs torch")
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
     rng = np.random.default_rng(1)
     x0 = rng.standard_normal((6, 4)).astype(dtype)
-    lin = torch.nn.Linear(4, 6, bias=False).to(torch.float64 if dtype == np.float64
-                                                else torch.float32)
+    lin = torch.nn.Linear(4, 6, bias=False).to(
+        torch.float64 if dtype == np.float64 else torch.float32
+    )
     with torch.no_grad():
         lin.weight.copy_(torch.tensor(x0))
     ema = AveragedModel(lin, multi_avg_fn=get_ema_multi_avg_fn(decay))
@@ -80,15 +83,20 @@ def test_lookahead_matches_optax():
 # ---------------------------------------------------------------------------------------
 # the reference, on arrays split over threads
 
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=["f16", "f32", "f64"])
-@pytest.mark.parametrize("rule", [
-    opt.Lookahead(opt.AdamW(0.05, lambda_=0.1), k=3, alpha=0.4),
-    opt.EMA(opt.Nesterov(0.05), decay=0.9),
-    opt.EMA(opt.Lookahead(opt.Momentum(0.1), k=2), decay=0.2),
-    opt.MixedPrecision(np.float64, opt.Lookahead(opt.Adam(0.05), k=2)),
-    opt.OptimiserChain(opt.ClipNorm(5.0), opt.EMA(opt.ScheduleFreeAdamW(0.05), decay=0.5)),
-], ids=["Lookahead", "EMA", "EMA-Lookahead", "Mixed-Lookahead", "ClipNorm-EMA-SF"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        opt.Lookahead(opt.AdamW(0.05, lambda_=0.1), k=3, alpha=0.4),
+        opt.EMA(opt.Nesterov(0.05), decay=0.9),
+        opt.EMA(opt.Lookahead(opt.Momentum(0.1), k=2), decay=0.2),
+        opt.MixedPrecision(np.float64, opt.Lookahead(opt.Adam(0.05), k=2)),
+        opt.OptimiserChain(opt.ClipNorm(5.0), opt.EMA(opt.ScheduleFreeAdamW(0.05), decay=0.5)),
+    ],
+    ids=["Lookahead", "EMA", "EMA-Lookahead", "Mixed-Lookahead", "ClipNorm-EMA-SF"],
+)
 def test_averaged_matches_reference(rule, dtype, threads):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((30, 1000)).astype(dtype)
@@ -100,13 +108,15 @@ def test_averaged_matches_reference(rule, dtype, threads):
             st, x = opt.update_(st, x, g)
             ref_st, ref_x = ref_update(rule, ref_st, ref_x, g)
             assert_arrays_same(x, ref_x, f"x at step {t + 1}")
-            assert_arrays_same(opt.averaged(st, x), ref_averaged(rule, ref_st, ref_x),
-                               f"averaged at step {t + 1}")
+            assert_arrays_same(
+                opt.averaged(st, x), ref_averaged(rule, ref_st, ref_x), f"averaged at step {t + 1}"
+            )
     assert_state_same(st.state, ref_st, "state")
 
 
 # ---------------------------------------------------------------------------------------
 # averaged(state, model)
+
 
 def test_averaged_returns_a_new_model_and_leaves_the_trained_one():
     w, b = np.ones((2, 3)), np.zeros(3)
@@ -118,13 +128,13 @@ def test_averaged_returns_a_new_model_and_leaves_the_trained_one():
     before = {k: np.copy(model[k]) for k in ("b",)}
     ev = opt.averaged(st, model)
     assert ev is not model and ev["layers"][0] is not w
-    assert ev["layers"][0] is ev["layers"][1]            # the tie survives
+    assert ev["layers"][0] is ev["layers"][1]  # the tie survives
     assert_arrays_same(ev["layers"][0], np.full((2, 3), 0.25), "EMA of w: 0.5, then 0.25")
     assert_arrays_same(ev["b"], np.full(3, -0.75), "EMA of b: -0.5, then -0.75")
     assert_arrays_same(model["b"], before["b"], "the trained model is untouched")
     assert ev["act"] is np.tanh and ev["n"] == 3
     assert_arrays_same(ev["fixed"], np.arange(3), "an array that is not trained")
-    ev["b"][:] = 7.0                                      # a copy: the state is not touched
+    ev["b"][:] = 7.0  # a copy: the state is not touched
     assert_arrays_same(opt.averaged(st, model)["b"], np.full(3, -0.75), "state after write")
 
 
@@ -139,8 +149,9 @@ def test_averaged_of_plain_rules_is_a_copy_of_the_model():
 
 def test_averaged_finds_the_copy_in_chains_and_mixed_precision():
     x = np.ones(4, np.float16)
-    rule = opt.MixedPrecision(opt.OptimiserChain(opt.ClipGrad(1.0),
-                                                 opt.EMA(opt.Descent(0.1), decay=0.5)))
+    rule = opt.MixedPrecision(
+        opt.OptimiserChain(opt.ClipGrad(1.0), opt.EMA(opt.Descent(0.1), decay=0.5))
+    )
     st = opt.setup(rule, x)
     for _ in range(3):
         st, x = opt.update_(st, x, np.ones(4, np.float16))
@@ -151,7 +162,7 @@ def test_averaged_finds_the_copy_in_chains_and_mixed_precision():
     rule = opt.EMA(opt.Lookahead(opt.Descent(1.0), k=2), decay=0.5)
     y = np.zeros(1)
     st = opt.setup(rule, y)
-    for _ in range(3):        # x: -1, -2 then synchronised to -1, -2; slow -1; EMA -1.5
+    for _ in range(3):  # x: -1, -2 then synchronised to -1, -2; slow -1; EMA -1.5
         st, y = opt.update_(st, y, np.ones(1))
     assert_arrays_same(opt.averaged(st, y), np.array([-1.5]), "EMA outside Lookahead")
     assert not np.array_equal(st.state.ema, st.state.inner.slow)
@@ -168,11 +179,16 @@ def test_averaged_names_the_key_path_of_a_misfit():
 # ---------------------------------------------------------------------------------------
 # the rules as values; fusion; placement
 
+
 def test_the_averaging_is_one_stage_of_the_inner_rules_batch_program():
     x = np.zeros(8, np.float32)
-    for rule, kinds in [(opt.Lookahead(opt.Adam()), [K.ADAM, K.LOOKAHEAD]),
-                        (opt.EMA(opt.OptimiserChain(opt.ClipGrad(1.0), opt.Momentum())),
-                         [K.CLIPGRAD, K.MOMENTUM, K.EMA])]:
+    for rule, kinds in [
+        (opt.Lookahead(opt.Adam()), [K.ADAM, K.LOOKAHEAD]),
+        (
+            opt.EMA(opt.OptimiserChain(opt.ClipGrad(1.0), opt.Momentum())),
+            [K.CLIPGRAD, K.MOMENTUM, K.EMA],
+        ),
+    ]:
         tpl = _plan.template(rule, x, opt.init(rule, x))
         assert tpl is not None, f"{rule!r} runs in the batch, in one kernel pass"
         assert [stage[0] for stage in tpl] == kinds
@@ -189,13 +205,16 @@ def test_placement_and_wrapping_are_checked():
         opt.Lookahead(0.1)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: opt.Lookahead(opt.Adam(), k=0), "k=0"),
-    (lambda: opt.Lookahead(opt.Adam(), k=2.0), "k must be an integer"),
-    (lambda: opt.Lookahead(opt.Adam(), alpha=1.5), "alpha=1.5"),
-    (lambda: opt.EMA(opt.Adam(), decay=-0.1), "decay=-0.1"),
-    (lambda: opt.EMA(opt.Adam(), decay=float("nan")), "decay=nan"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: opt.Lookahead(opt.Adam(), k=0), "k=0"),
+        (lambda: opt.Lookahead(opt.Adam(), k=2.0), "k must be an integer"),
+        (lambda: opt.Lookahead(opt.Adam(), alpha=1.5), "alpha=1.5"),
+        (lambda: opt.EMA(opt.Adam(), decay=-0.1), "decay=-0.1"),
+        (lambda: opt.EMA(opt.Adam(), decay=float("nan")), "decay=nan"),
+    ],
+)
 def test_hyperparameters_are_validated(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
@@ -214,13 +233,13 @@ def test_values_repr_equality_and_adjust():
     x = np.zeros(3)
     st = opt.setup(opt.EMA(opt.Descent(1.0), decay=0.5), x)
     st, x = opt.update_(st, x, np.ones(3))
-    opt.adjust_(st, decay=0.0)                            # the average follows x now
+    opt.adjust_(st, decay=0.0)  # the average follows x now
     st, x = opt.update_(st, x, np.ones(3))
     assert_arrays_same(opt.averaged(st, x), x, "decay 0")
 
 
 def test_schedules_for_the_wrappers_fields():
-    alpha = opt.schedules.linear(1.0, 0.0, 4)             # 1, 0.75, 0.5 ...
+    alpha = opt.schedules.linear(1.0, 0.0, 4)  # 1, 0.75, 0.5 ...
     decay = opt.schedules.linear(0.0, 0.8, 4)
     rule = opt.EMA(opt.Lookahead(opt.Descent(1.0), k=1, alpha=alpha), decay=decay)
     x = np.zeros(2)
@@ -237,12 +256,13 @@ def test_schedules_for_the_wrappers_fields():
 
 def test_accumgrad_inside_lookahead_counts_only_real_steps():
     x = np.zeros(1)
-    st = opt.setup(opt.Lookahead(opt.OptimiserChain(opt.AccumGrad(2), opt.Descent(1.0)),
-                                 k=2, alpha=0.5), x)
-    for _ in range(3):                                    # steps 1 (no step), 2, 3 (no step)
+    st = opt.setup(
+        opt.Lookahead(opt.OptimiserChain(opt.AccumGrad(2), opt.Descent(1.0)), k=2, alpha=0.5), x
+    )
+    for _ in range(3):  # steps 1 (no step), 2, 3 (no step)
         st, x = opt.update_(st, x, np.ones(1))
     assert int(st.state.since) == 1 and x[0] == -1.0
-    st, x = opt.update_(st, x, np.ones(1))                # the second real step: sync
+    st, x = opt.update_(st, x, np.ones(1))  # the second real step: sync
     assert int(st.state.since) == 0
     assert_arrays_same(x, np.array([-1.0]), "slow = 0 + 0.5*(-2 - 0)")
 
@@ -260,8 +280,10 @@ def test_a_failed_step_writes_nothing():
 
 def test_checkpoint_of_nested_wrappers_with_schedules_resumes_bit_for_bit(tmp_path):
     sf = opt.ScheduleFreeAdamW(opt.schedules.linear(0.1, 0.01, 10), warmup_steps=2)
-    rule = opt.MixedPrecision(np.float64, opt.EMA(
-        opt.Lookahead(sf, k=2, alpha=opt.schedules.linear(0.5, 0.9, 5)), decay=0.7))
+    rule = opt.MixedPrecision(
+        np.float64,
+        opt.EMA(opt.Lookahead(sf, k=2, alpha=opt.schedules.linear(0.5, 0.9, 5)), decay=0.7),
+    )
     rng = np.random.default_rng(0)
     model = {"w": np.ones((3, 4), np.float32)}
     st = opt.setup(rule, model)
@@ -275,5 +297,6 @@ def test_checkpoint_of_nested_wrappers_with_schedules_resumes_bit_for_bit(tmp_pa
         st, model = opt.update_(st, model, g)
         st2, model2 = opt.update_(st2, model2, g)
         assert_arrays_same(model2["w"], model["w"], f"x {t}")
-        assert_arrays_same(opt.averaged(st2, model2)["w"], opt.averaged(st, model)["w"],
-                           f"averaged {t}")
+        assert_arrays_same(
+            opt.averaged(st2, model2)["w"], opt.averaged(st, model)["w"], f"averaged {t}"
+        )

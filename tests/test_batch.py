@@ -17,11 +17,19 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import (AccumGrad, Adam, AdamW, ClipNorm, Descent, Momentum, OptimiserChain,
-                        WeightDecay)
+from assertions import assert_arrays_same, assert_state_same, state_arrays
+from optimisers import (
+    AccumGrad,
+    Adam,
+    AdamW,
+    ClipNorm,
+    Descent,
+    Momentum,
+    OptimiserChain,
+    WeightDecay,
+)
 from optimisers._native import kernels as K
 from optimisers._plan import template
-from assertions import assert_arrays_same, assert_state_same, state_arrays
 from reference import ref_init, ref_update, ref_update_tree
 from registry import RULE_IDS, RULES
 
@@ -35,7 +43,7 @@ def seed_of(*keys):
 
 def gradient(rng, shape, dtype):
     g = rng.standard_normal(shape)
-    g.reshape(-1)[rng.integers(0, g.size, 3)] *= 1e3       # norms well above omega
+    g.reshape(-1)[rng.integers(0, g.size, 3)] *= 1e3  # norms well above omega
     return g.astype(dtype)
 
 
@@ -48,10 +56,12 @@ def read_only(a):
 # ---------------------------------------------------------------------------------------
 # both engines against the reference
 
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS.get)
 @pytest.mark.parametrize("rule", [r for _, r in RULES], ids=RULE_IDS)
-def test_batch_and_general_engines_match_the_reference(rule, dtype, n_threads,
-                                                       small_parallel_threshold):
+def test_batch_and_general_engines_match_the_reference(
+    rule, dtype, n_threads, small_parallel_threshold
+):
     """One model, one rule, parameters of every layout: "big" (split over threads by
     tiles), six small ones (spread over threads whole: 6 x 1500 > the lowered threshold),
     a Fortran-ordered and a read-only one (the general engine).  Every one must be the
@@ -68,7 +78,7 @@ def test_batch_and_general_engines_match_the_reference(rule, dtype, n_threads,
     for step in range(5):
         grads = {k: gradient(rng, s, dtype) for k, s in shapes.items()}
         tree, model = opt.update_(tree, model, grads)
-        stepped = ref_update_tree(rule, ref_s, ref_x, grads)     # a global norm: all leaves
+        stepped = ref_update_tree(rule, ref_s, ref_x, grads)  # a global norm: all leaves
         for k in shapes:
             ref_s[k], ref_x[k] = stepped[k]
             assert_arrays_same(np.asarray(model[k]), ref_x[k], f"step {step}: {k}")
@@ -79,11 +89,15 @@ def test_one_step_runs_many_programs_and_both_dtypes(small_parallel_threshold):
     """A batch holds leaves of both dtypes and more distinct programs than the kernel
     caches (one per adjusted rule): each leaf gets its own rule's step."""
     rng = np.random.default_rng(7)
-    rules = [OptimiserChain(ClipNorm(0.5 + i), Adam(0.01 * (i + 1))) if i % 3 == 0 else
-             OptimiserChain(WeightDecay(0.01 * i), Momentum(0.02 * (i + 1), 0.5))
-             if i % 3 == 1 else Descent(0.05 * (i + 1)) for i in range(20)]
-    model = {f"p{i}": rng.standard_normal(300 + 10 * i).astype(FLOATS[i % 2])
-             for i in range(20)}
+    rules = [
+        OptimiserChain(ClipNorm(0.5 + i), Adam(0.01 * (i + 1)))
+        if i % 3 == 0
+        else OptimiserChain(WeightDecay(0.01 * i), Momentum(0.02 * (i + 1), 0.5))
+        if i % 3 == 1
+        else Descent(0.05 * (i + 1))
+        for i in range(20)
+    ]
+    model = {f"p{i}": rng.standard_normal(300 + 10 * i).astype(FLOATS[i % 2]) for i in range(20)}
     tree = opt.setup(Descent(), model)
     for i, r in enumerate(rules):
         tree[f"p{i}"] = opt.setup(r, model[f"p{i}"])
@@ -99,6 +113,7 @@ def test_one_step_runs_many_programs_and_both_dtypes(small_parallel_threshold):
 
 # ---------------------------------------------------------------------------------------
 # the kernel's contract
+
 
 def _entry(rule, x, g, owner=None):
     state = opt.init(rule, x)
@@ -125,7 +140,7 @@ def test_preparing_writes_nothing_and_run_writes_once():
         # the step is the reference's: norm of 3*ones clipped to 1, then Adam's first step
         want = ref_update(rule, ref_init(rule, x0), x0, np.full_like(x0, 3.0))[1]
         assert_arrays_same(e[2], want, "x after run")
-    batch.run()                                          # a second run does nothing
+    batch.run()  # a second run does nothing
     for e, x1 in zip(entries, after):
         assert_arrays_same(e[2], x1, "x after a second run")
 
@@ -145,13 +160,28 @@ def test_entries_that_do_not_fit_are_listed_and_left_alone():
     shared_x = np.ones(4)
     shared = [_entry(rule, shared_x, np.ones(4)), _entry(rule, shared_x, np.ones(4))]
     owner = object()
-    same_owner = [_entry(rule, np.ones(4), np.ones(4), owner),
-                  _entry(rule, np.ones(4), np.ones(4), owner)]
-    entries = [ok, strided, readonly, wrong_dtype, wrong_shape, not_array, f_order,
-               bad_state] + shared + same_owner
-    expected = {1: K.BAD_PARAMETER, 2: K.BAD_PARAMETER, 3: K.BAD_GRADIENT,
-                4: K.BAD_GRADIENT, 5: K.BAD_GRADIENT, 6: K.BAD_GRADIENT, 7: K.BAD_STATE,
-                8: K.SHARED, 9: K.SHARED, 10: K.SHARED, 11: K.SHARED}
+    same_owner = [
+        _entry(rule, np.ones(4), np.ones(4), owner),
+        _entry(rule, np.ones(4), np.ones(4), owner),
+    ]
+    entries = (
+        [ok, strided, readonly, wrong_dtype, wrong_shape, not_array, f_order, bad_state]
+        + shared
+        + same_owner
+    )
+    expected = {
+        1: K.BAD_PARAMETER,
+        2: K.BAD_PARAMETER,
+        3: K.BAD_GRADIENT,
+        4: K.BAD_GRADIENT,
+        5: K.BAD_GRADIENT,
+        6: K.BAD_GRADIENT,
+        7: K.BAD_STATE,
+        8: K.SHARED,
+        9: K.SHARED,
+        10: K.SHARED,
+        11: K.SHARED,
+    }
     before = [np.array(e[2]) for e in entries]
     batch = K.Batch(entries)
     assert {i: s for i, s, _, _ in batch.problems} == expected
@@ -186,11 +216,16 @@ def test_non_finite_norm_is_listed_with_its_value_and_nothing_runs_for_it(bad):
 # ---------------------------------------------------------------------------------------
 # through update_: the check spans both engines
 
+
 @pytest.mark.parametrize("bad_leaf", ["batched", "float16", "read-only"])
 def test_leading_clipnorm_checks_every_engine_before_writing(bad_leaf):
     rule = OptimiserChain(ClipNorm(1.0), AdamW(0.1))
-    model = {"batched": np.ones(6), "float16": np.ones(6, np.float16),
-             "read-only": read_only(np.ones(6)), "other": np.ones(6)}
+    model = {
+        "batched": np.ones(6),
+        "float16": np.ones(6, np.float16),
+        "read-only": read_only(np.ones(6)),
+        "other": np.ones(6),
+    }
     tree = opt.setup(rule, model)
     grads = {k: np.full(6, 2.0) for k in model}
     grads[bad_leaf] = np.array([1.0, np.inf, 0, 0, 0, 0])

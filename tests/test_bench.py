@@ -34,6 +34,7 @@ def run_main(capsys, *args):
 def tiny_json():
     """One --tiny --json run shared by the consistency tests."""
     import contextlib
+
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(TINY + ["--json"]) == 0
@@ -42,6 +43,7 @@ def tiny_json():
 
 # ----------------------------------------------------------------------------------------
 # the command
+
 
 def test_tiny_table(capsys):
     out = run_main(capsys)
@@ -63,25 +65,28 @@ def test_tiny_json_fields(tiny_json):
     # 3 rules x (1 size + 1 many-array model) x 2 thread counts
     assert len(cases) == len(ns.rules) * (len(ns.sizes) + len(ns.many)) * len(ns.threads)
     for case in cases:
-        impls = {r["impl"] for r in speed_rows if (r["rule"], r["dtype"], r["size"],
-                                                   r["leaves"], r["threads"]) == case}
+        impls = {
+            r["impl"]
+            for r in speed_rows
+            if (r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]) == case
+        }
         # the plain pass of the same arithmetic joins single-array cases of the rules
         # that have one
         plain = case[0] in PLAIN_RULES and case[3] == 1
         assert impls == {"optimisers", "probe"} | ({"plain"} if plain else set())
-    assert len(tiny_json["per_leaf"]) == 2 * len(ns.threads)     # ours and the probe
+    assert len(tiny_json["per_leaf"]) == 2 * len(ns.threads)  # ours and the probe
     for r in tiny_json["per_leaf"]:
         assert r["leaves"] == ns.per_leaf and r["size"] == 16 * ns.per_leaf
-    assert {r["problem"] for r in tiny_json["quality"]} == {"rosenbrock", "logistic",
-                                                          "spirals"}
+    assert {r["problem"] for r in tiny_json["quality"]} == {"rosenbrock", "logistic", "spirals"}
 
 
 def test_tiny_json_consistency(tiny_json):
     rows = tiny_json["speed"] + tiny_json["per_leaf"]
     by_case = {}
     for r in rows:
-        by_case.setdefault((r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]),
-                           {})[r["impl"]] = r
+        by_case.setdefault((r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]), {})[
+            r["impl"]
+        ] = r
     for impls in by_case.values():
         ours, probe = impls["optimisers"], impls["probe"]
         for r in impls.values():
@@ -91,12 +96,16 @@ def test_tiny_json_consistency(tiny_json):
             assert r["gbps"] == pytest.approx(r["bytes"] / (r["ms"] * 1e-3) / 1e9, rel=1e-9)
             assert r["probe_gbps"] == pytest.approx(probe["gbps"], rel=1e-9)
             # the ratios are paired: the median over the rounds of each round's ratio
-            assert len(r["ms_rounds"]) == len(ours["ms_rounds"]) == 3     # --tiny: 3 rounds
+            assert len(r["ms_rounds"]) == len(ours["ms_rounds"]) == 3  # --tiny: 3 rounds
             assert min(r["ms_rounds"]) <= r["ms"] <= max(r["ms_rounds"])
-            assert r["pct_bw"] == pytest.approx(100 / statistics.median(
-                a / p for a, p in zip(r["ms_rounds"], probe["ms_rounds"])), rel=1e-9)
-            assert r["vs_opt"] == pytest.approx(statistics.median(
-                a / o for a, o in zip(r["ms_rounds"], ours["ms_rounds"])), rel=1e-9)
+            assert r["pct_bw"] == pytest.approx(
+                100 / statistics.median(a / p for a, p in zip(r["ms_rounds"], probe["ms_rounds"])),
+                rel=1e-9,
+            )
+            assert r["vs_opt"] == pytest.approx(
+                statistics.median(a / o for a, o in zip(r["ms_rounds"], ours["ms_rounds"])),
+                rel=1e-9,
+            )
             assert r["us_per_leaf"] == pytest.approx(r["ms"] * 1e3 / r["leaves"], rel=1e-9)
             assert 0 < r["ms_best"] <= r["ms"] and r["ms_q1"] <= r["ms"] <= r["ms_q3"]
             assert r["steps"] >= 3
@@ -122,7 +131,7 @@ def test_doubtful_figures_are_flagged(tiny_json):
 
 def test_byte_counts():
     a = rules.arrays_per_element
-    assert a(rules.get("adam").passes) == 7          # x, g, m, v read; x, m, v written
+    assert a(rules.get("adam").passes) == 7  # x, g, m, v read; x, m, v written
     assert a(rules.get("adamw").passes) == 7
     assert a(rules.get("momentum").passes) == 5
     assert a(rules.get("lion").passes) == 5
@@ -142,18 +151,19 @@ def test_rules_come_from_the_registry():
         except TypeError:
             continue
         if cls is opt.OptimiserChain:
-            assert "optimiserchain" not in names       # chains are named by their parts
+            assert "optimiserchain" not in names  # chains are named by their parts
             continue
         assert cls.__name__.lower() in names
         state = cls().init(np.zeros(7))
         arrays = sum(a.size == 7 for a in rules.state_arrays(state))
         norm = 1 if cls in (opt.ClipNorm, opt.ClipGlobalNorm, opt.SkipNonFinite) else 0
-        norm += rules.PRE_PASS.get(cls.__name__.lower(), 0)     # Adafactor's, LAMB's norms
+        norm += rules.PRE_PASS.get(cls.__name__.lower(), 0)  # Adafactor's, LAMB's norms
         assert rules.arrays_per_element(rules.get(cls.__name__).passes) == 3 + 2 * arrays + norm
 
 
 def test_a_new_rule_joins_the_benchmark(monkeypatch):
     """A rule added to the registry is timed with nothing in the bench to edit."""
+
     class ThreeMoments(opt.Rule):
         def __init__(self, eta=0.1):
             self.eta = eta
@@ -163,6 +173,7 @@ def test_a_new_rule_joins_the_benchmark(monkeypatch):
 
         def apply(self, state, x, dx):
             return state, self.eta * dx
+
     monkeypatch.setattr(opt, "RULES", opt.RULES + (ThreeMoments,))
     rules._single_rules.cache_clear()
     rules._spec.cache_clear()
@@ -192,11 +203,12 @@ def test_tiny_csv(capsys, tiny_json):
 
 
 def test_quality_mode_losses_decrease(capsys):
-    out = run_main(capsys, "quality", "--rules", "adam,momentum,descent,lion,clipnorm+adamw",
-                   "--json")
+    out = run_main(
+        capsys, "quality", "--rules", "adam,momentum,descent,lion,clipnorm+adamw", "--json"
+    )
     res = json.loads(out)
     assert res["speed"] == [] and res["per_leaf"] == []
-    assert len(res["quality"]) == (5 + 1) * 3          # and the training recipe's row
+    assert len(res["quality"]) == (5 + 1) * 3  # and the training recipe's row
     for r in res["quality"]:
         assert math.isfinite(r["final_loss"]) and not r["diverged"]
         assert r["final_loss"] < r["initial_loss"], r
@@ -204,8 +216,20 @@ def test_quality_mode_losses_decrease(capsys):
 
 
 def test_compare_tiny(capsys):
-    out = run_main(capsys, "--compare", "--rules", "adam,lion,clipnorm+adamw", "--many",
-                   "none", "--per-leaf", "0", "--no-quality", "--threads", "1", "--json")
+    out = run_main(
+        capsys,
+        "--compare",
+        "--rules",
+        "adam,lion,clipnorm+adamw",
+        "--many",
+        "none",
+        "--per-leaf",
+        "0",
+        "--no-quality",
+        "--threads",
+        "1",
+        "--json",
+    )
     res = json.loads(out)
     impls = {(r["rule"], r["impl"]) for r in res["speed"]}
     for rule in ("adam", "lion", "clipnorm+adamw"):
@@ -219,9 +243,25 @@ def test_compare_tiny(capsys):
 
 
 def test_impls_narrows_the_implementations(capsys):
-    res = json.loads(run_main(capsys, "--impls", "plain,numpy", "--rules", "adam", "--sizes",
-                              "2e4", "--many", "none", "--per-leaf", "0", "--no-quality",
-                              "--threads", "1", "--json"))
+    res = json.loads(
+        run_main(
+            capsys,
+            "--impls",
+            "plain,numpy",
+            "--rules",
+            "adam",
+            "--sizes",
+            "2e4",
+            "--many",
+            "none",
+            "--per-leaf",
+            "0",
+            "--no-quality",
+            "--threads",
+            "1",
+            "--json",
+        )
+    )
     # naming a peer turns the comparison on; ours and the probe always run
     assert {r["impl"] for r in res["speed"]} == {"optimisers", "probe", "plain", "numpy"}
     assert all(r["pct_bw"] is not None for r in res["speed"])
@@ -230,9 +270,23 @@ def test_impls_narrows_the_implementations(capsys):
 
 
 def test_sizes_none_runs_only_the_many_models(capsys):
-    res = json.loads(run_main(capsys, "--sizes", "none", "--many", "20x500", "--rules",
-                              "descent", "--threads", "1", "--per-leaf", "0", "--no-quality",
-                              "--json"))
+    res = json.loads(
+        run_main(
+            capsys,
+            "--sizes",
+            "none",
+            "--many",
+            "20x500",
+            "--rules",
+            "descent",
+            "--threads",
+            "1",
+            "--per-leaf",
+            "0",
+            "--no-quality",
+            "--json",
+        )
+    )
     assert {(r["size"], r["leaves"]) for r in res["speed"]} == {(10000, 20)}
     assert res["per_leaf"] == [] and res["quality"] == []
 
@@ -252,11 +306,11 @@ def test_list_and_errors(capsys):
 # ----------------------------------------------------------------------------------------
 # plotting
 
+
 def test_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     path = tmp_path / "bench.png"
-    run_main(capsys, "--rules", "adam", "--threads", "1", "--per-leaf", "0", "--plot",
-             str(path))
+    run_main(capsys, "--rules", "adam", "--threads", "1", "--per-leaf", "0", "--plot", str(path))
     assert path.stat().st_size > 1000
     path2 = tmp_path / "quality.png"
     run_main(capsys, "quality", "--rules", "adam,lion", "--plot", str(path2))
@@ -268,6 +322,7 @@ def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
 
     def missing():
         raise plot.PlotUnavailable("--plot needs matplotlib: pip install 'optimisers[plot]'")
+
     monkeypatch.setattr(plot, "pyplot", missing)
     assert main(TINY + ["--plot", str(tmp_path / "x.png")]) == 2
     assert "matplotlib" in capsys.readouterr().err
@@ -276,6 +331,7 @@ def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
 
 # ----------------------------------------------------------------------------------------
 # the probe
+
 
 def _reference(reads, writes):
     """What the probe computes, in numpy: the mean of the reads into every written array."""
@@ -286,33 +342,52 @@ def _reference(reads, writes):
     for a in order:
         s = s + a
     s = s * inv
-    outs_order = [a for a in reads if id(a) in ids] + [w for w in writes if id(w) not in
-                                                       {id(r) for r in reads}]
-    return s, [s * (s.dtype.type(1) - s.dtype.type(j) / s.dtype.type(16))
-               for j in range(len(outs_order))], outs_order
+    outs_order = [a for a in reads if id(a) in ids] + [
+        w for w in writes if id(w) not in {id(r) for r in reads}
+    ]
+    return (
+        s,
+        [
+            s * (s.dtype.type(1) - s.dtype.type(j) / s.dtype.type(16))
+            for j in range(len(outs_order))
+        ],
+        outs_order,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [0, 1, 17, 1001, 100_003])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("pattern", [(1, 0, 0), (2, 0, 0), (1, 1, 0), (1, 2, 0), (1, 3, 0),
-                                     (1, 4, 0), (2, 1, 1), (0, 2, 0), (3, 0, 2), (1, 0, 1)])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        (1, 0, 0),
+        (2, 0, 0),
+        (1, 1, 0),
+        (1, 2, 0),
+        (1, 3, 0),
+        (1, 4, 0),
+        (2, 1, 1),
+        (0, 2, 0),
+        (3, 0, 2),
+        (1, 0, 1),
+    ],
+)
 def test_probe_matches_numpy(dtype, n, threads, pattern):
     n_ro, n_up, n_wo = pattern
     rng = np.random.default_rng(n + 7 * n_up)
     ro = [rng.standard_normal(n).astype(dtype) for _ in range(n_ro)]
     up = [rng.standard_normal(n).astype(dtype) for _ in range(n_up)]
     wo = [np.full(n, np.nan, dtype) for _ in range(n_wo)]
-    reads, writes = up[:1] + ro + up[1:], up + wo          # updated arrays anywhere in reads
-    s, expected, outs = _reference(reads, writes)           # before the probe writes
+    reads, writes = up[:1] + ro + up[1:], up + wo  # updated arrays anywhere in reads
+    s, expected, outs = _reference(reads, writes)  # before the probe writes
     ro_before = [a.copy() for a in ro]
     with threadpool_limits(threads, "openmp"):
         total = _probe.probe(reads, writes)
     for out, e in zip(outs, expected):
-        np.testing.assert_allclose(out, e, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                                   atol=1e-6)
+        np.testing.assert_allclose(out, e, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
     for a, b in zip(ro, ro_before):
-        np.testing.assert_array_equal(a, b)                 # read-only arrays untouched
+        np.testing.assert_array_equal(a, b)  # read-only arrays untouched
     if writes:
         assert total is None
     else:
@@ -328,7 +403,7 @@ def test_probe_values_stay_bounded():
     for a in (x, m, v):
         assert np.all(np.isfinite(a)) and np.abs(a).max() <= 1e3
         tiny = np.abs(a[a != 0])
-        assert tiny.size == 0 or tiny.min() > np.finfo(np.float32).tiny   # no denormals
+        assert tiny.size == 0 or tiny.min() > np.finfo(np.float32).tiny  # no denormals
 
 
 def test_probe_refuses_bad_input():
@@ -373,12 +448,14 @@ def test_plain_pass_is_the_rules_step(rule, dtype):
         x, g = (a[0].copy() for a in cases.make_arrays(case))
         buffers = tuple(np.zeros_like(x) for _ in range(n_buffers))
         _probe.plain_pass(isa, rule, x, g, buffers, tuple(float(h) for h in hp))
-        np.testing.assert_allclose(x, ours.params[0], rtol=1e-6 if dtype == "float32"
-                                   else 1e-14, err_msg=isa)
+        np.testing.assert_allclose(
+            x, ours.params[0], rtol=1e-6 if dtype == "float32" else 1e-14, err_msg=isa
+        )
 
 
 # ----------------------------------------------------------------------------------------
 # the peers compute the same step as optimisers (so the comparison is fair)
+
 
 def _after_steps(step, k=3):
     for _ in range(k):
@@ -386,27 +463,32 @@ def _after_steps(step, k=3):
     return [x.copy() for x in step.params]
 
 
-@pytest.mark.parametrize("rule", ["descent", "momentum", "lion", "adam", "adamw",
-                                  "clipnorm+adamw"])
+@pytest.mark.parametrize("rule", ["descent", "momentum", "lion", "adam", "adamw", "clipnorm+adamw"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_numpy_peer_matches_optimisers(rule, dtype):
     case = Case(rule, dtype, 3000, 3, 1)
     ours = _after_steps(speed.optimisers_step(case))
     theirs = _after_steps(dict(compare.builders(case))["numpy"](case))
     for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == "float32" else 1e-10,
-                                   atol=1e-6 if dtype == "float32" else 1e-14)
+        np.testing.assert_allclose(
+            a,
+            b,
+            rtol=1e-4 if dtype == "float32" else 1e-10,
+            atol=1e-6 if dtype == "float32" else 1e-14,
+        )
 
 
 @pytest.mark.parametrize("rule", ["descent", "momentum", "adam", "adamw"])
 def test_torch_peers_match_optimisers(rule):
     if compare.torch_module() is None:
-        pytest.skip("torch is not installed (pip install torch): the torch peers of "
-                    "--compare are not checked")
-    case = Case(rule, "float64", 3000, 1, 1)      # one array: ClipNorm's norm is the same
+        pytest.skip(
+            "torch is not installed (pip install torch): the torch peers of "
+            "--compare are not checked"
+        )
+    case = Case(rule, "float64", 3000, 1, 1)  # one array: ClipNorm's norm is the same
     start = [x.copy() for x in speed.optimisers_step(case).params]
     ours = _after_steps(speed.optimisers_step(case))
-    assert not any(np.array_equal(a, b) for a, b in zip(ours, start))   # the steps move x
+    assert not any(np.array_equal(a, b) for a, b in zip(ours, start))  # the steps move x
     compared = []
     for name, build in compare.builders(case):
         if name == "numpy":
@@ -442,7 +524,7 @@ def test_probe_step_covers_the_rule_passes(rule, dtype, monkeypatch):
     passes, moved = [], 0
     for reads, writes, before in calls:
         updated = {id(w) for w in writes}
-        assert updated <= {id(r) for r in reads}            # an updated array is read too
+        assert updated <= {id(r) for r in reads}  # an updated array is read too
         assert len({id(r) for r in reads}) == len(reads)
         for a, b in zip(reads, before):
             assert a.dtype == np.dtype(dtype) and a.shape == (5000,)
@@ -459,13 +541,16 @@ def test_the_loss_panel_clips_its_log_axis_and_keeps_curves_apart():
     line stays inside the panel, and curves that overlap differ in style and marker."""
     plt = pytest.importorskip("matplotlib.pyplot", reason="the plot needs matplotlib")
     from optimisers.bench.plot import _curves
+
     fig, ax = plt.subplots()
-    curves = {("adam", "p"): list(np.geomspace(1, 1e-27, 50)),
-              ("sgd", "p"): list(np.geomspace(1, 1e-2, 50)),
-              ("momentum", "p"): list(np.geomspace(1, 1e-2, 50))}
+    curves = {
+        ("adam", "p"): list(np.geomspace(1, 1e-27, 50)),
+        ("sgd", "p"): list(np.geomspace(1, 1e-2, 50)),
+        ("momentum", "p"): list(np.geomspace(1, 1e-2, 50)),
+    }
     _curves(ax, "p", curves, 1e-3)
     bottom, top = ax.get_ylim()
-    assert top / bottom <= 10 ** 8.5 and bottom < 1e-3 < top
+    assert top / bottom <= 10**8.5 and bottom < 1e-3 < top
     lines = [line for line in ax.get_lines() if line.get_label() in ("sgd", "momentum")]
     assert lines[0].get_linestyle() != lines[1].get_linestyle()
     assert lines[0].get_marker() != lines[1].get_marker()

@@ -29,22 +29,32 @@ Pair = collections.namedtuple("Pair", ["w", "b"])
 # ----------------------------------------------------------------------------------------
 # helpers
 
+
 def bits_equal(a, b):
     """Equality down to the bits: types, dtypes, shapes, bytes, dict order, frozen flags."""
     if isinstance(a, Leaf) or isinstance(b, Leaf):
-        return (type(a) is type(b) and a.rule == b.rule and type(a.rule) is type(b.rule)
-                and a.frozen == b.frozen and bits_equal(a.state, b.state))
+        return (
+            type(a) is type(b)
+            and a.rule == b.rule
+            and type(a.rule) is type(b.rule)
+            and a.frozen == b.frozen
+            and bits_equal(a.state, b.state)
+        )
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
-                and a.tobytes() == b.tobytes())
+        return (
+            type(a) is type(b)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.tobytes() == b.tobytes()
+        )
     if isinstance(a, np.generic) or isinstance(b, np.generic):
         return type(a) is type(b) and a.tobytes() == b.tobytes()
     if isinstance(a, dict):
-        return (type(a) is type(b) and list(a) == list(b)
-                and all(bits_equal(a[k], b[k]) for k in a))
+        return type(a) is type(b) and list(a) == list(b) and all(bits_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return (type(a) is type(b) and len(a) == len(b)
-                and all(bits_equal(x, y) for x, y in zip(a, b)))
+        return (
+            type(a) is type(b) and len(a) == len(b) and all(bits_equal(x, y) for x, y in zip(a, b))
+        )
     if isinstance(a, float):
         return type(a) is type(b) and struct.pack("<d", a) == struct.pack("<d", b)
     return type(a) is type(b) and a == b
@@ -92,8 +102,13 @@ def make_model(dtype):
         return rng.standard_normal(shape).astype(dtype)
 
     tied = arr(5)
-    return {"w": arr(3, 4), "layers": [tied, (tied, arr(3))], "frozen": arr(2),
-            "act": np.tanh, "n": 3}
+    return {
+        "w": arr(3, 4),
+        "layers": [tied, (tied, arr(3))],
+        "frozen": arr(2),
+        "act": np.tanh,
+        "n": 3,
+    }
 
 
 def fresh(rule, dtype):
@@ -115,15 +130,19 @@ def split(data):
     assert magic == MAGIC and total == len(data)
     assert hashlib.sha256(data[:-32]).digest() == data[-32:]
     start = -(-(32 + hlen) // 64) * 64
-    assert data[32 + hlen:start] == bytes(start - 32 - hlen)
-    return version, json.loads(data[32:32 + hlen]), data[start:-32]
+    assert data[32 + hlen : start] == bytes(start - 32 - hlen)
+    return version, json.loads(data[32 : 32 + hlen]), data[start:-32]
 
 
 def join_raw(version, header, region):
     """A file with this header text and data region and a valid size and checksum."""
     start = -(-(32 + len(header)) // 64) * 64
-    body = (struct.pack("<14sHQQ", MAGIC, version, start + len(region) + 32, len(header))
-            + header + bytes(start - 32 - len(header)) + region)
+    body = (
+        struct.pack("<14sHQQ", MAGIC, version, start + len(region) + 32, len(header))
+        + header
+        + bytes(start - 32 - len(header))
+        + region
+    )
     return body + hashlib.sha256(body).digest()
 
 
@@ -152,18 +171,30 @@ REQUIRED = [
 ]
 # every rule class at its defaults (the registry's rows), and other dtypes and compositions
 OTHERS = [(rule, F32) for _, rule in DEFAULT_RULES] + [
-    (opt.Descent(0.1), F32), (opt.Momentum(0.05, 0.8), F64), (opt.Adam(), F64),
-    (opt.Adam(), F16), (opt.RAdam(0.01), F64), (opt.AdaGrad(), F64),
+    (opt.Descent(0.1), F32),
+    (opt.Momentum(0.05, 0.8), F64),
+    (opt.Adam(), F64),
+    (opt.Adam(), F16),
+    (opt.RAdam(0.01), F64),
+    (opt.AdaGrad(), F64),
     (opt.OptimiserChain(opt.WeightDecay(), opt.Descent()), F32),
     (opt.OptimiserChain(opt.SignDecay(), opt.ClipGrad(0.5), opt.Momentum()), F32),
-    (opt.OptimiserChain(opt.ClipNorm(2.0, p=np.inf),
-                        opt.OptimiserChain(opt.AccumGrad(3), opt.Adam())), F32),
+    (
+        opt.OptimiserChain(
+            opt.ClipNorm(2.0, p=np.inf), opt.OptimiserChain(opt.AccumGrad(3), opt.Adam())
+        ),
+        F32,
+    ),
     (opt.MixedPrecision(np.float64, opt.OptimiserChain(opt.ClipGrad(1.0), opt.RAdam())), F32),
     (opt.OptimiserChain(), F64),
     # the rules with a second copy (issue 17): their counters and copies resume exactly
     (opt.Lookahead(opt.Adam(0.05), k=3), F32),
-    (opt.EMA(opt.OptimiserChain(opt.ClipGrad(1.0), opt.Lookahead(opt.Momentum(), k=4)),
-             decay=0.9), F64),
+    (
+        opt.EMA(
+            opt.OptimiserChain(opt.ClipGrad(1.0), opt.Lookahead(opt.Momentum(), k=4)), decay=0.9
+        ),
+        F64,
+    ),
     (opt.ScheduleFreeAdamW(0.05, warmup_steps=4), F16),
 ]
 
@@ -180,10 +211,10 @@ def test_training_continues_bit_for_bit(tmp_path, case):
 
     state_b, model_b = train(*fresh(rule, dtype), 0, 5)
     save_state(tmp_path / "b.ckpt", state_b)
-    model_c = copy_model(model_b, {})          # as if the model had been saved and loaded
+    model_c = copy_model(model_b, {})  # as if the model had been saved and loaded
     del state_b, model_b
     state_c = load_state(tmp_path / "b.ckpt")
-    assert state_c["layers"][0] is state_c["layers"][1][0]      # the tie survives
+    assert state_c["layers"][0] is state_c["layers"][1][0]  # the tie survives
     assert state_c["frozen"].frozen and not state_c["w"].frozen
     state_c, model_c = train(state_c, model_c, 5, 5)
 
@@ -217,11 +248,11 @@ def test_a_rule_added_to_the_package_is_saved_and_loaded(tmp_path, monkeypatch):
     """Checkpoints read the registry of rules when they save and load: a rule class that
     joins it (as every rule class of the package does, by being defined) and its state type
     need nothing of the checkpoint code."""
-    monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))    # forget Late afterwards
+    monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))  # forget Late afterwards
 
     @dataclasses.dataclass(frozen=True)
     class Late(opt.Rule):
-        __module__ = "optimisers._rules_late"        # as if a module of the package
+        __module__ = "optimisers._rules_late"  # as if a module of the package
         eta: float = 0.1
         state_types = (LateState,)
 
@@ -247,7 +278,7 @@ def test_a_rule_added_to_the_package_is_saved_and_loaded(tmp_path, monkeypatch):
 def test_a_rule_added_without_known_fields_is_refused_clearly(tmp_path, monkeypatch, small):
     monkeypatch.setattr(_rule, "_BUILTIN", dict(_rule._BUILTIN))
 
-    class Plain(opt.Rule):                   # neither a dataclass nor __slots__
+    class Plain(opt.Rule):  # neither a dataclass nor __slots__
         __module__ = "optimisers._rules_late"
 
         def __init__(self, eta=0.1):
@@ -267,17 +298,36 @@ def test_a_rule_added_without_known_fields_is_refused_clearly(tmp_path, monkeypa
 # ----------------------------------------------------------------------------------------
 # exact round trips
 
+
 def test_containers_keys_scalars_and_ties_round_trip(tmp_path):
     w, v = np.ones(3, F32), np.arange(4.0).reshape(2, 2)
-    model = {"a": [w, (v, 1.0)], 0: {"deep": w}, ("t", 1): (), None: [], "é": np.arange(3),
-             "pair": Pair(np.zeros(2, F64), np.ones((), F32)), "c": np.ones(2, np.complex64)}
+    model = {
+        "a": [w, (v, 1.0)],
+        0: {"deep": w},
+        ("t", 1): (),
+        None: [],
+        "é": np.arange(3),
+        "pair": Pair(np.zeros(2, F64), np.ones((), F32)),
+        "c": np.ones(2, np.complex64),
+    }
     state = opt.setup(opt.OptimiserChain(opt.WeightDecay(0.1), opt.Adam()), model)
-    state, model = opt.update_(state, model, grads_for(model, 0))   # "c" gets no step
+    state, model = opt.update_(state, model, grads_for(model, 0))  # "c" gets no step
     shared = np.zeros(3)
     state["extra"] = [Leaf(opt.Momentum(), shared), Leaf(opt.Momentum(), shared, True)]
-    state["scalars"] = (np.float32(1.5), np.int8(-3), np.bool_(True), np.complex128(1j),
-                        np.float16(np.inf), np.float64(np.nan), -0.0, float("-inf"), 2**70,
-                        1e-300, True, "text")
+    state["scalars"] = (
+        np.float32(1.5),
+        np.int8(-3),
+        np.bool_(True),
+        np.complex128(1j),
+        np.float16(np.inf),
+        np.float64(np.nan),
+        -0.0,
+        float("-inf"),
+        2**70,
+        1e-300,
+        True,
+        "text",
+    )
 
     save_state(tmp_path / "s", state)
     again = load_state(tmp_path / "s", types=[Pair])
@@ -286,7 +336,7 @@ def test_containers_keys_scalars_and_ties_round_trip(tmp_path):
     assert list(again) == list(state)
     assert again["a"][0] is again[0]["deep"]
     assert again["extra"][0] is not again["extra"][1]
-    assert again["extra"][0].state is again["extra"][1].state      # shared array
+    assert again["extra"][0].state is again["extra"][1].state  # shared array
     assert again["extra"][1].frozen
 
     odd = [float("nan"), float("inf"), -0.0, 0.0]
@@ -294,7 +344,7 @@ def test_containers_keys_scalars_and_ties_round_trip(tmp_path):
     assert bits_equal(load_state(tmp_path / "t"), odd)
     assert type(again["pair"]) is Pair
     leaves = [again["a"][0], again["a"][1][0], again["pair"].w, again["pair"].b]
-    assert all(leaf.rule is leaves[0].rule for leaf in leaves)     # one rule object
+    assert all(leaf.rule is leaves[0].rule for leaf in leaves)  # one rule object
 
 
 @pytest.mark.parametrize("tree", [None, [], (), {}, [None, (None,)]])
@@ -308,7 +358,7 @@ def test_a_bare_leaf_and_paths_of_every_kind(tmp_path):
     for path in (str(tmp_path / "a"), tmp_path / "b", os.fsencode(tmp_path / "c")):
         save_state(path, leaf)
         assert bits_equal(load_state(path), leaf)
-    assert sorted(os.listdir(tmp_path)) == ["a", "b", "c"]      # no temporary files left
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "c"]  # no temporary files left
 
 
 def test_loaded_arrays_are_writable_aligned_and_c_ordered(tmp_path):
@@ -331,7 +381,7 @@ def test_user_namedtuples_rebuilt_by_name_or_as_given(tmp_path):
     made = load_state(tmp_path / "s")
     assert type(made) is not Pair and type(made).__name__ == "Pair"
     assert made._fields == ("w", "b") and made.w == state.w and made.b == state.b
-    assert type(load_state(tmp_path / "s")) is type(made)          # one class per name
+    assert type(load_state(tmp_path / "s")) is type(made)  # one class per name
     # it trains like the original, pickles, and saves under the original name
     made, model2 = opt.update_(made, copy_model(model, {}), grads_for(model, 0))
     state, model = opt.update_(state, model, grads_for(model, 0))
@@ -384,6 +434,7 @@ def test_loading_unpickles_nothing(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------
 # what save_state refuses
 
+
 class SignSGD(opt.Rule):
     def __init__(self, eta=0.01):
         self.eta = eta
@@ -401,8 +452,15 @@ class MyAdam(opt.Adam):
     pass
 
 
-@pytest.mark.parametrize("rule", [SignSGD(), opt.OptimiserChain(opt.ClipGrad(1.0), SignSGD()),
-                                  MyAdam(), opt.MixedPrecision(MyAdam())])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        SignSGD(),
+        opt.OptimiserChain(opt.ClipGrad(1.0), SignSGD()),
+        MyAdam(),
+        opt.MixedPrecision(MyAdam()),
+    ],
+)
 def test_save_refuses_user_rules(tmp_path, rule):
     state = opt.setup(rule, {"x": np.ones(2, F32)})
     with pytest.raises(TypeError, match="pickle"):
@@ -414,17 +472,20 @@ def test_save_refuses_user_rules(tmp_path, rule):
     assert tree_equal(again, state) and bits_equal(again, state)
 
 
-@pytest.mark.parametrize("tree, error, match", [
-    ({"x": Leaf(opt.Momentum(), np.array([None, 1.0], dtype=object))}, TypeError, "object"),
-    ({"x": np.array([1, "a"], dtype=object)}, TypeError, "object"),
-    ({"x": np.array(["text"])}, TypeError, "dtype"),
-    ({"x": np.zeros(2, [("a", F32)])}, TypeError, "dtype"),
-    ({"x": np.tanh}, TypeError, "cannot store"),
-    ({"x": collections.OrderedDict()}, TypeError, "cannot store"),
-    ({"x": Leaf(opt.Adam(), np.zeros(3))}, ValueError, "state"),
-    ({"x": Leaf(opt.Momentum(), Leaf(opt.Momentum(), np.zeros(2)))}, TypeError, "Leaf"),
-    ({frozenset(): None}, TypeError, "key"),
-])
+@pytest.mark.parametrize(
+    "tree, error, match",
+    [
+        ({"x": Leaf(opt.Momentum(), np.array([None, 1.0], dtype=object))}, TypeError, "object"),
+        ({"x": np.array([1, "a"], dtype=object)}, TypeError, "object"),
+        ({"x": np.array(["text"])}, TypeError, "dtype"),
+        ({"x": np.zeros(2, [("a", F32)])}, TypeError, "dtype"),
+        ({"x": np.tanh}, TypeError, "cannot store"),
+        ({"x": collections.OrderedDict()}, TypeError, "cannot store"),
+        ({"x": Leaf(opt.Adam(), np.zeros(3))}, ValueError, "state"),
+        ({"x": Leaf(opt.Momentum(), Leaf(opt.Momentum(), np.zeros(2)))}, TypeError, "Leaf"),
+        ({frozenset(): None}, TypeError, "key"),
+    ],
+)
 def test_save_refuses_what_it_cannot_store(tmp_path, tree, error, match):
     with pytest.raises(error, match=match):
         save_state(tmp_path / "s", tree)
@@ -441,6 +502,7 @@ def test_save_refuses_a_tree_that_contains_itself(tmp_path):
 # ----------------------------------------------------------------------------------------
 # malformed files
 
+
 @pytest.fixture
 def small(tmp_path):
     """The bytes of a small checkpoint: two leaves (Adam and a chain), a tie, a bool array."""
@@ -454,7 +516,7 @@ def small(tmp_path):
 
 def _load(tmp_path, data):
     path = tmp_path / "bad"
-    path.unlink(missing_ok=True)     # a new file: truncating one is slow on some filesystems
+    path.unlink(missing_ok=True)  # a new file: truncating one is slow on some filesystems
     path.write_bytes(data)
     return load_state(path)
 
@@ -487,27 +549,30 @@ def test_a_byte_changed_anywhere(tmp_path, small):
                 assert "not an optimisers checkpoint" in msg
             elif 16 <= i < 24:
                 assert "truncated" in msg or "appended" in msg
-            else:                   # the version too: it is believed only after the checksum
+            else:  # the version too: it is believed only after the checksum
                 assert "checksum" in msg
 
 
 @pytest.mark.parametrize("byte", [14, 15])
 def test_a_changed_version_byte_is_a_checksum_error(tmp_path, small, byte):
     data = bytearray(small)
-    data[byte] ^= 0xFF              # version 65281 or 254: not to be believed
+    data[byte] ^= 0xFF  # version 65281 or 254: not to be believed
     with pytest.raises(CheckpointError, match="checksum") as info:
         _load(tmp_path, bytes(data))
     path, _, what = str(info.value).partition(": ")
     assert path == str(tmp_path / "bad") and "version" not in what
 
 
-@pytest.mark.parametrize("data", [
-    b"PK\x03\x04" + bytes(100),                       # a zip (or .npz)
-    b"\x93NUMPY\x01\x00" + bytes(100),                # a .npy
-    pickle.dumps({"x": 1}, protocol=4),               # a pickle
-    b"hello, world, this is text and no checkpoint at all",
-    MAGIC[:-1] + b"?" + bytes(100),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"PK\x03\x04" + bytes(100),  # a zip (or .npz)
+        b"\x93NUMPY\x01\x00" + bytes(100),  # a .npy
+        pickle.dumps({"x": 1}, protocol=4),  # a pickle
+        b"hello, world, this is text and no checkpoint at all",
+        MAGIC[:-1] + b"?" + bytes(100),
+    ],
+)
 def test_wrong_magic(tmp_path, data):
     with pytest.raises(CheckpointError, match="not an optimisers checkpoint"):
         _load(tmp_path, data)
@@ -522,12 +587,14 @@ def test_other_format_versions(tmp_path, small, version, match):
 
 
 def _leaf_index(doc, rule_name):
-    return next(i for i, e in enumerate(doc["leaves"])
-                if doc["rules"][e["rule"]]["rule"] == rule_name)
+    return next(
+        i for i, e in enumerate(doc["leaves"]) if doc["rules"][e["rule"]]["rule"] == rule_name
+    )
 
 
 def _set(path, value):
     """A mutation of the header document: set doc[path...] = value."""
+
     def mutate(doc, region):
         d = doc
         for k in path[:-1]:
@@ -537,6 +604,7 @@ def _set(path, value):
         else:
             d[path[-1]] = value
         return doc, region
+
     return mutate
 
 
@@ -555,8 +623,10 @@ def _wrong_state(doc, region):
 
 def _swap_state(doc, region):
     a, r = _leaf_index(doc, "Adam"), _leaf_index(doc, "RAdam")
-    doc["leaves"][a]["state"], doc["leaves"][r]["state"] = (doc["leaves"][r]["state"],
-                                                            doc["leaves"][a]["state"])
+    doc["leaves"][a]["state"], doc["leaves"][r]["state"] = (
+        doc["leaves"][r]["state"],
+        doc["leaves"][a]["state"],
+    )
     return doc, region
 
 
@@ -567,7 +637,7 @@ def _other_state_type(doc, region):
 
 def _shape(doc, region):
     a = _leaf_index(doc, "Adam")
-    i = doc["leaves"][a]["state"]["values"][2]["array"]      # beta_t: 2 elements
+    i = doc["leaves"][a]["state"]["values"][2]["array"]  # beta_t: 2 elements
     doc["arrays"][i]["shape"] = [1]
     return doc, region
 
@@ -575,7 +645,7 @@ def _shape(doc, region):
 def _bool_byte(doc, region):
     i = doc["tree"]["dict"][3][1]["array"]
     off = doc["arrays"][i]["offset"]
-    region = region[:off] + b"\x02" + region[off + 1:]
+    region = region[:off] + b"\x02" + region[off + 1 :]
     return doc, region
 
 
@@ -597,10 +667,11 @@ MUTATIONS = {
     "negative shape": (_set(["arrays", 0, "shape"], [-1]), "shape"),
     # no element, but an extent numpy cannot index: its own ValueError must not get through
     "zero beside a huge dimension": (_set(["arrays", 0, "shape"], [0, 2**62]), "too big"),
-    "zero beside a dimension past 64 bits": (_set(["arrays", 0, "shape"], [2**64, 0]),
-                                             "too big"),
+    "zero beside a dimension past 64 bits": (_set(["arrays", 0, "shape"], [2**64, 0]), "too big"),
     "zero beside dimensions whose product overflows": (
-        _set(["arrays", 0, "shape"], [2**40, 0, 2**40]), "too big"),
+        _set(["arrays", 0, "shape"], [2**40, 0, 2**40]),
+        "too big",
+    ),
     "shape not ints": (_set(["arrays", 0, "shape"], [1.5]), "shape"),
     "offset past the end": (_set(["arrays", 0, "offset"], 2**40), "past the end"),
     "unaligned offset": (_set(["arrays", 0, "offset"], 3), "multiple of 64"),
@@ -630,14 +701,23 @@ MUTATIONS = {
     "scalar hex text": (_tree({"scalar": "<f4", "hex": "zzzzzzzz"}), "hex"),
     "object scalar": (_tree({"scalar": "|O", "hex": "00"}), "not allowed"),
     "namedtuple field injection": (
-        _tree({"namedtuple": "os.system", "fields": ["__import__('os').system('x')"],
-               "values": [1]}), "not a field name"),
+        _tree(
+            {"namedtuple": "os.system", "fields": ["__import__('os').system('x')"], "values": [1]}
+        ),
+        "not a field name",
+    ),
     "namedtuple keyword field": (
-        _tree({"namedtuple": "x.Y", "fields": ["def"], "values": [1]}), "not a field name"),
+        _tree({"namedtuple": "x.Y", "fields": ["def"], "values": [1]}),
+        "not a field name",
+    ),
     "namedtuple repeated field": (
-        _tree({"namedtuple": "x.Y", "fields": ["a", "a"], "values": [1, 2]}), "repeated"),
+        _tree({"namedtuple": "x.Y", "fields": ["a", "a"], "values": [1, 2]}),
+        "repeated",
+    ),
     "namedtuple lengths": (
-        _tree({"namedtuple": "x.Y", "fields": ["a"], "values": [1, 2]}), "as many values"),
+        _tree({"namedtuple": "x.Y", "fields": ["a"], "values": [1, 2]}),
+        "as many values",
+    ),
     "dict item": (_tree({"dict": [[1]]}), "pair"),
     "dict repeated key": (_tree({"dict": [["a", 1], ["a", 2]]}), "twice"),
     "dict key a list": (_tree({"dict": [[{"list": []}, 1]]}), "cannot stand here"),
@@ -657,14 +737,17 @@ def test_malformed_header_with_a_valid_checksum(tmp_path, small, name):
     assert str(info.value).startswith(str(tmp_path / "bad"))
 
 
-@pytest.mark.parametrize("header, match", [
-    (b'{"tree": NaN}', "not JSON"),
-    (b'{"tree": 1e999}', "not finite"),
-    (b'{"writer": "a", "writer": "b"}', "repeats"),
-    (b'{"tree": ', "not valid JSON"),
-    ("{\"writer\": \"\u00e9\"}".encode("utf-8"), "not valid JSON"),
-    (b"\x80\x81", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        (b'{"tree": NaN}', "not JSON"),
+        (b'{"tree": 1e999}', "not finite"),
+        (b'{"writer": "a", "writer": "b"}', "repeats"),
+        (b'{"tree": ', "not valid JSON"),
+        ('{"writer": "\u00e9"}'.encode("utf-8"), "not valid JSON"),
+        (b"\x80\x81", "not valid JSON"),
+    ],
+)
 def test_header_that_is_not_strict_json(tmp_path, small, header, match):
     version, _, region = split(small)
     with pytest.raises(CheckpointError, match=match):
@@ -700,7 +783,7 @@ def test_saving_into_a_missing_folder_names_the_path_given(tmp_path, kind):
     path = kind(tmp_path / "no such folder" / "s.ckpt")
     with pytest.raises(FileNotFoundError) as info:
         save_state(path, None)
-    assert info.value.filename == os.fspath(path)       # not the temporary file's name
+    assert info.value.filename == os.fspath(path)  # not the temporary file's name
     assert ".tmp" not in str(info.value)
 
 
@@ -709,14 +792,14 @@ def test_saving_over_a_folder_names_the_path_given(tmp_path):
     with pytest.raises(IsADirectoryError) as info:
         save_state(tmp_path / "folder", None)
     assert info.value.filename == str(tmp_path / "folder") and ".tmp" not in str(info.value)
-    assert os.listdir(tmp_path) == ["folder"]               # no temporary file left
+    assert os.listdir(tmp_path) == ["folder"]  # no temporary file left
 
 
 @pytest.mark.skipif(not hasattr(os, "pathconf"), reason="no pathconf to ask the name limit")
 def test_saving_to_a_name_near_the_file_system_limit(tmp_path):
     limit = os.pathconf(tmp_path, "PC_NAME_MAX")
     path = tmp_path / ("s" * limit)
-    save_state(path, [np.ones(2)])          # the temporary file's name must fit as well
+    save_state(path, [np.ones(2)])  # the temporary file's name must fit as well
     assert bits_equal(load_state(path), [np.ones(2)])
     assert os.listdir(tmp_path) == [path.name]
 
@@ -737,9 +820,12 @@ def test_a_checkpoint_of_release_0_1_0_loads_with_its_running_products_widened()
         beta_t = state[k].state[1].beta_t
         assert beta_t.dtype == np.float64
         b = np.array([0.9, 0.999], np.float32)
-        assert np.array_equal(beta_t, (b * b * b).astype(np.float64))   # rounded in float32
-    model = {"w": np.array([0.9780111, -2.015992, 0.5189905], np.float32),
-             "z": np.array([0.99800104 + 0.9780111j, 2.015992 - 0.99800104j], np.complex64)}
-    state, model = opt.update_(state, model, {"w": np.ones(3, np.float32),
-                                              "z": np.ones(2, np.complex64)})
+        assert np.array_equal(beta_t, (b * b * b).astype(np.float64))  # rounded in float32
+    model = {
+        "w": np.array([0.9780111, -2.015992, 0.5189905], np.float32),
+        "z": np.array([0.99800104 + 0.9780111j, 2.015992 - 0.99800104j], np.complex64),
+    }
+    state, model = opt.update_(
+        state, model, {"w": np.ones(3, np.float32), "z": np.ones(2, np.complex64)}
+    )
     assert np.all(np.isfinite(model["w"])) and state["w"].state[1].beta_t.dtype == np.float64

@@ -15,13 +15,35 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, AdamW, AMSGrad,
-                        ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
-                        Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
-                        WeightDecay)
+from assertions import assert_arrays_same as assert_same
+from assertions import assert_state_same
+from optimisers import (
+    AccumGrad,
+    AdaBelief,
+    AdaDelta,
+    AdaGrad,
+    Adam,
+    AdaMax,
+    AdamW,
+    AMSGrad,
+    ClipGrad,
+    ClipNorm,
+    Descent,
+    Lion,
+    MixedPrecision,
+    Momentum,
+    NAdam,
+    Nesterov,
+    OAdam,
+    OptimiserChain,
+    RAdam,
+    RMSProp,
+    Rprop,
+    SignDecay,
+    WeightDecay,
+)
 from optimisers._native import kernels as _kernels
 from optimisers._norms import grad_norm
-from assertions import assert_arrays_same as assert_same, assert_state_same
 from reference import ref_apply, ref_init, ref_norm, ref_update, ref_update_tree
 
 N_STEPS = 8
@@ -45,7 +67,7 @@ RULES = [
     ("ClipNorm-p3", ClipNorm(2.0, 3.0)),
     ("Adam", Adam()),
     ("Adam-tuned", Adam(0.05, (0.8, 0.99), 1e-6)),
-    ("RAdam", RAdam(0.05, (0.8, 0.95), 1e-6)),          # rectified from t = 3
+    ("RAdam", RAdam(0.05, (0.8, 0.95), 1e-6)),  # rectified from t = 3
     ("OAdam", OAdam(0.05, (0.6, 0.95), 1e-6)),
     ("NAdam", NAdam(0.05, (0.8, 0.99), 1e-6)),
     ("AdamW-coupled", AdamW(0.05, (0.8, 0.99), 0.3, 1e-6)),
@@ -56,16 +78,25 @@ RULES = [
     ("AdaGrad", AdaGrad(0.5, 1e-6)),
     ("AdaDelta", AdaDelta(0.5, 1e-4)),
     ("Chain-ClipNorm-Adam", OptimiserChain(ClipNorm(1.0), Adam())),
-    ("Chain-WeightDecay-AccumGrad-AdamW",
-     OptimiserChain(WeightDecay(0.1), AccumGrad(2), AdamW(0.1))),
-    ("Chain-Momentum-ClipNorm-RMSProp",          # a norm mid-chain (a barrier)
-     OptimiserChain(Momentum(0.1), ClipNorm(0.5), RMSProp(0.01, centred=True))),
-    ("Chain-nested", OptimiserChain(WeightDecay(0.01),
-                                    OptimiserChain(AccumGrad(2), Nesterov(0.05)),
-                                    OptimiserChain(ClipNorm(3.0, 1.0), OptimiserChain()))),
+    (
+        "Chain-WeightDecay-AccumGrad-AdamW",
+        OptimiserChain(WeightDecay(0.1), AccumGrad(2), AdamW(0.1)),
+    ),
+    (
+        "Chain-Momentum-ClipNorm-RMSProp",  # a norm mid-chain (a barrier)
+        OptimiserChain(Momentum(0.1), ClipNorm(0.5), RMSProp(0.01, centred=True)),
+    ),
+    (
+        "Chain-nested",
+        OptimiserChain(
+            WeightDecay(0.01),
+            OptimiserChain(AccumGrad(2), Nesterov(0.05)),
+            OptimiserChain(ClipNorm(3.0, 1.0), OptimiserChain()),
+        ),
+    ),
     ("Mixed-c128-Adam", MixedPrecision(np.complex128, Adam())),
-    ("Mixed-f64-AdaBelief", MixedPrecision(np.float64, AdaBelief())),   # master complex128
-    ("Mixed-f32-Momentum", MixedPrecision(Momentum(0.1))),            # master complex64
+    ("Mixed-f64-AdaBelief", MixedPrecision(np.float64, AdaBelief())),  # master complex128
+    ("Mixed-f32-Momentum", MixedPrecision(Momentum(0.1))),  # master complex64
 ]
 RULE_IDS = [i for i, _ in RULES]
 
@@ -79,10 +110,11 @@ def seed_of(*keys):
 # ---------------------------------------------------------------------------------------
 # helpers
 
+
 def make_complex(rng, shape, dtype, zeros=True):
     re = rng.standard_normal(shape)
     im = rng.standard_normal(shape)
-    if zeros and re.size:         # exact zeros in each component, and whole zero elements
+    if zeros and re.size:  # exact zeros in each component, and whole zero elements
         n = re.size
         re.reshape(-1)[rng.integers(0, n, n // 8)] = 0.0
         im.reshape(-1)[rng.integers(0, n, n // 8)] = 0.0
@@ -99,6 +131,7 @@ def make_complex(rng, shape, dtype, zeros=True):
 # ---------------------------------------------------------------------------------------
 # every complex-capable rule against the reference
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("rule", [r for _, r in RULES], ids=RULE_IDS)
 def test_complex_matches_reference(rule, dtype, n_threads, small_parallel_threshold):
@@ -110,8 +143,9 @@ LONG, PER_THREAD = _kernels.long_tiles(4)
 BIG_ELEMENTS = PER_THREAD * LONG + 2049
 
 
-@pytest.mark.parametrize("rule", [Momentum(0.01), Adam(0.01), AccumGrad(2)],
-                         ids=["Momentum", "Adam", "AccumGrad"])
+@pytest.mark.parametrize(
+    "rule", [Momentum(0.01), Adam(0.01), AccumGrad(2)], ids=["Momentum", "Adam", "AccumGrad"]
+)
 def test_big_complex_arrays_match_reference(rule, n_threads):
     """complex64 on a big array: Momentum runs component-wise on the real view, on long
     tiles (never splitting a pair), Adam as a pair stage on short ones (its stack buffer),
@@ -130,7 +164,7 @@ def _check_complex(rule, dtype, shapes, n_steps):
     for step in range(n_steps):
         grads = {k: make_complex(rng, v.shape, dtype) for k, v in model.items()}
         tree, model = opt.update_(tree, model, grads)
-        stepped = ref_update_tree(rule, ref_s, ref_x, grads)     # a global norm: all leaves
+        stepped = ref_update_tree(rule, ref_s, ref_x, grads)  # a global norm: all leaves
         for k in model:
             ref_s[k], ref_x[k] = stepped[k]
             assert_same(model[k], ref_x[k], f"step {step}: param {k}")
@@ -189,18 +223,22 @@ def test_complex_states_layout():
     s = opt.init(AdaDelta(), x)
     assert (s.acc.dtype, s.dacc.dtype) == (np.float32, np.float32)
     s = opt.init(MixedPrecision(np.float64, AdaBelief()), x)
-    assert (s.xT.dtype, s.inner.m.dtype, s.inner.s.dtype) == (np.complex128, np.complex128,
-                                                              np.float64)
+    assert (s.xT.dtype, s.inner.m.dtype, s.inner.s.dtype) == (
+        np.complex128,
+        np.complex128,
+        np.float64,
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # the norm of complex gradients (conventions §7 with |z| = hypot(re, im))
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("p", [2.0, 1.0, 0.0, np.inf, -np.inf, 3.0, 0.5, -1.5])
 def test_complex_norm_matches_reference(p, dtype, n_threads, small_parallel_threshold):
     rng = np.random.default_rng(seed_of(p, np.dtype(dtype).name, "norm"))
-    for n in (0, 1, 7, 8191, 8193, 20011):          # across blocks of 8192 elements
+    for n in (0, 1, 7, 8191, 8193, 20011):  # across blocks of 8192 elements
         g = make_complex(rng, (n,), dtype)
         want = ref_norm(g, p)
         got = grad_norm(g, p)
@@ -211,9 +249,14 @@ def test_complex_norm_matches_reference(p, dtype, n_threads, small_parallel_thre
 @pytest.mark.parametrize("p", [2.0, 1.0, 0.0, np.inf, -np.inf, 3.0])
 def test_complex_norm_special_values(p, dtype):
     nan, inf = np.nan, np.inf
-    for vals in ([1 + 1j, complex(nan, 0.0), 2j], [complex(inf, nan), 1.0, 0.0],
-                 [complex(0.0, -inf), 3 + 4j], [0j, 0j], [complex(-0.0, 0.0), 5 - 12j],
-                 [complex(3e38, 3e38), 1.0]):
+    for vals in (
+        [1 + 1j, complex(nan, 0.0), 2j],
+        [complex(inf, nan), 1.0, 0.0],
+        [complex(0.0, -inf), 3 + 4j],
+        [0j, 0j],
+        [complex(-0.0, 0.0), 5 - 12j],
+        [complex(3e38, 3e38), 1.0],
+    ):
         g = np.array(vals, dtype)
         want = ref_norm(g, p)
         got = grad_norm(g, p)
@@ -241,10 +284,13 @@ def test_clipnorm_throw_names_the_complex_leaf():
 # ---------------------------------------------------------------------------------------
 # a complex problem converges
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("rule", [Adam(0.05), OptimiserChain(ClipNorm(10.0), AdamW(0.05)),
-                                  RMSProp(0.01), Momentum(0.02, 0.9)],
-                         ids=["Adam", "ClipNorm-AdamW", "RMSProp", "Momentum"])
+@pytest.mark.parametrize(
+    "rule",
+    [Adam(0.05), OptimiserChain(ClipNorm(10.0), AdamW(0.05)), RMSProp(0.01), Momentum(0.02, 0.9)],
+    ids=["Adam", "ClipNorm-AdamW", "RMSProp", "Momentum"],
+)
 def test_complex_least_squares_converges(rule, dtype):
     """min_z sum |A z - b|^2; the steepest-descent direction of a real loss of a complex
     variable is dL/dre + i dL/dim = 2 A^H (A z - b)."""
@@ -273,12 +319,17 @@ def test_complex_least_squares_converges(rule, dtype):
 # ---------------------------------------------------------------------------------------
 # refused rules
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("cls", REFUSED, ids=lambda c: c.__name__)
 def test_refused_rules_raise_at_setup_naming_the_path(cls, dtype):
     model = {"name": "text", "layer": [np.tanh, np.zeros(4, dtype)]}
-    for rule in (cls(), OptimiserChain(WeightDecay(), cls()), MixedPrecision(np.float64, cls()),
-                 MixedPrecision(np.complex128, OptimiserChain(cls(), Adam()))):
+    for rule in (
+        cls(),
+        OptimiserChain(WeightDecay(), cls()),
+        MixedPrecision(np.float64, cls()),
+        MixedPrecision(np.complex128, OptimiserChain(cls(), Adam())),
+    ):
         with pytest.raises(TypeError) as info:
             opt.setup(rule, model)
         msg = str(info.value)

@@ -25,8 +25,7 @@ def _one(rule: opt.Rule, model: Any) -> Any:
 def test_a_non_finite_gradient_skips_the_step_on_every_rank() -> None:
     model = {"a": np.ones(2), "b": np.ones(3)}
     state = _one(opt.OptimiserChain(opt.SkipNonFinite(), opt.Descent(0.5)), model)
-    state, model = dist.update_(state, model, {"a": np.ones(2),
-                                               "b": np.array([1.0, np.nan, 1.0])})
+    state, model = dist.update_(state, model, {"a": np.ones(2), "b": np.array([1.0, np.nan, 1.0])})
     assert model["a"].tolist() == [1.0, 1.0] and model["b"].tolist() == [1.0, 1.0, 1.0]
     state, model = dist.update_(state, model, {"a": np.ones(2), "b": np.ones(3)})
     assert model["a"].tolist() == [0.5, 0.5]
@@ -35,8 +34,9 @@ def test_a_non_finite_gradient_skips_the_step_on_every_rank() -> None:
 def test_a_non_finite_global_norm_raises_over_the_ranks() -> None:
     model = {"a": np.ones(2)}
     state = _one(opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.Descent(0.5)), model)
-    with pytest.raises(FloatingPointError, match="over all ranks is inf: a non-finite "
-                                                 "gradient is at a"):
+    with pytest.raises(
+        FloatingPointError, match="over all ranks is inf: a non-finite gradient is at a"
+    ):
         dist.update_(state, model, {"a": np.array([np.inf, 1.0])})
     assert model["a"].tolist() == [1.0, 1.0]
 
@@ -46,7 +46,7 @@ def test_a_tied_array_is_one_parameter() -> None:
     model = [w, w]
     state = _one(opt.Descent(0.5), model)
     state, model = dist.update_(state, model, [np.ones(2), np.ones(2)])
-    assert model[0] is model[1] and model[0].tolist() == [0.0, 0.0]      # summed: 2 * 0.5
+    assert model[0] is model[1] and model[0].tolist() == [0.0, 0.0]  # summed: 2 * 0.5
 
 
 class Counted(opt.Rule):
@@ -73,7 +73,7 @@ def test_a_failed_save_and_a_checkpoint_that_is_not_a_state(tmp_path: pathlib.Pa
     state = _one(opt.Adam(), model)
     with pytest.raises(FileNotFoundError):
         dist.save_state(tmp_path / "no such folder" / "s", state)
-    opt.save_state(tmp_path / "other", {"a": np.zeros(2)})      # an array where a Leaf goes
+    opt.save_state(tmp_path / "other", {"a": np.zeros(2)})  # an array where a Leaf goes
     with pytest.raises(TypeError, match="load_state: the checkpoint"):
         dist.load_state(tmp_path / "other", model, dist.SelfComm())
 

@@ -15,7 +15,7 @@ from optimisers import _plan, schedules
 
 
 def test_a_scheduled_rule_on_the_general_path() -> None:
-    x = np.asfortranarray(np.ones((3, 2)))              # not C-contiguous: no batch
+    x = np.asfortranarray(np.ones((3, 2)))  # not C-contiguous: no batch
     state = opt.setup(opt.Descent(schedules.linear(1.0, 0.0, 4)), x)
     for _ in range(2):
         state, x = opt.update_(state, x, np.ones((3, 2)))
@@ -24,7 +24,7 @@ def test_a_scheduled_rule_on_the_general_path() -> None:
 
 def test_one_leaf_for_two_different_arrays_is_refused() -> None:
     a = np.ones(2)
-    state = opt.setup(opt.Descent(), [a, a])              # a tie: one Leaf
+    state = opt.setup(opt.Descent(), [a, a])  # a tie: one Leaf
     with pytest.raises(ValueError, match="one Leaf is shared by two different arrays"):
         opt.update_(state, [np.ones(2), np.ones(2)], [np.ones(2), np.ones(2)])
 
@@ -52,7 +52,7 @@ def test_a_dict_state_is_restored_when_a_later_leaf_fails() -> None:
 
 def test_the_cache_of_batch_templates_is_bounded() -> None:
     model = [np.ones(1, np.float32) for _ in range(4200)]
-    state = opt.setup(lambda path, x: opt.Descent(1.0 + path[0]), model)   # 4200 rules
+    state = opt.setup(lambda path, x: opt.Descent(1.0 + path[0]), model)  # 4200 rules
     state, model = opt.update_(state, model, [np.ones(1, np.float32)] * len(model))
     assert len(_plan._TEMPLATES) <= 4097
     assert model[4199].tolist() == [-4199.0]
@@ -63,17 +63,17 @@ def test_norms_beyond_float64() -> None:
     # each square is finite, their sum is not: the norm is infinite (as torch's)
     assert opt.global_norm(big) == np.inf
     huge = {"a": np.array([1e308]), "b": np.array([1e308])}
-    assert opt.global_norm(huge, p=0.5) == np.inf          # (sum of roots) ** 2 overflows
+    assert opt.global_norm(huge, p=0.5) == np.inf  # (sum of roots) ** 2 overflows
 
 
 def test_an_infinite_norm_without_throw_scales_by_zero() -> None:
     x = np.ones(2)
-    state = opt.setup(opt.OptimiserChain(opt.ClipGlobalNorm(1.0, throw=False),
-                                         opt.Descent(1.0)), x)
+    state = opt.setup(opt.OptimiserChain(opt.ClipGlobalNorm(1.0, throw=False), opt.Descent(1.0)), x)
     state, x = opt.update_(state, x, np.array([np.inf, 3.0]))
-    assert np.isnan(x[0]) and x[1] == 1.0                  # 0 * inf, and 0 * 3
-    _, d = opt.apply_(opt.ClipGlobalNorm(1.0, throw=False), None, np.ones(2),
-                      np.array([np.inf, 3.0]))
+    assert np.isnan(x[0]) and x[1] == 1.0  # 0 * inf, and 0 * 3
+    _, d = opt.apply_(
+        opt.ClipGlobalNorm(1.0, throw=False), None, np.ones(2), np.array([np.inf, 3.0])
+    )
     assert d is not None and np.isnan(d[0]) and d[1] == 0.0
 
 
@@ -81,6 +81,7 @@ def test_a_rule_that_returns_a_step_of_another_shape() -> None:
     class Wrong(opt.Rule):
         def apply(self, state: Any, x: Any, dx: Any) -> tuple[Any, Any]:
             return state, np.ones(5)
+
     state = opt.setup(Wrong(), {"w": np.ones(2)})
     with pytest.raises(ValueError, match=r"a step of shape \(5,\) for the parameter at w"):
         opt.update_(state, {"w": np.ones(2)}, {"w": np.ones(2)})

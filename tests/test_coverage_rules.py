@@ -29,6 +29,7 @@ class Halve(opt.Rule):
 def test_a_rule_written_without_apply_says_so() -> None:
     class NoApply(opt.Rule):
         pass
+
     state = opt.setup(NoApply(), np.ones(2))
     with pytest.raises(NotImplementedError, match="NoApply must define apply"):
         opt.update_(state, np.ones(2), np.ones(2))
@@ -47,8 +48,9 @@ def test_only_a_rule_led_by_skipnonfinite_has_a_skip_state() -> None:
 
 def test_a_chain_checks_a_complex_parameter_through_its_barrier() -> None:
     # a ClipNorm after another rule asks for the step so far while the kinds are listed
-    state = opt.setup(opt.OptimiserChain(opt.Descent(0.1), opt.ClipNorm(1.0)),
-                      np.ones(2, np.complex128))
+    state = opt.setup(
+        opt.OptimiserChain(opt.Descent(0.1), opt.ClipNorm(1.0)), np.ones(2, np.complex128)
+    )
     assert state.rule.opts[1] == opt.ClipNorm(1.0)
 
 
@@ -69,18 +71,22 @@ def test_a_schedule_must_define_its_value() -> None:
         Schedule()._value(0)
 
 
-@pytest.mark.parametrize("rule", [
-    opt.OptimiserChain(opt.ClipGrad(1.0), opt.Descent(0.5)),
-    opt.AccumGrad(1),
-    opt.MixedPrecision(np.float64, opt.Descent(0.5)),
-], ids=["chain", "accumgrad", "mixed"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        opt.OptimiserChain(opt.ClipGrad(1.0), opt.Descent(0.5)),
+        opt.AccumGrad(1),
+        opt.MixedPrecision(np.float64, opt.Descent(0.5)),
+    ],
+    ids=["chain", "accumgrad", "mixed"],
+)
 def test_the_composite_rules_through_apply(rule: opt.Rule) -> None:
     x = np.ones(3, np.float32)
     state = opt.init(rule, x)
     state, d = opt.apply_(rule, state, x, np.full(3, 4.0, np.float32))
     want = {opt.OptimiserChain: 0.5, opt.AccumGrad: 4.0, opt.MixedPrecision: 2.0}[type(rule)]
     assert d is not None and np.allclose(d, want)
-    assert x.tolist() == [1.0, 1.0, 1.0]                       # apply_ leaves x alone
+    assert x.tolist() == [1.0, 1.0, 1.0]  # apply_ leaves x alone
 
 
 def test_mixedprecision_is_a_value_like_the_other_rules() -> None:
@@ -88,7 +94,7 @@ def test_mixedprecision_is_a_value_like_the_other_rules() -> None:
         opt.MixedPrecision(np.float64, opt.Descent(), opt.Descent())  # type: ignore[call-arg]
     rule = opt.MixedPrecision(np.float64, opt.Adam(0.1))
     with pytest.raises(AttributeError, match="rules are immutable"):
-        rule.dtype = np.float32                               # type: ignore[misc]
+        rule.dtype = np.float32  # type: ignore[misc]
     assert opt.adjust(rule, eta=0.2) == opt.MixedPrecision(np.float64, opt.Adam(0.2))
 
 
@@ -98,17 +104,17 @@ def test_mixedprecision_evaluates_the_schedules_of_its_rule() -> None:
     state = opt.setup(rule, x)
     for _ in range(2):
         state, x = opt.update_(state, x, np.ones(2, np.float32))
-    assert x.tolist() == [-0.75, -0.75]                         # 1 - 1.0 - 0.75
+    assert x.tolist() == [-0.75, -0.75]  # 1 - 1.0 - 0.75
     assert opt.hyperparameters(state) == opt.MixedPrecision(np.float64, opt.Descent(0.5))
 
 
 def test_mixedprecision_skips_a_non_finite_step_of_its_chain() -> None:
-    rule = opt.MixedPrecision(np.float64, opt.OptimiserChain(opt.SkipNonFinite(),
-                                                             opt.Descent(0.5)))
+    rule = opt.MixedPrecision(np.float64, opt.OptimiserChain(opt.SkipNonFinite(), opt.Descent(0.5)))
     tree = {"a": np.ones(2, np.float32), "b": np.ones(2, np.float32)}
     state = opt.setup(rule, tree)
-    state, tree = opt.update_(state, tree, {"a": np.ones(2, np.float32),
-                                            "b": np.array([np.nan, 1.0], np.float32)})
+    state, tree = opt.update_(
+        state, tree, {"a": np.ones(2, np.float32), "b": np.array([np.nan, 1.0], np.float32)}
+    )
     assert tree["a"].tolist() == [1.0, 1.0] and tree["b"].tolist() == [1.0, 1.0]
     assert int(state["a"].state.inner[0].skipped) == 1
 
@@ -124,7 +130,8 @@ def test_skipnonfinite_through_apply_counts_and_then_raises() -> None:
 
 
 def test_a_build_this_processor_cannot_run_or_that_was_not_built(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     baseline = _native.builds()["baseline"]
     monkeypatch.setattr(baseline, "cpu_runs", lambda isa: False, raising=False)
     assert _native._load("avx2") is None
@@ -132,16 +139,21 @@ def test_a_build_this_processor_cannot_run_or_that_was_not_built(
 
     def not_built(name: str) -> Any:
         raise ImportError(name)
+
     monkeypatch.setattr(importlib, "import_module", not_built)
     assert _native._load("avx512") is None
     assert _native._load("baseline") is baseline
 
 
-@pytest.mark.parametrize("rule, want", [
-    (opt.OptimiserChain(opt.ClipGrad(1.0), opt.Descent(0.5)), 0.5),
-    (opt.AccumGrad(1), 4.0),
-    (opt.MixedPrecision(np.float64, opt.Descent(0.5)), 2.0),
-], ids=["chain", "accumgrad", "mixed"])
+@pytest.mark.parametrize(
+    "rule, want",
+    [
+        (opt.OptimiserChain(opt.ClipGrad(1.0), opt.Descent(0.5)), 0.5),
+        (opt.AccumGrad(1), 4.0),
+        (opt.MixedPrecision(np.float64, opt.Descent(0.5)), 2.0),
+    ],
+    ids=["chain", "accumgrad", "mixed"],
+)
 def test_the_composite_rules_follow_the_rule_protocol(rule: opt.Rule, want: float) -> None:
     # rule.apply(state, x, dx) -> (state, d), as a rule written in Python is called
     x = np.ones(3, np.float32)
@@ -152,11 +164,10 @@ def test_the_composite_rules_follow_the_rule_protocol(rule: opt.Rule, want: floa
 def test_a_clipnorm_after_a_stage_asks_the_kinds_probe_for_the_step() -> None:
     probe = _rule._KernelKinds(np.zeros(2))
     opt.Descent(0.1)._compile(None, probe)
-    opt.ClipNorm(1.0)._compile((), probe)          # a barrier: it reads the step so far
+    opt.ClipNorm(1.0)._compile((), probe)  # a barrier: it reads the step so far
     assert len(probe.used) == 2
 
 
-def test_a_cap_on_the_instruction_set_loads_the_baseline(monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_a_cap_on_the_instruction_set_loads_the_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTIMISERS_ISA", "baseline")
     assert _native._choose() is _native.builds()["baseline"]

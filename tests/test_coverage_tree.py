@@ -42,16 +42,25 @@ def test_a_tuple_subclass_is_a_tuple_of_the_tree() -> None:
     assert type(new) is Row and new[0].tolist() == [0.5, 0.5]
 
 
-@pytest.mark.parametrize("state, model, grads, error, match", [
-    ([None, None], [np.ones(2)], [np.ones(2)], ValueError, "2 state entries, 1 model entries"),
-    ("leaf?", [np.ones(2)], [np.ones(2)], TypeError, "the state tree has str at"),
-    ([None], [np.ones(2)], [np.ones(2), np.ones(2)], ValueError, "has length 2, the model's"),
-    ([None], [np.ones(2)], (np.ones(2), np.ones(2)), ValueError, "has length 2, the model's"),
-    ({"w": None}, 3.0, 1.0, TypeError, "the state tree has a dict at .* but the model has a "
-                                       "float there"),
-])
-def test_the_walk_names_what_does_not_match(state: Any, model: Any, grads: Any,
-                                            error: type, match: str) -> None:
+@pytest.mark.parametrize(
+    "state, model, grads, error, match",
+    [
+        ([None, None], [np.ones(2)], [np.ones(2)], ValueError, "2 state entries, 1 model entries"),
+        ("leaf?", [np.ones(2)], [np.ones(2)], TypeError, "the state tree has str at"),
+        ([None], [np.ones(2)], [np.ones(2), np.ones(2)], ValueError, "has length 2, the model's"),
+        ([None], [np.ones(2)], (np.ones(2), np.ones(2)), ValueError, "has length 2, the model's"),
+        (
+            {"w": None},
+            3.0,
+            1.0,
+            TypeError,
+            "the state tree has a dict at .* but the model has a float there",
+        ),
+    ],
+)
+def test_the_walk_names_what_does_not_match(
+    state: Any, model: Any, grads: Any, error: type, match: str
+) -> None:
     with pytest.raises(error, match=match):
         opt.update_(state, model, grads)
 
@@ -61,6 +70,7 @@ def test_a_registered_objects_state_with_other_fields() -> None:
     class Layer:
         def __init__(self) -> None:
             self.w = np.ones(2)
+
     with pytest.raises(ValueError, match=r"state keys .* model keys"):
         opt.update_({"v": None}, Layer(), {"w": np.ones(2)})
 
@@ -104,7 +114,7 @@ def test_rebuilding_objects_with_slots_and_their_own_new() -> None:
         __slots__ = ("__dict__", "__w", "unset")
 
         def __init__(self, w: Any) -> None:
-            self.__w = w                       # a private slot: stored as _Slotted__w
+            self.__w = w  # a private slot: stored as _Slotted__w
 
         @property
         def w(self) -> Any:
@@ -115,7 +125,7 @@ def test_rebuilding_objects_with_slots_and_their_own_new() -> None:
     state = opt.setup(opt.Descent(0.5), s)
     _, new = opt.update(state, s, {"_Slotted__w": np.ones(2)})
     assert new.w.tolist() == [0.5, 0.5] and s.w.tolist() == [1.0, 1.0]
-    assert not hasattr(new, "unset")           # an unset slot stays unset
+    assert not hasattr(new, "unset")  # an unset slot stays unset
 
     @opt.functor(fields=("w",))
     class Interned:

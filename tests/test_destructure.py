@@ -43,7 +43,7 @@ def test_c_order_flattening_and_rebuild():
     assert v.ndim == 1 and v.dtype == np.float64
     assert not np.shares_memory(v, w)
     v[0] = 100.0
-    assert w[0, 0] == 1.0                                    # flat is a copy
+    assert w[0, 0] == 1.0  # flat is a copy
     m2 = re(np.arange(8.0))
     assert type(m2) is dict and type(m2["b"]) is list
     np.testing.assert_array_equal(m2["w"], [[0, 1, 2], [3, 4, 5]])
@@ -81,9 +81,9 @@ def test_dtype_promotion_and_restoration():
     np.testing.assert_array_equal(v, [1, 2, 3 + 4j])
     m2 = re(np.array([1 + 9j, 2 - 9j, 5 + 6j]))
     assert m2["r"].dtype == np.float64 and m2["c"].dtype == np.complex64
-    np.testing.assert_array_equal(m2["r"], [1.0, 2.0])      # the real part
+    np.testing.assert_array_equal(m2["r"], [1.0, 2.0])  # the real part
     np.testing.assert_array_equal(m2["c"], [5 + 6j])
-    m3 = re([1, 2, 3])                                      # any numeric sequence
+    m3 = re([1, 2, 3])  # any numeric sequence
     assert m3["r"].dtype == np.float64 and m3["c"].dtype == np.complex64
 
 
@@ -96,7 +96,7 @@ def test_ties_stored_once_and_rebuilt_as_one_array():
     assert len(re) == 3
     m2 = re(np.array([10.0, 20.0, 30.0]))
     assert m2["a"] is m2["b"][0] is m2["c"][0][0]
-    assert m2["b"] is m2["c"][0]                             # shared containers stay shared
+    assert m2["b"] is m2["c"][0]  # shared containers stay shared
     np.testing.assert_array_equal(m2["a"], [10, 20])
     np.testing.assert_array_equal(m2["c"][1], [30])
 
@@ -112,7 +112,7 @@ def test_length_errors():
 def test_re_x_v_calls_the_rebuilt_model():
     layer = Layer(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([0.5, -0.5]))
     v, re = opt.destructure(layer)
-    np.testing.assert_array_equal(v, [1, 2, 3, 4])           # only w is trainable
+    np.testing.assert_array_equal(v, [1, 2, 3, 4])  # only w is trainable
     x = np.array([0.2, 0.3])
     v2 = np.array([-4.0, -3.0, -2.0, -1.0])
     np.testing.assert_allclose(re(x, v2), re(v2)(x), rtol=1e-15)
@@ -125,8 +125,14 @@ def test_re_x_v_calls_the_rebuilt_model():
 
 def test_non_trainable_parts_carried_over():
     b = np.array([9.0, 9.0])
-    m = {"l": Layer(np.ones((1, 2)), b, act=np.sin), "i": np.arange(3), "s": "name",
-         "n": 7, "f": np.cos, "t": NT(np.ones(1), None)}
+    m = {
+        "l": Layer(np.ones((1, 2)), b, act=np.sin),
+        "i": np.arange(3),
+        "s": "name",
+        "n": 7,
+        "f": np.cos,
+        "t": NT(np.ones(1), None),
+    }
     v, re = opt.destructure(m)
     assert len(re) == 3
     m2 = re(np.array([1.0, 2.0, 3.0]))
@@ -135,7 +141,7 @@ def test_non_trainable_parts_carried_over():
     assert m2["i"] is m["i"] and m2["s"] == "name" and m2["n"] == 7 and m2["f"] is np.cos
     assert type(m2["t"]) is NT and m2["t"].y is None
     np.testing.assert_array_equal(m2["t"].x, [3.0])
-    np.testing.assert_array_equal(m["l"].w, [[1.0, 1.0]])   # the original untouched
+    np.testing.assert_array_equal(m["l"].w, [[1.0, 1.0]])  # the original untouched
 
 
 def test_frozen_dataclass_rebuilt_without_init():
@@ -192,6 +198,7 @@ def test_rebuilt_arrays_do_not_alias_the_input_vector():
 
 def test_restructure_survives_pickle_and_deepcopy():
     import copy
+
     w = np.array([1.0, 2.0])
     m = {"a": w, "b": [w, np.array([3.0], np.float32)], "f": np.sin}
     _, re = opt.destructure(m)
@@ -207,7 +214,7 @@ def test_restructure_survives_pickle_and_deepcopy():
 def test_restructure_is_not_broken_by_later_changes_to_the_model():
     m = {"a": np.ones(2), "b": [np.ones(1)]}
     _, re = opt.destructure(m)
-    m["a"] = np.zeros(5)                  # the user reuses their containers
+    m["a"] = np.zeros(5)  # the user reuses their containers
     m["b"].append(np.ones(3))
     del m["b"][0]
     m2 = re(np.array([1.0, 2.0, 3.0]))

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from registry import RULES
 
 import optimisers as opt
 from optimisers import distributed as dist
+from registry import RULES
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "mpi" / "dist_check.py"
@@ -32,6 +32,7 @@ SCRIPT = HERE / "mpi" / "dist_check.py"
 
 # ----------------------------------------------------------------------------------------
 # in this process
+
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
 def test_partition_balanced_whole_arrays(n: int) -> None:
@@ -41,14 +42,14 @@ def test_partition_balanced_whole_arrays(n: int) -> None:
     assert len(owner) == len(sizes) and set(owner) <= set(range(n))
     loads = [sum(s for s, o in zip(sizes, owner) if o == r) for r in range(n)]
     assert max(loads) <= sum(sizes) / n + max(sizes)
-    if n > 1:      # the big array alone on a rank, the rest spread
+    if n > 1:  # the big array alone on a rank, the rest spread
         assert loads[owner[-1]] == 50_000 or max(loads) - min(loads) <= max(sizes)
-    assert dist.partition(sizes, n) == owner          # the same on every rank
+    assert dist.partition(sizes, n) == owner  # the same on every rank
 
 
 def test_partition_uneven_and_empty() -> None:
     assert dist.partition([], 3) == []
-    assert dist.partition([8, 8], 4) == [0, 1]         # ranks 2 and 3 own nothing
+    assert dist.partition([8, 8], 4) == [0, 1]  # ranks 2 and 3 own nothing
 
 
 def test_sum_dtype() -> None:
@@ -59,16 +60,20 @@ def test_sum_dtype() -> None:
 
 def _model(dtype: Any) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    return {"a": rng.standard_normal((6, 5)).astype(dtype),
-            "b": (rng.standard_normal(7).astype(dtype), np.tanh),
-            "c": rng.standard_normal(3).astype(dtype)}
+    return {
+        "a": rng.standard_normal((6, 5)).astype(dtype),
+        "b": (rng.standard_normal(7).astype(dtype), np.tanh),
+        "c": rng.standard_normal(3).astype(dtype),
+    }
 
 
 def _grads(step: int, dtype: Any) -> dict[str, Any]:
     rng = np.random.default_rng(step + 10)
-    return {"a": rng.standard_normal((6, 5)).astype(dtype),
-            "b": (rng.standard_normal(7).astype(dtype), None),
-            "c": None if step == 1 else rng.standard_normal(3).astype(dtype)}
+    return {
+        "a": rng.standard_normal((6, 5)).astype(dtype),
+        "b": (rng.standard_normal(7).astype(dtype), None),
+        "c": None if step == 1 else rng.standard_normal(3).astype(dtype),
+    }
 
 
 @pytest.mark.parametrize("name,rule", RULES, ids=[n for n, _ in RULES])
@@ -133,17 +138,21 @@ def test_checkpoint_one_rank_round_trip(tmp_path: Path) -> None:
 
 
 def test_import_brings_no_transport() -> None:
-    code = ("import sys, optimisers.distributed; "
-            "assert 'mpi4py' not in sys.modules and 'torch' not in sys.modules")
+    code = (
+        "import sys, optimisers.distributed; "
+        "assert 'mpi4py' not in sys.modules and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # ----------------------------------------------------------------------------------------
 # several processes: mpiexec
 
+
 def _mpiexec() -> str | None:
-    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep
-                       + os.environ.get("PATH", ""))
+    exe = shutil.which(
+        "mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    )
     return exe
 
 
@@ -162,11 +171,13 @@ def run_mpi(n: int, *args: str, timeout: float = 300) -> str:
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
     cmd = [_mpiexec(), "-n", str(n), sys.executable, str(SCRIPT), *args]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                           check=False)
+        p = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
     except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{' '.join(cmd)} took over {timeout} s (a hang?):\n"
-                             f"{e.stdout}\n{e.stderr}") from None
+        raise AssertionError(
+            f"{' '.join(cmd)} took over {timeout} s (a hang?):\n{e.stdout}\n{e.stderr}"
+        ) from None
     out = p.stdout + p.stderr
     assert p.returncode == 0, f"{' '.join(cmd)} failed ({p.returncode}):\n{out}"
     # the ranks' lines may interleave: find each rank's mark anywhere
@@ -234,13 +245,23 @@ def test_example_same_curve_on_1_and_2_ranks() -> None:
     """examples/distributed_mlp.py: the loss curve on 2 ranks is the one of 1 process."""
     script = HERE.parent / "examples" / "distributed_mlp.py"
     args = ["--steps", "61", "--every", "20"]
-    one = subprocess.run([sys.executable, str(script), *args], capture_output=True,
-                         text=True, timeout=300, check=True).stdout
+    one = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     assert "ranks 1" in one and len(_curve(one)) == 4
-    assert _curve(one)[-1] < 0.8 * _curve(one)[0]          # it trains
+    assert _curve(one)[-1] < 0.8 * _curve(one)[0]  # it trains
     _needs_mpi()
-    two = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script), *args],
-                         capture_output=True, text=True, timeout=300, check=True).stdout
+    two = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     assert "ranks 2" in two
     np.testing.assert_allclose(_curve(two), _curve(one), rtol=1e-5)
 
@@ -249,9 +270,25 @@ def test_bench_distributed_mode() -> None:
     """optimisers-bench distributed launches itself under mpiexec; each rank holds half
     the state on 2 ranks, all of it replicated."""
     _needs_mpi()
-    p = subprocess.run([sys.executable, "-m", "optimisers.bench", "distributed", "--sizes",
-                        "1e4", "--rounds", "1", "--arrays", "4", "--json"],
-                       capture_output=True, text=True, timeout=300, check=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "optimisers.bench",
+            "distributed",
+            "--sizes",
+            "1e4",
+            "--rounds",
+            "1",
+            "--arrays",
+            "4",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     got = json.loads(p.stdout)
     row = got["rows"][0]
     assert row["ranks"] == 2 and row["size"] == 10**4

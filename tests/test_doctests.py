@@ -10,14 +10,20 @@ import optimisers
 from optimisers import _rule
 
 # Modules whose docstrings are prose only (private machinery; the kernels are compiled).
-WITHOUT_EXAMPLES = {"optimisers._kernels", "optimisers._kernels_avx2", "optimisers._kernels_avx512",
-                    "optimisers._program", "optimisers._probe"}
+WITHOUT_EXAMPLES = {
+    "optimisers._kernels",
+    "optimisers._kernels_avx2",
+    "optimisers._kernels_avx512",
+    "optimisers._program",
+    "optimisers._probe",
+}
 
 # Modules that import an optional package (skipped, with the reason, where it is absent).
 NEEDS = {"optimisers.torch": "torch", "optimisers._torch_views": "torch"}
 
 MODULES = sorted(
-    name for _, name, _ in pkgutil.walk_packages(optimisers.__path__, "optimisers.")
+    name
+    for _, name, _ in pkgutil.walk_packages(optimisers.__path__, "optimisers.")
     if not name.endswith("__main__")
 ) + ["optimisers"]
 

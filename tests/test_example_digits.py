@@ -14,8 +14,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits_recipe.p
 
 @pytest.fixture(scope="module")
 def digits():
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed (optional): "
-                                          "pip install scikit-learn")
+    pytest.importorskip(
+        "sklearn", reason="scikit-learn is not installed (optional): pip install scikit-learn"
+    )
     spec = importlib.util.spec_from_file_location("example_digits_recipe", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -37,15 +38,16 @@ def test_backprop_matches_finite_differences(digits):
                 a.flat[i] = old - 1e-6
                 down = digits.loss_and_grad(model, X, y)[0]
                 a.flat[i] = old
-                assert np.isclose(grads[layer][name].flat[i], (up - down) / 2e-6,
-                                  rtol=1e-5, atol=1e-8), (layer, name, i)
+                assert np.isclose(
+                    grads[layer][name].flat[i], (up - down) / 2e-6, rtol=1e-5, atol=1e-8
+                ), (layer, name, i)
 
 
 def test_the_recipe_reaches_95_percent_and_skips_the_bad_batches(digits, tmp_path):
     out = io.StringIO()
     result = digits.main([], out=out)
     assert result["accuracy"] >= 0.95, out.getvalue()[-300:]
-    assert result["skipped"] == 3                         # the three NaN mini-batches
+    assert result["skipped"] == 3  # the three NaN mini-batches
     etas = result["history"]["eta"]
     assert etas[0] == 0.0 and max(etas) == pytest.approx(1e-2) and etas[-1] < 2e-4
     assert "held-out accuracy" in out.getvalue()

@@ -16,8 +16,10 @@ import pytest
 import optimisers as opt
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TORCH_REASON = ("PyTorch is not installed (optional): pip install torch==2.13.0 "
-                "to test examples/torch_interop.py")
+TORCH_REASON = (
+    "PyTorch is not installed (optional): pip install torch==2.13.0 "
+    "to test examples/torch_interop.py"
+)
 SCIPY_REASON = "SciPy is not installed (optional): pip install scipy"
 
 
@@ -31,6 +33,7 @@ def load(name):
 
 # ----------------------------------------------------------------------------------------
 # spirals_mlp.py
+
 
 @pytest.fixture(scope="module")
 def spirals():
@@ -65,8 +68,7 @@ def _eta(rule):
 def test_spirals_trains_and_compares_three_rules(spirals):
     out = io.StringIO()
     epochs = 30
-    results = spirals.main(["--epochs", str(epochs), "--points", "1000", "--hidden", "32"],
-                           out=out)
+    results = spirals.main(["--epochs", str(epochs), "--points", "1000", "--hidden", "32"], out=out)
     text = out.getvalue()
     assert len(results) == 3
     assert len({repr(r["rule"]) for r in results}) == 3
@@ -88,9 +90,20 @@ def test_spirals_trains_and_compares_three_rules(spirals):
 
 def test_spirals_command_line(spirals):
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "spirals_mlp.py"),
-         "--epochs", "2", "--points", "64", "--hidden", "4"],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(EXAMPLES / "spirals_mlp.py"),
+            "--epochs",
+            "2",
+            "--points",
+            "64",
+            "--hidden",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "best:" in proc.stdout and "Momentum(eta=0.1, rho=0.9)" in proc.stdout
 
@@ -98,13 +111,14 @@ def test_spirals_command_line(spirals):
 def test_spirals_plot(spirals, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (optional)")
     png = tmp_path / "curves.png"
-    spirals.main(["--epochs", "2", "--points", "64", "--hidden", "4", "--plot", str(png)],
-                 out=io.StringIO())
+    spirals.main(
+        ["--epochs", "2", "--points", "64", "--hidden", "4", "--plot", str(png)], out=io.StringIO()
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_spirals_plot_without_matplotlib(spirals, monkeypatch, capsys, tmp_path):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib fails
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
     with pytest.raises(SystemExit) as e:
         spirals.main(["--epochs", "1", "--plot", str(tmp_path / "c.png")], out=io.StringIO())
     assert e.value.code == 2
@@ -115,6 +129,7 @@ def test_spirals_plot_without_matplotlib(spirals, monkeypatch, capsys, tmp_path)
 # ----------------------------------------------------------------------------------------
 # torch_interop.py
 
+
 @pytest.fixture(scope="module")
 def interop():
     pytest.importorskip("torch", reason=TORCH_REASON)
@@ -123,6 +138,7 @@ def interop():
 
 def test_torch_optimizer_updates_the_tensors_in_place(interop):
     import torch
+
     net = interop.make_net(0)
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     ptrs = {n: p.data_ptr() for n, p in net.named_parameters()}
@@ -137,9 +153,9 @@ def test_torch_optimizer_updates_the_tensors_in_place(interop):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     for n, p in net.named_parameters():
-        assert p.data_ptr() == ptrs[n]                       # the same tensors...
-        assert not torch.equal(p.detach(), before[n])        # ...trained
-    opt.freeze_(o.state_tree[0]["0.weight"])                 # the tree functions apply
+        assert p.data_ptr() == ptrs[n]  # the same tensors...
+        assert not torch.equal(p.detach(), before[n])  # ...trained
+    opt.freeze_(o.state_tree[0]["0.weight"])  # the tree functions apply
     w = net[0].weight.detach().clone()
     o.zero_grad()
     torch.nn.functional.mse_loss(net(X), y).backward()
@@ -156,15 +172,22 @@ def test_torch_checkpoint_demo_resumes_bit_for_bit(interop):
 
 def _pairs():
     # labels only, so that collection needs no torch; the pairs are built in the tests
-    return ["SGD(lr=0.05)", "SGD(lr=0.05, momentum=0.9)",
-            "SGD(lr=0.05, momentum=0.9, nesterov=True)",
-            "SGD(lr=0.05, momentum=0.9, weight_decay=0.01)", "Adam(lr=0.01)",
-            "Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6)", "Adam(lr=0.01, weight_decay=0.01)",
-            "AdamW(lr=0.01, weight_decay=0.1)", "RMSprop(lr=0.001, alpha=0.9)",
-            "RMSprop(lr=0.001, alpha=0.9, centered=True)",
-            "RMSprop(lr=0.001, alpha=0.9, momentum=0.5)",
-            "Adagrad(lr=0.05, eps=1e-8, initial_accumulator_value=1e-8)",
-            "Adadelta(lr=1.0, rho=0.9, eps=1e-6)", "Rprop(lr=0.01)"]
+    return [
+        "SGD(lr=0.05)",
+        "SGD(lr=0.05, momentum=0.9)",
+        "SGD(lr=0.05, momentum=0.9, nesterov=True)",
+        "SGD(lr=0.05, momentum=0.9, weight_decay=0.01)",
+        "Adam(lr=0.01)",
+        "Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6)",
+        "Adam(lr=0.01, weight_decay=0.01)",
+        "AdamW(lr=0.01, weight_decay=0.1)",
+        "RMSprop(lr=0.001, alpha=0.9)",
+        "RMSprop(lr=0.001, alpha=0.9, centered=True)",
+        "RMSprop(lr=0.001, alpha=0.9, momentum=0.5)",
+        "Adagrad(lr=0.05, eps=1e-8, initial_accumulator_value=1e-8)",
+        "Adadelta(lr=1.0, rho=0.9, eps=1e-6)",
+        "Rprop(lr=0.01)",
+    ]
 
 
 def _pair(interop, label):
@@ -185,19 +208,23 @@ def test_torch_optim_tracked_step_by_step_float32(interop, label):
 @pytest.mark.parametrize("label", _pairs())
 def test_torch_optim_tracked_step_by_step_float64(interop, label):
     import torch
+
     make, rule = _pair(interop, label)
     for same_grads in (True, False):
-        rel, _ = interop.compare(make, rule, steps=50, same_grads=same_grads,
-                                 dtype=torch.float64)
+        rel, _ = interop.compare(make, rule, steps=50, same_grads=same_grads, dtype=torch.float64)
         assert max(rel) <= 1e-12, (label, same_grads, max(rel))
 
 
 def test_torch_lookalikes_really_differ(interop):
     import torch
+
     lookalikes = interop.torch_lookalikes()
     assert [label for label, _, _ in lookalikes] == [
-        "Adamax(lr=0.01, eps=0.01)", "Adam(lr=0.01, amsgrad=True)", "NAdam(lr=0.01)",
-        "RAdam(lr=0.01)"]                          # not a loop over nothing
+        "Adamax(lr=0.01, eps=0.01)",
+        "Adam(lr=0.01, amsgrad=True)",
+        "NAdam(lr=0.01)",
+        "RAdam(lr=0.01)",
+    ]  # not a loop over nothing
     for label, make, rule in lookalikes:
         rel, _ = interop.compare(make, rule, steps=50, same_grads=True, dtype=torch.float64)
         assert len(rel) == 50 and max(rel) > 1e-5, label
@@ -212,7 +239,7 @@ def test_torch_example_main(interop):
 
 
 def test_torch_example_without_torch(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)          # import torch fails
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
     module = load("torch_interop")
     assert module.torch is None
     with pytest.raises(SystemExit) as e:
@@ -223,6 +250,7 @@ def test_torch_example_without_torch(monkeypatch):
 # ----------------------------------------------------------------------------------------
 # scipy_destructure.py
 
+
 @pytest.fixture(scope="module")
 def scipy_example():
     pytest.importorskip("scipy", reason=SCIPY_REASON)
@@ -231,6 +259,7 @@ def scipy_example():
 
 def test_scipy_gradient_is_right(scipy_example):
     from scipy.optimize import check_grad
+
     X, y = scipy_example.make_moons(50)
     flat, re = opt.destructure(scipy_example.init_model(3))
 
@@ -252,8 +281,9 @@ def test_scipy_minimize_through_destructure(scipy_example):
     assert r["accuracy"] >= 0.95
     # re(v) gives back the model's structure, shapes and dtypes; non-trainables carried
     assert set(model) == set(model0)
-    for (kp, a), (kp0, a0) in zip(opt.trainables(model, path=True),
-                                  opt.trainables(model0, path=True)):
+    for (kp, a), (kp0, a0) in zip(
+        opt.trainables(model, path=True), opt.trainables(model0, path=True)
+    ):
         assert kp == kp0 and a.shape == a0.shape and a.dtype == a0.dtype
     assert model["out"]["b"].shape == ()
     assert model["activation"] == "tanh" and model["classes"] is model0["classes"]
@@ -267,7 +297,7 @@ def test_scipy_minimize_through_destructure(scipy_example):
 
 def test_scipy_example_without_scipy(monkeypatch):
     module = load("scipy_destructure")
-    monkeypatch.setitem(sys.modules, "scipy", None)          # import scipy fails
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy fails
     with pytest.raises(SystemExit) as e:
         module.main([])
     assert "pip install scipy" in str(e.value.code)

@@ -16,7 +16,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import (AdamW, ClipGlobalNorm, Descent, OptimiserChain, SkipNonFinite)
+from optimisers import AdamW, ClipGlobalNorm, Descent, OptimiserChain, SkipNonFinite
 from optimisers._engine import template
 from optimisers._leaf import tree_equal
 from optimisers._native import kernels as K
@@ -24,11 +24,12 @@ from reference import ref_global_norm
 
 try:
     import torch
-except ImportError:                       # optional: CI's second stage installs it
+except ImportError:  # optional: CI's second stage installs it
     torch = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (optional): "
-                                 "pip install torch==2.13.0")
+needs_torch = pytest.mark.skipif(
+    torch is None, reason="PyTorch is not installed (optional): pip install torch==2.13.0"
+)
 
 PS = [1.0, 2.0, np.inf]
 # a large leaf (several norm blocks, split over the threads with the threshold lowered), a
@@ -53,7 +54,7 @@ def _model(dtype, shapes=SHAPES, seed=1):
 def _torch_total_norm(grads, p):
     """torch's clip_grad_norm_ total norm, in float64 (max_norm inf: nothing clipped)."""
     params = []
-    for g in (g for g in grads if g.size):    # torch has no inf-norm of an empty tensor
+    for g in (g for g in grads if g.size):  # torch has no inf-norm of an empty tensor
         t = torch.zeros(g.shape, dtype=torch.float64, requires_grad=True)
         t.grad = torch.from_numpy(np.asarray(g, np.float64).copy())
         params.append(t)
@@ -62,6 +63,7 @@ def _torch_total_norm(grads, p):
 
 # ----------------------------------------------------------------------------------------
 # the norm
+
 
 @needs_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -75,13 +77,18 @@ def test_global_norm_equals_torch_and_the_reference(p, dtype, small_parallel_thr
             n = opt.global_norm(grads, p)
         bits.add(np.float64(n).tobytes())
         assert abs(n - want) <= 1e-12 * want, (n, want)
-        assert n == ref_global_norm(list(grads.values()), p)       # the same bits
+        assert n == ref_global_norm(list(grads.values()), p)  # the same bits
     assert len(bits) == 1, "the thread count changed the norm"
 
 
 def test_global_norm_of_a_tree():
-    g = {"a": [np.array([3.0], np.float32), None], "b": (np.array([[4.0]]),), "f": np.tanh,
-         "c": np.array([0.0 + 12j], np.complex64), "i": np.array([0])}
+    g = {
+        "a": [np.array([3.0], np.float32), None],
+        "b": (np.array([[4.0]]),),
+        "f": np.tanh,
+        "c": np.array([0.0 + 12j], np.complex64),
+        "i": np.array([0]),
+    }
     assert opt.global_norm(g) == 13.0
     assert opt.global_norm(g, 1) == 19.0 and opt.global_norm(g, np.inf) == 12.0
     assert opt.global_norm({}) == 0.0 and opt.global_norm([np.zeros(0)], -np.inf) == 0.0
@@ -114,15 +121,19 @@ def test_only_equal_leading_rules_share_a_norm():
     g = {"a": np.array([3.0]), "b": np.array([4.0]), "c": np.array([30.0]), "d": np.array([40.0])}
     model = {k: np.zeros(1) for k in g}
     one = OptimiserChain(ClipGlobalNorm(1.0), Descent(1.0))
-    state = {"a": opt.setup(one, model["a"]), "b": opt.setup(one, model["b"]),
-             "c": opt.setup(OptimiserChain(ClipGlobalNorm(2.0), Descent(1.0)), model["c"]),
-             "d": opt.setup(Descent(1.0), model["d"])}
+    state = {
+        "a": opt.setup(one, model["a"]),
+        "b": opt.setup(one, model["b"]),
+        "c": opt.setup(OptimiserChain(ClipGlobalNorm(2.0), Descent(1.0)), model["c"]),
+        "d": opt.setup(Descent(1.0), model["d"]),
+    }
     state, model = opt.update_(state, model, g)
     assert [float(model[k][0]) for k in "abcd"] == [-3 * (1 / 5), -4 * (1 / 5), -2.0, -40.0]
 
 
 # ----------------------------------------------------------------------------------------
 # the chain against torch
+
 
 @needs_torch
 def test_chain_tracks_torch_adamw_after_clipping():
@@ -154,8 +165,9 @@ def test_chain_tracks_torch_adamw_after_clipping():
         for k in model:
             want = params[k].detach().numpy()
             np.testing.assert_allclose(model[k], want, rtol=1e-9, atol=1e-12, err_msg=k)
-            np.testing.assert_allclose(model[k], params2[k].detach().numpy(), rtol=1e-6,
-                                       atol=1e-9, err_msg=k)
+            np.testing.assert_allclose(
+                model[k], params2[k].detach().numpy(), rtol=1e-6, atol=1e-9, err_msg=k
+            )
 
 
 def test_skip_and_clip_share_one_stage_and_the_scale_is_folded():
@@ -168,8 +180,10 @@ def test_skip_and_clip_share_one_stage_and_the_scale_is_folded():
 
 def test_clip_global_norm_must_lead():
     x = {"x": np.zeros(3)}
-    for rule in (OptimiserChain(Descent(0.1), ClipGlobalNorm()),
-                 OptimiserChain(ClipGlobalNorm(), SkipNonFinite(), Descent(0.1))):
+    for rule in (
+        OptimiserChain(Descent(0.1), ClipGlobalNorm()),
+        OptimiserChain(ClipGlobalNorm(), SkipNonFinite(), Descent(0.1)),
+    ):
         with pytest.raises(ValueError, match="must lead its chain"):
             opt.update_(opt.setup(rule, x), x, {"x": np.ones(3)})
 
@@ -193,14 +207,21 @@ BAD_LEAVES = {"batch": ("inner", "w"), "float16": ("h",), "complex": ("c",)}
 def _mixed_model_and_grads(seed=5):
     """Batch leaves (float32, float64) and general-path ones (float16, complex)."""
     rng = np.random.default_rng(seed)
-    model = {"inner": {"w": rng.standard_normal((50, 50)).astype(np.float32),
-                       "b": rng.standard_normal(50)},
-             "h": rng.standard_normal(6).astype(np.float16),
-             "c": (rng.standard_normal(4) + 1j * rng.standard_normal(4))}
-    grads = {"inner": {k: rng.standard_normal(v.shape).astype(v.dtype)
-                       for k, v in model["inner"].items()},
-             "h": rng.standard_normal(6).astype(np.float16),
-             "c": rng.standard_normal(4) + 1j * rng.standard_normal(4)}
+    model = {
+        "inner": {
+            "w": rng.standard_normal((50, 50)).astype(np.float32),
+            "b": rng.standard_normal(50),
+        },
+        "h": rng.standard_normal(6).astype(np.float16),
+        "c": (rng.standard_normal(4) + 1j * rng.standard_normal(4)),
+    }
+    grads = {
+        "inner": {
+            k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model["inner"].items()
+        },
+        "h": rng.standard_normal(6).astype(np.float16),
+        "c": rng.standard_normal(4) + 1j * rng.standard_normal(4),
+    }
     return model, grads
 
 
@@ -229,8 +250,7 @@ def test_a_finite_overflow_is_not_a_non_finite_gradient():
     g = {"a": np.array([1e200, 1e200]), "b": np.array([1.0])}
     model = {k: np.zeros(v.shape) for k, v in g.items()}
     with pytest.raises(FloatingPointError, match="finite, their norm overflows"):
-        opt.update_(opt.setup(OptimiserChain(ClipGlobalNorm(1.0), Descent(1.0)), model),
-                    model, g)
+        opt.update_(opt.setup(OptimiserChain(ClipGlobalNorm(1.0), Descent(1.0)), model), model, g)
     # not skipped: an infinite norm zeroes the gradients (throw=False)
     rule = OptimiserChain(SkipNonFinite(), ClipGlobalNorm(1.0, throw=False), Descent(1.0))
     state = opt.setup(rule, model)
@@ -242,8 +262,10 @@ def test_a_finite_overflow_is_not_a_non_finite_gradient():
 # ----------------------------------------------------------------------------------------
 # SkipNonFinite
 
-SKIP_RULES = [OptimiserChain(SkipNonFinite(), ClipGlobalNorm(1.0), AdamW(0.05, lambda_=0.1)),
-              OptimiserChain(SkipNonFinite(), AdamW(0.05))]
+SKIP_RULES = [
+    OptimiserChain(SkipNonFinite(), ClipGlobalNorm(1.0), AdamW(0.05, lambda_=0.1)),
+    OptimiserChain(SkipNonFinite(), AdamW(0.05)),
+]
 
 
 @pytest.mark.parametrize("bad", list(BAD_LEAVES), ids=list(BAD_LEAVES))
@@ -262,7 +284,7 @@ def test_a_skipped_step_changes_nothing_and_training_resumes(rule, bad, n_thread
             assert tree_equal(m, before_m)
             assert int(state["h"].state[0].skipped) == 1
             assert int(state["inner"]["w"].state[0].consecutive) == 1
-            for k in ("h", "c"):            # but for the counts, the state is as it was
+            for k in ("h", "c"):  # but for the counts, the state is as it was
                 state[k].state[0].skipped[...] = 0
                 state[k].state[0].consecutive[...] = 0
             for k in ("w", "b"):
@@ -300,11 +322,10 @@ def test_max_consecutive_raises_and_a_good_step_resets():
     s = state["a"].state[0]
     assert (int(s.skipped), int(s.consecutive)) == (2, 0)
     np.testing.assert_array_equal(model["a"], [0.5, 0.5])
-    state, model = opt.update_(state, model, bad)            # a new run of skips
+    state, model = opt.update_(state, model, bad)  # a new run of skips
     assert int(state["b"].state[0].consecutive) == 1
     with pytest.raises(FloatingPointError):
-        opt.update_(opt.setup(OptimiserChain(SkipNonFinite(0), Descent(0.5)), model),
-                    model, bad)
+        opt.update_(opt.setup(OptimiserChain(SkipNonFinite(0), Descent(0.5)), model), model, bad)
 
 
 def test_skip_fields():
@@ -320,8 +341,9 @@ def test_checkpoint_keeps_the_skip_counts(tmp_path):
     rule = OptimiserChain(SkipNonFinite(4), ClipGlobalNorm(1.0), AdamW(0.05))
     model = {"a": np.ones(3, np.float32), "b": np.ones(2)}
     state = opt.setup(rule, model)
-    state, model = opt.update_(state, model, {"a": np.ones(3, np.float32),
-                                              "b": np.array([np.nan, 1.0])})
+    state, model = opt.update_(
+        state, model, {"a": np.ones(3, np.float32), "b": np.array([np.nan, 1.0])}
+    )
     opt.save_state(tmp_path / "s.ckpt", state)
     loaded = opt.load_state(tmp_path / "s.ckpt")
     assert tree_equal(loaded, state)

@@ -14,10 +14,26 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import (AccumGrad, Adam, AdamW, AMSGrad,
-                        ClipGrad, ClipNorm, Descent, MixedPrecision, Momentum, NAdam,
-                        Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
-                        WeightDecay)
+from optimisers import (
+    AccumGrad,
+    Adam,
+    AdamW,
+    AMSGrad,
+    ClipGrad,
+    ClipNorm,
+    Descent,
+    MixedPrecision,
+    Momentum,
+    NAdam,
+    Nesterov,
+    OAdam,
+    OptimiserChain,
+    RAdam,
+    RMSProp,
+    Rprop,
+    SignDecay,
+    WeightDecay,
+)
 from registry import SPECS
 
 VALUE_CLASSES = list(SPECS)
@@ -44,6 +60,7 @@ def namespace():
 
 # ---------------------------------------------------------------------------------------
 # constructors, fields, defaults
+
 
 @pytest.mark.parametrize("cls", VALUE_CLASSES, ids=cls_id)
 def test_defaults_are_the_api_table(cls):
@@ -100,6 +117,7 @@ def test_numbers_are_normalised():
 # ---------------------------------------------------------------------------------------
 # equality by value
 
+
 @pytest.mark.parametrize("cls", VALUE_CLASSES, ids=cls_id)
 def test_equality_by_value(cls):
     fields, values = SPECS[cls]
@@ -155,27 +173,38 @@ def test_rules_are_immutable(cls):
 # ---------------------------------------------------------------------------------------
 # repr and pickle
 
+
 def test_repr_format():
     assert repr(Adam()) == "Adam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-08)"
     assert repr(Descent()) == "Descent(eta=0.1)"
-    assert repr(AdamW(lambda_=0.1)) == \
-        "AdamW(eta=0.001, beta=(0.9, 0.999), lambda_=0.1, epsilon=1e-08, couple=True)"
-    assert repr(RMSProp(centered=True)) == \
-        "RMSProp(eta=0.001, rho=0.9, epsilon=1e-08, centred=True)"
+    assert (
+        repr(AdamW(lambda_=0.1))
+        == "AdamW(eta=0.001, beta=(0.9, 0.999), lambda_=0.1, epsilon=1e-08, couple=True)"
+    )
+    assert (
+        repr(RMSProp(centered=True)) == "RMSProp(eta=0.001, rho=0.9, epsilon=1e-08, centred=True)"
+    )
     assert repr(AccumGrad(3)) == "AccumGrad(n=3)"
     assert repr(ClipNorm(1.0, math.inf)) == "ClipNorm(omega=1.0, p=inf, throw=True)"
-    assert repr(OptimiserChain(ClipGrad(1.0), Descent(0.1))) == \
-        "OptimiserChain(ClipGrad(delta=1.0), Descent(eta=0.1))"
+    assert (
+        repr(OptimiserChain(ClipGrad(1.0), Descent(0.1)))
+        == "OptimiserChain(ClipGrad(delta=1.0), Descent(eta=0.1))"
+    )
 
 
-ROUND_TRIP = ([tuned(c) for c in VALUE_CLASSES] + [default(c) for c in VALUE_CLASSES] + [
-    ClipNorm(1.0, math.inf), ClipNorm(1.0, -math.inf, False),
-    OptimiserChain(),
-    OptimiserChain(WeightDecay(), OAdam(), ClipGrad(1)),
-    OptimiserChain(ClipGrad(2.0), OptimiserChain(WeightDecay(0.01), Nesterov(0.05))),
-    MixedPrecision(Adam()),
-    MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum())),
-])
+ROUND_TRIP = (
+    [tuned(c) for c in VALUE_CLASSES]
+    + [default(c) for c in VALUE_CLASSES]
+    + [
+        ClipNorm(1.0, math.inf),
+        ClipNorm(1.0, -math.inf, False),
+        OptimiserChain(),
+        OptimiserChain(WeightDecay(), OAdam(), ClipGrad(1)),
+        OptimiserChain(ClipGrad(2.0), OptimiserChain(WeightDecay(0.01), Nesterov(0.05))),
+        MixedPrecision(Adam()),
+        MixedPrecision(np.float64, OptimiserChain(ClipGrad(1.0), Momentum())),
+    ]
+)
 
 
 @pytest.mark.parametrize("rule", ROUND_TRIP, ids=repr)
@@ -200,8 +229,12 @@ def test_pickle_round_trip(rule):
 NAN = float("nan")
 
 # (class, field, bad value, exception, text that names the value in the message)
-_NEG = [(c, f) for c in VALUE_CLASSES for f in ("eta", "epsilon", "lambda_", "delta", "omega")
-        if f in SPECS[c][0] and not isinstance(SPECS[c][0][f], tuple)]   # Adafactor's pair
+_NEG = [
+    (c, f)
+    for c in VALUE_CLASSES
+    for f in ("eta", "epsilon", "lambda_", "delta", "omega")
+    if f in SPECS[c][0] and not isinstance(SPECS[c][0][f], tuple)
+]  # Adafactor's pair
 _BETA = [c for c in VALUE_CLASSES if "beta" in SPECS[c][0]]
 _RHO = [c for c in VALUE_CLASSES if "rho" in SPECS[c][0]]
 
@@ -212,25 +245,51 @@ BAD = (
     + [(c, f, "0.1", TypeError, "'0.1'") for c, f in _NEG]
     + [(c, f, None, TypeError, "None") for c, f in _NEG]
     + [(c, f, 1 + 2j, TypeError, "(1+2j)") for c, f in _NEG if f == "eta"]
-    + [(c, "beta", beta, ValueError, text) for c in _BETA for beta, text in [
-        ((0.9, 1.0), "1.0"), ((1.0, 0.9), "1.0"), ((-0.1, 0.9), "-0.1"),
-        ((0.9, 1.5), "1.5"), ((NAN, 0.9), "nan"), ((0.9, NAN), "nan")]]
-    + [(c, "beta", beta, TypeError, text) for c in _BETA for beta, text in [
-        (0.9, "0.9"), ((0.9,), "(0.9,)"), ((0.9, 0.99, 0.999), "0.999"),
-        (("a", 0.9), "'a'")]]
-    + [(c, "rho", rho, ValueError, text) for c in _RHO for rho, text in [
-        (1.0, "1.0"), (-0.1, "-0.1"), (NAN, "nan"), (2.0, "2.0")]]
+    + [
+        (c, "beta", beta, ValueError, text)
+        for c in _BETA
+        for beta, text in [
+            ((0.9, 1.0), "1.0"),
+            ((1.0, 0.9), "1.0"),
+            ((-0.1, 0.9), "-0.1"),
+            ((0.9, 1.5), "1.5"),
+            ((NAN, 0.9), "nan"),
+            ((0.9, NAN), "nan"),
+        ]
+    ]
+    + [
+        (c, "beta", beta, TypeError, text)
+        for c in _BETA
+        for beta, text in [
+            (0.9, "0.9"),
+            ((0.9,), "(0.9,)"),
+            ((0.9, 0.99, 0.999), "0.999"),
+            (("a", 0.9), "'a'"),
+        ]
+    ]
+    + [
+        (c, "rho", rho, ValueError, text)
+        for c in _RHO
+        for rho, text in [(1.0, "1.0"), (-0.1, "-0.1"), (NAN, "nan"), (2.0, "2.0")]
+    ]
     + [(c, "rho", "0.9", TypeError, "'0.9'") for c in _RHO]
-    + [(AccumGrad, "n", 0, ValueError, "0"), (AccumGrad, "n", -3, ValueError, "-3"),
-       (AccumGrad, "n", 2.5, TypeError, "2.5"), (AccumGrad, "n", "3", TypeError, "'3'"),
-       (AccumGrad, "n", True, TypeError, "True")]
-    + [(Rprop, "ell", (0.0, 1.2), ValueError, "0.0"),
-       (Rprop, "ell", (-0.5, 1.2), ValueError, "-0.5"),
-       (Rprop, "ell", (1.5, 1.2), ValueError, "1.5"), (Rprop, "ell", (0.5, 0.9), ValueError, "0.9"),
-       (Rprop, "ell", 0.5, TypeError, "0.5"),
-       (Rprop, "gamma", (-1e-6, 50.0), ValueError, "-1e-06"),
-       (Rprop, "gamma", (1.0, 0.5), ValueError, "0.5"),
-       (Rprop, "gamma", (1e-6, NAN), ValueError, "nan")]
+    + [
+        (AccumGrad, "n", 0, ValueError, "0"),
+        (AccumGrad, "n", -3, ValueError, "-3"),
+        (AccumGrad, "n", 2.5, TypeError, "2.5"),
+        (AccumGrad, "n", "3", TypeError, "'3'"),
+        (AccumGrad, "n", True, TypeError, "True"),
+    ]
+    + [
+        (Rprop, "ell", (0.0, 1.2), ValueError, "0.0"),
+        (Rprop, "ell", (-0.5, 1.2), ValueError, "-0.5"),
+        (Rprop, "ell", (1.5, 1.2), ValueError, "1.5"),
+        (Rprop, "ell", (0.5, 0.9), ValueError, "0.9"),
+        (Rprop, "ell", 0.5, TypeError, "0.5"),
+        (Rprop, "gamma", (-1e-6, 50.0), ValueError, "-1e-06"),
+        (Rprop, "gamma", (1.0, 0.5), ValueError, "0.5"),
+        (Rprop, "gamma", (1e-6, NAN), ValueError, "nan"),
+    ]
     + [(ClipNorm, "p", NAN, ValueError, "nan"), (ClipNorm, "p", "2", TypeError, "'2'")]
 )
 
@@ -295,13 +354,13 @@ def test_adjust_changes_fields_and_keeps_the_rest(cls):
         if name == "centred":
             continue
         dflt = fields[name]
-        if dflt is None and name != "adjust_lr_fn":     # Muon's None is a choice itself
+        if dflt is None and name != "adjust_lr_fn":  # Muon's None is a choice itself
             dflt = 7
         new = opt.adjust(base, **{name: dflt})
         assert type(new) is cls
         assert getattr(new, name) == dflt
         assert new == cls(*[dflt if n == name else v for n, v in zip(fields, values)])
-        assert base == tuned(cls)            # the original is untouched
+        assert base == tuned(cls)  # the original is untouched
 
 
 @pytest.mark.parametrize("cls", VALUE_CLASSES, ids=cls_id)
@@ -349,6 +408,7 @@ def test_adjust_needs_something():
 
 # ---------------------------------------------------------------------------------------
 # composites
+
 
 def test_mixed_precision_constructors():
     a = MixedPrecision(Adam())

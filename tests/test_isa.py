@@ -9,21 +9,31 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import _kernels as baseline
-from optimisers import _engine, _native, _program
 from builds import BUILDS, WIDER_ISAS, build_or_skip
+from optimisers import _engine, _native, _program
+from optimisers import _kernels as baseline
 from registry import COMPLEX_OK, rule_classes_in
 
 WIDER = list(BUILDS)[1:]
 
-RULES = [opt.Adam(0.1), opt.RAdam(), opt.NAdam(), opt.AdamW(0.1, lambda_=0.1),
-         opt.AdamW(0.1, lambda_=0.1, couple=False), opt.Lion(0.1), opt.Rprop(), opt.AdaMax(),
-         opt.AMSGrad(), opt.OAdam(), opt.AdaBelief(), opt.RMSProp(centred=True),
-         opt.AdaDelta(),
-         opt.OptimiserChain(opt.ClipNorm(1.0), opt.SignDecay(0.1), opt.ClipGrad(0.5),
-                            opt.Nesterov(0.1)),
-         opt.OptimiserChain(opt.AccumGrad(2), opt.AdaBelief(0.1)),
-         opt.OptimiserChain(opt.WeightDecay(0.1), opt.Adam(0.1))]
+RULES = [
+    opt.Adam(0.1),
+    opt.RAdam(),
+    opt.NAdam(),
+    opt.AdamW(0.1, lambda_=0.1),
+    opt.AdamW(0.1, lambda_=0.1, couple=False),
+    opt.Lion(0.1),
+    opt.Rprop(),
+    opt.AdaMax(),
+    opt.AMSGrad(),
+    opt.OAdam(),
+    opt.AdaBelief(),
+    opt.RMSProp(centred=True),
+    opt.AdaDelta(),
+    opt.OptimiserChain(opt.ClipNorm(1.0), opt.SignDecay(0.1), opt.ClipGrad(0.5), opt.Nesterov(0.1)),
+    opt.OptimiserChain(opt.AccumGrad(2), opt.AdaBelief(0.1)),
+    opt.OptimiserChain(opt.WeightDecay(0.1), opt.Adam(0.1)),
+]
 
 
 def test_the_widest_build_this_processor_runs_is_in_use():
@@ -38,9 +48,10 @@ def test_the_widest_build_this_processor_runs_is_in_use():
 def test_the_environment_caps_the_build(cap):
     code = "import optimisers as opt; print(opt.kernel_isa())"
     env = dict(os.environ, OPTIMISERS_ISA=cap)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.strip()
-    allowed = _native.ISAS[:_native.ISAS.index(cap) + 1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    allowed = _native.ISAS[: _native.ISAS.index(cap) + 1]
     assert out == ([isa for isa in WIDER if isa in allowed] or ["baseline"])[-1]
 
 
@@ -55,20 +66,24 @@ def _run(module, rule, dtype, rng, scale):
     model = {"a": rng.standard_normal(5003).astype(dtype), "b": np.ones(3, dtype)}
     state = opt.setup(rule, model)
     for _ in range(4):
-        grad = {k: (rng.standard_normal(v.shape) * scale).astype(dtype)
-                for k, v in model.items()}
+        grad = {k: (rng.standard_normal(v.shape) * scale).astype(dtype) for k, v in model.items()}
         state, model = opt.update_(state, model, grad)
     return model, state
 
 
 # complex64 only with the rules defined for complex parameters
-CASES = [(rule, dtype) for rule in RULES for dtype in (np.float32, np.float64, np.complex64)
-         if dtype != np.complex64 or rule_classes_in(rule) <= set(COMPLEX_OK)]
+CASES = [
+    (rule, dtype)
+    for rule in RULES
+    for dtype in (np.float32, np.float64, np.complex64)
+    if dtype != np.complex64 or rule_classes_in(rule) <= set(COMPLEX_OK)
+]
 
 
 @pytest.mark.parametrize("isa", WIDER_ISAS)
-@pytest.mark.parametrize("rule, dtype", CASES,
-                         ids=[f"{r!r:.40}-{np.dtype(d).name}" for r, d in CASES])
+@pytest.mark.parametrize(
+    "rule, dtype", CASES, ids=[f"{r!r:.40}-{np.dtype(d).name}" for r, d in CASES]
+)
 def test_every_build_agrees_with_the_baseline_bit_for_bit(rule, dtype, isa, monkeypatch):
     results = []
     for module in (baseline, build_or_skip(isa)):

@@ -32,6 +32,7 @@ class Wrap:
 # ----------------------------------------------------------------------------------------
 # KeyPath itself
 
+
 def test_keypath_splicing_and_equality():
     kp = KeyPath("b", 3)
     assert KeyPath("a", kp, "c", 4) == KeyPath("a", "b", 3, "c", 4)
@@ -70,16 +71,21 @@ def test_keypath_pickles():
 # ----------------------------------------------------------------------------------------
 # getkeypath / haskeypath
 
+
 def test_getkeypath_on_containers_and_objects():
-    x = {"a": 3, "b": {"c": 4, "d": [5, 6, 7]}, "t": NT(10, (20, 30)),
-         "l": Layer(np.array([1.0]), "bee")}
+    x = {
+        "a": 3,
+        "b": {"c": 4, "d": [5, 6, 7]},
+        "t": NT(10, (20, 30)),
+        "l": Layer(np.array([1.0]), "bee"),
+    }
     assert getkeypath(x, KeyPath("a")) == 3
     assert getkeypath(x, KeyPath("b", "d", 1)) == 6
     assert getkeypath(x, KeyPath("t", "v", 0)) == 20
     assert getkeypath(x, KeyPath("t", 1, 1)) == 30
     assert getkeypath(x, KeyPath("l", "b")) == "bee"
     assert getkeypath(x, KeyPath()) is x
-    assert getkeypath(x, ("b", "c")) == 4                  # a plain tuple works too
+    assert getkeypath(x, ("b", "c")) == 4  # a plain tuple works too
     with pytest.raises(KeyError, match="zz"):
         getkeypath(x, KeyPath("b", "zz"))
     with pytest.raises(KeyError, match="5"):
@@ -103,9 +109,18 @@ def test_haskeypath():
 
 def test_haskeypath_agrees_with_getkeypath():
     x = {"a": [np.ones(2), (3, {"k": "v"})], "o": Layer(np.ones(1), None)}
-    paths = [KeyPath("a"), KeyPath("a", 0), KeyPath("a", 0, 1), KeyPath("a", 0, 2),
-             KeyPath("a", 1, 1, "k"), KeyPath("a", 1, 1, "j"), KeyPath("a", 2),
-             KeyPath("o", "w"), KeyPath("o", "q"), KeyPath("zz")]
+    paths = [
+        KeyPath("a"),
+        KeyPath("a", 0),
+        KeyPath("a", 0, 1),
+        KeyPath("a", 0, 2),
+        KeyPath("a", 1, 1, "k"),
+        KeyPath("a", 1, 1, "j"),
+        KeyPath("a", 2),
+        KeyPath("o", "w"),
+        KeyPath("o", "q"),
+        KeyPath("zz"),
+    ]
     for kp in paths:
         try:
             getkeypath(x, kp)
@@ -118,9 +133,12 @@ def test_haskeypath_agrees_with_getkeypath():
 # ----------------------------------------------------------------------------------------
 # trainables
 
+
 def test_trainables_path_true_is_zero_based():
-    x = {"a": np.array([1.0, 2.0]),
-         "b": ({"c": np.array([3.0, 4.0]), "d": 5.0}, np.array([6.0, 7.0]))}
+    x = {
+        "a": np.array([1.0, 2.0]),
+        "b": ({"c": np.array([3.0, 4.0]), "d": 5.0}, np.array([6.0, 7.0])),
+    }
     got = opt.trainables(x, path=True)
     assert [kp for kp, _ in got] == [KeyPath("a"), KeyPath("b", 0, "c"), KeyPath("b", 1)]
     assert all(type(kp) is KeyPath for kp, _ in got)
@@ -131,14 +149,17 @@ def test_trainables_path_true_is_zero_based():
 
 def test_trainables_order_ties_and_non_trainables():
     w = np.ones(2)
-    x = [w, {"i": np.arange(3), "f": np.sin, "w": w, "n": NT(np.zeros(1), 1.0)},
-         Layer(np.ones(3), np.ones(4)), Wrap(Layer(np.ones(5), None), 2.0)]
+    x = [
+        w,
+        {"i": np.arange(3), "f": np.sin, "w": w, "n": NT(np.zeros(1), 1.0)},
+        Layer(np.ones(3), np.ones(4)),
+        Wrap(Layer(np.ones(5), None), 2.0),
+    ]
     arrs = opt.trainables(x)
     assert [a.size for a in arrs] == [2, 1, 3, 5]
     assert arrs[0] is w
     paths = [kp for kp, _ in opt.trainables(x, path=True)]
-    assert paths == [KeyPath(0), KeyPath(1, "n", "u"), KeyPath(2, "w"),
-                     KeyPath(3, "inner", "w")]
+    assert paths == [KeyPath(0), KeyPath(1, "n", "u"), KeyPath(2, "w"), KeyPath(3, "inner", "w")]
     assert opt.trainables({"f": np.sin}) == []
     assert opt.trainables(np.ones(2), path=True)[0][0] == KeyPath()
 

@@ -13,13 +13,14 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers._native import kernels as K
 from assertions import assert_state_same
+from optimisers._native import kernels as K
 from reference import ref_init, ref_update
 
 HAVE_OPTAX = importlib.util.find_spec("optax") is not None
-needs_optax = pytest.mark.skipif(not HAVE_OPTAX, reason="optax is not installed (CI's "
-                                 "optional stage installs it)")
+needs_optax = pytest.mark.skipif(
+    not HAVE_OPTAX, reason="optax is not installed (CI's optional stage installs it)"
+)
 
 
 def optax_lamb_numpy(x, grads, lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0):
@@ -29,9 +30,9 @@ def optax_lamb_numpy(x, grads, lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)
     mu, nu, x = np.zeros_like(x), np.zeros(x.shape), x.copy()
     for count, g in enumerate(grads, start=1):
         mu = (1 - b1) * g + b1 * mu
-        nu = (1 - b2) * (g * np.conj(g)).real + b2 * nu        # optax's abs_sq
-        mu_hat = mu / (1 - b1 ** count)
-        nu_hat = nu / (1 - b2 ** count)
+        nu = (1 - b2) * (g * np.conj(g)).real + b2 * nu  # optax's abs_sq
+        mu_hat = mu / (1 - b1**count)
+        nu_hat = nu / (1 - b2**count)
         u = mu_hat / (np.sqrt(nu_hat + 0.0) + eps)
         u = u + weight_decay * x
         param_norm, update_norm = np.linalg.norm(x), np.linalg.norm(u)
@@ -53,9 +54,14 @@ SETTINGS = [dict(eta=1e-3), dict(eta=0.05, beta=(0.8, 0.95), epsilon=1e-8, lambd
 @pytest.mark.parametrize("settings", SETTINGS, ids=["defaults", "tuned"])
 def test_matches_optax_formula_float64(shape, settings):
     x, grads = _problem(shape)
-    want = optax_lamb_numpy(x, grads, settings["eta"], *settings.get("beta", (0.9, 0.999)),
-                            eps=settings.get("epsilon", 1e-6),
-                            weight_decay=settings.get("lambda_", 0.0))
+    want = optax_lamb_numpy(
+        x,
+        grads,
+        settings["eta"],
+        *settings.get("beta", (0.9, 0.999)),
+        eps=settings.get("epsilon", 1e-6),
+        weight_decay=settings.get("lambda_", 0.0),
+    )
     y = x.copy()
     st = opt.setup(opt.LAMB(**settings), y)
     for g in grads:
@@ -63,13 +69,16 @@ def test_matches_optax_formula_float64(shape, settings):
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.skipif(not HAVE_OPTAX, reason="optax is not installed (CI's optional stage "
-                    "installs it)")
+@pytest.mark.skipif(
+    not HAVE_OPTAX, reason="optax is not installed (CI's optional stage installs it)"
+)
 def test_matches_optax_itself_float64():
     import jax
+
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import optax
+
     x, grads = _problem((5, 8), seed=2)
     tx = optax.lamb(0.05, weight_decay=0.1)
     params = jnp.asarray(x)
@@ -111,8 +120,17 @@ def test_norm_pass_does_not_depend_on_thread_count(dtype, small_parallel_thresho
     n = 70_001
     g, m, v, x = (rng.standard_normal(n).astype(dtype) for _ in range(4))
     v = np.abs(v)
-    hp = {"b1": 0.9, "b2": 0.999, "omb1": 0.1, "omb2": 1 - 0.999, "eps": 1e-6, "lam": 0.1,
-          "bc1": 0.1, "bc2": 1 - 0.999, "eta": 1e-3}
+    hp = {
+        "b1": 0.9,
+        "b2": 0.999,
+        "omb1": 0.1,
+        "omb2": 1 - 0.999,
+        "eps": 1e-6,
+        "lam": 0.1,
+        "bc1": 0.1,
+        "bc2": 1 - 0.999,
+        "eta": 1e-3,
+    }
     got = []
     for threads in (1, 2):
         with threadpool_limits(limits=threads, user_api="openmp"):
@@ -135,8 +153,9 @@ def test_complex_parameters_follow_the_formula():
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("field, value", [("beta", (0.9, 1.0)), ("eta", -1.0),
-                                          ("epsilon", -1e-6), ("lambda_", -0.1)])
+@pytest.mark.parametrize(
+    "field, value", [("beta", (0.9, 1.0)), ("eta", -1.0), ("epsilon", -1e-6), ("lambda_", -0.1)]
+)
 def test_refuses_bad_hyperparameters(field, value):
     with pytest.raises(ValueError, match=f"LAMB: {field}"):
         opt.LAMB(**{field: value})
@@ -157,16 +176,20 @@ def test_checkpoint_resumes_bit_for_bit(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-@pytest.mark.parametrize("rule", [opt.LAMB(0.05, (0.8, 0.95), 1e-8, 0.1),
-                                  opt.OptimiserChain(opt.ClipNorm(1.0), opt.LAMB(0.05))],
-                         ids=["LAMB", "ClipNorm-LAMB"])
-def test_complex_matches_the_reference_bit_for_bit(rule, dtype, n_threads,
-                                                   small_parallel_threshold):
+@pytest.mark.parametrize(
+    "rule",
+    [opt.LAMB(0.05, (0.8, 0.95), 1e-8, 0.1), opt.OptimiserChain(opt.ClipNorm(1.0), opt.LAMB(0.05))],
+    ids=["LAMB", "ClipNorm-LAMB"],
+)
+def test_complex_matches_the_reference_bit_for_bit(
+    rule, dtype, n_threads, small_parallel_threshold
+):
     rng = np.random.default_rng(11)
 
     def make(shape):
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    shapes = {"b": (7,), "m": (3, 1000), "w": (10001,)}     # "w" split over the threads
+
+    shapes = {"b": (7,), "m": (3, 1000), "w": (10001,)}  # "w" split over the threads
     model = {k: make(s) for k, s in shapes.items()}
     ref_x = {k: v.copy() for k, v in model.items()}
     ref_s = {k: ref_init(rule, v) for k, v in model.items()}

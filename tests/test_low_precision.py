@@ -18,18 +18,27 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import (AccumGrad, Adam, AdamW, ClipNorm, Descent, MixedPrecision, Momentum,
-                        OptimiserChain)
-from optimisers import _engine, _program
-from optimisers import _kernels as baseline
-from assertions import (assert_arrays_same, assert_state_same, state_arrays,
-                        step_like_reference)
-from reference import ref_apply, ref_init, ref_update
+from assertions import assert_arrays_same, assert_state_same, state_arrays, step_like_reference
 from builds import WIDER_ISAS, build_or_skip
+from optimisers import (
+    AccumGrad,
+    Adam,
+    AdamW,
+    ClipNorm,
+    Descent,
+    MixedPrecision,
+    Momentum,
+    OptimiserChain,
+    _engine,
+    _program,
+)
+from optimisers import _kernels as baseline
+from reference import ref_apply, ref_init, ref_update
 from registry import RULE_IDS, RULES
 
 try:
     import ml_dtypes
+
     BF16 = np.dtype(ml_dtypes.bfloat16)
 except ImportError:
     BF16 = None
@@ -93,7 +102,7 @@ def test_update_matches_reference(rule, dtype, n_threads, small_parallel_thresho
     if not isinstance(rule, MixedPrecision):
         for k in model:
             for a in state_arrays(tree[k].state):
-                if a.shape == model[k].shape:      # element-wise: float32 by default
+                if a.shape == model[k].shape:  # element-wise: float32 by default
                     assert a.dtype == F32, f"{k}: state dtype {a.dtype}"
 
 
@@ -135,6 +144,7 @@ def test_apply_matches_reference(rule, dtype, small_parallel_threshold):
 # ---------------------------------------------------------------------------------------
 # the conversions, over every 16-bit value
 
+
 @pytest.mark.parametrize("dtype", LOW)
 def test_every_16_bit_value_loads_exactly_and_stores_unchanged(dtype, n_threads):
     """x - 0 for every bit pattern: loaded exactly to float32, rounded back to itself (NaN
@@ -151,13 +161,23 @@ def test_stores_round_to_nearest_even_as_numpy_casts(dtype, n_threads):
     """0 - g for float32 g of every kind (normal, subnormal, halfway cases, overflowing,
     infinite, NaN) rounds as numpy's (ml_dtypes') cast of the float32 0 - g does."""
     rng = np.random.default_rng(5)
-    bits = np.concatenate([rng.integers(0, 1 << 32, 400_000, dtype=np.uint64),
-                           np.arange(0, 1 << 32, 65537, dtype=np.uint64)]).astype(np.uint32)
+    bits = np.concatenate(
+        [
+            rng.integers(0, 1 << 32, 400_000, dtype=np.uint64),
+            np.arange(0, 1 << 32, 65537, dtype=np.uint64),
+        ]
+    ).astype(np.uint32)
     # every halfway case between neighbouring 16-bit values of one binade, both ways
     halfway = (np.arange(1 << 16, dtype=np.uint32) << 16) | 0x8000
     if dtype == F16:
-        halfway = (np.arange(0x3c00, 0x3d00, dtype=np.uint32).astype(np.uint16).view(F16)
-                   .astype(F32).view(np.uint32) | 0x1000)
+        halfway = (
+            np.arange(0x3C00, 0x3D00, dtype=np.uint32)
+            .astype(np.uint16)
+            .view(F16)
+            .astype(F32)
+            .view(np.uint32)
+            | 0x1000
+        )
     g = np.concatenate([bits, halfway, halfway ^ 0x80000000]).view(F32)
     x = np.zeros(g.shape, dtype)
     st = opt.setup(Descent(1.0), x)
@@ -179,8 +199,8 @@ def test_every_build_converts_alike(dtype, isa, monkeypatch):
     bits = np.random.default_rng(11).integers(0, 1 << 32, 300_000, dtype=np.uint64)
     g = bits.astype(np.uint32).view(F32)
     x0 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype)
-    x0 = np.concatenate([x0, x0, x0, x0, x0][:len(g) // len(x0)])
-    g = g[:x0.size]
+    x0 = np.concatenate([x0, x0, x0, x0, x0][: len(g) // len(x0)])
+    g = g[: x0.size]
     results = []
     for module in (baseline, build_or_skip(isa)):
         monkeypatch.setattr(_program, "_kernels", module)
@@ -192,12 +212,16 @@ def test_every_build_converts_alike(dtype, isa, monkeypatch):
                 st, x = opt.update_(st, x, g if step % 2 else g.astype(dtype))
         results.append([x] + state_arrays(st.state))
     for a, b in zip(*results):
-        assert_arrays_same(b.view(np.uint16) if b.dtype == dtype else b,
-                           a.view(np.uint16) if a.dtype == dtype else a, f"{isa}")
+        assert_arrays_same(
+            b.view(np.uint16) if b.dtype == dtype else b,
+            a.view(np.uint16) if a.dtype == dtype else a,
+            f"{isa}",
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # the state's dtype, and why
+
 
 @pytest.mark.parametrize("dtype", LOW)
 def test_adam_v_of_a_small_gradient_does_not_underflow(dtype):
@@ -212,7 +236,7 @@ def test_adam_v_of_a_small_gradient_does_not_underflow(dtype):
     low = opt.setup(Adam(1e-2), np.ones(4096, F16), low_precision_state=True)
     assert low.state.m.dtype == F16 and low.state.v.dtype == F16
     low, _ = opt.update_(low, np.ones(4096, F16), np.full(4096, 1e-3, F16))
-    assert np.all(low.state.v == 0)          # what float32 moments avoid
+    assert np.all(low.state.v == 0)  # what float32 moments avoid
 
 
 def test_low_precision_state_leaves_other_states_alone():
@@ -239,8 +263,9 @@ def test_a_rule_written_in_python_sees_x_in_float32(dtype):
 
     x = np.linspace(-3, 3, 5000).astype(dtype)
     g = np.linspace(1, 2, 5000).astype(dtype)
-    want = (x.astype(F32) - ((g.astype(F32) + np.float32(0.1) * x.astype(F32))
-                             * np.float32(0.5))).astype(dtype)
+    want = (
+        x.astype(F32) - ((g.astype(F32) + np.float32(0.1) * x.astype(F32)) * np.float32(0.5))
+    ).astype(dtype)
     st = opt.setup(OptimiserChain(Decay(), Descent(0.5)), x)
     st, x = opt.update_(st, x, g)
     assert seen == [F32]
@@ -249,6 +274,7 @@ def test_a_rule_written_in_python_sees_x_in_float32(dtype):
 
 # ---------------------------------------------------------------------------------------
 # the batch takes 16-bit leaves; a failed update writes nothing
+
 
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("grad_dtype", ["same", "float32"])
@@ -295,9 +321,11 @@ def test_the_kernels_read_a_leading_norm_in_float32_only():
     """A 16-bit gradient with a leading ClipNorm is refused by the kernel entry (the engine
     casts it to float32 first, which is exact)."""
     from optimisers._native import kernels as K
+
     x = np.ones(8, F16)
-    prog = [(K.CLIPNORM, {"omega": 1.0, "p": 2.0, "how": K.NORM_SQUARES, "throw": 1.0},
-             (), None, None)]
+    prog = [
+        (K.CLIPNORM, {"omega": 1.0, "p": 2.0, "how": K.NORM_SQUARES, "throw": 1.0}, (), None, None)
+    ]
     with pytest.raises(TypeError, match="float32 gradient"):
         K.run_program(prog, x, np.ones(8, F16))
     assert K.run_program(prog, x, np.ones(8, F32)) == K.OK
@@ -305,6 +333,7 @@ def test_the_kernels_read_a_leading_norm_in_float32_only():
 
 # ---------------------------------------------------------------------------------------
 # checkpoints, and ml_dtypes stays optional
+
 
 @pytest.mark.parametrize("low_state", [False, True])
 def test_checkpoints_of_float16_states(tmp_path, low_state):
@@ -318,6 +347,5 @@ def test_checkpoints_of_float16_states(tmp_path, low_state):
 
 def test_import_does_not_import_ml_dtypes():
     code = "import sys, optimisers; print('ml_dtypes' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -16,8 +16,7 @@ N = 1_000_000
 RULES = {
     "adam": opt.Adam(),
     "clipnorm+adamw": opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(lambda_=0.1)),
-    "decay+clipnorm+adam": opt.OptimiserChain(opt.WeightDecay(1e-4), opt.ClipNorm(1.0),
-                                              opt.Adam()),
+    "decay+clipnorm+adam": opt.OptimiserChain(opt.WeightDecay(1e-4), opt.ClipNorm(1.0), opt.Adam()),
     "lion": opt.Lion(),
     "accumgrad+momentum": opt.OptimiserChain(opt.AccumGrad(2), opt.Momentum()),
 }
@@ -40,7 +39,7 @@ def test_update_in_place_allocates_nothing_proportional(name):
     model = {"w": rng.standard_normal(N).astype(np.float32), "b": np.zeros(10, np.float32)}
     grad = {"w": rng.standard_normal(N).astype(np.float32), "b": np.ones(10, np.float32)}
     state = opt.setup(RULES[name], model)
-    state, model = opt.update_(state, model, grad)     # first step may make per-leaf buffers
+    state, model = opt.update_(state, model, grad)  # first step may make per-leaf buffers
 
     def step():
         nonlocal state, model
@@ -85,11 +84,17 @@ def _rss_bytes():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 def test_thousands_of_steps_do_not_grow_memory():
     rng = np.random.default_rng(0)
-    model = {"layers": [{"w": rng.standard_normal((20, 20)).astype(np.float32),
-                         "b": np.zeros(20, np.float32)} for _ in range(100)]}
+    model = {
+        "layers": [
+            {"w": rng.standard_normal((20, 20)).astype(np.float32), "b": np.zeros(20, np.float32)}
+            for _ in range(100)
+        ]
+    }
     model["tied"] = model["layers"][0]["w"]
-    grad = {"layers": [{"w": np.full((20, 20), 0.01, np.float32), "b": None} for _ in range(100)],
-            "tied": np.full((20, 20), 0.01, np.float32)}
+    grad = {
+        "layers": [{"w": np.full((20, 20), 0.01, np.float32), "b": None} for _ in range(100)],
+        "tied": np.full((20, 20), 0.01, np.float32),
+    }
     state = opt.setup(opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(lambda_=1e-3)), model)
     for _ in range(100):
         state, model = opt.update_(state, model, grad)

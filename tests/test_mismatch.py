@@ -24,10 +24,18 @@ def _refused(state, model, grads, *needles):
     return str(info.value)
 
 
-@pytest.mark.parametrize("rule", [opt.Adam(), opt.Momentum(), opt.RAdam(), opt.AdaGrad(),
-                                  opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW()),
-                                  opt.OptimiserChain(opt.Momentum(), opt.ClipNorm(1.0))],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "rule",
+    [
+        opt.Adam(),
+        opt.Momentum(),
+        opt.RAdam(),
+        opt.AdaGrad(),
+        opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW()),
+        opt.OptimiserChain(opt.Momentum(), opt.ClipNorm(1.0)),
+    ],
+    ids=repr,
+)
 def test_a_float64_state_with_a_float32_model(rule):
     state = opt.setup(rule, {"a": {"w": np.ones(4)}, "b": {"w": np.ones(3)}})
     model = {"a": {"w": np.ones(4, np.float32)}, "b": {"w": np.ones(3, np.float32)}}
@@ -49,7 +57,7 @@ def test_a_master_copy_of_another_shape():
 
 def test_a_state_of_another_rule():
     state = opt.setup(opt.Momentum(), {"a": {"w": np.ones(4)}})
-    state["a"]["w"].rule = opt.Adam()       # by hand: the Momentum state stays
+    state["a"]["w"].rule = opt.Adam()  # by hand: the Momentum state stays
     model = {"a": {"w": np.ones(4)}}
     _refused(state, model, {"a": {"w": np.ones(4)}}, "a.w", "AdamState")
 
@@ -62,6 +70,6 @@ def test_a_state_tree_prints_in_a_log():
     state["w"].state.m[...] = big
     text = repr(state)
     assert len(text) < 600 and "\n" not in text, text
-    assert "9.99999e+05]" in text                             # the last of m's values
+    assert "9.99999e+05]" in text  # the last of m's values
     assert text.count("shape=(1000, 1000), dtype=float32") == 2
-    assert "v=array([0., 0.])" in text                      # the bias, in full
+    assert "v=array([0., 0.])" in text  # the bias, in full

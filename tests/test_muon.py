@@ -15,8 +15,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from reference import MuonState, ref_init, ref_newton_schulz, ref_update_tree
-from registry import MATRIX_CONVERGENCE, MATRIX_RULES
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
@@ -24,11 +22,13 @@ from optimisers import schedules
 from optimisers.bench import problems, quality, rules
 from optimisers.bench.cases import Case
 from optimisers.bench.speed import optimisers_step
+from reference import MuonState, ref_init, ref_newton_schulz, ref_update_tree
+from registry import MATRIX_CONVERGENCE, MATRIX_RULES
 
 RULE_VALUES = [r for _, r in MATRIX_RULES]
 RULE_IDS = [name for name, _ in MATRIX_RULES]
 SHAPES = {"wide": (12, 40), "tall": (40, 12), "square": (16, 16)}
-RTOL = 1e-4            # issue 17: the float64 evaluation of the algorithm, to 1e-4 relative
+RTOL = 1e-4  # issue 17: the float64 evaluation of the algorithm, to 1e-4 relative
 FLOATS = [np.float32, np.float64]
 FLOAT_IDS = {np.float32: "f32", np.float64: "f64"}
 
@@ -77,6 +77,7 @@ def assert_close_states(got, want, rtol, where):
 
 # ---------------------------------------------------------------------------------------
 # the float64 reference, every row, float32 and float64, 1 and 2 threads
+
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=FLOAT_IDS.get)
 @pytest.mark.parametrize("rule", RULE_VALUES, ids=RULE_IDS)
@@ -187,23 +188,30 @@ def test_newton_schulz_orthogonalises():
     the quintic leaves them in (0.5 to 1.5, Jordan's post), whatever the input's scale."""
     rng = np.random.default_rng(2)
     u = rng.standard_normal((20, 50)) * np.logspace(-3, 2, 50)
-    s = np.linalg.svd(ref_newton_schulz(u, (3.4445, -4.775, 2.0315), 5, 1e-7),
-                      compute_uv=False)
+    s = np.linalg.svd(ref_newton_schulz(u, (3.4445, -4.775, 2.0315), 5, 1e-7), compute_uv=False)
     assert s.min() > 0.5 and s.max() < 1.5, s
 
 
 # ---------------------------------------------------------------------------------------
 # torch.optim.Muon, the peer
 
+
 def _torch():
-    return pytest.importorskip("torch", reason="torch is not installed (CI's optional stage "
-                                               "installs torch==2.13.0)")
+    return pytest.importorskip(
+        "torch", reason="torch is not installed (CI's optional stage installs torch==2.13.0)"
+    )
 
 
 @pytest.mark.parametrize("shape", [(24, 64), (64, 24)], ids=["wide", "tall"])
-@pytest.mark.parametrize("kw", [{}, {"nesterov": False, "adjust_lr_fn": "match_rms_adamw"},
-                                {"ns_steps": 3, "ns_coefficients": (3.0, -3.2, 1.2)}],
-                         ids=["defaults", "plain-rms", "coefficients"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"nesterov": False, "adjust_lr_fn": "match_rms_adamw"},
+        {"ns_steps": 3, "ns_coefficients": (3.0, -3.2, 1.2)},
+    ],
+    ids=["defaults", "plain-rms", "coefficients"],
+)
 def test_matches_torch_muon(shape, kw):
     """torch 2.13's Muon (its iteration in bfloat16) over 10 steps from the same start,
     float32: the displacement agrees to 2e-2 relative in the Frobenius norm (measured: about
@@ -218,8 +226,9 @@ def test_matches_torch_muon(shape, kw):
     ours = opt.Muon(eta, lam, **kw)
     x, tree = x0.copy(), opt.setup(ours, x0.copy())
     p = torch.nn.Parameter(torch.tensor(x0))
-    peer = torch.optim.Muon([p], lr=eta, weight_decay=lam,
-                            **{k.replace("epsilon", "eps"): v for k, v in kw.items()})
+    peer = torch.optim.Muon(
+        [p], lr=eta, weight_decay=lam, **{k.replace("epsilon", "eps"): v for k, v in kw.items()}
+    )
     for g in grads:
         tree, x = opt.update_(tree, x, g)
         p.grad = torch.tensor(g)
@@ -231,6 +240,7 @@ def test_matches_torch_muon(shape, kw):
 
 # ---------------------------------------------------------------------------------------
 # setup: matrices only, real only; setup(rule_for) for the rest
+
 
 @pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4)], ids=["0d", "1d", "3d"])
 def test_setup_refuses_other_ranks_pointing_to_rule_for(shape):
@@ -259,9 +269,9 @@ def test_rule_for_trains_matrices_with_muon_and_the_rest_with_adamw():
 # ---------------------------------------------------------------------------------------
 # bad input: a clear error before anything is written
 
+
 def _snapshot(tree, model):
-    return ({k: v.copy() for k, v in model.items()},
-            {k: _copy_state(tree[k].state) for k in model})
+    return ({k: v.copy() for k, v in model.items()}, {k: _copy_state(tree[k].state) for k in model})
 
 
 @pytest.mark.parametrize("rule", RULE_VALUES, ids=RULE_IDS)
@@ -272,7 +282,7 @@ def test_a_failed_update_writes_nothing(rule):
     tree, model = opt.update_(tree, model, grads_like(rng, model))
     xs, ss = _snapshot(tree, model)
     bad = grads_like(rng, model)
-    bad["square"] = np.ones((16, 15), np.float32)         # the last leaf's shape is wrong
+    bad["square"] = np.ones((16, 15), np.float32)  # the last leaf's shape is wrong
     with pytest.raises(ValueError, match="square"):
         opt.update_(tree, model, bad)
     for k in model:
@@ -284,7 +294,7 @@ def test_a_state_for_another_shape_is_refused_before_writing():
     rng = np.random.default_rng(6)
     model = {"a": rng.standard_normal((4, 5)), "b": rng.standard_normal((4, 5))}
     tree = opt.setup(opt.Muon(0.1), model)
-    tree["b"].state = MuonState(np.zeros(20))             # as if made for a vector
+    tree["b"].state = MuonState(np.zeros(20))  # as if made for a vector
     xs, ss = _snapshot(tree, model)
     with pytest.raises(ValueError, match="b"):
         opt.update_(tree, model, grads_like(rng, model))
@@ -311,13 +321,23 @@ def test_non_finite_gradients_skipped_or_refused_before_writing():
 # ---------------------------------------------------------------------------------------
 # hyper-parameters, schedules, adjust_, checkpoints
 
-@pytest.mark.parametrize("kw, err", [
-    ({"eta": -1.0}, ValueError), ({"mu": 1.0}, ValueError), ({"epsilon": 0.0}, ValueError),
-    ({"lambda_": -0.1}, ValueError), ({"ns_steps": 100}, ValueError),
-    ({"ns_steps": 2.0}, TypeError), ({"ns_steps": True}, TypeError),
-    ({"adjust_lr_fn": "rms"}, ValueError), ({"ns_coefficients": (1.0, 2.0)}, TypeError),
-    ({"ns_coefficients": (1.0, float("nan"), 2.0)}, ValueError),
-    ({"nesterov": 1}, TypeError)])
+
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        ({"eta": -1.0}, ValueError),
+        ({"mu": 1.0}, ValueError),
+        ({"epsilon": 0.0}, ValueError),
+        ({"lambda_": -0.1}, ValueError),
+        ({"ns_steps": 100}, ValueError),
+        ({"ns_steps": 2.0}, TypeError),
+        ({"ns_steps": True}, TypeError),
+        ({"adjust_lr_fn": "rms"}, ValueError),
+        ({"ns_coefficients": (1.0, 2.0)}, TypeError),
+        ({"ns_coefficients": (1.0, float("nan"), 2.0)}, ValueError),
+        ({"nesterov": 1}, TypeError),
+    ],
+)
 def test_bad_hyperparameters_are_refused(kw, err):
     name = next(iter(kw))
     with pytest.raises(err, match=name):
@@ -346,22 +366,28 @@ def test_schedules_and_adjust_give_the_rule_at_each_value():
 def _resume_model(rng):
     """Three matrices, one of them tied (twice in the model), one to be frozen."""
     tied = rng.standard_normal((12, 40)).astype(np.float32)
-    return {"tied": [tied, tied], "tall": rng.standard_normal((40, 12)).astype(np.float32),
-            "frozen": rng.standard_normal((4, 4)).astype(np.float32)}
+    return {
+        "tied": [tied, tied],
+        "tall": rng.standard_normal((40, 12)).astype(np.float32),
+        "frozen": rng.standard_normal((4, 4)).astype(np.float32),
+    }
 
 
 def _resume_grads(rng, model):
-    return {"tied": [rng.standard_normal((12, 40)).astype(np.float32) for _ in range(2)],
-            "tall": rng.standard_normal((40, 12)).astype(np.float32),
-            "frozen": rng.standard_normal((4, 4)).astype(np.float32)}
+    return {
+        "tied": [rng.standard_normal((12, 40)).astype(np.float32) for _ in range(2)],
+        "tall": rng.standard_normal((40, 12)).astype(np.float32),
+        "frozen": rng.standard_normal((4, 4)).astype(np.float32),
+    }
 
 
 def _leaves(tree):
     return [tree["tied"][0], tree["tall"], tree["frozen"]]
 
 
-SCHEDULED = opt.Muon(schedules.warmup_cosine_decay(0.0, 0.05, 2, 6), lambda_=0.1,
-                     mu=schedules.linear(0.9, 0.95, 4))
+SCHEDULED = opt.Muon(
+    schedules.warmup_cosine_decay(0.0, 0.05, 2, 6), lambda_=0.1, mu=schedules.linear(0.9, 0.95, 4)
+)
 
 
 @pytest.mark.parametrize("rule", RULE_VALUES + [SCHEDULED], ids=RULE_IDS + ["scheduled"])
@@ -394,6 +420,7 @@ def test_training_resumes_bit_for_bit(tmp_path, rule):
 # ---------------------------------------------------------------------------------------
 # threads, 16-bit parameters, apply_, allocations, convergence
 
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=FLOAT_IDS.get)
 def test_thread_count_invariant(dtype, small_parallel_threshold):
     """The same bits on 1 and 2 OpenMP threads and on 1 and 2 BLAS threads."""
@@ -401,11 +428,15 @@ def test_thread_count_invariant(dtype, small_parallel_threshold):
     results = []
     for omp, blas in [(1, 1), (2, 1), (1, 2), (2, 2)]:
         rng = np.random.default_rng(12)
-        model = {"a": rng.standard_normal((96, 160)).astype(dtype),
-                 "b": rng.standard_normal((160, 96)).astype(dtype)}
+        model = {
+            "a": rng.standard_normal((96, 160)).astype(dtype),
+            "b": rng.standard_normal((160, 96)).astype(dtype),
+        }
         tree = opt.setup(rule, model)
-        with threadpool_limits(limits=omp, user_api="openmp"), \
-                threadpool_limits(limits=blas, user_api="blas"):
+        with (
+            threadpool_limits(limits=omp, user_api="openmp"),
+            threadpool_limits(limits=blas, user_api="blas"),
+        ):
             for _ in range(3):
                 tree, model = opt.update_(tree, model, grads_like(rng, model))
         results.append(model)
@@ -432,7 +463,7 @@ def test_low_precision_parameters(dtype):
         t32, x16_32 = opt.update_(t32, x16_32, g.astype(dtype).astype(np.float32))
         assert x16.dtype == np.dtype(dtype) and t16.state.m.dtype == np.float32
         assert np.array_equal(t16.state.m, t32.state.m)
-        eps = float(np.finfo(np.float16).eps) if dtype == np.float16 else 2.0 ** -7
+        eps = float(np.finfo(np.float16).eps) if dtype == np.float16 else 2.0**-7
         assert np.allclose(x16.astype(np.float32), x16_32, rtol=eps, atol=1e-3)
         x16_32 = x16.astype(np.float32)
 
@@ -476,6 +507,7 @@ def _least_squares(seed=21):
     def loss_grad(W):
         R = W @ A - B
         return 0.5 * float(np.sum(R * R)), R @ A.T
+
     return np.zeros((16, 24)), loss_grad
 
 
@@ -494,6 +526,7 @@ def test_convergence(name):
 # ---------------------------------------------------------------------------------------
 # the benchmark command: speed cases of matrices, quality problems with AdamW for the rest
 
+
 def test_benchmark_speed_cases_are_matrices():
     step = optimisers_step(Case("muon", "float32", 10**4, 2, 1))
     before = [p.copy() for p in step.params]
@@ -511,8 +544,11 @@ def test_benchmark_quality_trains_matrices_with_muon(problem):
     curve = quality.train(spec, prob, 60)
     assert np.all(np.isfinite(curve)) and curve[-1] < curve[0]
     rule_for = spec.for_model(0.03)
-    kinds = {k: type(rule_for(None, v)).__name__ for k, v in prob.init().items()} \
-        if isinstance(prob.init(), dict) else {}
+    kinds = (
+        {k: type(rule_for(None, v)).__name__ for k, v in prob.init().items()}
+        if isinstance(prob.init(), dict)
+        else {}
+    )
     if problem == "spirals":
         assert kinds["W2"] == "Muon" and kinds["b2"] == "AdamW", kinds
 
@@ -520,14 +556,19 @@ def test_benchmark_quality_trains_matrices_with_muon(problem):
 # ---------------------------------------------------------------------------------------
 # distributed: a rank steps whole arrays, so Muon sees whole matrices
 
+
 def test_one_rank_of_distributed_is_update_():
     """On one rank (SelfComm) the sharded step with Muon on the matrices is update_'s,
     bit for bit (the multi-rank runs share the arrays out whole: tests/test_distributed)."""
     dist = pytest.importorskip("optimisers.distributed")
     rng = np.random.default_rng(30)
-    model = {"w": rng.standard_normal((12, 20)), "v": rng.standard_normal((20, 6)),
-             "b": rng.standard_normal(12)}
+    model = {
+        "w": rng.standard_normal((12, 20)),
+        "v": rng.standard_normal((20, 6)),
+        "b": rng.standard_normal(12),
+    }
     ref = {k: v.copy() for k, v in model.items()}
+
     def rule_for(path, x):
         return opt.Muon(0.05) if x.ndim == 2 else opt.AdamW(0.05)
 

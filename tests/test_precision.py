@@ -15,8 +15,15 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import (AccumGrad, ClipGrad, ClipNorm, Descent, OptimiserChain, SignDecay,
-                        WeightDecay)
+from optimisers import (
+    AccumGrad,
+    ClipGrad,
+    ClipNorm,
+    Descent,
+    OptimiserChain,
+    SignDecay,
+    WeightDecay,
+)
 from reference import ref_init, ref_update
 from registry import SINGLE_RULES
 
@@ -35,8 +42,9 @@ def _as_used(rule):
     return OptimiserChain(rule, Descent(0.1)) if isinstance(rule, TRANSFORMS) else rule
 
 
-@pytest.mark.parametrize("rule", [_as_used(r) for _, r in SINGLE_RULES],
-                         ids=[name for name, _ in SINGLE_RULES])
+@pytest.mark.parametrize(
+    "rule", [_as_used(r) for _, r in SINGLE_RULES], ids=[name for name, _ in SINGLE_RULES]
+)
 def test_float32_agrees_with_a_float64_evaluation(rule):
     rng = np.random.default_rng(20261206)
     x32 = rng.standard_normal(N).astype(np.float32)
@@ -51,4 +59,5 @@ def test_float32_agrees_with_a_float64_evaluation(rule):
         worst = int(np.argmax(err))
         assert err[worst] <= TOLERANCE, (
             f"step {step}: element {worst} is {x32[worst]!r} in float32, {x64[worst]!r} in "
-            f"float64: relative error {err[worst]:.3g} > {TOLERANCE}")
+            f"float64: relative error {err[worst]:.3g} > {TOLERANCE}"
+        )

@@ -37,10 +37,23 @@ class Frozen:
 Pair = namedtuple("Pair", ["first", "second"])
 
 RULES = [
-    opt.Descent(0.1), opt.Momentum(0.05), opt.Nesterov(0.05), opt.Rprop(), opt.Adam(0.05),
-    opt.RAdam(), opt.AdaMax(), opt.OAdam(), opt.AdaGrad(), opt.AdaDelta(), opt.AMSGrad(),
-    opt.NAdam(), opt.AdamW(0.05, lambda_=0.1), opt.AdamW(couple=False, lambda_=0.1),
-    opt.AdaBelief(), opt.Lion(0.01), opt.RMSProp(centred=True),
+    opt.Descent(0.1),
+    opt.Momentum(0.05),
+    opt.Nesterov(0.05),
+    opt.Rprop(),
+    opt.Adam(0.05),
+    opt.RAdam(),
+    opt.AdaMax(),
+    opt.OAdam(),
+    opt.AdaGrad(),
+    opt.AdaDelta(),
+    opt.AMSGrad(),
+    opt.NAdam(),
+    opt.AdamW(0.05, lambda_=0.1),
+    opt.AdamW(couple=False, lambda_=0.1),
+    opt.AdaBelief(),
+    opt.Lion(0.01),
+    opt.RMSProp(centred=True),
     opt.OptimiserChain(opt.ClipNorm(1.0), opt.Adam(0.1)),
     opt.OptimiserChain(opt.WeightDecay(0.1), opt.ClipNorm(2.0), opt.Momentum()),
     opt.OptimiserChain(opt.AccumGrad(2), opt.SignDecay(0.01), opt.Descent(0.1)),
@@ -71,18 +84,18 @@ def models(draw):
     rng = np.random.default_rng(seed)
     rule = draw(st.sampled_from(RULES))
     dtypes = REAL + (COMPLEX if _complex_ok(rule) else [])
-    made = []   # arrays made so far, to tie to
+    made = []  # arrays made so far, to tie to
 
     def array():
         if made and draw(st.integers(0, 5)) == 0:
-            return made[draw(st.integers(0, len(made) - 1))]          # a tied weight
+            return made[draw(st.integers(0, len(made) - 1))]  # a tied weight
         shape = SHAPES[draw(st.integers(0, len(SHAPES) - 1))]
         dtype = dtypes[draw(st.integers(0, len(dtypes) - 1))]
         layout = draw(st.sampled_from(["plain", "readonly", "strided", "fortran"]))
         values = rng.standard_normal(shape)
         if np.dtype(dtype).kind == "c":
             values = values + 1j * rng.standard_normal(shape)
-        base = np.array(values, dtype=dtype)           # an array, also for shape ()
+        base = np.array(values, dtype=dtype)  # an array, also for shape ()
         if layout == "strided" and base.ndim >= 1:
             big = np.zeros((2 * base.shape[0],) + base.shape[1:], dtype)
             big[::2] = base
@@ -122,7 +135,8 @@ def models(draw):
             grads[kp] = None
         else:
             grads[kp] = rng.standard_normal(x.shape).astype(
-                draw(st.sampled_from([x.dtype, np.float64, np.int64])))
+                draw(st.sampled_from([x.dtype, np.float64, np.int64]))
+            )
     return model, grads, rule
 
 
@@ -139,8 +153,10 @@ def _gradient(model, grads, path=opt.KeyPath()):
     if isinstance(model, Layer):
         return {"w": _gradient(model.w, grads, path + ("w",))}
     if isinstance(model, Frozen):
-        return {"a": _gradient(model.a, grads, path + ("a",)),
-                "b": _gradient(model.b, grads, path + ("b",))}
+        return {
+            "a": _gradient(model.a, grads, path + ("a",)),
+            "b": _gradient(model.b, grads, path + ("b",)),
+        }
     return None
 
 
@@ -194,9 +210,9 @@ def test_update_is_pure_and_agrees_with_update_(case):
     ties = _ties(model)
 
     state1, model1 = opt.update(state, model, grad)
-    state1, model1 = opt.update(state1, model1, grad)         # two steps, from copies
+    state1, model1 = opt.update(state1, model1, grad)  # two steps, from copies
 
-    assert _same(_snapshot(model), model_before)               # inputs untouched
+    assert _same(_snapshot(model), model_before)  # inputs untouched
     assert _same(_snapshot(state), state_before)
 
     state2, model2 = opt.update_(state, model, grad)
@@ -227,7 +243,8 @@ def test_destructure_round_trips(case):
     # flat is the arrays in order, promoted to one dtype (an empty bool vector for none)
     if before:
         np.testing.assert_array_equal(
-            flat, np.concatenate([a.ravel() for a in before], dtype=flat.dtype))
+            flat, np.concatenate([a.ravel() for a in before], dtype=flat.dtype)
+        )
         assert flat.dtype == np.result_type(*before)
     else:
         assert flat.dtype == np.bool_ and flat.shape == (0,)

@@ -14,17 +14,19 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import _engine, _native, _program
 from assertions import assert_arrays_same, assert_state_same, bits_equal
 from builds import BUILDS, ISAS, WIDER_ISAS, build_or_skip, runs_here
+from optimisers import _engine, _native, _program
 from reference import ref_apply, ref_init, ref_update
 
 FAST = [isa for isa in BUILDS if BUILDS[isa].fast_quotients()]
-NO_FAST = (f"no build with fast float64 quotients (the AVX-512 build's) runs here: this "
-           f"machine runs {runs_here()}, which divide")
+NO_FAST = (
+    f"no build with fast float64 quotients (the AVX-512 build's) runs here: this "
+    f"machine runs {runs_here()}, which divide"
+)
 
 # quotients.pxi's range for float64: 2^(emin + p + 4) and 2^(emax - 2)
-LOW, HIGH = 2.0 ** -965, 2.0 ** 1021
+LOW, HIGH = 2.0**-965, 2.0**1021
 
 
 def test_fast_quotients_are_where_they_pay():
@@ -47,25 +49,39 @@ def _sent_to_divider(kernels, a, b):
 
 
 def _divisors():
-    bias = [1 - beta ** t for beta in (0.9, 0.999, 0.99999) for t in (1, 2, 7, 1000)]
-    return bias + [1.0, 0.5, 0.75, 2.0 ** -20, 1e-300, 1 - 2.0 ** -53]
+    bias = [1 - beta**t for beta in (0.9, 0.999, 0.99999) for t in (1, 2, 7, 1000)]
+    return bias + [1.0, 0.5, 0.75, 2.0**-20, 1e-300, 1 - 2.0**-53]
 
 
 def _dividends(rng):
     """Random bit patterns over every exponent, both signs, the edges of the range, and
     every significand (to 20 bits) in [1, 2).  Returns the values and a mask of the last
     block, which no divisor in (0, 1] may send to the divider."""
-    random = rng.integers(0, 2 ** 64 - 1, 400_000, dtype=np.uint64, endpoint=True)
+    random = rng.integers(0, 2**64 - 1, 400_000, dtype=np.uint64, endpoint=True)
     fi = np.finfo(np.float64)
-    edges = np.array([0.0, fi.smallest_subnormal, fi.tiny, LOW, HIGH, fi.max, np.inf, np.nan,
-                      1.0, 3.0, 1 - fi.epsneg, 1 + fi.eps])
-    with np.errstate(over="ignore"):           # nextafter(max, inf) is inf, as wanted
+    edges = np.array(
+        [
+            0.0,
+            fi.smallest_subnormal,
+            fi.tiny,
+            LOW,
+            HIGH,
+            fi.max,
+            np.inf,
+            np.nan,
+            1.0,
+            3.0,
+            1 - fi.epsneg,
+            1 + fi.eps,
+        ]
+    )
+    with np.errstate(over="ignore"):  # nextafter(max, inf) is inf, as wanted
         edges = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf)])
     # significands in [1, 2): the quotient's rounding is decided there
     sig = np.arange(1 << 20, dtype=np.uint64) << np.uint64(32) | np.float64(1.0).view(np.uint64)
     a = np.concatenate([random.view(np.float64), edges, -edges, sig.view(np.float64)])
     ordinary = np.zeros(a.size, bool)
-    ordinary[-sig.size:] = True
+    ordinary[-sig.size :] = True
     return a, ordinary
 
 
@@ -78,12 +94,12 @@ def test_quotients_are_correctly_rounded_where_taken(isa):
         with np.errstate(all="ignore"):
             exact = a / b
         # the range check is exactly the one the proof needs (none without the fast path)
-        np.testing.assert_array_equal(needs, _sent_to_divider(kernels, a, b),
-                                      err_msg=f"b={b}")
+        np.testing.assert_array_equal(needs, _sent_to_divider(kernels, a, b), err_msg=f"b={b}")
         same = bits_equal(q, exact)
         assert same[~needs].all(), (
             f"b={b}: {np.count_nonzero(~same & ~needs)} quotients differ from a/b, "
-            f"e.g. a={a[~same & ~needs][:3]}")
+            f"e.g. a={a[~same & ~needs][:3]}"
+        )
         assert not needs[ordinary].any(), f"b={b}: ordinary values sent to the divider"
 
 
@@ -94,8 +110,7 @@ def test_the_values_sent_to_the_divider_need_it():
         pytest.skip(NO_FAST)
     kernels = BUILDS[FAST[-1]]
     rng = np.random.default_rng(5)
-    a = np.append(rng.uniform(1, 2 ** 20, 200_000) * np.finfo(np.float64).smallest_subnormal,
-                  np.inf)
+    a = np.append(rng.uniform(1, 2**20, 200_000) * np.finfo(np.float64).smallest_subnormal, np.inf)
     q, needs = kernels._quotients_by_reciprocal(a, 1 - 0.999)
     assert needs.all()
     assert not bits_equal(q, a / (1 - 0.999)).all()
@@ -108,26 +123,30 @@ def test_a_divisor_outside_zero_one_sends_everything_to_the_divider(isa):
     a = np.array([0.0, -0.0, 1.0, -3.5, 1e-30, np.nan])
     for b in (1.5, -0.5, 0.0, float(np.finfo(np.float64).smallest_subnormal), np.nan, np.inf):
         q, needs = kernels._quotients_by_reciprocal(a, b)
-        np.testing.assert_array_equal(needs, _sent_to_divider(kernels, a, b),
-                                      err_msg=f"b={b}")
+        np.testing.assert_array_equal(needs, _sent_to_divider(kernels, a, b), err_msg=f"b={b}")
         # and where the fast path is taken it gives a / b (signed zeros included)
         fast = ~needs
         with np.errstate(all="ignore"):
             want = a / b
         np.testing.assert_array_equal(q[fast], want[fast], err_msg=f"b={b}")
-        np.testing.assert_array_equal(np.signbit(q[fast]), np.signbit(want[fast]),
-                                      err_msg=f"b={b}")
+        np.testing.assert_array_equal(np.signbit(q[fast]), np.signbit(want[fast]), err_msg=f"b={b}")
 
 
 # ---------------------------------------------------------------------------------------
 # Whole steps with tiles that take the divider: values the fast path would get wrong sit
 # in some tiles, among ordinary ones (whole tiles of a one-loop program: two of a chain's).
 
-RULES = [opt.Adam(0.01), opt.AdamW(0.01, lambda_=0.1), opt.AdamW(0.01, lambda_=0.1, couple=False),
-         opt.RAdam(0.01), opt.NAdam(0.01), opt.AdaBelief(0.01),
-         opt.OptimiserChain(opt.WeightDecay(0.1), opt.Adam(0.01)),
-         opt.OptimiserChain(opt.WeightDecay(0.1), opt.NAdam(0.01)),
-         opt.OptimiserChain(opt.ClipNorm(10.0, throw=False), opt.AdamW(0.01, lambda_=0.1))]
+RULES = [
+    opt.Adam(0.01),
+    opt.AdamW(0.01, lambda_=0.1),
+    opt.AdamW(0.01, lambda_=0.1, couple=False),
+    opt.RAdam(0.01),
+    opt.NAdam(0.01),
+    opt.AdaBelief(0.01),
+    opt.OptimiserChain(opt.WeightDecay(0.1), opt.Adam(0.01)),
+    opt.OptimiserChain(opt.WeightDecay(0.1), opt.NAdam(0.01)),
+    opt.OptimiserChain(opt.ClipNorm(10.0, throw=False), opt.AdamW(0.01, lambda_=0.1)),
+]
 
 
 def _gradient(rng, n, dtype, step, spots=None):
@@ -141,7 +160,7 @@ def _gradient(rng, n, dtype, step, spots=None):
     g = rng.standard_normal(n).astype(dtype)
     g[rng.integers(0, n, n // 10)] = 0
     # tile 1: subnormal gradients (the moments end up in the subnormal range)
-    g[a:a + t] = (rng.standard_normal(t) * fi.smallest_subnormal * 64).astype(dtype)
+    g[a : a + t] = (rng.standard_normal(t) * fi.smallest_subnormal * 64).astype(dtype)
     # tile 3: a few huge ones (g*g overflows: v = inf with m finite), and -0
     g[b + rng.integers(0, t, 3)] = np.sqrt(fi.max) * dtype(4)
     g[b + rng.integers(0, t, 5)] = dtype(-0.0)
@@ -154,15 +173,16 @@ def _gradient(rng, n, dtype, step, spots=None):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: repr(r)[:48])
-def test_steps_whose_tiles_take_the_divider_match_the_reference(rule, dtype, n_threads,
-                                                                 small_parallel_threshold):
+def test_steps_whose_tiles_take_the_divider_match_the_reference(
+    rule, dtype, n_threads, small_parallel_threshold
+):
     rng = np.random.default_rng(3)
     n = 9000
     x = rng.standard_normal(n).astype(dtype)
     x[rng.integers(0, n, 50)] = dtype(-0.0)
     ref_x, ref_s = x.copy(), ref_init(rule, x)
     state = opt.setup(rule, x)
-    for step in range(7):          # RAdam is rectified from its fifth step
+    for step in range(7):  # RAdam is rectified from its fifth step
         g = _gradient(rng, n, dtype, step)
         state, x = opt.update_(state, x, g)
         ref_s, ref_x = ref_update(rule, ref_s, ref_x, g)
@@ -181,6 +201,7 @@ def test_steps_whose_tiles_take_the_divider_match_the_reference(rule, dtype, n_t
 # spans sit in the second chunk of a long tile, in the last chunk of another, and in the
 # partial tile at the end.
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", RULES[:6], ids=lambda r: repr(r)[:48])
 def test_long_tiles_whose_chunks_take_the_divider_match_the_reference(rule, dtype, n_threads):
@@ -192,7 +213,7 @@ def test_long_tiles_whose_chunks_take_the_divider_match_the_reference(rule, dtyp
     x = rng.standard_normal(n).astype(dtype)
     ref_x, ref_s = x.copy(), ref_init(rule, x)
     state = opt.setup(rule, x)
-    for step in range(6):          # RAdam is rectified from its fifth step
+    for step in range(6):  # RAdam is rectified from its fifth step
         g = _gradient(rng, n, dtype, step, spots)
         state, x = opt.update_(state, x, g)
         ref_s, ref_x = ref_update(rule, ref_s, ref_x, g)
@@ -207,8 +228,7 @@ def test_long_tiles_whose_chunks_take_the_divider_match_the_reference(rule, dtyp
 
 @pytest.mark.parametrize("isa", WIDER_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, isa,
-                                                                         monkeypatch):
+def test_every_build_gives_the_same_bits_on_tiles_that_take_the_divider(dtype, isa, monkeypatch):
     wider = build_or_skip(isa)
     results = []
     for build, kernels in (("baseline", BUILDS["baseline"]), (isa, wider)):

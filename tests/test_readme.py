@@ -26,8 +26,9 @@ import pytest
 
 import optimisers
 
-README = Path(os.environ.get("OPTIMISERS_README",
-                             Path(__file__).resolve().parent.parent / "README.md"))
+README = Path(
+    os.environ.get("OPTIMISERS_README", Path(__file__).resolve().parent.parent / "README.md")
+)
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 LOSS = re.compile(r"\bloss[ =:]+([-+0-9.eE]+|nan|inf)")
 
@@ -45,10 +46,12 @@ def missing_modules(source):
             names.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names.add(node.module.split(".")[0])
+
     def missing(name):
         if name in sys.modules:
-            return sys.modules[name] is None         # None: imports of it are blocked
+            return sys.modules[name] is None  # None: imports of it are blocked
         return importlib.util.find_spec(name) is None
+
     return sorted(n for n in names if missing(n))
 
 
@@ -82,12 +85,14 @@ class Training:
                 self.start = [a.copy() for a in optimisers.trainables(model)]
             tree, self.model = update(tree, model, *grads)
             return tree, self.model
+
         return wrapped
 
     def changed(self):
         end = optimisers.trainables(self.model)
         return len(end) == len(self.start) and not all(
-            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(end, self.start))
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(end, self.start)
+        )
 
 
 BLOCKS = python_blocks(README.read_text(encoding="utf-8")) if README.exists() else []
@@ -102,9 +107,8 @@ def test_readme_has_python_blocks():
 def test_readme_block_runs(line, source, monkeypatch, tmp_path):
     missing = missing_modules(source)
     if missing:
-        pytest.skip(f"README block at line {line} needs {', '.join(missing)} "
-                    f"(not installed)")
-    monkeypatch.chdir(tmp_path)                      # files a block writes land here
+        pytest.skip(f"README block at line {line} needs {', '.join(missing)} (not installed)")
+    monkeypatch.chdir(tmp_path)  # files a block writes land here
     name = f"{README.name}:{line}"
     with monkeypatch.context() as m:
         training = Training(m)
@@ -114,7 +118,8 @@ def test_readme_block_runs(line, source, monkeypatch, tmp_path):
     losses = [float(x) for x in LOSS.findall(printed)]
     if not losses:
         assert training.start is not None or asserts(source), (
-            f"{name} checks nothing: it prints no loss, trains nothing and asserts nothing")
+            f"{name} checks nothing: it prints no loss, trains nothing and asserts nothing"
+        )
         return
     final = losses[-1]
     # the same block with training switched off prints the starting loss

@@ -28,8 +28,9 @@ def test_rule_for_is_called_once_per_array_and_once_for_a_tie():
 
 def test_none_leaves_an_array_untrained():
     model = {"w": np.ones((2, 2)), "frozen": np.ones(3)}
-    state = opt.setup(lambda path, x: None if path == opt.KeyPath("frozen") else opt.Descent(1.0),
-                      model)
+    state = opt.setup(
+        lambda path, x: None if path == opt.KeyPath("frozen") else opt.Descent(1.0), model
+    )
     assert state["frozen"] is None
     state, model = opt.update_(state, model, {"w": np.ones((2, 2)), "frozen": np.ones(3)})
     assert np.array_equal(model["frozen"], np.ones(3))
@@ -37,8 +38,10 @@ def test_none_leaves_an_array_untrained():
 
 
 def test_equal_rules_become_one_object_and_run_as_one_batch():
-    model = {f"layer{i}": {"w": np.ones((3, 3), np.float32), "b": np.ones(3, np.float32)}
-             for i in range(4)}
+    model = {
+        f"layer{i}": {"w": np.ones((3, 3), np.float32), "b": np.ones(3, np.float32)}
+        for i in range(4)
+    }
     state = opt.setup(_decay_matrices, model)
     rules = {id(state[k][p].rule) for k in model for p in ("w", "b")}
     assert len(rules) == 2
@@ -47,8 +50,10 @@ def test_equal_rules_become_one_object_and_run_as_one_batch():
 
 def test_a_rule_function_that_gives_something_else_is_refused_naming_the_path():
     with pytest.raises(TypeError, match=r"at b.*Rule or None"):
-        opt.setup(lambda path, x: 0.1 if path == opt.KeyPath("b") else opt.Adam(),
-                  {"a": np.ones(2), "b": np.ones(2)})
+        opt.setup(
+            lambda path, x: 0.1 if path == opt.KeyPath("b") else opt.Adam(),
+            {"a": np.ones(2), "b": np.ones(2)},
+        )
     with pytest.raises(TypeError, match="a rule, or a function"):
         opt.setup(0.1, {"a": np.ones(2)})
 
@@ -58,15 +63,18 @@ def test_tracks_torch_adamw_with_two_parameter_groups():
     0.1 and 0), float64, on an MLP trained with autograd."""
     torch = pytest.importorskip("torch", reason="torch is the peer (pip install torch)")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
-                              torch.nn.Linear(8, 1)).double()
-    twin = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
-                               torch.nn.Linear(8, 1)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    ).double()
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    ).double()
     twin.load_state_dict(net.state_dict())
     decay = [p for p in twin.parameters() if p.ndim >= 2]
     other = [p for p in twin.parameters() if p.ndim < 2]
-    peer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                              {"params": other, "weight_decay": 0.0}], lr=1e-2)
+    peer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}], lr=1e-2
+    )
     params = dict(net.named_parameters())
     model = {k: p.detach().numpy() for k, p in params.items()}
     state = opt.setup(_decay_matrices, model)
@@ -78,8 +86,9 @@ def test_tracks_torch_adamw_with_two_parameter_groups():
         state, _ = opt.update_(state, model, {k: p.grad.numpy() for k, p in params.items()})
         peer.step()
     for (name, ours), theirs in zip(net.named_parameters(), twin.parameters()):
-        np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(),
-                                   rtol=1e-10, atol=1e-13, err_msg=name)
+        np.testing.assert_allclose(
+            ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-13, err_msg=name
+        )
 
 
 def test_adam_with_cosine_decay_tracks_torch_under_cosine_annealing():
@@ -87,6 +96,7 @@ def test_adam_with_cosine_decay_tracks_torch_under_cosine_annealing():
     CosineAnnealingLR (float64, 30 steps, 1e-9 relative)."""
     torch = pytest.importorskip("torch", reason="torch is the peer (pip install torch)")
     from optimisers import schedules
+
     rng = np.random.default_rng(1)
     x = rng.standard_normal(50)
     p = torch.tensor(x.copy(), requires_grad=True)

@@ -16,16 +16,43 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import _native
-from optimisers import (AccumGrad, AdaBelief, AdaDelta, AdaGrad, AdaMax, Adam, AdamW, AMSGrad,
-                        ClipGrad, ClipNorm, Descent, Lion, MixedPrecision, Momentum, NAdam,
-                        Nesterov, OAdam, OptimiserChain, RAdam, RMSProp, Rprop, SignDecay,
-                        WeightDecay)
-from assertions import (assert_arrays_same, assert_state_same, state_arrays,
-                        step_like_reference)
+from assertions import assert_arrays_same, assert_state_same, state_arrays, step_like_reference
+from optimisers import (
+    AccumGrad,
+    AdaBelief,
+    AdaDelta,
+    AdaGrad,
+    Adam,
+    AdaMax,
+    AdamW,
+    AMSGrad,
+    ClipGrad,
+    ClipNorm,
+    Descent,
+    Lion,
+    MixedPrecision,
+    Momentum,
+    NAdam,
+    Nesterov,
+    OAdam,
+    OptimiserChain,
+    RAdam,
+    RMSProp,
+    Rprop,
+    SignDecay,
+    WeightDecay,
+    _native,
+)
 from reference import ref_apply, ref_init, ref_norm, ref_update, ref_update_tree
-from registry import (COMPLEX_OK, COMPLEX_REFUSED, CONVERGENCE, MATRIX_ONLY, RULE_IDS, RULES,
-                      rule_classes_in)
+from registry import (
+    COMPLEX_OK,
+    COMPLEX_REFUSED,
+    CONVERGENCE,
+    MATRIX_ONLY,
+    RULE_IDS,
+    RULES,
+    rule_classes_in,
+)
 
 RULE_VALUES = [r for _, r in RULES]
 N_STEPS = 8
@@ -42,6 +69,7 @@ def seed_of(*keys):
 
 # ---------------------------------------------------------------------------------------
 # helpers
+
 
 def make_grad(rng, shape, dtype):
     """Normal values, about 1 in 8 exactly zero, a few large ones of both signs."""
@@ -61,7 +89,7 @@ def make_grad(rng, shape, dtype):
 
 def make_param(rng, shape, dtype):
     x = rng.standard_normal(shape)
-    x.reshape(-1)[rng.integers(0, x.size, max(1, x.size // 20))] = 0.0   # sign(0) matters
+    x.reshape(-1)[rng.integers(0, x.size, max(1, x.size // 20))] = 0.0  # sign(0) matters
     if np.dtype(dtype).kind == "c":
         return (x + 1j * rng.standard_normal(shape)).astype(dtype)
     return x.astype(dtype)
@@ -82,6 +110,7 @@ def step_param(x, d):
 
 # ---------------------------------------------------------------------------------------
 # 2a/2b: bit-exact equality with the reference, update_ / update on a model
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=FLOAT_IDS.get)
 @pytest.mark.parametrize("rule", RULE_VALUES, ids=RULE_IDS)
@@ -122,8 +151,9 @@ def _check_update(rule, dtype, shapes=SHAPES, n_steps=N_STEPS):
 APPLY_COMBOS = [(np.float32, 1), (np.float64, 1), (np.float64, 2)]
 
 
-@pytest.mark.parametrize("dtype,threads", APPLY_COMBOS,
-                         ids=[f"{FLOAT_IDS[d]}-{t}thread" for d, t in APPLY_COMBOS])
+@pytest.mark.parametrize(
+    "dtype,threads", APPLY_COMBOS, ids=[f"{FLOAT_IDS[d]}-{t}thread" for d, t in APPLY_COMBOS]
+)
 @pytest.mark.parametrize("rule", RULE_VALUES, ids=RULE_IDS)
 def test_apply_matches_reference(rule, dtype, threads, small_parallel_threshold):
     """The functional protocol: apply_ returns d (compute dtype) and never writes x."""
@@ -164,14 +194,21 @@ def _check_apply(rule, dtype, shapes=SHAPES, n_steps=N_STEPS):
 # 2c: dtypes are kept; gradients of other dtypes are cast once, straight to the compute dtype
 
 GRAD_DTYPES = [
-    (np.float16, np.float64), (np.float16, np.float32), (np.float16, np.int64),
-    (np.float32, np.float64), (np.float32, np.int64), (np.float32, np.int8),
-    (np.float64, np.float32), (np.float64, np.int32), (np.float64, np.float16),
+    (np.float16, np.float64),
+    (np.float16, np.float32),
+    (np.float16, np.int64),
+    (np.float32, np.float64),
+    (np.float32, np.int64),
+    (np.float32, np.int8),
+    (np.float64, np.float32),
+    (np.float64, np.int32),
+    (np.float64, np.float16),
 ]
 
 
-@pytest.mark.parametrize("pdt,gdt", GRAD_DTYPES,
-                         ids=[f"{np.dtype(p).name}-{np.dtype(g).name}" for p, g in GRAD_DTYPES])
+@pytest.mark.parametrize(
+    "pdt,gdt", GRAD_DTYPES, ids=[f"{np.dtype(p).name}-{np.dtype(g).name}" for p, g in GRAD_DTYPES]
+)
 @pytest.mark.parametrize("rule", RULE_VALUES, ids=RULE_IDS)
 def test_dtypes_kept_and_gradients_cast_once(rule, pdt, gdt):
     rng = np.random.default_rng(seed_of(repr(rule), pdt, gdt))
@@ -288,6 +325,7 @@ def test_convergence_covers_every_rule_class():
 # ---------------------------------------------------------------------------------------
 # 2e: NaN and edge semantics
 
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=FLOAT_IDS.get)
 def test_clipgrad_passes_nan_through(dtype):
     g = np.array([np.nan, 3.0, -3.0, 0.25, -0.0, np.inf, -np.inf, 1.0, -1.0], dtype)
@@ -306,9 +344,15 @@ def _clipnorm_model():
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("rule", [ClipNorm(1.0), OptimiserChain(ClipNorm(5.0, 1.0), Adam(0.1)),
-                                  OptimiserChain(ClipNorm(5.0, np.inf), AccumGrad(2))],
-                         ids=["ClipNorm", "ClipNorm-Adam", "ClipNorm-AccumGrad"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ClipNorm(1.0),
+        OptimiserChain(ClipNorm(5.0, 1.0), Adam(0.1)),
+        OptimiserChain(ClipNorm(5.0, np.inf), AccumGrad(2)),
+    ],
+    ids=["ClipNorm", "ClipNorm-Adam", "ClipNorm-AccumGrad"],
+)
 def test_clipnorm_throw_names_the_key_path_and_writes_nothing(rule, bad):
     model = _clipnorm_model()
     tree = opt.setup(rule, model)
@@ -325,8 +369,12 @@ def test_clipnorm_throw_names_the_key_path_and_writes_nothing(rule, bad):
     with pytest.raises(FloatingPointError, match=r"layer\.1\.w"):
         opt.update(tree, model, grads)
     with pytest.raises(FloatingPointError):
-        opt.apply_(rule, opt.init(rule, model["layer"][1]["w"]), model["layer"][1]["w"],
-                   grads["layer"][1]["w"])
+        opt.apply_(
+            rule,
+            opt.init(rule, model["layer"][1]["w"]),
+            model["layer"][1]["w"],
+            grads["layer"][1]["w"],
+        )
 
 
 def test_clipnorm_throw_false_inf_and_nan():
@@ -353,7 +401,7 @@ NORM_PS = [1.0, 2.0, np.inf, -np.inf, 0.0, 3.0, 0.5, -1.5]
 
 def _norm_gradient(rng, n, dtype, special):
     g = rng.standard_normal(n) * rng.choice([1e-3, 1.0, 50.0], n)
-    if special != "nozeros":        # zeros make the p < 0 norms 0
+    if special != "nozeros":  # zeros make the p < 0 norms 0
         g[rng.integers(0, n, n // 10)] = 0.0
     if special == "nan":
         g[n // 2 + 17] = np.nan
@@ -366,6 +414,7 @@ def _norm_gradient(rng, n, dtype, special):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=FLOAT_IDS.get)
 def test_norm_is_the_blocked_reference(dtype, special, n_threads, small_parallel_threshold):
     from optimisers._norms import grad_norm
+
     rng = np.random.default_rng(seed_of(dtype, special, "norm"))
     for n in (8192 * 3 + 123, 8192 * 2, 9):
         g = _norm_gradient(rng, n, dtype, special if n > 100 else "plain")
@@ -379,7 +428,7 @@ def test_norm_is_the_blocked_reference(dtype, special, n_threads, small_parallel
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=FLOAT_IDS.get)
 def test_clipnorm_matches_reference(p, dtype, n_threads, small_parallel_threshold):
     rng = np.random.default_rng(seed_of(p, dtype, "clipnorm"))
-    n = 8192 * 3 + 123                      # several norm blocks, split over threads
+    n = 8192 * 3 + 123  # several norm blocks, split over threads
     x = make_param(rng, (n,), dtype)
     for omega_scale, kind in [(0.3, "plain"), (0.3, "nozeros"), (3.0, "plain")]:
         g = _norm_gradient(rng, n, dtype, kind)
@@ -396,8 +445,9 @@ def test_clipnorm_matches_reference(p, dtype, n_threads, small_parallel_threshol
             # mid-chain: the norm of the step so far
             chain = OptimiserChain(Momentum(0.3), rule)
             _, d = opt.apply_(chain, opt.init(chain, x), x, g)
-            assert_arrays_same(d, ref_apply(chain, ref_init(chain, x), x, g)[1],
-                               f"{where}: chain d")
+            assert_arrays_same(
+                d, ref_apply(chain, ref_init(chain, x), x, g)[1], f"{where}: chain d"
+            )
 
 
 @pytest.mark.parametrize("p", NORM_PS)
@@ -407,11 +457,13 @@ def test_clipnorm_empty_array(p):
     tree, m = opt.update(tree, {"x": x}, {"x": np.zeros((0, 3), np.float32)})
     assert m["x"].shape == (0, 3) and m["x"].dtype == np.float32
     from optimisers._norms import grad_norm
+
     assert grad_norm(np.zeros(0), p) == ref_norm(np.zeros(0), p) == 0.0
 
 
 def test_clipnorm_norm_independent_of_threads(small_parallel_threshold):
     from optimisers._norms import grad_norm
+
     g = np.random.default_rng(3).standard_normal(8192 * 5 + 1) * 1e3
     results = []
     for nt in (1, 2):
@@ -422,6 +474,7 @@ def test_clipnorm_norm_independent_of_threads(small_parallel_threshold):
 
 # ---------------------------------------------------------------------------------------
 # 2f: AccumGrad
+
 
 def test_accumgrad_docstring_example():
     m = {"x": np.array([1.0], np.float32), "y": np.array([2.0], np.float32)}
@@ -493,6 +546,7 @@ def test_none_gradient_does_not_advance():
 
 # ---------------------------------------------------------------------------------------
 # 2g: a rule written by a user in Python, between kernel rules
+
 
 class DampedSum(opt.Rule):
     """s <- rho*s + dx (a fresh array), d = c*s + lam*x: uses its state, the step and x."""
@@ -573,8 +627,10 @@ def test_user_rule_in_a_chain(name, dtype, small_parallel_threshold):
     model = {"w": make_param(rng, (6000,), dtype), "b": make_param(rng, (30,), dtype)}
     ref_x = {k: v.copy() for k, v in model.items()}
     tree = opt.setup(chain, model)
-    ref_s = {k: [(r.init(v) if isinstance(r, USER_RULES)
-                  else ref_init(r, v)) for r in rules] for k, v in model.items()}
+    ref_s = {
+        k: [(r.init(v) if isinstance(r, USER_RULES) else ref_init(r, v)) for r in rules]
+        for k, v in model.items()
+    }
     for step in range(6):
         grads = {k: make_grad(rng, v.shape, dtype) for k, v in model.items()}
         tree, model = opt.update_(tree, model, grads)
@@ -593,9 +649,12 @@ def test_user_rule_in_a_chain(name, dtype, small_parallel_threshold):
 # ---------------------------------------------------------------------------------------
 # 2h: MixedPrecision
 
-@pytest.mark.parametrize("low,high", [(np.float16, np.float32), (np.float16, np.float64),
-                                      (np.float32, np.float64)],
-                         ids=["f16-f32", "f16-f64", "f32-f64"])
+
+@pytest.mark.parametrize(
+    "low,high",
+    [(np.float16, np.float32), (np.float16, np.float64), (np.float32, np.float64)],
+    ids=["f16-f32", "f16-f64", "f32-f64"],
+)
 def test_mixed_precision_master_copy(low, high):
     inner = OptimiserChain(ClipGrad(1.0), Adam(0.01))
     rule = MixedPrecision(high, inner) if high is not np.float32 else MixedPrecision(inner)
@@ -657,12 +716,15 @@ def test_mixed_precision_read_only_param():
 # ---------------------------------------------------------------------------------------
 # 5: complex parameters
 
+
 def _complex_ok(rule):
     return rule_classes_in(rule) <= set(COMPLEX_OK)
 
 
 COMPLEX_CASES = [(i, r) for i, r in RULES if _complex_ok(r)]
 COMPLEX_REFUSED_CASES = [(i, r) for i, r in RULES if not _complex_ok(r)]
+
+
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=["c64", "c128"])
 @pytest.mark.parametrize("rule", [r for _, r in COMPLEX_CASES], ids=[i for i, _ in COMPLEX_CASES])
 def test_complex_update_matches_reference(rule, dtype, small_parallel_threshold):
@@ -683,15 +745,16 @@ def test_complex_update_matches_reference(rule, dtype, small_parallel_threshold)
         x = model["b"]
         st, d = opt.apply_(rule, opt.init(rule, x), x, grads["b"])
         d_ref = ref_apply(rule, ref_init(rule, x), x, grads["b"])[1]
-        if d_ref is None:                     # AccumGrad not due yet: no step from either
+        if d_ref is None:  # AccumGrad not due yet: no step from either
             assert d is None
         else:
             assert_arrays_same(d, d_ref, "d")
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=["c64", "c128"])
-@pytest.mark.parametrize("rule", [r for _, r in COMPLEX_REFUSED_CASES],
-                         ids=[i for i, _ in COMPLEX_REFUSED_CASES])
+@pytest.mark.parametrize(
+    "rule", [r for _, r in COMPLEX_REFUSED_CASES], ids=[i for i, _ in COMPLEX_REFUSED_CASES]
+)
 def test_complex_refused_at_setup(rule, dtype):
     model = {"ok": np.zeros(3), "z": np.zeros(4, dtype)}
     with pytest.raises(TypeError) as info:
@@ -713,10 +776,30 @@ def test_complex_refused_inside_mixed_precision(cls):
 def test_complex_refused_list_is_the_api():
     # API.md's list, Muon (issue 17: refuses complex as torch's Muon does) and Adafactor
     # (issue 17: it clamps, and torch refuses complex too)
-    assert set(COMPLEX_REFUSED) == {Rprop, AdaMax, AMSGrad, ClipGrad, Lion, SignDecay,
-                                    opt.Muon, opt.Adafactor}
-    assert {Adam, RMSProp, RAdam, OAdam, AdaGrad, AdaDelta, NAdam, AdaBelief, Descent,
-            Momentum, Nesterov, AdamW} <= set(COMPLEX_OK)
+    assert set(COMPLEX_REFUSED) == {
+        Rprop,
+        AdaMax,
+        AMSGrad,
+        ClipGrad,
+        Lion,
+        SignDecay,
+        opt.Muon,
+        opt.Adafactor,
+    }
+    assert {
+        Adam,
+        RMSProp,
+        RAdam,
+        OAdam,
+        AdaGrad,
+        AdaDelta,
+        NAdam,
+        AdaBelief,
+        Descent,
+        Momentum,
+        Nesterov,
+        AdamW,
+    } <= set(COMPLEX_OK)
 
 
 # ---------------------------------------------------------------------------------------
@@ -729,10 +812,15 @@ def test_complex_refused_list_is_the_api():
 # partial tile
 LONG, PER_THREAD = _native.kernels.long_tiles(4)
 BIG = 2 * PER_THREAD * LONG + 4099
-BIG_RULES = [Adam(0.01), AdamW(0.01, lambda_=0.1), Momentum(0.01), Lion(0.001),
-             OptimiserChain(ClipNorm(100.0), AdamW(0.01, lambda_=0.1)),
-             OptimiserChain(WeightDecay(0.1), Adam(0.01)),
-             AccumGrad(2)]
+BIG_RULES = [
+    Adam(0.01),
+    AdamW(0.01, lambda_=0.1),
+    Momentum(0.01),
+    Lion(0.001),
+    OptimiserChain(ClipNorm(100.0), AdamW(0.01, lambda_=0.1)),
+    OptimiserChain(WeightDecay(0.1), Adam(0.01)),
+    AccumGrad(2),
+]
 BIG_DTYPES = [np.float32, np.float64]
 
 

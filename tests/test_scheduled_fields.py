@@ -26,22 +26,27 @@ PAIRS = [
     (opt.AdaBelief(0.01, (0.9, 0.99)), opt.AdaBelief(0.01, (C(0.9), C(0.99)))),
     (opt.AMSGrad(0.01, epsilon=1e-3), opt.AMSGrad(0.01, epsilon=C(1e-3))),
     (opt.Rprop(0.05), opt.Rprop(C(0.05))),
-    (opt.Rprop(0.05, ell=(0.4, 1.5), gamma=(1e-4, 2.0)),
-     opt.Rprop(0.05, ell=(C(0.4), C(1.5)), gamma=(C(1e-4), C(2.0)))),
+    (
+        opt.Rprop(0.05, ell=(0.4, 1.5), gamma=(1e-4, 2.0)),
+        opt.Rprop(0.05, ell=(C(0.4), C(1.5)), gamma=(C(1e-4), C(2.0))),
+    ),
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("plain, scheduled", PAIRS, ids=[repr(p[1]) for p in PAIRS])
-def test_a_constant_schedule_gives_the_bits_of_its_number(plain: opt.Rule, scheduled: opt.Rule,
-                                                          dtype: type, n_threads: int) -> None:
+def test_a_constant_schedule_gives_the_bits_of_its_number(
+    plain: opt.Rule, scheduled: opt.Rule, dtype: type, n_threads: int
+) -> None:
     rng = np.random.default_rng(3)
     x0 = rng.standard_normal(300).astype(dtype)
     xa, xb = x0.copy(), x0.copy()
     sa, sb = opt.setup(plain, xa), opt.setup(scheduled, xb)
-    for a, b in zip(sa.state if isinstance(sa.state, tuple) else (sa.state,),
-                    sb.state if isinstance(sb.state, tuple) else (sb.state,)):
-        assert np.array_equal(a, b) and a.dtype == b.dtype      # the state setup builds
+    for a, b in zip(
+        sa.state if isinstance(sa.state, tuple) else (sa.state,),
+        sb.state if isinstance(sb.state, tuple) else (sb.state,),
+    ):
+        assert np.array_equal(a, b) and a.dtype == b.dtype  # the state setup builds
     for _ in range(6):
         g = rng.standard_normal(300).astype(dtype)
         sa, xa = opt.update_(sa, xa, g)
@@ -59,19 +64,24 @@ def test_the_first_running_products_are_the_schedules_values_at_count_0() -> Non
     assert rprop.state.step.tolist() == [0.2, 0.2]
 
 
-@pytest.mark.parametrize("field, value", [
-    ("ell", (schedules.linear(0.5, 1.5, 10), 1.2)),       # ell[0] would pass 1
-    ("ell", (0.5, schedules.linear(1.2, 0.8, 10))),       # ell[1] would fall below 1
-    ("gamma", (schedules.linear(1e-6, 60.0, 10), 50.0)),  # gamma[0] would pass gamma[1]
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("ell", (schedules.linear(0.5, 1.5, 10), 1.2)),  # ell[0] would pass 1
+        ("ell", (0.5, schedules.linear(1.2, 0.8, 10))),  # ell[1] would fall below 1
+        ("gamma", (schedules.linear(1e-6, 60.0, 10), 50.0)),  # gamma[0] would pass gamma[1]
+    ],
+)
 def test_rprop_refuses_a_schedule_whose_values_break_its_order(field: str, value: tuple) -> None:
     with pytest.raises(ValueError, match=f"Rprop: {field}=.* must satisfy"):
         opt.Rprop(**{field: value})
 
 
 def test_rprop_takes_schedules_that_keep_its_order() -> None:
-    rule = opt.Rprop(ell=(schedules.linear(0.5, 0.9, 10), schedules.linear(1.1, 1.5, 10)),
-                     gamma=(schedules.constant(1e-6), schedules.linear(50.0, 10.0, 10)))
+    rule = opt.Rprop(
+        ell=(schedules.linear(0.5, 0.9, 10), schedules.linear(1.1, 1.5, 10)),
+        gamma=(schedules.constant(1e-6), schedules.linear(50.0, 10.0, 10)),
+    )
     x = np.ones(4)
     state = opt.setup(rule, x)
     for _ in range(3):

@@ -26,8 +26,10 @@ def _model(dtype, n=4, size=5):
 
 def _grads(model, steps, seed=1):
     rng = np.random.default_rng(seed)
-    return [{k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.items()}
-            for _ in range(steps)]
+    return [
+        {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.items()}
+        for _ in range(steps)
+    ]
 
 
 def _by_hand(rule_at, model, grads):
@@ -41,7 +43,7 @@ def _by_hand(rule_at, model, grads):
         for g in grads:
             if g.get(k) is None:
                 continue
-            leaf.rule = rule_at(count)      # what adjust_ does to a Leaf
+            leaf.rule = rule_at(count)  # what adjust_ does to a Leaf
             leaf, x = opt.update_(leaf, x, g[k])
             count += 1
         out[k] = x
@@ -53,7 +55,7 @@ def _by_hand(rule_at, model, grads):
 def test_counts_that_drift_apart_each_use_their_own_value(dtype, threads):
     model = _model(dtype)
     grads = _grads(model, 9)
-    for i, g in enumerate(grads):           # p1 misses every other step, p2 the first three
+    for i, g in enumerate(grads):  # p1 misses every other step, p2 the first three
         if i % 2:
             g["p1"] = None
         if i < 3:
@@ -86,7 +88,7 @@ def test_after_the_first_step_scheduled_leaves_are_batched_inline(monkeypatch):
         state, model = opt.update_(state, model, g)
     assert routed == []
     plans = {id(state[k]._plan) for k in model}
-    assert len(plans) == 1                   # one plan object for the leaves of one count
+    assert len(plans) == 1  # one plan object for the leaves of one count
     tpl = state["p0"]._plan[3]
     assert isinstance(tpl, ScheduledTemplate) and tpl.at == state["p0"].count == 4
     assert tpl.concrete.opts[1].eta == ETA(4)
@@ -99,7 +101,7 @@ def test_a_count_set_by_hand_is_the_count_the_schedule_is_evaluated_at():
     ours = {k: v.copy() for k, v in model.items()}
     for g in grads[:4]:
         state, ours = opt.update_(state, ours, g)
-    state["p0"].count = 1                   # e.g. a resumed warm-up
+    state["p0"].count = 1  # e.g. a resumed warm-up
     before = ours["p0"].copy()
     kept = copy.deepcopy(state["p0"].state)
     state, ours = opt.update_(state, ours, grads[4])
@@ -117,7 +119,7 @@ def test_a_leaf_that_took_the_general_path_comes_back_at_its_count():
     state = opt.setup(rule, {k: v.copy() for k, v in model.items()})
     ours = {k: v.copy() for k, v in model.items()}
     for i, g in enumerate(grads):
-        if i == 2:                          # read-only for one step: the general path
+        if i == 2:  # read-only for one step: the general path
             ours["p1"].flags.writeable = False
         state, ours = opt.update_(state, ours, g)
         if i == 2:

@@ -17,7 +17,7 @@ from reference import ref_averaged, ref_init, ref_update
 SHAPES = [(13,), (7, 5), (3, 4, 6)]
 CASES = [
     {},
-    {"warmup_steps": 10},                                   # warm-up inside the 30 steps
+    {"warmup_steps": 10},  # warm-up inside the 30 steps
     {"warmup_steps": 4, "lambda_": 0.1, "r": 0.5, "weight_lr_power": 1.5},
     {"beta": (0.8, 0.95), "epsilon": 1e-6, "lambda_": 0.3},
 ]
@@ -25,18 +25,27 @@ CASES = [
 
 def _package():
     torch = pytest.importorskip("torch", reason="the peer test needs torch")
-    sf = pytest.importorskip("schedulefree", reason="the peer test needs the schedulefree "
-                             "package (pip install schedulefree)")
+    sf = pytest.importorskip(
+        "schedulefree",
+        reason="the peer test needs the schedulefree package (pip install schedulefree)",
+    )
     return torch, sf
 
 
 def _run_package(torch, sf, x0, grads, eta, kw, foreach):
     """y after every step and x (eval mode) at the end, from the package."""
     p = torch.nn.Parameter(torch.tensor(x0.copy()))
-    o = sf.AdamWScheduleFree([p], lr=eta, betas=kw.get("beta", (0.9, 0.999)),
-                             eps=kw.get("epsilon", 1e-8), weight_decay=kw.get("lambda_", 0.0),
-                             warmup_steps=kw.get("warmup_steps", 0), r=kw.get("r", 0.0),
-                             weight_lr_power=kw.get("weight_lr_power", 2.0), foreach=foreach)
+    o = sf.AdamWScheduleFree(
+        [p],
+        lr=eta,
+        betas=kw.get("beta", (0.9, 0.999)),
+        eps=kw.get("epsilon", 1e-8),
+        weight_decay=kw.get("lambda_", 0.0),
+        warmup_steps=kw.get("warmup_steps", 0),
+        r=kw.get("r", 0.0),
+        weight_lr_power=kw.get("weight_lr_power", 2.0),
+        foreach=foreach,
+    )
     o.train()
     ys = []
     for g in grads:
@@ -112,7 +121,7 @@ def test_averaged_point_matches_reference(dtype, threads):
 
 def test_checks_and_refusals():
     with pytest.raises(ValueError, match=r"beta\[0\]"):
-        opt.ScheduleFreeAdamW(beta=(0.0, 0.999))          # x unrecoverable from y and z
+        opt.ScheduleFreeAdamW(beta=(0.0, 0.999))  # x unrecoverable from y and z
     with pytest.raises(ValueError, match="warmup_steps"):
         opt.ScheduleFreeAdamW(warmup_steps=-1)
     with pytest.raises(TypeError, match="warmup_steps"):

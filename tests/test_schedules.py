@@ -8,7 +8,8 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import optimisers
 from optimisers import schedules
@@ -16,6 +17,7 @@ from optimisers import schedules
 # ----------------------------------------------------------------------------------------
 # optax's formulas (optax/schedules/_schedule.py and _join.py), transcribed in numpy float64
 # over an array of counts without calling the library, in optax's order of operations.
+
 
 def ref_constant(t, value):
     return np.full(t.shape, float(value))
@@ -34,7 +36,7 @@ def ref_linear(t, init_value, end_value, transition_steps, transition_begin=0):
 
 def ref_cosine_decay(t, init_value, decay_steps, alpha=0.0, exponent=1.0):
     half_cosine = 0.5 * (1 + np.cos(np.pi * np.minimum(t, decay_steps) / decay_steps))
-    return init_value * ((1 - alpha) * half_cosine ** exponent + alpha)
+    return init_value * ((1 - alpha) * half_cosine**exponent + alpha)
 
 
 def ref_join(t, parts, boundaries):
@@ -44,16 +46,23 @@ def ref_join(t, parts, boundaries):
     return out
 
 
-def ref_warmup_cosine_decay(t, init_value, peak_value, warmup_steps, decay_steps,
-                            end_value=0.0, exponent=1.0):
+def ref_warmup_cosine_decay(
+    t, init_value, peak_value, warmup_steps, decay_steps, end_value=0.0, exponent=1.0
+):
     alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
-    return ref_join(t, [lambda u: ref_linear(u, init_value, peak_value, warmup_steps),
-                        lambda u: ref_cosine_decay(u, peak_value, decay_steps - warmup_steps,
-                                                   alpha, exponent)], [warmup_steps])
+    return ref_join(
+        t,
+        [
+            lambda u: ref_linear(u, init_value, peak_value, warmup_steps),
+            lambda u: ref_cosine_decay(u, peak_value, decay_steps - warmup_steps, alpha, exponent),
+        ],
+        [warmup_steps],
+    )
 
 
-def ref_exponential_decay(t, init_value, transition_steps, decay_rate, transition_begin=0,
-                          staircase=False, end_value=None):
+def ref_exponential_decay(
+    t, init_value, transition_steps, decay_rate, transition_begin=0, staircase=False, end_value=None
+):
     if transition_steps <= 0 or decay_rate == 0:
         return np.full(t.shape, float(init_value))
     elapsed = t - transition_begin
@@ -74,10 +83,13 @@ def ref_piecewise_constant(t, init_value, boundaries_and_scales=None):
     return value
 
 
-def ref_cosine_onecycle(t, transition_steps, peak_value, pct_start=0.3, div_factor=25.0,
-                        final_div_factor=1e4):
-    scales = {int(pct_start * transition_steps): div_factor,
-              transition_steps: 1.0 / (div_factor * final_div_factor)}
+def ref_cosine_onecycle(
+    t, transition_steps, peak_value, pct_start=0.3, div_factor=25.0, final_div_factor=1e4
+):
+    scales = {
+        int(pct_start * transition_steps): div_factor,
+        transition_steps: 1.0 / (div_factor * final_div_factor),
+    }
     knots = [0] + sorted(scales)
     levels = np.cumprod([peak_value / div_factor] + [scales[k] for k in sorted(scales)])
     out = np.where(t >= knots[-1], levels[-1], 0.0)
@@ -101,59 +113,111 @@ CASES = [
     ("linear", dict(init_value=1.0, end_value=0.01, transition_steps=100, transition_begin=5)),
     ("linear", dict(init_value=0.1, end_value=0.3, transition_steps=7)),
     ("linear", dict(init_value=0.1, end_value=0.3, transition_steps=0, transition_begin=3)),
-    ("polynomial", dict(init_value=1.0, end_value=0.01, power=2.5, transition_steps=100,
-                        transition_begin=5)),
+    (
+        "polynomial",
+        dict(init_value=1.0, end_value=0.01, power=2.5, transition_steps=100, transition_begin=5),
+    ),
     ("polynomial", dict(init_value=-1.0, end_value=2.0, power=0.5, transition_steps=13)),
     ("polynomial", dict(init_value=1.0, end_value=0.0, power=0.0, transition_steps=10)),
     ("polynomial", dict(init_value=1.0, end_value=0.0, power=3, transition_steps=0)),
-    ("polynomial", dict(init_value=0.3, end_value=0.7, power=3, transition_steps=50,
-                        transition_begin=9)),
+    (
+        "polynomial",
+        dict(init_value=0.3, end_value=0.7, power=3, transition_steps=50, transition_begin=9),
+    ),
     ("cosine_decay", dict(init_value=1e-3, decay_steps=2000)),
     ("cosine_decay", dict(init_value=2.0, decay_steps=777, alpha=0.1, exponent=2.0)),
     ("cosine_decay", dict(init_value=-1.0, decay_steps=1, alpha=1.5, exponent=0.0)),
-    ("warmup_cosine_decay", dict(init_value=0.0, peak_value=3e-4, warmup_steps=500,
-                                 decay_steps=2000, end_value=3e-5)),
-    ("warmup_cosine_decay", dict(init_value=1e-5, peak_value=3e-4, warmup_steps=0,
-                                 decay_steps=1000)),
-    ("warmup_cosine_decay", dict(init_value=1e-5, peak_value=0.0, warmup_steps=10,
-                                 decay_steps=200, end_value=1.0)),
-    ("warmup_cosine_decay", dict(init_value=0.5, peak_value=1.0, warmup_steps=3,
-                                 decay_steps=4, end_value=0.25, exponent=3.0)),
+    (
+        "warmup_cosine_decay",
+        dict(init_value=0.0, peak_value=3e-4, warmup_steps=500, decay_steps=2000, end_value=3e-5),
+    ),
+    (
+        "warmup_cosine_decay",
+        dict(init_value=1e-5, peak_value=3e-4, warmup_steps=0, decay_steps=1000),
+    ),
+    (
+        "warmup_cosine_decay",
+        dict(init_value=1e-5, peak_value=0.0, warmup_steps=10, decay_steps=200, end_value=1.0),
+    ),
+    (
+        "warmup_cosine_decay",
+        dict(
+            init_value=0.5,
+            peak_value=1.0,
+            warmup_steps=3,
+            decay_steps=4,
+            end_value=0.25,
+            exponent=3.0,
+        ),
+    ),
     EXPONENTIAL,
-    ("exponential_decay", dict(init_value=1.0, transition_steps=10, decay_rate=0.9,
-                               transition_begin=5)),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=10, decay_rate=0.9,
-                               transition_begin=5, staircase=True, end_value=0.5)),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=3, decay_rate=1.1,
-                               end_value=2.0)),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=3, decay_rate=1.1,
-                               end_value=0.5)),
-    ("exponential_decay", dict(init_value=3.0, transition_steps=7, decay_rate=0.5,
-                               transition_begin=4, end_value=4.0)),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=0, decay_rate=0.5,
-                               end_value=3.0)),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=5, decay_rate=0.0,
-                               end_value=3.0)),
+    (
+        "exponential_decay",
+        dict(init_value=1.0, transition_steps=10, decay_rate=0.9, transition_begin=5),
+    ),
+    (
+        "exponential_decay",
+        dict(
+            init_value=1.0,
+            transition_steps=10,
+            decay_rate=0.9,
+            transition_begin=5,
+            staircase=True,
+            end_value=0.5,
+        ),
+    ),
+    ("exponential_decay", dict(init_value=1.0, transition_steps=3, decay_rate=1.1, end_value=2.0)),
+    ("exponential_decay", dict(init_value=1.0, transition_steps=3, decay_rate=1.1, end_value=0.5)),
+    (
+        "exponential_decay",
+        dict(init_value=3.0, transition_steps=7, decay_rate=0.5, transition_begin=4, end_value=4.0),
+    ),
+    ("exponential_decay", dict(init_value=1.0, transition_steps=0, decay_rate=0.5, end_value=3.0)),
+    ("exponential_decay", dict(init_value=1.0, transition_steps=5, decay_rate=0.0, end_value=3.0)),
     ("exponential_decay", dict(init_value=-2.0, transition_steps=4, decay_rate=1.0)),
     ("exponential_decay", dict(init_value=1e-3, transition_steps=1, decay_rate=2.0)),
-    ("piecewise_constant", dict(init_value=0.1,
-                                boundaries_and_scales={100: 0.1, 20: 3.0, 150: 0.0})),
+    (
+        "piecewise_constant",
+        dict(init_value=0.1, boundaries_and_scales={100: 0.1, 20: 3.0, 150: 0.0}),
+    ),
     ("piecewise_constant", dict(init_value=0.1, boundaries_and_scales={0: 0.5, 1: 0.5})),
     ("piecewise_constant", dict(init_value=0.1, boundaries_and_scales=None)),
     ("cosine_onecycle", dict(transition_steps=1000, peak_value=0.1)),
-    ("cosine_onecycle", dict(transition_steps=7, peak_value=0.1, pct_start=0.0,
-                             div_factor=3.0, final_div_factor=7.0)),
-    ("cosine_onecycle", dict(transition_steps=7, peak_value=0.1, pct_start=1.0,
-                             div_factor=3.0, final_div_factor=7.0)),
+    (
+        "cosine_onecycle",
+        dict(
+            transition_steps=7, peak_value=0.1, pct_start=0.0, div_factor=3.0, final_div_factor=7.0
+        ),
+    ),
+    (
+        "cosine_onecycle",
+        dict(
+            transition_steps=7, peak_value=0.1, pct_start=1.0, div_factor=3.0, final_div_factor=7.0
+        ),
+    ),
     ("cosine_onecycle", dict(transition_steps=10, peak_value=0.1, pct_start=0.55)),
     ("cosine_onecycle", dict(transition_steps=1, peak_value=2.0)),
-    ("join", dict(schedules=[("constant", dict(value=1.0)),
-                             ("linear", dict(init_value=1.0, end_value=0.0,
-                                             transition_steps=50)),
-                             EXPONENTIAL], boundaries=[10, 100])),
-    ("join", dict(schedules=[("cosine_decay", dict(init_value=1.0, decay_steps=30)),
-                             ("cosine_onecycle", dict(transition_steps=40, peak_value=1.0))],
-                  boundaries=[0])),
+    (
+        "join",
+        dict(
+            schedules=[
+                ("constant", dict(value=1.0)),
+                ("linear", dict(init_value=1.0, end_value=0.0, transition_steps=50)),
+                EXPONENTIAL,
+            ],
+            boundaries=[10, 100],
+        ),
+    ),
+    (
+        "join",
+        dict(
+            schedules=[
+                ("cosine_decay", dict(init_value=1.0, decay_steps=30)),
+                ("cosine_onecycle", dict(transition_steps=40, peak_value=1.0)),
+            ],
+            boundaries=[0],
+        ),
+    ),
     ("join", dict(schedules=[("constant", dict(value=1.0))], boundaries=[])),
 ]
 CASE_IDS = [f"{i}-{name}" for i, (name, _) in enumerate(CASES)]
@@ -162,12 +226,17 @@ CASE_IDS = [f"{i}-{name}" for i, (name, _) in enumerate(CASES)]
 # an exponential decay overflows)
 COUNTS = np.concatenate([np.arange(2101), [5000, 10**6, 2**40]]).astype(np.int64)
 
-OPTAX_NAMES = {"constant": "constant_schedule", "linear": "linear_schedule",
-               "polynomial": "polynomial_schedule", "cosine_decay": "cosine_decay_schedule",
-               "warmup_cosine_decay": "warmup_cosine_decay_schedule",
-               "exponential_decay": "exponential_decay",
-               "piecewise_constant": "piecewise_constant_schedule",
-               "cosine_onecycle": "cosine_onecycle_schedule", "join": "join_schedules"}
+OPTAX_NAMES = {
+    "constant": "constant_schedule",
+    "linear": "linear_schedule",
+    "polynomial": "polynomial_schedule",
+    "cosine_decay": "cosine_decay_schedule",
+    "warmup_cosine_decay": "warmup_cosine_decay_schedule",
+    "exponential_decay": "exponential_decay",
+    "piecewise_constant": "piecewise_constant_schedule",
+    "cosine_onecycle": "cosine_onecycle_schedule",
+    "join": "join_schedules",
+}
 
 
 def build(case, make):
@@ -187,6 +256,7 @@ def reference(case):
         if name == "join":
             return lambda t: ref_join(t, args["schedules"], args["boundaries"])
         return lambda t: globals()[f"ref_{name}"](t, **args)
+
     return build(case, make)
 
 
@@ -200,7 +270,7 @@ def assert_matches(got, expected):
     difference between two cosine implementations is amplified relative to the small
     value it leaves (XLA's and libm's differ)."""
     assert got.dtype == expected.dtype == np.float64
-    same = got == expected          # infinities included
+    same = got == expected  # infinities included
     scale = np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0)
     close = np.abs(got - expected) <= 1e-12 * np.abs(expected) + 8 * np.finfo(float).eps * scale
     bad = np.nonzero(~(same | close))[0]
@@ -209,17 +279,20 @@ def assert_matches(got, expected):
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_values_match_optax_formulas(case):
-    with np.errstate(invalid="ignore"):     # inf - inf where both overflow
+    with np.errstate(invalid="ignore"):  # inf - inf where both overflow
         assert_matches(values(ours(case)), reference(case)(COUNTS))
 
 
 @pytest.fixture(scope="module")
 def optax():
     optax = pytest.importorskip(
-        "optax", reason="optax is not installed (pip install 'optimisers[peers]'): the "
-        "comparison with optax itself is skipped; the formulas are still checked")
+        "optax",
+        reason="optax is not installed (pip install 'optimisers[peers]'): the "
+        "comparison with optax itself is skipped; the formulas are still checked",
+    )
     import jax
-    jax.config.update("jax_enable_x64", True)   # float64 schedules, int64 counts
+
+    jax.config.update("jax_enable_x64", True)  # float64 schedules, int64 counts
     return optax
 
 
@@ -227,6 +300,7 @@ def optax():
 def test_values_match_optax(case, optax):
     import jax
     import jax.numpy as jnp
+
     theirs = build(case, lambda name, args: getattr(optax, OPTAX_NAMES[name])(**args))
     # vmap, not jit: under jax.jit (jax 0.10.2, CPU) polynomial_schedule with power 2.5
     # gives nan where the fraction left is 0, where eager jax and the formula give 0
@@ -239,17 +313,22 @@ def test_values_match_optax(case, optax):
 # ----------------------------------------------------------------------------------------
 # Values: equality, hash, repr, pickle, the fields a checkpoint stores.
 
+
 def to_json(schedule):
     """A checkpoint's way: name and fields as JSON, without pickle."""
+
     def field(v):
         if isinstance(v, schedules.Schedule):
-            return {"schedule": type(v).__name__, "fields": {k: field(x) for k, x in
-                                                              v.fields().items()}}
+            return {
+                "schedule": type(v).__name__,
+                "fields": {k: field(x) for k, x in v.fields().items()},
+            }
         if isinstance(v, dict):
             return {"pairs": [[k, field(x)] for k, x in v.items()]}
         if isinstance(v, tuple):
             return [field(x) for x in v]
         return v
+
     return json.dumps(field(schedule))
 
 
@@ -263,6 +342,7 @@ def from_json(text):
         if isinstance(v, list):
             return [field(x) for x in v]
         return v
+
     return field(json.loads(text))
 
 
@@ -272,8 +352,12 @@ def test_schedule_is_a_value(case):
     twin = ours(case)
     assert s == twin and hash(s) == hash(twin) and s is not twin
     assert len({s, twin}) == 1
-    for copy in (eval(repr(s), {"schedules": schedules}), pickle.loads(pickle.dumps(s)),
-                 type(s)(**s.fields()), from_json(to_json(s))):
+    for copy in (
+        eval(repr(s), {"schedules": schedules}),
+        pickle.loads(pickle.dumps(s)),
+        type(s)(**s.fields()),
+        from_json(to_json(s)),
+    ):
         assert copy == s and hash(copy) == hash(s) and repr(copy) == repr(s)
         # the copy resumes bit for bit
         assert values(copy, COUNTS[:300]).tobytes() == values(s, COUNTS[:300]).tobytes()
@@ -311,9 +395,11 @@ def test_value_at():
 def test_importing_optimisers_imports_no_peer():
     import subprocess
     import sys
+
     code = "import sys, optimisers; print('jax' in sys.modules or 'optax' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -326,71 +412,159 @@ BAD = [
     ("constant", dict(value="1"), TypeError, "value"),
     ("constant", dict(value=True), TypeError, "value"),
     ("constant", dict(value=np.ones(1)), TypeError, "value"),
-    ("linear", dict(init_value=math.inf, end_value=0.0, transition_steps=1), ValueError,
-     "init_value=inf"),
-    ("linear", dict(init_value=1.0, end_value=0.0, transition_steps=-1), ValueError,
-     "transition_steps=-1"),
-    ("linear", dict(init_value=1.0, end_value=0.0, transition_steps=10.0), TypeError,
-     "transition_steps"),
-    ("linear", dict(init_value=1.0, end_value=0.0, transition_steps=10, transition_begin=-2),
-     ValueError, "transition_begin=-2"),
-    ("linear", dict(init_value=1e308, end_value=-1e308, transition_steps=10), ValueError,
-     "end_value=-1e+308"),
-    ("polynomial", dict(init_value=1.0, end_value=0.0, power=-1.0, transition_steps=10),
-     ValueError, "power=-1.0"),
+    (
+        "linear",
+        dict(init_value=math.inf, end_value=0.0, transition_steps=1),
+        ValueError,
+        "init_value=inf",
+    ),
+    (
+        "linear",
+        dict(init_value=1.0, end_value=0.0, transition_steps=-1),
+        ValueError,
+        "transition_steps=-1",
+    ),
+    (
+        "linear",
+        dict(init_value=1.0, end_value=0.0, transition_steps=10.0),
+        TypeError,
+        "transition_steps",
+    ),
+    (
+        "linear",
+        dict(init_value=1.0, end_value=0.0, transition_steps=10, transition_begin=-2),
+        ValueError,
+        "transition_begin=-2",
+    ),
+    (
+        "linear",
+        dict(init_value=1e308, end_value=-1e308, transition_steps=10),
+        ValueError,
+        "end_value=-1e+308",
+    ),
+    (
+        "polynomial",
+        dict(init_value=1.0, end_value=0.0, power=-1.0, transition_steps=10),
+        ValueError,
+        "power=-1.0",
+    ),
     ("cosine_decay", dict(init_value=1.0, decay_steps=0), ValueError, "decay_steps=0"),
-    ("cosine_decay", dict(init_value=1.0, decay_steps=10, alpha=math.nan), ValueError,
-     "alpha=nan"),
-    ("cosine_decay", dict(init_value=1.0, decay_steps=10, exponent=-0.5), ValueError,
-     "exponent=-0.5"),
-    ("warmup_cosine_decay", dict(init_value=0.0, peak_value=1.0, warmup_steps=10,
-                                 decay_steps=10), ValueError, "decay_steps=10"),
-    ("warmup_cosine_decay", dict(init_value=0.0, peak_value=1.0, warmup_steps=-1,
-                                 decay_steps=10), ValueError, "warmup_steps=-1"),
-    ("warmup_cosine_decay", dict(init_value=0.0, peak_value=1e-300, warmup_steps=1,
-                                 decay_steps=10, end_value=1e300), ValueError,
-     "end_value=1e+300"),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=10, decay_rate=-0.5),
-     ValueError, "decay_rate=-0.5"),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=10, decay_rate=0.5,
-                               staircase=1), TypeError, "staircase"),
-    ("exponential_decay", dict(init_value=1.0, transition_steps=10, decay_rate=0.5,
-                               end_value=math.inf), ValueError, "end_value=inf"),
-    ("exponential_decay", dict(init_value=0.0, transition_steps=10, decay_rate=2.0),
-     ValueError, "init_value=0.0"),
-    ("piecewise_constant", dict(init_value=1.0, boundaries_and_scales={10: -0.1}),
-     ValueError, "boundaries_and_scales[10]=-0.1"),
-    ("piecewise_constant", dict(init_value=1.0, boundaries_and_scales={-10: 0.1}),
-     ValueError, "boundaries_and_scales (a boundary)=-10"),
-    ("piecewise_constant", dict(init_value=1.0, boundaries_and_scales={1.5: 0.1}),
-     TypeError, "boundaries_and_scales"),
-    ("piecewise_constant", dict(init_value=1.0, boundaries_and_scales=[(1, 0.5), (1, 0.5)]),
-     ValueError, "boundaries_and_scales"),
-    ("piecewise_constant", dict(init_value=1.0, boundaries_and_scales=0.5), TypeError,
-     "boundaries_and_scales"),
-    ("cosine_onecycle", dict(transition_steps=0, peak_value=1.0), ValueError,
-     "transition_steps=0"),
-    ("cosine_onecycle", dict(transition_steps=10, peak_value=1.0, pct_start=1.5),
-     ValueError, "pct_start=1.5"),
-    ("cosine_onecycle", dict(transition_steps=10, peak_value=1.0, div_factor=0.0),
-     ValueError, "div_factor=0.0"),
-    ("cosine_onecycle", dict(transition_steps=10, peak_value=1.0, final_div_factor=-1.0),
-     ValueError, "final_div_factor=-1.0"),
-    ("cosine_onecycle", dict(transition_steps=10, peak_value=1.0, div_factor=1e-300,
-                             final_div_factor=1e-300), ValueError, "final_div_factor=1e-300"),
+    ("cosine_decay", dict(init_value=1.0, decay_steps=10, alpha=math.nan), ValueError, "alpha=nan"),
+    (
+        "cosine_decay",
+        dict(init_value=1.0, decay_steps=10, exponent=-0.5),
+        ValueError,
+        "exponent=-0.5",
+    ),
+    (
+        "warmup_cosine_decay",
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=10, decay_steps=10),
+        ValueError,
+        "decay_steps=10",
+    ),
+    (
+        "warmup_cosine_decay",
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=-1, decay_steps=10),
+        ValueError,
+        "warmup_steps=-1",
+    ),
+    (
+        "warmup_cosine_decay",
+        dict(init_value=0.0, peak_value=1e-300, warmup_steps=1, decay_steps=10, end_value=1e300),
+        ValueError,
+        "end_value=1e+300",
+    ),
+    (
+        "exponential_decay",
+        dict(init_value=1.0, transition_steps=10, decay_rate=-0.5),
+        ValueError,
+        "decay_rate=-0.5",
+    ),
+    (
+        "exponential_decay",
+        dict(init_value=1.0, transition_steps=10, decay_rate=0.5, staircase=1),
+        TypeError,
+        "staircase",
+    ),
+    (
+        "exponential_decay",
+        dict(init_value=1.0, transition_steps=10, decay_rate=0.5, end_value=math.inf),
+        ValueError,
+        "end_value=inf",
+    ),
+    (
+        "exponential_decay",
+        dict(init_value=0.0, transition_steps=10, decay_rate=2.0),
+        ValueError,
+        "init_value=0.0",
+    ),
+    (
+        "piecewise_constant",
+        dict(init_value=1.0, boundaries_and_scales={10: -0.1}),
+        ValueError,
+        "boundaries_and_scales[10]=-0.1",
+    ),
+    (
+        "piecewise_constant",
+        dict(init_value=1.0, boundaries_and_scales={-10: 0.1}),
+        ValueError,
+        "boundaries_and_scales (a boundary)=-10",
+    ),
+    (
+        "piecewise_constant",
+        dict(init_value=1.0, boundaries_and_scales={1.5: 0.1}),
+        TypeError,
+        "boundaries_and_scales",
+    ),
+    (
+        "piecewise_constant",
+        dict(init_value=1.0, boundaries_and_scales=[(1, 0.5), (1, 0.5)]),
+        ValueError,
+        "boundaries_and_scales",
+    ),
+    (
+        "piecewise_constant",
+        dict(init_value=1.0, boundaries_and_scales=0.5),
+        TypeError,
+        "boundaries_and_scales",
+    ),
+    ("cosine_onecycle", dict(transition_steps=0, peak_value=1.0), ValueError, "transition_steps=0"),
+    (
+        "cosine_onecycle",
+        dict(transition_steps=10, peak_value=1.0, pct_start=1.5),
+        ValueError,
+        "pct_start=1.5",
+    ),
+    (
+        "cosine_onecycle",
+        dict(transition_steps=10, peak_value=1.0, div_factor=0.0),
+        ValueError,
+        "div_factor=0.0",
+    ),
+    (
+        "cosine_onecycle",
+        dict(transition_steps=10, peak_value=1.0, final_div_factor=-1.0),
+        ValueError,
+        "final_div_factor=-1.0",
+    ),
+    (
+        "cosine_onecycle",
+        dict(transition_steps=10, peak_value=1.0, div_factor=1e-300, final_div_factor=1e-300),
+        ValueError,
+        "final_div_factor=1e-300",
+    ),
     ("join", dict(schedules=[C, L], boundaries=[]), ValueError, "boundaries=()"),
-    ("join", dict(schedules=[C, L, C], boundaries=[5, 5]), ValueError,
-     "boundaries=(5, 5)"),
+    ("join", dict(schedules=[C, L, C], boundaries=[5, 5]), ValueError, "boundaries=(5, 5)"),
     ("join", dict(schedules=[C, L], boundaries=[-1]), ValueError, "boundaries[0]=-1"),
-    ("join", dict(schedules=[C, lambda t: 1.0], boundaries=[3]), TypeError,
-     "schedules[1]"),
+    ("join", dict(schedules=[C, lambda t: 1.0], boundaries=[3]), TypeError, "schedules[1]"),
     ("join", dict(schedules=[], boundaries=[]), ValueError, "schedules=()"),
     ("join", dict(schedules=C, boundaries=[]), TypeError, "schedules"),
 ]
 
 
-@pytest.mark.parametrize("name, args, error, names", BAD,
-                         ids=[f"{i}-{b[0]}" for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(
+    "name, args, error, names", BAD, ids=[f"{i}-{b[0]}" for i, b in enumerate(BAD)]
+)
 def test_bad_arguments_are_refused_by_name(name, args, error, names):
     with pytest.raises(error) as refused:
         getattr(schedules, name)(**args)
@@ -400,7 +574,7 @@ def test_bad_arguments_are_refused_by_name(name, args, error, names):
 
 def test_unpickling_checks_again():
     # a pickle goes through the constructor: a tampered one is refused like a call
-    one = b"G" + np.float64(1.0).byteswap().tobytes()       # BINFLOAT: big-endian float64
+    one = b"G" + np.float64(1.0).byteswap().tobytes()  # BINFLOAT: big-endian float64
     inf = b"G" + np.float64(np.inf).byteswap().tobytes()
     data = pickle.dumps(schedules.constant(1.0))
     assert data.count(one) == 1
@@ -411,6 +585,7 @@ def test_unpickling_checks_again():
 
 # ----------------------------------------------------------------------------------------
 # Bounds: true bounds, and exact ones (values the schedule takes).
+
 
 def stops(s):
     knots = {k + d for k in s._knots() for d in (-1, 0, 1, 2)} if s._knots() else set()
@@ -424,7 +599,7 @@ def test_bounds_are_exact(case):
     lo, hi = s.bounds()
     assert lo <= every.min() and every.max() <= hi
     if case[0] != "exponential_decay" and case[0] != "join":
-        assert (lo, hi) == (every.min(), every.max())   # settled within COUNTS
+        assert (lo, hi) == (every.min(), every.max())  # settled within COUNTS
     for stop in stops(s):
         lo, hi = s.bounds(steps=stop)
         first = every[:stop]
@@ -451,34 +626,58 @@ steps = st.integers(0, 60)
 
 @st.composite
 def random_schedules(draw, depth=0):
-    kind = draw(st.sampled_from(["linear", "polynomial", "cosine_decay", "warmup",
-                                 "exponential", "piecewise", "onecycle"]
-                                + (["join"] if depth == 0 else [])))
+    kind = draw(
+        st.sampled_from(
+            [
+                "linear",
+                "polynomial",
+                "cosine_decay",
+                "warmup",
+                "exponential",
+                "piecewise",
+                "onecycle",
+            ]
+            + (["join"] if depth == 0 else [])
+        )
+    )
     if kind == "linear":
         return schedules.linear(draw(reals), draw(reals), draw(steps), draw(steps))
     if kind == "polynomial":
-        return schedules.polynomial(draw(reals), draw(reals), draw(st.floats(0.0, 5.0)),
-                                    draw(steps), draw(steps))
+        return schedules.polynomial(
+            draw(reals), draw(reals), draw(st.floats(0.0, 5.0)), draw(steps), draw(steps)
+        )
     if kind == "cosine_decay":
-        return schedules.cosine_decay(draw(reals), draw(st.integers(1, 60)), draw(reals),
-                                      draw(st.floats(0.0, 5.0)))
+        return schedules.cosine_decay(
+            draw(reals), draw(st.integers(1, 60)), draw(reals), draw(st.floats(0.0, 5.0))
+        )
     if kind == "warmup":
         warmup = draw(steps)
-        return schedules.warmup_cosine_decay(draw(reals), draw(reals), warmup,
-                                             warmup + draw(st.integers(1, 60)), draw(reals),
-                                             draw(st.floats(0.0, 5.0)))
+        return schedules.warmup_cosine_decay(
+            draw(reals),
+            draw(reals),
+            warmup,
+            warmup + draw(st.integers(1, 60)),
+            draw(reals),
+            draw(st.floats(0.0, 5.0)),
+        )
     if kind == "exponential":
         end = draw(st.none() | reals)
         init = draw(reals.filter(lambda v: v != 0))
-        return schedules.exponential_decay(init, draw(steps), draw(st.floats(0.0, 3.0)),
-                                           draw(steps), draw(st.booleans()), end)
+        return schedules.exponential_decay(
+            init, draw(steps), draw(st.floats(0.0, 3.0)), draw(steps), draw(st.booleans()), end
+        )
     if kind == "piecewise":
         return schedules.piecewise_constant(
-            draw(reals), draw(st.dictionaries(steps, st.floats(0.0, 3.0), max_size=4)))
+            draw(reals), draw(st.dictionaries(steps, st.floats(0.0, 3.0), max_size=4))
+        )
     if kind == "onecycle":
-        return schedules.cosine_onecycle(draw(st.integers(1, 60)), draw(reals),
-                                         draw(st.floats(0.0, 1.0)), draw(st.floats(0.1, 30)),
-                                         draw(st.floats(0.1, 1e4)))
+        return schedules.cosine_onecycle(
+            draw(st.integers(1, 60)),
+            draw(reals),
+            draw(st.floats(0.0, 1.0)),
+            draw(st.floats(0.1, 30)),
+            draw(st.floats(0.1, 1e4)),
+        )
     members = draw(st.lists(random_schedules(depth=1), min_size=1, max_size=4))
     cuts = sorted(draw(st.sets(steps, min_size=len(members) - 1, max_size=len(members) - 1)))
     return schedules.join(members, cuts)
@@ -497,6 +696,7 @@ def test_bounds_hold_for_random_schedules(s, stop):
 # ---------------------------------------------------------------------------------------
 # Schedules as hyper-parameters of rules (issue 16, point 2)
 
+
 def _train(rule, adjust_to=None, steps=30, dtype=np.float32):
     opt = optimisers
     rng = np.random.default_rng(4)
@@ -512,10 +712,12 @@ def _train(rule, adjust_to=None, steps=30, dtype=np.float32):
 
 SCHEDULED = [
     ("Adam-eta", lambda s: optimisers.Adam(s), lambda s, t: {"eta": s(t)}),
-    ("AdamW-lambda", lambda s: optimisers.AdamW(1e-2, lambda_=s),
-     lambda s, t: {"lambda_": s(t)}),
-    ("chain-Momentum-rho", lambda s: optimisers.OptimiserChain(
-        optimisers.ClipNorm(1.0), optimisers.Momentum(0.1, s)), lambda s, t: {"rho": s(t)}),
+    ("AdamW-lambda", lambda s: optimisers.AdamW(1e-2, lambda_=s), lambda s, t: {"lambda_": s(t)}),
+    (
+        "chain-Momentum-rho",
+        lambda s: optimisers.OptimiserChain(optimisers.ClipNorm(1.0), optimisers.Momentum(0.1, s)),
+        lambda s, t: {"rho": s(t)},
+    ),
 ]
 
 
@@ -539,9 +741,13 @@ def test_a_schedule_out_of_a_fields_range_is_refused():
 
 def test_a_scheduled_rule_resumes_bit_for_bit_from_a_checkpoint(tmp_path):
     opt = optimisers
-    rule = opt.OptimiserChain(opt.ClipNorm(1.0), opt.AdamW(
-        schedules.join([schedules.linear(0.0, 1e-2, 5), schedules.cosine_decay(1e-2, 20)],
-                       [5]), lambda_=schedules.piecewise_constant(0.1, {10: 0.5})))
+    rule = opt.OptimiserChain(
+        opt.ClipNorm(1.0),
+        opt.AdamW(
+            schedules.join([schedules.linear(0.0, 1e-2, 5), schedules.cosine_decay(1e-2, 20)], [5]),
+            lambda_=schedules.piecewise_constant(0.1, {10: 0.5}),
+        ),
+    )
     state, model = _train(rule, steps=12)
     opt.save_state(tmp_path / "ckpt", state)
     again = opt.load_state(tmp_path / "ckpt")

@@ -81,24 +81,27 @@ class _Gate(opt.Rule):
 
 def test_one_state_updated_from_two_threads_refuses_instead_of_racing():
     import threading
+
     inside, go = threading.Event(), threading.Event()
     model = {"gate": np.zeros(3), "w": np.ones(5)}
     rules = {"gate": _Gate(inside, go), "w": opt.Descent(0.1)}
-    state = {"gate": opt.setup(rules["gate"], model["gate"]),
-             "w": opt.setup(rules["w"], model["w"])}
+    state = {
+        "gate": opt.setup(rules["gate"], model["gate"]),
+        "w": opt.setup(rules["w"], model["w"]),
+    }
     grads = {"gate": np.ones(3), "w": np.ones(5)}
     errors = []
 
     def first():
         try:
             opt.update_(state, model, grads)
-        except Exception as e:          # pragma: no cover - reported below
+        except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
     t = threading.Thread(target=first)
     t.start()
     try:
-        assert inside.wait(10)          # the first update_ is stepping `gate` now
+        assert inside.wait(10)  # the first update_ is stepping `gate` now
         with pytest.raises(RuntimeError, match="another thread"):
             opt.update_(state, model, grads)
         # nothing of the refused call was written: w was stepped by no one yet
@@ -113,5 +116,5 @@ def test_one_state_updated_from_two_threads_refuses_instead_of_racing():
         t.join(10)
     assert not errors, errors
     assert np.allclose(model["w"], 0.9) and np.allclose(model["gate"], -0.1)
-    opt.update_(state, model, grads)    # claims are released: the next step runs
+    opt.update_(state, model, grads)  # claims are released: the next step runs
     assert np.allclose(model["w"], 0.8)

@@ -26,8 +26,12 @@ def make_net(seed=0, dtype=torch.float64):
     torch.manual_seed(seed)
     f32 = torch.float32
     return torch.nn.Sequential(
-        torch.nn.Linear(6, 16, dtype=f32), torch.nn.Tanh(), torch.nn.LayerNorm(16, dtype=f32),
-        torch.nn.Linear(16, 8, dtype=f32), torch.nn.Tanh(), torch.nn.Linear(8, 1, dtype=f32)
+        torch.nn.Linear(6, 16, dtype=f32),
+        torch.nn.Tanh(),
+        torch.nn.LayerNorm(16, dtype=f32),
+        torch.nn.Linear(16, 8, dtype=f32),
+        torch.nn.Tanh(),
+        torch.nn.Linear(8, 1, dtype=f32),
     ).to(dtype)
 
 
@@ -39,20 +43,26 @@ def make_data(dtype=torch.float64, n=128):
 
 
 def rel_diff(a, b):
-    d = max((pa.detach() - pb.detach()).abs().max().item()
-            for pa, pb in zip(a.parameters(), b.parameters()))
+    d = max(
+        (pa.detach() - pb.detach()).abs().max().item()
+        for pa, pb in zip(a.parameters(), b.parameters())
+    )
     return d / max(pa.detach().abs().max().item() for pa in a.parameters())
 
 
-def train_pair(make_torch, rule, steps=40, dtype=torch.float64, sched=None, group_lr=None,
-               batch=32):
+def train_pair(
+    make_torch, rule, steps=40, dtype=torch.float64, sched=None, group_lr=None, batch=32
+):
     """Train two copies side by side; the largest relative difference over the steps and
     the losses of our copy."""
     net_t, net_o = make_net(dtype=dtype), make_net(dtype=dtype)
     X, y = make_data(dtype)
     opt_t = make_torch(net_t.parameters())
-    params = [{"params": list(net_o.parameters()), "lr": group_lr}] if group_lr else \
-        net_o.named_parameters()
+    params = (
+        [{"params": list(net_o.parameters()), "lr": group_lr}]
+        if group_lr
+        else net_o.named_parameters()
+    )
     opt_o = Optimizer(params, rule)
     scheds = [sched(opt_t), sched(opt_o)] if sched else []
     g = torch.Generator().manual_seed(3)
@@ -68,7 +78,7 @@ def train_pair(make_torch, rule, steps=40, dtype=torch.float64, sched=None, grou
                 losses.append(loss.item())
         for s in scheds:
             if isinstance(s, S.ReduceLROnPlateau):
-                s.step(losses[-1] if len(losses) % 4 else 1e9)   # plateaus now and then
+                s.step(losses[-1] if len(losses) % 4 else 1e9)  # plateaus now and then
             else:
                 s.step()
         worst = max(worst, rel_diff(net_t, net_o))
@@ -77,20 +87,30 @@ def train_pair(make_torch, rule, steps=40, dtype=torch.float64, sched=None, grou
 
 # torch.optim configuration -> the rule of the same update (derived from both formulas)
 PAIRS = {
-    "Adam": (lambda p: T.Adam(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6),
-             opt.Adam(1e-2, (0.8, 0.99), 1e-6)),
+    "Adam": (
+        lambda p: T.Adam(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6),
+        opt.Adam(1e-2, (0.8, 0.99), 1e-6),
+    ),
     "AdamW": (lambda p: T.AdamW(p, lr=1e-2, weight_decay=0.1), opt.AdamW(1e-2, lambda_=0.1)),
     "SGD-momentum": (lambda p: T.SGD(p, lr=0.05, momentum=0.9), opt.Momentum(0.05, 0.9)),
-    "SGD-nesterov": (lambda p: T.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
-                     opt.Nesterov(0.05, 0.9)),
-    "SGD-weight-decay": (lambda p: T.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01),
-                         opt.OptimiserChain(opt.WeightDecay(0.01), opt.Momentum(0.05, 0.9))),
+    "SGD-nesterov": (
+        lambda p: T.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+        opt.Nesterov(0.05, 0.9),
+    ),
+    "SGD-weight-decay": (
+        lambda p: T.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01),
+        opt.OptimiserChain(opt.WeightDecay(0.01), opt.Momentum(0.05, 0.9)),
+    ),
     "RMSprop": (lambda p: T.RMSprop(p, lr=1e-3, alpha=0.9), opt.RMSProp(1e-3, 0.9)),
-    "RMSprop-centred": (lambda p: T.RMSprop(p, lr=1e-3, alpha=0.9, centered=True),
-                        opt.RMSProp(1e-3, 0.9, centred=True)),
+    "RMSprop-centred": (
+        lambda p: T.RMSprop(p, lr=1e-3, alpha=0.9, centered=True),
+        opt.RMSProp(1e-3, 0.9, centred=True),
+    ),
     # torch starts its sum at initial_accumulator_value, AdaGrad at epsilon
-    "Adagrad": (lambda p: T.Adagrad(p, lr=0.05, eps=1e-8, initial_accumulator_value=1e-8),
-                opt.AdaGrad(0.05, 1e-8)),
+    "Adagrad": (
+        lambda p: T.Adagrad(p, lr=0.05, eps=1e-8, initial_accumulator_value=1e-8),
+        opt.AdaGrad(0.05, 1e-8),
+    ),
     # AdaDelta has no eta: the group's lr multiplies its step, as torch's lr does
     "Adadelta": (lambda p: T.Adadelta(p, lr=0.5, rho=0.9, eps=1e-6), opt.AdaDelta(0.9, 1e-6)),
     # torch adds eps inside the max, AdaMax to the denominator: equal at eps = 0
@@ -98,21 +118,25 @@ PAIRS = {
     # torch rectifies from rho_t > 5, RAdam (the seed) from rho_t > 4, and adds eps before
     # the bias correction: with beta2 = 0.5, rho_inf = 3, both stay in the warm-up branch
     # (bias-corrected momentum) for ever; the rectified branch has no torch twin
-    "RAdam-warmup": (lambda p: T.RAdam(p, lr=1e-2, betas=(0.9, 0.5)),
-                     opt.RAdam(1e-2, (0.9, 0.5))),
+    "RAdam-warmup": (lambda p: T.RAdam(p, lr=1e-2, betas=(0.9, 0.5)), opt.RAdam(1e-2, (0.9, 0.5))),
     "Rprop": (lambda p: T.Rprop(p, lr=0.01), opt.Rprop(0.01, (0.5, 1.2), (1e-6, 50.0))),
     # torch's own forms of Adamax, RAdam (rectified from t = 6 here) and NAdam, at their
     # defaults and at other hyper-parameters (tests/test_torchlike.py: the rules alone)
     "Adamax-torch": (lambda p: T.Adamax(p), opt.TorchAdamax()),
-    "Adamax-torch-tuned": (lambda p: T.Adamax(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-4),
-                           opt.TorchAdamax(1e-2, (0.8, 0.99), 1e-4)),
+    "Adamax-torch-tuned": (
+        lambda p: T.Adamax(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-4),
+        opt.TorchAdamax(1e-2, (0.8, 0.99), 1e-4),
+    ),
     "RAdam-torch": (lambda p: T.RAdam(p), opt.TorchRAdam()),
-    "RAdam-torch-tuned": (lambda p: T.RAdam(p, lr=1e-2, betas=(0.8, 0.95), eps=1e-6),
-                          opt.TorchRAdam(1e-2, (0.8, 0.95), 1e-6)),
+    "RAdam-torch-tuned": (
+        lambda p: T.RAdam(p, lr=1e-2, betas=(0.8, 0.95), eps=1e-6),
+        opt.TorchRAdam(1e-2, (0.8, 0.95), 1e-6),
+    ),
     "NAdam-torch": (lambda p: T.NAdam(p), opt.TorchNAdam()),
-    "NAdam-torch-tuned": (lambda p: T.NAdam(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6,
-                                            momentum_decay=0.01),
-                          opt.TorchNAdam(1e-2, (0.8, 0.99), 1e-6, 0.01)),
+    "NAdam-torch-tuned": (
+        lambda p: T.NAdam(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6, momentum_decay=0.01),
+        opt.TorchNAdam(1e-2, (0.8, 0.99), 1e-6, 0.01),
+    ),
 }
 
 
@@ -136,14 +160,18 @@ def test_tracks_torch_float64(name, n_threads, torch_float64):
 
 
 def test_adadelta_without_lr_is_torch_lr_one():
-    worst, _ = train_pair(lambda p: T.Adadelta(p, lr=1.0, rho=0.9, eps=1e-6),
-                          opt.AdaDelta(0.9, 1e-6))
+    worst, _ = train_pair(
+        lambda p: T.Adadelta(p, lr=1.0, rho=0.9, eps=1e-6), opt.AdaDelta(0.9, 1e-6)
+    )
     assert worst < 1e-9
 
 
 def test_tracks_fused_adamw_float32(n_threads):
-    worst, losses = train_pair(lambda p: T.AdamW(p, lr=1e-2, weight_decay=0.1, fused=True),
-                               opt.AdamW(1e-2, lambda_=0.1), dtype=torch.float32)
+    worst, losses = train_pair(
+        lambda p: T.AdamW(p, lr=1e-2, weight_decay=0.1, fused=True),
+        opt.AdamW(1e-2, lambda_=0.1),
+        dtype=torch.float32,
+    )
     # torch rounds 1 - lr*wd to float32 first; the two differ by rounding only (1.2e-6
     # after 40 steps here, a few float32 ulps; a wrong step would be 1e-3 or more)
     assert worst < 5e-6, worst
@@ -153,11 +181,12 @@ def test_tracks_fused_adamw_float32(n_threads):
 SCHEDULERS = {
     "StepLR": lambda o: S.StepLR(o, step_size=7, gamma=0.5),
     "CosineAnnealingLR": lambda o: S.CosineAnnealingLR(o, T_max=30, eta_min=1e-4),
-    "OneCycleLR": lambda o: S.OneCycleLR(o, max_lr=3e-2, total_steps=30,
-                                         cycle_momentum=False),
+    "OneCycleLR": lambda o: S.OneCycleLR(o, max_lr=3e-2, total_steps=30, cycle_momentum=False),
     "SequentialLR": lambda o: S.SequentialLR(
-        o, [S.LinearLR(o, start_factor=0.1, total_iters=10), S.ExponentialLR(o, gamma=0.9)],
-        milestones=[10]),
+        o,
+        [S.LinearLR(o, start_factor=0.1, total_iters=10), S.ExponentialLR(o, gamma=0.9)],
+        milestones=[10],
+    ),
     "LambdaLR": lambda o: S.LambdaLR(o, lambda k: 1 / (1 + k)),
     "ReduceLROnPlateau": lambda o: S.ReduceLROnPlateau(o, factor=0.5, patience=1),
 }
@@ -167,8 +196,9 @@ SCHEDULERS = {
 @pytest.mark.parametrize("rule", ["Adam", "AdamW", "Adadelta"])
 def test_schedulers_track_torch(sched, rule):
     make, r = PAIRS[rule]
-    worst, _ = train_pair(make, r, steps=30, sched=SCHEDULERS[sched],
-                          group_lr=0.5 if rule == "Adadelta" else None)
+    worst, _ = train_pair(
+        make, r, steps=30, sched=SCHEDULERS[sched], group_lr=0.5 if rule == "Adadelta" else None
+    )
     assert worst < 1e-9, f"{rule} under {sched}: {worst:.2e}"
 
 
@@ -185,16 +215,23 @@ def test_scheduler_changes_the_rule_once_per_change():
         sched.step()
         rules = {id(leaf.rule) for leaf in optim._groups[0].leaves}
         seen.append((len(rules), next(iter(optim._groups[0].leaves)).rule.eta))
-    assert [n for n, _ in seen] == [1] * 5          # one rule object shared by the group
+    assert [n for n, _ in seen] == [1] * 5  # one rule object shared by the group
     assert [e for _, e in seen] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3, 1e-4])
 
 
 # rules torch.optim lacks (or has only under another formula): they train the network
-LACKING = [opt.Lion(1e-3), opt.AdaBelief(1e-2), opt.OAdam(1e-2), opt.AMSGrad(1e-2),
-           opt.NAdam(1e-2), opt.RAdam(1e-2), opt.AdaMax(1e-2),
-           opt.OptimiserChain(opt.SignDecay(1e-4), opt.Lion(1e-3)),
-           opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.AdamW(1e-2, lambda_=0.01)),
-           opt.OptimiserChain(opt.AccumGrad(2), opt.Adam(1e-2))]
+LACKING = [
+    opt.Lion(1e-3),
+    opt.AdaBelief(1e-2),
+    opt.OAdam(1e-2),
+    opt.AMSGrad(1e-2),
+    opt.NAdam(1e-2),
+    opt.RAdam(1e-2),
+    opt.AdaMax(1e-2),
+    opt.OptimiserChain(opt.SignDecay(1e-4), opt.Lion(1e-3)),
+    opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.AdamW(1e-2, lambda_=0.01)),
+    opt.OptimiserChain(opt.AccumGrad(2), opt.Adam(1e-2)),
+]
 
 
 @pytest.mark.parametrize("rule", LACKING, ids=lambda r: repr(r)[:40])
@@ -213,17 +250,27 @@ def test_rules_torch_lacks_train(rule):
 # ----------------------------------------------------------------------------------------
 # The torch.optim protocol (point 1)
 
+
 def test_param_groups_rules_lrs_and_names():
     net = make_net()
     decay = [p for n, p in net.named_parameters() if n.endswith("weight")]
     rest = [p for n, p in net.named_parameters() if not n.endswith("weight")]
-    optim = Optimizer([{"params": decay, "rule": opt.AdamW(1e-2, lambda_=0.1)},
-                       {"params": rest, "lr": 3e-3}], opt.Lion(1e-3))
+    optim = Optimizer(
+        [{"params": decay, "rule": opt.AdamW(1e-2, lambda_=0.1)}, {"params": rest, "lr": 3e-3}],
+        opt.Lion(1e-3),
+    )
     assert [g["lr"] for g in optim.param_groups] == [1e-2, 3e-3]
     twin = make_net()
-    opt_t = T.AdamW([{"params": [p for n, p in twin.named_parameters()
-                                 if n.endswith("weight")], "weight_decay": 0.1, "lr": 1e-2}],
-                    lr=1e-2)
+    opt_t = T.AdamW(
+        [
+            {
+                "params": [p for n, p in twin.named_parameters() if n.endswith("weight")],
+                "weight_decay": 0.1,
+                "lr": 1e-2,
+            }
+        ],
+        lr=1e-2,
+    )
     X, y = make_data()
     before = [p.detach().clone() for p in rest]
     for net_, o in ((net, optim), (twin, opt_t)):
@@ -273,6 +320,7 @@ def test_step_closure_returns_its_loss():
         loss = torch.nn.functional.mse_loss(net(X), y)
         loss.backward()
         return loss
+
     losses = [optim.step(closure).item() for _ in range(10)]
     assert losses[-1] < losses[0]
     assert optim.step() is None
@@ -283,7 +331,7 @@ def test_a_rule_with_a_scheduled_eta_needs_an_lr():
     rule = opt.Adam(opt.schedules.constant(1e-3))
     with pytest.raises(ValueError, match="schedule as its eta"):
         Optimizer([w], rule)
-    optim = Optimizer([{"params": [w], "lr": 0.1}], rule)   # lr replaces the schedule
+    optim = Optimizer([{"params": [w], "lr": 0.1}], rule)  # lr replaces the schedule
     assert optim._groups[0].leaves[0].rule.eta == 0.1
 
 

@@ -25,8 +25,9 @@ def load():
 @pytest.fixture(scope="module")
 def digits():
     pytest.importorskip("torch", reason="PyTorch is not installed (optional): pip install torch")
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed (optional): "
-                                          "pip install scikit-learn")
+    pytest.importorskip(
+        "sklearn", reason="scikit-learn is not installed (optional): pip install scikit-learn"
+    )
     return load()
 
 
@@ -50,6 +51,7 @@ def test_one_global_norm_over_both_groups(digits):
     import torch
 
     import optimisers as opt
+
     net = digits.make_net()
     optim = digits.make_optimiser(net, opt.Descent(1.0), decay=0.0)
     assert len(optim.param_groups) == 2
@@ -60,7 +62,7 @@ def test_one_global_norm_over_both_groups(digits):
     before = [p.detach().clone() for p in net.parameters()]
     optim.step()
     norm = torch.sqrt(sum((gr.double() ** 2).sum() for gr in grads)).item()
-    assert norm > 10                                     # so the clip matters
+    assert norm > 10  # so the clip matters
     for p, b, gr in zip(net.parameters(), before, grads):
         assert torch.allclose(b - p.detach(), gr / norm, rtol=1e-4, atol=1e-7)
 
@@ -81,12 +83,12 @@ def test_the_torch_bench_case(digits):
     from optimisers.bench import torch_step
     from optimisers.bench.cases import Case
     from optimisers.bench.timing import Budget
+
     step = torch_step.optimiser_step(Case("adamw", "float32", 2000, 4, 1))
     before = [x.copy() for x in step.params]
     step()
-    assert all((x != b).any() for x, b in zip(step.params, before))   # it steps the arrays
-    rows = torch_step.torch_table(4000, 4, [1], Budget(warmup=1, min_steps=2, min_time=0,
-                                                       rounds=2))
+    assert all((x != b).any() for x, b in zip(step.params, before))  # it steps the arrays
+    rows = torch_step.torch_table(4000, 4, [1], Budget(warmup=1, min_steps=2, min_time=0, rounds=2))
     assert [r["torch"] for r in rows][:2] == ["AdamW(fused=True)", "RAdam(foreach=True)"]
     assert all(r["ratio"] > 0 for r in rows) and rows[-1]["case"].startswith("adam float32 1e6")
 
@@ -95,9 +97,26 @@ def test_the_bench_command_runs_the_torch_table(digits, capsys):
     from optimisers.bench import main
     from optimisers.bench.cases import Case
     from optimisers.bench.speed import implementations
-    assert main(["torch-step", "--size", "4000", "--tensors", "4", "--threads", "1",
-                 "--rounds", "2", "--min-time", "0"]) == 0
+
+    assert (
+        main(
+            [
+                "torch-step",
+                "--size",
+                "4000",
+                "--tensors",
+                "4",
+                "--threads",
+                "1",
+                "--rounds",
+                "2",
+                "--min-time",
+                "0",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "AdamW(fused=True)" in out and "Adadelta(foreach=True)" in out
     names = [n for n, _ in implementations(Case("adamw", "float32", 1000, 2, 1), True)]
-    assert "optimisers.torch" in names and "torch-fused" in names     # --compare's rows
+    assert "optimisers.torch" in names and "torch-fused" in names  # --compare's rows

@@ -23,8 +23,9 @@ F = torch.nn.functional
 
 def make_net(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.Tanh(),
-                               torch.nn.Linear(12, 1)).to(dtype)
+    return torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.Tanh(), torch.nn.Linear(12, 1)).to(
+        dtype
+    )
 
 
 def batches(n, dtype=torch.float32, seed=1):
@@ -47,11 +48,15 @@ def weights(net):
     return [p.detach().clone() for p in net.parameters()]
 
 
-RESUMABLE = [opt.Adam(1e-2), opt.RAdam(1e-2), opt.Rprop(1e-2),
-             opt.OptimiserChain(opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0),
-                                opt.AdamW(1e-2, lambda_=0.1)),
-             opt.OptimiserChain(opt.AccumGrad(3), opt.Lion(1e-3)), opt.AdaDelta(0.9),
-             opt.RMSProp(1e-3, centred=True)]
+RESUMABLE = [
+    opt.Adam(1e-2),
+    opt.RAdam(1e-2),
+    opt.Rprop(1e-2),
+    opt.OptimiserChain(opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0), opt.AdamW(1e-2, lambda_=0.1)),
+    opt.OptimiserChain(opt.AccumGrad(3), opt.Lion(1e-3)),
+    opt.AdaDelta(0.9),
+    opt.RMSProp(1e-3, centred=True),
+]
 
 
 @pytest.mark.parametrize("rule", RESUMABLE, ids=lambda r: type(r).__name__)
@@ -61,13 +66,15 @@ def test_checkpoint_resumes_bit_for_bit(rule, tmp_path):
     optim = Optimizer(net.parameters(), rule)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=20)
     train(net, optim, data[:9], sched)
-    torch.save({"model": net.state_dict(), "optim": optim.state_dict(),
-                "sched": sched.state_dict()}, tmp_path / "ckpt.pt")
+    torch.save(
+        {"model": net.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict()},
+        tmp_path / "ckpt.pt",
+    )
     train(net, optim, data[9:], sched)
     straight = weights(net)
 
-    ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)   # tensors and plain values
-    net2 = make_net(seed=5)                                    # a fresh model, other values
+    ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # tensors and plain values
+    net2 = make_net(seed=5)  # a fresh model, other values
     net2.load_state_dict(ck["model"])
     optim2 = Optimizer(net2.parameters(), rule)
     sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(optim2, T_max=20)
@@ -86,8 +93,7 @@ def test_state_dict_is_torch_layout_of_plain_values():
     assert sorted(sd) == ["param_groups", "state"]
     assert sd["param_groups"][0]["params"] == [0, 1, 2, 3]
     assert sd["param_groups"][0]["rule"] == repr(opt.Adam(1e-3))
-    assert sd["state"][0]["m"].shape == (12, 5) and sd["state"][0]["beta_t"].dtype == \
-        torch.float64
+    assert sd["state"][0]["m"].shape == (12, 5) and sd["state"][0]["beta_t"].dtype == torch.float64
     buf = io.BytesIO()
     torch.save(sd, buf)
     buf.seek(0)
@@ -104,18 +110,29 @@ def _same(a, b):
     assert sa["param_groups"] == sb["param_groups"]
     for i in sa["state"]:
         for k, v in sa["state"][i].items():
-            assert torch.equal(v, sb["state"][i][k]) if torch.is_tensor(v) else \
-                v == sb["state"][i][k]
+            assert (
+                torch.equal(v, sb["state"][i][k]) if torch.is_tensor(v) else v == sb["state"][i][k]
+            )
 
 
-@pytest.mark.parametrize("other, match", [
-    (lambda: Optimizer(make_net().parameters(), opt.AdamW(1e-2)), "rule"),
-    (lambda: Optimizer(make_net().parameters(), opt.Adam(1e-2, (0.8, 0.9))), "rule"),
-    (lambda: Optimizer(torch.nn.Linear(5, 13).parameters(), opt.Adam(1e-2)), "param group"),
-    (lambda: Optimizer([{"params": list(make_net().parameters())[:2]},
-                        {"params": list(make_net().parameters())[2:]}], opt.Adam(1e-2)),
-     "2 param groups"),
-])
+@pytest.mark.parametrize(
+    "other, match",
+    [
+        (lambda: Optimizer(make_net().parameters(), opt.AdamW(1e-2)), "rule"),
+        (lambda: Optimizer(make_net().parameters(), opt.Adam(1e-2, (0.8, 0.9))), "rule"),
+        (lambda: Optimizer(torch.nn.Linear(5, 13).parameters(), opt.Adam(1e-2)), "param group"),
+        (
+            lambda: Optimizer(
+                [
+                    {"params": list(make_net().parameters())[:2]},
+                    {"params": list(make_net().parameters())[2:]},
+                ],
+                opt.Adam(1e-2),
+            ),
+            "2 param groups",
+        ),
+    ],
+)
 def test_a_state_dict_that_does_not_fit_is_refused_changing_nothing(other, match):
     target_net = make_net()
     target = Optimizer(target_net.parameters(), opt.Adam(1e-2))
@@ -143,9 +160,11 @@ def test_a_state_tensor_of_the_wrong_shape_is_refused_changing_nothing():
 # ----------------------------------------------------------------------------------------
 # 16-bit parameters (point 5)
 
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("rule", [opt.Adam(1e-2), opt.Momentum(1e-2), opt.Lion(1e-3)],
-                         ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize(
+    "rule", [opt.Adam(1e-2), opt.Momentum(1e-2), opt.Lion(1e-3)], ids=lambda r: type(r).__name__
+)
 def test_16bit_parameters_as_the_kernels_compute_them(dtype, rule, n_threads):
     """Bit for bit what update_ gives on the same 16-bit numpy arrays (computed in float32,
     rounded once on store: test_low_precision checks that against the reference)."""
@@ -162,8 +181,10 @@ def test_16bit_parameters_as_the_kernels_compute_them(dtype, rule, n_threads):
         optim.step()
         state, x = opt.update_(state, x, g.float().numpy().astype(npdtype))
         assert np.array_equal(p.detach().float().numpy(), x.astype(np.float32))
-    assert optim.state_dict()["state"][0][next(iter(optim.state_dict()["state"][0]))].dtype \
-        == torch.float32                                  # float32 state by default
+    assert (
+        optim.state_dict()["state"][0][next(iter(optim.state_dict()["state"][0]))].dtype
+        == torch.float32
+    )  # float32 state by default
 
 
 def test_mixed_precision_keeps_a_float32_master():
@@ -175,7 +196,7 @@ def test_mixed_precision_keeps_a_float32_master():
     master = optim.state_dict()["state"][0]["xT"]
     assert master.dtype == torch.float32
     assert master.tolist() == pytest.approx([0.999] * 4, abs=1e-6)
-    assert p.detach().tolist() == [0.9990234375] * 4      # float16 alone would stay at 1
+    assert p.detach().tolist() == [0.9990234375] * 4  # float16 alone would stay at 1
 
 
 def test_adadelta_in_mixed_precision_takes_lr():
@@ -183,24 +204,27 @@ def test_adadelta_in_mixed_precision_takes_lr():
     optim = Optimizer([{"params": [p], "lr": 0.0}], opt.MixedPrecision(opt.AdaDelta()))
     p.grad = torch.ones(3, dtype=torch.float16)
     optim.step()
-    assert p.detach().tolist() == [1.0] * 3               # lr = 0 multiplies the step
+    assert p.detach().tolist() == [1.0] * 3  # lr = 0 multiplies the step
 
 
 # ----------------------------------------------------------------------------------------
 # Bad input: clear errors, raised before anything is written (point 5)
 
+
 def test_a_sparse_gradient_is_refused_before_anything_is_written():
     emb = torch.nn.Embedding(10, 3, sparse=True)
     lin = torch.nn.Linear(3, 1)
-    optim = Optimizer([("lin." + n, p) for n, p in lin.named_parameters()]
-                      + [("emb." + n, p) for n, p in emb.named_parameters()], opt.Adam(1e-2))
+    optim = Optimizer(
+        [("lin." + n, p) for n, p in lin.named_parameters()]
+        + [("emb." + n, p) for n, p in emb.named_parameters()],
+        opt.Adam(1e-2),
+    )
     F.mse_loss(lin(emb(torch.tensor([1, 2]))), torch.zeros(2, 1)).backward()
     before = [p.detach().clone() for p in (*lin.parameters(), emb.weight)]
     state = copy.deepcopy(optim.state_dict())
     with pytest.raises(ValueError, match=r"parameter 'emb.weight'.*sparse"):
         optim.step()
-    assert all(torch.equal(a, b.detach()) for a, b in
-               zip(before, (*lin.parameters(), emb.weight)))
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, (*lin.parameters(), emb.weight)))
     assert torch.equal(state["state"][0]["beta_t"], optim.state_dict()["state"][0]["beta_t"])
 
 
@@ -208,7 +232,7 @@ def test_a_sparse_gradient_is_refused_before_anything_is_written():
 def test_a_gradient_that_requires_grad_is_stepped():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
     optim = Optimizer([p], opt.Descent(0.5))
-    (p ** 3).sum().backward(create_graph=True)            # p.grad = 3 p^2, in the graph
+    (p**3).sum().backward(create_graph=True)  # p.grad = 3 p^2, in the graph
     assert p.grad.requires_grad
     optim.step()
     assert p.detach().tolist() == [-0.5] * 3
@@ -254,6 +278,7 @@ def test_a_replaced_parameter_is_refused():
 # ----------------------------------------------------------------------------------------
 # No copies per step (point 6); torch stays optional (point 7)
 
+
 def test_the_step_writes_the_tensors_memory_and_allocates_no_copies():
     net = torch.nn.Linear(1000, 500)
     optim = Optimizer(net.named_parameters(), opt.Adam(1e-3))
@@ -266,7 +291,7 @@ def test_the_step_writes_the_tensors_memory_and_allocates_no_copies():
     optim.step()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < 100_000, peak        # a copy of the weight or its gradient is 2 MB
+    assert peak < 100_000, peak  # a copy of the weight or its gradient is 2 MB
 
 
 def test_no_gradient_is_held_past_the_step():
@@ -275,7 +300,7 @@ def test_no_gradient_is_held_past_the_step():
     p.grad = torch.ones(1000)
     grad = weakref.ref(p.grad)
     optim.step()
-    optim.zero_grad()                        # set_to_none: the gradient's memory goes
+    optim.zero_grad()  # set_to_none: the gradient's memory goes
     assert grad() is None
 
 
@@ -291,7 +316,7 @@ def test_bfloat16_state_kept_low_resumes_bit_for_bit():
     optim = Optimizer(net.parameters(), opt.Adam(1e-2), low_precision_state=True)
     train(net, optim, data[:4])
     saved = copy.deepcopy((net.state_dict(), optim.state_dict()))
-    assert saved[1]["state"][0]["m"].dtype == torch.bfloat16     # kept in 16 bits
+    assert saved[1]["state"][0]["m"].dtype == torch.bfloat16  # kept in 16 bits
     train(net, optim, data[4:])
     net2 = make_net(dtype=torch.bfloat16, seed=3)
     net2.load_state_dict(saved[0])
@@ -316,10 +341,15 @@ def _state_a_list(sd):
     return sd
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda sd: 42, "expected"), (_without_v, "it holds"), (_v_a_number, "not a tensor"),
-    (_state_a_list, "not a dict"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda sd: 42, "expected"),
+        (_without_v, "it holds"),
+        (_v_a_number, "not a tensor"),
+        (_state_a_list, "not a dict"),
+    ],
+)
 def test_a_tampered_state_dict_is_refused(change, match):
     net = make_net()
     optim = Optimizer(net.parameters(), opt.Adam(1e-2))

@@ -29,20 +29,29 @@ STEPS = 30
 # id -> (torch optimiser on a parameter list, the rule of the same algorithm)
 CASES = {
     "Adamax-defaults": (lambda p: torch.optim.Adamax(p), opt.TorchAdamax()),
-    "Adamax": (lambda p: torch.optim.Adamax(p, lr=0.05, betas=(0.8, 0.99), eps=1e-3),
-               opt.TorchAdamax(0.05, (0.8, 0.99), 1e-3)),
-    "Adamax-far-lerp": (lambda p: torch.optim.Adamax(p, lr=0.05, betas=(0.3, 0.9)),
-                        opt.TorchAdamax(0.05, (0.3, 0.9))),
+    "Adamax": (
+        lambda p: torch.optim.Adamax(p, lr=0.05, betas=(0.8, 0.99), eps=1e-3),
+        opt.TorchAdamax(0.05, (0.8, 0.99), 1e-3),
+    ),
+    "Adamax-far-lerp": (
+        lambda p: torch.optim.Adamax(p, lr=0.05, betas=(0.3, 0.9)),
+        opt.TorchAdamax(0.05, (0.3, 0.9)),
+    ),
     "RAdam-defaults": (lambda p: torch.optim.RAdam(p), opt.TorchRAdam()),
-    "RAdam": (lambda p: torch.optim.RAdam(p, lr=0.05, betas=(0.8, 0.95), eps=1e-6),
-              opt.TorchRAdam(0.05, (0.8, 0.95), 1e-6)),
+    "RAdam": (
+        lambda p: torch.optim.RAdam(p, lr=0.05, betas=(0.8, 0.95), eps=1e-6),
+        opt.TorchRAdam(0.05, (0.8, 0.95), 1e-6),
+    ),
     # rho_inf = 5.67: rho_t never passes 5, warm-up for ever (the seed's would rectify)
-    "RAdam-warmup": (lambda p: torch.optim.RAdam(p, lr=0.05, betas=(0.9, 0.7)),
-                     opt.TorchRAdam(0.05, (0.9, 0.7))),
+    "RAdam-warmup": (
+        lambda p: torch.optim.RAdam(p, lr=0.05, betas=(0.9, 0.7)),
+        opt.TorchRAdam(0.05, (0.9, 0.7)),
+    ),
     "NAdam-defaults": (lambda p: torch.optim.NAdam(p), opt.TorchNAdam()),
-    "NAdam": (lambda p: torch.optim.NAdam(p, lr=0.05, betas=(0.8, 0.99), eps=1e-6,
-                                          momentum_decay=0.05),
-              opt.TorchNAdam(0.05, (0.8, 0.99), 1e-6, 0.05)),
+    "NAdam": (
+        lambda p: torch.optim.NAdam(p, lr=0.05, betas=(0.8, 0.99), eps=1e-6, momentum_decay=0.05),
+        opt.TorchNAdam(0.05, (0.8, 0.99), 1e-6, 0.05),
+    ),
 }
 
 # the seed's rule of each family, at the same hyper-parameters
@@ -51,8 +60,11 @@ SEED = {opt.TorchAdamax: opt.AdaMax, opt.TorchRAdam: opt.RAdam, opt.TorchNAdam: 
 
 def _gradients(complex_, shape=(7, 5), seed=0):
     rng = np.random.default_rng(seed)
-    draw = (lambda: rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) if complex_ \
+    draw = (
+        (lambda: rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+        if complex_
         else (lambda: rng.standard_normal(shape))
+    )
     return draw(), [draw() for _ in range(STEPS)]
 
 
@@ -109,8 +121,11 @@ def test_optimizer_trajectory_table_holds_them():
     assert {opt.TorchAdamax, opt.TorchRAdam, opt.TorchNAdam} <= rules
 
 
-@pytest.mark.parametrize("rule", [opt.TorchAdamax(1e-2), opt.TorchRAdam(1e-2),
-                                  opt.TorchNAdam(1e-2)], ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize(
+    "rule",
+    [opt.TorchAdamax(1e-2), opt.TorchRAdam(1e-2), opt.TorchNAdam(1e-2)],
+    ids=lambda r: type(r).__name__,
+)
 def test_optimizer_state_dict_resumes_bit_for_bit(rule, tmp_path):
     """Their step counter and NAdam's mu_product go through the Optimizer's state_dict
     (torch.save, weights_only load) and a resumed run ends where the straight one does."""

@@ -19,9 +19,9 @@ import pytest
 import optimisers as opt
 from optimisers import Leaf
 
-
 # ----------------------------------------------------------------------------------------
 # model classes used below
+
 
 class Pair(NamedTuple):
     x: object
@@ -84,6 +84,7 @@ class Slotted:
 @opt.functor
 class ImmutableSlotted:
     """A __slots__ class whose __setattr__ refuses every assignment after __init__."""
+
     __slots__ = ("w", "b")
 
     def __init__(self, w, b):
@@ -117,6 +118,7 @@ def momentum_ref(x, v, g, eta=0.01, rho=0.9):
 # ----------------------------------------------------------------------------------------
 # snapshots: every array and scalar reachable from a model and a state tree
 
+
 def _snap(x, out, path=""):
     if isinstance(x, np.ndarray):
         out.append((path, "array", x.dtype.str, x.shape, x.tobytes(order="A"), id(x)))
@@ -148,9 +150,18 @@ def snapshot(*objs):
 # ----------------------------------------------------------------------------------------
 # setup
 
+
 def test_setup_dict_shapes_and_none_for_non_trainables():
-    m = {"x": np.zeros(3), "y": (True, False), "z": np.tanh, "s": "name", "n": None,
-         "i": np.arange(3), "bl": np.array([True, False]), "f": 1.5}
+    m = {
+        "x": np.zeros(3),
+        "y": (True, False),
+        "z": np.tanh,
+        "s": "name",
+        "n": None,
+        "i": np.arange(3),
+        "bl": np.array([True, False]),
+        "f": 1.5,
+    }
     st = opt.setup(opt.Momentum(), m)
     assert type(st) is dict and list(st) == list(m)
     assert isinstance(st["x"], Leaf)
@@ -179,7 +190,7 @@ def test_setup_registered_classes():
     assert st["w"].state.shape == (2, 2) and st["b"].state.shape == (2,)
 
     st = opt.setup(opt.Momentum(), Partial(w, b))
-    assert list(st) == ["w", "b"]          # only the listed fields, not name/extra
+    assert list(st) == ["w", "b"]  # only the listed fields, not name/extra
     assert isinstance(st["w"], Leaf) and st["b"] is None
 
     st = opt.setup(opt.Momentum(), ThirdParty(np.ones(2), np.sin))
@@ -196,6 +207,7 @@ def test_unregistered_class_is_a_leaf():
     class Plain:
         def __init__(self):
             self.w = np.ones(2)
+
     with pytest.warns(UserWarning, match="no trainable parameters"):
         st = opt.setup(opt.Descent(), {"p": Plain()})
     assert st == {"p": None}
@@ -256,9 +268,13 @@ def test_isnumeric_and_maywrite():
 # ----------------------------------------------------------------------------------------
 # update vs update_
 
+
 def _model():
-    return {"a": np.array([1.0, 2.0]), "b": [np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)],
-            "f": np.tanh}
+    return {
+        "a": np.array([1.0, 2.0]),
+        "b": [np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)],
+        "f": np.tanh,
+    }
 
 
 def _grad():
@@ -268,7 +284,7 @@ def _grad():
 def test_update_leaves_its_inputs_untouched():
     m = _model()
     st = opt.setup(opt.Momentum(), m)
-    st, m = opt.update_(st, m, _grad())           # non-zero state first
+    st, m = opt.update_(st, m, _grad())  # non-zero state first
     g = _grad()
     before = snapshot(m, st, g)
     leaf_a, state_a, arr_a = st["a"], st["a"].state, m["a"]
@@ -350,12 +366,12 @@ def test_none_gradient_skips_but_zero_is_a_step(inplace):
     m = {"x": np.ones(2), "y": np.ones(2)}
     st = opt.setup(opt.Adam(), m)
     st, m = fn(st, m, {"x": None, "y": np.zeros(2)})
-    assert tuple(map(float, st["x"].state.beta_t)) == (0.9, 0.999)       # not advanced
+    assert tuple(map(float, st["x"].state.beta_t)) == (0.9, 0.999)  # not advanced
     assert tuple(map(float, st["y"].state.beta_t)) == pytest.approx((0.81, 0.998001))
-    st, m = fn(st, m, {"y": None})                        # a dict may leave keys out
+    st, m = fn(st, m, {"y": None})  # a dict may leave keys out
     assert tuple(map(float, st["x"].state.beta_t)) == (0.9, 0.999)
     assert tuple(map(float, st["y"].state.beta_t)) == pytest.approx((0.81, 0.998001))
-    st, m = fn(st, m, None)                               # nothing at all
+    st, m = fn(st, m, None)  # nothing at all
     assert tuple(map(float, st["y"].state.beta_t)) == pytest.approx((0.81, 0.998001))
 
     x = np.ones(2)
@@ -382,9 +398,11 @@ def test_registered_object_gradients(kind, inplace):
     m = Affine(np.array([1.0, 2.0]), np.array([3.0]))
     st = opt.setup(opt.Descent(0.5), m)
     gw = np.array([2.0, 2.0])
-    g = {"dict": {"w": gw, "extra": 123},
-         "instance": Affine(gw, None),
-         "namedtuple": GradWB(gw, None)}[kind]
+    g = {
+        "dict": {"w": gw, "extra": 123},
+        "instance": Affine(gw, None),
+        "namedtuple": GradWB(gw, None),
+    }[kind]
     fn = opt.update_ if inplace else opt.update
     st, m2 = fn(st, m, g)
     assert type(m2) is Affine
@@ -402,16 +420,28 @@ def test_registered_object_plain_tuple_gradient_is_refused():
 
 
 def test_gradients_for_non_trainables_are_ignored():
-    m = {"x": np.ones(2), "n": 3, "f": np.tanh, "i": np.arange(3), "s": "str",
-         "p": Partial(np.ones(2), np.ones(2))}
+    m = {
+        "x": np.ones(2),
+        "n": 3,
+        "f": np.tanh,
+        "i": np.arange(3),
+        "s": "str",
+        "p": Partial(np.ones(2), np.ones(2)),
+    }
     st = opt.setup(opt.Descent(0.5), m)
-    g = {"x": np.ones(2), "n": 100.0, "f": np.ones(5), "i": np.ones(3), "s": "garbage",
-         "p": {"w": np.ones(2), "b": np.ones(2)}}
+    g = {
+        "x": np.ones(2),
+        "n": 100.0,
+        "f": np.ones(5),
+        "i": np.ones(3),
+        "s": "garbage",
+        "p": {"w": np.ones(2), "b": np.ones(2)},
+    }
     st, m2 = opt.update_(st, m, g)
     np.testing.assert_array_equal(m2["x"], [0.5, 0.5])
     np.testing.assert_array_equal(m2["i"], [0, 1, 2])
     np.testing.assert_array_equal(m2["p"].w, [0.5, 0.5])
-    np.testing.assert_array_equal(m2["p"].b, [1.0, 1.0])     # not trainable
+    np.testing.assert_array_equal(m2["p"].b, [1.0, 1.0])  # not trainable
     assert m2["n"] == 3 and m2["f"] is np.tanh
 
 
@@ -425,6 +455,7 @@ def test_more_gradients_are_checked():
 
 # ----------------------------------------------------------------------------------------
 # array layouts
+
 
 def test_strided_view_is_written_through_to_its_base():
     base = np.arange(12.0).reshape(3, 4)
@@ -484,12 +515,12 @@ def test_read_only_arrays_get_new_arrays_and_containers_are_rebuilt():
     g = {"ro": [np.ones(2), None], "rw": {"w": np.ones(2)}}
     st, m2 = opt.update_(st, m, g)
     assert m2 is not m and m2["ro"] is not m["ro"] and m2["ro"][1] == 7
-    assert m2["rw"] is inner and m2["rw"]["w"] is rw           # untouched branch kept
+    assert m2["rw"] is inner and m2["rw"]["w"] is rw  # untouched branch kept
     np.testing.assert_array_equal(m2["ro"][0], [0.5, 1.5])
     assert m2["ro"][0].flags.writeable
     np.testing.assert_array_equal(r, [1.0, 2.0])
-    assert m["ro"][0] is r                                     # the old model not mutated
-    np.testing.assert_array_equal(rw, [0.5, 1.5])              # but rw was written in place
+    assert m["ro"][0] is r  # the old model not mutated
+    np.testing.assert_array_equal(rw, [0.5, 1.5])  # but rw was written in place
 
 
 def test_broadcast_view_is_read_only_and_replaced():
@@ -560,13 +591,14 @@ def test_update_copies_user_rule_states():
     x = np.ones(2)
     st = opt.setup(Summing(), x)
     st2, x2 = opt.update(st, x, np.ones(2))
-    np.testing.assert_array_equal(st.state.acc, [0.0, 0.0])     # the input tree untouched
+    np.testing.assert_array_equal(st.state.acc, [0.0, 0.0])  # the input tree untouched
     np.testing.assert_array_equal(st2.state.acc, [1.0, 1.0])
     np.testing.assert_allclose(x2, [0.9, 0.9])
 
 
 # ----------------------------------------------------------------------------------------
 # freeze_ / thaw_
+
 
 @pytest.mark.parametrize("inplace", [True, False])
 def test_freeze_and_thaw_sub_trees(inplace):
@@ -581,7 +613,7 @@ def test_freeze_and_thaw_sub_trees(inplace):
     np.testing.assert_array_equal(m["b"][0], [2.0])
     np.testing.assert_array_equal(m["b"][1], [3.0])
     np.testing.assert_array_equal(st["b"][0].state, [0.0])
-    assert st["b"][0].frozen                               # the flag survives update
+    assert st["b"][0].frozen  # the flag survives update
     assert "frozen=True" in repr(st["b"][0])
     opt.thaw_(st)
     st, m = fn(st, m, g)
@@ -593,7 +625,7 @@ def test_freeze_a_leaf_and_a_tied_leaf():
     w = np.ones(2)
     st = opt.setup(opt.Descent(), {"a": w, "b": (w,)})
     opt.freeze_(st["b"])
-    assert st["a"].frozen                                  # the same Leaf
+    assert st["a"].frozen  # the same Leaf
     opt.thaw_(st["a"])
     assert not st["b"][0].frozen
 
@@ -608,21 +640,28 @@ def test_freeze_thaw_on_a_model_is_a_type_error(model, fn):
 # ----------------------------------------------------------------------------------------
 # validation before any write
 
+
 def _validation_setup(rule=None):
-    m = {"a": np.array([1.0, 2.0, 3.0], np.float32),
-         "b": {"c": np.ones((2, 2))},
-         "l": [np.array([1.0, 2.0]), np.array([[1.0], [2.0]])],
-         "p": Affine(np.ones(2), ro([0.5])),
-         "f": np.sin}
+    m = {
+        "a": np.array([1.0, 2.0, 3.0], np.float32),
+        "b": {"c": np.ones((2, 2))},
+        "l": [np.array([1.0, 2.0]), np.array([[1.0], [2.0]])],
+        "p": Affine(np.ones(2), ro([0.5])),
+        "f": np.sin,
+    }
     st = opt.setup(rule or opt.Adam(0.1), m)
-    st, m = opt.update_(st, m, _valid_grad(m))      # a first step: states are non-zero
+    st, m = opt.update_(st, m, _valid_grad(m))  # a first step: states are non-zero
     return st, m
 
 
 def _valid_grad(m):
-    return {"a": np.array([1.0, -1.0, 2.0], np.float32), "b": {"c": np.full((2, 2), 0.5)},
-            "l": [np.array([1.0, 1.0]), np.array([[3.0], [-2.0]])],
-            "p": {"w": np.ones(2), "b": np.ones(1)}, "f": None}
+    return {
+        "a": np.array([1.0, -1.0, 2.0], np.float32),
+        "b": {"c": np.full((2, 2), 0.5)},
+        "l": [np.array([1.0, 1.0]), np.array([[3.0], [-2.0]])],
+        "p": {"w": np.ones(2), "b": np.ones(1)},
+        "f": None,
+    }
 
 
 def _bad(path, value):
@@ -636,6 +675,7 @@ def _bad(path, value):
         else:
             node[path[-1]] = value
         return g
+
     return make
 
 
@@ -699,7 +739,7 @@ def test_validation_with_a_tied_array_and_a_frozen_leaf():
     before = snapshot(m, st)
     with pytest.raises(ValueError, match=re.escape("b.0")):
         opt.update_(st, m, {"a": np.ones(2), "b": [np.ones(3)]})
-    with pytest.raises(ValueError, match=r"\bc\b"):    # frozen leaves are validated too
+    with pytest.raises(ValueError, match=r"\bc\b"):  # frozen leaves are validated too
         opt.update_(st, m, {"a": np.ones(2), "c": np.ones(2)})
     assert snapshot(m, st) == before
 
@@ -717,6 +757,7 @@ def test_state_tree_for_another_model_is_refused():
 # ----------------------------------------------------------------------------------------
 # adjust / adjust_
 
+
 def test_adjust_eta_positional_and_keyword_keeps_state():
     m = {"x": np.ones(2), "y": np.sin}
     st = opt.setup(opt.Momentum(0.1, 0.9), m)
@@ -725,8 +766,8 @@ def test_adjust_eta_positional_and_keyword_keeps_state():
     st2 = opt.adjust(st, 0.2)
     assert st2["x"].rule == opt.Momentum(0.2, 0.9)
     np.testing.assert_array_equal(st2["x"].state, v)
-    assert st2["x"].state is not st["x"].state                  # copied
-    assert st["x"].rule == opt.Momentum(0.1, 0.9)               # old tree untouched
+    assert st2["x"].state is not st["x"].state  # copied
+    assert st["x"].rule == opt.Momentum(0.1, 0.9)  # old tree untouched
     st3 = opt.adjust(st, eta=0.3, rho=0.7)
     assert st3["x"].rule == opt.Momentum(0.3, 0.7)
     assert opt.adjust(st, 0.4, rho=0.1)["x"].rule == opt.Momentum(0.4, 0.1)
@@ -750,14 +791,16 @@ def test_adjust_chains_change_only_members_with_the_field():
     assert a.rule == opt.OptimiserChain(opt.ClipGrad(2.0), opt.Adam(0.2))
     b = opt.adjust(st, delta=2.5)
     assert b.rule == opt.OptimiserChain(opt.ClipGrad(2.5), opt.Adam())
-    with pytest.raises(TypeError, match="lambda_"):            # no member has lambda_
+    with pytest.raises(TypeError, match="lambda_"):  # no member has lambda_
         opt.adjust(chain, lambda_=0.5)
     both = opt.OptimiserChain(opt.WeightDecay(0.1), opt.AdamW(lambda_=0.2))
     assert opt.adjust(both, lambda_=0.3) == opt.OptimiserChain(
-        opt.WeightDecay(0.3), opt.AdamW(lambda_=0.3))
+        opt.WeightDecay(0.3), opt.AdamW(lambda_=0.3)
+    )
     nested = opt.OptimiserChain(opt.OptimiserChain(opt.Descent(0.1)), opt.Momentum())
     assert opt.adjust(nested, 0.5) == opt.OptimiserChain(
-        opt.OptimiserChain(opt.Descent(0.5)), opt.Momentum(0.5))
+        opt.OptimiserChain(opt.Descent(0.5)), opt.Momentum(0.5)
+    )
     mp = opt.MixedPrecision(np.float64, opt.Adam())
     assert opt.adjust(mp, 0.5) == opt.MixedPrecision(np.float64, opt.Adam(0.5))
 
@@ -776,11 +819,12 @@ def test_adjust_unknown_name_is_a_type_error_listing_names():
         opt.adjust_(opt.setup(opt.AdaDelta(), np.ones(1)), 0.1)
     assert opt.adjust(opt.AdaDelta(), rho=0.5) == opt.AdaDelta(0.5)
     with pytest.raises(TypeError):
-        opt.adjust(st)                                          # nothing to change
+        opt.adjust(st)  # nothing to change
 
 
-@pytest.mark.parametrize("kw", [{"eta": -1.0}, {"beta": (1.0, 0.5)}, {"epsilon": -1e-8},
-                                {"delta": -1.0}])
+@pytest.mark.parametrize(
+    "kw", [{"eta": -1.0}, {"beta": (1.0, 0.5)}, {"epsilon": -1e-8}, {"delta": -1.0}]
+)
 def test_adjust_invalid_value_is_a_value_error_and_changes_nothing(kw):
     chain = opt.OptimiserChain(opt.ClipGrad(2.0), opt.Adam())
     st = opt.setup(chain, {"a": np.ones(2), "b": np.ones(3)})
@@ -825,11 +869,12 @@ def test_adjust_a_leaf_and_a_rule():
 # ----------------------------------------------------------------------------------------
 # Leaf
 
+
 def test_leaf_equality_repr_and_pickle():
     a = Leaf(opt.Momentum(), np.zeros(2))
     b = Leaf(opt.Momentum(), np.zeros(2))
     assert a == b and a is not b
-    assert a != Leaf(opt.Momentum(), np.zeros(2, np.float32))     # dtype matters
+    assert a != Leaf(opt.Momentum(), np.zeros(2, np.float32))  # dtype matters
     assert a != Leaf(opt.Momentum(), np.ones(2))
     assert a != Leaf(opt.Momentum(), np.zeros(2), frozen=True)
     assert a != Leaf(opt.Momentum(0.1), np.zeros(2))
@@ -841,9 +886,11 @@ def test_leaf_equality_repr_and_pickle():
 
 
 @pytest.mark.parametrize("inplace", [True, False])
-@pytest.mark.parametrize("g", [Pair(np.ones(2), None), {"x": np.ones(2)},
-                               (np.ones(2), None), {"x": np.ones(2), "y": None}],
-                         ids=["namedtuple", "dict", "tuple", "dict-with-none"])
+@pytest.mark.parametrize(
+    "g",
+    [Pair(np.ones(2), None), {"x": np.ones(2)}, (np.ones(2), None), {"x": np.ones(2), "y": None}],
+    ids=["namedtuple", "dict", "tuple", "dict-with-none"],
+)
 def test_namedtuple_model_gradients(inplace, g):
     fn = opt.update_ if inplace else opt.update
     m = Pair(np.array([1.0, 2.0]), np.array([3.0]))
@@ -858,7 +905,7 @@ def test_namedtuple_model_bad_gradients_change_nothing():
     m = Pair(np.array([1.0, 2.0]), np.array([3.0]))
     st = opt.setup(opt.Descent(0.5), m)
     before = snapshot(m, st)
-    with pytest.raises(ValueError, match=r"\bw\b"):            # fields the model lacks
+    with pytest.raises(ValueError, match=r"\bw\b"):  # fields the model lacks
         opt.update_(st, m, GradWB(np.ones(2), None))
     with pytest.raises(ValueError, match="z"):
         opt.update_(st, m, {"x": np.ones(2), "z": np.ones(1)})
@@ -871,6 +918,7 @@ def test_namedtuple_model_bad_gradients_change_nothing():
 
 # ----------------------------------------------------------------------------------------
 # array types and dtypes
+
 
 class SubArray(np.ndarray):
     pass
@@ -896,9 +944,15 @@ def test_ndarray_subclasses_and_memmaps_are_trained(inplace, tmp_path):
         np.testing.assert_array_equal(mm, [3.0, 4.0])
 
 
-@pytest.mark.parametrize("dtype", [">f8" if np.little_endian else "<f8",
-                                   ">f4" if np.little_endian else "<f4",
-                                   np.longdouble, np.clongdouble])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        ">f8" if np.little_endian else "<f8",
+        ">f4" if np.little_endian else "<f4",
+        np.longdouble,
+        np.clongdouble,
+    ],
+)
 def test_untrainable_float_dtypes_are_refused_at_setup(dtype):
     if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)):
         pytest.skip("long double is double on this platform")
@@ -924,12 +978,11 @@ def test_adjusted_rule_is_used_by_the_next_step(inplace):
     m = {"a": np.array([1.0, 2.0]), "b": np.array([3.0], np.float32)}
     st = opt.setup(opt.Momentum(0.1, 0.5), m)
     g = {"a": np.ones(2), "b": np.ones(1, np.float32)}
-    st, m = fn(st, m, g)                               # v = 0.1
-    opt.adjust_(st["a"], 0.3)                          # only a's rule changes
-    st, m = fn(st, m, g)                               # a: v = 0.05 + 0.3, b: v = 0.05 + 0.1
+    st, m = fn(st, m, g)  # v = 0.1
+    opt.adjust_(st["a"], 0.3)  # only a's rule changes
+    st, m = fn(st, m, g)  # a: v = 0.05 + 0.3, b: v = 0.05 + 0.1
     np.testing.assert_allclose(m["a"], [1.0 - 0.1 - 0.35, 2.0 - 0.1 - 0.35], rtol=1e-15)
     np.testing.assert_allclose(m["b"], [3.0 - 0.1 - 0.15], rtol=1e-6)
     st = opt.adjust(st, rho=0.0)
     st, m = fn(st, m, g)
-    np.testing.assert_allclose(m["a"], [1.0 - 0.1 - 0.35 - 0.3, 2.0 - 0.1 - 0.35 - 0.3],
-                               rtol=1e-15)
+    np.testing.assert_allclose(m["a"], [1.0 - 0.1 - 0.35 - 0.3, 2.0 - 0.1 - 0.35 - 0.3], rtol=1e-15)

@@ -15,7 +15,7 @@ import optimisers as opt
 
 PACKAGE = pathlib.Path(opt.__file__).parent
 
-USER_CODE = textwrap.dedent('''
+USER_CODE = textwrap.dedent("""
     import numpy as np
     import optimisers as opt
     from optimisers import schedules
@@ -33,10 +33,10 @@ USER_CODE = textwrap.dedent('''
     path: opt.KeyPath = pairs[0][0]
     flat, re = opt.destructure(model)
     d, s = opt.apply_(opt.Descent(0.1), None, np.ones(2), np.ones(2))
-    ''')
+    """)
 
 # each line: a mistake, and the words of the error mypy must give for it
-MISTAKES = textwrap.dedent('''
+MISTAKES = textwrap.dedent("""
     import numpy as np
     import optimisers as opt
     from optimisers import schedules
@@ -48,16 +48,16 @@ MISTAKES = textwrap.dedent('''
     n: int = opt.global_norm({"w": np.ones(2)})
     s: str = schedules.constant(1.0)(3)
     opt.update_()
-    ''')
-EXPECTED = ['Argument "eta" to "Adam" has incompatible type "str"',
-            'Argument "beta" to "Adam" has incompatible type "float"',
-            'Argument "n" to "AccumGrad" has incompatible type "float"',
-            'Property "eta" defined in "Descent" is read-only',
-            'Incompatible types in assignment (expression has type "float", variable has '
-            'type "int")',
-            'Incompatible types in assignment (expression has type "float", variable has '
-            'type "str")',
-            'Missing positional arguments "tree", "model", "grad" in call to "update_"']
+    """)
+EXPECTED = [
+    'Argument "eta" to "Adam" has incompatible type "str"',
+    'Argument "beta" to "Adam" has incompatible type "float"',
+    'Argument "n" to "AccumGrad" has incompatible type "float"',
+    'Property "eta" defined in "Descent" is read-only',
+    'Incompatible types in assignment (expression has type "float", variable has type "int")',
+    'Incompatible types in assignment (expression has type "float", variable has type "str")',
+    'Missing positional arguments "tree", "model", "grad" in call to "update_"',
+]
 
 
 def test_the_package_ships_py_typed() -> None:
@@ -71,9 +71,12 @@ def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 def _mypy(tmp_path: pathlib.Path, cache: pathlib.Path, code: str) -> tuple[str, int]:
-    api = pytest.importorskip("mypy.api", reason="mypy is not installed (CI's checks stage "
-                                                 "installs it): the type check of user code "
-                                                 "is skipped")
+    api = pytest.importorskip(
+        "mypy.api",
+        reason="mypy is not installed (CI's checks stage "
+        "installs it): the type check of user code "
+        "is skipped",
+    )
     src = tmp_path / "user.py"
     src.write_text(code)
     env_path = os.environ.get("MYPYPATH")
@@ -81,8 +84,16 @@ def _mypy(tmp_path: pathlib.Path, cache: pathlib.Path, code: str) -> tuple[str, 
     if PACKAGE.parent.name == "src":
         os.environ["MYPYPATH"] = str(PACKAGE.parent)
     try:
-        out, err, status = api.run(["--strict", "--no-error-summary", "--hide-error-context",
-                                    "--cache-dir", str(cache), str(src)])
+        out, err, status = api.run(
+            [
+                "--strict",
+                "--no-error-summary",
+                "--hide-error-context",
+                "--cache-dir",
+                str(cache),
+                str(src),
+            ]
+        )
     finally:
         if env_path is None:
             os.environ.pop("MYPYPATH", None)
@@ -91,14 +102,16 @@ def _mypy(tmp_path: pathlib.Path, cache: pathlib.Path, code: str) -> tuple[str, 
     return out + err, status
 
 
-def test_user_code_type_checks_under_strict_mypy(tmp_path: pathlib.Path,
-                                                 mypy_cache: pathlib.Path) -> None:
+def test_user_code_type_checks_under_strict_mypy(
+    tmp_path: pathlib.Path, mypy_cache: pathlib.Path
+) -> None:
     out, status = _mypy(tmp_path, mypy_cache, USER_CODE)
     assert status == 0, out
 
 
-def test_the_types_catch_what_they_are_for(tmp_path: pathlib.Path,
-                                           mypy_cache: pathlib.Path) -> None:
+def test_the_types_catch_what_they_are_for(
+    tmp_path: pathlib.Path, mypy_cache: pathlib.Path
+) -> None:
     out, status = _mypy(tmp_path, mypy_cache, MISTAKES)
     assert status == 1
     lines = [ln for ln in out.splitlines() if ": error: " in ln]

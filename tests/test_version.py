@@ -34,12 +34,14 @@ def test_meson_build_is_the_one_source():
     found = re.findall(r"^\s*version\s*:\s*'([^']*)'", _source_file("meson.build"), re.M)
     assert found == [opt.__version__], (
         f"meson.build's project version {found} is not the installed {opt.__version__!r}: "
-        "reinstall the package after changing it")
+        "reinstall the package after changing it"
+    )
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is new in Python 3.11")
 def test_pyproject_takes_the_version_from_the_build():
     import tomllib
+
     project = tomllib.loads(_source_file("pyproject.toml"))["project"]
     assert "version" not in project, "pyproject.toml must not write a version of its own"
     assert "version" in project.get("dynamic", [])
@@ -54,4 +56,5 @@ def test_changelog_has_a_section_for_this_version():
     # a development version's changes are listed under [Unreleased]
     wanted = "Unreleased" if ".dev" in opt.__version__ else opt.__version__
     assert wanted in headings, (
-        f"CHANGELOG.md has no '## [{wanted}]' section for version {opt.__version__}")
+        f"CHANGELOG.md has no '## [{wanted}]' section for version {opt.__version__}"
+    )

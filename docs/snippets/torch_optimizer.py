@@ -7,7 +7,7 @@ from optimisers.torch import Optimizer
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 # optim = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.01)   # before
-optim = Optimizer(net.parameters(), opt.AdamW(1e-2, lambda_=0.01))         # after
+optim = Optimizer(net.parameters(), opt.AdamW(1e-2, lambda_=0.01))  # after
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=100)
 
 X, y = torch.randn(64, 4), torch.randn(64, 1)

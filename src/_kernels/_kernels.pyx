@@ -28,8 +28,8 @@ Files, in the order they are included:
 * ``quotients.pxi``: exact quotients by the per-step bias corrections without the divider;
 * ``norms.pxi``: p-norms with a reduction order fixed by the data (ClipNorm);
 * ``rules_sgd.pxi``, ``rules_adam.pxi``, ``rules_adaptive.pxi``, ``rules_transform.pxi``,
-  ``rules_averaged.pxi``: the families, each kind's real and pair tile functions side by side, and their
-  registration;
+  ``rules_averaged.pxi``: the families, each kind's real and pair tile functions side by
+  side, and their registration;
 * ``rules_torchlike.pxi``: PyTorch's own forms of Adamax, RAdam and NAdam (torch.optim's
   algorithms, beside the seed's forms in ``rules_adam.pxi``);
 * ``rules_muon.pxi``: Muon's element-wise stages around its matrix products;

@@ -15,12 +15,18 @@ array([-0.001, -0.001, -0.001], dtype=float32)
 from importlib import metadata as _metadata
 
 # the build of the kernels in use (see _native): its thread and ISA controls
-from ._native import (get_parallel_threshold, kernel_isa, max_threads, openmp_enabled,
-                      set_parallel_threshold)
+from ._native import (
+    get_parallel_threshold,
+    kernel_isa,
+    max_threads,
+    openmp_enabled,
+    set_parallel_threshold,
+)
 from ._functor import functor, trainable
 from ._keypath import KeyPath, getkeypath, haskeypath
 from ._leaf import Leaf
 from ._rule import Rule, builtin_rules, init
+
 # the rule classes (each module's __all__): they register themselves in _rule's registry
 from ._rules_sgd import *  # noqa: F403
 from ._rules_adam import *  # noqa: F403
@@ -45,21 +51,48 @@ from .schedules import Schedule
 # version of the project, meson.build's (tests/test_version.py checks they agree).
 try:
     __version__ = _metadata.version(__name__)
-except _metadata.PackageNotFoundError:       # imported from a build that was never installed
+except _metadata.PackageNotFoundError:  # imported from a build that was never installed
     __version__ = "0+unknown"
 
 #: every built-in rule class (the registry of _rule.builtin_rules)
 RULES = builtin_rules()
 
 __all__ = [
-    "setup", "update", "update_", "adjust", "adjust_", "hyperparameters", "freeze_", "thaw_",
+    "setup",
+    "update",
+    "update_",
+    "adjust",
+    "adjust_",
+    "hyperparameters",
+    "freeze_",
+    "thaw_",
     "destructure",
-    "Restructure", "trainables", "trainable", "isnumeric", "maywrite", "KeyPath",
-    "getkeypath", "haskeypath", "Leaf", "init", "apply_", "Rule", "functor",
-    "openmp_enabled", "max_threads", "get_parallel_threshold", "set_parallel_threshold",
+    "Restructure",
+    "trainables",
+    "trainable",
+    "isnumeric",
+    "maywrite",
+    "KeyPath",
+    "getkeypath",
+    "haskeypath",
+    "Leaf",
+    "init",
+    "apply_",
+    "Rule",
+    "functor",
+    "openmp_enabled",
+    "max_threads",
+    "get_parallel_threshold",
+    "set_parallel_threshold",
     "kernel_isa",
-    "save_state", "load_state", "CheckpointError", "RULES", "schedules", "Schedule",
-    "global_norm", "averaged",
+    "save_state",
+    "load_state",
+    "CheckpointError",
+    "RULES",
+    "schedules",
+    "Schedule",
+    "global_norm",
+    "averaged",
 ]
 # the rule classes, by name (a separate statement: type checkers read the literal list above
 # as the names this package exports, and the star imports export the rules)

@@ -11,13 +11,15 @@ from ._keypath import KeyPath
 from ._leaf import Leaf, copy_state
 from ._rule import Rule
 from ._schedule import Hyperparameter
-from ._types import StateTree, T as _T
+from ._types import StateTree
+from ._types import T as _T
 
 __all__ = ["adjust", "adjust_", "freeze_", "thaw_", "hyperparameters"]
 
 
 # ----------------------------------------------------------------------------------------
 # adjust, freeze
+
 
 def _state_leaves(tree: StateTree, fname: str) -> list[Leaf]:
     """Every distinct Leaf of a state tree; ``TypeError`` if the tree is a model."""
@@ -35,13 +37,15 @@ def _state_leaves(tree: StateTree, fname: str) -> list[Leaf]:
             for k, v in s.items():
                 walk(v, path + (k,))
         elif isinstance(s, (list, tuple)) and not isinstance(s, str):
-            keys: Iterable[Hashable] = (s._fields if is_namedtuple(s)  # type: ignore[union-attr]
-                                        else range(len(s)))
+            named = is_namedtuple(s)
+            keys: Iterable[Hashable] = s._fields if named else range(len(s))  # type: ignore[union-attr]
             for k, v in zip(keys, s):
                 walk(v, path + (k,))
         else:
-            raise TypeError(f"{fname} must be applied to a state tree from setup, not to a "
-                            f"model: found a {type(s).__name__} at {path}")
+            raise TypeError(
+                f"{fname} must be applied to a state tree from setup, not to a "
+                f"model: found a {type(s).__name__} at {path}"
+            )
 
     walk(tree, KeyPath())
     return leaves
@@ -80,8 +84,7 @@ def hyperparameters(tree: StateTree) -> Any:
         return type(tree)._make(hyperparameters(v) for v in tree)
     if isinstance(tree, (list, tuple)):
         return type(tree)(hyperparameters(v) for v in tree)
-    raise TypeError(f"hyperparameters takes a state tree from setup, not a "
-                    f"{type(tree).__name__}")
+    raise TypeError(f"hyperparameters takes a state tree from setup, not a {type(tree).__name__}")
 
 
 def freeze_(tree: StateTree) -> None:
@@ -155,8 +158,10 @@ def _changes(eta: object, fields: dict[str, Any]) -> dict[str, Any]:
     if "centered" in kw:
         kw["centred"] = kw.pop("centered")
     if not kw:
-        raise TypeError("adjust must be given something to change, e.g. adjust(tree, 0.01) "
-                        "or adjust(tree, beta=(0.9, 0.99))")
+        raise TypeError(
+            "adjust must be given something to change, e.g. adjust(tree, 0.01) "
+            "or adjust(tree, beta=(0.9, 0.99))"
+        )
     return kw
 
 
@@ -170,8 +175,10 @@ def _adjusted(rules: Iterable[Rule], kw: dict[str, Any]) -> dict[int, Rule]:
             out[id(r)] = r._adjust(kw, used, known)
     unknown = sorted(set(kw) - used)
     if unknown:
-        raise TypeError(f"adjust: no rule here has field(s) {unknown}; the fields that exist "
-                        f"are {sorted(known)}")
+        raise TypeError(
+            f"adjust: no rule here has field(s) {unknown}; the fields that exist "
+            f"are {sorted(known)}"
+        )
     return out
 
 

@@ -61,37 +61,42 @@ def averaged(state: Any, model: Any) -> Any:
 
 def _walk(t: Any, m: Any, link: Any, memo: dict[int, Any]) -> Any:
     if type(t) is Leaf:
-        hit = memo.get(id(t))          # tied arrays share a Leaf: one new array for both
+        hit = memo.get(id(t))  # tied arrays share a Leaf: one new array for both
         if hit is None:
             hit = memo[id(t)] = (t, _evaluated(t, m, link))
         return hit[1]
     if isinstance(m, np.ndarray):
         if t is not None:
-            raise TypeError(f"the state tree has a {type(t).__name__} at "
-                            f"{linked_keypath(link)} where the model has an array")
+            raise TypeError(
+                f"the state tree has a {type(t).__name__} at "
+                f"{linked_keypath(link)} where the model has an array"
+            )
         return m.copy()
     kv = children(m)
     if kv is None or t is None:
         return m
     keys, values = kv
     ts = state_children(t, m, keys, link)
-    return rebuild(m, keys, [_walk(tv, mv, (link, k), memo)
-                             for k, tv, mv in zip(keys, ts, values)])
+    return rebuild(m, keys, [_walk(tv, mv, (link, k), memo) for k, tv, mv in zip(keys, ts, values)])
 
 
 def _evaluated(leaf: Leaf, x: Any, link: Any) -> np.ndarray:
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"the state tree has a Leaf at {linked_keypath(link)} where the model "
-                        f"has a {type(x).__name__}")
+        raise TypeError(
+            f"the state tree has a Leaf at {linked_keypath(link)} where the model "
+            f"has a {type(x).__name__}"
+        )
     rule = leaf.rule
-    if rule._scheduled():          # the values the last step used
+    if rule._scheduled():  # the values the last step used
         rule = rule._at(max(leaf.count - 1, 0))
     copy = average_of(rule, leaf.state, x)
     if copy is None:
         return np.array(x, copy=True)
     if copy.shape != x.shape:
-        raise ValueError(f"the state of the Leaf at {linked_keypath(link)} keeps a copy of "
-                         f"shape {copy.shape} for a parameter of shape {x.shape}")
+        raise ValueError(
+            f"the state of the Leaf at {linked_keypath(link)} keeps a copy of "
+            f"shape {copy.shape} for a parameter of shape {x.shape}"
+        )
     evaluated: np.ndarray = np.asarray(copy, dtype=x.dtype)
     return evaluated
 

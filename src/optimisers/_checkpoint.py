@@ -16,9 +16,11 @@ from importlib import metadata
 from ._checkpoint_decode import decode
 from ._checkpoint_encode import encode
 from ._checkpoint_format import CheckpointError, read_checkpoint, write_checkpoint
+
 # pickles of records (namedtuples that load_state made on the spot) written before the
 # checkpoint modules were split name their rebuilder here
-from ._checkpoint_records import known_types, make_record as _make_record  # noqa: F401
+from ._checkpoint_records import known_types
+from ._checkpoint_records import make_record as _make_record  # noqa: F401
 from ._types import StateTree
 
 __all__ = ["save_state", "load_state", "CheckpointError"]
@@ -28,7 +30,7 @@ def _writer() -> str:
     """The header's ``"writer"``: this release, for information only."""
     try:
         return f"optimisers {metadata.version('optimisers')}"
-    except metadata.PackageNotFoundError:      # run from a source tree that is not installed
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
         return "optimisers (version unknown)"
 
 

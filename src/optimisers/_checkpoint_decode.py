@@ -36,14 +36,19 @@ import numpy as np
 from ._checkpoint_encode import encode_rule
 from ._checkpoint_format import ALIGN, CheckpointError
 from ._checkpoint_records import named_type
-from ._checkpoint_schema import (make_rule, parse_dtype, rule_classes, rule_field_names,
-                                 state_problem)
+from ._checkpoint_schema import (
+    make_rule,
+    parse_dtype,
+    rule_classes,
+    rule_field_names,
+    state_problem,
+)
 from ._leaf import Leaf
 from .schedules import SCHEDULES
 
 __all__ = ["decode"]
 
-_MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32   # numpy's limit
+_MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32  # numpy's limit
 _MAX_BYTES = np.iinfo(np.intp).max
 
 
@@ -59,8 +64,11 @@ def decode(header: dict[str, Any], data: Any, known: dict[str, type]) -> Any:
 
 
 def _check_shape(shape, dt, where):
-    if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
-            or any(type(n) is not int or n < 0 for n in shape)):
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or any(type(n) is not int or n < 0 for n in shape)
+    ):
         raise CheckpointError(f"{where} {shape!r} is not a shape")
     # numpy refuses a shape whose extent overflows its index type even when a zero
     # dimension leaves the array empty, so the zeros do not count here either
@@ -77,8 +85,7 @@ def _index(i, n, what, where):
 def _expect(obj, keys, where):
     if not isinstance(obj, dict) or set(obj) != set(keys):
         got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(f"{where} must be an object with the keys {sorted(keys)}, "
-                              f"got {got}")
+        raise CheckpointError(f"{where} must be an object with the keys {sorted(keys)}, got {got}")
 
 
 def _list(obj, where):
@@ -88,9 +95,14 @@ def _list(obj, where):
 
 
 _TAGS = {
-    frozenset(["float"]): "float", frozenset(["tuple"]): "tuple", frozenset(["list"]): "list",
-    frozenset(["dict"]): "dict", frozenset(["array"]): "array", frozenset(["leaf"]): "leaf",
-    frozenset(["dtype"]): "dtype", frozenset(["scalar", "hex"]): "scalar",
+    frozenset(["float"]): "float",
+    frozenset(["tuple"]): "tuple",
+    frozenset(["list"]): "list",
+    frozenset(["dict"]): "dict",
+    frozenset(["array"]): "array",
+    frozenset(["leaf"]): "leaf",
+    frozenset(["dtype"]): "dtype",
+    frozenset(["scalar", "hex"]): "scalar",
     frozenset(["namedtuple", "fields", "values"]): "namedtuple",
     frozenset(["rule", "fields"]): "rule",
     frozenset(["schedule", "fields"]): "schedule",
@@ -101,7 +113,6 @@ _ALLOWED = {
     "field": {"float", "tuple", "list", "dict", "scalar", "dtype", "rule", "schedule"},
     "key": {"float", "tuple", "scalar"},
 }
-
 
 
 def _running_products_in_float64(state):
@@ -120,6 +131,7 @@ def _running_products_in_float64(state):
         return type(state)(*parts) if fields is not None else tuple(parts)
     return state
 
+
 class _Decoder:
     def __init__(self, doc, data, known):
         self.doc, self.data, self.known = doc, data, known
@@ -130,16 +142,19 @@ class _Decoder:
         _expect(doc, ["writer", "tree", "leaves", "rules", "arrays", "data_size"], "the header")
         size = doc["data_size"]
         if type(size) is not int or size != len(self.data):
-            raise CheckpointError(f"the header's data_size {size!r} does not match the "
-                                  f"{len(self.data)} bytes of the data region")
+            raise CheckpointError(
+                f"the header's data_size {size!r} does not match the "
+                f"{len(self.data)} bytes of the data region"
+            )
         self.spans = []
-        self.arrays = [self.array(e, i)
-                       for i, e in enumerate(_list(doc["arrays"], "arrays"))]
+        self.arrays = [self.array(e, i) for i, e in enumerate(_list(doc["arrays"], "arrays"))]
         self.check_overlap()
-        self.rules = [self.rule(r, f"rules[{i}]")
-                      for i, r in enumerate(_list(doc["rules"], "rules"))]
-        self.leaves = [self.leaf(e, f"leaves[{i}]")
-                       for i, e in enumerate(_list(doc["leaves"], "leaves"))]
+        self.rules = [
+            self.rule(r, f"rules[{i}]") for i, r in enumerate(_list(doc["rules"], "rules"))
+        ]
+        self.leaves = [
+            self.leaf(e, f"leaves[{i}]") for i, e in enumerate(_list(doc["leaves"], "leaves"))
+        ]
         return self.value(doc["tree"], "tree", "tree")
 
     def array(self, e, index):
@@ -152,9 +167,11 @@ class _Decoder:
             raise CheckpointError(f"{where}.offset {off!r} is not a multiple of {ALIGN}")
         nbytes = math.prod(shape) * dt.itemsize
         if off + nbytes > len(self.data):
-            raise CheckpointError(f"{where}: {nbytes} bytes at offset {off} run past the end "
-                                  f"of the data region ({len(self.data)} bytes)")
-        raw = self.data[off:off + nbytes]
+            raise CheckpointError(
+                f"{where}: {nbytes} bytes at offset {off} run past the end "
+                f"of the data region ({len(self.data)} bytes)"
+            )
+        raw = self.data[off : off + nbytes]
         if dt.kind == "b" and nbytes and raw.max() > 1:
             raise CheckpointError(f"{where}: a boolean array holds bytes other than 0 and 1")
         if nbytes:
@@ -175,27 +192,31 @@ class _Decoder:
         name, fields = obj["rule"], obj["fields"]
         cls = self.rule_classes.get(name) if isinstance(name, str) else None
         if cls is None:
-            raise CheckpointError(f"{where}: {name!r} is not a rule of optimisers; a "
-                                  "checkpoint may name only these: "
-                                  f"{', '.join(self.rule_classes)}")
+            raise CheckpointError(
+                f"{where}: {name!r} is not a rule of optimisers; a "
+                "checkpoint may name only these: "
+                f"{', '.join(self.rule_classes)}"
+            )
         try:
             expected = rule_field_names(cls)
-        except TypeError as e:          # no file of it can have been saved
+        except TypeError as e:  # no file of it can have been saved
             raise CheckpointError(f"{where}: {e}") from None
         if not isinstance(fields, dict) or set(fields) != set(expected):
             got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
-            raise CheckpointError(f"{where}: {name} has the fields {sorted(expected)}, the "
-                                  f"file gives {got}")
+            raise CheckpointError(
+                f"{where}: {name} has the fields {sorted(expected)}, the file gives {got}"
+            )
         kw = {k: self.value(fields[k], f"{where}.{k}", "field") for k in expected}
         try:
             rule = make_rule(cls, kw)
-        except Exception as e:      # the constructor validates: whatever it raises refuses
-            raise CheckpointError(f"{where}: {name} refuses the fields in the file: "
-                                  f"{e}") from e
+        except Exception as e:  # the constructor validates: whatever it raises refuses
+            raise CheckpointError(f"{where}: {name} refuses the fields in the file: {e}") from e
         again = encode_rule(rule)
         if json.dumps(again, sort_keys=True) != json.dumps(obj, sort_keys=True):
-            raise CheckpointError(f"{where}: {name}'s fields are not in the form save_state "
-                                  f"writes ({json.dumps(obj['fields'])} is read as {rule!r})")
+            raise CheckpointError(
+                f"{where}: {name}'s fields are not in the form save_state "
+                f"writes ({json.dumps(obj['fields'])} is read as {rule!r})"
+            )
         return rule
 
     def leaf(self, e, where):
@@ -225,8 +246,10 @@ class _Decoder:
         if obj is None or t is bool or t is int or t is float or t is str:
             return obj
         if t is list:
-            raise CheckpointError(f"{where}: a bare JSON list is not a value (lists are "
-                                  'written {"list": [...]}, tuples {"tuple": [...]})')
+            raise CheckpointError(
+                f"{where}: a bare JSON list is not a value (lists are "
+                'written {"list": [...]}, tuples {"tuple": [...]})'
+            )
         tag = _TAGS.get(frozenset(obj))
         if tag is None or tag not in _ALLOWED[mode]:
             what = repr(tag) if tag else f"an object with the keys {sorted(obj)}"
@@ -237,8 +260,7 @@ class _Decoder:
                 raise CheckpointError(f"{where}: {body!r} is not inf, -inf or nan")
             return float(body)
         if tag in ("tuple", "list"):
-            vals = [self.value(v, f"{where}[{i}]", mode)
-                    for i, v in enumerate(_list(body, where))]
+            vals = [self.value(v, f"{where}[{i}]", mode) for i, v in enumerate(_list(body, where))]
             return tuple(vals) if tag == "tuple" else vals
         if tag == "dict":
             out = {}
@@ -253,11 +275,11 @@ class _Decoder:
         if tag == "namedtuple":
             fields, vals = _list(obj["fields"], where), _list(obj["values"], where)
             if not isinstance(body, str) or len(fields) != len(vals):
-                raise CheckpointError(f"{where}: a namedtuple needs a name and as many values "
-                                      "as fields")
+                raise CheckpointError(
+                    f"{where}: a namedtuple needs a name and as many values as fields"
+                )
             cls = self.named(body, fields, where)
-            return cls._make([self.value(v, f"{where}.{k}", mode)
-                              for k, v in zip(fields, vals)])
+            return cls._make([self.value(v, f"{where}.{k}", mode) for k, v in zip(fields, vals)])
         if tag == "scalar":
             dt = parse_dtype(body, where)
             try:
@@ -283,8 +305,10 @@ class _Decoder:
         cls = SCHEDULES.get(obj["schedule"]) if isinstance(obj["schedule"], str) else None
         fields = obj["fields"]
         if cls is None or not isinstance(fields, dict):
-            raise CheckpointError(f"{where}: {obj['schedule']!r} is not a schedule of "
-                                  f"optimisers ({', '.join(SCHEDULES)})")
+            raise CheckpointError(
+                f"{where}: {obj['schedule']!r} is not a schedule of "
+                f"optimisers ({', '.join(SCHEDULES)})"
+            )
         try:
             return cls(**{k: self.value(v, f"{where}.{k}", "field") for k, v in fields.items()})
         except (TypeError, ValueError) as e:

@@ -46,8 +46,14 @@ def encode(tree: Any, writer: str) -> tuple[dict[str, Any], list[Any]]:
     that does not fit its rule or a tree that contains itself, naming the place."""
     enc = _Encoder()
     encoded = enc.value(tree, "tree", "tree")
-    header = {"writer": writer, "tree": encoded, "leaves": enc.leaves, "rules": enc.rules,
-              "arrays": enc.entries, "data_size": enc.size}
+    header = {
+        "writer": writer,
+        "tree": encoded,
+        "leaves": enc.leaves,
+        "rules": enc.rules,
+        "arrays": enc.entries,
+        "data_size": enc.size,
+    }
     return header, enc.arrays
 
 
@@ -63,7 +69,7 @@ class _Encoder:
         self.rules, self.rule_ids = [], {}
         self.size = 0
         self.active = set()
-        self.keep = []        # rules encoded for the table stay alive while ids are used
+        self.keep = []  # rules encoded for the table stay alive while ids are used
         self.rule_classes = rule_classes()
 
     def value(self, x, where, mode):
@@ -84,8 +90,10 @@ class _Encoder:
             finally:
                 self.active.discard(id(x))
         if mode == "key":
-            raise TypeError(f"save_state cannot store the dict key {x!r} at {where}: keys "
-                            "are None, bools, numbers, strings or tuples of those")
+            raise TypeError(
+                f"save_state cannot store the dict key {x!r} at {where}: keys "
+                "are None, bools, numbers, strings or tuples of those"
+            )
         if isinstance(x, np.ndarray) and mode != "field":
             return {"array": self.array(x, where)}
         if isinstance(x, Leaf) and mode == "tree":
@@ -93,29 +101,33 @@ class _Encoder:
         if isinstance(x, Rule) and mode == "field":
             return self.rule(x, where)
         if isinstance(x, Schedule) and mode == "field":
-            return {"schedule": type(x).__name__,
-                    "fields": {k: self.value(v, f"{where}.{k}", mode)
-                               for k, v in x.fields().items()}}
+            return {
+                "schedule": type(x).__name__,
+                "fields": {k: self.value(v, f"{where}.{k}", mode) for k, v in x.fields().items()},
+            }
         if isinstance(x, np.dtype) and mode == "field":
             return {"dtype": dtype_str(x, where)}
         if isinstance(x, Leaf):
             raise TypeError(f"save_state: a Leaf inside a Leaf's state at {where}")
-        raise TypeError(f"save_state cannot store a {t.__module__}.{t.__qualname__} (at "
-                        f"{where}): a state tree holds dicts, lists, tuples, namedtuples, "
-                        "Leafs, numeric arrays, numbers and None")
+        raise TypeError(
+            f"save_state cannot store a {t.__module__}.{t.__qualname__} (at "
+            f"{where}): a state tree holds dicts, lists, tuples, namedtuples, "
+            "Leafs, numeric arrays, numbers and None"
+        )
 
     def _container(self, x, where, mode):
         t = type(x)
         if t is dict:
             items = []
             for k, v in x.items():
-                items.append([self.value(k, where, "key"),
-                              self.value(v, f"{where}[{k!r}]", mode)])
+                items.append([self.value(k, where, "key"), self.value(v, f"{where}[{k!r}]", mode)])
             return {"dict": items}
         if is_namedtuple(x):
-            return {"namedtuple": qualified(t), "fields": list(t._fields),
-                    "values": [self.value(v, f"{where}.{k}", mode)
-                               for k, v in zip(t._fields, x)]}
+            return {
+                "namedtuple": qualified(t),
+                "fields": list(t._fields),
+                "values": [self.value(v, f"{where}.{k}", mode) for k, v in zip(t._fields, x)],
+            }
         vals = [self.value(v, f"{where}[{i}]", mode) for i, v in enumerate(x)]
         return {"tuple" if t is tuple else "list": vals}
 
@@ -137,10 +149,15 @@ class _Encoder:
                 f"save_state stores only the built-in rules of optimisers, and "
                 f"{cls.__module__}.{cls.__qualname__} (at {where}) is not one of them: a rule "
                 "written in Python cannot be loaded back safely by its name.  Save a tree "
-                "with such rules with pickle instead (and load only pickles you trust).")
-        return {"rule": cls.__name__,
-                "fields": {name: self.value(getattr(r, name), f"{where}.{name}", "field")
-                           for name in rule_field_names(cls)}}
+                "with such rules with pickle instead (and load only pickles you trust)."
+            )
+        return {
+            "rule": cls.__name__,
+            "fields": {
+                name: self.value(getattr(r, name), f"{where}.{name}", "field")
+                for name in rule_field_names(cls)
+            },
+        }
 
     def leaf(self, leaf, where):
         i = self.leaf_ids.get(id(leaf))
@@ -155,9 +172,12 @@ class _Encoder:
         state = self.value(leaf.state, f"{where}.state", "state")
         problem = state_problem(leaf.rule, leaf.state)
         if problem is not None:
-            raise ValueError(f"save_state: the Leaf at {where} does not hold a state of its "
-                             f"rule {leaf.rule!r}: {problem}, so it could not be loaded back")
+            raise ValueError(
+                f"save_state: the Leaf at {where} does not hold a state of its "
+                f"rule {leaf.rule!r}: {problem}, so it could not be loaded back"
+            )
         i = self.leaf_ids[id(leaf)] = len(self.leaves)
-        self.leaves.append({"rule": ri, "state": state, "frozen": bool(leaf.frozen),
-                            "count": int(leaf.count)})
+        self.leaves.append(
+            {"rule": ri, "state": state, "frozen": bool(leaf.frozen), "count": int(leaf.count)}
+        )
         return i

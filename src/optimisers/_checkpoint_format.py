@@ -114,20 +114,27 @@ import hashlib
 import json
 import math
 import os
-from typing import Any
 import secrets
 import struct
+from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointError", "MAGIC", "VERSION", "ALIGN", "align", "write_checkpoint",
-           "read_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "MAGIC",
+    "VERSION",
+    "ALIGN",
+    "align",
+    "write_checkpoint",
+    "read_checkpoint",
+]
 
 MAGIC = b"\x89OPT-STATE\r\n\x1a\n"
 VERSION = 1
 ALIGN = 64
-_PREFIX = struct.Struct("<14sHQQ")      # magic, version, file size, header size
-_DIGEST = 32                            # sha256
+_PREFIX = struct.Struct("<14sHQQ")  # magic, version, file size, header size
+_DIGEST = 32  # sha256
 
 
 class CheckpointError(ValueError):
@@ -164,6 +171,7 @@ def align(n):
 # ----------------------------------------------------------------------------------------
 # writing
 
+
 def _raw(a):
     c = a if a.flags.c_contiguous else np.ascontiguousarray(a)
     return c.reshape(-1).view(np.uint8)
@@ -176,22 +184,26 @@ def write_checkpoint(path: Any, header: dict[str, Any], arrays: list[Any]) -> No
     The file is written to a temporary name beside ``path``, flushed to disk and renamed
     over ``path``, so an interrupted save leaves the previous file intact.  An ``OSError``
     names ``path``, not the temporary file."""
-    text = json.dumps(header, ensure_ascii=True, allow_nan=False,
-                      separators=(",", ":")).encode("ascii")
+    text = json.dumps(header, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode(
+        "ascii"
+    )
     data_start = align(_PREFIX.size + len(text))
     total = data_start + header["data_size"] + _DIGEST
     path = os.fspath(path)
     # a short name of its own, not the target's name plus a suffix, which would be too long
     # for the file system where the target's name is close to its limit
     name = f".optimisers-{secrets.token_hex(6)}.tmp"
-    tmp = os.path.join(os.path.dirname(path), os.fsencode(name) if isinstance(path, bytes)
-                       else name)
+    tmp = os.path.join(
+        os.path.dirname(path), os.fsencode(name) if isinstance(path, bytes) else name
+    )
     h = hashlib.sha256()
     try:
         with open(tmp, "xb") as f:
+
             def put(b):
                 h.update(b)
                 f.write(b)
+
             put(_PREFIX.pack(MAGIC, VERSION, total, len(text)))
             put(text)
             put(bytes(data_start - _PREFIX.size - len(text)))
@@ -216,6 +228,7 @@ def write_checkpoint(path: Any, header: dict[str, Any], arrays: list[Any]) -> No
 # ----------------------------------------------------------------------------------------
 # reading
 
+
 def _read_checked(path):
     """The file's bytes in an aligned buffer, once its checksum matches."""
     with open(path, "rb") as f:
@@ -223,13 +236,16 @@ def _read_checked(path):
         head = f.read(_PREFIX.size)
         if len(head) < len(MAGIC):
             if not head:
-                raise CheckpointError(f"{path!s}: the file is empty (truncated, or not a "
-                                      "checkpoint)")
+                raise CheckpointError(
+                    f"{path!s}: the file is empty (truncated, or not a checkpoint)"
+                )
             if MAGIC.startswith(head):
                 raise CheckpointError(f"{path!s}: the file is truncated ({len(head)} bytes)")
-        if head[:len(MAGIC)] != MAGIC:
-            raise CheckpointError(f"{path!s}: not an optimisers checkpoint (it starts with "
-                                  f"{head[:len(MAGIC)]!r}, a checkpoint with {MAGIC!r})")
+        if head[: len(MAGIC)] != MAGIC:
+            raise CheckpointError(
+                f"{path!s}: not an optimisers checkpoint (it starts with "
+                f"{head[: len(MAGIC)]!r}, a checkpoint with {MAGIC!r})"
+            )
         if len(head) < _PREFIX.size:
             raise CheckpointError(f"{path!s}: the file is truncated ({len(head)} bytes)")
         # Only the size is read before the checksum is verified, because it locates the
@@ -237,27 +253,36 @@ def _read_checked(path):
         _, _, total, _ = _PREFIX.unpack(head)
         if total != size:
             if total > size:
-                raise CheckpointError(f"{path!s}: the file is truncated (or damaged): it "
-                                      f"has {size} bytes, its prefix says {total}")
-            raise CheckpointError(f"{path!s}: the file has {size} bytes, its prefix says "
-                                  f"{total}: damaged, or something was appended")
+                raise CheckpointError(
+                    f"{path!s}: the file is truncated (or damaged): it "
+                    f"has {size} bytes, its prefix says {total}"
+                )
+            raise CheckpointError(
+                f"{path!s}: the file has {size} bytes, its prefix says "
+                f"{total}: damaged, or something was appended"
+            )
         if size < _PREFIX.size + _DIGEST:
-            raise CheckpointError(f"{path!s}: the file is truncated (or damaged): its "
-                                  f"{size} bytes cannot hold a prefix and a checksum")
+            raise CheckpointError(
+                f"{path!s}: the file is truncated (or damaged): its "
+                f"{size} bytes cannot hold a prefix and a checksum"
+            )
         raw = np.empty(size + ALIGN, np.uint8)
         start = -raw.ctypes.data % ALIGN
-        buf = raw[start:start + size]
-        buf[:_PREFIX.size] = np.frombuffer(head, np.uint8)
+        buf = raw[start : start + size]
+        buf[: _PREFIX.size] = np.frombuffer(head, np.uint8)
         view, got = memoryview(buf.data), _PREFIX.size
         while got < size:
             n = f.readinto(view[got:])
             if not n:
-                raise CheckpointError(f"{path!s}: the file is truncated (it shrank while "
-                                      "being read)")
+                raise CheckpointError(
+                    f"{path!s}: the file is truncated (it shrank while being read)"
+                )
             got += n
-    if hashlib.sha256(view[:size - _DIGEST]).digest() != bytes(view[size - _DIGEST:]):
-        raise CheckpointError(f"{path!s}: checksum mismatch: the file is corrupted (a byte "
-                              "differs from what was written)")
+    if hashlib.sha256(view[: size - _DIGEST]).digest() != bytes(view[size - _DIGEST :]):
+        raise CheckpointError(
+            f"{path!s}: checksum mismatch: the file is corrupted (a byte "
+            "differs from what was written)"
+        )
     return buf
 
 
@@ -278,8 +303,9 @@ def _finite(s):
 
 
 def _no_constant(s):
-    raise CheckpointError(f"the header has {s}, which is not JSON (non-finite floats are "
-                          'written {"float": "inf"})')
+    raise CheckpointError(
+        f'the header has {s}, which is not JSON (non-finite floats are written {{"float": "inf"}})'
+    )
 
 
 def read_checkpoint(path: Any) -> tuple[dict[str, Any], Any]:
@@ -291,20 +317,23 @@ def read_checkpoint(path: Any) -> tuple[dict[str, Any], Any]:
     buf = _read_checked(path)
     _, version, _, hlen = _PREFIX.unpack_from(buf)
     if version > VERSION:
-        raise CheckpointError(f"{path!s}: checkpoint format version {version} is newer "
-                              f"than this release of optimisers reads (up to {VERSION}); "
-                              "upgrade optimisers to load it")
+        raise CheckpointError(
+            f"{path!s}: checkpoint format version {version} is newer "
+            f"than this release of optimisers reads (up to {VERSION}); "
+            "upgrade optimisers to load it"
+        )
     if version != VERSION:
         raise CheckpointError(f"{path!s}: unknown checkpoint format version {version}")
     data_start = align(_PREFIX.size + hlen)
     if data_start + _DIGEST > len(buf):
         raise CheckpointError(f"{path!s}: the header size {hlen} runs past the end")
     try:
-        text = buf[_PREFIX.size:_PREFIX.size + hlen].tobytes().decode("ascii")
-        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite,
-                            parse_constant=_no_constant)
+        text = buf[_PREFIX.size : _PREFIX.size + hlen].tobytes().decode("ascii")
+        header = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_float=_finite, parse_constant=_no_constant
+        )
     except CheckpointError as e:
         raise CheckpointError(f"{path!s}: {e}") from None
     except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{path!s}: the header is not valid JSON ({e})") from None
-    return header, buf[data_start:len(buf) - _DIGEST]
+    return header, buf[data_start : len(buf) - _DIGEST]

@@ -60,8 +60,10 @@ def named_type(name, fields, known):
     if cls is None:
         return record_type(name, tuple(fields))
     if tuple(cls._fields) != tuple(fields):
-        raise CheckpointError(f"the file's {name} has the fields {list(fields)}, the type "
-                              f"{cls.__qualname__} has {list(cls._fields)}")
+        raise CheckpointError(
+            f"the file's {name} has the fields {list(fields)}, the type "
+            f"{cls.__qualname__} has {list(cls._fields)}"
+        )
     return cls
 
 
@@ -78,8 +80,12 @@ def _record_reduce(self):
 def record_type(name, fields):
     """The record class standing for the namedtuple type ``name`` with these ``fields``."""
     for f in fields:
-        if (not isinstance(f, str) or not f.isidentifier() or keyword.iskeyword(f)
-                or f.startswith("_")):
+        if (
+            not isinstance(f, str)
+            or not f.isidentifier()
+            or keyword.iskeyword(f)
+            or f.startswith("_")
+        ):
             raise CheckpointError(f"namedtuple {name!r}: {f!r} is not a field name")
     if len(set(fields)) != len(fields):
         raise CheckpointError(f"namedtuple {name!r}: repeated field names {list(fields)}")
@@ -90,9 +96,16 @@ def record_type(name, fields):
         if not short.isidentifier() or keyword.iskeyword(short) or short.startswith("_"):
             short = "Record"
         base = collections.namedtuple(short, fields, module=__name__)  # type: ignore[misc]
-        cls = type(short, (base,), {
-            "__slots__": (), "__reduce__": _record_reduce, "_checkpoint_name": name,
-            "__doc__": f"{short}{tuple(fields)}: stands for {name} (made by load_state)"})
-        if len(_RECORDS) < 4096:          # files cannot make this cache grow without end
+        cls = type(
+            short,
+            (base,),
+            {
+                "__slots__": (),
+                "__reduce__": _record_reduce,
+                "_checkpoint_name": name,
+                "__doc__": f"{short}{tuple(fields)}: stands for {name} (made by load_state)",
+            },
+        )
+        if len(_RECORDS) < 4096:  # files cannot make this cache grow without end
             cls = _RECORDS.setdefault(key, cls)
     return cls

@@ -32,8 +32,14 @@ from ._dtypes import is_low_precision
 from ._leaf import state_difference
 from ._rule import builtin_rules
 
-__all__ = ["rule_classes", "rule_field_names", "make_rule", "state_problem", "dtype_str",
-           "parse_dtype"]
+__all__ = [
+    "rule_classes",
+    "rule_field_names",
+    "make_rule",
+    "state_problem",
+    "dtype_str",
+    "parse_dtype",
+]
 
 _DTYPE_RE = re.compile(r"[<>|][biufc][0-9]{1,2}")
 
@@ -56,8 +62,10 @@ def rule_field_names(cls):
     if not isinstance(slots, tuple):
         # what a rule of the package must be for checkpoints to store it without code of
         # its own: said to whoever adds one, at the first save
-        raise TypeError(f"checkpoints cannot tell the fields of {cls.__name__}: a rule "
-                        "class is a dataclass or names its fields in a tuple __slots__")
+        raise TypeError(
+            f"checkpoints cannot tell the fields of {cls.__name__}: a rule "
+            "class is a dataclass or names its fields in a tuple __slots__"
+        )
     return tuple(name for name in slots if not name.startswith("_"))
 
 
@@ -69,9 +77,12 @@ def make_rule(cls: type[Any], fields: dict[str, Any]) -> Any:
     if dataclasses.is_dataclass(cls):
         return cls(**fields)
     params = inspect.signature(cls).parameters
-    by_name = {k: v for k, v in fields.items()
-               if k in params and params[k].kind in (params[k].POSITIONAL_OR_KEYWORD,
-                                                      params[k].KEYWORD_ONLY)}
+    by_name = {
+        k: v
+        for k, v in fields.items()
+        if k in params
+        and params[k].kind in (params[k].POSITIONAL_OR_KEYWORD, params[k].KEYWORD_ONLY)
+    }
     rest = [k for k in fields if k not in by_name]
     if not rest:
         return cls(**by_name)
@@ -107,9 +118,10 @@ def state_problem(rule, state):
             ref = rule.init(x)
             if is_low_precision(dtype):
                 ref = rule._lower_state(ref, x)
-        except Exception as e:          # a built-in rule's init on an empty array: no fit
-            problem: str | None = (f"{type(rule).__name__} keeps no state for arrays of "
-                                   f"{dtype} ({e})")
+        except Exception as e:  # a built-in rule's init on an empty array: no fit
+            problem: str | None = (
+                f"{type(rule).__name__} keeps no state for arrays of {dtype} ({e})"
+            )
         else:
             like_x: list[tuple[str, tuple[int, ...]]] = []
             problem = state_difference(state, ref, "state", like_x)
@@ -119,8 +131,9 @@ def state_problem(rule, state):
                 shapes = {e[1] for e in like_x if len(e) == 2}
                 if len(shapes) <= 1:
                     return None
-                problem = ("the arrays shaped like the parameter differ in shape: "
-                           + ", ".join(f"{w} {shape}" for w, shape, *_ in like_x))
+                problem = "the arrays shaped like the parameter differ in shape: " + ", ".join(
+                    f"{w} {shape}" for w, shape, *_ in like_x
+                )
         first = first or problem
     return first
 
@@ -128,16 +141,20 @@ def state_problem(rule, state):
 def dtype_str(dt, where):
     dt = np.dtype(dt)
     if dt.kind not in "biufc" or dt.fields is not None or dt.subdtype is not None:
-        raise TypeError(f"save_state cannot store dtype {dt} (at {where}): only booleans, "
-                        "integers, floats and complex numbers are stored (never objects)")
+        raise TypeError(
+            f"save_state cannot store dtype {dt} (at {where}): only booleans, "
+            "integers, floats and complex numbers are stored (never objects)"
+        )
     return dt.str
 
 
 def parse_dtype(s, where):
     if not isinstance(s, str) or not _DTYPE_RE.fullmatch(s):
-        raise CheckpointError(f"{where}: dtype {s!r} is not allowed: only booleans, "
-                              "integers, floats and complex numbers are stored (object, "
-                              "string, void and structured dtypes are refused)")
+        raise CheckpointError(
+            f"{where}: dtype {s!r} is not allowed: only booleans, "
+            "integers, floats and complex numbers are stored (object, "
+            "string, void and structured dtypes are refused)"
+        )
     try:
         dt = np.dtype(s)
     except (TypeError, ValueError):

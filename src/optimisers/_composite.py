@@ -6,15 +6,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._keypath import KeyPath
 from ._native import kernels as K
 from ._program import Program, run_functional
 from ._rule import Rule
 from ._rules_sgd import zeros
-from ._keypath import KeyPath
 from ._types import Array, DTypeLike, RuleState
 
-__all__ = ["OptimiserChain", "AccumGrad", "MixedPrecision", "AccumGradState",
-           "MixedPrecisionState"]
+__all__ = ["OptimiserChain", "AccumGrad", "MixedPrecision", "AccumGradState", "MixedPrecisionState"]
 
 
 class OptimiserChain(Rule):
@@ -55,15 +54,18 @@ class OptimiserChain(Rule):
     def __init__(self, *rules: Rule) -> None:
         for r in rules:
             if isinstance(r, MixedPrecision):
-                raise ValueError("MixedPrecision should wrap the entire OptimiserChain, "
-                                 "not be inside it")
+                raise ValueError(
+                    "MixedPrecision should wrap the entire OptimiserChain, not be inside it"
+                )
             if not isinstance(r, Rule):
                 raise TypeError(f"OptimiserChain takes rules, got {r!r}")
         for r in rules[:-1]:
             # Lookahead and EMA follow the step of the whole program (rules_averaged.pxi)
             if getattr(r, "_follows_step", False):
-                raise ValueError(f"{type(r).__name__} must be the last rule of an "
-                                 "OptimiserChain: it follows the step the chain makes")
+                raise ValueError(
+                    f"{type(r).__name__} must be the last rule of an "
+                    "OptimiserChain: it follows the step the chain makes"
+                )
         object.__setattr__(self, "opts", tuple(rules))
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -190,8 +192,10 @@ class AccumGrad(Rule):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise TypeError(f"AccumGrad: n must be an integer, got {n!r}")
         if n < 1:
-            raise ValueError(f"AccumGrad: n={n} is out of range, it must be >= 1 "
-                             "(accumulate at least one gradient)")
+            raise ValueError(
+                f"AccumGrad: n={n} is out of range, it must be >= 1 "
+                "(accumulate at least one gradient)"
+            )
         object.__setattr__(self, "n", int(n))
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -270,8 +274,9 @@ class MixedPrecision(Rule):
     rule: Rule
     dtype: np.dtype[Any]
 
-    def __init__(self, *args: Any, rule: Rule | None = None,
-                 dtype: DTypeLike | None = None) -> None:
+    def __init__(
+        self, *args: Any, rule: Rule | None = None, dtype: DTypeLike | None = None
+    ) -> None:
         if len(args) == 2:
             dtype, rule = args
         elif len(args) == 1:
@@ -295,8 +300,10 @@ class MixedPrecision(Rule):
         return f"MixedPrecision(np.{self.dtype.name}, {self.rule!r})"
 
     def __eq__(self, other: object) -> bool:
-        return (type(other) is MixedPrecision
-                and (self.dtype, self.rule) == (other.dtype, other.rule))
+        return type(other) is MixedPrecision and (self.dtype, self.rule) == (
+            other.dtype,
+            other.rule,
+        )
 
     def __hash__(self) -> int:
         return hash(("MixedPrecision", self.dtype, self.rule))
@@ -333,7 +340,7 @@ class MixedPrecision(Rule):
     def _precheck(self, prog: Program) -> None:
         pre = getattr(self.rule, "_precheck", None)
         if pre is not None:
-            pre(prog)     # prog's gradient is already in self.dtype
+            pre(prog)  # prog's gradient is already in self.dtype
 
     def grad_dtype(self, dtype: DTypeLike) -> np.dtype[Any]:
         return self._high(dtype)
@@ -352,17 +359,17 @@ class MixedPrecision(Rule):
         return MixedPrecisionState(xT, self.rule.init(xT))
 
     def _lower_state(self, state: RuleState, x: Array) -> RuleState:
-        return state          # the master copy and its rule's state stay high
+        return state  # the master copy and its rule's state stay high
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # The whole raw gradient, already cast to self.dtype by the engine.  (Asking for it
         # first also keeps batch recording free of side effects: it is a barrier there.)
         g = prog.current()
         inner = Program(state.xT, np.ascontiguousarray(g, dtype=state.xT.dtype), path=prog.path)
-        inner.global_scale = prog.global_scale          # a leading ClipGlobalNorm's
+        inner.global_scale = prog.global_scale  # a leading ClipGlobalNorm's
         new_inner = self.rule._compile(state.inner, inner)
-        inner.finish()                                  # xT -= d'
-        prog.assign(state.xT)                           # x <- round(xT)
+        inner.finish()  # xT -= d'
+        prog.assign(state.xT)  # x <- round(xT)
         return MixedPrecisionState(state.xT, new_inner)
 
     def apply(self, state: RuleState, x: Array, dx: Array) -> tuple[RuleState, Array | None]:

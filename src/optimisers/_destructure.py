@@ -109,8 +109,11 @@ class Restructure:
     # traversal order and key them again by the ids of the restored model's arrays
     def __getstate__(self) -> dict[str, Any]:
         order = trainables(self.model)
-        return {"model": self.model, "length": self.length,
-                "offsets": [self.offsets[id(x)] for x in order]}
+        return {
+            "model": self.model,
+            "length": self.length,
+            "offsets": [self.offsets[id(x)] for x in order],
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.model = state["model"]
@@ -151,13 +154,14 @@ class Restructure:
             raise TypeError("re(v) rebuilds the model; re(x, v) calls the rebuilt model on x")
         v = np.asarray(args[0])
         if v.ndim != 1 or v.shape[0] != self.length:
-            raise ValueError(f"Restructure expected a vector of length {self.length}, "
-                             f"got shape {v.shape}")
+            raise ValueError(
+                f"Restructure expected a vector of length {self.length}, got shape {v.shape}"
+            )
         memo: dict[int, Any] = {}
 
         def project(x: Array) -> Array:
             o = self.offsets[id(x)]
-            piece = v[o:o + x.size]
+            piece = v[o : o + x.size]
             if np.iscomplexobj(piece) and x.dtype.kind != "c":
                 piece = piece.real
             return np.array(piece, dtype=x.dtype).reshape(x.shape)

@@ -19,23 +19,28 @@ __all__ = ["functor", "children", "trainable", "rebuild", "is_namedtuple", "fmap
 class _Spec:
     __slots__ = ("fields", "trainable")
 
-    def __init__(self, fields: tuple[str, ...] | None,
-                 trainable: tuple[str, ...] | None) -> None:
-        self.fields = fields          # tuple of names, or None: every attribute
-        self.trainable = trainable    # tuple of names, or None: every field
+    def __init__(self, fields: tuple[str, ...] | None, trainable: tuple[str, ...] | None) -> None:
+        self.fields = fields  # tuple of names, or None: every attribute
+        self.trainable = trainable  # tuple of names, or None: every field
 
 
 _REGISTRY: dict[type, _Spec] = {}
 
 
 @overload
-def functor(cls: _T, *, fields: Iterable[str] | None = None,
-            trainable: Iterable[str] | None = None) -> _T: ...
+def functor(
+    cls: _T, *, fields: Iterable[str] | None = None, trainable: Iterable[str] | None = None
+) -> _T: ...
 @overload
-def functor(cls: None = None, *, fields: Iterable[str] | None = None,
-            trainable: Iterable[str] | None = None) -> Callable[[_T], _T]: ...
-def functor(cls: _T | None = None, *, fields: Iterable[str] | None = None,
-            trainable: Iterable[str] | None = None) -> _T | Callable[[_T], _T]:
+def functor(
+    cls: None = None, *, fields: Iterable[str] | None = None, trainable: Iterable[str] | None = None
+) -> Callable[[_T], _T]: ...
+def functor(
+    cls: _T | None = None,
+    *,
+    fields: Iterable[str] | None = None,
+    trainable: Iterable[str] | None = None,
+) -> _T | Callable[[_T], _T]:
     """Register a class as a container whose fields are the children of the tree.
 
     Use as a decorator, ``@functor``, ``@functor(fields=("w", "b"), trainable=("w",))``, or
@@ -76,6 +81,7 @@ def functor(cls: _T | None = None, *, fields: Iterable[str] | None = None,
     >>> sorted(st), st["b"] is None
     (['b', 'w'], True)
     """
+
     def register(c: _T) -> _T:
         if not isinstance(c, type):
             raise TypeError(f"functor registers a class, got {c!r}")
@@ -223,11 +229,11 @@ def rebuild(x: Any, keys: Sequence[Hashable], values: Sequence[Any]) -> Any:
 def _slot_names(t: type) -> Iterator[str]:
     for klass in t.__mro__:
         s = klass.__dict__.get("__slots__", ())
-        for name in ([s] if isinstance(s, str) else s):
+        for name in [s] if isinstance(s, str) else s:
             if name in ("__dict__", "__weakref__"):
                 continue
             if name.startswith("__") and not name.endswith("__"):
-                name = f"_{klass.__name__.lstrip('_')}{name}"     # name mangling
+                name = f"_{klass.__name__.lstrip('_')}{name}"  # name mangling
             yield name
 
 
@@ -246,13 +252,18 @@ def _shallow_copy(x: Any) -> Any:
         try:
             v = object.__getattribute__(x, name)
         except AttributeError:
-            continue                                  # an unset slot stays unset
+            continue  # an unset slot stays unset
         object.__setattr__(new, name, v)
     return new
 
 
-def fmap(f: Callable[[Any], Any], x: Any, *, keep_unchanged: bool = False,
-         memo: dict[int, Any] | None = None) -> Any:
+def fmap(
+    f: Callable[[Any], Any],
+    x: Any,
+    *,
+    keep_unchanged: bool = False,
+    memo: dict[int, Any] | None = None,
+) -> Any:
     """Apply ``f`` to every leaf of ``x`` and rebuild the containers around the results.
 
     A node met twice (tied arrays, a shared container) is mapped once and the result is
@@ -274,5 +285,5 @@ def fmap(f: Callable[[Any], Any], x: Any, *, keep_unchanged: bool = False,
             r = x
         else:
             r = rebuild(x, keys, new)
-    memo[id(x)] = (x, r)           # x is kept alive so that its id stays its own
+    memo[id(x)] = (x, r)  # x is kept alive so that its id stays its own
     return r

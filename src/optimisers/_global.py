@@ -75,12 +75,11 @@ def _arrays(x: Any) -> Iterator[Array]:
         yield np.ascontiguousarray(a)
         return
     kids = children(x) if x is not None else None
-    for c in (kids[1] if kids is not None else ()):
+    for c in kids[1] if kids is not None else ():
         yield from _arrays(c)
 
 
-def settle(batches: list[Any], programs: list[Any], across: Any = None,
-           gate: Any = None) -> bool:
+def settle(batches: list[Any], programs: list[Any], across: Any = None, gate: Any = None) -> bool:
     """Decide the step for the leaves led by a ClipGlobalNorm or SkipNonFinite, before
     anything is written.  ``batches``: the prepared ``_kernels.Batch`` objects;
     ``programs``: the general-path ``(leaf, x, work, prog, rule)``.  Returns True when the step is
@@ -91,7 +90,7 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None,
 
     ``across`` and ``gate`` are ``optimisers.distributed``'s hooks (see ``settle_across``):
     with them the verdict is taken over the partials of every rank."""
-    groups: dict[Any, list[Any]] = {}   # (clip, p, omega, throw) -> [sums, elements, units]
+    groups: dict[Any, list[Any]] = {}  # (clip, p, omega, throw) -> [sums, elements, units]
     keys: dict[int, Any] = {}  # id(template or rule) -> ((clip, p, omega, throw), skip) or None
     for b in batches:
         if not b.n_global:
@@ -99,12 +98,12 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None,
         # the kernels sum each template's partials exactly (a few floats per template)
         for tpl, sums, size, _empties, first in b.global_groups():
             key = keys.get(id(tpl), False)
-            if key is False:    # a scheduled rule's template carries the rule at the count
+            if key is False:  # a scheduled rule's template carries the rule at the count
                 rule = getattr(tpl, "concrete", None)
                 key = keys[id(tpl)] = _key(b.entries[first][4].rule if rule is None else rule)
             _join(groups, key, sums, size, (b, tpl))
     for program in programs:
-        prog, rule = program[3], program[4]          # the rule at the leaf's count
+        prog, rule = program[3], program[4]  # the rule at the leaf's count
         key = keys.get(id(rule), False)
         if key is False:
             key = keys[id(rule)] = _key(rule)
@@ -124,16 +123,21 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None,
             _skip(skipping, culprit)
             return True
     for (clip, p, omega, throw), (parts, size, units) in groups.items():
-        if not clip:                  # a batch's scale is 1 already
+        if not clip:  # a batch's scale is 1 already
             _set_scales([u for u, k in units if not isinstance(u, tuple)], 1.0)
             continue
         norm = combine_partials(parts, p, size)
         if throw and not math.isfinite(norm):
             culprit = _culprit([u for u, k in units])
-            why = (f"a non-finite gradient is at {_where(culprit)}" if culprit else
-                   "the gradients are finite, their norm overflows float64")
-            raise FloatingPointError(f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
-                                     f"is {norm}: {why} (throw=False lets it through)")
+            why = (
+                f"a non-finite gradient is at {_where(culprit)}"
+                if culprit
+                else "the gradients are finite, their norm overflows float64"
+            )
+            raise FloatingPointError(
+                f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
+                f"is {norm}: {why} (throw=False lets it through)"
+            )
         _set_scales([u for u, k in units], clip_scale(omega, norm))
     return False
 
@@ -150,12 +154,17 @@ def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
     for key, (parts, size, units) in groups.items():
         finite = math.isfinite(sum(parts))
         skips = [u for u, k in units if k]
-        mine[key] = (parts, size, bool(skips),
-                     None if finite else _where_or_none(_culprit(skips)),
-                     None if finite else _where_or_none(_culprit([u for u, k in units])))
+        mine[key] = (
+            parts,
+            size,
+            bool(skips),
+            None if finite else _where_or_none(_culprit(skips)),
+            None if finite else _where_or_none(_culprit([u for u, k in units])),
+        )
     totals = across(mine)
-    if (any(t[2] for t in totals.values())
-            and not all(math.isfinite(sum(t[0])) for t in totals.values())):
+    if any(t[2] for t in totals.values()) and not all(
+        math.isfinite(sum(t[0])) for t in totals.values()
+    ):
         where = next((t[3] for t in totals.values() if t[3] is not None), None)
         if where is not None:
             _skip([u for g in groups.values() for u, k in g[2] if k], where, gate)
@@ -168,11 +177,16 @@ def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
             continue
         norm = combine_partials(parts, p, size)
         if throw and not math.isfinite(norm):
-            why = (f"a non-finite gradient is at {where}" if where else
-                   "the gradients are finite, their norm overflows float64")
-            raise FloatingPointError(f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
-                                     f"over all ranks is {norm}: {why} (throw=False lets it "
-                                     f"through)")
+            why = (
+                f"a non-finite gradient is at {where}"
+                if where
+                else "the gradients are finite, their norm overflows float64"
+            )
+            raise FloatingPointError(
+                f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
+                f"over all ranks is {norm}: {why} (throw=False lets it "
+                f"through)"
+            )
         _set_scales(units, clip_scale(omega, norm))
     return False
 
@@ -190,12 +204,16 @@ def _key(rule: Any) -> Any:
     if spec is None:
         return None
     clip = bool(spec["clip"])
-    return ((clip, spec["p"], spec["omega"], bool(spec["throw"])) if clip else
-            (False, 1.0, math.inf, False)), bool(spec["skip"])
+    return (
+        (clip, spec["p"], spec["omega"], bool(spec["throw"]))
+        if clip
+        else (False, 1.0, math.inf, False)
+    ), bool(spec["skip"])
 
 
-def _join(groups: dict[Any, Any], key: tuple[Any, ...], parts: list[Any], size: int,
-          unit: Any) -> None:
+def _join(
+    groups: dict[Any, Any], key: tuple[Any, ...], parts: list[Any], size: int, unit: Any
+) -> None:
     g = groups.get(key[0])
     if g is None:
         g = groups[key[0]] = [[], 0, []]
@@ -256,9 +274,11 @@ def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
         states.append((leaf.rule._global_spec()["max"], leaf.rule._skip_state(leaf.state)))
     for limit, s in states:
         if limit is not None and s.consecutive >= limit:
-            raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) "
-                                     f"after {int(s.consecutive)} steps skipped in a row "
-                                     f"(max_consecutive={limit})")
+            raise FloatingPointError(
+                f"SkipNonFinite: a non-finite gradient (at {where}) "
+                f"after {int(s.consecutive)} steps skipped in a row "
+                f"(max_consecutive={limit})"
+            )
     if gate is not None:
         gate()
     for _limit, s in states:

@@ -157,8 +157,9 @@ def haskeypath(x: Any, kp: Iterable[Hashable]) -> bool:
         if isinstance(x, Mapping):
             if k not in x:
                 return False
-        elif isinstance(k, int) and (isinstance(x, (list, tuple))
-                                     or (isinstance(x, np.ndarray) and x.ndim > 0)):
+        elif isinstance(k, int) and (
+            isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray) and x.ndim > 0)
+        ):
             if not -len(x) <= k < len(x):
                 return False
         elif isinstance(k, str):

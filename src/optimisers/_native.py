@@ -17,7 +17,7 @@ from typing import Any, cast
 # every module, and that cycle leaves mypy unable to type the rules' decorator
 import optimisers._kernels as _baseline
 
-ISAS = ("baseline", "avx2", "avx512")       # narrowest first
+ISAS = ("baseline", "avx2", "avx512")  # narrowest first
 
 
 def _load(isa: str) -> ModuleType | None:
@@ -28,7 +28,7 @@ def _load(isa: str) -> ModuleType | None:
         return None
     try:
         return importlib.import_module(f"{__package__}._kernels_{isa}")
-    except ImportError:               # not built here (another platform or compiler)
+    except ImportError:  # not built here (another platform or compiler)
         return None
 
 
@@ -42,8 +42,8 @@ def builds() -> dict[str, ModuleType]:
 def _choose() -> ModuleType:
     cap = os.environ.get("OPTIMISERS_ISA", "").strip().lower()
     cap = {"sse2": "baseline", "generic": "baseline"}.get(cap, cap)
-    allowed = ISAS[:ISAS.index(cap) + 1] if cap in ISAS else ISAS
-    for isa in reversed(allowed[1:]):   # the widest first; allowed[0], the baseline, loads
+    allowed = ISAS[: ISAS.index(cap) + 1] if cap in ISAS else ISAS
+    for isa in reversed(allowed[1:]):  # the widest first; allowed[0], the baseline, loads
         module = _load(isa)
         if module is not None:
             return module
@@ -57,6 +57,7 @@ kernels: Any = _choose()
 # ----------------------------------------------------------------------------------------
 # The thread and instruction-set controls of the build in use, as plain Python functions
 # (so that their docstrings carry runnable examples); each calls the kernel module's own.
+
 
 def openmp_enabled() -> bool:
     """Whether the kernels in use were compiled with OpenMP.

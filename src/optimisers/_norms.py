@@ -11,12 +11,23 @@ from typing import Any
 
 from ._native import kernels as K
 
-__all__ = ["grad_norm", "nonfinite_norm_error", "clipnorm_p", "norm_kind", "combine_partials",
-           "clip_scale"]
+__all__ = [
+    "grad_norm",
+    "nonfinite_norm_error",
+    "clipnorm_p",
+    "norm_kind",
+    "combine_partials",
+    "clip_scale",
+]
 
 # the kernels' own loop for the common p, the general power loop for every other p
-_NORM_KINDS = {2.0: K.NORM_SQUARES, 1.0: K.NORM_ABS, 0.0: K.NORM_COUNT,
-               math.inf: K.NORM_MAX, -math.inf: K.NORM_MIN}
+_NORM_KINDS = {
+    2.0: K.NORM_SQUARES,
+    1.0: K.NORM_ABS,
+    0.0: K.NORM_COUNT,
+    math.inf: K.NORM_MAX,
+    -math.inf: K.NORM_MIN,
+}
 
 
 def grad_norm(g: Any, p: float) -> float:
@@ -33,8 +44,9 @@ def grad_norm(g: Any, p: float) -> float:
 
 def nonfinite_norm_error(where: object, p: float, n: float) -> FloatingPointError:
     """The error of a ClipNorm(throw=True) that met the non-finite norm ``n``."""
-    return FloatingPointError(f"ClipNorm: the gradient at {where} has {p:g}-norm {n} "
-                              f"(throw=False lets it through)")
+    return FloatingPointError(
+        f"ClipNorm: the gradient at {where} has {p:g}-norm {n} (throw=False lets it through)"
+    )
 
 
 def clipnorm_p(stage: tuple[Any, ...]) -> float:
@@ -63,9 +75,9 @@ def combine_partials(partials: list[Any], p: float, n_elements: int) -> float:
         return max(partials) if how == K.NORM_MAX else min(partials)
     try:
         total = math.fsum(partials)
-    except OverflowError:                 # the exact sum is beyond float64: an infinite norm
+    except OverflowError:  # the exact sum is beyond float64: an infinite norm
         total = math.inf
-    except ValueError:                    # inf + -inf cannot occur (partials are >= 0)
+    except ValueError:  # inf + -inf cannot occur (partials are >= 0)
         total = math.nan
     if how == K.NORM_SQUARES:
         return math.sqrt(total) if total == total else total

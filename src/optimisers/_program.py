@@ -35,14 +35,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._types import Array
-
 from ._dtypes import is_low_precision
 from ._native import kernels as _kernels
 from ._norms import clipnorm_p, grad_norm, nonfinite_norm_error
+from ._types import Array
 
-__all__ = ["Program", "compute_dtype", "real_compute_dtype", "state_dtype", "moment_dtype",
-           "state_full", "moment_zeros", "gradient_dtype", "run_functional"]
+__all__ = [
+    "Program",
+    "compute_dtype",
+    "real_compute_dtype",
+    "state_dtype",
+    "moment_dtype",
+    "state_full",
+    "moment_zeros",
+    "gradient_dtype",
+    "run_functional",
+]
 
 _F32 = np.dtype(np.float32)
 
@@ -97,15 +105,29 @@ def gradient_dtype(rule: Any, dtype: npt.DTypeLike) -> np.dtype[Any]:
 class Program:
     """The step of one rule on one parameter array, as a list of kernel stages."""
 
-    __slots__ = ("x", "dtype", "src", "stages", "stopped", "assigned", "path",
-                 "functional", "_writeback", "_leaf", "_x_orig", "_norms", "_real",
-                 "global_scale")
+    __slots__ = (
+        "x",
+        "dtype",
+        "src",
+        "stages",
+        "stopped",
+        "assigned",
+        "path",
+        "functional",
+        "_writeback",
+        "_leaf",
+        "_x_orig",
+        "_norms",
+        "_real",
+        "global_scale",
+    )
 
     #: whether this program only records its stages (the engine's batch templates)
     recording = False
 
-    def __init__(self, x: Array, g: Array, leaf: Any = None, path: Any = None,
-                 functional: bool = False) -> None:
+    def __init__(
+        self, x: Array, g: Array, leaf: Any = None, path: Any = None, functional: bool = False
+    ) -> None:
         """``x``: the parameter, C-contiguous (and writable unless ``functional``);
         ``g``: the gradient, C-contiguous, in the compute dtype or the rule's
         ``grad_dtype`` (never written).  A 16-bit ``x`` is handed to the kernels as it is
@@ -116,10 +138,10 @@ class Program:
         self._writeback: list[tuple[Array, Array]] = []
         self._x_orig = x
         self.x = x if x.dtype == cd or is_low_precision(x.dtype) else x.astype(cd)
-        self.src: Any = g           # the step so far: an array, None once stopped
+        self.src: Any = g  # the step so far: an array, None once stopped
         self.stages: list[tuple[Any, ...]] = []
-        self.stopped = False        # no step this time (AccumGrad not due)
-        self.assigned = False       # the rule wrote x itself (MixedPrecision)
+        self.stopped = False  # no step this time (AccumGrad not due)
+        self.assigned = False  # the rule wrote x itself (MixedPrecision)
         self.path = path
         self.functional = functional
         self._leaf = leaf
@@ -128,8 +150,14 @@ class Program:
         self.global_scale = None
 
     # -- used by rules ---------------------------------------------------------------
-    def add(self, kind: int, hp: Mapping[str, object], *buffers: Array,
-            sc: Array | None = None, ctr: Array | None = None) -> None:
+    def add(
+        self,
+        kind: int,
+        hp: Mapping[str, object],
+        *buffers: Array,
+        sc: Array | None = None,
+        ctr: Array | None = None,
+    ) -> None:
         """Append an element-wise stage: kernel ``kind``, constants ``hp``, state
         ``buffers``, per-step scalars ``sc`` and step counter ``ctr``."""
         self.stages.append((kind, hp, tuple(self._work(b) for b in buffers), sc, ctr))
@@ -174,8 +202,10 @@ class Program:
             return
         d = np.asarray(d)
         if d.shape != self.x.shape:
-            raise ValueError(f"a rule returned a step of shape {d.shape} for the parameter "
-                             f"at {self.where()} of shape {self.x.shape}")
+            raise ValueError(
+                f"a rule returned a step of shape {d.shape} for the parameter "
+                f"at {self.where()} of shape {self.x.shape}"
+            )
         self.src = np.ascontiguousarray(d, dtype=self.dtype)
 
     def assign(self, value: Array) -> None:
@@ -260,8 +290,7 @@ class Program:
         return s
 
 
-def run_functional(rule: Any, state: Any, x: Array,
-                   dx: npt.ArrayLike) -> tuple[Any, Array | None]:
+def run_functional(rule: Any, state: Any, x: Array, dx: npt.ArrayLike) -> tuple[Any, Array | None]:
     """``apply_``: one step of ``rule`` that returns ``d`` and leaves ``x`` untouched."""
     xc = np.ascontiguousarray(x)
     g = np.ascontiguousarray(dx, dtype=gradient_dtype(rule, x.dtype))

@@ -126,8 +126,10 @@ class Rule:
             self._compile(self.init(kinds.x), kinds)
             if not all(_kernels.accepts_complex(k) for k in kinds.used):
                 where = f" at {path}" if path is not None else ""
-                raise TypeError(f"{type(self).__name__} is not defined for complex parameters "
-                                f"(it orders values){where}; got dtype {x.dtype}")
+                raise TypeError(
+                    f"{type(self).__name__} is not defined for complex parameters "
+                    f"(it orders values){where}; got dtype {x.dtype}"
+                )
 
     def _fails_late(self, leading: bool) -> bool:
         """Whether this rule's step may raise after earlier stages of its program have
@@ -158,7 +160,7 @@ class Rule:
     # may not import the engine's modules.
     def _compile(self, state: RuleState, prog: Any) -> RuleState:
         dx = prog.current()
-        if dx is None:           # an AccumGrad before this rule is not due: no step
+        if dx is None:  # an AccumGrad before this rule is not due: no step
             return state
         # a private copy: dx may be the engine's per-leaf buffer, which the next step
         # overwrites, and a rule may keep the array it was given in its state
@@ -185,8 +187,10 @@ class Rule:
         if not mine:
             return self
         if "centred" in mine:
-            raise ValueError("adjust cannot change RMSProp's centred: the two variants keep "
-                             "different states; set up a new state tree instead")
+            raise ValueError(
+                "adjust cannot change RMSProp's centred: the two variants keep "
+                "different states; set up a new state tree instead"
+            )
         used.update(mine)
         return self._replace(**mine)
 
@@ -227,8 +231,14 @@ class _KernelKinds:
         self.stopped = False
         self.path = None
 
-    def add(self, kind: int, hp: Mapping[str, object], *buffers: Array,
-            sc: Array | None = None, ctr: Array | None = None) -> None:
+    def add(
+        self,
+        kind: int,
+        hp: Mapping[str, object],
+        *buffers: Array,
+        sc: Array | None = None,
+        ctr: Array | None = None,
+    ) -> None:
         self.used.append(kind)
 
     def current(self) -> Array:
@@ -240,7 +250,8 @@ class _KernelKinds:
 
 def _holds_schedule(value: object) -> bool:
     return isinstance(value, Schedule) or (
-        isinstance(value, tuple) and any(isinstance(v, Schedule) for v in value))
+        isinstance(value, tuple) and any(isinstance(v, Schedule) for v in value)
+    )
 
 
 def _value_at(value: object, count: int) -> object:
@@ -315,13 +326,21 @@ def init(rule: Rule, x: npt.ArrayLike, *, low_precision_state: bool = False) -> 
 # Hyper-parameter checks.  Each returns the normalised value or raises ValueError naming
 # the rule, the field, the value and the allowed range.
 
+
 def _is_real(v: object) -> TypeGuard[numbers.Real]:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def real(rule: Rule, name: str, v: object, lo: float = -math.inf, hi: float = math.inf,
-         lo_open: bool = False, hi_open: bool = False, what: str | None = None
-         ) -> Hyperparameter:
+def real(
+    rule: Rule,
+    name: str,
+    v: object,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    what: str | None = None,
+) -> Hyperparameter:
     """A real number in the range; or a schedule whose every value is in it (its bounds
     are exact), kept as it is."""
     who = type(rule).__name__
@@ -331,8 +350,10 @@ def real(rule: Rule, name: str, v: object, lo: float = -math.inf, hi: float = ma
         high_ok = high < hi if hi_open else high <= hi
         if not (low_ok and high_ok):
             rng = what or f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-            raise ValueError(f"{who}: {name}={v!r} takes values in [{low:g}, {high:g}], out "
-                             f"of range: every value must be in {rng}")
+            raise ValueError(
+                f"{who}: {name}={v!r} takes values in [{low:g}, {high:g}], out "
+                f"of range: every value must be in {rng}"
+            )
         return v
     if not _is_real(v) or isinstance(v, np.ndarray):
         raise TypeError(f"{who}: {name} must be a real number, got {v!r}")
@@ -361,17 +382,20 @@ def decay(rule: Rule, name: str, v: object) -> Hyperparameter:
     return real(rule, name, v, lo=0.0, hi=1.0, hi_open=True)
 
 
-def pair(rule: Rule, name: str, v: object,
-         check: Callable[[Rule, str, object], Hyperparameter]) -> HyperPair:
+def pair(
+    rule: Rule, name: str, v: object, check: Callable[[Rule, str, object], Hyperparameter]
+) -> HyperPair:
     if not isinstance(v, (tuple, list)) or len(v) != 2:
-        raise TypeError(f"{type(rule).__name__}: {name} must be a pair (tuple of 2 numbers), "
-                        f"got {v!r}")
+        raise TypeError(
+            f"{type(rule).__name__}: {name} must be a pair (tuple of 2 numbers), got {v!r}"
+        )
     return (check(rule, f"{name}[0]", v[0]), check(rule, f"{name}[1]", v[1]))
 
 
 @dataclass_transform(frozen_default=True)
 def checked(cls: _C) -> _C:
     """Decorator: a frozen dataclass rule whose ``_check()`` normalises its fields."""
+
     def __post_init__(self: Any) -> None:
         for name, value in self._check().items():
             object.__setattr__(self, name, value)

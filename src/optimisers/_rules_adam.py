@@ -13,15 +13,28 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from ._native import kernels as K
+from ._program import Program, moment_zeros, state_full
 from ._rule import Rule, checked, decay, flag, nonneg, number, pair
-from ._program import moment_zeros, Program, state_full
 from ._rules_sgd import zeros
 from ._schedule import HyperPair, Hyperparameter, value_at
 from ._types import Array, RuleState
 
-__all__ = ["Adam", "RAdam", "AdaMax", "OAdam", "AMSGrad", "NAdam", "AdamW", "AdaBelief",
-           "AdamState", "RAdamState", "AdaMaxState", "OAdamState", "AMSGradState",
-           "AdaBeliefState"]
+__all__ = [
+    "Adam",
+    "RAdam",
+    "AdaMax",
+    "OAdam",
+    "AMSGrad",
+    "NAdam",
+    "AdamW",
+    "AdaBelief",
+    "AdamState",
+    "RAdamState",
+    "AdaMaxState",
+    "OAdamState",
+    "AMSGradState",
+    "AdaBeliefState",
+]
 
 
 class AdamState(NamedTuple):
@@ -85,8 +98,15 @@ def _adam_hp(rule: _AdamLike, **more: float) -> dict[str, float]:
     kernel rounds each once to the parameter's dtype, and derives the bias corrections per
     step from ``beta_t``."""
     b1, b2 = number(rule.beta[0]), number(rule.beta[1])
-    return {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": number(rule.epsilon),
-            "eta": number(rule.eta), **more}
+    return {
+        "b1": b1,
+        "b2": b2,
+        "omb1": 1 - b1,
+        "omb2": 1 - b2,
+        "eps": number(rule.epsilon),
+        "eta": number(rule.eta),
+        **more,
+    }
 
 
 class _AdamLike(Rule):
@@ -98,8 +118,11 @@ class _AdamLike(Rule):
     epsilon: Hyperparameter
 
     def _check(self) -> dict[str, Any]:
-        return {"eta": nonneg(self, "eta", self.eta), "beta": pair(self, "beta", self.beta, decay),
-                "epsilon": nonneg(self, "epsilon", self.epsilon)}
+        return {
+            "eta": nonneg(self, "eta", self.eta),
+            "beta": pair(self, "beta", self.beta, decay),
+            "epsilon": nonneg(self, "epsilon", self.epsilon),
+        }
 
 
 @checked
@@ -133,6 +156,7 @@ class Adam(_AdamLike):
     >>> st.state.m, st.state.v, st.state.beta_t
     (array([0.1, 0.1]), array([0.001, 0.001]), array([0.81    , 0.998001]))
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
@@ -180,6 +204,7 @@ class RAdam(_AdamLike):
     >>> x, int(st.state.t)
     (array([-0.1, -0.1]), 2)
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
@@ -191,8 +216,7 @@ class RAdam(_AdamLike):
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # rho_t, r_t and the branch are computed per step by the kernel from beta_t and t
-        prog.add(K.RADAM, _adam_hp(self), state.m, state.v,
-                 sc=state.beta_t, ctr=state.t)
+        prog.add(K.RADAM, _adam_hp(self), state.m, state.v, sc=state.beta_t, ctr=state.t)
         return state
 
 
@@ -221,6 +245,7 @@ class AdaMax(_AdamLike):
     >>> np.round(x, 6)
     array([-0.1,  0.1])
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
@@ -263,6 +288,7 @@ class OAdam(_AdamLike):
     >>> np.round(x, 6)
     array([-0.2])
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.5, 0.9)
     epsilon: Hyperparameter = 1e-8
@@ -273,8 +299,7 @@ class OAdam(_AdamLike):
         return OAdamState(zeros(x), moment_zeros(x), _betas(self, x), zeros(x))
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
-        prog.add(K.OADAM, _adam_hp(self), state.m, state.v, state.term,
-                 sc=state.beta_t)
+        prog.add(K.OADAM, _adam_hp(self), state.m, state.v, state.term, sc=state.beta_t)
         return state
 
 
@@ -304,6 +329,7 @@ class AMSGrad(_AdamLike):
     >>> float(st.state.vhat[0])
     1e-08
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
@@ -346,6 +372,7 @@ class NAdam(_AdamLike):
     >>> float(x[0]) < 0
     True
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
@@ -356,8 +383,7 @@ class NAdam(_AdamLike):
         return AdamState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
-        prog.add(K.NADAM, _adam_hp(self), state.m, state.v,
-                 sc=state.beta_t)
+        prog.add(K.NADAM, _adam_hp(self), state.m, state.v, sc=state.beta_t)
         return state
 
 
@@ -395,6 +421,7 @@ class AdamW(_AdamLike):
     >>> x
     array([0.95])
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     lambda_: Hyperparameter = 0.0
@@ -402,8 +429,11 @@ class AdamW(_AdamLike):
     couple: bool = True
 
     def _check(self) -> dict[str, Any]:
-        return {**super()._check(), "lambda_": nonneg(self, "lambda_", self.lambda_),
-                "couple": flag(self, "couple", self.couple)}
+        return {
+            **super()._check(),
+            "lambda_": nonneg(self, "lambda_", self.lambda_),
+            "couple": flag(self, "couple", self.couple),
+        }
 
     state_types = (AdamState,)
 
@@ -412,8 +442,7 @@ class AdamW(_AdamLike):
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
         kind = K.ADAMW_COUPLED if self.couple else K.ADAMW_DECOUPLED
-        prog.add(kind, _adam_hp(self, lam=number(self.lambda_)), state.m, state.v,
-                 sc=state.beta_t)
+        prog.add(kind, _adam_hp(self, lam=number(self.lambda_)), state.m, state.v, sc=state.beta_t)
         return state
 
 
@@ -444,6 +473,7 @@ class AdaBelief(_AdamLike):
     >>> float(x[0]) < 0
     True
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-16
@@ -454,6 +484,5 @@ class AdaBelief(_AdamLike):
         return AdaBeliefState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
-        prog.add(K.ADABELIEF, _adam_hp(self), state.m, state.s,
-                 sc=state.beta_t)
+        prog.add(K.ADABELIEF, _adam_hp(self), state.m, state.s, sc=state.beta_t)
         return state

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._native import kernels as K
+from ._program import Program, moment_dtype, moment_zeros
 from ._rule import Rule, checked, decay, flag, nonneg, number
-from ._program import moment_dtype, moment_zeros, Program
 from ._rules_sgd import zeros
 from ._schedule import Hyperparameter
 from ._types import Array, RuleState
@@ -58,24 +58,35 @@ class RMSProp(Rule):
     >>> opt.RMSProp(centered=True)
     RMSProp(eta=0.001, rho=0.9, epsilon=1e-08, centred=True)
     """
+
     eta: Hyperparameter = 1e-3
     rho: Hyperparameter = 0.9
     epsilon: Hyperparameter = 1e-8
     centred: bool = False
 
-    def __init__(self, eta: Hyperparameter = 1e-3, rho: Hyperparameter = 0.9,
-                 epsilon: Hyperparameter = 1e-8, centred: bool = False, *,
-                 centered: bool = False) -> None:
+    def __init__(
+        self,
+        eta: Hyperparameter = 1e-3,
+        rho: Hyperparameter = 0.9,
+        epsilon: Hyperparameter = 1e-8,
+        centred: bool = False,
+        *,
+        centered: bool = False,
+    ) -> None:
         object.__setattr__(self, "eta", eta)
         object.__setattr__(self, "rho", rho)
         object.__setattr__(self, "epsilon", epsilon)
-        object.__setattr__(self, "centred", flag(self, "centred", centred)
-                           or flag(self, "centered", centered))
+        object.__setattr__(
+            self, "centred", flag(self, "centred", centred) or flag(self, "centered", centered)
+        )
         self.__post_init__()  # type: ignore[attr-defined]  # (added by @checked)
 
     def _check(self) -> dict[str, Any]:
-        return {"eta": nonneg(self, "eta", self.eta), "rho": decay(self, "rho", self.rho),
-                "epsilon": nonneg(self, "epsilon", self.epsilon)}
+        return {
+            "eta": nonneg(self, "eta", self.eta),
+            "rho": decay(self, "rho", self.rho),
+            "epsilon": nonneg(self, "epsilon", self.epsilon),
+        }
 
     state_types = (RMSPropState,)
 
@@ -116,12 +127,15 @@ class AdaGrad(Rule):
     >>> np.round(x, 6)
     array([-0.1,  0.1])
     """
+
     eta: Hyperparameter = 0.1
     epsilon: Hyperparameter = 1e-8
 
     def _check(self) -> dict[str, Any]:
-        return {"eta": nonneg(self, "eta", self.eta),
-                "epsilon": nonneg(self, "epsilon", self.epsilon)}
+        return {
+            "eta": nonneg(self, "eta", self.eta),
+            "epsilon": nonneg(self, "epsilon", self.epsilon),
+        }
 
     def init(self, x: Array) -> RuleState:
         return np.full(x.shape, self.epsilon, moment_dtype(x.dtype))
@@ -159,12 +173,15 @@ class AdaDelta(Rule):
     >>> float(x[0]) < 0
     True
     """
+
     rho: Hyperparameter = 0.9
     epsilon: Hyperparameter = 1e-8
 
     def _check(self) -> dict[str, Any]:
-        return {"rho": decay(self, "rho", self.rho),
-                "epsilon": nonneg(self, "epsilon", self.epsilon)}
+        return {
+            "rho": decay(self, "rho", self.rho),
+            "epsilon": nonneg(self, "epsilon", self.epsilon),
+        }
 
     state_types = (AdaDeltaState,)
 
@@ -173,6 +190,7 @@ class AdaDelta(Rule):
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
         rho = number(self.rho)
-        prog.add(K.ADADELTA, {"rho": rho, "omr": 1 - rho, "eps": self.epsilon},
-                 state.acc, state.dacc)
+        prog.add(
+            K.ADADELTA, {"rho": rho, "omr": 1 - rho, "eps": self.epsilon}, state.acc, state.dacc
+        )
         return state

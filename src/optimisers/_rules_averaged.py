@@ -45,8 +45,8 @@ def torch_lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
 class ScheduleFreeState(NamedTuple):
     z: np.ndarray
     v: np.ndarray
-    sc: np.ndarray          # [lr_max, weight_sum], float64
-    k: np.ndarray           # steps taken, int64
+    sc: np.ndarray  # [lr_max, weight_sum], float64
+    k: np.ndarray  # steps taken, int64
 
 
 @checked
@@ -105,6 +105,7 @@ class ScheduleFreeAdamW(Rule):
     >>> opt.averaged(st, y)  # x = (y - (1 - b1) z) / b1
     array([-0.1, -0.1])
     """
+
     eta: Any = 2.5e-3
     beta: Any = (0.9, 0.999)
     epsilon: Any = 1e-8
@@ -120,28 +121,45 @@ class ScheduleFreeAdamW(Rule):
         if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
             raise TypeError(f"ScheduleFreeAdamW: warmup_steps must be an integer, got {w!r}")
         if w < 0:
-            raise ValueError(f"ScheduleFreeAdamW: warmup_steps={w} is out of range, it must "
-                             "be >= 0")
-        return {"eta": nonneg(self, "eta", self.eta), "beta": beta,
-                "epsilon": nonneg(self, "epsilon", self.epsilon),
-                "lambda_": nonneg(self, "lambda_", self.lambda_), "warmup_steps": int(w),
-                "r": nonneg(self, "r", self.r),
-                "weight_lr_power": nonneg(self, "weight_lr_power", self.weight_lr_power)}
+            raise ValueError(
+                f"ScheduleFreeAdamW: warmup_steps={w} is out of range, it must be >= 0"
+            )
+        return {
+            "eta": nonneg(self, "eta", self.eta),
+            "beta": beta,
+            "epsilon": nonneg(self, "epsilon", self.epsilon),
+            "lambda_": nonneg(self, "lambda_", self.lambda_),
+            "warmup_steps": int(w),
+            "r": nonneg(self, "r", self.r),
+            "weight_lr_power": nonneg(self, "weight_lr_power", self.weight_lr_power),
+        }
 
     state_types = (ScheduleFreeState,)
 
     def init(self, x: np.ndarray) -> ScheduleFreeState:
         # lr_max starts at -1 and the weight sum at 0, as in the package
-        return ScheduleFreeState(_copy_of(x), moment_zeros(x), np.array([-1.0, 0.0]),
-                                 _counter())
+        return ScheduleFreeState(_copy_of(x), moment_zeros(x), np.array([-1.0, 0.0]), _counter())
 
     def _compile(self, state: ScheduleFreeState, prog: Program) -> ScheduleFreeState:
         b1, b2 = self.beta
-        prog.add(K.SCHEDULEFREE, {"eta": self.eta, "b1": b1, "b2": b2, "omb2": 1 - b2,
-                                  "eps": self.epsilon, "lam": self.lambda_,
-                                  "warmup": float(self.warmup_steps), "r": self.r,
-                                  "wlp": self.weight_lr_power},
-                 state.z, state.v, sc=state.sc, ctr=state.k)
+        prog.add(
+            K.SCHEDULEFREE,
+            {
+                "eta": self.eta,
+                "b1": b1,
+                "b2": b2,
+                "omb2": 1 - b2,
+                "eps": self.epsilon,
+                "lam": self.lambda_,
+                "warmup": float(self.warmup_steps),
+                "r": self.r,
+                "wlp": self.weight_lr_power,
+            },
+            state.z,
+            state.v,
+            sc=state.sc,
+            ctr=state.k,
+        )
         return state
 
     def _average(self, state: ScheduleFreeState, y: np.ndarray) -> np.ndarray:
@@ -168,7 +186,7 @@ class _Wrapper(Rule):
         return hash(self.__reduce__())
 
     def __reduce__(self) -> tuple[type[_Wrapper], tuple[Any, ...]]:
-        raise NotImplementedError      # each wrapper: its class and its fields in order
+        raise NotImplementedError  # each wrapper: its class and its fields in order
 
     def __repr__(self) -> str:
         cls, args = self.__reduce__()
@@ -195,18 +213,19 @@ class _Wrapper(Rule):
         return self._rebuilt(inner, {**self._own(), **mine})
 
     def _rebuilt(self, inner: Rule, own: dict[str, Any]) -> Rule:
-        make: Any = type(self)          # Lookahead or EMA: (rule, **fields)
+        make: Any = type(self)  # Lookahead or EMA: (rule, **fields)
         rebuilt: Rule = make(inner, **own)
         return rebuilt
 
     def _scheduled(self) -> bool:
-        return self.rule._scheduled() or any(isinstance(v, Schedule)
-                                             for v in self._own().values())
+        return self.rule._scheduled() or any(isinstance(v, Schedule) for v in self._own().values())
 
     def _at(self, count: int) -> Rule:
         inner = self.rule._at(count)
-        own = {k: (value_at(v, count) if isinstance(v, Schedule) else v)
-               for k, v in self._own().items()}
+        own = {
+            k: (value_at(v, count) if isinstance(v, Schedule) else v)
+            for k, v in self._own().items()
+        }
         if inner is self.rule and own == self._own():
             return self
         return self._rebuilt(inner, own)
@@ -240,7 +259,7 @@ class _Wrapper(Rule):
         AFTER_STEP stage has a step to follow."""
         inner = self.rule._compile(state.inner, prog)
         if not prog.stopped and not prog.stages:
-            prog.add(K.DESCENT, {"eta": 1.0})        # d * 1: the step as it is
+            prog.add(K.DESCENT, {"eta": 1.0})  # d * 1: the step as it is
         return inner
 
     def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
@@ -251,15 +270,17 @@ def _check_rule(cls: type, rule: object) -> Rule:
     if not isinstance(rule, Rule):
         raise TypeError(f"{cls.__name__} wraps a rule, got {rule!r}")
     if type(rule).__name__ == "MixedPrecision":
-        raise ValueError(f"{cls.__name__} cannot wrap MixedPrecision: wrap it instead, "
-                         f"MixedPrecision({cls.__name__}(rule)), so that the copy it keeps "
-                         "is in the master precision")
+        raise ValueError(
+            f"{cls.__name__} cannot wrap MixedPrecision: wrap it instead, "
+            f"MixedPrecision({cls.__name__}(rule)), so that the copy it keeps "
+            "is in the master precision"
+        )
     return rule
 
 
 class LookaheadState(NamedTuple):
     slow: np.ndarray
-    since: np.ndarray       # steps since the last synchronisation, int64
+    since: np.ndarray  # steps since the last synchronisation, int64
     inner: Any
 
 
@@ -302,7 +323,7 @@ class Lookahead(_Wrapper):
     array([-1.])
     """
 
-    __slots__ = ("rule", "k", "alpha")     # the constructor's order
+    __slots__ = ("rule", "k", "alpha")  # the constructor's order
     k: int
     alpha: float | Schedule
 
@@ -327,8 +348,9 @@ class Lookahead(_Wrapper):
     def _compile(self, state: LookaheadState, prog: Program) -> LookaheadState:
         inner = self._compile_inner(state, prog)
         if not prog.stopped:
-            prog.add(K.LOOKAHEAD, {"k": float(self.k), "alpha": self.alpha}, state.slow,
-                     ctr=state.since)
+            prog.add(
+                K.LOOKAHEAD, {"k": float(self.k), "alpha": self.alpha}, state.slow, ctr=state.since
+            )
         return state if inner is state.inner else state._replace(inner=inner)
 
     def _average(self, state: LookaheadState, x: np.ndarray) -> np.ndarray:
@@ -337,7 +359,7 @@ class Lookahead(_Wrapper):
 
 class EMAState(NamedTuple):
     ema: np.ndarray
-    n: np.ndarray           # updates averaged so far, int64
+    n: np.ndarray  # updates averaged so far, int64
     inner: Any
 
 
@@ -375,7 +397,7 @@ class EMA(_Wrapper):
     (array([-3.]), array([-2.25]))
     """
 
-    __slots__ = ("rule", "decay")     # the constructor's order
+    __slots__ = ("rule", "decay")  # the constructor's order
     decay: float | Schedule
 
     def __init__(self, rule: Rule, decay: Any = 0.999) -> None:

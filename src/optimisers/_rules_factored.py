@@ -24,9 +24,9 @@ from ._dtypes import is_bfloat16
 from ._native import kernels as K
 from ._program import Program, moment_zeros, state_dtype
 from ._rule import Rule, checked, decay, nonneg, number, pair, real
-from ._schedule import HyperPair, Hyperparameter
 from ._rules_adam import _betas
 from ._rules_sgd import zeros
+from ._schedule import HyperPair, Hyperparameter
 
 __all__ = ["Adafactor", "LAMB", "AdafactorState", "LAMBState"]
 
@@ -55,15 +55,14 @@ class AdafactorState(NamedTuple):
     t: np.ndarray
 
     @staticmethod
-    def _difference(a: Any, b: AdafactorState, where: str,
-                    like_x: list[Any]) -> str | None:
+    def _difference(a: Any, b: AdafactorState, where: str, like_x: list[Any]) -> str | None:
         """The engine's state check (``_leaf.state_difference``): ``b`` is the state of an
         empty vector; ``a`` fits when it has one of the two forms, its arrays of ``b``'s
         dtype (``v`` also of a 16-bit parameter's), shaped from the parameter's shape
         (checked later through ``like_x``)."""
         if not isinstance(a, AdafactorState):
             return f"{where} is a {type(a).__name__} where the rule keeps an AdafactorState"
-        assert b.v is not None           # the state of a vector
+        assert b.v is not None  # the state of a vector
         dtype = b.v.dtype
         if not (isinstance(a.t, np.ndarray) and a.t.shape == () and a.t.dtype == np.int64):
             return f"{where}.t is not a 0-d int64 array (the step count)"
@@ -71,13 +70,14 @@ class AdafactorState(NamedTuple):
         for name in AdafactorState._fields[:3]:
             have = getattr(a, name)
             if (name in form) != isinstance(have, np.ndarray):
-                return (f"{where}.{name} is {type(have).__name__}: the state holds neither "
-                        f"the factored form (row, col) nor the vector form (v)")
+                return (
+                    f"{where}.{name} is {type(have).__name__}: the state holds neither "
+                    f"the factored form (row, col) nor the vector form (v)"
+                )
             if name in form and have.dtype != dtype and (name != "v" or have.itemsize != 2):
                 return f"{where}.{name} has dtype {have.dtype} where the rule keeps {dtype}"
         shapes = {"row": _row_shape, "col": _col_shape, "v": _vector_shape}
-        like_x.extend((f"{where}.{name}", getattr(a, name).shape, shapes[name])
-                      for name in form)
+        like_x.extend((f"{where}.{name}", getattr(a, name).shape, shapes[name]) for name in form)
         return None
 
 
@@ -95,7 +95,7 @@ def _eps1_or_none(rule: Rule, name: str, v: Any) -> Any:
 
 def _dtype_eps(dtype: np.dtype) -> float:
     """torch.finfo(dtype).eps of the parameter's own dtype (bfloat16: 2^-7)."""
-    return 2.0 ** -7 if is_bfloat16(dtype) else float(np.finfo(dtype).eps)
+    return 2.0**-7 if is_bfloat16(dtype) else float(np.finfo(dtype).eps)
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
@@ -182,36 +182,41 @@ class Adafactor(Rule):
     state_types = (AdafactorState,)
 
     def _check(self) -> dict[str, Any]:
-        return {"eta": nonneg(self, "eta", self.eta),
-                "beta2_decay": real(self, "beta2_decay", self.beta2_decay, hi=0.0),
-                "epsilon": pair(self, "epsilon", self.epsilon, _eps1_or_none),
-                "d": real(self, "d", self.d, lo=1.0),
-                "lambda_": nonneg(self, "lambda_", self.lambda_)}
+        return {
+            "eta": nonneg(self, "eta", self.eta),
+            "beta2_decay": real(self, "beta2_decay", self.beta2_decay, hi=0.0),
+            "epsilon": pair(self, "epsilon", self.epsilon, _eps1_or_none),
+            "d": real(self, "d", self.d, lo=1.0),
+            "lambda_": nonneg(self, "lambda_", self.lambda_),
+        }
 
     def check_param(self, x: np.ndarray, path: Any = None) -> None:
         """Refuse a complex ``x`` (``TypeError``), as torch does."""
         if x.dtype.kind == "c":
             where = f" at {path}" if path is not None else ""
-            raise TypeError(f"Adafactor is not defined for complex parameters (it clamps its "
-                            f"variance estimate, an order on values; torch.optim.Adafactor "
-                            f"refuses them too){where}; got dtype {x.dtype}")
+            raise TypeError(
+                f"Adafactor is not defined for complex parameters (it clamps its "
+                f"variance estimate, an order on values; torch.optim.Adafactor "
+                f"refuses them too){where}; got dtype {x.dtype}"
+            )
 
     def init(self, x: np.ndarray) -> AdafactorState:
         t = np.zeros((), np.int64)
         if x.ndim >= 2:
             s = state_dtype(x.dtype)
-            return AdafactorState(np.zeros(x.shape[:-1], s),
-                                  np.zeros(x.shape[:-2] + x.shape[-1:], s), None, t)
+            return AdafactorState(
+                np.zeros(x.shape[:-1], s), np.zeros(x.shape[:-2] + x.shape[-1:], s), None, t
+            )
         return AdafactorState(None, None, zeros(x), t)
 
     def _compile(self, state: AdafactorState, prog: Program) -> AdafactorState:
-        g = prog.current()          # the reductions read the whole input
-        if g is None:               # an AccumGrad before this rule is not due
+        g = prog.current()  # the reductions read the whole input
+        if g is None:  # an AccumGrad before this rule is not due
             return state
         x = prog.compute_x()
         n = x.size
         t = int(state.t) + 1
-        if n == 0:                  # nothing to scale (torch's RMS would be 0/0)
+        if n == 0:  # nothing to scale (torch's RMS would be 0/0)
             state.t[...] = t
             return state
         eta, d, lambda_ = number(self.eta), number(self.d), number(self.lambda_)
@@ -227,10 +232,10 @@ class Adafactor(Rule):
             xsq, usq = K.adafactor_norms(g, factors, x, w, eps1 * eps1, rows, cols)
             hp.update(rows=rows, cols=cols, n_rows=n // cols)
         else:
-            assert state.v is not None        # a vector's (or scalar's) full v
+            assert state.v is not None  # a vector's (or scalar's) full v
             xsq, usq = K.adafactor_norms(g, _wide(state.v), x, w, eps1 * eps1)
-        alpha = max(eps2, math.sqrt(xsq) / n ** 0.5) * rho      # RMS(x) before the step
-        denom = max(1.0, math.sqrt(usq) / (n ** 0.5 * d))
+        alpha = max(eps2, math.sqrt(xsq) / n**0.5) * rho  # RMS(x) before the step
+        denom = max(1.0, math.sqrt(usq) / (n**0.5 * d))
         hp["step"] = alpha / denom
         if x.ndim >= 2:
             prog.add(K.ADAFACTOR, hp, sc=factors)
@@ -244,11 +249,12 @@ class Adafactor(Rule):
         return state
 
     @staticmethod
-    def _factors(state: AdafactorState, g: np.ndarray, rows: int, cols: int, w: float,
-                 eps1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _factors(
+        state: AdafactorState, g: np.ndarray, rows: int, cols: int, w: float, eps1: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The new row and column factors (not stored yet) and the float64 factors the
         kernels read: [rows, columns, clamped row means]."""
-        assert state.row is not None and state.col is not None     # a matrix's state
+        assert state.row is not None and state.col is not None  # a matrix's state
         s = state.row.dtype
         rowsum = np.empty(g.size // cols)
         colsum = np.empty(g.size // rows)
@@ -313,9 +319,12 @@ class LAMB(Rule):
     state_types = (LAMBState,)
 
     def _check(self) -> dict[str, Any]:
-        return {"eta": nonneg(self, "eta", self.eta), "beta": pair(self, "beta", self.beta, decay),
-                "epsilon": nonneg(self, "epsilon", self.epsilon),
-                "lambda_": nonneg(self, "lambda_", self.lambda_)}
+        return {
+            "eta": nonneg(self, "eta", self.eta),
+            "beta": pair(self, "beta", self.beta, decay),
+            "epsilon": nonneg(self, "epsilon", self.epsilon),
+            "lambda_": nonneg(self, "lambda_", self.lambda_),
+        }
 
     def check_param(self, x: np.ndarray, path: Any = None) -> None:
         """Any float array, complex ones included (optax's formula is defined for them)."""
@@ -324,15 +333,23 @@ class LAMB(Rule):
         return LAMBState(zeros(x), moment_zeros(x), _betas(self, x))
 
     def _compile(self, state: LAMBState, prog: Program) -> LAMBState:
-        g = prog.current()          # the trust ratio needs the whole update first
+        g = prog.current()  # the trust ratio needs the whole update first
         if g is None:
             return state
         x = prog.compute_x()
         b1, b2 = number(self.beta[0]), number(self.beta[1])
         bt1, bt2 = float(state.beta_t[0]), float(state.beta_t[1])
-        hp = {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eps": number(self.epsilon),
-              "lam": number(self.lambda_), "bc1": 1 - bt1, "bc2": 1 - bt2,
-              "eta": number(self.eta)}
+        hp = {
+            "b1": b1,
+            "b2": b2,
+            "omb1": 1 - b1,
+            "omb2": 1 - b2,
+            "eps": number(self.epsilon),
+            "lam": number(self.lambda_),
+            "bc1": 1 - bt1,
+            "bc2": 1 - bt2,
+            "eta": number(self.eta),
+        }
         xsq, usq = K.lamb_norms(g, _wide(state.m), _wide(state.v), x, hp)
         x_norm, u_norm = math.sqrt(xsq), math.sqrt(usq)
         # optax's scale_by_trust_ratio: 1 where either norm is 0 (NaN stays NaN)

@@ -40,7 +40,7 @@ def lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     rows, cols = shape[0], shape[1]
     if adjust_lr_fn == "match_rms_adamw":
         return 0.2 * math.sqrt(max(rows, cols))
-    if cols == 0:                # an empty matrix: no element to scale (torch divides by 0)
+    if cols == 0:  # an empty matrix: no element to scale (torch divides by 0)
         return 1.0
     return math.sqrt(max(1.0, rows / cols))
 
@@ -75,8 +75,13 @@ def _workspace(shape: tuple[int, int]) -> _Workspace:
     return ws
 
 
-def orthogonalise(u: np.ndarray, out: np.ndarray, coefficients: tuple[float, float, float],
-                  steps: int, epsilon: float) -> np.ndarray:
+def orthogonalise(
+    u: np.ndarray,
+    out: np.ndarray,
+    coefficients: tuple[float, float, float],
+    steps: int,
+    epsilon: float,
+) -> np.ndarray:
     """Newton-Schulz's approximate orthogonalisation of the matrix ``u`` into ``out`` (any
     float dtype, may be ``u`` itself), computed in float32.
 
@@ -95,7 +100,7 @@ def orthogonalise(u: np.ndarray, out: np.ndarray, coefficients: tuple[float, flo
     np.divide(u, scale, out=X, casting="same_kind")
     for i in range(steps):
         if wide:
-            np.matmul(X, X.T, out=A)            # a symmetric rank-k product (syrk)
+            np.matmul(X, X.T, out=A)  # a symmetric rank-k product (syrk)
         else:
             np.matmul(X.T, X, out=A)
         np.matmul(A, A, out=B)
@@ -121,7 +126,8 @@ def _check_matrix(x: np.ndarray, where: object) -> None:
         raise ValueError(
             f"Muon trains 2-D parameters only; the parameter{at} has shape {x.shape}.  Use "
             f"setup(rule_for, model) with Muon for the matrices and AdamW for the rest, e.g. "
-            f"rule_for = lambda path, x: opt.Muon() if x.ndim == 2 else opt.AdamW()")
+            f"rule_for = lambda path, x: opt.Muon() if x.ndim == 2 else opt.AdamW()"
+        )
 
 
 def _coefficient(rule: Rule, name: str, v: object) -> object:
@@ -198,6 +204,7 @@ class Muon(Rule):
     >>> bool(np.all(model["w"] < np.eye(3, 4)))
     True
     """
+
     eta: float = 1e-3
     lambda_: float = 0.1
     mu: float = 0.95
@@ -212,32 +219,36 @@ class Muon(Rule):
     def _check(self) -> dict[str, object]:
         coef = self.ns_coefficients
         if not isinstance(coef, (tuple, list)) or len(coef) != 3:
-            raise TypeError(f"Muon: ns_coefficients must be a tuple of 3 numbers (a, b, c), "
-                            f"got {coef!r}")
+            raise TypeError(
+                f"Muon: ns_coefficients must be a tuple of 3 numbers (a, b, c), got {coef!r}"
+            )
         steps = self.ns_steps
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, (bool, np.bool_)):
             raise TypeError(f"Muon: ns_steps must be an integer, got {steps!r}")
         if not 0 <= steps < 100:
             raise ValueError(f"Muon: ns_steps={steps!r} is out of range, it must be in [0, 99]")
         if self.adjust_lr_fn not in _ADJUSTMENTS:
-            raise ValueError(f"Muon: adjust_lr_fn={self.adjust_lr_fn!r} is not one of "
-                             f"None, 'original', 'match_rms_adamw'")
-        return {"eta": nonneg(self, "eta", self.eta),
-                "lambda_": nonneg(self, "lambda_", self.lambda_),
-                "mu": decay(self, "mu", self.mu),
-                "nesterov": flag(self, "nesterov", self.nesterov),
-                "ns_coefficients": tuple(_coefficient(self, f"ns_coefficients[{i}]", v)
-                                         for i, v in enumerate(coef)),
-                "epsilon": real(self, "epsilon", self.epsilon, lo=0.0, lo_open=True,
-                                what="(0, inf]"),
-                "ns_steps": int(steps)}
+            raise ValueError(
+                f"Muon: adjust_lr_fn={self.adjust_lr_fn!r} is not one of "
+                f"None, 'original', 'match_rms_adamw'"
+            )
+        return {
+            "eta": nonneg(self, "eta", self.eta),
+            "lambda_": nonneg(self, "lambda_", self.lambda_),
+            "mu": decay(self, "mu", self.mu),
+            "nesterov": flag(self, "nesterov", self.nesterov),
+            "ns_coefficients": tuple(
+                _coefficient(self, f"ns_coefficients[{i}]", v) for i, v in enumerate(coef)
+            ),
+            "epsilon": real(self, "epsilon", self.epsilon, lo=0.0, lo_open=True, what="(0, inf]"),
+            "ns_steps": int(steps),
+        }
 
     def check_param(self, x: np.ndarray, path: object = None) -> None:
         """``TypeError`` for a complex parameter, ``ValueError`` for one that is not 2-D."""
         if x.dtype.kind == "c":
             at = f" at {path}" if path is not None else ""
-            raise TypeError(f"Muon is not defined for complex parameters{at}; got dtype "
-                            f"{x.dtype}")
+            raise TypeError(f"Muon is not defined for complex parameters{at}; got dtype {x.dtype}")
         _check_matrix(x, path)
 
     def init(self, x: np.ndarray) -> MuonState:
@@ -250,14 +261,21 @@ class Muon(Rule):
 
     def _compile(self, state: MuonState, prog: Program) -> MuonState:
         _check_matrix(prog.x, prog.where())
-        prog.add(K.MUON_MOMENTUM, {"mu": self.mu, "omm": 1 - self.mu,
-                                   "nesterov": float(self.nesterov)}, state.m)
-        u = prog.current()               # the barrier: the iteration needs the whole matrix
-        if u is None:                    # an AccumGrad before this rule is not due
+        prog.add(
+            K.MUON_MOMENTUM,
+            {"mu": self.mu, "omm": 1 - self.mu, "nesterov": float(self.nesterov)},
+            state.m,
+        )
+        u = prog.current()  # the barrier: the iteration needs the whole matrix
+        if u is None:  # an AccumGrad before this rule is not due
             return state
         # u is the program's own buffer: the orthogonalised matrix replaces it
-        prog.set_source(orthogonalise(u, u, self.ns_coefficients, self.ns_steps,
-                                      self.epsilon))
-        prog.add(K.MUON_APPLY, {"wd": self.eta * self.lambda_,
-                                "lr": self.eta * lr_ratio(self.adjust_lr_fn, prog.x.shape)})
+        prog.set_source(orthogonalise(u, u, self.ns_coefficients, self.ns_steps, self.epsilon))
+        prog.add(
+            K.MUON_APPLY,
+            {
+                "wd": self.eta * self.lambda_,
+                "lr": self.eta * lr_ratio(self.adjust_lr_fn, prog.x.shape),
+            },
+        )
         return state

@@ -43,6 +43,7 @@ class Descent(Rule):
     >>> x
     array([0.9, 0.8])
     """
+
     eta: Hyperparameter = 0.1
 
     def _check(self) -> dict[str, Any]:
@@ -78,6 +79,7 @@ class Momentum(Rule):
     >>> st.state, x
     (array([0.15, 0.15]), array([0.75, 1.75]))
     """
+
     eta: Hyperparameter = 0.01
     rho: Hyperparameter = 0.9
 
@@ -121,6 +123,7 @@ class Nesterov(Rule):
     >>> st["vec"].state
     array([-0.016     , -0.08800001], dtype=float32)
     """
+
     eta: Hyperparameter = 0.001
     rho: Hyperparameter = 0.9
 
@@ -132,8 +135,11 @@ class Nesterov(Rule):
 
     def _compile(self, v: RuleState, prog: Program) -> RuleState:
         eta, rho = number(self.eta), number(self.rho)
-        prog.add(K.NESTEROV, {"eta": eta, "rho": rho, "old_weight": -(rho * rho),
-                              "grad_weight": (1 + rho) * eta}, v)
+        prog.add(
+            K.NESTEROV,
+            {"eta": eta, "rho": rho, "old_weight": -(rho * rho), "grad_weight": (1 + rho) * eta},
+            v,
+        )
         return v
 
 
@@ -176,6 +182,7 @@ class Rprop(Rule):
     >>> x, st.state.step
     (array([0.78, 0.9 ]), array([0.12, 0.05]))
     """
+
     eta: Hyperparameter = 1e-3
     ell: HyperPair = (0.5, 1.2)
     gamma: HyperPair = (1e-6, 50.0)
@@ -197,9 +204,17 @@ class Rprop(Rule):
         return RpropState(zeros(x), state_full(x, value_at(self.eta, 0)))
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
-        prog.add(K.RPROP, {"ell_dec": self.ell[0], "ell_inc": self.ell[1],
-                           "gamma_min": self.gamma[0], "gamma_max": self.gamma[1]},
-                 state.gprev, state.step)
+        prog.add(
+            K.RPROP,
+            {
+                "ell_dec": self.ell[0],
+                "ell_inc": self.ell[1],
+                "gamma_min": self.gamma[0],
+                "gamma_max": self.gamma[1],
+            },
+            state.gprev,
+            state.step,
+        )
         return state
 
 
@@ -232,6 +247,7 @@ class Lion(Rule):
     >>> x
     array([-0.1,  0.1,  0. ])
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
 
@@ -243,6 +259,5 @@ class Lion(Rule):
 
     def _compile(self, m: RuleState, prog: Program) -> RuleState:
         b1, b2 = number(self.beta[0]), number(self.beta[1])
-        prog.add(K.LION, {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2,
-                          "eta": self.eta}, m)
+        prog.add(K.LION, {"b1": b1, "b2": b2, "omb1": 1 - b1, "omb2": 1 - b2, "eta": self.eta}, m)
         return m

@@ -26,8 +26,14 @@ from ._rules_sgd import zeros
 from ._schedule import HyperPair, Hyperparameter
 from ._types import Array, RuleState
 
-__all__ = ["TorchAdamax", "TorchRAdam", "TorchNAdam", "TorchAdamaxState", "TorchRAdamState",
-           "TorchNAdamState"]
+__all__ = [
+    "TorchAdamax",
+    "TorchRAdam",
+    "TorchNAdam",
+    "TorchAdamaxState",
+    "TorchRAdamState",
+    "TorchNAdamState",
+]
 
 
 class TorchAdamaxState(NamedTuple):
@@ -53,8 +59,13 @@ def _moments_hp(rule: _AdamLike) -> dict[str, float]:
     """The kernel's constants shared by the three, formed in float64 (the kernel rounds
     each once to the parameter's dtype)."""
     b1, b2 = number(rule.beta[0]), number(rule.beta[1])
-    return {"b1": b1, "omb1": 1 - b1, "b2": b2, "eps": number(rule.epsilon),
-            "eta": number(rule.eta)}
+    return {
+        "b1": b1,
+        "omb1": 1 - b1,
+        "b2": b2,
+        "eps": number(rule.epsilon),
+        "eta": number(rule.eta),
+    }
 
 
 class _TorchLike(_AdamLike):
@@ -100,6 +111,7 @@ class TorchAdamax(_TorchLike):
     >>> np.round(x, 6), int(st.state.t)
     (array([-0.1,  0.1]), 2)
     """
+
     eta: Hyperparameter = 2e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
@@ -157,6 +169,7 @@ class TorchRAdam(_TorchLike):
     >>> np.round(steps, 4)     # warm-up, then rectified from t = 6 (rho_6 = 5.98 > 5)
     array([0.1   , 0.1   , 0.1   , 0.1   , 0.1   , 0.0026])
     """
+
     eta: Hyperparameter = 1e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
@@ -165,8 +178,13 @@ class TorchRAdam(_TorchLike):
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # rho_t, r_t and the branch are formed per step by the kernel from t
-        prog.add(K.TORCH_RADAM, {**_moments_hp(self), "omb2": 1 - number(self.beta[1])},
-                 state.m, state.v, ctr=state.t)
+        prog.add(
+            K.TORCH_RADAM,
+            {**_moments_hp(self), "omb2": 1 - number(self.beta[1])},
+            state.m,
+            state.v,
+            ctr=state.t,
+        )
         return state
 
 
@@ -211,14 +229,17 @@ class TorchNAdam(_TorchLike):
     >>> float(x[0]) < 0, st.state.mu_product.round(6)
     (True, array([0.450073, 0.      ]))
     """
+
     eta: Hyperparameter = 2e-3
     beta: HyperPair = (0.9, 0.999)
     epsilon: Hyperparameter = 1e-8
     momentum_decay: Hyperparameter = 4e-3
 
     def _check(self) -> dict[str, Any]:
-        return {**super()._check(),
-                "momentum_decay": nonneg(self, "momentum_decay", self.momentum_decay)}
+        return {
+            **super()._check(),
+            "momentum_decay": nonneg(self, "momentum_decay", self.momentum_decay),
+        }
 
     state_types = (TorchNAdamState,)
 
@@ -228,7 +249,16 @@ class TorchNAdam(_TorchLike):
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
         # mu_t, mu_{t+1}, the product and both coefficients are formed per step by the
         # kernel; the product is stored back after the step
-        prog.add(K.TORCH_NADAM, {**_moments_hp(self), "omb2": 1 - number(self.beta[1]),
-                                 "momentum_decay": number(self.momentum_decay)},
-                 state.m, state.v, sc=state.mu_product, ctr=state.t)
+        prog.add(
+            K.TORCH_NADAM,
+            {
+                **_moments_hp(self),
+                "omb2": 1 - number(self.beta[1]),
+                "momentum_decay": number(self.momentum_decay),
+            },
+            state.m,
+            state.v,
+            sc=state.mu_product,
+            ctr=state.t,
+        )
         return state

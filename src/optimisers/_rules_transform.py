@@ -15,15 +15,24 @@ from ._rule import Rule, checked, flag, nonneg, number, real
 from ._schedule import Hyperparameter
 from ._types import Array, RuleState
 
-__all__ = ["WeightDecay", "SignDecay", "ClipGrad", "ClipNorm", "ClipGlobalNorm",
-           "SkipNonFinite", "SkipNonFiniteState"]
+__all__ = [
+    "WeightDecay",
+    "SignDecay",
+    "ClipGrad",
+    "ClipNorm",
+    "ClipGlobalNorm",
+    "SkipNonFinite",
+    "SkipNonFiniteState",
+]
 
 
 def _norm_fields(rule: ClipNorm | ClipGlobalNorm) -> dict[str, Any]:
     """The checked fields of ClipNorm and ClipGlobalNorm."""
-    return {"omega": nonneg(rule, "omega", rule.omega),
-            "p": real(rule, "p", rule.p, what="any real number or +-inf, not NaN"),
-            "throw": flag(rule, "throw", rule.throw)}
+    return {
+        "omega": nonneg(rule, "omega", rule.omega),
+        "p": real(rule, "p", rule.p, what="any real number or +-inf, not NaN"),
+        "throw": flag(rule, "throw", rule.throw),
+    }
 
 
 @checked
@@ -48,6 +57,7 @@ class WeightDecay(Rule):
     >>> x
     array([0.95])
     """
+
     lambda_: Hyperparameter = 5e-4
 
     def _check(self) -> dict[str, Any]:
@@ -84,6 +94,7 @@ class SignDecay(Rule):
     >>> x
     array([ 1.95, -1.95])
     """
+
     lambda_: Hyperparameter = 1e-3
 
     def _check(self) -> dict[str, Any]:
@@ -116,6 +127,7 @@ class ClipGrad(Rule):
     >>> opt.update(opt.setup(rule, (np.zeros(3),)), (np.zeros(3),), (np.array([0.3, 1, 7]),))[1]
     (array([-0.03, -0.1 , -0.1 ]),)
     """
+
     delta: Hyperparameter = 10.0
 
     def _check(self) -> dict[str, Any]:
@@ -160,6 +172,7 @@ class ClipNorm(Rule):
     >>> x
     array([-0.6, -0.8])
     """
+
     omega: Hyperparameter = 10.0
     p: Hyperparameter = 2.0
     throw: bool = True
@@ -192,11 +205,17 @@ class ClipNorm(Rule):
         # passed on, so that the kernel does not read g again.
         p = number(self.p)
         known = prog.known_norm(p)
-        prog.add(K.CLIPNORM, {"omega": self.omega, "p": p,
-                              "how": _NORM_KINDS.get(p, K.NORM_POWER),
-                              "throw": float(self.throw),
-                              "norm": 0.0 if known is None else known,
-                              "known": float(known is not None)})
+        prog.add(
+            K.CLIPNORM,
+            {
+                "omega": self.omega,
+                "p": p,
+                "how": _NORM_KINDS.get(p, K.NORM_POWER),
+                "throw": float(self.throw),
+                "norm": 0.0 if known is None else known,
+                "known": float(known is not None),
+            },
+        )
         return state
 
 
@@ -208,13 +227,15 @@ def _joined_stage(prog: Program, who: str) -> dict[str, Any] | None:
     if not stages:
         return None
     last = stages[-1]
-    kind = last[0] if isinstance(last, tuple) else last     # _rule._KernelKinds: kinds only
+    kind = last[0] if isinstance(last, tuple) else last  # _rule._KernelKinds: kinds only
     if len(stages) == 1 and kind == K.GLOBALNORM and who == "ClipGlobalNorm":
         hp: dict[str, Any] = last[1] if isinstance(last, tuple) else {"clip": 0.0}
         if hp["clip"] == 0:
             return hp
-    raise ValueError(f"{who} must lead its chain (after a SkipNonFinite for a "
-                     f"ClipGlobalNorm): its norm is that of the raw gradients of every leaf")
+    raise ValueError(
+        f"{who} must lead its chain (after a SkipNonFinite for a "
+        f"ClipGlobalNorm): its norm is that of the raw gradients of every leaf"
+    )
 
 
 @checked
@@ -259,6 +280,7 @@ class ClipGlobalNorm(Rule):
     >>> m["a"], m["b"]
     (array([-0.6]), array([-0.8]))
     """
+
     omega: Hyperparameter = 1.0
     p: Hyperparameter = 2.0
     throw: bool = True
@@ -268,8 +290,14 @@ class ClipGlobalNorm(Rule):
 
     def _global_spec(self) -> dict[str, Any]:
         """What the engine needs to combine this rule's leaves (see _global)."""
-        return {"clip": 1.0, "skip": 0.0, "omega": self.omega, "p": self.p,
-                "throw": float(self.throw), "max": None}
+        return {
+            "clip": 1.0,
+            "skip": 0.0,
+            "omega": self.omega,
+            "p": self.p,
+            "throw": float(self.throw),
+            "max": None,
+        }
 
     def _compile(self, state: RuleState, prog: Program) -> RuleState:
         joined = _joined_stage(prog, "ClipGlobalNorm")
@@ -281,23 +309,31 @@ class ClipGlobalNorm(Rule):
         if scale is None and not getattr(prog, "recording", True):
             n = grad_norm(prog.src, p)
             if self.throw and not math.isfinite(n):
-                raise FloatingPointError(f"ClipGlobalNorm: the gradient at {prog.where()} "
-                                         f"has {p:g}-norm {n} (throw=False lets it "
-                                         f"through)")
+                raise FloatingPointError(
+                    f"ClipGlobalNorm: the gradient at {prog.where()} "
+                    f"has {p:g}-norm {n} (throw=False lets it "
+                    f"through)"
+                )
             scale = clip_scale(number(self.omega), n)
-        hp = {"omega": self.omega, "p": p, "how": norm_kind(p),
-              "throw": float(self.throw), "clip": 1.0,
-              "known": float(scale is not None), "scale": 1.0 if scale is None else scale}
+        hp = {
+            "omega": self.omega,
+            "p": p,
+            "how": norm_kind(p),
+            "throw": float(self.throw),
+            "clip": 1.0,
+            "known": float(scale is not None),
+            "scale": 1.0 if scale is None else scale,
+        }
         if joined is not None:
-            joined.update(hp)           # SkipNonFinite's stage: one read serves both
+            joined.update(hp)  # SkipNonFinite's stage: one read serves both
         else:
             prog.add(K.GLOBALNORM, dict(hp, skip=0.0))
         return state
 
 
 class SkipNonFiniteState(NamedTuple):
-    skipped: Array         # steps skipped so far (0-d int64)
-    consecutive: Array     # of them, in a row up to now (0-d int64)
+    skipped: Array  # steps skipped so far (0-d int64)
+    consecutive: Array  # of them, in a row up to now (0-d int64)
 
 
 @checked
@@ -347,19 +383,26 @@ class SkipNonFinite(Rule):
         if m is None:
             return {}
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-            raise TypeError(f"SkipNonFinite: max_consecutive must be an integer or None, "
-                            f"got {m!r}")
+            raise TypeError(f"SkipNonFinite: max_consecutive must be an integer or None, got {m!r}")
         if m < 0:
-            raise ValueError(f"SkipNonFinite: max_consecutive={m} is out of range, it must "
-                             f"be >= 0 (or None: no limit)")
+            raise ValueError(
+                f"SkipNonFinite: max_consecutive={m} is out of range, it must "
+                f"be >= 0 (or None: no limit)"
+            )
         return {"max_consecutive": int(m)}
 
     def init(self, x: Array) -> SkipNonFiniteState:
         return SkipNonFiniteState(np.zeros((), np.int64), np.zeros((), np.int64))
 
     def _global_spec(self) -> dict[str, Any]:
-        return {"clip": 0.0, "skip": 1.0, "omega": math.inf, "p": 1.0, "throw": 0.0,
-                "max": self.max_consecutive}
+        return {
+            "clip": 0.0,
+            "skip": 1.0,
+            "omega": math.inf,
+            "p": 1.0,
+            "throw": 0.0,
+            "max": self.max_consecutive,
+        }
 
     def _skip_state(self, state: SkipNonFiniteState) -> SkipNonFiniteState:
         return state
@@ -378,18 +421,30 @@ class SkipNonFinite(Rule):
             scale = 1.0
         if scale is not None:
             state.consecutive[...] = 0
-        prog.add(K.GLOBALNORM, {"omega": math.inf, "p": 1.0, "how": K.NORM_ABS, "throw": 0.0,
-                                "clip": 0.0, "skip": 1.0, "known": float(scale is not None),
-                                "scale": 1.0 if scale is None else scale},
-                 ctr=state.consecutive)
+        prog.add(
+            K.GLOBALNORM,
+            {
+                "omega": math.inf,
+                "p": 1.0,
+                "how": K.NORM_ABS,
+                "throw": 0.0,
+                "clip": 0.0,
+                "skip": 1.0,
+                "known": float(scale is not None),
+                "scale": 1.0 if scale is None else scale,
+            },
+            ctr=state.consecutive,
+        )
         return state
 
 
 def _count_skip(rule: SkipNonFinite, state: SkipNonFiniteState, where: str) -> None:
     """Count one skipped step in ``state``, or raise after ``max_consecutive`` in a row."""
     if rule.max_consecutive is not None and state.consecutive >= rule.max_consecutive:
-        raise FloatingPointError(f"SkipNonFinite: a non-finite gradient (at {where}) after "
-                                 f"{int(state.consecutive)} steps skipped in a row "
-                                 f"(max_consecutive={rule.max_consecutive})")
+        raise FloatingPointError(
+            f"SkipNonFinite: a non-finite gradient (at {where}) after "
+            f"{int(state.consecutive)} steps skipped in a row "
+            f"(max_consecutive={rule.max_consecutive})"
+        )
     state.skipped[...] += 1
     state.consecutive[...] += 1

@@ -29,8 +29,17 @@ import numpy as np
 
 from ._types import dataclass_transform
 
-__all__ = ["Schedule", "schedule_class", "value_at", "check_real", "check_steps", "check_flag",
-           "registry", "Hyperparameter", "HyperPair"]
+__all__ = [
+    "Schedule",
+    "schedule_class",
+    "value_at",
+    "check_real",
+    "check_steps",
+    "check_flag",
+    "registry",
+    "Hyperparameter",
+    "HyperPair",
+]
 
 # Every schedule class of this package by name, filled as the class statements run; a
 # checkpoint rebuilds a schedule from its name through this table only (never by importing
@@ -136,8 +145,7 @@ class Schedule:
         >>> schedules.constant(0.5).fields()
         {'value': 0.5}
         """
-        return {f.name: getattr(self, f.name)
-                for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     def bounds(self, steps: int | None = None) -> tuple[float, float]:
         """The least and the greatest value the schedule takes, over the counts
@@ -213,6 +221,7 @@ def schedule_class(cls: _S) -> _S:
     >>> _twice(3)(0), _twice(3), _twice(3) == _twice(3.0)
     (6.0, schedules._twice(value=3.0), True)
     """
+
     def __post_init__(self: Any) -> None:
         for name, value in self._check().items():
             object.__setattr__(self, name, value)
@@ -282,8 +291,10 @@ def value_at(hyperparameter: object, count: int) -> object:
 # Argument checks.  Each returns the normalised value or raises, naming the schedule, the
 # argument and the value.
 
-def check_real(schedule: str, name: str, value: object, lo: float = -math.inf,
-               lo_open: bool = False) -> float:
+
+def check_real(
+    schedule: str, name: str, value: object, lo: float = -math.inf, lo_open: bool = False
+) -> float:
     """A finite real number, not below ``lo`` (above it when ``lo_open``), as a float.
 
     Parameters
@@ -317,15 +328,19 @@ def check_real(schedule: str, name: str, value: object, lo: float = -math.inf,
     ...
     ValueError: schedules.cosine_decay: exponent=-1.0 must be >= 0.0
     """
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or isinstance(value, np.ndarray)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or isinstance(value, np.ndarray)
+    ):
         raise TypeError(f"schedules.{schedule}: {name} must be a real number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"schedules.{schedule}: {name}={value!r} must be a finite number")
     if value < lo or (lo_open and value == lo):
-        raise ValueError(f"schedules.{schedule}: {name}={value!r} must be "
-                         f"{'>' if lo_open else '>='} {lo!r}")
+        raise ValueError(
+            f"schedules.{schedule}: {name}={value!r} must be {'>' if lo_open else '>='} {lo!r}"
+        )
     return value
 
 

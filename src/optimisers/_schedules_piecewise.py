@@ -59,17 +59,24 @@ class join(Schedule):
             raise ValueError("schedules.join: schedules=() must hold at least one schedule")
         for i, member in enumerate(members):
             if not isinstance(member, Schedule):
-                raise TypeError(f"schedules.join: schedules[{i}] must be a Schedule, "
-                                f"got {member!r}")
-        boundaries = tuple(check_steps("join", f"boundaries[{i}]", b)
-                           for i, b in enumerate(_sequence("boundaries", self.boundaries)))
+                raise TypeError(
+                    f"schedules.join: schedules[{i}] must be a Schedule, got {member!r}"
+                )
+        boundaries = tuple(
+            check_steps("join", f"boundaries[{i}]", b)
+            for i, b in enumerate(_sequence("boundaries", self.boundaries))
+        )
         if len(boundaries) != len(members) - 1:
-            raise ValueError(f"schedules.join: boundaries={boundaries!r} must hold one count "
-                             f"fewer than schedules ({len(members)} schedules)")
+            raise ValueError(
+                f"schedules.join: boundaries={boundaries!r} must hold one count "
+                f"fewer than schedules ({len(members)} schedules)"
+            )
         for i in range(1, len(boundaries)):
             if boundaries[i] <= boundaries[i - 1]:
-                raise ValueError(f"schedules.join: boundaries={boundaries!r} must be "
-                                 f"increasing (boundaries[{i}] <= boundaries[{i - 1}])")
+                raise ValueError(
+                    f"schedules.join: boundaries={boundaries!r} must be "
+                    f"increasing (boundaries[{i}] <= boundaries[{i - 1}])"
+                )
         return {"schedules": members, "boundaries": boundaries}
 
     def _value(self, count: int) -> float:
@@ -83,7 +90,7 @@ class join(Schedule):
         for start, end, member in zip(starts, ends, self.schedules):
             if stop is not None and start >= stop:
                 break
-            if end == start:        # a boundary at 0: the first schedule is never used
+            if end == start:  # a boundary at 0: the first schedule is never used
                 continue
             # the member's own counts: from 0 to its next boundary or to the stop
             local = [e - start for e in (end, stop) if e is not None]
@@ -146,24 +153,37 @@ class warmup_cosine_decay(Schedule):
 
     def _check(self) -> dict[str, Any]:
         name = "warmup_cosine_decay"
-        checked: dict[str, Any] = {"init_value": check_real(name, "init_value", self.init_value),
-                   "peak_value": check_real(name, "peak_value", self.peak_value),
-                   "warmup_steps": check_steps(name, "warmup_steps", self.warmup_steps),
-                   "decay_steps": check_steps(name, "decay_steps", self.decay_steps),
-                   "end_value": check_real(name, "end_value", self.end_value),
-                   "exponent": check_real(name, "exponent", self.exponent, lo=0.0)}
-        warmup, decay, peak = (checked["warmup_steps"], checked["decay_steps"],
-                               checked["peak_value"])
+        checked: dict[str, Any] = {
+            "init_value": check_real(name, "init_value", self.init_value),
+            "peak_value": check_real(name, "peak_value", self.peak_value),
+            "warmup_steps": check_steps(name, "warmup_steps", self.warmup_steps),
+            "decay_steps": check_steps(name, "decay_steps", self.decay_steps),
+            "end_value": check_real(name, "end_value", self.end_value),
+            "exponent": check_real(name, "exponent", self.exponent, lo=0.0),
+        }
+        warmup, decay, peak = (
+            checked["warmup_steps"],
+            checked["decay_steps"],
+            checked["peak_value"],
+        )
         if decay <= warmup:
-            raise ValueError(f"schedules.{name}: decay_steps={decay!r} must exceed "
-                             f"warmup_steps={warmup!r} (decay_steps counts the warmup too)")
+            raise ValueError(
+                f"schedules.{name}: decay_steps={decay!r} must exceed "
+                f"warmup_steps={warmup!r} (decay_steps counts the warmup too)"
+            )
         alpha = 0.0 if peak == 0.0 else checked["end_value"] / peak
         if not math.isfinite(alpha):
-            raise ValueError(f"schedules.{name}: end_value={checked['end_value']!r} over "
-                             f"peak_value={peak!r} overflows")
+            raise ValueError(
+                f"schedules.{name}: end_value={checked['end_value']!r} over "
+                f"peak_value={peak!r} overflows"
+            )
         checked["_pieces"] = join(
-            (linear(checked["init_value"], peak, warmup),
-             cosine_decay(peak, decay - warmup, alpha, checked["exponent"])), (warmup,))
+            (
+                linear(checked["init_value"], peak, warmup),
+                cosine_decay(peak, decay - warmup, alpha, checked["exponent"]),
+            ),
+            (warmup,),
+        )
         return checked
 
     def _value(self, count: int) -> float:
@@ -214,19 +234,24 @@ class piecewise_constant(Schedule):
         elif isinstance(given, dict):
             given = tuple(given.items())
         elif not isinstance(given, (tuple, list)) or any(
-                not isinstance(pair, (tuple, list)) or len(pair) != 2 for pair in given):
-            raise TypeError(f"schedules.{name}: boundaries_and_scales must be a dict "
-                            f"{{boundary: scale}}, got {given!r}")
+            not isinstance(pair, (tuple, list)) or len(pair) != 2 for pair in given
+        ):
+            raise TypeError(
+                f"schedules.{name}: boundaries_and_scales must be a dict "
+                f"{{boundary: scale}}, got {given!r}"
+            )
         pairs = {}
         for boundary, scale in given:
             boundary = check_steps(name, "boundaries_and_scales (a boundary)", boundary)
             if boundary in pairs:
-                raise ValueError(f"schedules.{name}: boundaries_and_scales holds the "
-                                 f"boundary {boundary} twice")
-            pairs[boundary] = check_real(name, f"boundaries_and_scales[{boundary}]", scale,
-                                         lo=0.0)
-        return {"init_value": check_real(name, "init_value", self.init_value),
-                "boundaries_and_scales": tuple(sorted(pairs.items()))}
+                raise ValueError(
+                    f"schedules.{name}: boundaries_and_scales holds the boundary {boundary} twice"
+                )
+            pairs[boundary] = check_real(name, f"boundaries_and_scales[{boundary}]", scale, lo=0.0)
+        return {
+            "init_value": check_real(name, "init_value", self.init_value),
+            "boundaries_and_scales": tuple(sorted(pairs.items())),
+        }
 
     def fields(self) -> dict[str, Any]:
         """The constructor's arguments, ``boundaries_and_scales`` as a dict.
@@ -310,20 +335,29 @@ class cosine_onecycle(Schedule):
         if pct_start > 1:
             raise ValueError(f"schedules.{name}: pct_start={pct_start!r} must be <= 1")
         div = check_real(name, "div_factor", self.div_factor, lo=0.0, lo_open=True)
-        final = check_real(name, "final_div_factor", self.final_div_factor, lo=0.0,
-                           lo_open=True)
+        final = check_real(name, "final_div_factor", self.final_div_factor, lo=0.0, lo_open=True)
         # optax's dict literal: with pct_start = 1 both knots are T and the last scale wins
-        scales = {int(pct_start * steps): div,
-                  steps: 1.0 / (div * final) if div * final > 0 else math.inf}
+        scales = {
+            int(pct_start * steps): div,
+            steps: 1.0 / (div * final) if div * final > 0 else math.inf,
+        }
         levels = [peak / div]
         for knot in sorted(scales):
             levels.append(levels[-1] * scales[knot])
         if not all(math.isfinite(level) for level in levels):
-            raise ValueError(f"schedules.{name}: peak_value={peak!r}, div_factor={div!r} and "
-                             f"final_div_factor={final!r} give values a float cannot hold")
-        return {"transition_steps": steps, "peak_value": peak, "pct_start": pct_start,
-                "div_factor": div, "final_div_factor": final,
-                "_starts": (0,) + tuple(sorted(scales)), "_levels": tuple(levels)}
+            raise ValueError(
+                f"schedules.{name}: peak_value={peak!r}, div_factor={div!r} and "
+                f"final_div_factor={final!r} give values a float cannot hold"
+            )
+        return {
+            "transition_steps": steps,
+            "peak_value": peak,
+            "pct_start": pct_start,
+            "div_factor": div,
+            "final_div_factor": final,
+            "_starts": (0,) + tuple(sorted(scales)),
+            "_levels": tuple(levels),
+        }
 
     def _value(self, count: int) -> float:
         starts, levels = self._starts, self._levels

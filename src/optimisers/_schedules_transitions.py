@@ -45,15 +45,21 @@ class constant(Schedule):
         return self.value
 
 
-def _polynomial_value(init_value: float, end_value: float, power: float,
-                      transition_steps: int, transition_begin: int, count: int) -> float:
+def _polynomial_value(
+    init_value: float,
+    end_value: float,
+    power: float,
+    transition_steps: int,
+    transition_begin: int,
+    count: int,
+) -> float:
     """The value of ``polynomial`` (and of ``linear``, with power 1) at ``count``."""
     # optax's order: clip the count into the transition, then the fraction left
     if transition_steps == 0:
         return init_value
     done = min(max(count - transition_begin, 0), transition_steps)
     left = 1 - done / transition_steps
-    fraction: float = left ** power      # float ** float is typed Any: it may be complex
+    fraction: float = left**power  # float ** float is typed Any: it may be complex
     return (init_value - end_value) * fraction + end_value
 
 
@@ -62,13 +68,16 @@ def _check_transition(schedule: str, self: linear | polynomial) -> dict[str, Any
     init_value = check_real(schedule, "init_value", self.init_value)
     end_value = check_real(schedule, "end_value", self.end_value)
     if not math.isfinite(init_value - end_value):
-        raise ValueError(f"schedules.{schedule}: init_value={init_value!r} and "
-                         f"end_value={end_value!r} differ by more than a float holds")
-    return {"init_value": init_value, "end_value": end_value,
-            "transition_steps": check_steps(schedule, "transition_steps",
-                                            self.transition_steps),
-            "transition_begin": check_steps(schedule, "transition_begin",
-                                            self.transition_begin)}
+        raise ValueError(
+            f"schedules.{schedule}: init_value={init_value!r} and "
+            f"end_value={end_value!r} differ by more than a float holds"
+        )
+    return {
+        "init_value": init_value,
+        "end_value": end_value,
+        "transition_steps": check_steps(schedule, "transition_steps", self.transition_steps),
+        "transition_begin": check_steps(schedule, "transition_begin", self.transition_begin),
+    }
 
 
 def _transition_knots(self: linear | polynomial) -> tuple[int, ...]:
@@ -124,8 +133,14 @@ class polynomial(Schedule):
         return checked
 
     def _value(self, count: int) -> float:
-        return _polynomial_value(self.init_value, self.end_value, self.power,
-                                 self.transition_steps, self.transition_begin, count)
+        return _polynomial_value(
+            self.init_value,
+            self.end_value,
+            self.power,
+            self.transition_steps,
+            self.transition_begin,
+            count,
+        )
 
     _knots = _transition_knots
 
@@ -165,8 +180,9 @@ class linear(Schedule):
         return _check_transition("linear", self)
 
     def _value(self, count: int) -> float:
-        return _polynomial_value(self.init_value, self.end_value, 1,
-                                 self.transition_steps, self.transition_begin, count)
+        return _polynomial_value(
+            self.init_value, self.end_value, 1, self.transition_steps, self.transition_begin, count
+        )
 
     _knots = _transition_knots
 
@@ -206,17 +222,18 @@ class cosine_decay(Schedule):
     exponent: float = 1.0
 
     def _check(self) -> dict[str, Any]:
-        return {"init_value": check_real("cosine_decay", "init_value", self.init_value),
-                "decay_steps": check_steps("cosine_decay", "decay_steps", self.decay_steps,
-                                           minimum=1),
-                "alpha": check_real("cosine_decay", "alpha", self.alpha),
-                "exponent": check_real("cosine_decay", "exponent", self.exponent, lo=0.0)}
+        return {
+            "init_value": check_real("cosine_decay", "init_value", self.init_value),
+            "decay_steps": check_steps("cosine_decay", "decay_steps", self.decay_steps, minimum=1),
+            "alpha": check_real("cosine_decay", "alpha", self.alpha),
+            "exponent": check_real("cosine_decay", "exponent", self.exponent, lo=0.0),
+        }
 
     def _value(self, count: int) -> float:
         # optax's order: pi * count first, then / decay_steps
         steps = self.decay_steps
         half_cosine = 0.5 * (1 + math.cos(math.pi * min(count, steps) / steps))
-        shape: float = half_cosine ** self.exponent
+        shape: float = half_cosine**self.exponent
         return self.init_value * ((1 - self.alpha) * shape + self.alpha)
 
     def _knots(self) -> tuple[int, ...]:
@@ -227,7 +244,7 @@ def _power(base: float, exponent: float) -> float:
     """``base ** exponent`` for ``base > 0``, infinite where it overflows (as in optax;
     Python's ``**`` raises there)."""
     try:
-        value: float = base ** exponent
+        value: float = base**exponent
     except OverflowError:
         return math.inf
     return value
@@ -299,13 +316,20 @@ class exponential_decay(Schedule):
             "decay_rate": check_real(name, "decay_rate", self.decay_rate, lo=0.0),
             "transition_begin": check_steps(name, "transition_begin", self.transition_begin),
             "staircase": check_flag(name, "staircase", self.staircase),
-            "end_value": (None if self.end_value is None
-                          else check_real(name, "end_value", self.end_value))}
-        if (checked["init_value"] == 0 and checked["decay_rate"] > 1
-                and checked["transition_steps"] > 0):
-            raise ValueError(f"schedules.{name}: init_value=0.0 with decay_rate="
-                             f"{checked['decay_rate']!r} > 1 gives nan (0 * inf) once the "
-                             "power overflows; use schedules.constant(0.0)")
+            "end_value": (
+                None if self.end_value is None else check_real(name, "end_value", self.end_value)
+            ),
+        }
+        if (
+            checked["init_value"] == 0
+            and checked["decay_rate"] > 1
+            and checked["transition_steps"] > 0
+        ):
+            raise ValueError(
+                f"schedules.{name}: init_value=0.0 with decay_rate="
+                f"{checked['decay_rate']!r} > 1 gives nan (0 * inf) once the "
+                "power overflows; use schedules.constant(0.0)"
+            )
         return checked
 
     def _held(self) -> bool:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 _ml_dtypes: Any
-try:                        # makes numpy's bfloat16; needed only for bfloat16 tensors
+try:  # makes numpy's bfloat16; needed only for bfloat16 tensors
     import ml_dtypes as _ml_dtypes
-except ImportError:         # pragma: no cover - ml_dtypes is a test extra
+except ImportError:  # pragma: no cover - ml_dtypes is a test extra
     _ml_dtypes = None
 
 __all__ = [
@@ -42,8 +42,14 @@ __all__ = [
     "unflatten_state",
 ]
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64,
-           torch.complex64, torch.complex128)
+_FLOATS = (
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.complex64,
+    torch.complex128,
+)
 
 
 def _check_dense_cpu(t: Any, where: str, what: str, hint: str) -> None:
@@ -51,11 +57,15 @@ def _check_dense_cpu(t: Any, where: str, what: str, hint: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{where}: the {what} is a {type(t).__name__}, not a torch.Tensor")
     if t.device.type != "cpu":
-        raise ValueError(f"{where}: the {what} is on {t.device}; optimisers.torch steps CPU "
-                         f"tensors only (move the model with .cpu(), or use torch.optim)")
+        raise ValueError(
+            f"{where}: the {what} is on {t.device}; optimisers.torch steps CPU "
+            f"tensors only (move the model with .cpu(), or use torch.optim)"
+        )
     if t.layout != torch.strided:
-        raise ValueError(f"{where}: the {what} is {t.layout}; only dense (strided) tensors "
-                         f"have a numpy view{hint}")
+        raise ValueError(
+            f"{where}: the {what} is {t.layout}; only dense (strided) tensors "
+            f"have a numpy view{hint}"
+        )
 
 
 def check_parameter(p: torch.Tensor, where: str) -> None:
@@ -63,11 +73,15 @@ def check_parameter(p: torch.Tensor, where: str) -> None:
     numpy view: a dense, contiguous CPU tensor of a floating (or complex) dtype."""
     _check_dense_cpu(p, where, "parameter", "")
     if p.dtype not in _FLOATS:
-        raise TypeError(f"{where}: parameters of dtype {p.dtype} cannot be trained (float16, "
-                        f"bfloat16, float32, float64, complex64, complex128)")
+        raise TypeError(
+            f"{where}: parameters of dtype {p.dtype} cannot be trained (float16, "
+            f"bfloat16, float32, float64, complex64, complex128)"
+        )
     if not p.is_contiguous():
-        raise ValueError(f"{where}: the parameter is not contiguous (stride {p.stride()}); "
-                         f"the optimiser writes it in place through one flat view")
+        raise ValueError(
+            f"{where}: the parameter is not contiguous (stride {p.stride()}); "
+            f"the optimiser writes it in place through one flat view"
+        )
 
 
 def tensor_view(t: torch.Tensor, where: str) -> np.ndarray:
@@ -75,8 +89,10 @@ def tensor_view(t: torch.Tensor, where: str) -> np.ndarray:
     t = t.detach()
     if t.dtype == torch.bfloat16:
         if _ml_dtypes is None:
-            raise TypeError(f"{where}: a bfloat16 tensor is viewed from numpy as ml_dtypes' "
-                            f"bfloat16: pip install ml_dtypes")
+            raise TypeError(
+                f"{where}: a bfloat16 tensor is viewed from numpy as ml_dtypes' "
+                f"bfloat16: pip install ml_dtypes"
+            )
         return t.view(torch.int16).numpy().view(_ml_dtypes.bfloat16)
     return t.numpy()
 
@@ -90,17 +106,22 @@ def array_tensor(a: np.ndarray) -> torch.Tensor:
 
 def _gradient_view(p: torch.Tensor, g: torch.Tensor, where: str) -> np.ndarray:
     """The view of one gradient, or an error naming ``where`` and what is wrong with it."""
-    _check_dense_cpu(g, where, "gradient", " (a sparse gradient, from nn.Embedding("
-                     "sparse=True) say: densify it, p.grad = p.grad.to_dense(), or use "
-                     "torch.optim.SparseAdam)")
+    _check_dense_cpu(
+        g,
+        where,
+        "gradient",
+        " (a sparse gradient, from nn.Embedding("
+        "sparse=True) say: densify it, p.grad = p.grad.to_dense(), or use "
+        "torch.optim.SparseAdam)",
+    )
     if g.shape != p.shape:
-        raise ValueError(f"{where}: the gradient has shape {tuple(g.shape)}, the parameter "
-                         f"{tuple(p.shape)}")
+        raise ValueError(
+            f"{where}: the gradient has shape {tuple(g.shape)}, the parameter {tuple(p.shape)}"
+        )
     if g.is_complex() and not p.is_complex():
-        raise TypeError(f"{where}: a complex gradient ({g.dtype}) for a real parameter "
-                        f"({p.dtype})")
+        raise TypeError(f"{where}: a complex gradient ({g.dtype}) for a real parameter ({p.dtype})")
     if not g.is_contiguous():
-        g = g.contiguous()           # rare (a gradient set by hand): one copy, read only
+        g = g.contiguous()  # rare (a gradient set by hand): one copy, read only
     return tensor_view(g, where)
 
 
@@ -108,8 +129,12 @@ _NUMPY = torch.Tensor.numpy
 _GRAD = operator.attrgetter("grad")
 
 
-def gradient_views(params: list[torch.Tensor], names: list[str], where: Callable[[int], str],
-                   out: dict[str, np.ndarray]) -> None:
+def gradient_views(
+    params: list[torch.Tensor],
+    names: list[str],
+    where: Callable[[int], str],
+    out: dict[str, np.ndarray],
+) -> None:
     """Fill ``out`` with ``{name: view of p.grad}`` for the parameters that have one.
 
     The common case (every gradient there, dense CPU float32/float64/float16) is one
@@ -122,7 +147,7 @@ def gradient_views(params: list[torch.Tensor], names: list[str], where: Callable
         try:
             out.update(zip(names, map(_NUMPY, grads)))
             return
-        except (TypeError, RuntimeError):      # not plainly viewable: say which and why
+        except (TypeError, RuntimeError):  # not plainly viewable: say which and why
             out.clear()
     for i, (p, g) in enumerate(zip(params, grads)):
         if g is not None:
@@ -133,8 +158,10 @@ def gradient_views(params: list[torch.Tensor], names: list[str], where: Callable
 # A Leaf's state as a flat dict of tensors and plain values (the state_dict format), and
 # back: the arrays are copied into the state that exists, so the views stay the memory.
 
-def flatten_state(state: Any, prefix: str = "", out: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
+
+def flatten_state(
+    state: Any, prefix: str = "", out: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``{dotted name: value}`` for a Leaf's state: arrays become tensors (copies), named
     fields keep their names, tuple positions their indices, ``None`` and numbers stay.
 
@@ -156,8 +183,10 @@ def flatten_state(state: Any, prefix: str = "", out: dict[str, Any] | None = Non
     elif isinstance(state, np.generic):
         out[prefix] = state.item()
     else:
-        raise TypeError(f"state_dict: a state holding a {type(state).__name__} at "
-                        f"{prefix or 'its top'} cannot be written as tensors and plain values")
+        raise TypeError(
+            f"state_dict: a state holding a {type(state).__name__} at "
+            f"{prefix or 'its top'} cannot be written as tensors and plain values"
+        )
     return out
 
 
@@ -173,8 +202,10 @@ def state_misfit(mine: dict[str, Any], saved: Any) -> str | None:
             if not isinstance(s, torch.Tensor):
                 return f"{k!r} is a {type(s).__name__}, not a tensor"
             if s.shape != v.shape or s.dtype != v.dtype:
-                return (f"{k!r} is {s.dtype} of shape {tuple(s.shape)}, this state "
-                        f"{v.dtype} of shape {tuple(v.shape)}")
+                return (
+                    f"{k!r} is {s.dtype} of shape {tuple(s.shape)}, this state "
+                    f"{v.dtype} of shape {tuple(v.shape)}"
+                )
         elif isinstance(s, torch.Tensor) or (s is None) != (v is None):
             return f"{k!r} is {s!r}, this state holds {v!r}"
     return None
@@ -185,13 +216,17 @@ def unflatten_state(state: Any, saved: dict[str, Any], prefix: str = "") -> Any:
     written in place (the same memory), tuples rebuilt around them."""
     if isinstance(state, np.ndarray):
         src = saved[prefix]
-        np.copyto(state.view(np.int16) if state.dtype.name == "bfloat16" else state,
-                  (src.view(torch.int16) if src.dtype == torch.bfloat16 else src).numpy())
+        np.copyto(
+            state.view(np.int16) if state.dtype.name == "bfloat16" else state,
+            (src.view(torch.int16) if src.dtype == torch.bfloat16 else src).numpy(),
+        )
         return state
     if isinstance(state, tuple):
         fields = getattr(state, "_fields", None)
-        parts = [unflatten_state(s, saved, f"{prefix}.{k}" if prefix else k)
-                 for s, k in zip(state, fields or map(str, range(len(state))))]
+        parts = [
+            unflatten_state(s, saved, f"{prefix}.{k}" if prefix else k)
+            for s, k in zip(state, fields or map(str, range(len(state))))
+        ]
         return type(state)(*parts) if fields else tuple(parts)
     if isinstance(state, np.generic):
         return type(state)(saved[prefix])

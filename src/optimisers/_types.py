@@ -34,12 +34,22 @@ if TYPE_CHECKING:
     # decorated with `checked` or `schedule_class` is a frozen dataclass.
     from typing_extensions import dataclass_transform
 else:
+
     def dataclass_transform(**_: object) -> Callable[[T], T]:
         """At run time, nothing: the decorator is returned unchanged."""
         return lambda decorator: decorator
 
-__all__ = ["Array", "Model", "Gradient", "StateTree", "RuleState", "Key", "DTypeLike",
-           "dataclass_transform"]
+
+__all__ = [
+    "Array",
+    "Model",
+    "Gradient",
+    "StateTree",
+    "RuleState",
+    "Key",
+    "DTypeLike",
+    "dataclass_transform",
+]
 
 #: a parameter, gradient or state array
 Array: TypeAlias = npt.NDArray[Any]
@@ -58,4 +68,3 @@ RuleState: TypeAlias = Any
 Key: TypeAlias = str | int
 #: a dtype as numpy takes it (``np.float32``, ``"float64"``, ``np.dtype(...)``)
 DTypeLike: TypeAlias = npt.DTypeLike
-

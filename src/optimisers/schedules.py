@@ -42,13 +42,23 @@ schedules.linear(init_value=1.0, end_value=0.0, transition_steps=10, transition_
 """
 
 from ._schedule import Schedule, registry, value_at
-from ._schedules_transitions import (constant, cosine_decay, exponential_decay, linear,
-                                     polynomial)
 from ._schedules_piecewise import cosine_onecycle, join, piecewise_constant, warmup_cosine_decay
+from ._schedules_transitions import constant, cosine_decay, exponential_decay, linear, polynomial
 
-__all__ = ["Schedule", "value_at", "SCHEDULES", "constant", "linear", "polynomial",
-           "cosine_decay", "warmup_cosine_decay", "exponential_decay", "piecewise_constant",
-           "cosine_onecycle", "join"]
+__all__ = [
+    "Schedule",
+    "value_at",
+    "SCHEDULES",
+    "constant",
+    "linear",
+    "polynomial",
+    "cosine_decay",
+    "warmup_cosine_decay",
+    "exponential_decay",
+    "piecewise_constant",
+    "cosine_onecycle",
+    "join",
+]
 
 #: every schedule class by name: what a checkpoint rebuilds a schedule from, as
 #: ``SCHEDULES[name](**fields)`` (a name outside this table is refused, never imported)

@@ -70,7 +70,7 @@ _DESCRIPTIVE = ("params", "param_names", "rule", "param_shapes")
 
 def _etas(rule: Rule) -> list[Any]:
     """The ``eta`` of every rule inside ``rule`` (a chain's members, a wrapper's rule)."""
-    found = [getattr(rule, "eta")] if "eta" in rule._fields() else []   # noqa: B009
+    found = [getattr(rule, "eta")] if "eta" in rule._fields() else []  # noqa: B009
     wrapped = getattr(rule, "rule", None)
     for inner in getattr(rule, "opts", ()) or ((wrapped,) if isinstance(wrapped, Rule) else ()):
         found += _etas(inner)
@@ -98,10 +98,10 @@ def _at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
     if isinstance(rule, MixedPrecision):
         return MixedPrecision(rule.dtype, _at_lr(rule.rule, lr, lr0))
     if "eta" in rule._fields():
-        eta = getattr(rule, "eta")          # noqa: B009 - a field the Rule base does not declare
+        eta = getattr(rule, "eta")  # noqa: B009 - a field the Rule base does not declare
         same = isinstance(eta, Schedule) or eta == lr0 or lr0 == 0
         return adjust(rule, eta=lr if same else eta * (lr / lr0))
-    return adjust(rule, eta=lr) if _etas(rule) else rule      # another kind of wrapper
+    return adjust(rule, eta=lr) if _etas(rule) else rule  # another kind of wrapper
 
 
 def _default_lr(rule: Rule) -> float | None:
@@ -182,11 +182,14 @@ class Optimizer(torch.optim.Optimizer):
     (True, 0.000625)
     """
 
-    def __init__(self, params: Iterable[Any], rule: Rule, *,
-                 low_precision_state: bool = False) -> None:
+    def __init__(
+        self, params: Iterable[Any], rule: Rule, *, low_precision_state: bool = False
+    ) -> None:
         if not isinstance(rule, Rule):
-            raise TypeError(f"Optimizer(params, rule): rule must be an optimisers rule "
-                            f"(opt.Adam(), an OptimiserChain, ...), got {rule!r}")
+            raise TypeError(
+                f"Optimizer(params, rule): rule must be an optimisers rule "
+                f"(opt.Adam(), an OptimiserChain, ...), got {rule!r}"
+            )
         self._low_precision_state = low_precision_state
         # the engine's view of all the groups: a list of {name: numpy view}, its state tree,
         # and per group (params, names, rule it was given, lr applied, leaves)
@@ -212,16 +215,17 @@ class Optimizer(torch.optim.Optimizer):
         index = len(self.param_groups)
         rule = param_group.get("rule", self.defaults["rule"])
         if not isinstance(rule, Rule):
-            raise TypeError(f"param group {index}: 'rule' must be an optimisers rule, "
-                            f"got {rule!r}")
+            raise TypeError(f"param group {index}: 'rule' must be an optimisers rule, got {rule!r}")
         given = "lr" in param_group
         if not given:
             param_group["lr"] = _default_lr(rule)
         if param_group["lr"] is None:
-            raise ValueError(f"param group {index}: {rule!r} has a schedule as its eta and "
-                             f"the group no 'lr'; an optimisers.torch.Optimizer takes the "
-                             f"learning rate from the group's 'lr': give a number and drive "
-                             f"it with a torch scheduler (torch.optim.lr_scheduler)")
+            raise ValueError(
+                f"param group {index}: {rule!r} has a schedule as its eta and "
+                f"the group no 'lr'; an optimisers.torch.Optimizer takes the "
+                f"learning rate from the group's 'lr': give a number and drive "
+                f"it with a torch scheduler (torch.optim.lr_scheduler)"
+            )
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -262,7 +266,7 @@ class Optimizer(torch.optim.Optimizer):
             nothing has been written then.
         """
         loss = None
-        if closure is not None:      # the step itself runs no torch op: no no_grad needed
+        if closure is not None:  # the step itself runs no torch op: no no_grad needed
             with torch.enable_grad():
                 loss = closure()
         grads = self._grads
@@ -272,7 +276,7 @@ class Optimizer(torch.optim.Optimizer):
                 tv.gradient_views(entry.params, entry.names, entry.where, g)
             update_(self._tree, self._model, grads)
         finally:
-            for g in grads:      # hold no gradient past the step (zero_grad frees them)
+            for g in grads:  # hold no gradient past the step (zero_grad frees them)
                 g.clear()
         return loss
 
@@ -327,30 +331,39 @@ class Optimizer(torch.optim.Optimizer):
     def _check_state_dict(self, sd: Any) -> list[tuple[_Group, dict[str, Any], list[Any]]]:
         where = "load_state_dict"
         if not isinstance(sd, dict) or set(sd) != {"state", "param_groups"}:
-            raise ValueError(f"{where}: expected {{'state', 'param_groups'}} as state_dict() "
-                             f"writes, got {sorted(sd) if isinstance(sd, dict) else type(sd)}")
+            raise ValueError(
+                f"{where}: expected {{'state', 'param_groups'}} as state_dict() "
+                f"writes, got {sorted(sd) if isinstance(sd, dict) else type(sd)}"
+            )
         saved_groups, saved_state = sd["param_groups"], sd["state"]
         if len(saved_groups) != len(self._groups):
-            raise ValueError(f"{where}: the state dict has {len(saved_groups)} param groups, "
-                             f"this optimiser {len(self._groups)}")
+            raise ValueError(
+                f"{where}: the state dict has {len(saved_groups)} param groups, "
+                f"this optimiser {len(self._groups)}"
+            )
         plan, index = [], 0
         for entry, saved in zip(self._groups, saved_groups):
             at = f"{where}: param group {entry.index}"
             rule = repr(self.param_groups[entry.index]["rule"])
             if saved.get("rule") != rule:
-                raise ValueError(f"{at}: the state dict is for the rule {saved.get('rule')}, "
-                                 f"this group has {rule}")
+                raise ValueError(
+                    f"{at}: the state dict is for the rule {saved.get('rule')}, "
+                    f"this group has {rule}"
+                )
             shapes = [list(p.shape) for p in entry.params]
             if saved.get("param_shapes") != shapes:
-                raise ValueError(f"{at}: the state dict is for parameters of shapes "
-                                 f"{saved.get('param_shapes')}, this group has {shapes}")
+                raise ValueError(
+                    f"{at}: the state dict is for parameters of shapes "
+                    f"{saved.get('param_shapes')}, this group has {shapes}"
+                )
             states = []
             for i, leaf in enumerate(entry.leaves):
                 got = saved_state.get(index + i, saved_state.get(str(index + i)))
                 misfit = tv.state_misfit(tv.flatten_state(leaf.state), got)
                 if misfit is not None:
-                    raise ValueError(f"{where}: the state of {entry.where(i)} does not fit "
-                                     f"its rule: {misfit}")
+                    raise ValueError(
+                        f"{where}: the state of {entry.where(i)} does not fit its rule: {misfit}"
+                    )
                 states.append(got)
             plan.append((entry, saved, states))
             index += len(entry.leaves)
@@ -362,15 +375,36 @@ class _Group:
     model of numpy views and its state tree (made once), and the rule and ``lr`` its
     leaves were last given (so that a change of either is applied once)."""
 
-    __slots__ = ("_labels", "base", "index", "leaves", "lr", "lr0", "model", "names",
-                 "params", "ptrs", "rule", "tree")
+    __slots__ = (
+        "_labels",
+        "base",
+        "index",
+        "leaves",
+        "lr",
+        "lr0",
+        "model",
+        "names",
+        "params",
+        "ptrs",
+        "rule",
+        "tree",
+    )
 
-    def __init__(self, index: int, params: list[torch.Tensor], names: list[str],
-                 labels: list[str], rule: Rule, lr: float, given: bool,
-                 low_precision_state: bool) -> None:
+    def __init__(
+        self,
+        index: int,
+        params: list[torch.Tensor],
+        names: list[str],
+        labels: list[str],
+        rule: Rule,
+        lr: float,
+        given: bool,
+        low_precision_state: bool,
+    ) -> None:
         self.index, self.params, self.names, self._labels = index, params, names, labels
-        self.model = {n: tv.tensor_view(p, labels[i]) for i, (n, p) in
-                      enumerate(zip(names, params))}
+        self.model = {
+            n: tv.tensor_view(p, labels[i]) for i, (n, p) in enumerate(zip(names, params))
+        }
         self.rule, self.lr, self.lr0 = rule, lr, lr
         self.base = _base_rule(rule, lr, given)
         self.tree = setup(self.base, self.model, low_precision_state=low_precision_state)
@@ -378,20 +412,33 @@ class _Group:
         self.ptrs = list(map(_DATA_PTR, params))
 
     @classmethod
-    def build(cls, group: dict[str, Any], index: int, given: bool,
-              low_precision_state: bool) -> _Group:
+    def build(
+        cls, group: dict[str, Any], index: int, given: bool, low_precision_state: bool
+    ) -> _Group:
         """The entry of a group torch has just added (its parameters checked here)."""
         params = list(group["params"])
         named = group.get("param_names")
         names = [str(n) for n in named] if named else [str(i) for i in range(len(params))]
-        labels = [f"param group {index}, parameter {n!r}" if named else
-                  f"param group {index}, parameter {i}" for i, n in enumerate(names)]
+        labels = [
+            f"param group {index}, parameter {n!r}"
+            if named
+            else f"param group {index}, parameter {i}"
+            for i, n in enumerate(names)
+        ]
         if len(set(names)) != len(names):
             raise ValueError(f"param group {index}: parameter names repeat: {names}")
         for p, label in zip(params, labels):
             tv.check_parameter(p, label)
-        return cls(index, params, names, labels, group["rule"], float(group["lr"]), given,
-                   low_precision_state)
+        return cls(
+            index,
+            params,
+            names,
+            labels,
+            group["rule"],
+            float(group["lr"]),
+            given,
+            low_precision_state,
+        )
 
     def where(self, i: int) -> str:
         """How errors name the ``i``-th parameter of the group."""
@@ -404,23 +451,28 @@ class _Group:
         if lr != self.lr or rule is not self.rule:
             lr = float(lr)
             if not isinstance(rule, Rule):
-                raise TypeError(f"param group {self.index}: 'rule' must be an optimisers "
-                                f"rule, got {rule!r}")
-            if rule is not self.rule:       # a new rule: its etas take the group's lr
+                raise TypeError(
+                    f"param group {self.index}: 'rule' must be an optimisers rule, got {rule!r}"
+                )
+            if rule is not self.rule:  # a new rule: its etas take the group's lr
                 self.base, self.lr0 = _base_rule(rule, lr, True), lr
             new = _at_lr(self.base, lr, self.lr0)
             for leaf in self.leaves:
                 leaf.rule = new
             self.lr, self.rule = lr, rule
         params = group["params"]
-        if list(map(_DATA_PTR, params)) != self.ptrs:     # same memory (and count) as set up
+        if list(map(_DATA_PTR, params)) != self.ptrs:  # same memory (and count) as set up
             self._replaced(params)
 
     def _replaced(self, params: list[torch.Tensor]) -> None:
-        for i, p in enumerate(params[:len(self.params)]):
+        for i, p in enumerate(params[: len(self.params)]):
             if p is not self.params[i] or p.data_ptr() != self.ptrs[i]:
-                raise RuntimeError(f"{self.where(i)} was replaced or moved to new memory "
-                                   f"since it was added (net.to(...), .data = ...); build "
-                                   f"the optimiser again for the new tensors")
-        raise RuntimeError(f"param group {self.index}: its list of parameters changed "
-                           f"({len(self.params)} -> {len(params)}); use add_param_group")
+                raise RuntimeError(
+                    f"{self.where(i)} was replaced or moved to new memory "
+                    f"since it was added (net.to(...), .data = ...); build "
+                    f"the optimiser again for the new tensors"
+                )
+        raise RuntimeError(
+            f"param group {self.index}: its list of parameters changed "
+            f"({len(self.params)} -> {len(params)}); use add_param_group"
+        )

@@ -21,13 +21,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from registry import RULES
-
 import optimisers as opt
 from optimisers import distributed as dist
+from registry import RULES
 
-SHAPES = {"a": (37, 5), "b": (13,), "c": (3, 4, 2), "d": (1,), "e": (64,), "f": (2, 3),
-          "g": (5, 7)}
+SHAPES = {"a": (37, 5), "b": (13,), "c": (3, 4, 2), "d": (1,), "e": (64,), "f": (2, 3), "g": (5, 7)}
 
 
 def make_model(dtype: Any, seed: int = 0) -> dict[str, np.ndarray]:
@@ -39,8 +37,7 @@ def grads_of(rank: int, step: int, model: dict[str, np.ndarray]) -> dict[str, An
     """Rank ``rank``'s gradient at ``step``: ``d`` has none on rank 1 at step 1, ``f`` none
     on any rank at step 2."""
     rng = np.random.default_rng(1000 * step + rank + 7)
-    g: dict[str, Any] = {k: rng.standard_normal(x.shape).astype(x.dtype)
-                         for k, x in model.items()}
+    g: dict[str, Any] = {k: rng.standard_normal(x.shape).astype(x.dtype) for k, x in model.items()}
     if step == 1 and rank == 1:
         g["d"] = None
     if step == 2:
@@ -48,8 +45,9 @@ def grads_of(rank: int, step: int, model: dict[str, np.ndarray]) -> dict[str, An
     return g
 
 
-def averaged(step: int, model: dict[str, np.ndarray], size: int,
-             grads: Any = grads_of) -> dict[str, Any]:
+def averaged(
+    step: int, model: dict[str, np.ndarray], size: int, grads: Any = grads_of
+) -> dict[str, Any]:
     """The averaged gradient as the docs define it: the ranks' gradients summed in rank
     order in the sum dtype (a None counts as zeros), divided by the number of ranks."""
     every = [grads(r, step, model) for r in range(size)]
@@ -75,20 +73,21 @@ def digest(model: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def same(comm: Any, model: dict[str, np.ndarray], ref: dict[str, np.ndarray], what: str,
-         rtol: float) -> None:
+def same(
+    comm: Any, model: dict[str, np.ndarray], ref: dict[str, np.ndarray], what: str, rtol: float
+) -> None:
     """Every rank holds the same model; bit for bit the reference on 1 and 2 ranks, within
     ``rtol`` on more."""
     hashes = comm.allgather(digest(model))
     assert len(set(hashes)) == 1, f"{what}: the ranks' models differ: {hashes}"
     for k, want in ref.items():
         if comm.size <= 2:
-            assert np.array_equal(model[k], want), \
-                f"{what}: {k} differs from one process: {model[k].ravel()[:4]} vs " \
+            assert np.array_equal(model[k], want), (
+                f"{what}: {k} differs from one process: {model[k].ravel()[:4]} vs "
                 f"{want.ravel()[:4]}"
+            )
         else:
-            np.testing.assert_allclose(model[k], want, rtol=rtol, atol=rtol,
-                                       err_msg=f"{what}: {k}")
+            np.testing.assert_allclose(model[k], want, rtol=rtol, atol=rtol, err_msg=f"{what}: {k}")
 
 
 def rtol_of(dtype: Any) -> float:
@@ -108,8 +107,16 @@ def into_buffers(state: Any, g: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_pair(comm: Any, rule: Any, dtype: Any, steps: int, what: str,
-               freeze: str | None = "c", shard: bool = True, buffers: bool = False) -> None:
+def train_pair(
+    comm: Any,
+    rule: Any,
+    dtype: Any,
+    steps: int,
+    what: str,
+    freeze: str | None = "c",
+    shard: bool = True,
+    buffers: bool = False,
+) -> None:
     """Train the distributed model and the one-process reference side by side."""
     model = make_model(dtype)
     ref = copy.deepcopy(model)
@@ -133,8 +140,9 @@ def train_pair(comm: Any, rule: Any, dtype: Any, steps: int, what: str,
     params = sum(x.nbytes for x in ref.values())
     if shard and comm.size > 1 and sum(per_leaf) >= params:
         mine = state.state_bytes()
-        assert mine <= sum(per_leaf) / comm.size + max(per_leaf), \
+        assert mine <= sum(per_leaf) / comm.size + max(per_leaf), (
             f"{what}: rank {comm.rank} holds {mine} state bytes of {sum(per_leaf)}"
+        )
 
 
 def _leaves(tree: Any) -> list[Any]:
@@ -155,8 +163,7 @@ def _arrays(s: Any) -> list[np.ndarray]:
 
 EXTRA = [
     ("ClipGlobalNorm-Adam", opt.OptimiserChain(opt.ClipGlobalNorm(0.5), opt.Adam(0.05))),
-    ("ClipGlobalNorm-inf", opt.OptimiserChain(opt.ClipGlobalNorm(0.3, np.inf),
-                                              opt.Momentum(0.1))),
+    ("ClipGlobalNorm-inf", opt.OptimiserChain(opt.ClipGlobalNorm(0.3, np.inf), opt.Momentum(0.1))),
     ("ClipNorm-Adam", opt.OptimiserChain(opt.ClipNorm(0.5), opt.Adam(0.05))),
 ]
 
@@ -177,8 +184,9 @@ def scenario_replicated(comm: Any) -> None:
     """The all-reduce mode: the same results, the whole state on every rank."""
     for name, rule in EXTRA + [("Adam", opt.Adam(0.05)), ("Lion", opt.Lion(0.01))]:
         train_pair(comm, rule, np.float32, 3, f"replicated {name}", shard=False)
-        train_pair(comm, rule, np.float64, 3, f"replicated buffers {name}", shard=False,
-                   buffers=True)
+        train_pair(
+            comm, rule, np.float64, 3, f"replicated buffers {name}", shard=False, buffers=True
+        )
         train_pair(comm, rule, np.float32, 3, f"sharded buffers {name}", buffers=True)
 
 
@@ -186,20 +194,35 @@ def scenario_mixed(comm: Any) -> None:
     """One model of float16, float32, float64 and complex arrays: one bucket per sum dtype
     (float16 sums in float32), each bit for bit one process on 2 ranks."""
     rng = np.random.default_rng(3)
-    dtypes = {"h": np.float16, "s": np.float32, "d": np.float64, "z": np.complex64,
-              "s2": np.float32}
-    base = {k: (rng.standard_normal(9 + len(k)) + (1j if np.dtype(t).kind == "c" else 0)
-                * rng.standard_normal(9 + len(k))).astype(t) for k, t in dtypes.items()}
+    dtypes = {
+        "h": np.float16,
+        "s": np.float32,
+        "d": np.float64,
+        "z": np.complex64,
+        "s2": np.float32,
+    }
+    base = {
+        k: (
+            rng.standard_normal(9 + len(k))
+            + (1j if np.dtype(t).kind == "c" else 0) * rng.standard_normal(9 + len(k))
+        ).astype(t)
+        for k, t in dtypes.items()
+    }
 
     def grads(rank: int, step: int, model: Any) -> Any:
         r = np.random.default_rng(100 * step + rank)
-        return {k: (r.standard_normal(x.shape) + (1j if x.dtype.kind == "c" else 0)
-                    * r.standard_normal(x.shape)).astype(x.dtype) for k, x in model.items()}
+        return {
+            k: (
+                r.standard_normal(x.shape)
+                + (1j if x.dtype.kind == "c" else 0) * r.standard_normal(x.shape)
+            ).astype(x.dtype)
+            for k, x in model.items()
+        }
 
     for rule in (opt.Adam(0.05), opt.OptimiserChain(opt.ClipGlobalNorm(0.5), opt.Momentum())):
         model, ref = copy.deepcopy(base), copy.deepcopy(base)
         state, ref_state = dist.setup(rule, model, comm), opt.setup(rule, ref)
-        assert len(state.buckets) == 3          # float32 (h, s, s2), float64, complex64
+        assert len(state.buckets) == 3  # float32 (h, s, s2), float64, complex64
         for step in range(3):
             state, model = dist.update_(state, model, grads(comm.rank, step, model))
             ref_state, ref = opt.update_(ref_state, ref, averaged(step, ref, comm.size, grads))
@@ -227,8 +250,11 @@ def scenario_skip(comm: Any) -> None:
         same(comm, model, ref, f"skip step {step}", 2e-4)
         if step == 1:
             assert digest(model) == before, "the skipped step moved the model"
-    skipped = [int(lf.state[0].skipped) for lf in _leaves(state.tree)
-               if isinstance(lf.state, tuple) and hasattr(lf.state[0], "skipped")]
+    skipped = [
+        int(lf.state[0].skipped)
+        for lf in _leaves(state.tree)
+        if isinstance(lf.state, tuple) and hasattr(lf.state[0], "skipped")
+    ]
     assert all(s == 1 for s in skipped), skipped
 
 
@@ -246,8 +272,15 @@ class Boom(opt.Rule):
         return state, 0.1 * dx
 
 
-def expect_failure(comm: Any, state: Any, model: Any, grads: Any, own: type, what: str,
-                   owner_fails: int | None = None) -> None:
+def expect_failure(
+    comm: Any,
+    state: Any,
+    model: Any,
+    grads: Any,
+    own: type,
+    what: str,
+    owner_fails: int | None = None,
+) -> None:
     """The step raises on every rank (``own`` on a failing rank, RankFailed on the others,
     in bounded time) and writes nothing anywhere."""
     before = digest(model)
@@ -271,8 +304,9 @@ def expect_failure(comm: Any, state: Any, model: Any, grads: Any, own: type, wha
     for lf in state.leaves:
         if lf is not None:
             a, b = _arrays(lf.state), _arrays(leaves[id(lf)])
-            assert all(np.array_equal(x, y) for x, y in zip(a, b)), \
+            assert all(np.array_equal(x, y) for x, y in zip(a, b)), (
                 f"{what}: rank {comm.rank} wrote its state"
+            )
     kinds = comm.allgather(got)
     assert any(k != "RankFailed" for k in kinds), f"{what}: {kinds}"
 
@@ -281,6 +315,7 @@ def scenario_faults(comm: Any) -> None:
     """A bad gradient, a failing rule, a non-finite global norm, mismatched models and
     rules: every rank raises, nothing is written, training goes on."""
     last = comm.size - 1
+
     def rule_for(kp, x):
         return Boom() if kp == opt.KeyPath("e") else opt.Adam(0.05)
 
@@ -308,18 +343,32 @@ def scenario_faults(comm: Any) -> None:
     good()
     owner = state.owner[state.paths.index(opt.KeyPath("e"))]
     Boom.armed = True
-    expect_failure(comm, state, model, grads_of(comm.rank, step, model), RuntimeError,
-                   "a rule raising", None)
+    expect_failure(
+        comm, state, model, grads_of(comm.rank, step, model), RuntimeError, "a rule raising", None
+    )
     Boom.armed = False
     good()
     # a rule that fails after the global norm was agreed (a late program), on one rank only
     late = opt.OptimiserChain(opt.ClipGlobalNorm(1.0), Boom())
     m3 = make_model(np.float32)
-    s3 = dist.setup(lambda kp, x: late if kp == opt.KeyPath("e") else
-                    opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.Adam(0.05)), m3, comm)
+    s3 = dist.setup(
+        lambda kp, x: (
+            late
+            if kp == opt.KeyPath("e")
+            else opt.OptimiserChain(opt.ClipGlobalNorm(1.0), opt.Adam(0.05))
+        ),
+        m3,
+        comm,
+    )
     Boom.armed = True
-    expect_failure(comm, s3, m3, grads_of(comm.rank, 0, m3), RuntimeError,
-                   "a rule raising after the global norm")
+    expect_failure(
+        comm,
+        s3,
+        m3,
+        grads_of(comm.rank, 0, m3),
+        RuntimeError,
+        "a rule raising after the global norm",
+    )
     Boom.armed = False
     s3, m3 = dist.update_(s3, m3, grads_of(comm.rank, 0, m3))
     # a non-finite global norm with throw=True: every rank raises FloatingPointError
@@ -354,7 +403,7 @@ def scenario_timeout(comm: Any) -> None:
     """A rank that never arrives: the others raise DistributedTimeout within the limit."""
     model = make_model(np.float32)
     state = dist.setup(opt.Adam(), model, comm, timeout=2.0)
-    if comm.rank == comm.size - 1:        # the late rank: nothing to check here
+    if comm.rank == comm.size - 1:  # the late rank: nothing to check here
         print(f"OK timeout rank {comm.rank}", flush=True)
         time.sleep(6)
         os._exit(0)
@@ -367,7 +416,7 @@ def scenario_timeout(comm: Any) -> None:
         assert 1.5 < waited < 5.0, waited
         assert "2 s" in str(e), e
     print(f"OK timeout rank {comm.rank}", flush=True)
-    os._exit(0)          # the abandoned collective cannot be finalised
+    os._exit(0)  # the abandoned collective cannot be finalised
 
 
 def scenario_save(comm: Any, path: str) -> None:
@@ -420,11 +469,15 @@ def scenario_load(comm: Any, path: str) -> None:
 def scenario_torch(comm: Any, port: str) -> None:
     """The same API over a torch.distributed gloo group."""
     import torch.distributed as tdist
-    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                             rank=comm.rank, world_size=comm.size)
+
+    tdist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank, world_size=comm.size
+    )
     group = tdist.new_group(list(range(comm.size)), backend="gloo")
-    for name, rule in EXTRA + [("Adam", opt.Adam(0.05)),
-                               ("Skip", opt.OptimiserChain(opt.SkipNonFinite(), opt.Lion()))]:
+    for name, rule in EXTRA + [
+        ("Adam", opt.Adam(0.05)),
+        ("Skip", opt.OptimiserChain(opt.SkipNonFinite(), opt.Lion())),
+    ]:
         train_pair(comm, rule, np.float32, 3, f"torch {name}", freeze=None)
         model = make_model(np.float64)
         ref = copy.deepcopy(model)
@@ -442,6 +495,7 @@ def scenario_torch(comm: Any, port: str) -> None:
 
 def main() -> None:
     from mpi4py import MPI
+
     comm = MPI.COMM_WORLD
     name, arg = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "all")
     try:

@@ -14,24 +14,38 @@ import numpy as np
 import optimisers as opt
 import optimisers._probe as _probe  # (a compiled module: mypy skips it)
 
-from . import (busy, compare, distributed, plot, problems, quality, report, rules, speed,
-               torch_step)
+from . import busy, compare, distributed, plot, problems, quality, report, rules, speed, torch_step
 from .cases import Case
 from .timing import Budget, Progress
 
 __all__ = ["main", "parse", "run", "DEFAULTS", "TINY"]
 
 # The default run: the README's main-job command (under a minute on 2 busy cores).
-DEFAULTS = dict(rules="adam,momentum,lion", sizes="1e6,1e7", dtypes="float32", leaves="1",
-                many="1000x1000", threads="1,2", per_leaf=10000, steps=None,
-                problems=",".join(problems.PROBLEMS),
-                budget=Budget())
+DEFAULTS = dict(
+    rules="adam,momentum,lion",
+    sizes="1e6,1e7",
+    dtypes="float32",
+    leaves="1",
+    many="1000x1000",
+    threads="1,2",
+    per_leaf=10000,
+    steps=None,
+    problems=",".join(problems.PROBLEMS),
+    budget=Budget(),
+)
 # --tiny: a smoke test of every part in a few seconds (CI).
-TINY = dict(rules="adam,momentum,lion", sizes="1e5", dtypes="float32", leaves="1",
-            many="10x1000", threads="1,2", per_leaf=200, steps=60,
-            problems=",".join(problems.PROBLEMS),
-            budget=Budget(warmup=1, min_steps=3, max_steps=50, min_time=0.005, max_time=0.1,
-                          rounds=3))
+TINY = dict(
+    rules="adam,momentum,lion",
+    sizes="1e5",
+    dtypes="float32",
+    leaves="1",
+    many="10x1000",
+    threads="1,2",
+    per_leaf=200,
+    steps=60,
+    problems=",".join(problems.PROBLEMS),
+    budget=Budget(warmup=1, min_steps=3, max_steps=50, min_time=0.005, max_time=0.1, rounds=3),
+)
 
 _EPILOG = """\
 examples:
@@ -50,46 +64,77 @@ def _parser():
     p = argparse.ArgumentParser(
         prog="optimisers-bench",
         description="Time optimisers' update_ against the machine's bandwidth (and torch "
-                    "and numpy with --compare), or compare what rules achieve (quality).",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", choices=["speed", "quality"], default="speed",
-                   help="speed (default: speed tables, then a short quality table) or "
-                        "quality (the quality table only)")
+        "and numpy with --compare), or compare what rules achieve (quality).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "mode",
+        nargs="?",
+        choices=["speed", "quality"],
+        default="speed",
+        help="speed (default: speed tables, then a short quality table) or "
+        "quality (the quality table only)",
+    )
     a = p.add_argument
-    a("--rules", help=f"comma-separated rule names (default {DEFAULTS['rules']}; "
-                      f"--list shows them)")
-    a("--sizes", help="total elements per model, e.g. 1e6,1e8 or 10M (default 1e6,1e7); "
-                      "'none' for only --many models")
+    a(
+        "--rules",
+        help=f"comma-separated rule names (default {DEFAULTS['rules']}; --list shows them)",
+    )
+    a(
+        "--sizes",
+        help="total elements per model, e.g. 1e6,1e8 or 10M (default 1e6,1e7); "
+        "'none' for only --many models",
+    )
     a("--dtypes", help="float32,float64 (default float32)")
     a("--leaves", help="split each size over this many arrays, e.g. 1,1000 (default 1)")
-    a("--many", help="extra many-array models COUNTxSIZE, e.g. 1000x1000 (the default); "
-                     "'none' for none")
+    a(
+        "--many",
+        help="extra many-array models COUNTxSIZE, e.g. 1000x1000 (the default); 'none' for none",
+    )
     a("--threads", help="OpenMP thread counts, e.g. 1,2 or 'max' (default 1,2)")
-    a("--per-leaf", type=int, metavar="N",
-      help="per-leaf overhead: Adam float32 on N arrays of 16 elements (default 10000; "
-           "0 skips)")
-    a("--compare", action="store_true",
-      help="also run torch.optim (loop, foreach, fused) and plain numpy where installed")
-    a("--impls", help="only these implementations besides optimisers and the probe, e.g. "
-                      "plain,torch-fused (implies --compare when it names a peer)")
+    a(
+        "--per-leaf",
+        type=int,
+        metavar="N",
+        help="per-leaf overhead: Adam float32 on N arrays of 16 elements (default 10000; 0 skips)",
+    )
+    a(
+        "--compare",
+        action="store_true",
+        help="also run torch.optim (loop, foreach, fused) and plain numpy where installed",
+    )
+    a(
+        "--impls",
+        help="only these implementations besides optimisers and the probe, e.g. "
+        "plain,torch-fused (implies --compare when it names a peer)",
+    )
     a("--quality", action="store_true", help="the quality mode only (same as 'quality')")
     a("--no-quality", action="store_true", help="skip the quality table of a speed run")
     a("--problems", help=f"quality problems (default {','.join(problems.PROBLEMS)})")
-    a("--steps", type=int, help="quality: steps for every problem (default: each "
-                                "problem's own)")
+    a("--steps", type=int, help="quality: steps for every problem (default: each problem's own)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON instead of tables")
     out.add_argument("--csv", action="store_true", help="print CSV instead of tables")
     a("--plot", metavar="FILE.png", help="draw the comparison and loss curves (matplotlib)")
     a("--tiny", action="store_true", help="a smoke test of everything in a few seconds")
-    a("--min-time", type=float, metavar="S", help="seconds of timed steps per "
-                                                  "implementation and case (default 0.25)")
+    a(
+        "--min-time",
+        type=float,
+        metavar="S",
+        help="seconds of timed steps per implementation and case (default 0.25)",
+    )
     a("--min-steps", type=int, metavar="N", help="timed steps at least (default 10)")
     a("--warmup", type=int, metavar="N", help="untimed steps first (default 3)")
     a("--rounds", type=int, metavar="N", help="round-robin rounds (default 3)")
     prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="progress bar on stderr (default: when stderr is a terminal)")
+    prog.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     a("--list", action="store_true", help="list the rules (with byte counts) and problems")
     return p
@@ -98,7 +143,7 @@ def _parser():
 # ----------------------------------------------------------------------------------------
 # parsing helpers
 
-_SUFFIX = {"k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}
+_SUFFIX = {"k": 10**3, "m": 10**6, "g": 10**9}
 
 
 def parse_count(text):
@@ -162,29 +207,30 @@ def parse(argv=None):
     ns.mode = "quality" if ns.quality else ns.mode
     ns.rules = _list(ns.rules or base["rules"], _rule, "rules", p)
     sizes = ns.sizes or base["sizes"]
-    ns.sizes = [] if sizes.strip().lower() == "none" else \
-        _list(sizes, parse_count, "sizes", p)
+    ns.sizes = [] if sizes.strip().lower() == "none" else _list(sizes, parse_count, "sizes", p)
     ns.dtypes = _list(ns.dtypes or base["dtypes"], _dtype, "dtypes", p)
     ns.leaves = _list(ns.leaves or base["leaves"], parse_count, "leaves", p)
     ns.threads = _list(ns.threads or base["threads"], _threads, "threads", p)
     many = ns.many if ns.many is not None else base["many"]
-    ns.many = [] if many.strip().lower() in ("", "none", "0") else \
-        _list(many, _many, "many", p)
+    ns.many = [] if many.strip().lower() in ("", "none", "0") else _list(many, _many, "many", p)
     ns.per_leaf = base["per_leaf"] if ns.per_leaf is None else ns.per_leaf
     if ns.per_leaf < 0:
         p.error("--per-leaf: must be >= 0")
-    ns.problems = _list(ns.problems or base["problems"], lambda s: problems.get(s).name,
-                        "problems", p)
+    ns.problems = _list(
+        ns.problems or base["problems"], lambda s: problems.get(s).name, "problems", p
+    )
     ns.steps = base["steps"] if ns.steps is None else ns.steps
     if ns.steps is not None and ns.steps < 1:
         p.error("--steps: must be >= 1")
     b = base["budget"]
-    ns.budget = Budget(warmup=b.warmup if ns.warmup is None else ns.warmup,
-                       min_steps=b.min_steps if ns.min_steps is None else ns.min_steps,
-                       max_steps=max(b.max_steps, ns.min_steps or 0),
-                       min_time=b.min_time if ns.min_time is None else ns.min_time,
-                       max_time=max(b.max_time, 4 * (ns.min_time or 0)),
-                       rounds=b.rounds if ns.rounds is None else ns.rounds)
+    ns.budget = Budget(
+        warmup=b.warmup if ns.warmup is None else ns.warmup,
+        min_steps=b.min_steps if ns.min_steps is None else ns.min_steps,
+        max_steps=max(b.max_steps, ns.min_steps or 0),
+        min_time=b.min_time if ns.min_time is None else ns.min_time,
+        max_time=max(b.max_time, 4 * (ns.min_time or 0)),
+        rounds=b.rounds if ns.rounds is None else ns.rounds,
+    )
     ns.impls = _impls(ns, p)
     if ns.progress is None:
         ns.progress = sys.stderr.isatty()
@@ -211,6 +257,7 @@ def _impls(ns, p):
 # ----------------------------------------------------------------------------------------
 # running
 
+
 def speed_cases(ns):
     """Every speed case of the settings, then the per-leaf cases."""
     cases = []
@@ -223,8 +270,9 @@ def speed_cases(ns):
                     cases.append(Case(rule, dtype, size, leaves, t))
     if ns.per_leaf:
         for t in ns.threads:
-            cases.append(Case("adam", "float32", 16 * ns.per_leaf, ns.per_leaf, t,
-                              section="per_leaf"))
+            cases.append(
+                Case("adam", "float32", 16 * ns.per_leaf, ns.per_leaf, t, section="per_leaf")
+            )
     return cases
 
 
@@ -243,18 +291,27 @@ def _meta(ns, argv):
     torch = compare.torch_module() if ns.compare else None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     meta = {
-        "argv": list(argv), "mode": ns.mode, "optimisers": opt.__version__,
-        "numpy": np.__version__, "torch": torch.__version__ if torch else None,
-        "python": platform.python_version(), "cpu": _cpu_name(), "cpus": os.cpu_count(),
+        "argv": list(argv),
+        "mode": ns.mode,
+        "optimisers": opt.__version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch else None,
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "cpus": os.cpu_count(),
         "openmp": bool(opt.openmp_enabled() and _probe.openmp_enabled()),
-        "load_average": load, "threads": ns.threads, "per_leaf_elements": 16,
+        "load_average": load,
+        "threads": ns.threads,
+        "per_leaf_elements": 16,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    meta["summary"] = (f"optimisers {meta['optimisers']}, numpy {meta['numpy']}"
-                       + (f", torch {meta['torch']}" if meta["torch"] else "")
-                       + f", Python {meta['python']}; {meta['cpus']} CPUs ({meta['cpu']}), "
-                       + f"OpenMP {'on' if meta['openmp'] else 'OFF'}"
-                       + (f"; load average {load:.1f} at start" if load is not None else ""))
+    meta["summary"] = (
+        f"optimisers {meta['optimisers']}, numpy {meta['numpy']}"
+        + (f", torch {meta['torch']}" if meta["torch"] else "")
+        + f", Python {meta['python']}; {meta['cpus']} CPUs ({meta['cpu']}), "
+        + f"OpenMP {'on' if meta['openmp'] else 'OFF'}"
+        + (f"; load average {load:.1f} at start" if load is not None else "")
+    )
     return meta
 
 
@@ -272,18 +329,19 @@ def run(ns, argv=()):
     curves = {}
     try:
         if cases:
-            rows, _ = speed.run_cases(cases, ns.compare, ns.budget, progress,
-                                          results["notes"], ns.impls)
+            rows, _ = speed.run_cases(
+                cases, ns.compare, ns.budget, progress, results["notes"], ns.impls
+            )
             busy.flag_rows(rows)
             results["speed"] = [r for r in rows if r["section"] == "speed"]
             results["per_leaf"] = [r for r in rows if r["section"] == "per_leaf"]
         if n_quality:
-            results["quality"], curves = quality.run_quality(ns.rules, ns.problems,
-                                                             ns.steps, progress)
+            results["quality"], curves = quality.run_quality(
+                ns.rules, ns.problems, ns.steps, progress
+            )
     finally:
         progress.close()
-    results["meta"]["busy"] = busy.warnings(results["meta"],
-                                            results["speed"] + results["per_leaf"])
+    results["meta"]["busy"] = busy.warnings(results["meta"], results["speed"] + results["per_leaf"])
     results["meta"]["elapsed_s"] = time.perf_counter() - t0
     return results, curves
 
@@ -293,21 +351,22 @@ def _list_text():
     for name in rules.names():
         spec = rules.get(name)
         n = rules.arrays_per_element(spec.passes)
-        lines.append(f"  {name:18s} {n} arrays = {4 * n:2d} B/elem float32, "
-                     f"{8 * n:2d} B/elem float64   {spec.doc}")
+        lines.append(
+            f"  {name:18s} {n} arrays = {4 * n:2d} B/elem float32, "
+            f"{8 * n:2d} B/elem float64   {spec.doc}"
+        )
     lines.append("problems")
     for name, pr in problems.PROBLEMS.items():
-        lines.append(f"  {name:12s} {pr.steps:5d} steps, target {pr.target:.4g}: "
-                     f"{pr.description}")
+        lines.append(f"  {name:12s} {pr.steps:5d} steps, target {pr.target:.4g}: {pr.description}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     """The ``optimisers-bench`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["distributed"]:          # its own options (bench/distributed.py)
+    if argv[:1] == ["distributed"]:  # its own options (bench/distributed.py)
         return distributed.main(argv[1:])
-    if argv[:1] == ["torch-step"]:          # optimisers.torch.Optimizer vs torch.optim
+    if argv[:1] == ["torch-step"]:  # optimisers.torch.Optimizer vs torch.optim
         torch_step.main(argv[1:])
         return 0
     ns = parse(argv)

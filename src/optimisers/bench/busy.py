@@ -82,11 +82,12 @@ def warnings(meta, rows):
     out = []
     load, cpus = meta.get("load_average"), meta.get("cpus") or 1
     if load is not None and load > BUSY_LOAD * cpus:
-        out.append(f"the machine was busy: load average {load:.1f} on {cpus} CPUs at "
-                   f"the start")
+        out.append(f"the machine was busy: load average {load:.1f} on {cpus} CPUs at the start")
     suspect = sum(1 for r in rows if r.get("suspect"))
     if suspect:
-        out.append(f"{suspect} of {len(rows)} speed rows have figures a quiet machine "
-                   f"does not give (the 'check' column): read them as signs of load, not "
-                   f"as the speed of the code")
+        out.append(
+            f"{suspect} of {len(rows)} speed rows have figures a quiet machine "
+            f"does not give (the 'check' column): read them as signs of load, not "
+            f"as the speed of the code"
+        )
     return out

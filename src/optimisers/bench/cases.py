@@ -19,8 +19,15 @@ from threadpoolctl import threadpool_limits
 
 from . import rules
 
-__all__ = ["Case", "Unavailable", "fmt_size", "gradient_values", "make_arrays", "matrix_shape",
-           "thread_limit"]
+__all__ = [
+    "Case",
+    "Unavailable",
+    "fmt_size",
+    "gradient_values",
+    "make_arrays",
+    "matrix_shape",
+    "thread_limit",
+]
 
 
 class Unavailable(Exception):
@@ -41,7 +48,7 @@ class Case:
     size: int
     leaves: int
     threads: int
-    section: str = "speed"          # "speed", or "per_leaf" for the per-leaf overhead
+    section: str = "speed"  # "speed", or "per_leaf" for the per-leaf overhead
 
     @property
     def spec(self):
@@ -62,8 +69,10 @@ class Case:
         return [q + (i < r) for i in range(self.leaves)]
 
     def label(self):
-        return (f"{self.rule} {self.dtype} {fmt_size(self.size)}"
-                f"{'' if self.leaves == 1 else f' /{self.leaves}'} t{self.threads}")
+        return (
+            f"{self.rule} {self.dtype} {fmt_size(self.size)}"
+            f"{'' if self.leaves == 1 else f' /{self.leaves}'} t{self.threads}"
+        )
 
     @property
     def state_min_bytes(self):
@@ -85,7 +94,7 @@ def fmt_size(n):
     if n >= 10_000:
         e = len(str(n)) - 1
         if n % 10 ** (e - 1) == 0:
-            return f"{n / 10 ** e:g}e{e}"
+            return f"{n / 10**e:g}e{e}"
     return str(n)
 
 

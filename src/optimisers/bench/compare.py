@@ -41,7 +41,7 @@ def torch_module():
     if _TORCH is None:
         try:
             _TORCH = importlib.import_module("torch")
-        except Exception:                   # any failure means "absent"
+        except Exception:  # any failure means "absent"
             _TORCH = False
     return _TORCH or None
 
@@ -50,14 +50,19 @@ def availability_notes():
     """One line on what ``--compare`` can compare with on this machine."""
     torch = torch_module()
     if torch is None:
-        return ["torch is not installed: --compare shows plain numpy only "
-                "(pip install torch to add torch.optim)"]
-    return [f"torch {torch.__version__}: torch.optim with foreach=False (torch-loop), "
-            f"foreach=True (torch-foreach) and fused=True (torch-fused) where it has one"]
+        return [
+            "torch is not installed: --compare shows plain numpy only "
+            "(pip install torch to add torch.optim)"
+        ]
+    return [
+        f"torch {torch.__version__}: torch.optim with foreach=False (torch-loop), "
+        f"foreach=True (torch-foreach) and fused=True (torch-fused) where it has one"
+    ]
 
 
 # ----------------------------------------------------------------------------------------
 # torch
+
 
 def _adam_kw(r):
     return dict(lr=r.eta, betas=tuple(r.beta), eps=r.epsilon)
@@ -84,18 +89,26 @@ _TORCH_RULES = {
     "amsgrad": ("Adam", lambda r: dict(_adam_kw(r), amsgrad=True)),
     "adamw": ("AdamW", _adamw_kw),
     # torch's weight_decay adds lambda * x to the gradient first: WeightDecay -> Adam
-    "weightdecay+adam": ("Adam", lambda r: dict(_adam_kw(r.opts[1]),
-                                                weight_decay=r.opts[0].lambda_)),
+    "weightdecay+adam": (
+        "Adam",
+        lambda r: dict(_adam_kw(r.opts[1]), weight_decay=r.opts[0].lambda_),
+    ),
     "clipnorm+adamw": ("AdamW", lambda r: _adamw_kw(r.opts[1])),
     "clipglobalnorm+adamw": ("AdamW", lambda r: _adamw_kw(r.opts[1])),
-    "adafactor": ("Adafactor", lambda r: dict(lr=r.eta, beta2_decay=r.beta2_decay,
-                                              eps=tuple(r.epsilon), d=r.d,
-                                              weight_decay=r.lambda_)),
+    "adafactor": (
+        "Adafactor",
+        lambda r: dict(
+            lr=r.eta, beta2_decay=r.beta2_decay, eps=tuple(r.epsilon), d=r.d, weight_decay=r.lambda_
+        ),
+    ),
 }
 
 
-_VARIANTS = (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
-             ("torch-fused", dict(fused=True)))
+_VARIANTS = (
+    ("torch-loop", dict(foreach=False)),
+    ("torch-foreach", dict(foreach=True)),
+    ("torch-fused", dict(fused=True)),
+)
 
 
 def _torch_builder(variant, extra):
@@ -104,8 +117,9 @@ def _torch_builder(variant, extra):
         rule = case.spec.rule()
         name, keywords = _TORCH_RULES[case.rule]
         kw = keywords(rule)
-        clip = (rule.opts[0].omega if case.rule.startswith(("clipnorm+", "clipglobalnorm+"))
-                else None)
+        clip = (
+            rule.opts[0].omega if case.rule.startswith(("clipnorm+", "clipglobalnorm+")) else None
+        )
         xs, gs = make_arrays(case, seed)
         params = [torch.from_numpy(x) for x in xs]
         for p, g in zip(params, gs):
@@ -113,17 +127,21 @@ def _torch_builder(variant, extra):
         try:
             optim = getattr(torch.optim, name)(params, **kw, **extra)
         except (TypeError, RuntimeError, ValueError) as e:
-            raise Unavailable(f"torch.optim.{name}({', '.join(extra)}=True) is not "
-                              f"available on CPU: {str(e).splitlines()[0]}") from None
+            raise Unavailable(
+                f"torch.optim.{name}({', '.join(extra)}=True) is not "
+                f"available on CPU: {str(e).splitlines()[0]}"
+            ) from None
         clip_norm = torch.nn.utils.clip_grad_norm_
         foreach = extra.get("foreach")
         if clip is not None:
+
             def step():
                 clip_norm(params, clip, foreach=foreach)
                 optim.step()
         else:
             step = optim.step
         return _with_params(step, xs)
+
     return build
 
 
@@ -137,8 +155,10 @@ def _torch_builders(case):
 
 def _with_params(step, xs):
     """``step`` as a plain function with ``.params``: the numpy arrays it updates."""
+
     def run():
         step()
+
     run.params = xs
     return run
 
@@ -146,17 +166,19 @@ def _with_params(step, xs):
 def _unavailable(why):
     def build(case, seed=0):
         raise Unavailable(why)
+
     return build
 
 
 # ----------------------------------------------------------------------------------------
 # numpy
 
+
 def _numpy_state(case, seed, n_states):
     xs, gs = make_arrays(case, seed)
     states = [[np.zeros_like(x) for x in xs] for _ in range(n_states)]
     scratch = np.empty(max(x.size for x in xs), case.dtype)
-    return xs, gs, states, [scratch[:x.size] for x in xs]
+    return xs, gs, states, [scratch[: x.size] for x in xs]
 
 
 def _np_descent(case, seed=0):
@@ -167,6 +189,7 @@ def _np_descent(case, seed=0):
         for x, g, s in zip(xs, gs, ss):
             np.multiply(g, eta, out=s)
             x -= s
+
     return _with_params(step, xs)
 
 
@@ -175,12 +198,13 @@ def _np_momentum(case, seed=0):
     eta, rho = rule.eta, rule.rho
     xs, gs, (vs,), ss = _numpy_state(case, seed, 1)
 
-    def step():                             # v = rho*v + eta*g ; x -= v
+    def step():  # v = rho*v + eta*g ; x -= v
         for x, g, v, s in zip(xs, gs, vs, ss):
             v *= rho
             np.multiply(g, eta, out=s)
             v += s
             x -= v
+
     return _with_params(step, xs)
 
 
@@ -190,16 +214,17 @@ def _np_lion(case, seed=0):
     xs, gs, (ms,), ss = _numpy_state(case, seed, 1)
     r = (1 - b1) / b1
 
-    def step():                             # d = eta*sign(b1*m + (1-b1)*g)
+    def step():  # d = eta*sign(b1*m + (1-b1)*g)
         for x, g, m, s in zip(xs, gs, ms, ss):
-            np.multiply(g, r, out=s)        # sign(b1*(m + g*(1-b1)/b1)), b1 > 0
+            np.multiply(g, r, out=s)  # sign(b1*(m + g*(1-b1)/b1)), b1 > 0
             s += m
             np.sign(s, out=s)
             s *= eta
             x -= s
-            m *= b2                         # m = b2*m + (1-b2)*g
+            m *= b2  # m = b2*m + (1-b2)*g
             np.multiply(g, 1 - b2, out=s)
             m += s
+
     return _with_params(step, xs)
 
 
@@ -207,7 +232,7 @@ def _np_adam(case, seed=0):
     """Adam, AdamW (coupled decay, as PyTorch) and ClipNorm or ClipGlobalNorm -> AdamW."""
     rule = case.spec.rule()
     clip, total = None, None
-    if isinstance(rule, opt.OptimiserChain):        # ClipNorm -> AdamW
+    if isinstance(rule, opt.OptimiserChain):  # ClipNorm -> AdamW
         clip, rule = rule.opts[0].omega, rule.opts[1]
         total = case.rule.startswith("clipglobalnorm+")
     eta, (b1, b2), eps = rule.eta, rule.beta, rule.epsilon
@@ -218,11 +243,11 @@ def _np_adam(case, seed=0):
     def step():
         t[0] += 1
         bc1, bc2 = 1 - b1 ** t[0], 1 - b2 ** t[0]
-        if total:                           # ClipGlobalNorm: the norm of every g
+        if total:  # ClipGlobalNorm: the norm of every g
             norm_all = math.sqrt(sum(float(np.vdot(g, g)) for g in gs))
         for x, g, m, v, s in zip(xs, gs, ms, vs, ss):
             c = 1.0
-            if clip is not None:            # the clip folded into the scale of g
+            if clip is not None:  # the clip folded into the scale of g
                 norm = norm_all if total else math.sqrt(float(np.vdot(g, g)))
                 c = min(1.0, clip / norm) if norm > 0 else 1.0
             m *= b1
@@ -236,10 +261,11 @@ def _np_adam(case, seed=0):
             np.sqrt(s, out=s)
             s += eps
             np.divide(m, s, out=s)
-            if lam:                         # coupled decay: x - eta*(a + lam*x)
+            if lam:  # coupled decay: x - eta*(a + lam*x)
                 x *= 1 - eta * lam
             s *= eta / bc1
             x -= s
+
     return _with_params(step, xs)
 
 

@@ -49,14 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optimisers-bench distributed",
         description="Time the sharded (ZeRO-1) Adam step against its collectives on ranks "
-                    "of this machine (launches itself under mpiexec), and model a cluster.")
+        "of this machine (launches itself under mpiexec), and model a cluster.",
+    )
     a = p.add_argument
     a("--ranks", type=int, default=2, help="processes to launch (default 2)")
     a("--sizes", default="1e7,1e8", help="float32 elements of the model (default 1e7,1e8)")
     a("--arrays", type=int, default=16, help="equal arrays the model is dealt into (16)")
     a("--rounds", type=int, default=7, help="timed rounds; the median is shown (7)")
-    a("--bandwidth", type=float, default=12.5e9,
-      help="cluster link bandwidth in bytes/s for the model (default 12.5e9: 100 Gb/s)")
+    a(
+        "--bandwidth",
+        type=float,
+        default=12.5e9,
+        help="cluster link bandwidth in bytes/s for the model (default 12.5e9: 100 Gb/s)",
+    )
     a("--latency", type=float, default=5e-6, help="cluster latency per hop, s (5e-6)")
     a("--json", action="store_true", help="print JSON instead of a table")
     return p
@@ -64,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _median_time(fn: Any, comm: Any, rounds: int) -> float:
     """The median over rounds of the slowest rank's time of ``fn()``."""
-    fn()                                      # warm up: first touch, plans, buffers
+    fn()  # warm up: first touch, plans, buffers
     times = []
     for _ in range(rounds):
         comm.Barrier()
@@ -108,8 +113,7 @@ def measure(size: int, arrays: int, rounds: int) -> dict[str, Any]:
     comm.Barrier()
     model = _model(size, arrays, 0)
     state = dist.setup(rule, model, comm)
-    row["sharded_packed"] = _median_time(lambda: dist.update_(state, model, grads), comm,
-                                         rounds)
+    row["sharded_packed"] = _median_time(lambda: dist.update_(state, model, grads), comm, rounds)
     buffers = _filled(state, grads)
     row["sharded"] = _median_time(lambda: dist.update_(state, model, buffers), comm, rounds)
     row["state_sharded"] = comm.allreduce(state.state_bytes(), op=MPI.MAX)
@@ -126,11 +130,11 @@ def _collectives(comm: Any, per: int, rounds: int) -> dict[str, float]:
     """The three collectives of ``per`` float32 elements a rank (their buffers freed after)."""
     flat = np.ones(per * comm.size, np.float32)
     part = np.empty(per, np.float32)
-    return {"reduce_scatter": _median_time(lambda: comm.Reduce_scatter_block(flat, part),
-                                           comm, rounds),
-            "all_gather": _median_time(lambda: comm.Allgather(part, flat), comm, rounds),
-            "all_reduce": _median_time(lambda: comm.Allreduce(_mpi().IN_PLACE, flat), comm,
-                                       rounds)}
+    return {
+        "reduce_scatter": _median_time(lambda: comm.Reduce_scatter_block(flat, part), comm, rounds),
+        "all_gather": _median_time(lambda: comm.Allgather(part, flat), comm, rounds),
+        "all_reduce": _median_time(lambda: comm.Allreduce(_mpi().IN_PLACE, flat), comm, rounds),
+    }
 
 
 def _filled(state: Any, grads: dict[str, np.ndarray]) -> Any:
@@ -165,12 +169,14 @@ def _state_arrays(tree: Any) -> list[np.ndarray]:
         elif isinstance(s, (list, tuple)):
             for v in s:
                 walk(v)
+
     walk(tree)
     return out
 
 
-def cluster_table(row: dict[str, Any], bandwidth: float, latency: float,
-                  ranks: tuple[int, ...] = (8, 64, 512)) -> list[dict[str, float]]:
+def cluster_table(
+    row: dict[str, Any], bandwidth: float, latency: float, ranks: tuple[int, ...] = (8, 64, 512)
+) -> list[dict[str, float]]:
     """The modelled step on a cluster from one measured row: ring collectives of the
     model's bytes at ``bandwidth`` bytes/s and ``latency`` s per hop, the local update at
     the measured single-process speed divided by N.
@@ -186,10 +192,17 @@ def cluster_table(row: dict[str, Any], bandwidth: float, latency: float,
     out = []
     for n in ranks:
         wire = (n - 1) / n * nbytes / bandwidth + (n - 1) * latency
-        out.append({"ranks": n, "reduce_scatter": wire, "all_gather": wire,
-                    "update": row["single"] / n, "sharded": 2 * wire + row["single"] / n,
-                    "replicated": 2 * wire + row["single"],
-                    "comm_share": 2 * wire / (2 * wire + row["single"] / n)})
+        out.append(
+            {
+                "ranks": n,
+                "reduce_scatter": wire,
+                "all_gather": wire,
+                "update": row["single"] / n,
+                "sharded": 2 * wire + row["single"] / n,
+                "replicated": 2 * wire + row["single"],
+                "comm_share": 2 * wire / (2 * wire + row["single"] / n),
+            }
+        )
     return out
 
 
@@ -197,45 +210,57 @@ def _text(rows: list[dict[str, Any]], ns: argparse.Namespace) -> str:
     def ms(t: float) -> str:
         return f"{1e3 * t:9.2f}"
 
-    title = (f"optimisers {opt.__version__}, kernels {opt.kernel_isa()}, {rows[0]['ranks']} "
-             f"ranks of this machine, 1 OpenMP thread each, float32 Adam, median of "
-             f"{ns.rounds} rounds (ms)")
-    head = (f"{'size':>8} {'red-scat':>9} {'all-gath':>9} {'all-red':>9} {'single':>9} "
-            f"{'single/N':>9} {'sharded':>9} {'bound':>9} {'packed':>9} {'replic.':>9} "
-            f"{'ok':>3} {'state/rank MB':>14} {'replic. MB':>10}")
+    title = (
+        f"optimisers {opt.__version__}, kernels {opt.kernel_isa()}, {rows[0]['ranks']} "
+        f"ranks of this machine, 1 OpenMP thread each, float32 Adam, median of "
+        f"{ns.rounds} rounds (ms)"
+    )
+    head = (
+        f"{'size':>8} {'red-scat':>9} {'all-gath':>9} {'all-red':>9} {'single':>9} "
+        f"{'single/N':>9} {'sharded':>9} {'bound':>9} {'packed':>9} {'replic.':>9} "
+        f"{'ok':>3} {'state/rank MB':>14} {'replic. MB':>10}"
+    )
     lines = [title, "", head]
     for r in rows:
         ok = r["sharded"] <= r["bound"] and r["sharded"] < r["replicated"]
-        lines.append(f"{r['size']:8.0e} {ms(r['reduce_scatter'])} {ms(r['all_gather'])} "
-                     f"{ms(r['all_reduce'])} {ms(r['single'])} {ms(r['single'] / r['ranks'])} "
-                     f"{ms(r['sharded'])} {ms(r['bound'])} {ms(r['sharded_packed'])} "
-                     f"{ms(r['replicated'])} "
-                     f"{'yes' if ok else 'NO':>3} {r['state_sharded'] / 1e6:14.1f} "
-                     f"{r['state_replicated'] / 1e6:10.1f}")
-    model = (f"cluster model: links of {ns.bandwidth / 1e9:g} GB/s, {ns.latency * 1e6:g} "
-             f"us per hop, the local update at this machine's single-process speed / N")
+        lines.append(
+            f"{r['size']:8.0e} {ms(r['reduce_scatter'])} {ms(r['all_gather'])} "
+            f"{ms(r['all_reduce'])} {ms(r['single'])} {ms(r['single'] / r['ranks'])} "
+            f"{ms(r['sharded'])} {ms(r['bound'])} {ms(r['sharded_packed'])} "
+            f"{ms(r['replicated'])} "
+            f"{'yes' if ok else 'NO':>3} {r['state_sharded'] / 1e6:14.1f} "
+            f"{r['state_replicated'] / 1e6:10.1f}"
+        )
+    model = (
+        f"cluster model: links of {ns.bandwidth / 1e9:g} GB/s, {ns.latency * 1e6:g} "
+        f"us per hop, the local update at this machine's single-process speed / N"
+    )
     lines += ["", model]
     for r in rows:
         lines.append(f"  size {r['size']:.0e}:")
         for c in cluster_table(r, ns.bandwidth, ns.latency):
-            lines.append(f"    N={c['ranks']:4d}: sharded {1e3 * c['sharded']:8.2f} ms "
-                         f"(collectives {1e3 * 2 * c['reduce_scatter']:7.2f}, update "
-                         f"{1e3 * c['update']:7.3f}; {100 * c['comm_share']:4.1f}% "
-                         f"communication), replicated {1e3 * c['replicated']:8.2f} ms")
+            lines.append(
+                f"    N={c['ranks']:4d}: sharded {1e3 * c['sharded']:8.2f} ms "
+                f"(collectives {1e3 * 2 * c['reduce_scatter']:7.2f}, update "
+                f"{1e3 * c['update']:7.3f}; {100 * c['comm_share']:4.1f}% "
+                f"communication), replicated {1e3 * c['replicated']:8.2f} ms"
+            )
     return "\n".join(lines) + "\n"
 
 
 def _launch(argv: list[str], ranks: int) -> int:
-    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep
-                       + os.environ.get("PATH", ""))
+    exe = shutil.which(
+        "mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    )
     if exe is None:
-        print("optimisers-bench distributed: no mpiexec found (pip install mpi4py mpich)",
-              file=sys.stderr)
+        print(
+            "optimisers-bench distributed: no mpiexec found (pip install mpi4py mpich)",
+            file=sys.stderr,
+        )
         return 2
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
     env[_LAUNCHED] = "1"
-    cmd = [exe, "-n", str(ranks), sys.executable, "-m", "optimisers.bench", "distributed",
-           *argv]
+    cmd = [exe, "-n", str(ranks), sys.executable, "-m", "optimisers.bench", "distributed", *argv]
     return subprocess.call(cmd, env=env)
 
 
@@ -248,9 +273,15 @@ def main(argv: list[str]) -> int:
     rows = [measure(int(float(s)), ns.arrays, ns.rounds) for s in ns.sizes.split(",")]
     if comm.rank == 0:
         if ns.json:
-            out = json.dumps({"rows": rows, "cluster": {
-                str(r["size"]): cluster_table(r, ns.bandwidth, ns.latency) for r in rows}},
-                indent=1)
+            out = json.dumps(
+                {
+                    "rows": rows,
+                    "cluster": {
+                        str(r["size"]): cluster_table(r, ns.bandwidth, ns.latency) for r in rows
+                    },
+                },
+                indent=1,
+            )
             sys.stdout.write(out + "\n")
         else:
             sys.stdout.write(_text(rows, ns))

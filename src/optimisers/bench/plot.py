@@ -20,11 +20,13 @@ class PlotUnavailable(RuntimeError):
 def pyplot():
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise PlotUnavailable("--plot needs matplotlib: pip install 'optimisers[plot]' "
-                              "(or pip install matplotlib)") from None
+        raise PlotUnavailable(
+            "--plot needs matplotlib: pip install 'optimisers[plot]' (or pip install matplotlib)"
+        ) from None
     return plt
 
 
@@ -36,8 +38,9 @@ def _speed(ax, rows):
             cases.append(key)
         if r["impl"] not in impls and r["impl"] != "probe":
             impls.append(r["impl"])
-    by = {((r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]), r["impl"]): r
-          for r in rows}
+    by = {
+        ((r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]), r["impl"]): r for r in rows
+    }
     h = 0.8 / max(1, len(impls))
     for j, impl in enumerate(impls):
         ys, xs = [], []
@@ -49,11 +52,17 @@ def _speed(ax, rows):
         ax.barh(ys, xs, height=h, label=impl)
     px = [(i, by[(c, "probe")]["gbps"]) for i, c in enumerate(cases) if (c, "probe") in by]
     if px:
-        ax.plot([x for _, x in px], [i for i, _ in px], "k|", markersize=14,
-                label="probe (bandwidth)")
+        ax.plot(
+            [x for _, x in px], [i for i, _ in px], "k|", markersize=14, label="probe (bandwidth)"
+        )
     ax.set_yticks(range(len(cases)))
-    ax.set_yticklabels([f"{ru} {dt} {fmt_size(n)}{'' if lv == 1 else f'/{lv}'} t{t}"
-                        for ru, dt, n, lv, t in cases], fontsize=8)
+    ax.set_yticklabels(
+        [
+            f"{ru} {dt} {fmt_size(n)}{'' if lv == 1 else f'/{lv}'} t{t}"
+            for ru, dt, n, lv, t in cases
+        ],
+        fontsize=8,
+    )
     ax.invert_yaxis()
     ax.set_xlabel("effective GB/s (minimal bytes / median step time)")
     ax.set_title("speed")
@@ -71,20 +80,26 @@ _DECADES = 8
 
 def _curves(ax, problem, curves, target):
     shown = []
-    for i, ((rule, _), curve) in enumerate((k, v) for k, v in curves.items()
-                                               if k[1] == problem):
+    for i, ((rule, _), curve) in enumerate((k, v) for k, v in curves.items() if k[1] == problem):
         ys = [c if math.isfinite(c) and c > 0 else math.nan for c in curve]
         shown += [y for y in ys if not math.isnan(y)]
-        every = max(1, len(ys) // 8)          # markers staggered from curve to curve
-        ax.plot(range(len(ys)), ys, label=rule, linewidth=1.2,
-                linestyle=_STYLES[i % len(_STYLES)], marker=_MARKERS[i % len(_MARKERS)],
-                markevery=((i * every // 3) % every, every), markersize=4)
+        every = max(1, len(ys) // 8)  # markers staggered from curve to curve
+        ax.plot(
+            range(len(ys)),
+            ys,
+            label=rule,
+            linewidth=1.2,
+            linestyle=_STYLES[i % len(_STYLES)],
+            marker=_MARKERS[i % len(_MARKERS)],
+            markevery=((i * every // 3) % every, every),
+            markersize=4,
+        )
     ax.axhline(target, color="k", linestyle=":", linewidth=1, label="target")
     ax.set_yscale("log")
     if shown:
         # the target inside the panel, the curves' range clipped to _DECADES decades
         top = max(max(shown), target) * 2
-        bottom = max(min(min(shown), target) / 2, top * 10.0 ** -_DECADES)
+        bottom = max(min(min(shown), target) / 2, top * 10.0**-_DECADES)
         ax.set_ylim(bottom, top)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -110,8 +125,7 @@ def plot(results, curves, path):
     nrows = (1 if speed else 0) + (1 if problems else 0)
     if nrows == 0:
         raise ValueError("nothing to plot")
-    n_cases = len({(r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"])
-                   for r in speed})
+    n_cases = len({(r["rule"], r["dtype"], r["size"], r["leaves"], r["threads"]) for r in speed})
     heights = ([max(3.0, 0.35 * n_cases)] if speed else []) + ([3.5] if problems else [])
     fig = plt.figure(figsize=(4.5 * ncols + 1, sum(heights) + 1))
     gs = fig.add_gridspec(nrows, ncols, height_ratios=heights)

@@ -14,8 +14,8 @@ loss the quality table counts steps to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +42,7 @@ def _sigmoid(z):
 # ----------------------------------------------------------------------------------------
 # Rosenbrock
 
+
 def _rosen_init():
     return {"xy": np.array([-1.2, 1.0])}
 
@@ -56,6 +57,7 @@ def _rosen_loss_grad(model):
 
 # ----------------------------------------------------------------------------------------
 # logistic regression
+
 
 def _logistic_data(n=1000, d=20, seed=0):
     rng = np.random.default_rng(seed)
@@ -97,6 +99,7 @@ def _logistic_loss_grad(model):
 # ----------------------------------------------------------------------------------------
 # two spirals, MLP
 
+
 def _spirals(n=100, seed=1, turns=1.25):
     rng = np.random.default_rng(seed)
     t = np.sqrt(rng.random(n)) * turns * 2 * np.pi
@@ -116,9 +119,14 @@ def _spirals_init(seed=2, hidden=32):
         a = np.sqrt(6 / (i + o))
         return rng.uniform(-a, a, (i, o)).astype(np.float32)
 
-    return {"W1": glorot(2, hidden), "b1": np.zeros(hidden, np.float32),
-            "W2": glorot(hidden, hidden), "b2": np.zeros(hidden, np.float32),
-            "W3": glorot(hidden, 1), "b3": np.zeros(1, np.float32)}
+    return {
+        "W1": glorot(2, hidden),
+        "b1": np.zeros(hidden, np.float32),
+        "W2": glorot(hidden, hidden),
+        "b2": np.zeros(hidden, np.float32),
+        "W3": glorot(hidden, 1),
+        "b3": np.zeros(1, np.float32),
+    }
 
 
 def _spirals_loss_grad(m):
@@ -130,19 +138,45 @@ def _spirals_loss_grad(m):
     dz = ((_sigmoid(z) - y) / len(y))[:, None]
     dh2 = (dz @ m["W3"].T) * (1 - h2 * h2)
     dh1 = (dh2 @ m["W2"].T) * (1 - h1 * h1)
-    return loss, {"W3": h2.T @ dz, "b3": dz.sum(0), "W2": h1.T @ dh2, "b2": dh2.sum(0),
-                  "W1": X.T @ dh1, "b1": dh1.sum(0)}
+    return loss, {
+        "W3": h2.T @ dz,
+        "b3": dz.sum(0),
+        "W2": h1.T @ dh2,
+        "b2": dh2.sum(0),
+        "W1": X.T @ dh1,
+        "b1": dh1.sum(0),
+    }
 
 
-PROBLEMS = {p.name: p for p in [
-    Problem("rosenbrock", "Rosenbrock 2-D from (-1.2, 1), float64", 2000, 1e-2,
-            _rosen_init, _rosen_loss_grad),
-    Problem("logistic", "logistic regression, 1000 x 20, float32", 500,
-            _LOGISTIC_BEST + 0.001, _logistic_init, _logistic_loss_grad),
-    Problem("spirals", "MLP 2-32-32-1 tanh on two spirals (1.25 turns), 200 points, float32",
-            1000, 0.05,
-            _spirals_init, _spirals_loss_grad),
-]}
+PROBLEMS = {
+    p.name: p
+    for p in [
+        Problem(
+            "rosenbrock",
+            "Rosenbrock 2-D from (-1.2, 1), float64",
+            2000,
+            1e-2,
+            _rosen_init,
+            _rosen_loss_grad,
+        ),
+        Problem(
+            "logistic",
+            "logistic regression, 1000 x 20, float32",
+            500,
+            _LOGISTIC_BEST + 0.001,
+            _logistic_init,
+            _logistic_loss_grad,
+        ),
+        Problem(
+            "spirals",
+            "MLP 2-32-32-1 tanh on two spirals (1.25 turns), 200 points, float32",
+            1000,
+            0.05,
+            _spirals_init,
+            _spirals_loss_grad,
+        ),
+    ]
+}
 
 
 def get(name):

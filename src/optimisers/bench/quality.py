@@ -22,8 +22,7 @@ from optimisers import schedules
 from . import problems as P
 from . import rules
 
-__all__ = ["LEARNING_RATES", "RECIPE", "learning_rate", "recipe", "run_quality", "runs",
-           "train"]
+__all__ = ["LEARNING_RATES", "RECIPE", "learning_rate", "recipe", "run_quality", "runs", "train"]
 
 # Learning rates tuned by hand on the problems, by rule name, "*" for the problems not
 # named: a rule's default eta suits some problems and not others, and no property of the
@@ -38,7 +37,7 @@ LEARNING_RATES = {
     "adagrad": {"rosenbrock": 0.5, "logistic": 0.1, "spirals": 0.3},
     "rprop": {"*": 1e-3},
     "adam": _ADAM_LR,
-    "radam": dict(_ADAM_LR, rosenbrock=2e-3),    # its un-adapted warm-up needs a small eta
+    "radam": dict(_ADAM_LR, rosenbrock=2e-3),  # its un-adapted warm-up needs a small eta
     "lion": {"rosenbrock": 2e-3, "logistic": 0.01, "spirals": 0.01},
     # Muon trains the matrices; AdamW, at the same eta, the rest (RuleSpec.for_model)
     "muon": _ADAM_LR,
@@ -59,7 +58,7 @@ def learning_rate(spec, problem):
     """
     last = spec.rule()
     last = last.opts[-1] if isinstance(last, opt.OptimiserChain) else last
-    last = getattr(last, "rule", last)          # Lookahead, EMA: the rule they wrap
+    last = getattr(last, "rule", last)  # Lookahead, EMA: the rule they wrap
     adam_kind = hasattr(last, "beta") and hasattr(last, "epsilon")
     for key in (spec.name, type(last).__name__.lower(), "adam" if adam_kind else None):
         table = LEARNING_RATES.get(key)
@@ -91,8 +90,9 @@ def recipe(peak: float, steps: int) -> Callable[[opt.KeyPath, np.ndarray], opt.R
 
     def rule_for(path: opt.KeyPath, x: np.ndarray) -> opt.Rule:
         decay = _RECIPE_DECAY if x.ndim >= 2 else 0.0
-        return opt.OptimiserChain(opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0),
-                                  opt.AdamW(eta, lambda_=decay))
+        return opt.OptimiserChain(
+            opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0), opt.AdamW(eta, lambda_=decay)
+        )
 
     return rule_for
 
@@ -157,15 +157,22 @@ def run_quality(rule_names, problem_names=None, steps=None, progress=None):
             seconds = time.perf_counter() - t0
             curves[(rname, pname)] = curve
             final = curve[-1]
-            rows.append({
-                "section": "quality", "rule": rname, "problem": pname,
-                "lr": learning_rate(rules.get("adamw") if spec == RECIPE else spec, pname),
-                "steps": n,
-                "initial_loss": curve[0], "final_loss": final,
-                "best_loss": min(curve) if all(map(math.isfinite, curve)) else math.nan,
-                "target": problem.target, "steps_to_target": _steps_to(curve, problem.target),
-                "diverged": not math.isfinite(final), "seconds": seconds,
-            })
+            rows.append(
+                {
+                    "section": "quality",
+                    "rule": rname,
+                    "problem": pname,
+                    "lr": learning_rate(rules.get("adamw") if spec == RECIPE else spec, pname),
+                    "steps": n,
+                    "initial_loss": curve[0],
+                    "final_loss": final,
+                    "best_loss": min(curve) if all(map(math.isfinite, curve)) else math.nan,
+                    "target": problem.target,
+                    "steps_to_target": _steps_to(curve, problem.target),
+                    "diverged": not math.isfinite(final),
+                    "seconds": seconds,
+                }
+            )
             if progress is not None:
                 progress.advance(f"quality {rname} {pname}")
     return rows, curves

@@ -52,7 +52,7 @@ def _num(x, digits=3):
     a = abs(x)
     if a >= 1e6:
         return f"{x:.2e}"
-    if a >= 10 ** digits:
+    if a >= 10**digits:
         return f"{x:.0f}"
     if a < 1e-3:
         return f"{x:.2e}"
@@ -66,8 +66,9 @@ def _table(header, rows, align):
     widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
     lines = []
     for k, r in enumerate(cells):
-        parts = [str(c).ljust(w) if a == "l" else str(c).rjust(w)
-                 for c, w, a in zip(r, widths, align)]
+        parts = [
+            str(c).ljust(w) if a == "l" else str(c).rjust(w) for c, w, a in zip(r, widths, align)
+        ]
         lines.append("  ".join(parts).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -79,12 +80,40 @@ def _speed_table(rows):
     for r in rows:
         if r["impl"] == "probe":
             continue
-        out.append([r["rule"], r["dtype"], fmt_size(r["size"]), r["leaves"], r["threads"],
-                    r["impl"], _num(r["ms"]), _num(r["gbps"]), _num(r["probe_gbps"]),
-                    "-" if r["pct_bw"] is None else f"{r['pct_bw']:.0f}%",
-                    _num(r["vs_opt"]), _check(r)])
-    return _table(["rule", "dtype", "size", "leaves", "thr", "impl", "ms/step", "GB/s",
-                   "bw GB/s", "% bw", "x opt", "check"], out, "lllrrlrrrrrl")
+        out.append(
+            [
+                r["rule"],
+                r["dtype"],
+                fmt_size(r["size"]),
+                r["leaves"],
+                r["threads"],
+                r["impl"],
+                _num(r["ms"]),
+                _num(r["gbps"]),
+                _num(r["probe_gbps"]),
+                "-" if r["pct_bw"] is None else f"{r['pct_bw']:.0f}%",
+                _num(r["vs_opt"]),
+                _check(r),
+            ]
+        )
+    return _table(
+        [
+            "rule",
+            "dtype",
+            "size",
+            "leaves",
+            "thr",
+            "impl",
+            "ms/step",
+            "GB/s",
+            "bw GB/s",
+            "% bw",
+            "x opt",
+            "check",
+        ],
+        out,
+        "lllrrlrrrrrl",
+    )
 
 
 def _check(row):
@@ -92,24 +121,62 @@ def _check(row):
 
 
 def _per_leaf_table(rows):
-    out = [[r["rule"], r["dtype"], r["leaves"], r["threads"], r["impl"], _num(r["ms"]),
-            _num(r["us_per_leaf"]), _num(r["vs_opt"]), _num(r.get("setup_ms")), _check(r)]
-           for r in rows if r["impl"] != "probe"]
-    return _table(["rule", "dtype", "leaves", "thr", "impl", "ms/step", "us/leaf", "x opt",
-                   "setup ms", "check"], out, "llrrlrrrrl")
+    out = [
+        [
+            r["rule"],
+            r["dtype"],
+            r["leaves"],
+            r["threads"],
+            r["impl"],
+            _num(r["ms"]),
+            _num(r["us_per_leaf"]),
+            _num(r["vs_opt"]),
+            _num(r.get("setup_ms")),
+            _check(r),
+        ]
+        for r in rows
+        if r["impl"] != "probe"
+    ]
+    return _table(
+        [
+            "rule",
+            "dtype",
+            "leaves",
+            "thr",
+            "impl",
+            "ms/step",
+            "us/leaf",
+            "x opt",
+            "setup ms",
+            "check",
+        ],
+        out,
+        "llrrlrrrrl",
+    )
 
 
 def _quality_table(rows):
     out = []
     for r in rows:
         hit = r["steps_to_target"]
-        out.append([r["problem"], r["rule"], _num(r["lr"]), r["steps"],
-                    _num(r["initial_loss"], 4), _num(r["final_loss"], 4),
-                    _num(r["target"], 4),
-                    "diverged" if r["diverged"] else ("never" if hit is None else hit),
-                    f"{r['seconds']:.2f}"])
-    return _table(["problem", "rule", "lr", "steps", "initial", "final", "target",
-                   "steps to target", "s"], out, "llrrrrrrr")
+        out.append(
+            [
+                r["problem"],
+                r["rule"],
+                _num(r["lr"]),
+                r["steps"],
+                _num(r["initial_loss"], 4),
+                _num(r["final_loss"], 4),
+                _num(r["target"], 4),
+                "diverged" if r["diverged"] else ("never" if hit is None else hit),
+                f"{r['seconds']:.2f}",
+            ]
+        )
+    return _table(
+        ["problem", "rule", "lr", "steps", "initial", "final", "target", "steps to target", "s"],
+        out,
+        "llrrrrrrr",
+    )
 
 
 def to_text(results):
@@ -118,18 +185,27 @@ def to_text(results):
     parts = [f"optimisers-bench: {meta['summary']}"]
     parts += [f"WARNING: {w}" for w in meta.get("busy") or []]
     if results.get("speed"):
-        parts += ["", "Speed: optimisers.update_ per step, the probe and the peers in the "
-                      "same run", _speed_table(results["speed"])]
+        parts += [
+            "",
+            "Speed: optimisers.update_ per step, the probe and the peers in the same run",
+            _speed_table(results["speed"]),
+        ]
     if results.get("per_leaf"):
-        parts += ["", "Per-leaf overhead: update_ on many arrays of "
-                      f"{meta.get('per_leaf_elements', 16)} elements",
-                  _per_leaf_table(results["per_leaf"])]
+        parts += [
+            "",
+            "Per-leaf overhead: update_ on many arrays of "
+            f"{meta.get('per_leaf_elements', 16)} elements",
+            _per_leaf_table(results["per_leaf"]),
+        ]
     if results.get("speed") or results.get("per_leaf"):
         parts += ["", LEGEND]
     if results.get("quality"):
-        parts += ["", "Quality: full-batch training from the same start; 'steps to target' "
-                      "counts updates until the loss first reached the target",
-                  _quality_table(results["quality"])]
+        parts += [
+            "",
+            "Quality: full-batch training from the same start; 'steps to target' "
+            "counts updates until the loss first reached the target",
+            _quality_table(results["quality"]),
+        ]
     if results.get("notes"):
         parts += [""] + [f"note: {n}" for n in results["notes"]]
     parts.append(f"\n({meta['elapsed_s']:.1f} s)")

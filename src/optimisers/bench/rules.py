@@ -37,15 +37,28 @@ import numpy as np
 
 import optimisers as opt
 
-__all__ = ["RuleSpec", "SETTINGS", "CHAINS", "NORM_PASS", "PRE_PASS", "get", "names",
-           "arrays_per_element", "bytes_per_step", "state_arrays"]
+__all__ = [
+    "RuleSpec",
+    "SETTINGS",
+    "CHAINS",
+    "NORM_PASS",
+    "PRE_PASS",
+    "get",
+    "names",
+    "arrays_per_element",
+    "bytes_per_step",
+    "state_arrays",
+]
 
 # Hyper-parameters the benchmark sets where a rule's default would time another
 # computation: AdamW's default decay is 0, which makes its step Adam's.  (0.01 is
 # PyTorch's default.)
-SETTINGS = {"adamw": {"lambda_": 1e-2},
-            # the rules that wrap another rule: around Adam, at their own defaults
-            "lookahead": {"rule": opt.Adam()}, "ema": {"rule": opt.Adam()}}
+SETTINGS = {
+    "adamw": {"lambda_": 1e-2},
+    # the rules that wrap another rule: around Adam, at their own defaults
+    "lookahead": {"rule": opt.Adam()},
+    "ema": {"rule": opt.Adam()},
+}
 
 # Rules that read the whole gradient before their element-wise step (ClipNorm's norm of
 # g, ClipGlobalNorm's and SkipNonFinite's partial of it): a pass the state does not show.
@@ -84,7 +97,7 @@ class RuleSpec:
             k = max((i for i, r in enumerate(parts) if hasattr(r, "eta")), default=None)
             if k is not None:
                 parts[k] = _build(self.classes[k], eta=eta)
-            elif hasattr(parts[-1], "rule"):        # Lookahead, EMA: their inner rule's
+            elif hasattr(parts[-1], "rule"):  # Lookahead, EMA: their inner rule's
                 parts[-1] = opt.adjust(parts[-1], eta=eta)
         return parts[0] if len(parts) == 1 else opt.OptimiserChain(*parts)
 
@@ -164,7 +177,7 @@ def _single_rules():
             continue
         try:
             _build(cls)
-        except TypeError:               # needs arguments (AccumGrad(n), MixedPrecision)
+        except TypeError:  # needs arguments (AccumGrad(n), MixedPrecision)
             continue
         out[_name(cls)] = cls
     return out
@@ -176,8 +189,10 @@ def _spec(key):
     parts = key.split("+")
     unknown = [p for p in parts if p not in singles]
     if unknown:
-        raise KeyError(f"unknown rule {unknown[0]!r}; known rules: {', '.join(singles)} "
-                       f"and chains of them joined by '+' (e.g. {CHAINS[0]})")
+        raise KeyError(
+            f"unknown rule {unknown[0]!r}; known rules: {', '.join(singles)} "
+            f"and chains of them joined by '+' (e.g. {CHAINS[0]})"
+        )
     classes = tuple(singles[p] for p in parts)
     spec = RuleSpec(key, classes, ())
     return RuleSpec(key, classes, _passes(spec.rule(), classes))

@@ -30,6 +30,7 @@ __all__ = ["run_cases", "run_case", "implementations", "optimisers_step", "state
 # ----------------------------------------------------------------------------------------
 # our implementation
 
+
 def optimisers_step(case, seed=0):
     """``update_`` of ``case``'s rule on a fresh model: the step, ready to time.
 
@@ -42,6 +43,7 @@ def optimisers_step(case, seed=0):
 
     def step():
         opt.update_(state, xs, gs)
+
     step.params = xs
     step.setup_s = setup_s
     step.state_bytes = lambda: state_bytes(state)
@@ -53,7 +55,7 @@ def state_bytes(tree):
     return sum(a.nbytes for a in rules.state_arrays(tree))
 
 
-ALWAYS = ("optimisers", "probe")      # every case times these two (x opt, % bw)
+ALWAYS = ("optimisers", "probe")  # every case times these two (x opt, % bw)
 
 
 def implementations(case, with_peers, only=None):
@@ -80,6 +82,7 @@ def implementations(case, with_peers, only=None):
 # ----------------------------------------------------------------------------------------
 # running
 
+
 def _available_memory():
     try:
         with open("/proc/meminfo") as f:
@@ -95,16 +98,28 @@ def _row(case, impl, t, probe, ours):
     ms = t.median * 1e3
     gbps = case.bytes / t.median / 1e9
     return {
-        "section": case.section, "impl": impl, "rule": case.rule, "dtype": case.dtype,
-        "size": case.size, "leaves": case.leaves, "threads": case.threads,
-        "ms": ms, "ms_best": t.best * 1e3, "ms_q1": t.q1 * 1e3, "ms_q3": t.q3 * 1e3,
-        "steps": t.steps, "ms_rounds": [x * 1e3 for x in t.by_round],
-        "bytes": case.bytes, "gbps": gbps,
+        "section": case.section,
+        "impl": impl,
+        "rule": case.rule,
+        "dtype": case.dtype,
+        "size": case.size,
+        "leaves": case.leaves,
+        "threads": case.threads,
+        "ms": ms,
+        "ms_best": t.best * 1e3,
+        "ms_q1": t.q1 * 1e3,
+        "ms_q3": t.q3 * 1e3,
+        "steps": t.steps,
+        "ms_rounds": [x * 1e3 for x in t.by_round],
+        "bytes": case.bytes,
+        "gbps": gbps,
         "probe_gbps": case.bytes / probe.median / 1e9 if probe else None,
         "pct_bw": 100.0 / ratio(t, probe) if probe else None,
         "vs_opt": ratio(t, ours) if ours else None,
         "us_per_leaf": ms * 1e3 / case.leaves,
-        "setup_ms": None, "state_bytes": None, "state_min_bytes": case.state_min_bytes,
+        "setup_ms": None,
+        "state_bytes": None,
+        "state_min_bytes": case.state_min_bytes,
     }
 
 
@@ -118,13 +133,18 @@ def run_case(case, with_peers, budget, notes, only=None):
     avail = _available_memory()
     need = case.footprint()
     if avail is not None and need > 0.8 * avail:
-        notes.append(f"skipped {case.label()}: needs about {need / 1e9:.1f} GB, "
-                     f"{avail / 1e9:.1f} GB available")
+        notes.append(
+            f"skipped {case.label()}: needs about {need / 1e9:.1f} GB, "
+            f"{avail / 1e9:.1f} GB available"
+        )
         return []
     together = avail is None or need * len(impls) < 0.7 * avail
     if not together:
-        _note_once(notes, f"{case.label()}: implementations timed one after the other "
-                          f"(not enough memory for all at once; see --impls)")
+        _note_once(
+            notes,
+            f"{case.label()}: implementations timed one after the other "
+            f"(not enough memory for all at once; see --impls)",
+        )
     timings, extra = {}, {}
     with thread_limit(case.threads):
         steps = {}
@@ -140,11 +160,10 @@ def run_case(case, with_peers, budget, notes, only=None):
                 gc.collect()
         if steps:
             for name, f in list(steps.items()):
-                try:                        # a peer may fail on its first step
+                try:  # a peer may fail on its first step
                     f()
-                except Exception as e:      # report and go on
-                    _note_once(notes, f"{name} failed on {case.label()}: "
-                                      f"{type(e).__name__}: {e}")
+                except Exception as e:  # report and go on
+                    _note_once(notes, f"{name} failed on {case.label()}: {type(e).__name__}: {e}")
                     del steps[name]
             timings.update(measure(steps, budget))
         steps = None
@@ -166,8 +185,14 @@ def _measure_one(name, step, budget, notes):
     except Exception as e:
         _note_once(notes, f"{name} failed: {type(e).__name__}: {e}")
         return {}
-    one = Budget(budget.warmup, budget.min_steps, budget.max_steps, budget.min_time,
-                 budget.max_time, rounds=1)
+    one = Budget(
+        budget.warmup,
+        budget.min_steps,
+        budget.max_steps,
+        budget.min_time,
+        budget.max_time,
+        rounds=1,
+    )
     return measure({name: step}, one)
 
 
@@ -176,8 +201,7 @@ def _note_once(notes, text):
         notes.append(text)
 
 
-def run_cases(cases, with_peers=False, budget=Budget(), progress=None, notes=None,
-              only=None):
+def run_cases(cases, with_peers=False, budget=Budget(), progress=None, notes=None, only=None):
     """Run every case (with ``only``: just those implementations); returns
     ``(rows, notes)``."""
     notes = [] if notes is None else notes

@@ -63,8 +63,9 @@ class Timing:
             q1, _, q3 = statistics.quantiles(s, n=4)
         else:
             q1, q3 = s[0], s[-1]
-        return cls(statistics.median(s), s[0], q1, q3, len(s),
-                   tuple(statistics.median(r) for r in rounds))
+        return cls(
+            statistics.median(s), s[0], q1, q3, len(s), tuple(statistics.median(r) for r in rounds)
+        )
 
 
 def ratio(a, b):
@@ -121,9 +122,14 @@ def measure(steps, budget=Budget()):
         # down); turning the list would keep every predecessor
         shuffler.shuffle(names)
         for k in names:
-            _sample(steps[k], -(-budget.min_steps // rounds), budget.min_time / rounds,
-                    budget.max_time / rounds, -(-budget.max_steps // rounds),
-                    samples[k][r])
+            _sample(
+                steps[k],
+                -(-budget.min_steps // rounds),
+                budget.min_time / rounds,
+                budget.max_time / rounds,
+                -(-budget.max_steps // rounds),
+                samples[k][r],
+            )
     return {k: Timing.of(v) for k, v in samples.items()}
 
 
@@ -145,8 +151,7 @@ class Progress:
         if not self.enabled:
             return
         filled = int(self.width * min(self.done, self.total) / self.total)
-        line = (f"\r[{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{self.done}/{self.total}  {label}")
+        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}  {label}"
         pad = max(0, self._last - len(line))
         self.stream.write(line + " " * pad)
         self.stream.flush()

@@ -45,8 +45,10 @@ def optimiser_step(case: Case, seed: int = 0) -> Callable[[], None]:
     if torch is None:
         raise Unavailable("torch is not installed (pip install torch)")
     if getattr(case.spec, "matrix_only", False):
-        raise Unavailable(f"optimisers.torch: {case.rule} takes matrices only; the bench "
-                          f"does not build the param groups it needs")
+        raise Unavailable(
+            f"optimisers.torch: {case.rule} takes matrices only; the bench "
+            f"does not build the param groups it needs"
+        )
     from_numpy = torch.from_numpy
     Optimizer = _optimizer_class()
     xs, gs = make_arrays(case, seed)
@@ -57,7 +59,8 @@ def optimiser_step(case: Case, seed: int = 0) -> Callable[[], None]:
 
     def step() -> None:
         optim.step()
-    step.params = xs                       # type: ignore[attr-defined]
+
+    step.params = xs  # type: ignore[attr-defined]
     return step
 
 
@@ -75,9 +78,14 @@ def builders(case: Case) -> list[tuple[str, Callable[..., Any]]]:
 # The issue's table
 
 # (rule, the torch variant to beat, the factor the issue asks for)
-TARGETS = [("adamw", "fused", 1.0), ("radam", "foreach", 2.0), ("nadam", "foreach", 2.0),
-           ("rmsprop", "foreach", 2.0), ("adamax", "foreach", 2.0),
-           ("adadelta", "foreach", 2.0)]
+TARGETS = [
+    ("adamw", "fused", 1.0),
+    ("radam", "foreach", 2.0),
+    ("nadam", "foreach", 2.0),
+    ("rmsprop", "foreach", 2.0),
+    ("adamax", "foreach", 2.0),
+    ("adadelta", "foreach", 2.0),
+]
 MANY = ("adam", "fused", 3.0)
 
 
@@ -88,8 +96,7 @@ def _torch_step(case: Case, variant: str) -> Callable[[], None]:
     params = [torch.from_numpy(x) for x in xs]
     for p, g in zip(params, gs):
         p.grad = torch.from_numpy(g)
-    optim = getattr(torch.optim, name)(params, **keywords(case.spec.rule()),
-                                       **{variant: True})
+    optim = getattr(torch.optim, name)(params, **keywords(case.spec.rule()), **{variant: True})
     step: Callable[[], None] = optim.step
     return step
 
@@ -101,58 +108,80 @@ def _update_step(case: Case) -> Callable[[], None]:
     return lambda: opt.update_(state, xs, gs) and None
 
 
-def torch_table(size: int, tensors: int, threads: list[int], budget: Budget
-                ) -> list[dict[str, Any]]:
+def torch_table(
+    size: int, tensors: int, threads: list[int], budget: Budget
+) -> list[dict[str, Any]]:
     """One row per case: our ``step()``, torch's and ``update_`` on numpy arrays (what
     the torch layer adds), timed round-robin, and the ratio torch / ours."""
-    cases = [(Case(rule, "float32", size, tensors, t), variant, want)
-             for t in threads for rule, variant, want in TARGETS]
-    cases += [(Case(MANY[0], "float32", 1000 * 1000, 1000, t), MANY[1], MANY[2])
-              for t in threads]
+    cases = [
+        (Case(rule, "float32", size, tensors, t), variant, want)
+        for t in threads
+        for rule, variant, want in TARGETS
+    ]
+    cases += [(Case(MANY[0], "float32", 1000 * 1000, 1000, t), MANY[1], MANY[2]) for t in threads]
     rows = []
     for case, variant, want in cases:
         with thread_limit(case.threads):
-            steps = {"ours": optimiser_step(case), "torch": _torch_step(case, variant),
-                     "update_": _update_step(case)}
+            steps = {
+                "ours": optimiser_step(case),
+                "torch": _torch_step(case, variant),
+                "update_": _update_step(case),
+            }
             timing = measure(steps, budget)
             del steps
         r = ratio(timing["torch"], timing["ours"])
-        rows.append({"case": case.label(), "torch": f"{_TORCH_RULES[case.rule][0]}"
-                     f"({variant}=True)", "ours_ms": 1e3 * timing["ours"].median,
-                     "torch_ms": 1e3 * timing["torch"].median,
-                     "update_ms": 1e3 * timing["update_"].median, "ratio": r, "target": want,
-                     "met": r >= want})
+        rows.append(
+            {
+                "case": case.label(),
+                "torch": f"{_TORCH_RULES[case.rule][0]}({variant}=True)",
+                "ours_ms": 1e3 * timing["ours"].median,
+                "torch_ms": 1e3 * timing["torch"].median,
+                "update_ms": 1e3 * timing["update_"].median,
+                "ratio": r,
+                "target": want,
+                "met": r >= want,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None, out: Any = None) -> list[dict[str, Any]]:
     """Print the issue's table (see the module's docstring) to ``out`` (stdout)."""
     out = sys.stdout if out is None else out
-    p = argparse.ArgumentParser(prog="optimisers-bench torch-step",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="optimisers-bench torch-step", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--size", type=float, default=25e6, help="parameters (default 25e6)")
     p.add_argument("--tensors", type=int, default=100, help="tensors (default 100)")
     p.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
-    p.add_argument("--min-time", type=float, default=1.0,
-                   help="seconds of timed steps per implementation and case (default 1)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=1.0,
+        help="seconds of timed steps per implementation and case (default 1)",
+    )
     args = p.parse_args(argv)
     if torch_module() is None:
         sys.exit("this benchmark needs PyTorch: pip install torch")
-    budget = Budget(warmup=2, min_steps=args.rounds, min_time=args.min_time,
-                    rounds=args.rounds)
-    rows = torch_table(int(args.size), args.tensors,
-                       [int(t) for t in args.threads.split(",")], budget)
-    out.write(f"torch {torch_module().__version__}; ratio = torch's time / ours per step "
-              f"(paired medians of {args.rounds} rounds); update_: the engine on numpy arrays, no "
-              f"torch layer\n")
-    out.write(f"{'case':<30} {'against':<26} {'ours ms':>9} {'torch ms':>9} {'update_':>9} "
-              f"{'ratio':>6} {'target':>6}\n")
+    budget = Budget(warmup=2, min_steps=args.rounds, min_time=args.min_time, rounds=args.rounds)
+    rows = torch_table(
+        int(args.size), args.tensors, [int(t) for t in args.threads.split(",")], budget
+    )
+    out.write(
+        f"torch {torch_module().__version__}; ratio = torch's time / ours per step "
+        f"(paired medians of {args.rounds} rounds); update_: the engine on numpy arrays, no "
+        f"torch layer\n"
+    )
+    out.write(
+        f"{'case':<30} {'against':<26} {'ours ms':>9} {'torch ms':>9} {'update_':>9} "
+        f"{'ratio':>6} {'target':>6}\n"
+    )
     for r in rows:
-        out.write(f"{r['case']:<30} {r['torch']:<26} {r['ours_ms']:9.2f} "
-                  f"{r['torch_ms']:9.2f} {r['update_ms']:9.2f} {r['ratio']:6.2f} "
-                  f"{r['target']:>5.1f}x"
-                  f"{'' if r['met'] else '  not met'}\n")
+        out.write(
+            f"{r['case']:<30} {r['torch']:<26} {r['ours_ms']:9.2f} "
+            f"{r['torch_ms']:9.2f} {r['update_ms']:9.2f} {r['ratio']:6.2f} "
+            f"{r['target']:>5.1f}x"
+            f"{'' if r['met'] else '  not met'}\n"
+        )
     return rows
-
-

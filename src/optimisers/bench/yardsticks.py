@@ -45,6 +45,7 @@ def probe_step(case, seed=0):
     def step():
         for reads, writes in calls:
             run(reads, writes)
+
     return step
 
 
@@ -57,7 +58,7 @@ def _plain_hyperparameters(case, rule, T):
         return hp + ((T(rule.lambda_),) if case.rule == "adamw" else ()), 2
     if case.rule == "momentum":
         return (T(rule.eta), T(rule.rho)), 1
-    b1, b2 = T(rule.beta[0]), T(rule.beta[1])                  # lion
+    b1, b2 = T(rule.beta[0]), T(rule.beta[1])  # lion
     return (b1, b2, one - b1, one - b2, T(rule.eta)), 1
 
 
@@ -77,4 +78,5 @@ def plain_step(case, seed=0):
 
     def step():
         run(isa, case.rule, x, g, buffers, hp)
+
     return step

@@ -30,8 +30,10 @@ def _full_tree(state: DistState, leaves: dict[int, Leaf]) -> Any:
     """The state tree of one process, from every rank's Leaves (by array index)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tree = _setup(lambda kp, x: _PROBE if state.rules[state.index_of(x)] is not None
-                      else None, state.model)
+        tree = _setup(
+            lambda kp, x: _PROBE if state.rules[state.index_of(x)] is not None else None,
+            state.model,
+        )
     for i, kp in enumerate(state.paths):
         got = leaves.get(i)
         if got is None:
@@ -76,8 +78,11 @@ def save_state(path: str | os.PathLike[str], state: DistState) -> None:
     1
     """
     comm = state.comm
-    mine = {i: leaf for i, leaf in enumerate(state.leaves)
-            if leaf is not None and (state.owner[i] is not None or comm.rank == 0)}
+    mine = {
+        i: leaf
+        for i, leaf in enumerate(state.leaves)
+        if leaf is not None and (state.owner[i] is not None or comm.rank == 0)
+    }
     every = comm.gather(mine, 0)
     try:
         if comm.rank == 0 and every is not None:
@@ -91,8 +96,14 @@ def save_state(path: str | os.PathLike[str], state: DistState) -> None:
     agree(comm, None, "save_state")
 
 
-def load_state(path: str | os.PathLike[str], model: Any, comm: Any, *, shard: bool = True,
-               timeout: float = 60.0) -> DistState:
+def load_state(
+    path: str | os.PathLike[str],
+    model: Any,
+    comm: Any,
+    *,
+    shard: bool = True,
+    timeout: float = 60.0,
+) -> DistState:
     """Read a checkpoint onto the ranks, each keeping its share (collective).
 
     The file may come from :func:`save_state` on any number of ranks or from
@@ -140,9 +151,11 @@ def load_state(path: str | os.PathLike[str], model: Any, comm: Any, *, shard: bo
             for kp, _ in _trainable_paths(model):
                 leaf = getkeypath(tree, kp)
                 if leaf is not None and not isinstance(leaf, Leaf):
-                    raise TypeError(f"load_state: the checkpoint {os.fspath(path)!r} has a "
-                                    f"{type(leaf).__name__} at {kp}, where the model has "
-                                    f"an array")
+                    raise TypeError(
+                        f"load_state: the checkpoint {os.fspath(path)!r} has a "
+                        f"{type(leaf).__name__} at {kp}, where the model has "
+                        f"an array"
+                    )
                 saved.append(leaf)
                 rules.append(None if leaf is None else leaf.rule)
     except Exception as e:
@@ -151,9 +164,18 @@ def load_state(path: str | os.PathLike[str], model: Any, comm: Any, *, shard: bo
     rules = agree(c, rules, "load_state")[0]
     state = build(_chooser(model, rules), model, c, shard, timeout, False, "load_state")
     # each rank gets the saved Leaves of its share
-    parts = ([{i: saved[i] for i, o in enumerate(state.owner)
-               if saved[i] is not None and o in (None, r)} for r in range(c.size)]
-             if c.rank == 0 else None)
+    parts = (
+        [
+            {
+                i: saved[i]
+                for i, o in enumerate(state.owner)
+                if saved[i] is not None and o in (None, r)
+            }
+            for r in range(c.size)
+        ]
+        if c.rank == 0
+        else None
+    )
     got = c.scatter(parts, 0)
     for i, leaf in got.items():
         mine = state.leaves[i]

@@ -97,7 +97,8 @@ class Communicator:
                         f"optimisers.distributed: rank {self.rank} of {self.size} waited "
                         f"{self.timeout:g} s for the other ranks at {what}: a rank died, "
                         f"hangs, or called the distributed functions in another order "
-                        f"({self.name})")
+                        f"({self.name})"
+                    )
                 time.sleep(1e-4)
 
 
@@ -132,7 +133,7 @@ class MPIComm(Communicator):
         out = np.empty(int(counts.sum()), np.uint8)
         req = self.comm.Iallgatherv(data, [out, counts, displs, self.MPI.BYTE])
         self._deadline_wait(req.Test, what)
-        return [pickle.loads(out[d:d + c].tobytes()) for d, c in zip(displs, counts)]
+        return [pickle.loads(out[d : d + c].tobytes()) for d, c in zip(displs, counts)]
 
     def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, counts: list[int]) -> None:
         self.comm.Reduce_scatter(send, recv, recvcounts=counts, op=self.MPI.SUM)
@@ -148,8 +149,9 @@ class MPIComm(Communicator):
         for j, (a, root) in enumerate(jobs):
             buf, tag = _as_bytes(a), j % 32000
             if root == self.rank:
-                reqs += [self.comm.Isend(buf, dest=d, tag=tag)
-                         for d in range(self.size) if d != root]
+                reqs += [
+                    self.comm.Isend(buf, dest=d, tag=tag) for d in range(self.size) if d != root
+                ]
             else:
                 reqs.append(self.comm.Irecv(buf, source=root, tag=tag))
         self.MPI.Request.Waitall(reqs)
@@ -176,32 +178,36 @@ class TorchComm(Communicator):
         self.rank = self.dist.get_rank(group)
         self.size = self.dist.get_world_size(group)
         # torch's collectives name their root by its rank in the default group
-        self._global = [r if group is None else self.dist.get_global_rank(group, r)
-                        for r in range(self.size)]
+        self._global = [
+            r if group is None else self.dist.get_global_rank(group, r) for r in range(self.size)
+        ]
 
     def _tensor(self, a: np.ndarray) -> Any:
         if a.dtype.kind not in "fc" or (a.dtype.itemsize == 2 and a.dtype != np.float16):
-            a = a.view(np.uint8)           # bfloat16 and the like travel as bytes
+            a = a.view(np.uint8)  # bfloat16 and the like travel as bytes
         return self.torch.from_numpy(_flat(a))
 
     def _wait(self, work: Any, what: str) -> None:
         try:
             work.wait(timedelta(seconds=self.timeout))
-        except RuntimeError as e:          # gloo reports its timeout as a RuntimeError
+        except RuntimeError as e:  # gloo reports its timeout as a RuntimeError
             raise DistributedTimeout(
                 f"optimisers.distributed: rank {self.rank} of {self.size} waited "
-                f"{self.timeout:g} s for the other ranks at {what} ({self.name}: {e})") from e
+                f"{self.timeout:g} s for the other ranks at {what} ({self.name}: {e})"
+            ) from e
 
     def exchange(self, obj: Any, what: str) -> list[Any]:
         torch, dist = self.torch, self.dist
         data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
         counts = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
-        self._wait(dist.all_gather(counts, torch.tensor([data.size]), group=self.group,
-                                   async_op=True), what)
+        self._wait(
+            dist.all_gather(counts, torch.tensor([data.size]), group=self.group, async_op=True),
+            what,
+        )
         n = [int(c) for c in counts]
         # gloo gathers equal sizes only: every rank's bytes padded to the longest
         mine = torch.zeros(max(n), dtype=torch.uint8)
-        mine[:data.size] = torch.from_numpy(data.copy())
+        mine[: data.size] = torch.from_numpy(data.copy())
         out = [torch.empty(max(n), dtype=torch.uint8) for _ in range(self.size)]
         self._wait(dist.all_gather(out, mine, group=self.group, async_op=True), what)
         return [pickle.loads(o[:c].numpy().tobytes()) for o, c in zip(out, n)]
@@ -210,15 +216,19 @@ class TorchComm(Communicator):
         # gloo has no reduce-scatter (and refuses uneven ones): all-reduce the scratch
         # buffer in place, keep this rank's slice
         self.allreduce(send)
-        start = sum(counts[:self.rank])
-        np.copyto(recv, send[start:start + counts[self.rank]])
+        start = sum(counts[: self.rank])
+        np.copyto(recv, send[start : start + counts[self.rank]])
 
     def allreduce(self, buf: np.ndarray) -> None:
         self.dist.all_reduce(self._tensor(buf), group=self.group)
 
     def broadcast(self, jobs: Sequence[tuple[np.ndarray, int]]) -> None:
-        works = [self.dist.broadcast(self._tensor(a), self._global[root], group=self.group,
-                                     async_op=True) for a, root in jobs]
+        works = [
+            self.dist.broadcast(
+                self._tensor(a), self._global[root], group=self.group, async_op=True
+            )
+            for a, root in jobs
+        ]
         for w in works:
             w.wait()
 
@@ -254,7 +264,7 @@ class SelfComm(Communicator):
         return [pickle.loads(pickle.dumps(obj))]
 
     def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, counts: list[int]) -> None:
-        np.copyto(recv, send[:counts[0]])
+        np.copyto(recv, send[: counts[0]])
 
     def allreduce(self, buf: np.ndarray) -> None:
         pass
@@ -280,9 +290,11 @@ def wrap(comm: Any, timeout: float) -> Communicator:
         return MPIComm(comm, timeout)
     if module.startswith("torch") or (comm is None and _torch_ready()):
         return TorchComm(comm, timeout)
-    raise TypeError(f"optimisers.distributed: comm must be an mpi4py communicator (e.g. "
-                    f"MPI.COMM_WORLD) or a torch.distributed process group, not "
-                    f"{type(comm).__name__}")
+    raise TypeError(
+        f"optimisers.distributed: comm must be an mpi4py communicator (e.g. "
+        f"MPI.COMM_WORLD) or a torch.distributed process group, not "
+        f"{type(comm).__name__}"
+    )
 
 
 def _torch_ready() -> bool:

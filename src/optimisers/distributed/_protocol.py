@@ -50,11 +50,13 @@ def agree(comm: Communicator, payload: Any, what: str) -> list[Any]:
     failures = [(g[1], g[2]) for g in got if g[0] == "fail"]
     if failures:
         lines = "; ".join(f"rank {r}: {m}" for r, m in failures)
-        raise RankFailed(f"optimisers.distributed: {what} failed on "
-                         f"{'rank' if len(failures) == 1 else 'ranks'} "
-                         f"{', '.join(str(r) for r, m in failures)} of {comm.size}, so "
-                         f"rank {comm.rank} stops too, having written nothing ({lines})",
-                         failures)
+        raise RankFailed(
+            f"optimisers.distributed: {what} failed on "
+            f"{'rank' if len(failures) == 1 else 'ranks'} "
+            f"{', '.join(str(r) for r, m in failures)} of {comm.size}, so "
+            f"rank {comm.rank} stops too, having written nothing ({lines})",
+            failures,
+        )
     return [g[1] for g in got]
 
 

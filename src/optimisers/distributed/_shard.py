@@ -99,9 +99,15 @@ class DistState:
         The rank that steps each array (``None``: every rank, the all-reduce mode).
     """
 
-    def __init__(self, comm: Communicator, model: Any, tree: Any,
-                 params: list[tuple[KeyPath, np.ndarray]], rules: list[Rule | None],
-                 owner: list[int | None]) -> None:
+    def __init__(
+        self,
+        comm: Communicator,
+        model: Any,
+        tree: Any,
+        params: list[tuple[KeyPath, np.ndarray]],
+        rules: list[Rule | None],
+        owner: list[int | None],
+    ) -> None:
         self.comm = comm
         self.model = model
         self.tree = tree
@@ -114,14 +120,15 @@ class DistState:
         self.mine = [o is None or o == comm.rank for o in owner]
         self.leaves: list[Leaf | None] = [
             _leaf_at(tree, kp) if m and r is not None else None
-            for kp, m, r in zip(self.paths, self.mine, rules)]
+            for kp, m, r in zip(self.paths, self.mine, rules)
+        ]
         self.dtypes = [sum_dtype(x.dtype) for x in self.arrays]
         # the averaged gradients of this rank's arrays are views into the buckets
         self.recv: list[np.ndarray | None] = [None] * len(self.arrays)
         self.views: list[np.ndarray | None] = [None] * len(self.arrays)
         self.buckets = [Bucket(self, dt) for dt in dict.fromkeys(self.dtypes)]
         self.global_stages = any(_global_spec(r) is not None for r in rules)
-        self.probe = _probe_tree(model)            # walks the gradient with the model's checks
+        self.probe = _probe_tree(model)  # walks the gradient with the model's checks
         self.probe_index = {id(_leaf_at(self.probe, kp)): i for i, kp in enumerate(self.paths)}
 
     def gradient_buffers(self) -> Any:
@@ -143,8 +150,7 @@ class DistState:
         >>> model["w"], grads["act"]
         (array([0.5, 0.5, 0.5], dtype=float32), None)
         """
-        views = {id(x): b.views[i] for b in self.buckets for i in b.order
-                 for x in [self.arrays[i]]}
+        views = {id(x): b.views[i] for b in self.buckets for i in b.order for x in [self.arrays[i]]}
         return fmap(lambda x: views.get(id(x)), self.model)
 
     def index_of(self, x: np.ndarray) -> int:
@@ -158,14 +164,17 @@ class DistState:
 
     def state_bytes(self) -> int:
         """The bytes of the optimiser state held by this rank."""
-        return sum(a.nbytes for leaf in self.leaves if leaf is not None
-                   for a in _arrays_in(leaf.state))
+        return sum(
+            a.nbytes for leaf in self.leaves if leaf is not None for a in _arrays_in(leaf.state)
+        )
 
     def __repr__(self) -> str:
         n = sum(1 for m in self.mine if m)
-        return (f"DistState(rank {self.comm.rank} of {self.comm.size}, "
-                f"{'sharded' if self.sharded else 'replicated'}, {n} of {len(self.mine)} "
-                f"arrays here, {self.state_bytes()} state bytes)")
+        return (
+            f"DistState(rank {self.comm.rank} of {self.comm.size}, "
+            f"{'sharded' if self.sharded else 'replicated'}, {n} of {len(self.mine)} "
+            f"arrays here, {self.state_bytes()} state bytes)"
+        )
 
 
 class Bucket:
@@ -182,22 +191,26 @@ class Bucket:
         for i in self.order:
             self.offsets.append(at)
             at += state.arrays[i].size
-        self.send = np.empty(at, dtype)         # the packed gradients (scratch)
-        self.counts = [sum(state.arrays[i].size for i in self.order if state.owner[i] == r)
-                       for r in range(size)]
+        self.send = np.empty(at, dtype)  # the packed gradients (scratch)
+        self.counts = [
+            sum(state.arrays[i].size for i in self.order if state.owner[i] == r)
+            for r in range(size)
+        ]
         sharded = any(state.owner[i] is not None for i in self.order)
         start = sum(self.counts[:rank])
         self.recv = np.empty(self.counts[rank], dtype) if sharded else self.send
         self.sharded = sharded
         # a gradient written into these views travels without being packed
-        self.views = {i: self.send[off:off + state.arrays[i].size].reshape(state.arrays[i].shape)
-                      for i, off in zip(self.order, self.offsets)}
+        self.views = {
+            i: self.send[off : off + state.arrays[i].size].reshape(state.arrays[i].shape)
+            for i, off in zip(self.order, self.offsets)
+        }
         for i, off in zip(self.order, self.offsets):
             state.views[i] = self.views[i]
             if state.mine[i]:
                 x = state.arrays[i]
                 base = off - start if sharded else off
-                state.recv[i] = self.recv[base:base + x.size].reshape(x.shape)
+                state.recv[i] = self.recv[base : base + x.size].reshape(x.shape)
 
 
 def _arrays_in(s: Any) -> list[np.ndarray]:
@@ -233,10 +246,12 @@ def _probe_tree(model: Any) -> Any:
         return _setup(_PROBE, model)
 
 
-def _fingerprint(params: list[tuple[KeyPath, np.ndarray]], rules: list[Rule | None],
-                 sharded: bool) -> list[str]:
-    return [f"{kp} {x.shape} {x.dtype.str} {_describe(r)}"
-            for (kp, x), r in zip(params, rules)] + [f"sharded={sharded}"]
+def _fingerprint(
+    params: list[tuple[KeyPath, np.ndarray]], rules: list[Rule | None], sharded: bool
+) -> list[str]:
+    return [f"{kp} {x.shape} {x.dtype.str} {_describe(r)}" for (kp, x), r in zip(params, rules)] + [
+        f"sharded={sharded}"
+    ]
 
 
 def _describe(rule: Rule | None) -> str:
@@ -256,20 +271,30 @@ def _check_same(comm: Communicator, lines: list[str], what: str) -> None:
     digests = agree(comm, digest, what)
     if all(d == digests[0] for d in digests):
         return
-    every = agree(comm, lines, what)          # all ranks see the mismatch: one more exchange
+    every = agree(comm, lines, what)  # all ranks see the mismatch: one more exchange
     other = next(r for r, d in enumerate(digests) if d != digests[0])
     a, b = every[0], every[other]
     i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
     def show(v: list[str], j: int) -> str:
         return v[j] if j < len(v) else "(nothing)"
 
-    raise ValueError(f"optimisers.distributed.{what}: the ranks' models or rules differ; "
-                     f"every rank must set up the same model with the same rule.  Trainable "
-                     f"array {i}: rank 0 has {show(a, i)}, rank {other} has {show(b, i)}")
+    raise ValueError(
+        f"optimisers.distributed.{what}: the ranks' models or rules differ; "
+        f"every rank must set up the same model with the same rule.  Trainable "
+        f"array {i}: rank 0 has {show(a, i)}, rank {other} has {show(b, i)}"
+    )
 
 
-def build(rule: RuleArg, model: Any, comm: Any, shard: bool, timeout: float,
-          low_precision_state: bool, what: str = "setup") -> DistState:
+def build(
+    rule: RuleArg,
+    model: Any,
+    comm: Any,
+    shard: bool,
+    timeout: float,
+    low_precision_state: bool,
+    what: str = "setup",
+) -> DistState:
     """``setup``'s work, also used by ``load_state``: check every rank agrees, deal the
     arrays, set up this rank's share."""
     c = wrap(comm, timeout)
@@ -277,9 +302,11 @@ def build(rule: RuleArg, model: Any, comm: Any, shard: bool, timeout: float,
         params = trainables(model, path=True)
         for kp, x in params:
             if not (x.flags.c_contiguous and x.flags.writeable):
-                raise ValueError(f"optimisers.distributed: the parameter at {kp} must be a "
-                                 f"writable C-contiguous array (the ranks' updates are "
-                                 f"gathered into it in place)")
+                raise ValueError(
+                    f"optimisers.distributed: the parameter at {kp} must be a "
+                    f"writable C-contiguous array (the ranks' updates are "
+                    f"gathered into it in place)"
+                )
         choose = _rule_chooser(rule)
         rules = [choose(kp, x) for kp, x in params]
         lines = _fingerprint(params, rules, shard)
@@ -288,16 +315,20 @@ def build(rule: RuleArg, model: Any, comm: Any, shard: bool, timeout: float,
         raise
     _check_same(c, lines, what)
     owner: list[int | None] = (
-        list(partition([x.nbytes for kp, x in params], c.size)) if shard
-        else [None] * len(params))
+        list(partition([x.nbytes for kp, x in params], c.size)) if shard else [None] * len(params)
+    )
     index = {id(x): i for i, (kp, x) in enumerate(params)}
     try:
         with warnings.catch_warnings():
-            if params:          # a share without arrays is no cause for setup's warning
+            if params:  # a share without arrays is no cause for setup's warning
                 warnings.simplefilter("ignore")
-            tree = _setup(lambda kp, x: rules[index[id(x)]]
-                          if owner[index[id(x)]] in (None, c.rank) else None,
-                          model, low_precision_state=low_precision_state)
+            tree = _setup(
+                lambda kp, x: (
+                    rules[index[id(x)]] if owner[index[id(x)]] in (None, c.rank) else None
+                ),
+                model,
+                low_precision_state=low_precision_state,
+            )
         state = DistState(c, model, tree, params, rules, owner)
     except Exception as e:
         fail(c, e, what)
@@ -306,8 +337,15 @@ def build(rule: RuleArg, model: Any, comm: Any, shard: bool, timeout: float,
     return state
 
 
-def setup(rule: RuleArg, model: Any, comm: Any, *, shard: bool = True, timeout: float = 60.0,
-          low_precision_state: bool = False) -> DistState:
+def setup(
+    rule: RuleArg,
+    model: Any,
+    comm: Any,
+    *,
+    shard: bool = True,
+    timeout: float = 60.0,
+    low_precision_state: bool = False,
+) -> DistState:
     """Set up data-parallel training: every rank keeps the optimiser state of its share.
 
     Collective: every rank calls it with the same model (same structure, shapes and

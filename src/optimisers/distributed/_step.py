@@ -40,7 +40,7 @@ class _Grads:
     __slots__ = ("arrays", "dtypes", "entries", "got", "index", "views")
 
     def __init__(self, state: DistState) -> None:
-        self.entries: list[Any] = []    # the walk's fast path appends here; probe Leaves never
+        self.entries: list[Any] = []  # the walk's fast path appends here; probe Leaves never
         self.got: list[np.ndarray | None] = [None] * len(state.arrays)
         self.index = state.probe_index
         self.dtypes = state.dtypes
@@ -50,12 +50,14 @@ class _Grads:
     def route(self, leaf: Any, x: np.ndarray, g: Any, link: Any) -> None:
         i = self.index[id(leaf)]
         if x is not self.arrays[i]:
-            raise ValueError(f"optimisers.distributed.update_: the parameter at "
-                             f"{linked_keypath(link)} is not the array the state was set up "
-                             f"with; pass the model given to setup (it is updated in place)")
+            raise ValueError(
+                f"optimisers.distributed.update_: the parameter at "
+                f"{linked_keypath(link)} is not the array the state was set up "
+                f"with; pass the model given to setup (it is updated in place)"
+            )
         g = check_gradient(g, x, self.dtypes[i], link)
         prev = self.got[i]
-        if prev is g and g is self.views[i]:    # a tied array's buffer, met again
+        if prev is g and g is self.views[i]:  # a tied array's buffer, met again
             return
         self.got[i] = g if prev is None else prev + g
 
@@ -128,14 +130,18 @@ def update_(state: DistState, model: Any, grads: Any) -> tuple[DistState, Any]:
     # which arrays have a gradient on some rank: bit masks, one small exchange
     mask = np.packbits(np.array([g is not None for g in got], bool)).tobytes()
     masks = agree(comm, mask, "update_ (checking the gradients)")
-    some = np.bitwise_or.reduce([np.frombuffer(m, np.uint8) for m in masks], axis=0) \
-        if n else np.zeros(0, np.uint8)
+    some = (
+        np.bitwise_or.reduce([np.frombuffer(m, np.uint8) for m in masks], axis=0)
+        if n
+        else np.zeros(0, np.uint8)
+    )
     active = np.unpackbits(some, count=n).astype(bool) if n else np.zeros(0, bool)
     _average(state, got, active)
     _step_share(state, model, active)
     if state.sharded:
-        comm.broadcast([(state.arrays[i], o) for i, o in enumerate(state.owner)
-                        if active[i] and o is not None])
+        comm.broadcast(
+            [(state.arrays[i], o) for i, o in enumerate(state.owner) if active[i] and o is not None]
+        )
     return state, model
 
 
@@ -149,15 +155,15 @@ def _average(state: DistState, got: list[np.ndarray | None], active: np.ndarray)
             n = state.arrays[i].size
             g = got[i]
             if g is None:
-                send[off:off + n] = 0
-            elif g is not b.views[i]:              # not written in place (gradient_buffers)
-                np.copyto(send[off:off + n], g.reshape(-1))
+                send[off : off + n] = 0
+            elif g is not b.views[i]:  # not written in place (gradient_buffers)
+                np.copyto(send[off : off + n], g.reshape(-1))
         if comm.size > 1:
             if b.sharded:
                 comm.reduce_scatter(send, b.recv, b.counts)
             else:
                 comm.allreduce(send)
-            np.divide(b.recv, comm.size, out=b.recv)      # IEEE division in the sum dtype
+            np.divide(b.recv, comm.size, out=b.recv)  # IEEE division in the sum dtype
         elif b.recv is not send:
             np.copyto(b.recv, send)
 
