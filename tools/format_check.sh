@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
-# The formatting check that CI does not run yet: ruff's import order ("I") and `ruff format`.
-# They rewrap most files (see [tool.ruff.format] in pyproject.toml), so they are applied once,
-# by the integrator, after the open branches have merged:
+# The formatting check CI runs (.ci/run, the checks stage): ruff's import order ("I") and
+# `ruff format`, as configured in pyproject.toml.
 #
-#     bash tools/format_check.sh --apply     # rewrites the files: commit that alone
 #     bash tools/format_check.sh             # checks, changes nothing (exit 1 if not formatted)
-#
-# then CI turns it on: add `bash tools/format_check.sh` to the checks stage of .ci/run, and
-# "I" to [tool.ruff.lint] select in pyproject.toml.
+#     bash tools/format_check.sh --apply     # rewrites the files to the format
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUFF=${RUFF:-ruff}

@@ -51,8 +51,9 @@ from ._types import Array, Gradient, Model, RuleState, StateTree
 __all__ = ["update", "update_", "apply_", "Step"]
 
 
-def update_(tree: StateTree, model: Model, grad: Gradient,
-            *more_grads: Gradient) -> tuple[StateTree, Model]:
+def update_(
+    tree: StateTree, model: Model, grad: Gradient, *more_grads: Gradient
+) -> tuple[StateTree, Model]:
     """One optimisation step, in place: returns ``(tree, model)``.
 
     Writes into every writable parameter array and every ``Leaf``'s state; a read-only
@@ -103,7 +104,7 @@ def update_(tree: StateTree, model: Model, grad: Gradient,
     """
     step = Step()
     collect(tree, model, grad, (), step)
-    for more in more_grads:          # checked like grad, otherwise unused
+    for more in more_grads:  # checked like grad, otherwise unused
         extra = Step()
         collect(tree, model, more, (), extra)
         extra.check_gradients()
@@ -130,9 +131,11 @@ def _claim(step: Step) -> dict[int, Any]:
         if busy:
             e = leaves[next(iter(busy))]
             where = linked_keypath(e[5] if len(e) > 5 else e[3])
-            raise RuntimeError(f"update_: the state of {where} is being updated by another "
-                               f"thread; one state may be updated by one thread at a time "
-                               f"(give each thread its own state, or a lock)")
+            raise RuntimeError(
+                f"update_: the state of {where} is being updated by another "
+                f"thread; one state may be updated by one thread at a time "
+                f"(give each thread its own state, or a lock)"
+            )
         _IN_FLIGHT.update(leaves)
     return leaves
 
@@ -142,8 +145,9 @@ def _release(claimed: dict[int, Any]) -> None:
         _IN_FLIGHT.difference_update(claimed)
 
 
-def update(tree: StateTree, model: Model, grad: Gradient,
-           *more_grads: Gradient) -> tuple[StateTree, Model]:
+def update(
+    tree: StateTree, model: Model, grad: Gradient, *more_grads: Gradient
+) -> tuple[StateTree, Model]:
     """One optimisation step that touches nothing it was given: returns new ``(tree, model)``.
 
     Copies the state tree and every writable array of the model (keeping ties), then runs
@@ -193,8 +197,9 @@ def _copy_writable(a: Any) -> Any:
     return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
 
 
-def apply_(rule: Rule, state: RuleState, x: npt.ArrayLike,
-           dx: npt.ArrayLike) -> tuple[RuleState, Array | None]:
+def apply_(
+    rule: Rule, state: RuleState, x: npt.ArrayLike, dx: npt.ArrayLike
+) -> tuple[RuleState, Array | None]:
     """One step of ``rule`` without touching ``x``: returns ``(state, d)``.
 
     ``x - d`` is the updated parameter.  State arrays are updated in place (hence the
@@ -236,6 +241,7 @@ def apply_(rule: Rule, state: RuleState, x: npt.ArrayLike,
 # ----------------------------------------------------------------------------------------
 # Planning and running one step.
 
+
 class Step:
     """One ``update_`` in the making: the leaves the walk found, as batch entries
     ``(template, state, x, g, leaf, link)`` (:attr:`entries`) and general-path leaves
@@ -274,10 +280,15 @@ class Step:
         """Plan one Leaf and send it to the batch (the kernels' Batch checks the rest:
         layout, gradient, ties) or to the general path (:meth:`record`)."""
         plan = leaf._plan
-        if (plan is None or plan[0] is not leaf.rule or type(x) is not np.ndarray
-                or plan[1] is not x.dtype or (plan[4] and plan[5] != leaf._count)):
+        if (
+            plan is None
+            or plan[0] is not leaf.rule
+            or type(x) is not np.ndarray
+            or plan[1] is not x.dtype
+            or (plan[4] and plan[5] != leaf._count)
+        ):
             if not isinstance(x, np.ndarray) or not is_float(x.dtype):
-                self.record(leaf, x, g, link)          # raises
+                self.record(leaf, x, g, link)  # raises
             plan = leaf_plan(leaf, x, link)
         tpl = plan[3]
         if tpl is None or leaf.frozen:
@@ -289,8 +300,10 @@ class Step:
         """The general path for the gradient ``g`` of ``leaf`` and array ``x``: check and
         cast ``g`` and keep it; tied arrays sum their gradients."""
         if not isinstance(x, np.ndarray) or not is_float(x.dtype):
-            raise TypeError(f"the state tree has a Leaf at {linked_keypath(link)} but the "
-                            f"model has {type(x).__name__} there")
+            raise TypeError(
+                f"the state tree has a Leaf at {linked_keypath(link)} but the "
+                f"model has {type(x).__name__} there"
+            )
         plan = leaf._plan
         if plan is None or plan[0] is not leaf.rule or plan[1] is not x.dtype:
             plan = leaf_plan(leaf, x, link)
@@ -299,11 +312,13 @@ class Step:
         if e is None:
             self.found[id(leaf)] = [leaf, x, g, link, plan]
         elif e[1] is not x:
-            raise ValueError(f"one Leaf is shared by two different arrays, at "
-                             f"{linked_keypath(e[3])} and {linked_keypath(link)}: the state "
-                             f"tree does not belong to this model")
+            raise ValueError(
+                f"one Leaf is shared by two different arrays, at "
+                f"{linked_keypath(e[3])} and {linked_keypath(link)}: the state "
+                f"tree does not belong to this model"
+            )
         else:
-            e[2] = e[2] + g                   # tied weights: sum the gradients
+            e[2] = e[2] + g  # tied weights: sum the gradients
 
     def check_gradients(self) -> None:
         """Check the gradients of the batch entries (the general path checks its own as it
@@ -334,7 +349,7 @@ class Step:
             if pre is not None:
                 pre(prog)
             programs.append((leaf, x, work, prog, rule))
-        if settle(batches, programs, across, gate):    # a SkipNonFinite skipped the step
+        if settle(batches, programs, across, gate):  # a SkipNonFinite skipped the step
             return model
         # A program whose rule may fail after its first stages wrote (a ClipNorm(throw=True)
         # after other rules, a rule written in Python) runs first, after a snapshot of the
@@ -344,24 +359,23 @@ class Step:
         others: list[tuple[Any, ...]] = []
         for program in programs:
             (late if program[4]._fails_late(True) else others).append(program)
-        snapshots = [pair for leaf, x, work, prog, rule in late
-                     for pair in _snapshot(leaf, work)]
-        replaced: dict[int, Array] = {}   # id(read-only parameter) -> its new array
+        snapshots = [pair for leaf, x, work, prog, rule in late for pair in _snapshot(leaf, work)]
+        replaced: dict[int, Array] = {}  # id(read-only parameter) -> its new array
         try:
             for program in late:
                 _run_program(program, replaced)
-            if gate is not None:          # distributed: every rank got this far, or none writes
+            if gate is not None:  # distributed: every rank got this far, or none writes
                 gate()
         except BaseException:
             for a, copy in snapshots:
                 np.copyto(a, copy)
             raise
-        for b in batches:                 # the step: one kernel call per batch
+        for b in batches:  # the step: one kernel call per batch
             b.run()
         for program in others:
             _run_program(program, replaced)
         for batch, entries in zip(batches, self.stepped):
-            if batch.marked:          # scheduled leaves: their plans move on with the count
+            if batch.marked:  # scheduled leaves: their plans move on with the count
                 _advance_scheduled(entries)
             else:
                 for e in entries:
@@ -369,7 +383,7 @@ class Step:
         for program in programs:
             leaf = program[0]
             leaf._count += 1
-            if leaf._plan[4]:         # its template is for the count before
+            if leaf._plan[4]:  # its template is for the count before
                 leaf._plan = moved_on(leaf._plan)
         if replaced:
             # only the containers around a replaced (read-only) array are rebuilt
@@ -396,14 +410,13 @@ class Step:
                 if status == _kernels.NONFINITE_NORM:
                     raise nonfinite_norm_error(linked_keypath(link), p, norm)
                 if status == _kernels.BAD_GRADIENT and first:
-                    g = check_gradient(g, x, leaf._plan[2], link)      # raises, or casts
+                    g = check_gradient(g, x, leaf._plan[2], link)  # raises, or casts
                     retry.append((tpl, state, x, g, leaf, link))
                 elif status == _kernels.BAD_STATE:
                     check_state(leaf.rule, state, x, link, "its arrays do not fit")
                 elif status == _kernels.NO_MEMORY:
-                    raise MemoryError(f"out of memory preparing the step of "
-                                      f"{linked_keypath(link)}")
-                else:                         # layout, ties: the general path sorts it out
+                    raise MemoryError(f"out of memory preparing the step of {linked_keypath(link)}")
+                else:  # layout, ties: the general path sorts it out
                     self.record(leaf, x, g, link)
             entries, first = retry, False
         return batches
@@ -417,7 +430,7 @@ def _advance_scheduled(entries: list[Any]) -> None:
         leaf = e[4]
         leaf._count += 1
         tpl = e[0]
-        if tpl is not last:       # entries of one template mostly come together
+        if tpl is not last:  # entries of one template mostly come together
             last = tpl
             plan = tpl.next_plan(e[2], e[1]) if type(tpl) is ScheduledTemplate else None
         if plan is not None:
@@ -463,17 +476,24 @@ def _arrays_in(s: Any) -> list[Array]:
 def check_gradient(g: Any, x: Array, want: Any, link: tuple[Any, ...]) -> Any:
     """The gradient of one array, checked and cast once to the dtype ``want``."""
     if isinstance(g, (list, tuple, Mapping, str)):
-        raise TypeError(f"the gradient at {linked_keypath(link)} is a {type(g).__name__}, "
-                        f"expected an array of shape {x.shape}")
+        raise TypeError(
+            f"the gradient at {linked_keypath(link)} is a {type(g).__name__}, "
+            f"expected an array of shape {x.shape}"
+        )
     a = g if isinstance(g, np.ndarray) else np.asarray(g)
     kind = a.dtype.kind
     if kind not in "biufc" and not is_bfloat16(a.dtype):
-        raise TypeError(f"the gradient at {linked_keypath(link)} has dtype {a.dtype}, which "
-                        f"is not numeric")
+        raise TypeError(
+            f"the gradient at {linked_keypath(link)} has dtype {a.dtype}, which is not numeric"
+        )
     if kind == "c" and x.dtype.kind != "c":
-        raise TypeError(f"the gradient at {linked_keypath(link)} is complex ({a.dtype}) but "
-                        f"the parameter is real ({x.dtype})")
+        raise TypeError(
+            f"the gradient at {linked_keypath(link)} is complex ({a.dtype}) but "
+            f"the parameter is real ({x.dtype})"
+        )
     if a.shape != x.shape:
-        raise ValueError(f"the gradient at {linked_keypath(link)} has shape {a.shape}, the "
-                         f"parameter has shape {x.shape} (gradients are never broadcast)")
-    return np.asarray(a, dtype=want, order="C")   # keeps 0-d arrays 0-d
+        raise ValueError(
+            f"the gradient at {linked_keypath(link)} has shape {a.shape}, the "
+            f"parameter has shape {x.shape} (gradients are never broadcast)"
+        )
+    return np.asarray(a, dtype=want, order="C")  # keeps 0-d arrays 0-d

@@ -16,7 +16,7 @@ from ._types import Array, RuleState
 __all__ = ["Leaf", "tree_equal", "state_difference", "state_misfit", "describe", "copy_state"]
 
 
-_SHOWN = 10      # a Leaf's repr shows arrays of up to this many elements in full
+_SHOWN = 10  # a Leaf's repr shows arrays of up to this many elements in full
 
 
 def _summary(s: Any) -> str:
@@ -26,8 +26,9 @@ def _summary(s: Any) -> str:
     if isinstance(s, np.ndarray):
         if s.size <= _SHOWN:
             return repr(s)
-        values = np.array2string(s.ravel(), threshold=0, edgeitems=3, separator=", ",
-                                 max_line_width=1 << 20)
+        values = np.array2string(
+            s.ravel(), threshold=0, edgeitems=3, separator=", ", max_line_width=1 << 20
+        )
         return f"array({values}, shape={s.shape}, dtype={s.dtype})"
     if is_namedtuple(s):
         inner = ", ".join(f"{k}={_summary(v)}" for k, v in zip(s._fields, s))
@@ -75,23 +76,21 @@ class Leaf:
     Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0.]))
     """
 
-    __slots__ = ("rule", "state", "frozen", "_count", "_scratch", "_plan", "_backup",
-                 "__weakref__")
+    __slots__ = ("rule", "state", "frozen", "_count", "_scratch", "_plan", "_backup", "__weakref__")
 
     rule: Rule
     state: RuleState
     frozen: bool
 
-    def __init__(self, rule: Rule, state: RuleState, frozen: bool = False,
-                 count: int = 0) -> None:
+    def __init__(self, rule: Rule, state: RuleState, frozen: bool = False, count: int = 0) -> None:
         self.rule = rule
         self.state = state
         self.frozen = bool(frozen)
-        self._count = count    # the engine advances it directly (no property call a leaf)
-        self._scratch = None   # a per-leaf buffer for chains that must materialise d
+        self._count = count  # the engine advances it directly (no property call a leaf)
+        self._scratch = None  # a per-leaf buffer for chains that must materialise d
         # per-leaf facts update_ reuses between steps (_plan.leaf_plan)
-        self._plan: Any = None        # the plan tuple, or None until the first step
-        self._backup: list[Array] | None = None    # copies of its arrays, for a late failure
+        self._plan: Any = None  # the plan tuple, or None until the first step
+        self._backup: list[Array] | None = None  # copies of its arrays, for a late failure
 
     @property
     def count(self) -> int:
@@ -112,8 +111,11 @@ class Leaf:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Leaf):
             return NotImplemented
-        return (self.frozen == other.frozen and self.rule == other.rule
-                and tree_equal(self.state, other.state))
+        return (
+            self.frozen == other.frozen
+            and self.rule == other.rule
+            and tree_equal(self.state, other.state)
+        )
 
     __hash__ = None  # type: ignore[assignment]   # mutable (its state): unhashable
 
@@ -122,7 +124,7 @@ class Leaf:
 
     def __setstate__(self, s: tuple[Any, ...]) -> None:
         self.rule, self.state, self.frozen = s[:3]
-        self._count = s[3] if len(s) > 3 else 0     # pickles of 0.1.0 have no count
+        self._count = s[3] if len(s) > 3 else 0  # pickles of 0.1.0 have no count
         self._scratch = None
         self._plan = None
         self._backup = None
@@ -131,18 +133,23 @@ class Leaf:
 def tree_equal(a: Any, b: Any) -> bool:
     """Equality of nested states: arrays equal in value (NaN equals NaN) and dtype."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
-                and a.dtype == b.dtype and a.shape == b.shape
-                and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+        )
     if isinstance(a, Leaf) or isinstance(b, Leaf):
         return bool(a == b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(tree_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return (type(a) is type(b) and len(a) == len(b)
-                and all(tree_equal(x, y) for x, y in zip(a, b)))
+        return (
+            type(a) is type(b) and len(a) == len(b) and all(tree_equal(x, y) for x, y in zip(a, b))
+        )
     if isinstance(a, np.generic) or isinstance(b, np.generic):
-        return (type(a) is type(b) and (a == b or (a != a and b != b)))
+        return type(a) is type(b) and (a == b or (a != a and b != b))
     return type(a) is type(b) and a == b
 
 
@@ -168,7 +175,7 @@ def copy_state(s: Any, memo: dict[int, Any]) -> Any:
         return type(s)(copy_state(v, memo) for v in s)
     if s is None or isinstance(s, (numbers.Number, np.generic, str, bytes, Rule)):
         return s
-    return copy.deepcopy(s, memo)      # a user rule's own state object (memo keeps ties)
+    return copy.deepcopy(s, memo)  # a user rule's own state object (memo keeps ties)
 
 
 def describe(x: object) -> str:
@@ -179,8 +186,9 @@ def describe(x: object) -> str:
     return f"a {type(x).__name__}"
 
 
-def state_difference(a: Any, b: Any, where: str,
-                     like_x: list[tuple[str, tuple[int, ...]]]) -> str | None:
+def state_difference(
+    a: Any, b: Any, where: str, like_x: list[tuple[str, tuple[int, ...]]]
+) -> str | None:
     """Where ``a`` (a stored state) differs in structure from ``b`` (what ``init`` gives for
     an empty parameter); the shapes of the arrays shaped like the parameter go to
     ``like_x``.  A state type with a ``_difference`` of its own (Adafactor's, whose
@@ -221,8 +229,11 @@ def state_misfit(rule: Rule, state: RuleState, x: Array) -> str | None:
     empty = np.empty(0, x.dtype)
     ref = rule.init(empty)
     problem = _misfit(state, ref, x)
-    if (problem is not None and is_low_precision(x.dtype)
-            and _misfit(state, rule._lower_state(ref, empty), x) is None):
+    if (
+        problem is not None
+        and is_low_precision(x.dtype)
+        and _misfit(state, rule._lower_state(ref, empty), x) is None
+    ):
         return None
     return problem
 
@@ -232,9 +243,11 @@ def _misfit(state: RuleState, ref: RuleState, x: Array) -> str | None:
     problem = state_difference(state, ref, "state", like_x)
     if problem is None:
         for where, shape, *of_x in like_x:
-            if of_x and shape != of_x[0](x.shape):          # a shape made from x's
-                return (f"{where} has shape {shape} where the rule keeps shape "
-                        f"{of_x[0](x.shape)} for the parameter's {x.shape}")
+            if of_x and shape != of_x[0](x.shape):  # a shape made from x's
+                return (
+                    f"{where} has shape {shape} where the rule keeps shape "
+                    f"{of_x[0](x.shape)} for the parameter's {x.shape}"
+                )
             if not of_x and shape != x.shape:
                 return f"{where} has shape {shape} where the parameter has shape {x.shape}"
     return problem

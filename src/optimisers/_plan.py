@@ -21,8 +21,15 @@ from ._leaf import Leaf, state_misfit
 from ._program import Program, gradient_dtype
 from ._rule import Rule
 
-__all__ = ["BATCH_DTYPES", "ScheduledTemplate", "check_state", "leaf_plan", "moved_on",
-           "scheduled_plan", "template"]
+__all__ = [
+    "BATCH_DTYPES",
+    "ScheduledTemplate",
+    "check_state",
+    "leaf_plan",
+    "moved_on",
+    "scheduled_plan",
+    "template",
+]
 
 
 def leaf_plan(leaf: Leaf, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -66,7 +73,7 @@ class ScheduledTemplate(list):
         super().__init__(stages)
         self.concrete = concrete
         self.rule = rule
-        self.at = count        # the count it is for (list.count stays the list's)
+        self.at = count  # the count it is for (list.count stays the list's)
         self._next: tuple[Any, ...] | None = None
 
     def next_plan(self, x: Any, state: Any) -> tuple[Any, ...]:
@@ -96,23 +103,28 @@ def scheduled_plan(rule: Rule, x: Any, state: Any, count: int) -> tuple[Any, ...
         concrete = rule._at(count)
         stages = template(concrete, x, state)
         tpl = None if stages is None else ScheduledTemplate(stages, concrete, rule, count)
-        got = _SCHEDULED[key] = (rule, (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl,
-                                        True, count))
+        got = _SCHEDULED[key] = (
+            rule,
+            (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl, True, count),
+        )
     return got[1]
 
 
-def check_state(rule: Any, state: Any, x: Any, link: tuple[Any, ...],
-                otherwise: str | None = None) -> None:
+def check_state(
+    rule: Any, state: Any, x: Any, link: tuple[Any, ...], otherwise: str | None = None
+) -> None:
     """``ValueError`` naming the key path and what differs when ``state`` does not fit
     ``rule`` for the parameter ``x`` (``otherwise``: the reason to give when nothing is
     found to differ, else fine).  A rule written in Python keeps a state of its own."""
     misfit = None if rule._user_rule() else state_misfit(rule, state, x)
     misfit = misfit or otherwise
     if misfit is not None:
-        raise ValueError(f"the state of the Leaf at {linked_keypath(link)} does not fit its "
-                         f"rule {rule!r} for a parameter of {x.dtype} and shape {x.shape}: "
-                         f"{misfit} (the state tree was changed by hand, or set up for "
-                         f"another model or rule)")
+        raise ValueError(
+            f"the state of the Leaf at {linked_keypath(link)} does not fit its "
+            f"rule {rule!r} for a parameter of {x.dtype} and shape {x.shape}: "
+            f"{misfit} (the state tree was changed by hand, or set up for "
+            f"another model or rule)"
+        )
 
 
 # (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
@@ -128,6 +140,7 @@ BATCH_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
 # ----------------------------------------------------------------------------------------
 # Templates: one program for a group of leaves (recorded once, filled per leaf by the batch).
+
 
 class _Barrier(Exception):
     """A rule asked for the whole step: this program cannot run as a batch."""
@@ -149,8 +162,9 @@ class _Recorder(Program):
         raise _Barrier
 
 
-def _paths(state: Any, prefix: tuple[Any, ...] = (),
-           out: dict[int, tuple[Any, ...]] | None = None) -> dict[int, tuple[Any, ...]]:
+def _paths(
+    state: Any, prefix: tuple[Any, ...] = (), out: dict[int, tuple[Any, ...]] | None = None
+) -> dict[int, tuple[Any, ...]]:
     """id(array) -> index path inside a state made of tuples, arrays and scalars."""
     if out is None:
         out = {}
@@ -174,12 +188,18 @@ def template(rule: Any, x: Any, state: Any) -> Any:
     except _Barrier:
         return None
     if new_state is not state or not rec.stages:
-        return None          # a rule that rebuilds its state cannot be batched
+        return None  # a rule that rebuilds its state cannot be batched
     paths = _paths(state)
     try:
-        return [(kind, hp, tuple(paths[id(b)] for b in bufs),
-                 None if sc is None else paths[id(sc)],
-                 None if ctr is None else paths[id(ctr)])
-                for kind, hp, bufs, sc, ctr in rec.stages]
+        return [
+            (
+                kind,
+                hp,
+                tuple(paths[id(b)] for b in bufs),
+                None if sc is None else paths[id(sc)],
+                None if ctr is None else paths[id(ctr)],
+            )
+            for kind, hp, bufs, sc, ctr in rec.stages
+        ]
     except KeyError:
         return None

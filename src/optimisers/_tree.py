@@ -85,6 +85,7 @@ def maywrite(x: object) -> bool:
 # ----------------------------------------------------------------------------------------
 # setup
 
+
 def _state_container(x: Any, keys: Sequence[Hashable], states: Sequence[Any]) -> Any:
     t = type(x)
     if t is list:
@@ -100,8 +101,9 @@ def _state_container(x: Any, keys: Sequence[Hashable], states: Sequence[Any]) ->
 
 # what the kernels compute on (float16 and bfloat16 via float32); not big-endian, not
 # extended precision
-_TRAINABLE_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64,
-                                                     np.complex64, np.complex128))
+_TRAINABLE_DTYPES = frozenset(
+    np.dtype(t) for t in (np.float16, np.float32, np.float64, np.complex64, np.complex128)
+)
 
 
 def setup(rule: RuleChoice, model: Model, *, low_precision_state: bool = False) -> StateTree:
@@ -178,7 +180,8 @@ def setup(rule: RuleChoice, model: Model, *, low_precision_state: bool = False) 
                 raise TypeError(
                     f"setup: the parameter at {path} has dtype {x.dtype.str}, which "
                     f"optimisers cannot train; convert it to one of float16/32/64 or "
-                    f"complex64/128 in native byte order (e.g. x.astype(np.float64))")
+                    f"complex64/128 in native byte order (e.g. x.astype(np.float64))"
+                )
             r = rule_for(path, x)
             leaf = None
             if r is not None:
@@ -194,8 +197,10 @@ def setup(rule: RuleChoice, model: Model, *, low_precision_state: bool = False) 
             return None
         keys, values = kv
         allowed = trainable_keys(x, keys)
-        states = [walk(v, path + (k,)) if allowed is None or k in allowed else None
-                  for k, v in zip(keys, values)]
+        states = [
+            walk(v, path + (k,)) if allowed is None or k in allowed else None
+            for k, v in zip(keys, values)
+        ]
         return _state_container(x, keys, states)
 
     tree = walk(model, KeyPath())
@@ -210,8 +215,10 @@ def _rule_chooser(rule: RuleChoice) -> Callable[[KeyPath, Array], Rule | None]:
     if isinstance(rule, Rule):
         return lambda path, x: rule
     if not callable(rule):
-        raise TypeError(f"setup(rule, model) takes a rule, or a function (path, array) -> "
-                        f"rule or None, first; got {type(rule).__name__}")
+        raise TypeError(
+            f"setup(rule, model) takes a rule, or a function (path, array) -> "
+            f"rule or None, first; got {type(rule).__name__}"
+        )
     chosen: dict[Rule, Rule] = {}
 
     def choose(path: KeyPath, x: Array) -> Rule | None:
@@ -219,11 +226,13 @@ def _rule_chooser(rule: RuleChoice) -> Callable[[KeyPath, Array], Rule | None]:
         if r is None:
             return None
         if not isinstance(r, Rule):
-            raise TypeError(f"setup: the rule function gave {r!r} for the parameter at "
-                            f"{path}; it must give a Rule or None")
+            raise TypeError(
+                f"setup: the rule function gave {r!r} for the parameter at "
+                f"{path}; it must give a Rule or None"
+            )
         try:
-            return chosen.setdefault(r, r)    # equal rules: one object, one batch template
-        except TypeError:                     # a rule of one's own that is not hashable
+            return chosen.setdefault(r, r)  # equal rules: one object, one batch template
+        except TypeError:  # a rule of one's own that is not hashable
             return r
 
     return choose
@@ -231,6 +240,7 @@ def _rule_chooser(rule: RuleChoice) -> Callable[[KeyPath, Array], Rule | None]:
 
 # ----------------------------------------------------------------------------------------
 # the walk of update_
+
 
 def collect(t: StateTree, m: Model, g: Any, link: tuple[Any, ...], step: Any) -> None:
     """Walk state tree ``t``, model ``m`` and gradient ``g`` together, checking their
@@ -252,14 +262,16 @@ def collect(t: StateTree, m: Model, g: Any, link: tuple[Any, ...], step: Any) ->
     if type(m) is dict and type(t) is dict and type(g) is dict:
         keys = m.keys()
         if t.keys() != keys or not g.keys() <= keys:
-            state_children(t, m, tuple(m), link)       # raise, naming what differs
+            state_children(t, m, tuple(m), link)  # raise, naming what differs
             grad_children(m, g, tuple(m), link)
         values, ts, gs = m.values(), map(t.__getitem__, keys), map(g.get, keys)
     else:
         kv = children(m)
         if kv is None:
-            raise TypeError(f"the state tree has a {type(t).__name__} at {linked_keypath(link)} "
-                            f"but the model has a {type(m).__name__} there")
+            raise TypeError(
+                f"the state tree has a {type(t).__name__} at {linked_keypath(link)} "
+                f"but the model has a {type(m).__name__} there"
+            )
         keys, values = kv
         ts = state_children(t, m, keys, link)
         gs = grad_children(m, g, keys, link)
@@ -269,8 +281,14 @@ def collect(t: StateTree, m: Model, g: Any, link: tuple[Any, ...], step: Any) ->
             continue
         if type(tv) is Leaf:
             plan = tv._plan
-            if (plan is not None and plan[0] is tv.rule and type(mv) is np.ndarray
-                    and plan[1] is mv.dtype and plan[3] is not None and not tv.frozen):
+            if (
+                plan is not None
+                and plan[0] is tv.rule
+                and type(mv) is np.ndarray
+                and plan[1] is mv.dtype
+                and plan[3] is not None
+                and not tv.frozen
+            ):
                 append((plan[3], tv.state, mv, gv, tv, (link, k)))
             else:
                 route(tv, mv, gv, (link, k))
@@ -280,6 +298,7 @@ def collect(t: StateTree, m: Model, g: Any, link: tuple[Any, ...], step: Any) ->
 
 # ----------------------------------------------------------------------------------------
 # trainables
+
 
 @overload
 def trainables(model: Model, path: Literal[False] = False) -> list[Array]: ...
