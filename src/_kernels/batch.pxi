@@ -101,6 +101,7 @@ cdef class Batch:
         cdef list tpl
         cdef const ClipNormHP* clip
         cdef list path_keys = [None] * TEMPLATE_CACHE     # _paths_key of each template
+        cdef list fills = []                 # each owner's _Filled of its last step, or None
         self.entries = entries
         self.problems = []
         self.n_global = 0
@@ -136,6 +137,7 @@ cdef class Batch:
                 tpl = <list> entry[0]
                 self.first[j] = total
                 total += len(tpl)
+                fills.append(getattr(entry[4], "_fill", None))
             self.stages = <Stage*> malloc((total if total > 0 else 1) * sizeof(Stage))
             if self.stages == NULL:
                 raise MemoryError()
@@ -167,7 +169,9 @@ cdef class Batch:
                 self.tpls[j] = <void*> tpl
                 self.count[j] = n_stages
                 self.modes[j] = SUBTRACT
-                status[j] = self._fill_leaf(j, entry, n_stages, path_keys[t])
+                if j + PREFETCH_AHEAD < n:
+                    _prefetch(fills[j + PREFETCH_AHEAD])
+                status[j] = self._fill_leaf(j, entry, n_stages, path_keys[t], fills[j])
             self._mark_shared(status)
             with nogil:
                 self._prologues(status)
@@ -185,17 +189,18 @@ cdef class Batch:
             free(status)
 
     cdef int _fill_leaf(self, Py_ssize_t j, tuple entry, int n_stages,
-                        object paths_key) except -1:
+                        object paths_key, object last) except -1:
         """Point entry j's stages at its arrays; the entry's Status (nothing raised for a
         parameter, gradient or state that does not fit).  ``paths_key``: the template's
-        (_paths_key), for the owner's cache of the state's buffers (leafcache.pxi)."""
+        (_paths_key), and ``last``, the owner's _Filled (or None), for its cache of the
+        state's buffers (leafcache.pxi)."""
         cdef object xo = entry[2], go = entry[3], state = entry[1]
         cdef cnp.ndarray x, g
         cdef int typenum, k, b, fmt, low_typenum = -1
         cdef Py_ssize_t size
         cdef Stage* st
         cdef list tpl = <list> entry[0]
-        cdef object owner = entry[4], last
+        cdef object owner = entry[4]
         cdef _Filled seen
         self.xs[j] = NULL
         if not isinstance(xo, cnp.ndarray):
@@ -232,7 +237,6 @@ cdef class Batch:
             return BAD_GRADIENT
         self.gs[j] = cnp.PyArray_DATA(g)
         # the state's buffers: as at the leaf's last step when nothing has changed there
-        last = getattr(owner, "_fill", None)
         if isinstance(last, _Filled) and (<_Filled> last).fill(
                 &self.stages[self.first[j]], state, paths_key, typenum, low_typenum, size):
             return OK
