@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers import _plan, schedules
+from optimisers import _engine, _plan, schedules
 from optimisers._leaf import state_misfit
+from optimisers._native import kernels as _kernels
 from optimisers._program import Program
 from optimisers._rules_averaged import torch_lerp
 
@@ -194,3 +195,32 @@ def test_a_program_rounds_a_work_copy_of_another_dtype_back() -> None:
     work[...] = 0.5
     prog._round_back()
     np.testing.assert_array_equal(buf, np.full(3, 0.5, np.float16))
+
+
+def test_the_norm_of_a_stopped_program_is_none() -> None:
+    x = np.ones(3)
+    prog = Program(x, np.full(3, 2.0))
+    assert prog.norm(2.0) == pytest.approx(np.sqrt(12.0))
+    prog.set_source(None)  # what an AccumGrad that is not due does
+    assert prog.norm(2.0) is None
+
+
+class _OutOfMemory:
+    """The kernels' Batch of a machine out of memory: every entry is refused."""
+
+    def __init__(self, entries: list[Any]) -> None:
+        self.problems = [(0, _engine._kernels.NO_MEMORY, 0.0, 2.0)]
+
+
+class _KernelsOutOfMemory:
+    def __getattr__(self, name: str) -> Any:
+        return _OutOfMemory if name == "Batch" else getattr(_kernels, name)
+
+
+def test_out_of_memory_preparing_a_batch_names_the_leaf(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = {"layer": {"w": np.ones(4, np.float32)}}
+    st = opt.setup(opt.Adam(0.1), model)
+    monkeypatch.setattr(_engine, "_kernels", _KernelsOutOfMemory())
+    with pytest.raises(MemoryError, match=r"out of memory preparing the step of layer\.w"):
+        opt.update_(st, model, {"layer": {"w": np.ones(4, np.float32)}})
+    assert (model["layer"]["w"] == 1).all() and int(st["layer"]["w"].count) == 0
