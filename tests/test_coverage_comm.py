@@ -125,3 +125,14 @@ def test_a_distributed_checkpoint_over_torch(gloo: Any, tmp_path: pathlib.Path) 
     dist.save_state(tmp_path / "s", state)
     back = dist.load_state(tmp_path / "s", model, None)
     assert int(back.tree["w"].count) == 1
+
+
+def test_a_tied_arrays_buffer_met_twice_is_one_gradient() -> None:
+    w = np.ones(2)
+    model = [w, w]
+    state = dist.setup(opt.Descent(0.5), model, dist.SelfComm())
+    grads = state.gradient_buffers()
+    assert grads[0] is grads[1]  # one buffer for the one parameter
+    grads[0][...] = 1.0
+    state, model = dist.update_(state, model, grads)
+    assert model[0] is model[1] and model[0].tolist() == [0.5, 0.5]  # not summed twice

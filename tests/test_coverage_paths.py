@@ -224,3 +224,28 @@ def test_out_of_memory_preparing_a_batch_names_the_leaf(monkeypatch: pytest.Monk
     with pytest.raises(MemoryError, match=r"out of memory preparing the step of layer\.w"):
         opt.update_(st, model, {"layer": {"w": np.ones(4, np.float32)}})
     assert (model["layer"]["w"] == 1).all() and int(st["layer"]["w"].count) == 0
+
+
+class DictMomentum(opt.Momentum):
+    """Momentum keeping its velocity in a dict: a buffer the batch's index paths (tuples
+    and arrays only) cannot name."""
+
+    def init(self, x: Any) -> Any:
+        return {"v": super().init(x)}
+
+    def _compile(self, state: Any, prog: Any) -> Any:
+        super()._compile(state["v"], prog)
+        return state
+
+
+def test_a_stage_buffer_outside_the_index_paths_is_not_batched() -> None:
+    rule, x = DictMomentum(0.1, 0.9), np.arange(4.0)
+    assert _plan.template(rule, x, rule.init(x)) is None
+    st, ref = opt.setup(rule, x), opt.setup(opt.Momentum(0.1, 0.9), x.copy())
+    y = x.copy()
+    for k in range(3):
+        g = np.cos(np.arange(4.0) + k)
+        st, x = opt.update_(st, x, g)
+        ref, y = opt.update_(ref, y, g)
+    np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(st.state["v"], ref.state)
