@@ -162,6 +162,9 @@ def test_a_wrapper_through_apply_gives_the_step() -> None:
     x = np.ones(2)
     state, d = opt.apply_(rule, rule.init(x), x, np.array([2.0, 4.0]))
     np.testing.assert_array_equal(d, [1.0, 2.0])
+    # its own apply (how a rule written in Python may call it): the same step
+    state, d = rule.apply(state, x, np.array([2.0, 4.0]))
+    np.testing.assert_array_equal(d, [1.0, 2.0])
 
 
 def test_a_wrapper_that_forgets_its_reduce_says_so() -> None:

@@ -69,11 +69,13 @@ def test_the_gradient_checks_name_the_parameter() -> None:
 
 def test_a_gradient_that_is_not_contiguous_is_copied() -> None:
     p = torch.nn.Parameter(torch.zeros(3, 3, dtype=torch.float64))
+    q = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))  # no gradient: the slow path
     g = torch.arange(9.0, dtype=torch.float64).reshape(3, 3)
     p.grad = g.t()
     assert not p.grad.is_contiguous()
-    otorch.Optimizer([p], opt.Descent(0.5)).step()
+    otorch.Optimizer([p, q], opt.Descent(0.5)).step()
     np.testing.assert_array_equal(p.detach().numpy(), -0.5 * g.numpy().T)
+    assert q.detach().tolist() == [1.0, 1.0]
 
 
 def test_bfloat16_without_ml_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
