@@ -1,8 +1,9 @@
 """More of the benchmark command's paths the rest of the suite left unrun (issue 21,
 point 3): a case too big for the memory or timed one implementation after the other, a
 peer failing its first step, an unsteady row, the distributed mode's text report and its
-missing ``mpiexec``, an empty plot, a wrapper's learning rate and numpy's ClipGlobalNorm
--> AdamW.  Nothing here times anything for real: sizes are tiny, budgets one step."""
+missing ``mpiexec``, an empty plot, a wrapper's learning rate, numpy's ClipGlobalNorm
+-> AdamW, and the torch comparisons on a machine without torch.  Nothing here times
+anything for real: sizes are tiny, budgets one step."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers.bench import busy, compare, distributed, plot, rules, speed
+from optimisers.bench import busy, compare, distributed, plot, rules, speed, torch_step
 from optimisers.bench.cases import Case, Unavailable
 from optimisers.bench.speed import optimisers_step
 from optimisers.bench.timing import Budget
@@ -141,3 +142,26 @@ def test_numpy_clipglobalnorm_adamw_matches_optimisers() -> None:
         theirs()
     for a, b in zip(ours.params, theirs.params):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---- the benchmark without torch (any machine)
+
+
+@pytest.fixture
+def no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(name: str) -> Any:
+        raise ImportError(f"no {name} here")
+
+    monkeypatch.setattr(compare, "_TORCH", None)
+    monkeypatch.setattr(compare.importlib, "import_module", refuse)
+
+
+def test_the_bench_without_torch(no_torch: None) -> None:
+    assert compare.torch_module() is None
+    assert compare.torch_module() is None  # remembered as absent
+    assert "torch is not installed" in compare.availability_notes()[0]
+    assert compare._torch_builders(Case("adam", "float32", 64, 1, 1)) == []
+    with pytest.raises(Unavailable, match="torch is not installed"):
+        torch_step.optimiser_step(Case("adam", "float32", 64, 1, 1))
+    with pytest.raises(SystemExit, match="this benchmark needs PyTorch"):
+        torch_step.main(["--size", "64", "--tensors", "1"])

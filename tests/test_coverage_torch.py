@@ -2,7 +2,8 @@
 of a gradient handed to ``optimisers.torch`` (not a tensor, another shape, complex for a
 real parameter, not contiguous), bfloat16 without ml_dtypes, the state_dict of states
 holding numpy scalars or what cannot be written, and the benchmark's torch comparisons
-when torch is absent, a matrix-only rule or a variant torch refuses."""
+for a matrix-only rule or a variant torch refuses.  (The benchmark without torch:
+tests/test_coverage_bench_paths.py, which runs without the optional packages.)"""
 
 from __future__ import annotations
 
@@ -15,31 +16,6 @@ import pytest
 import optimisers as opt
 from optimisers.bench import compare, torch_step
 from optimisers.bench.cases import Case, Unavailable
-
-# ---- the benchmark without torch (any machine)
-
-
-@pytest.fixture
-def no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(name: str) -> Any:
-        raise ImportError(f"no {name} here")
-
-    monkeypatch.setattr(compare, "_TORCH", None)
-    monkeypatch.setattr(compare.importlib, "import_module", refuse)
-
-
-def test_the_bench_without_torch(no_torch: None) -> None:
-    assert compare.torch_module() is None
-    assert compare.torch_module() is None  # remembered as absent
-    assert "torch is not installed" in compare.availability_notes()[0]
-    assert compare._torch_builders(Case("adam", "float32", 64, 1, 1)) == []
-    with pytest.raises(Unavailable, match="torch is not installed"):
-        torch_step.optimiser_step(Case("adam", "float32", 64, 1, 1))
-    with pytest.raises(SystemExit, match="this benchmark needs PyTorch"):
-        torch_step.main(["--size", "64", "--tensors", "1"])
-
-
-# ---- with torch
 
 torch = pytest.importorskip("torch", reason="torch is not installed (CI's optional stage)")
 tv = importlib.import_module("optimisers._torch_views")
