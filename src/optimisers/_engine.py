@@ -304,9 +304,7 @@ class Step:
                 f"the state tree has a Leaf at {linked_keypath(link)} but the "
                 f"model has {type(x).__name__} there"
             )
-        plan = leaf._plan
-        if plan is None or plan[0] is not leaf.rule or plan[1] is not x.dtype:
-            plan = leaf_plan(leaf, x, link)
+        plan = leaf._plan  # route() planned this leaf for this rule and array
         g = check_gradient(g, x, plan[2], link)
         e = self.found.get(id(leaf))
         if e is None:

@@ -77,8 +77,7 @@ def combine_partials(partials: list[Any], p: float, n_elements: int) -> float:
         total = math.fsum(partials)
     except OverflowError:  # the exact sum is beyond float64: an infinite norm
         total = math.inf
-    except ValueError:  # inf + -inf cannot occur (partials are >= 0)
-        total = math.nan
+    # (fsum's ValueError, inf + -inf, cannot occur: every partial is >= 0 or NaN)
     if how == K.NORM_SQUARES:
         return math.sqrt(total) if total == total else total
     if how == K.NORM_POWER:

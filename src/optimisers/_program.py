@@ -137,7 +137,7 @@ class Program:
         self._real = real_compute_dtype(cd)
         self._writeback: list[tuple[Array, Array]] = []
         self._x_orig = x
-        self.x = x if x.dtype == cd or is_low_precision(x.dtype) else x.astype(cd)
+        self.x = x  # the compute dtype, or 16-bit: the kernels take it as it is
         self.src: Any = g  # the step so far: an array, None once stopped
         self.stages: list[tuple[Any, ...]] = []
         self.stopped = False  # no step this time (AccumGrad not due)
@@ -237,7 +237,7 @@ class Program:
                 self._run(None, _kernels.SUBTRACT)
             elif not self.stopped:
                 np.subtract(self.x, self.src, out=self.x)
-        self._round_back(write_x=not self.assigned)
+        self._round_back()
 
     def finish_store(self) -> Array | None:
         """Run what is pending and return the step ``d`` (``None`` for no step)."""
@@ -248,7 +248,7 @@ class Program:
                 d = None
         elif not self.stopped:
             d = self.src.copy()
-        self._round_back(write_x=False)
+        self._round_back()
         return d
 
     # -- internals ---------------------------------------------------------------------
@@ -271,12 +271,10 @@ class Program:
         self._writeback.append((buf, work))
         return work
 
-    def _round_back(self, write_x: bool = True) -> None:
+    def _round_back(self) -> None:
         for orig, work in self._writeback:
             np.copyto(orig, work, casting="unsafe")
         self._writeback = []
-        if write_x and self.x is not self._x_orig:
-            np.copyto(self._x_orig, self.x, casting="unsafe")
 
     def _scratch(self) -> Array:
         leaf = self._leaf

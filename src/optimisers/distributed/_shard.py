@@ -229,9 +229,8 @@ def _global_spec(rule: Rule | None) -> Any:
 
 
 def _leaf_at(tree: Any, kp: KeyPath) -> Leaf:
-    leaf = getkeypath(tree, kp)
-    if not isinstance(leaf, Leaf):
-        raise TypeError(f"optimisers.distributed: no Leaf at {kp} of the state tree")
+    # both trees are setup's over the model whose trainable arrays gave ``kp``: a Leaf
+    leaf: Leaf = getkeypath(tree, kp)
     return leaf
 
 
