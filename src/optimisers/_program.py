@@ -137,7 +137,10 @@ class Program:
         self._real = real_compute_dtype(cd)
         self._writeback: list[tuple[Array, Array]] = []
         self._x_orig = x
-        self.x = x  # the compute dtype, or 16-bit: the kernels take it as it is
+        # the compute dtype, or 16-bit (the kernels take it as it is): the state checks
+        # refuse anything else before a Program is made
+        assert x.dtype == cd or is_low_precision(x.dtype), (x.dtype, cd)
+        self.x = x
         self.src: Any = g  # the step so far: an array, None once stopped
         self.stages: list[tuple[Any, ...]] = []
         self.stopped = False  # no step this time (AccumGrad not due)
