@@ -25,6 +25,7 @@ from ._native import kernels as K
 from ._program import Program, moment_zeros, state_dtype
 from ._rule import Rule, checked, decay, nonneg, number, pair, real
 from ._rules_adam import _betas
+from ._rules_averaged import torch_lerp
 from ._rules_sgd import zeros
 from ._schedule import HyperPair, Hyperparameter
 
@@ -96,15 +97,6 @@ def _eps1_or_none(rule: Rule, name: str, v: Any) -> Any:
 def _dtype_eps(dtype: np.dtype) -> float:
     """torch.finfo(dtype).eps of the parameter's own dtype (bfloat16: 2^-7)."""
     return 2.0**-7 if is_bfloat16(dtype) else float(np.finfo(dtype).eps)
-
-
-def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
-    """torch.lerp(a, b, w) in a's dtype: a + w (b - a) for |w| < 0.5, else
-    b - (b - a)(1 - w), w and 1 - w rounded to the dtype."""
-    ws = a.dtype.type(w)
-    if abs(ws) < 0.5:
-        return np.asarray(a + ws * (b - a))
-    return np.asarray(b - (b - a) * (a.dtype.type(1) - ws))
 
 
 def _wide(a: np.ndarray) -> np.ndarray:
@@ -259,8 +251,8 @@ class Adafactor(Rule):
         rowsum = np.empty(g.size // cols)
         colsum = np.empty(g.size // rows)
         K.factored_sums(g, rows, cols, rowsum, colsum)
-        row = _lerp(state.row, (rowsum / cols).astype(s).reshape(state.row.shape), w)
-        col = _lerp(state.col, (colsum / rows).astype(s).reshape(state.col.shape), w)
+        row = torch_lerp(state.row, (rowsum / cols).astype(s).reshape(state.row.shape), w)
+        col = torch_lerp(state.col, (colsum / rows).astype(s).reshape(state.col.shape), w)
         means = np.mean(row.astype(np.float64).reshape(-1, rows), axis=1).astype(s)
         means = np.maximum(means, s.type(eps1))
         factors = np.concatenate([row.ravel(), col.ravel(), means]).astype(np.float64)
