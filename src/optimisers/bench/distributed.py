@@ -4,7 +4,8 @@ this machine, and what it would cost on a cluster.
 Run without a launcher, it starts itself under ``mpiexec -n RANKS`` (mpi4py and an MPI,
 e.g. ``pip install mpi4py mpich``) with one OpenMP thread per rank; rank 0 prints the
 table.  For each size (float32 elements, dealt over ``--arrays`` equal arrays) it times,
-as the median of ``--rounds`` rounds:
+as the median of ``--rounds`` rounds of the slowest rank's time, every case once in each
+round (so that a shared machine's load weighs on all of them alike):
 
 * ``reduce-scatter`` (``Reduce_scatter_block``), ``all-gather`` (``Allgather``) and
   ``all-reduce`` (``Allreduce`` in place) of the model's bytes;
@@ -13,7 +14,7 @@ as the median of ``--rounds`` rounds:
 * ``sharded``: ``dist.update_`` (the ZeRO-1 step) with the gradients written into the
   state's buffers (``state.gradient_buffers()``), ``packed``: the same from separate
   gradient arrays (one more copy of the gradients), and ``bound = 1.2 x (reduce-scatter
-  + all-gather + single/N)``, the issue's target;
+  + all-gather + single/N)``, the issue's target (``x sum``: sharded over that sum);
 * ``replicated``: ``dist.update_(shard=False)``: all-reduce, then every rank's full step;
 * the optimiser state held per rank, sharded and replicated.
 
@@ -67,17 +68,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _median_time(fn: Any, comm: Any, rounds: int) -> float:
-    """The median over rounds of the slowest rank's time of ``fn()``."""
-    fn()  # warm up: first touch, plans, buffers
-    times = []
-    for _ in range(rounds):
-        comm.Barrier()
-        t0 = time.perf_counter()
+def _interleaved(cases: dict[str, Any], comm: Any, rounds: int) -> dict[str, float]:
+    """The median over rounds of the slowest rank's time of each case.
+
+    Every case is warmed up once (first touch, plans, buffers), then each round times
+    every case once, one after the other, each behind a barrier: on a shared machine the
+    load then weighs on the collectives, the single-process step and the sharded step
+    alike, and the ratios of the medians compare steps taken under the same conditions.
+    """
+    for fn in cases.values():
         fn()
-        dt = time.perf_counter() - t0
-        times.append(comm.allreduce(dt, op=_mpi().MAX))
-    return float(np.median(times))
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        mine = []
+        for fn in cases.values():
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fn()
+            mine.append(time.perf_counter() - t0)
+        slowest = np.empty(len(mine))
+        comm.Allreduce(np.array(mine), slowest, op=_mpi().MAX)
+        for k, dt in zip(cases, slowest):
+            times[k].append(float(dt))
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def _mpi() -> Any:
@@ -91,50 +104,44 @@ def _model(size: int, arrays: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def measure(size: int, arrays: int, rounds: int) -> dict[str, Any]:
-    """Every rank: the times of one size (rank 0's dict is the row)."""
+    """Every rank: the times of one size (rank 0's dict is the row), every case timed in
+    each round (:func:`_interleaved`)."""
     MPI = _mpi()
     comm = MPI.COMM_WORLD
     n = comm.size
     per = size // arrays * arrays // n
     row: dict[str, Any] = {"size": size, "ranks": n, "arrays": arrays}
-    row.update(_collectives(comm, per, rounds))
     rule = opt.Adam(1e-6)
     grads = _model(size, arrays, 1 + comm.rank)
-    # one process: rank 0 alone steps the whole model, the others wait
+    # the collectives of the model's bytes, ``per`` float32 elements a rank
+    flat = np.ones(per * n, np.float32)
+    part = np.empty(per, np.float32)
+    cases: dict[str, Any] = {
+        "reduce_scatter": lambda: comm.Reduce_scatter_block(flat, part),
+        "all_gather": lambda: comm.Allgather(part, flat),
+        "all_reduce": lambda: comm.Allreduce(MPI.IN_PLACE, flat),
+    }
+    # one process: rank 0 alone steps the whole model, the others wait at the next barrier
     if comm.rank == 0:
-        model = _model(size, arrays, 0)
-        state = opt.setup(rule, model)
-        single = _median_time_local(lambda: opt.update_(state, model, grads), rounds)
-        row["state_single"] = sum(a.nbytes for a in _state_arrays(state))
-        del model, state
+        single_model = _model(size, arrays, 0)
+        single_state = opt.setup(rule, single_model)
+        cases["single"] = lambda: opt.update_(single_state, single_model, grads)
+        row["state_single"] = sum(a.nbytes for a in _state_arrays(single_state))
     else:
-        single = 0.0
-    row["single"] = comm.bcast(single, root=0)
-    comm.Barrier()
+        cases["single"] = lambda: None
     model = _model(size, arrays, 0)
-    state = dist.setup(rule, model, comm)
-    row["sharded_packed"] = _median_time(lambda: dist.update_(state, model, grads), comm, rounds)
-    buffers = _filled(state, grads)
-    row["sharded"] = _median_time(lambda: dist.update_(state, model, buffers), comm, rounds)
-    row["state_sharded"] = comm.allreduce(state.state_bytes(), op=MPI.MAX)
-    del state, buffers
-    state = dist.setup(rule, model, comm, shard=False)
-    buffers = _filled(state, grads)
-    row["replicated"] = _median_time(lambda: dist.update_(state, model, buffers), comm, rounds)
-    row["state_replicated"] = comm.allreduce(state.state_bytes(), op=MPI.MAX)
+    sharded = dist.setup(rule, model, comm)
+    buffers = _filled(sharded, grads)
+    cases["sharded"] = lambda: dist.update_(sharded, model, buffers)
+    cases["sharded_packed"] = lambda: dist.update_(sharded, model, grads)
+    replicated = dist.setup(rule, model, comm, shard=False)
+    replicated_buffers = _filled(replicated, grads)
+    cases["replicated"] = lambda: dist.update_(replicated, model, replicated_buffers)
+    row.update(_interleaved(cases, comm, rounds))
+    row["state_sharded"] = comm.allreduce(sharded.state_bytes(), op=MPI.MAX)
+    row["state_replicated"] = comm.allreduce(replicated.state_bytes(), op=MPI.MAX)
     row["bound"] = 1.2 * (row["reduce_scatter"] + row["all_gather"] + row["single"] / n)
     return row
-
-
-def _collectives(comm: Any, per: int, rounds: int) -> dict[str, float]:
-    """The three collectives of ``per`` float32 elements a rank (their buffers freed after)."""
-    flat = np.ones(per * comm.size, np.float32)
-    part = np.empty(per, np.float32)
-    return {
-        "reduce_scatter": _median_time(lambda: comm.Reduce_scatter_block(flat, part), comm, rounds),
-        "all_gather": _median_time(lambda: comm.Allgather(part, flat), comm, rounds),
-        "all_reduce": _median_time(lambda: comm.Allreduce(_mpi().IN_PLACE, flat), comm, rounds),
-    }
 
 
 def _filled(state: Any, grads: dict[str, np.ndarray]) -> Any:
@@ -143,16 +150,6 @@ def _filled(state: Any, grads: dict[str, np.ndarray]) -> Any:
     for k, g in grads.items():
         buffers[k][...] = g
     return buffers
-
-
-def _median_time_local(fn: Any, rounds: int) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def _state_arrays(tree: Any) -> list[np.ndarray]:
@@ -217,16 +214,18 @@ def _text(rows: list[dict[str, Any]], ns: argparse.Namespace) -> str:
     )
     head = (
         f"{'size':>8} {'red-scat':>9} {'all-gath':>9} {'all-red':>9} {'single':>9} "
-        f"{'single/N':>9} {'sharded':>9} {'bound':>9} {'packed':>9} {'replic.':>9} "
+        f"{'single/N':>9} {'sharded':>9} {'bound':>9} {'x sum':>6} {'packed':>9} {'replic.':>9} "
         f"{'ok':>3} {'state/rank MB':>14} {'replic. MB':>10}"
     )
     lines = [title, "", head]
     for r in rows:
         ok = r["sharded"] <= r["bound"] and r["sharded"] < r["replicated"]
+        parts = r["reduce_scatter"] + r["all_gather"] + r["single"] / r["ranks"]
         lines.append(
             f"{r['size']:8.0e} {ms(r['reduce_scatter'])} {ms(r['all_gather'])} "
             f"{ms(r['all_reduce'])} {ms(r['single'])} {ms(r['single'] / r['ranks'])} "
-            f"{ms(r['sharded'])} {ms(r['bound'])} {ms(r['sharded_packed'])} "
+            f"{ms(r['sharded'])} {ms(r['bound'])} {r['sharded'] / parts:6.2f} "
+            f"{ms(r['sharded_packed'])} "
             f"{ms(r['replicated'])} "
             f"{'yes' if ok else 'NO':>3} {r['state_sharded'] / 1e6:14.1f} "
             f"{r['state_replicated'] / 1e6:10.1f}"
