@@ -24,6 +24,7 @@ import pytest
 
 import optimisers as opt
 from optimisers import distributed as dist
+from optimisers.bench import distributed as bench_distributed
 from registry import RULES
 
 HERE = Path(__file__).resolve().parent
@@ -268,7 +269,8 @@ def test_example_same_curve_on_1_and_2_ranks() -> None:
 
 def test_bench_distributed_mode() -> None:
     """optimisers-bench distributed launches itself under mpiexec; each rank holds half
-    the state on 2 ranks, all of it replicated."""
+    the state on 2 ranks, all of it replicated; --phases times each phase of the sharded
+    step on every rank, and the whole step in the same rounds."""
     _needs_mpi()
     p = subprocess.run(
         [
@@ -283,6 +285,7 @@ def test_bench_distributed_mode() -> None:
             "--arrays",
             "4",
             "--json",
+            "--phases",
         ],
         capture_output=True,
         text=True,
@@ -297,3 +300,16 @@ def test_bench_distributed_mode() -> None:
     assert 8 * 10**4 <= row["state_replicated"] < 8 * 10**4 + 1000
     assert all(row[k] > 0 for k in ("reduce_scatter", "all_gather", "sharded", "single"))
     assert [c["ranks"] for c in got["cluster"]["10000"]] == [8, 64, 512]
+    every = got["phases"]["10000"]
+    assert len(every) == 2
+    for rank in every:
+        assert list(rank) == [*bench_distributed.PHASES, "update_"]
+        assert all(t > 0 for t in rank.values())
+
+
+def test_bench_distributed_phase_text() -> None:
+    text = bench_distributed._phase_text(10**7, [[1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 16e-3]] * 2)
+    assert "phases of the sharded step at 1e+07" in text
+    # the phases, their sum and the whole step, in ms
+    assert "   1           1.00           2.00           3.00           4.00           5.00" in text
+    assert text.rstrip().endswith("15.00          16.00")

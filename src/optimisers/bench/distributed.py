@@ -40,6 +40,7 @@ import numpy as np
 
 import optimisers as opt
 from optimisers import distributed as dist
+from optimisers.distributed import _step
 
 __all__ = ["cluster_table", "main"]
 
@@ -65,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     a("--latency", type=float, default=5e-6, help="cluster latency per hop, s (5e-6)")
     a("--json", action="store_true", help="print JSON instead of a table")
+    a(
+        "--phases",
+        action="store_true",
+        help="also time each phase of the sharded step on each rank",
+    )
     return p
 
 
@@ -142,6 +148,57 @@ def measure(size: int, arrays: int, rounds: int) -> dict[str, Any]:
     row["state_replicated"] = comm.allreduce(replicated.state_bytes(), op=MPI.MAX)
     row["bound"] = 1.2 * (row["reduce_scatter"] + row["all_gather"] + row["single"] / n)
     return row
+
+
+PHASES = ("check", "reduce-scatter", "divide", "step", "gather")
+
+
+def phases(size: int, arrays: int, rounds: int) -> list[list[float]]:
+    """Every rank: the median time of each phase of the sharded step (:data:`PHASES`, as
+    ``dist.update_`` runs them) and of the whole step, both timed in each round; rank 0
+    gets every rank's row, the others an empty list."""
+    comm = _mpi().COMM_WORLD
+    grads = _model(size, arrays, 1 + comm.rank)
+    model = _model(size, arrays, 0)
+    state = dist.setup(opt.Adam(1e-6), model, comm)
+    buffers = _filled(state, grads)
+
+    def phased() -> list[float]:
+        t = [time.perf_counter()]
+        active = _step._check(state, model, buffers)
+        t.append(time.perf_counter())
+        _step._sum(state)
+        t.append(time.perf_counter())
+        _step._divide(state)
+        t.append(time.perf_counter())
+        _step._step_share(state, model, active)
+        t.append(time.perf_counter())
+        _step._gather(state, active)
+        t.append(time.perf_counter())
+        return list(np.diff(t))
+
+    phased()
+    dist.update_(state, model, buffers)
+    rows = []
+    for _ in range(rounds):
+        comm.Barrier()
+        times = phased()
+        comm.Barrier()
+        t0 = time.perf_counter()
+        dist.update_(state, model, buffers)
+        rows.append([*times, time.perf_counter() - t0])
+    mine = [float(x) for x in np.median(rows, axis=0)]
+    every = comm.gather(mine, root=0)
+    return every if every is not None else []
+
+
+def _phase_text(size: int, every: list[list[float]]) -> str:
+    head = " ".join(f"{p:>14}" for p in (*PHASES, "sum", "update_"))
+    lines = [f"phases of the sharded step at {size:.0e}, median per rank (ms):", f"rank {head}"]
+    for r, t in enumerate(every):
+        cells = [*t[:-1], sum(t[:-1]), t[-1]]
+        lines.append(f"{r:4d} " + " ".join(f"{1e3 * c:14.2f}" for c in cells))
+    return "\n".join(lines) + "\n"
 
 
 def _filled(state: Any, grads: dict[str, np.ndarray]) -> Any:
@@ -269,7 +326,9 @@ def main(argv: list[str]) -> int:
     if not os.environ.get(_LAUNCHED):
         return _launch(argv, ns.ranks)
     comm = _mpi().COMM_WORLD
-    rows = [measure(int(float(s)), ns.arrays, ns.rounds) for s in ns.sizes.split(",")]
+    sizes = [int(float(s)) for s in ns.sizes.split(",")]
+    rows = [measure(size, ns.arrays, ns.rounds) for size in sizes]
+    split = [(size, phases(size, ns.arrays, ns.rounds)) for size in sizes] if ns.phases else []
     if comm.rank == 0:
         if ns.json:
             out = json.dumps(
@@ -278,11 +337,17 @@ def main(argv: list[str]) -> int:
                     "cluster": {
                         str(r["size"]): cluster_table(r, ns.bandwidth, ns.latency) for r in rows
                     },
+                    "phases": {
+                        str(size): [dict(zip((*PHASES, "update_"), t)) for t in every]
+                        for size, every in split
+                    },
                 },
                 indent=1,
             )
             sys.stdout.write(out + "\n")
         else:
             sys.stdout.write(_text(rows, ns))
+            for size, every in split:
+                sys.stdout.write("\n" + _phase_text(size, every))
         sys.stdout.flush()
     return 0

@@ -120,6 +120,17 @@ def update_(state: DistState, model: Any, grads: Any) -> tuple[DistState, Any]:
     >>> model["w"]
     array([0.5, 0.5, 0.5], dtype=float32)
     """
+    active = _check(state, model, grads)
+    _sum(state)
+    _divide(state)
+    _step_share(state, model, active)
+    _gather(state, active)
+    return state, model
+
+
+def _check(state: DistState, model: Any, grads: Any) -> np.ndarray:
+    """Check and cast this rank's gradients into the send buffers (zeros for a None);
+    agree which arrays have a gradient on some rank (those step)."""
     comm = state.comm
     n = len(state.arrays)
     try:
@@ -135,20 +146,13 @@ def update_(state: DistState, model: Any, grads: Any) -> tuple[DistState, Any]:
         if n
         else np.zeros(0, np.uint8)
     )
-    active = np.unpackbits(some, count=n).astype(bool) if n else np.zeros(0, bool)
-    _average(state, got, active)
-    _step_share(state, model, active)
-    if state.sharded:
-        comm.broadcast(
-            [(state.arrays[i], o) for i, o in enumerate(state.owner) if active[i] and o is not None]
-        )
-    return state, model
+    _pack(state, got)
+    return np.unpackbits(some, count=n).astype(bool) if n else np.zeros(0, bool)
 
 
-def _average(state: DistState, got: list[np.ndarray | None], active: np.ndarray) -> None:
-    """Pack each bucket's gradients (zeros for a None), sum them over the ranks into their
-    owners' shares (or everywhere), divide by the number of ranks."""
-    comm = state.comm
+def _pack(state: DistState, got: list[np.ndarray | None]) -> None:
+    """Each bucket's gradients into its send buffer (zeros for a None); a gradient written
+    into the buffer itself (``gradient_buffers``) is there already."""
     for b in state.buckets:
         send = b.send
         for i, off in zip(b.order, b.offsets):
@@ -158,14 +162,34 @@ def _average(state: DistState, got: list[np.ndarray | None], active: np.ndarray)
                 send[off : off + n] = 0
             elif g is not b.views[i]:  # not written in place (gradient_buffers)
                 np.copyto(send[off : off + n], g.reshape(-1))
+
+
+def _sum(state: DistState) -> None:
+    """Sum each bucket over the ranks into its owners' shares (or everywhere)."""
+    comm = state.comm
+    for b in state.buckets:
         if comm.size > 1:
             if b.sharded:
-                comm.reduce_scatter(send, b.recv, b.counts)
+                comm.reduce_scatter(b.send, b.recv, b.counts)
             else:
-                comm.allreduce(send)
-            np.divide(b.recv, comm.size, out=b.recv)  # IEEE division in the sum dtype
-        elif b.recv is not send:
-            np.copyto(b.recv, send)
+                comm.allreduce(b.send)
+        elif b.recv is not b.send:
+            np.copyto(b.recv, b.send)
+
+
+def _divide(state: DistState) -> None:
+    """The sums of this rank's share divided by the number of ranks: the average."""
+    if state.comm.size > 1:
+        for b in state.buckets:
+            np.divide(b.recv, state.comm.size, out=b.recv)  # IEEE division in the sum dtype
+
+
+def _gather(state: DistState, active: np.ndarray) -> None:
+    """Each stepped array from its owner into every rank's array, in place."""
+    if state.sharded:
+        state.comm.broadcast(
+            [(state.arrays[i], o) for i, o in enumerate(state.owner) if active[i] and o is not None]
+        )
 
 
 def _step_share(state: DistState, model: Any, active: np.ndarray) -> None:
