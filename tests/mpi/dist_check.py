@@ -311,9 +311,23 @@ def expect_failure(
     assert any(k != "RankFailed" for k in kinds), f"{what}: {kinds}"
 
 
+def check_exchange(comm: Any) -> None:
+    """The control exchange returns every rank's object, whether its pickle fits the first
+    collective's slot, no rank's does, or only some ranks' do (then a second one)."""
+    c = dist.MPIComm(comm, 10.0)
+    for length in (0, 200, 240, 250, 1000):
+        for longer in range(comm.size + 1):  # the ranks from ``longer`` on send 3x as much
+            mine = (comm.rank, "x" * (length * (3 if comm.rank >= longer else 1)))
+            got = c.exchange(mine, "a test")
+            assert got == [
+                (r, "x" * (length * (3 if r >= longer else 1))) for r in range(comm.size)
+            ], (length, longer)
+
+
 def scenario_faults(comm: Any) -> None:
     """A bad gradient, a failing rule, a non-finite global norm, mismatched models and
     rules: every rank raises, nothing is written, training goes on."""
+    check_exchange(comm)
     last = comm.size - 1
 
     def rule_for(kp, x):

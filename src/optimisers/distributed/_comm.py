@@ -15,6 +15,7 @@ deadline, so that a rank that never arrives makes the others raise
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import time
@@ -88,10 +89,11 @@ class Communicator:
         while not done():
             spins += 1
             if spins > 100:
-                # yield the core (ranks may share cores); past the first fifth of a second
-                # the others are late anyway: poll gently
+                # the other ranks are late: give the core to whoever is ready (ranks may
+                # share cores; a sleep here cost a scheduler's time slice to come back
+                # from on a loaded machine), and past the first fifth of a second, when
+                # the others are late anyway, poll gently
                 now = time.monotonic()
-                time.sleep(0 if now - start < 0.2 else 1e-4)
                 if now > deadline:
                     raise DistributedTimeout(
                         f"optimisers.distributed: rank {self.rank} of {self.size} waited "
@@ -99,7 +101,10 @@ class Communicator:
                         f"hangs, or called the distributed functions in another order "
                         f"({self.name})"
                     )
-                time.sleep(1e-4)
+                if now - start < 0.2:
+                    os.sched_yield()
+                else:
+                    time.sleep(1e-4)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -110,6 +115,9 @@ def _flat(a: np.ndarray) -> np.ndarray:
 def _as_bytes(a: np.ndarray) -> np.ndarray:
     """A 1-D byte view: any dtype (bfloat16 included) travels as bytes."""
     return a.reshape(-1).view(np.uint8)
+
+
+_SLOT = 256  # bytes a rank sends in the first collective of an exchange (8: its length)
 
 
 class MPIComm(Communicator):
@@ -125,10 +133,20 @@ class MPIComm(Communicator):
         self.size = comm.Get_size()
 
     def exchange(self, obj: Any, what: str) -> list[Any]:
+        # one collective when every rank's pickle fits a slot (the step's exchanges: a
+        # mask, None, the norms' partials); the lengths come with it, and a longer
+        # pickle (a failure's message, setup's fingerprint) goes in a second one
         data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
-        counts = np.zeros(self.size, np.int64)
-        req = self.comm.Iallgather(np.array([data.size], np.int64), counts)
-        self._deadline_wait(req.Test, what)
+        slot = np.zeros(_SLOT, np.uint8)
+        slot[:8] = np.frombuffer(np.int64(data.size).tobytes(), np.uint8)
+        fits = data.size <= _SLOT - 8
+        if fits:
+            slot[8 : 8 + data.size] = data
+        slots = np.empty((self.size, _SLOT), np.uint8)
+        self._deadline_wait(self.comm.Iallgather(slot, slots).Test, what)
+        counts = slots[:, :8].copy().view(np.int64).reshape(-1)
+        if counts.max() <= _SLOT - 8:
+            return [pickle.loads(s[8 : 8 + c].tobytes()) for s, c in zip(slots, counts)]
         displs = np.concatenate(([0], np.cumsum(counts[:-1])))
         out = np.empty(int(counts.sum()), np.uint8)
         req = self.comm.Iallgatherv(data, [out, counts, displs, self.MPI.BYTE])
