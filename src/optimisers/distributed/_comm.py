@@ -28,6 +28,9 @@ import numpy as np
 __all__ = ["Communicator", "DistributedTimeout", "MPIComm", "SelfComm", "TorchComm", "wrap"]
 
 
+_YIELD = getattr(os, "sched_yield", None)  # Windows has none: a waiting rank sleeps there
+
+
 class DistributedTimeout(TimeoutError):
     """The other ranks did not join a collective within the time limit (a rank died, hangs,
     or called the functions in another order).  The communicator cannot be used again:
@@ -101,8 +104,8 @@ class Communicator:
                         f"hangs, or called the distributed functions in another order "
                         f"({self.name})"
                     )
-                if now - start < 0.2:
-                    os.sched_yield()
+                if now - start < 0.2 and _YIELD is not None:
+                    _YIELD()
                 else:
                     time.sleep(1e-4)
 
