@@ -313,3 +313,22 @@ def test_bench_distributed_phase_text() -> None:
     # the phases, their sum and the whole step, in ms
     assert "   1           1.00           2.00           3.00           4.00           5.00" in text
     assert text.rstrip().endswith("15.00          16.00")
+
+
+def test_bench_distributed_text_with_phases(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text report prints each size's phase table under the main one."""
+    keys = ("reduce_scatter", "all_gather", "all_reduce", "single", "sharded", "bound")
+    row = {k: 2e-3 for k in (*keys, "sharded_packed", "replicated")}
+    row.update(size=10**6, ranks=2, state_sharded=4e6, state_replicated=8e6)
+    world = type("World", (), {"rank": 0})
+    monkeypatch.setenv(bench_distributed._LAUNCHED, "1")
+    monkeypatch.setattr(bench_distributed, "_mpi", lambda: type("MPI", (), {"COMM_WORLD": world}))
+    monkeypatch.setattr(bench_distributed, "measure", lambda size, arrays, rounds: dict(row))
+    every = [[1e-3] * 5 + [6e-3]] * 2
+    monkeypatch.setattr(bench_distributed, "phases", lambda size, arrays, rounds: every)
+    assert bench_distributed.main(["--sizes", "1e6", "--phases"]) == 0
+    text = capsys.readouterr().out
+    assert "   1e+06      2.00      2.00" in text  # the main table first
+    assert text.endswith(bench_distributed._phase_text(10**6, every))
