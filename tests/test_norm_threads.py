@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 import pytest
-from reference import _blocked_sum, ref_global_norm
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
 from optimisers import _engine, _tree
+from reference import _blocked_sum, ref_global_norm
 
 # a model the prologue spreads over the threads (many small leaves: at the parallel
 # threshold of the fixture, 4096, these are 100 leaves below it) and splits by blocks
