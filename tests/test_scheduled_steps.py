@@ -32,6 +32,11 @@ def _grads(model, steps, seed=1):
     ]
 
 
+def _start(rule, model):
+    """A state tree for ``rule`` and a copy of ``model`` to step."""
+    return opt.setup(rule, model), {k: v.copy() for k, v in model.items()}
+
+
 def _by_hand(rule_at, model, grads):
     """Each array stepped alone by the unscheduled rule ``rule_at(count)``, adjusted to the
     array's own count before each step (a None gradient does not count)."""
@@ -115,9 +120,7 @@ def test_a_count_set_by_hand_is_the_count_the_schedule_is_evaluated_at():
 def test_a_leaf_that_took_the_general_path_comes_back_at_its_count():
     model = _model(np.float32, n=3)
     grads = _grads(model, 6)
-    rule = opt.Momentum(ETA, 0.9)
-    state = opt.setup(rule, {k: v.copy() for k, v in model.items()})
-    ours = {k: v.copy() for k, v in model.items()}
+    state, ours = _start(opt.Momentum(ETA, 0.9), model)
     for i, g in enumerate(grads):
         if i == 2:  # read-only for one step: the general path
             ours["p1"].flags.writeable = False
@@ -143,3 +146,73 @@ def test_a_scheduled_global_clip_uses_the_value_at_the_count(dtype):
             expected[k] = x - (g[k] * dtype(scale)).astype(dtype)
         for k in model:
             np.testing.assert_allclose(model[k], expected[k], rtol=0, atol=4 * np.finfo(dtype).eps)
+
+
+def test_one_template_moves_on_in_place_while_all_its_leaves_step():
+    model = _model(np.float32, n=5)
+    grads = _grads(model, 5)
+    state = opt.setup(opt.AdamW(ETA), model)
+    state, model = opt.update_(state, model, grads[0])
+    tpl = state["p0"]._plan[3]
+    for count, g in enumerate(grads[1:], start=2):
+        state, model = opt.update_(state, model, g)
+        assert all(state[k]._plan[3] is tpl for k in model)  # no new template, no new plan
+        assert tpl.at == count and tpl.concrete.eta == ETA(count)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_state_trees_of_one_rule_each_step_at_their_own_counts(threads):
+    # one first step of both trees together gives all their leaves one template; then
+    # each tree steps alone, so that template's leaves are only partly stepped
+    model = _model(np.float32, n=3)
+    grads = _grads(model, 7)
+    rule = opt.AdamW(ETA, lambda_=0.1)
+    trees = {w: {k: v.copy() for k, v in model.items()} for w in "ab"}
+    states = {w: opt.setup(rule, trees[w]) for w in "ab"}
+    used: dict[str, list[dict[str, np.ndarray]]] = {"a": [grads[0]], "b": [grads[0]]}
+    with threadpool_limits(threads):
+        states, trees = opt.update_(states, trees, {"a": grads[0], "b": grads[0]})
+        for who in "aababbaaba":
+            g = grads[len(used[who])]
+            used[who].append(g)
+            states[who], trees[who] = opt.update_(states[who], trees[who], g)
+        for w in "ab":
+            expected = _by_hand(lambda c: opt.AdamW(ETA(c), lambda_=0.1), model, used[w])
+            for k in model:
+                np.testing.assert_array_equal(trees[w][k], expected[k], err_msg=w + k)
+
+
+def test_a_frozen_leaf_keeps_its_count_while_the_others_move_on():
+    model = _model(np.float64, n=3)
+    grads = _grads(model, 6)
+    state, ours = _start(opt.Momentum(ETA, 0.9), model)
+    for i, g in enumerate(grads):
+        if i == 2:
+            opt.freeze_(state["p1"])
+        if i == 4:
+            opt.thaw_(state["p1"])
+        state, ours = opt.update_(state, ours, g)
+    skipped = [dict(g) for g in grads]
+    for g in skipped[2:4]:
+        g["p1"] = None  # frozen: no step, no count
+    expected = _by_hand(lambda c: opt.Momentum(ETA(c), 0.9), model, skipped)
+    assert [state[k].count for k in sorted(model)] == [6, 4, 6]
+    for k in model:
+        np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
+
+
+def test_a_copy_of_the_state_steps_apart_from_the_original():
+    model = _model(np.float32, n=2)
+    grads = _grads(model, 6)
+    rule = opt.Adam(ETA)
+    state = opt.setup(rule, {k: v.copy() for k, v in model.items()})
+    ours = {k: v.copy() for k, v in model.items()}
+    for g in grads[:2]:
+        state, ours = opt.update_(state, ours, g)
+    twin, twin_model = copy.deepcopy(state), {k: v.copy() for k, v in ours.items()}
+    for g in grads[2:5]:  # the original moves on; the copy holds its count of 2
+        state, ours = opt.update_(state, ours, g)
+    twin, twin_model = opt.update_(twin, twin_model, grads[5])
+    expected = _by_hand(lambda c: opt.Adam(ETA(c)), model, grads[:2] + grads[5:])
+    for k in model:
+        np.testing.assert_array_equal(twin_model[k], expected[k], err_msg=k)

@@ -310,9 +310,10 @@ cdef class Batch:
         return 0
 
     cdef void _prologues(self, int* status) noexcept nogil:
-        """Every OK entry's prologues.  They are cheap but for a leading ClipNorm's norm
-        (a read of the gradient): large leaves compute theirs over the threads, small ones
-        are spread over the threads whole when there is enough to share."""
+        """Every OK entry's prologues.  They are cheap but for a leading norm (a read of
+        the gradient): large leaves compute theirs over the threads, small ones are spread
+        over the threads whole when there is enough to share, in runs of neighbours (so
+        that two threads seldom write one cache line of `status` or of the stages)."""
         cdef Py_ssize_t j, small_elements = 0
         cdef int n_threads = omp_get_max_threads(), n_small = 0
         cdef bint any_norm = False
@@ -326,15 +327,11 @@ cdef class Batch:
             else:
                 n_small += 1
                 small_elements += self.sizes[j]
-        if any_norm and _spread_small(n_threads, n_small, small_elements):
-            for j in prange(self.n_leaves, schedule="dynamic", chunksize=4,
-                            num_threads=n_threads):
-                if status[j] == OK and self.sizes[j] < _parallel_threshold:
-                    self._prologue(j, status, 1)
-        else:
-            for j in range(self.n_leaves):
-                if status[j] == OK and self.sizes[j] < _parallel_threshold:
-                    self._prologue(j, status, 1)
+        if not (any_norm and _spread_small(n_threads, n_small, small_elements)):
+            n_threads = 1
+        for j in prange(self.n_leaves, schedule="dynamic", chunksize=32, num_threads=n_threads):
+            if status[j] == OK and self.sizes[j] < _parallel_threshold:
+                self._prologue(j, status, 1)
 
     cdef void _prologue(self, Py_ssize_t j, int* status, int n_threads) noexcept nogil:
         status[j] = _prepare_leaf(&self.stages[self.first[j]], &self.count[j], &self.modes[j],
@@ -408,6 +405,21 @@ cdef class Batch:
                 js.append(j)
                 parts.append((<const GlobalNormHP*> self.stages[self.first[j]].hp).norm)
         return js, parts
+
+    def marked_templates(self):
+        """``[template, entries, first]`` for each template among the entries run whose
+        type is a subclass of list (see ``marked``): how many ran it, the first's index."""
+        cdef dict found = {}
+        cdef Py_ssize_t j = 0, k, n = self.n_leaves if self.marked else 0
+        cdef void* tpl
+        while j < n:
+            tpl, k = self.tpls[j], j + 1        # a run of entries of one template: [j, k)
+            while self.count[j] != 0 and k < n and self.tpls[k] == tpl and self.count[k] != 0:
+                k += 1
+            if self.count[j] != 0 and type(<object> tpl) is not list:
+                found.setdefault(<size_t> tpl, [<object> tpl, 0, j])[1] += k - j
+            j = k
+        return list(found.values())
 
     def set_template_scale(self, template, double scale):
         """The leading scale of every entry of ``global_entries`` whose template is

@@ -37,10 +37,12 @@ from ._leaf import Leaf, copy_state
 from ._native import kernels as _kernels
 from ._norms import nonfinite_norm_error
 from ._plan import (  # template: the tests take it from the engine
-    ScheduledTemplate,
+    advance_scheduled,
     check_state,
     leaf_plan,
     moved_on,
+    plan_count,
+    scheduled_templates,
     template,  # noqa: F401
 )
 from ._program import Program, run_functional
@@ -285,7 +287,7 @@ class Step:
             or plan[0] is not leaf.rule
             or type(x) is not np.ndarray
             or plan[1] is not x.dtype
-            or (plan[4] and plan[5] != leaf._count)
+            or (plan[4] and plan_count(plan) != leaf._count)
         ):
             if not isinstance(x, np.ndarray) or not is_float(x.dtype):
                 self.record(leaf, x, g, link)  # raises
@@ -368,16 +370,18 @@ class Step:
             for a, copy in snapshots:
                 np.copyto(a, copy)
             raise
+        # the next count's template of each scheduled rule, made before the kernels' pass
+        # through memory evicts the rules from the caches
+        scheduled = scheduled_templates(batches)
         for b in batches:  # the step: one kernel call per batch
             b.run()
         for program in others:
             _run_program(program, replaced)
-        for batch, entries in zip(batches, self.stepped):
-            if batch.marked:  # scheduled leaves: their plans move on with the count
-                _advance_scheduled(entries)
-            else:
-                for e in entries:
-                    e[4]._count += 1
+        for entries in self.stepped:
+            for e in entries:
+                e[4]._count += 1
+        if scheduled:  # the plans of the scheduled leaves move on with their count
+            advance_scheduled(scheduled, self.stepped)
         for program in programs:
             leaf = program[0]
             leaf._count += 1
@@ -418,21 +422,6 @@ class Step:
                     self.record(leaf, x, g, link)
             entries, first = retry, False
         return batches
-
-
-def _advance_scheduled(entries: list[Any]) -> None:
-    """Count the update of each leaf of ``entries`` (a batch's), and give each leaf of a
-    scheduled rule the plan of its next count (shared by the leaves of one template)."""
-    last = plan = None
-    for e in entries:
-        leaf = e[4]
-        leaf._count += 1
-        tpl = e[0]
-        if tpl is not last:  # entries of one template mostly come together
-            last = tpl
-            plan = tpl.next_plan(e[2], e[1]) if type(tpl) is ScheduledTemplate else None
-        if plan is not None:
-            leaf._plan = plan
 
 
 def _run_program(program: tuple[Any, ...], replaced: dict[int, Array]) -> None:

@@ -11,6 +11,8 @@ is when its state is checked against the rule and the array.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -24,10 +26,15 @@ from ._rule import Rule
 __all__ = [
     "BATCH_DTYPES",
     "ScheduledTemplate",
+    "advance",
+    "advance_scheduled",
     "check_state",
+    "join",
     "leaf_plan",
     "moved_on",
+    "plan_count",
     "scheduled_plan",
+    "scheduled_templates",
     "template",
 ]
 
@@ -38,17 +45,16 @@ def leaf_plan(leaf: Leaf, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
     its gradient is cast to, and the batch template of its rule (:func:`template`), keyed
     by the identity of its rule and of the array's dtype.  A rule with a scheduled
     hyper-parameter has one template per count (:func:`scheduled_plan`): the plan holds the
-    one of the leaf's count, and the engine moves it on with the count, so that the walk
-    batches such a leaf inline like any other.  Made when a Leaf meets an array of a new
-    dtype or a new rule; its state is then checked against the rule and the array
-    (``ValueError`` naming the key path and what differs), unless only hyper-parameters
-    changed (adjust_)."""
+    one of the leaf's count (:func:`plan_count`), which moves on with the count of its
+    leaves (:func:`advance`), so that the walk batches such a leaf inline like any other.
+    Made when a Leaf meets an array of a new dtype or a new rule; its state is then checked
+    against the rule and the array (``ValueError`` naming the key path and what differs),
+    unless only hyper-parameters changed (adjust_)."""
     rule, old = leaf.rule, leaf._plan
     if old is None or old[1] is not x.dtype or type(old[0]) is not type(rule):
         check_state(rule, leaf.state, x, link)
     if rule._scheduled():
-        plan = leaf._plan = scheduled_plan(rule, x, leaf.state, leaf._count)
-        return plan
+        return join(leaf, scheduled_plan(rule, x, leaf.state, leaf._count))
     key = (id(rule), x.dtype)
     tpl = _TEMPLATES.get(key)
     if tpl is None or tpl[0] is not rule:
@@ -60,28 +66,41 @@ def leaf_plan(leaf: Leaf, x: Any, link: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class ScheduledTemplate(list):
-    """The template of a scheduled rule at one count: the rule made concrete there
-    (``concrete``: every schedule replaced by its value) recorded as any template.  Its
-    type marks it for the batch (``Batch.marked``) and the engine, which after a step gives
-    each of its leaves :meth:`next_plan`, the plan of the count after; the chain of plans
-    is shared by the leaves that step together, so a schedule is evaluated once per rule,
-    dtype and count, never per leaf."""
+    """The template of a scheduled rule at one count, shared by the leaves at that count:
+    the rule made concrete there (``concrete``: every schedule replaced by its value)
+    recorded as any template.  Its type marks it for the batch (``Batch.marked``) and the
+    engine.  ``at`` is the count it is for: when every leaf that holds it (``members``)
+    has stepped, :func:`advance` moves it on to the next count in place, so that a
+    schedule costs one evaluation per rule, dtype and step, and nothing per leaf."""
 
-    __slots__ = ("_next", "at", "concrete", "rule")
+    __slots__ = ("at", "concrete", "rule", "plan", "members", "_upcoming")
 
     def __init__(self, stages: list[Any], concrete: Rule, rule: Rule, count: int) -> None:
         super().__init__(stages)
         self.concrete = concrete
         self.rule = rule
         self.at = count  # the count it is for (list.count stays the list's)
-        self._next: tuple[Any, ...] | None = None
+        self.plan: tuple[Any, ...] = ()  # the plan that holds it (set by scheduled_plan)
+        # id -> every Leaf given this template's plan (join): a superset of those that
+        # hold it (a Leaf is not hashable; a dead one leaves by itself)
+        self.members: weakref.WeakValueDictionary[int, Leaf] = weakref.WeakValueDictionary()
+        self._upcoming: tuple[Any, ...] = ()  # (count, concrete rule, stages) of upcoming()
 
-    def next_plan(self, x: Any, state: Any) -> tuple[Any, ...]:
-        """The plan of the count after this one, for leaves like ``x`` (made once)."""
-        nxt = self._next
-        if nxt is None:
-            nxt = self._next = scheduled_plan(self.rule, x, state, self.at + 1)
-        return nxt
+    def upcoming(self, x: Any, state: Any) -> tuple[Any, ...]:
+        """``(count, concrete rule, stages or None)`` of the count after this one, for
+        leaves like ``x``: made once, so that the engine can make it while the rules are
+        still in cache, before the kernels run, and :func:`advance` take it after."""
+        got = self._upcoming
+        if not got or got[0] != self.at + 1:
+            concrete = self.rule._at(self.at + 1)
+            got = self._upcoming = (self.at + 1, concrete, template(concrete, x, state))
+        return got
+
+
+def plan_count(plan: tuple[Any, ...]) -> int:
+    """The count a scheduled plan is for (its template's, which moves on in place)."""
+    tpl = plan[3]
+    return plan[5] if tpl is None else int(tpl.at)
 
 
 def moved_on(plan: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -96,18 +115,88 @@ def scheduled_plan(rule: Rule, x: Any, state: Any, count: int) -> tuple[Any, ...
     is that of ``rule._at(count)`` as a :class:`ScheduledTemplate` (or None: a barrier);
     one plan object per rule, dtype and count while it is in use."""
     key = (id(rule), x.dtype, count)
-    got = _SCHEDULED.get(key)
-    if got is None or got[0] is not rule:
+    with _LOCK:
+        got = _SCHEDULED.get(key)
+        if got is not None and got[0] is rule and plan_count(got[1]) == count:
+            return got[1]
         if len(_SCHEDULED) > 4096:
             _SCHEDULED.clear()
         concrete = rule._at(count)
         stages = template(concrete, x, state)
         tpl = None if stages is None else ScheduledTemplate(stages, concrete, rule, count)
-        got = _SCHEDULED[key] = (
-            rule,
-            (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl, True, count),
-        )
-    return got[1]
+        plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl, True, count)
+        if tpl is not None:
+            tpl.plan = plan
+        _SCHEDULED[key] = (rule, plan)
+        return plan
+
+
+def join(leaf: Leaf, plan: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Give ``leaf`` the scheduled ``plan``, as a member of its template."""
+    with _LOCK:
+        leaf._plan = plan
+        if plan[3] is not None:
+            plan[3].members[id(leaf)] = leaf
+    return plan
+
+
+def advance(tpl: ScheduledTemplate, stepped: int, x: Any, state: Any) -> bool:
+    """Move ``tpl`` on to the next count in place, when the ``stepped`` leaves of it that
+    a step ran (and counted) are every leaf that holds it; ``x`` and ``state`` are one of
+    them.  False when some leaf that holds it did not step (the caller then moves the
+    stepped ones on one by one, :meth:`ScheduledTemplate` of the next count), or when the
+    rule needs a barrier at the next count."""
+    with _LOCK:
+        if len(tpl.members) != stepped:
+            for key, leaf in list(tpl.members.items()):  # forget those that hold another plan
+                if leaf._plan is not tpl.plan:
+                    del tpl.members[key]
+            if len(tpl.members) != stepped:
+                return False
+        count, concrete, stages = tpl.upcoming(x, state)
+        if stages is None:
+            return False
+        rule, dtype = tpl.rule, x.dtype
+        old = _SCHEDULED.get((id(rule), dtype, tpl.at))
+        if old is not None and old[1] is tpl.plan:
+            del _SCHEDULED[(id(rule), dtype, tpl.at)]
+        tpl[:] = stages
+        tpl.concrete = concrete
+        tpl.at = count
+        _SCHEDULED.setdefault((id(rule), dtype, count), (rule, tpl.plan))
+        return True
+
+
+def scheduled_templates(batches: list[Any]) -> list[list[Any]]:
+    """``[template, leaves, x, state]`` for each scheduled template the batches run (how
+    many leaves run it, and one of them), its next count's template made."""
+    found: dict[int, list[Any]] = {}
+    for batch in batches:
+        if not batch.marked:
+            continue
+        for tpl, n, first in batch.marked_templates():
+            got = found.get(id(tpl))
+            if got is None:
+                e = batch.entries[first]
+                found[id(tpl)] = [tpl, n, e[2], e[1]]
+                tpl.upcoming(e[2], e[1])
+            else:
+                got[1] += n
+    return list(found.values())
+
+
+def advance_scheduled(scheduled: list[list[Any]], stepped: list[list[tuple[Any, ...]]]) -> None:
+    """Move the plans of the scheduled leaves the batches ran (and counted) on to the next
+    count: their template in place where they are all the leaves that hold it (one
+    evaluation of the schedule a step, nothing per leaf: ``advance``), else each
+    stepped leaf to the plan of its new count."""
+    for tpl, n, x, state in scheduled:
+        if not advance(tpl, n, x, state):
+            nxt = scheduled_plan(tpl.rule, x, state, tpl.at + 1)
+            for entries in stepped:
+                for e in entries:
+                    if e[0] is tpl:
+                        join(e[4], nxt)
 
 
 def check_state(
@@ -130,8 +219,11 @@ def check_state(
 # (id(rule), parameter dtype) -> (rule, template or None); the rule is kept so its id stays
 # valid, and one template object is shared by all the leaves of a group.
 _TEMPLATES: dict[tuple[int, Any], tuple[Rule, Any]] = {}
-# (id(rule), parameter dtype, count) -> (rule, plan) of the scheduled rules
+# (id(rule), parameter dtype, count) -> (rule, plan) of the scheduled rules; an entry whose
+# template moved on is no longer for its count (plan_count tells)
 _SCHEDULED: dict[tuple[int, Any, int], tuple[Rule, tuple[Any, ...]]] = {}
+# the templates' members and counts move together (update_ may run in several threads)
+_LOCK = threading.RLock()
 
 # what the batch kernels take (and 16-bit floats, is_low_precision); other parameters run
 # through a Program each
