@@ -86,16 +86,27 @@ class Plan:
         "_addresses",
         "_dtypes",
         "_leaves",
+        "_names",
         "_refs",
         "_replay",
         "_rules",
         "_shapes",
         "_states",
+        "_trees",
     )
 
-    def __init__(self, replay: Any, leaves: list[Leaf], params: list[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        replay: Any,
+        leaves: list[Leaf],
+        params: list[torch.Tensor],
+        trees: list[Any],
+        names: list[list[str]],
+    ) -> None:
         self._replay = replay
         self._leaves = leaves
+        # where the Leaves were found: each group's tree, and the names in it
+        self._trees, self._names = list(trees), names
         # what each Leaf was planned with: checked at each step once the tree is handed out
         self._rules = list(map(_RULE, leaves))
         self._states = list(map(_STATE, leaves))
@@ -107,17 +118,18 @@ class Plan:
         self._addresses: list[int] = []
 
     @classmethod
-    def build(cls, groups: Sequence[Any]) -> Plan | None:
-        """The plan of the optimiser's groups (its ``_Group`` entries, made by
-        :mod:`optimisers.torch`), or ``None`` when some leaf cannot be planned (see the
+    def build(cls, groups: Sequence[Any], trees: list[Any]) -> Plan | None:
+        """The plan of the optimiser's groups (its ``Group`` entries) and state tree (one
+        ``{name: Leaf}`` per group), or ``None`` when some leaf cannot be planned (see the
         module's docstring)."""
         entries: list[tuple[Any, ...]] = []
         leaves: list[Leaf] = []
         params: list[torch.Tensor] = []
-        for entry in groups:
-            for name, leaf, p in zip(entry.names, entry.leaves, entry.params):
+        for entry, tree in zip(groups, trees):
+            for name, p in zip(entry.names, entry.params):
                 x = entry.model[name]
-                if leaf.frozen:
+                leaf = tree.get(name) if isinstance(tree, dict) else None
+                if not isinstance(leaf, Leaf) or leaf.frozen:
                     return None
                 plan = leaf._plan
                 if plan is None or plan[0] is not leaf.rule or plan[1] is not x.dtype:
@@ -137,19 +149,33 @@ class Plan:
             return None
         if replay.problems:  # a parameter or state that does not fit, tied parameters
             return None
-        return cls(replay, leaves, params)
+        return cls(replay, leaves, params, trees, [entry.names for entry in groups])
 
-    def holds(self) -> bool:
-        """Whether every Leaf still has the rule and state it was planned with, unfrozen."""
+    def holds(self, trees: list[Any]) -> bool:
+        """Whether the state tree still holds the planned Leaves, each with the rule and
+        state it was planned with, unfrozen."""
         leaves = self._leaves
+        if len(trees) != len(self._trees) or not all(map(_IS, trees, self._trees)):
+            return False
+        found: list[Any] = []
+        try:
+            for tree, names in zip(trees, self._names):
+                found += map(tree.__getitem__, names)
+        except KeyError:
+            return False
         return (
-            all(map(_IS, map(_RULE, leaves), self._rules))
+            all(map(_IS, found, leaves))
+            and all(map(_IS, map(_RULE, leaves), self._rules))
             and all(map(_IS, map(_STATE, leaves), self._states))
             and not any(map(_FROZEN, leaves))
         )
 
     def step(
-        self, param_groups: list[dict[str, Any]], groups: Sequence[Any], exposed: bool
+        self,
+        param_groups: list[dict[str, Any]],
+        groups: Sequence[Any],
+        trees: list[Any],
+        exposed: bool,
     ) -> bool:
         """Run one step with the gradients the parameters hold now; False (nothing
         written) when the general step must run instead: a group's ``lr``, ``rule`` or
@@ -168,7 +194,7 @@ class Plan:
             ):
                 return False
             grads += map(_GRAD, params)
-        if exposed and not self.holds():
+        if exposed and not self.holds(trees):
             return False
         addresses = self._gradient_addresses(grads)
         if addresses is None or self._replay.run_with(addresses):

@@ -150,6 +150,7 @@ class Optimizer(torch.optim.Optimizer):
         # False (these groups cannot be planned); _exposed: the state tree was handed out
         self._planned: Plan | bool | None = None
         self._exposed = False
+        self._changed = False  # the last step changed a group's lr or rule
         defaults = {"rule": rule, "lr": default_lr(rule)}
         super().__init__(params, defaults)
 
@@ -228,13 +229,18 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         planned = self._planned
-        if planned and planned.step(self.param_groups, self._groups, self._exposed):
+        if planned and planned.step(self.param_groups, self._groups, self._tree, self._exposed):
+            self._changed = False
             return loss
         self._planned = None  # while the general step runs (it may change Leaves, or raise)
-        if self._general_step():  # the Leaves' rules changed: plan after a step without
-            return loss
-        if planned is not False and not (planned and planned.holds()):
-            planned = Plan.build(self._groups) or False
+        changed = self._general_step()
+        # a change of lr or rule gave the Leaves new rules: plan anew, unless the step
+        # before changed them too (a scheduler that moves the lr at every step)
+        steady, self._changed = not (changed and self._changed), changed
+        if changed:
+            planned = None
+        if steady and not (planned is False or (planned and planned.holds(self._tree))):
+            planned = Plan.build(self._groups, self._tree) or False
         self._planned = planned
         return loss
 
