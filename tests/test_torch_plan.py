@@ -300,9 +300,11 @@ def test_a_gradient_whose_memory_changed_in_place(planned_steps):
     pair.step()
     held = [p.grad for p in pair.a]
     pair.grads()
-    for p in pair.a:  # the same tensor objects, moved to new memory
-        p.grad.data = p.grad.data.clone() * 1.0
-    assert all(p.grad is g for p, g in zip(pair.a, held))
+    old = [p.grad.data for p in pair.a + pair.b]  # kept alive: a stale plan would read it
+    for pa, pb in zip(pair.a, pair.b):  # the same tensor objects, new memory, new values
+        pa.grad.data = pa.grad.data * 2.0
+        pb.grad.data = pb.grad.data * 2.0
+    assert all(p.grad is g for p, g in zip(pair.a, held)) and len(old) == 10
     pair.planned.step()
     pair.general.step()
     pair.check()
