@@ -403,3 +403,23 @@ def test_the_replay_entry_point():
     glob = opt._engine.template(rule, x, state)
     with pytest.raises(ValueError, match="global"):
         kernels.Replay([(glob, state, x, x, leaf)])
+
+
+def test_the_bench_times_fresh_gradients_apart():
+    from optimisers.bench import torch_step
+    from optimisers.bench.cases import Case
+    from optimisers.bench.timing import Budget
+
+    step = torch_step.optimiser_step(Case("adam", "float32", 400, 4, 1))
+    prepare, same = torch_step._fresh(step)
+    old = [p.grad for p in step.tensors]
+    prepare()
+    new = [p.grad for p in step.tensors]
+    assert all(g is not h and torch.equal(g, h) for g, h in zip(old, new))  # new tensors
+    calls = []
+    timing = torch_step.measure_prepared(
+        {"a": (lambda: calls.append("p"), lambda: calls.append("s")), "b": (None, same)},
+        Budget(warmup=1, min_steps=4, min_time=0, rounds=2),
+    )
+    assert timing["a"].steps == 4 and calls == ["p", "s"] * 5  # each step prepared first
+    assert timing["b"].steps == 4
