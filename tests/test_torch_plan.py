@@ -68,7 +68,10 @@ class Pair:
         """Gradients of this step, the same for both: into the tensors already there
         (``fresh=False`` and there are some), else new tensors; ``None`` at ``none``."""
         self.seed += 1
-        new = tensors(self.dtype, self.seed, [tuple(p.shape) for p in self.a])
+        new = [
+            g.to(p.dtype)
+            for g, p in zip(tensors(torch.float64, self.seed, [p.shape for p in self.a]), self.a)
+        ]
         for i, (pa, pb, g) in enumerate(zip(self.a, self.b, new)):
             for p in (pa, pb):
                 if i in none:
@@ -155,32 +158,63 @@ def test_a_scheduler_moves_the_lr_and_the_plan_follows(planned_steps):
         pair.step()
         for s in scheds:
             s.step()
-    # a change of lr declines the plan's step; the general step applies it and plans
-    # again, and the plan runs until the next change
-    assert planned_steps == [True, True, False, True, True, False, True, True, False]
+    # the plan applies each new lr itself
+    assert planned_steps == [True] * 9
 
 
 def test_a_scheduler_moving_the_lr_at_every_step(planned_steps):
     pair = Pair(opt.Adam(1e-2))
     scheds = [
-        torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=20)
+        torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=20, cycle_momentum=False)
         for o in (pair.planned, pair.general)
     ]
-    for _ in range(8):
+    for _ in range(12):
         pair.step()
         for s in scheds:
             s.step()
-    # planned after the first step and after the first change, then no more
-    assert planned_steps == [False, False]
+    assert planned_steps == [True] * 11
 
 
-def test_an_lr_set_by_hand_each_step(planned_steps):
-    pair = Pair(opt.OptimiserChain(opt.RMSProp(1e-2), opt.Momentum(1e-3)))
-    for k in range(5):
+@pytest.mark.parametrize(
+    "rule",
+    [
+        opt.OptimiserChain(opt.RMSProp(1e-2), opt.Momentum(1e-3)),  # two etas, scaled together
+        opt.OptimiserChain(opt.ClipNorm(0.5), opt.AdamW(1e-2, lambda_=0.1)),
+        opt.AdaDelta(),  # no eta: followed by Descent(lr)
+    ],
+    ids=["two-etas", "clipnorm-adamw", "adadelta"],
+)
+def test_an_lr_set_by_hand_each_step(rule, planned_steps):
+    mixed = [(3, 5), (7,), (2, 2, 3), (1,), (40,)]
+    pair = Pair(rule, shapes=mixed)
+    for k in range(6):
         for o in (pair.planned, pair.general):
             o.param_groups[0]["lr"] = 1e-2 / (k + 1)
         pair.step()
-    assert True not in planned_steps
+    assert planned_steps == [True] * 5
+
+
+def test_an_lr_change_over_groups_of_mixed_dtypes(planned_steps):
+    """Runs of float32 and float64 leaves in one group: one new program per dtype."""
+    pair = Pair(opt.Adam(1e-2), dtype=torch.float64)
+    for ps in (pair.a, pair.b):
+        for i in (1, 3):
+            ps[i].data = ps[i].data.float()
+    pair.planned, pair.general = (
+        cls([{"params": ps[:3], "lr": 1e-2}, {"params": ps[3:], "lr": 1e-3}], opt.Adam())
+        for cls, ps in ((Optimizer, pair.a), (General, pair.b))
+    )
+    pair.dtype = None
+    for k in range(5):
+        for o in (pair.planned, pair.general):
+            o.param_groups[k % 2]["lr"] *= 0.5
+        pair.step()
+    assert planned_steps == [True] * 4
+    runs = pair.planned._planned._runs
+    assert [[(a, b) for a, b, *_ in g] for g in runs] == [
+        [(0, 1), (1, 2), (2, 3)],
+        [(3, 4), (4, 5)],
+    ]
 
 
 def test_a_new_rule_for_a_group():

@@ -62,6 +62,32 @@ cdef class Replay(Batch):
     def run(self):
         raise TypeError("a Replay runs with its step's gradients: run_with(addresses)")
 
+    def refill(self, Py_ssize_t j0, Py_ssize_t j1, list template):
+        """Give the entries ``j0`` to ``j1 - 1`` the hyper-parameters of ``template``, a
+        program of the same kinds as theirs (the rule at a new learning rate): the caller
+        vouches that its buffers are the same.  ValueError, changing nothing, when an
+        entry's program has other kinds or another length."""
+        cdef Stage fresh[MAX_STAGES]
+        cdef Py_ssize_t j
+        cdef int k, n_stages = len(template)
+        if not 0 <= j0 <= j1 <= self.n_leaves:
+            raise ValueError(f"refill: entries {j0} to {j1} of {self.n_leaves}")
+        if n_stages > MAX_STAGES:
+            raise ValueError(f"a program has 1 to {MAX_STAGES} stages, got {n_stages}")
+        for k in range(n_stages):
+            spec = template[k]
+            _fill_constants(&fresh[k], spec[0], spec[1], k)
+        for j in range(j0, j1):
+            if self.lengths[j] != n_stages:
+                raise ValueError(f"refill: entry {j} has {self.lengths[j]} stages, the "
+                                 f"template {n_stages}")
+            for k in range(n_stages):
+                if self.filled[self.first[j] + k].kind != fresh[k].kind:
+                    raise ValueError(f"refill: stage {k} of entry {j} is of another kind")
+        for j in range(j0, j1):
+            for k in range(n_stages):
+                memcpy(self.filled[self.first[j] + k].hp, fresh[k].hp, sizeof(fresh[k].hp))
+
     def run_with(self, list addresses):
         """Run every entry whose gradient address (an int, ``addresses[j]`` for entry j) is
         not 0: the stages as filled, this step's prologues, then the tiles (as

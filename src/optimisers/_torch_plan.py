@@ -14,9 +14,11 @@ are not checked again), and run the replay with their data addresses.
 What a plan depends on, and what makes the optimiser give it up (the step then takes the
 general path, which also raises the errors, writing nothing):
 
-* the groups: their number, each group's ``lr`` and ``rule`` (a scheduler, by hand) and
-  its parameters' addresses (:meth:`Plan.step` declines; the general step applies the
-  change, the optimiser plans again once a step passes without one);
+* the groups: their number, each group's ``rule`` and its parameters' addresses
+  (:meth:`Plan.step` declines; the general step applies the change, and the optimiser
+  plans again).  A new ``lr`` (a scheduler, by hand) is applied by the plan itself, as the
+  general step would: the group's Leaves get the rule at that ``lr`` and the replay its
+  programs' new hyper-parameters (``Replay.refill``), once per change;
 * the Leaves' rules, states and frozen flags: the optimiser drops its plan on
   ``add_param_group`` and ``load_state_dict``, and once its :attr:`state_tree` has been
   handed out (``adjust_``, ``freeze_`` and the like can change a Leaf then), every step
@@ -90,6 +92,7 @@ class Plan:
         "_refs",
         "_replay",
         "_rules",
+        "_runs",
         "_shapes",
         "_states",
         "_trees",
@@ -102,11 +105,14 @@ class Plan:
         params: list[torch.Tensor],
         trees: list[Any],
         names: list[list[str]],
+        runs: list[list[list[Any]]],
     ) -> None:
         self._replay = replay
         self._leaves = leaves
         # where the Leaves were found: each group's tree, and the names in it
         self._trees, self._names = list(trees), names
+        # per group, its entries by template: [first, end, template, x of the first, link]
+        self._runs = runs
         # what each Leaf was planned with: checked at each step once the tree is handed out
         self._rules = list(map(_RULE, leaves))
         self._states = list(map(_STATE, leaves))
@@ -125,20 +131,27 @@ class Plan:
         entries: list[tuple[Any, ...]] = []
         leaves: list[Leaf] = []
         params: list[torch.Tensor] = []
+        runs: list[list[list[Any]]] = []
         for entry, tree in zip(groups, trees):
+            runs.append([])
             for name, p in zip(entry.names, entry.params):
                 x = entry.model[name]
                 leaf = tree.get(name) if isinstance(tree, dict) else None
                 if not isinstance(leaf, Leaf) or leaf.frozen:
                     return None
+                link = (((), entry.index), name)
                 plan = leaf._plan
                 if plan is None or plan[0] is not leaf.rule or plan[1] is not x.dtype:
                     try:
-                        plan = leaf_plan(leaf, x, (((), entry.index), name))
+                        plan = leaf_plan(leaf, x, link)
                     except ValueError:  # a state that does not fit: the general step says so
                         return None
                 if plan[3] is None or plan[4]:  # no batch program, or a scheduled one
                     return None
+                if runs[-1] and runs[-1][-1][2] is plan[3]:
+                    runs[-1][-1][1] += 1
+                else:
+                    runs[-1].append([len(entries), len(entries) + 1, plan[3], x, link])
                 # the parameter stands for its gradients to come (same dtype, shape, layout)
                 entries.append((plan[3], leaf.state, x, x, leaf))
                 leaves.append(leaf)
@@ -149,7 +162,29 @@ class Plan:
             return None
         if replay.problems:  # a parameter or state that does not fit, tied parameters
             return None
-        return cls(replay, leaves, params, trees, [entry.names for entry in groups])
+        return cls(replay, leaves, params, trees, [entry.names for entry in groups], runs)
+
+    def _new_lr(self, index: int, group: dict[str, Any], entry: Any) -> bool:
+        """Apply the new ``lr`` of group ``index`` as the general step does (its Leaves get
+        the rule at that ``lr``) and give the replay the new programs' hyper-parameters;
+        False when the new programs are not the old ones at other hyper-parameters."""
+        runs = self._runs[index]
+        start, end = (runs[0][0], runs[-1][1]) if runs else (0, 0)
+        mine = self._leaves[start:end]
+        if len(entry.leaves) != len(mine) or not all(map(_IS, entry.leaves, mine)):
+            return False  # Leaves replaced in the tree: the general step sorts it out
+        entry.refresh(group)
+        news = []
+        for first, _end, old, x, link in runs:
+            new = leaf_plan(self._leaves[first], x, link)[3]
+            if new is None or _layout(new) != _layout(old):
+                return False
+            news.append(new)
+        for run, new in zip(runs, news):
+            self._replay.refill(run[0], run[1], new)
+            run[2] = new
+        self._rules[start:end] = map(_RULE, mine)
+        return True
 
     def holds(self, trees: list[Any]) -> bool:
         """Whether the state tree still holds the planned Leaves, each with the rule and
@@ -185,13 +220,11 @@ class Plan:
         if len(param_groups) != len(groups):
             return False
         grads: list[Any] = []
-        for group, entry in zip(param_groups, groups):
+        for index, (group, entry) in enumerate(zip(param_groups, groups)):
             params = group["params"]
-            if (
-                group["lr"] != entry.lr
-                or group["rule"] is not entry.rule
-                or list(map(_DATA_PTR, params)) != entry.ptrs
-            ):
+            if group["rule"] is not entry.rule or list(map(_DATA_PTR, params)) != entry.ptrs:
+                return False
+            if group["lr"] != entry.lr and not self._new_lr(index, group, entry):
                 return False
             grads += map(_GRAD, params)
         if exposed and not self.holds(trees):
@@ -237,3 +270,8 @@ class Plan:
         self._refs = None
         it = iter(found)
         return [next(it) if here else 0 for here in present]
+
+
+def _layout(template: list[Any]) -> list[tuple[Any, ...]]:
+    """A template without its hyper-parameters: kinds, buffer paths, scalars, counter."""
+    return [(kind, paths, sc, ctr) for kind, _hp, paths, sc, ctr in template]
