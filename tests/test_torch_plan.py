@@ -457,3 +457,20 @@ def test_the_bench_times_fresh_gradients_apart():
     )
     assert timing["a"].steps == 4 and calls == ["p", "s"] * 5  # each step prepared first
     assert timing["b"].steps == 4
+
+
+def test_the_plan_outlives_a_declined_step_and_new_lrs(planned_steps):
+    pair = Pair(opt.Adam(1e-2))
+    pair.step()
+    plan = pair.planned._planned
+    for o in (pair.planned, pair.general):
+        o.param_groups[0]["lr"] = 3e-3
+    pair.step()
+    pair.grads()
+    for p in pair.a + pair.b:  # a step the plan declines: the general step takes it
+        p.grad = p.grad[..., :1].expand_as(p.grad)
+    pair.planned.step()
+    pair.general.step()
+    pair.check()
+    pair.step(fresh=True)
+    assert pair.planned._planned is plan and planned_steps == [True, False, True]
