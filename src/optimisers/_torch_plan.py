@@ -72,7 +72,7 @@ _FROZEN = operator.attrgetter("frozen")
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _DATA_PTR = torch.Tensor.data_ptr
 _IS = operator.is_
-_CALL = operator.call
+_DEREF = weakref.ref.__call__  # what a weak reference refers to, or None
 
 
 class Plan:
@@ -241,7 +241,7 @@ class Plan:
         """The data address of each gradient (0 for ``None``), or ``None`` when one is not
         a dense C-contiguous CPU tensor of its parameter's dtype and shape."""
         refs = self._refs
-        if refs is not None and all(map(_IS, grads, map(_CALL, refs))):
+        if refs is not None and all(map(_IS, grads, map(_DEREF, refs))):
             # the tensors of the last step: checked then; still at the same addresses?
             addresses = list(map(_DATA_PTR, grads))
             if addresses == self._addresses:

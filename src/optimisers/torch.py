@@ -14,7 +14,7 @@ of the parameter}``, set up once (:func:`optimisers.setup`) and stepped by one
 :func:`optimisers.update_` call over every group.  Once a step has run, the next ones
 reuse a plan of it (``_torch_plan``: every leaf's program pointed at its parameter and
 state once), so that a step is the fused kernels' pass plus fetching and checking the
-gradients, about a quarter of a microsecond a tensor; whatever the plan was made with
+gradients, under half a microsecond a tensor; whatever the plan was made with
 changing (an ``lr``, a rule, a Leaf, a gradient it cannot take) sends the step the general
 way.  A step that fails (a sparse gradient, a shape that does not fit, a non-finite norm a
 ``ClipGlobalNorm`` refuses) changes no parameter and no state.
@@ -48,7 +48,7 @@ tensor([0.9000, 0.9000], dtype=torch.float64)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -99,9 +99,10 @@ class Optimizer(torch.optim.Optimizer):
     **Steps.**  ``step()`` steps every parameter whose ``.grad`` is not ``None`` with one
     :func:`optimisers.update_` over all the groups, or with the plan of such a step made
     at the step before (the same kernels and bits, without the walk of the state tree);
-    a parameter without gradient is not touched and its state does not advance.  The update is written through numpy views,
-    which torch's autograd version counters do not see: step after ``backward()``, as with
-    any optimiser, not between a forward pass and its backward.
+    a parameter without gradient is not touched and its state does not advance.  The
+    update is written through numpy views, which torch's autograd version counters do not
+    see: step after ``backward()``, as with any optimiser, not between a forward pass and
+    its backward.
 
     **State.**  The rules' state lives in the engine's state tree (:attr:`state_tree`,
     numpy arrays), not in torch's ``optim.state``, which stays empty; ``state_dict()``
@@ -152,7 +153,7 @@ class Optimizer(torch.optim.Optimizer):
         self._grads: list[dict[str, Any]] = []
         # the planned step (_torch_plan): a Plan, None (plan at the next stable step) or
         # False (these groups cannot be planned); _exposed: the state tree was handed out
-        self._planned: Plan | bool | None = None
+        self._planned: Plan | Literal[False] | None = None
         self._exposed = False
         self._changed = False  # the last step changed a group's lr or rule
         defaults = {"rule": rule, "lr": default_lr(rule)}
