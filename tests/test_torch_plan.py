@@ -474,3 +474,34 @@ def test_the_plan_outlives_a_declined_step_and_new_lrs(planned_steps):
     pair.check()
     pair.step(fresh=True)
     assert pair.planned._planned is plan and planned_steps == [True, False, True]
+
+
+def test_the_plan_holds_no_gradient_past_the_step(planned_steps):
+    import gc
+    import weakref
+
+    w = torch.zeros(5)
+    optim = Optimizer([w], opt.Adam(1e-2))
+    for _ in range(3):
+        w.grad = torch.ones(5)
+        seen = weakref.ref(w.grad)
+        optim.step()
+        optim.zero_grad()  # set_to_none: the gradient must go now
+        gc.collect()
+        assert seen() is None
+    assert planned_steps == [True, True]
+
+
+def test_a_planned_step_returns_the_closures_loss(planned_steps):
+    w = torch.nn.Parameter(torch.ones(4))
+    optim = Optimizer([w], opt.Descent(0.1))
+
+    def closure():
+        optim.zero_grad()
+        loss = (w**2).sum()
+        loss.backward()
+        return loss
+
+    losses = [optim.step(closure).item() for _ in range(3)]
+    assert losses == pytest.approx([4.0, 4 * 0.8**2, 4 * 0.64**2])
+    assert planned_steps == [True, True]
