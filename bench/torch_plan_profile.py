@@ -49,7 +49,7 @@ def main() -> None:
         fused = torch.optim.Adam(theirs, fused=True)
         plan = o._planned
         assert plan
-        grads = [p.grad for p in ps]
+        grads: list[Any] = [p.grad for p in ps]
         addresses = [g.data_ptr() for g in grads]
 
         def fresh_gradients() -> None:

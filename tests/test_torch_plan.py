@@ -129,6 +129,15 @@ def test_16bit_parameters_are_planned(dtype, n_threads, planned_steps):
     assert planned_steps == [True] * 3
 
 
+def test_an_empty_parameter_is_stepped_and_counted(planned_steps):
+    """An empty tensor's data address may be 0: it is no "no gradient" mark."""
+    pair = Pair(opt.Adam(1e-2), shapes=[(0,), (3,), (2, 0)])
+    for _ in range(4):
+        pair.step()
+    assert [leaf.count for leaf in pair.planned._groups[0].leaves] == [4, 4, 4]
+    assert planned_steps == [True] * 3
+
+
 def test_large_and_small_tensors_over_two_threads(n_threads, small_parallel_threshold):
     pair = Pair(opt.Adam(1e-3), shapes=[(5000,), (3,), (70, 80), (9,)] * 3)
     for _ in range(4):
@@ -425,9 +434,9 @@ def test_the_replay_entry_point():
     g = np.ones(4, np.float32)
     assert replay.run_with([g.ctypes.data]) == []
     np.testing.assert_allclose(x, -0.1, rtol=1e-6)
-    assert replay.run_with([0]) == [] and np.allclose(x, -0.1)  # 0: no gradient, not run
+    assert replay.run_with([None]) == [] and np.allclose(x, -0.1)  # no gradient: not run
     with pytest.raises(ValueError, match="2 gradient addresses for 1"):
-        replay.run_with([0, 0])
+        replay.run_with([None, None])
     with pytest.raises(TypeError, match="run_with"):
         replay.run()
     bad = kernels.Replay([(tpl, state, x.astype(np.int32), x, leaf)])

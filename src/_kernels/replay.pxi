@@ -90,13 +90,14 @@ cdef class Replay(Batch):
 
     def run_with(self, list addresses):
         """Run every entry whose gradient address (an int, ``addresses[j]`` for entry j) is
-        not 0: the stages as filled, this step's prologues, then the tiles (as
+        not None: the stages as filled, this step's prologues, then the tiles (as
         :meth:`Batch.run`).  Returns ``[]`` once it has run, or, when a prologue refused
         (a leading ClipNorm's non-finite norm, no memory), the ``(index, Status)`` of the
         entries that refused, having written nothing."""
         cdef Py_ssize_t n = self.n_leaves, j
         cdef int n_threads = omp_get_max_threads()
         cdef int* status
+        cdef object address
         cdef list refused = []
         if len(addresses) != n:
             raise ValueError(f"run_with: {len(addresses)} gradient addresses for {n} entries")
@@ -106,13 +107,14 @@ cdef class Replay(Batch):
         if status == NULL:
             raise MemoryError()
         try:
-            for j in range(n):
-                self.gs[j] = <void*> <size_t> addresses[j]
+            for j in range(n):      # (an empty gradient's address may be 0: None is none)
+                address = addresses[j]
+                self.gs[j] = NULL if address is None else <void*> <size_t> address
+                status[j] = OK if address is not None and self.lengths[j] != 0 else BAD_GRADIENT
             memcpy(self.stages, self.filled, self.n_stages_all * sizeof(Stage))
             for j in range(n):
                 self.count[j] = self.lengths[j]
                 self.modes[j] = SUBTRACT
-                status[j] = OK if self.count[j] != 0 and self.gs[j] != NULL else BAD_GRADIENT
             with nogil:
                 Batch._prologues(self, status)
             for j in range(n):

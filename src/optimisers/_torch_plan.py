@@ -121,7 +121,7 @@ class Plan:
         self._shapes = list(map(_SHAPE, params))
         # the gradients of the last step (weakly: zero_grad must free them) and addresses
         self._refs: list[Any] | None = None
-        self._addresses: list[int] = []
+        self._addresses: list[int | None] = []
 
     @classmethod
     def build(cls, groups: Sequence[Any], trees: list[Any]) -> Plan | None:
@@ -233,17 +233,18 @@ class Plan:
         if addresses is None or self._replay.run_with(addresses):
             return False
         for leaf, address in zip(self._leaves, addresses):  # count the updates
-            if address:
+            if address is not None:
                 leaf._count += 1
         return True
 
-    def _gradient_addresses(self, grads: list[Any]) -> list[int] | None:
-        """The data address of each gradient (0 for ``None``), or ``None`` when one is not
-        a dense C-contiguous CPU tensor of its parameter's dtype and shape."""
+    def _gradient_addresses(self, grads: list[Any]) -> list[int | None] | None:
+        """The data address of each gradient (``None`` for none; an empty one's may be 0),
+        or ``None`` when one is not a dense C-contiguous CPU tensor of its parameter's
+        dtype and shape."""
         refs = self._refs
         if refs is not None and all(map(_IS, grads, map(_DEREF, refs))):
             # the tensors of the last step: checked then; still at the same addresses?
-            addresses = list(map(_DATA_PTR, grads))
+            addresses: list[int | None] = list(map(_DATA_PTR, grads))
             if addresses == self._addresses:
                 return addresses
         present = [g is not None for g in grads]
@@ -261,7 +262,7 @@ class Plan:
             )
             if not fits:
                 return None
-            found = list(map(_DATA_PTR, given))
+            found: list[int | None] = list(map(_DATA_PTR, given))
         except (AttributeError, RuntimeError, TypeError):  # not a tensor, no storage
             return None
         if given is grads:
@@ -269,7 +270,7 @@ class Plan:
             return found
         self._refs = None
         it = iter(found)
-        return [next(it) if here else 0 for here in present]
+        return [next(it) if here else None for here in present]
 
 
 def _layout(template: list[Any]) -> list[tuple[Any, ...]]:
