@@ -10,6 +10,9 @@ that the plan did run (or was given up) where it should.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="optimisers.torch needs PyTorch (CI stage 2)")
@@ -19,6 +22,9 @@ import numpy as np  # noqa: E402
 import optimisers as opt  # noqa: E402
 from optimisers import _torch_plan  # noqa: E402
 from optimisers._native import kernels  # noqa: E402
+from optimisers.bench import torch_step  # noqa: E402
+from optimisers.bench.cases import Case  # noqa: E402
+from optimisers.bench.timing import Budget  # noqa: E402
 from optimisers.torch import Optimizer  # noqa: E402
 
 SHAPES = [(3, 5), (7,), (2, 2, 3), (1,), (40,)]
@@ -449,10 +455,6 @@ def test_the_replay_entry_point():
 
 
 def test_the_bench_times_fresh_gradients_apart():
-    from optimisers.bench import torch_step
-    from optimisers.bench.cases import Case
-    from optimisers.bench.timing import Budget
-
     step = torch_step.optimiser_step(Case("adam", "float32", 400, 4, 1))
     prepare, same = torch_step._fresh(step)
     old = [p.grad for p in step.tensors]
@@ -486,9 +488,6 @@ def test_the_plan_outlives_a_declined_step_and_new_lrs(planned_steps):
 
 
 def test_the_plan_holds_no_gradient_past_the_step(planned_steps):
-    import gc
-    import weakref
-
     w = torch.zeros(5)
     optim = Optimizer([w], opt.Adam(1e-2))
     for _ in range(3):
