@@ -22,7 +22,9 @@ general path, which also raises the errors, writing nothing):
 * the Leaves' rules, states and frozen flags: the optimiser drops its plan on
   ``add_param_group`` and ``load_state_dict``, and once its :attr:`state_tree` has been
   handed out (``adjust_``, ``freeze_`` and the like can change a Leaf then), every step
-  checks each Leaf's rule and state objects and flag before running;
+  checks that the tree still holds the planned Leaves, and each Leaf's rule and state
+  objects and flag, before running.  The arrays inside a state are not checked again
+  (one resized in place, or made read-only, goes unseen): give the Leaf a new state;
 * the gradients: one that is not a dense, C-contiguous CPU tensor of its parameter's
   dtype and shape declines the step (a ``None`` gradient only leaves its parameter out,
   as the general step does).
