@@ -19,7 +19,12 @@ WITHOUT_EXAMPLES = {
 }
 
 # Modules that import an optional package (skipped, with the reason, where it is absent).
-NEEDS = {"optimisers.torch": "torch", "optimisers._torch_views": "torch"}
+NEEDS = {
+    "optimisers.torch": "torch",
+    "optimisers._torch_views": "torch",
+    "optimisers._torch_groups": "torch",
+    "optimisers._torch_plan": "torch",
+}
 
 MODULES = sorted(
     name

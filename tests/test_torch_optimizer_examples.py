@@ -91,6 +91,7 @@ def test_the_torch_bench_case(digits):
     rows = torch_step.torch_table(4000, 4, [1], Budget(warmup=1, min_steps=2, min_time=0, rounds=2))
     assert [r["torch"] for r in rows][:2] == ["AdamW(fused=True)", "RAdam(foreach=True)"]
     assert all(r["ratio"] > 0 for r in rows) and rows[-1]["case"].startswith("adam float32 1e6")
+    assert [r["case"].endswith(" fresh") for r in rows[-2:]] == [False, True]
 
 
 def test_the_bench_command_runs_the_torch_table(digits, capsys):

@@ -40,7 +40,9 @@ Files, in the order they are included:
 * ``staging.pxi``: the same for a parameter stored in 16 bits (float16, bfloat16): each tile
   converted to float32 buffers, run by the float32 tile functions, rounded back once;
 * ``entry.pxi``: the Python entry points (``run_program``, build controls, the kind table);
-* ``batch.pxi``: many leaves checked, prepared and run in two calls (``Batch``).
+* ``batch.pxi``: many leaves checked, prepared and run in two calls (``Batch``);
+* ``replay.pxi``: a batch prepared once and run at every step with new gradients
+  (``Replay``: optimisers.torch's planned step).
 
 A parameter stored in 16 bits (float16, or bfloat16 where ml_dtypes defines it) runs the
 float32 program: the driver stages each tile of x, of a 16-bit gradient and of any state
@@ -129,6 +131,7 @@ include "driver.pxi"
 include "staging.pxi"
 include "entry.pxi"
 include "batch.pxi"
+include "replay.pxi"
 
 
 # Module-level names (plain ints) for the enums and every kind (ADAM, CLIPNORM, ...), as

@@ -11,10 +11,13 @@ r"""A ``torch.optim.Optimizer`` that steps PyTorch parameters with any rule of t
 The parameters, their gradients and the optimiser's state are the tensors' own memory:
 the model the engine sees is a list (one entry a parameter group) of ``{name: numpy view
 of the parameter}``, set up once (:func:`optimisers.setup`) and stepped by one
-:func:`optimisers.update_` call over every group, so a step is the fused kernels' pass
-plus about a microsecond of Python per tensor, and a step that fails (a sparse gradient,
-a shape that does not fit, a non-finite norm a ``ClipGlobalNorm`` refuses) changes no
-parameter and no state.
+:func:`optimisers.update_` call over every group.  Once a step has run, the next ones
+reuse a plan of it (``_torch_plan``: every leaf's program pointed at its parameter and
+state once), so that a step is the fused kernels' pass plus fetching and checking the
+gradients, under half a microsecond a tensor; whatever the plan was made with
+changing (an ``lr``, a rule, a Leaf, a gradient it cannot take) sends the step the general
+way.  A step that fails (a sparse gradient, a shape that does not fit, a non-finite norm a
+``ClipGlobalNorm`` refuses) changes no parameter and no state.
 
 Which rule is which ``torch.optim`` optimiser: ``Adam`` -> :class:`~optimisers.Adam`,
 ``AdamW`` -> :class:`~optimisers.AdamW`, ``Adamax`` -> :class:`~optimisers.TorchAdamax`,
@@ -45,72 +48,21 @@ tensor([0.9000, 0.9000], dtype=torch.float64)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from . import _torch_views as tv
-from ._adjust import adjust
-from ._composite import MixedPrecision, OptimiserChain
 from ._engine import update_
-from ._leaf import Leaf
 from ._rule import Rule
-from ._rules_sgd import Descent
-from ._schedule import Schedule
-from ._tree import setup
+from ._torch_groups import Group, default_lr
+from ._torch_plan import Plan
 
 __all__ = ["Optimizer"]
-
-_DATA_PTR = torch.Tensor.data_ptr
 
 # keys of a saved param group that describe it rather than set it (not restored by
 # load_state_dict): the parameters, and what identifies the rule and the shapes
 _DESCRIPTIVE = ("params", "param_names", "rule", "param_shapes")
-
-
-def _etas(rule: Rule) -> list[Any]:
-    """The ``eta`` of every rule inside ``rule`` (a chain's members, a wrapper's rule)."""
-    found = [getattr(rule, "eta")] if "eta" in rule._fields() else []  # noqa: B009
-    wrapped = getattr(rule, "rule", None)
-    for inner in getattr(rule, "opts", ()) or ((wrapped,) if isinstance(wrapped, Rule) else ()):
-        found += _etas(inner)
-    return found
-
-
-def _base_rule(rule: Rule, lr: float, given: bool) -> Rule:
-    """The rule a group starts with at its first ``lr``: with ``lr`` given in the group,
-    every ``eta`` set to it; a rule with no ``eta`` anywhere followed by ``Descent(lr)``
-    (inside a ``MixedPrecision``), which scales its step as torch's ``Adadelta`` does."""
-    if _etas(rule):
-        return adjust(rule, eta=lr) if given else rule
-    if isinstance(rule, MixedPrecision):
-        return MixedPrecision(rule.dtype, OptimiserChain(rule.rule, Descent(lr)))
-    return OptimiserChain(rule, Descent(lr))
-
-
-def _at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
-    """The base ``rule`` (made for the learning rate ``lr0``) at ``lr``: every ``eta``
-    equal to ``lr0`` becomes ``lr`` exactly; another one (the second learning rate of a
-    chain such as ``RMSProp(1.0) -> Momentum(0.01)``) is scaled by ``lr / lr0``, so that a
-    scheduler moves the chain's learning rates together."""
-    if isinstance(rule, OptimiserChain):
-        return OptimiserChain(*(_at_lr(r, lr, lr0) for r in rule.opts))
-    if isinstance(rule, MixedPrecision):
-        return MixedPrecision(rule.dtype, _at_lr(rule.rule, lr, lr0))
-    if "eta" in rule._fields():
-        eta = getattr(rule, "eta")  # noqa: B009 - a field the Rule base does not declare
-        same = isinstance(eta, Schedule) or eta == lr0 or lr0 == 0
-        return adjust(rule, eta=lr if same else eta * (lr / lr0))
-    return adjust(rule, eta=lr) if _etas(rule) else rule  # another kind of wrapper
-
-
-def _default_lr(rule: Rule) -> float | None:
-    """The ``lr`` of a group that gives none: its rule's (first) ``eta``, 1.0 for a rule
-    without one, ``None`` when that ``eta`` is a schedule (no number to give)."""
-    etas = _etas(rule)
-    if not etas:
-        return 1.0
-    return None if isinstance(etas[0], Schedule) else float(etas[0])
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -145,10 +97,12 @@ class Optimizer(torch.optim.Optimizer):
     (``weight_decay``, ``betas``) are kept but not read: the rule holds those.
 
     **Steps.**  ``step()`` steps every parameter whose ``.grad`` is not ``None`` with one
-    :func:`optimisers.update_` over all the groups; a parameter without gradient is not
-    touched and its state does not advance.  The update is written through numpy views,
-    which torch's autograd version counters do not see: step after ``backward()``, as with
-    any optimiser, not between a forward pass and its backward.
+    :func:`optimisers.update_` over all the groups, or with the plan of such a step made
+    at the step before (the same kernels and bits, without the walk of the state tree);
+    a parameter without gradient is not touched and its state does not advance.  The
+    update is written through numpy views, which torch's autograd version counters do not
+    see: step after ``backward()``, as with any optimiser, not between a forward pass and
+    its backward.
 
     **State.**  The rules' state lives in the engine's state tree (:attr:`state_tree`,
     numpy arrays), not in torch's ``optim.state``, which stays empty; ``state_dict()``
@@ -195,9 +149,14 @@ class Optimizer(torch.optim.Optimizer):
         # and per group (params, names, rule it was given, lr applied, leaves)
         self._model: list[dict[str, Any]] = []
         self._tree: list[Any] = []
-        self._groups: list[_Group] = []
+        self._groups: list[Group] = []
         self._grads: list[dict[str, Any]] = []
-        defaults = {"rule": rule, "lr": _default_lr(rule)}
+        # the planned step (_torch_plan): a Plan, None (plan at the next stable step) or
+        # False (these groups cannot be planned); _exposed: the state tree was handed out
+        self._planned: Plan | Literal[False] | None = None
+        self._exposed = False
+        self._changed = False  # the last step changed a group's lr or rule
+        defaults = {"rule": rule, "lr": default_lr(rule)}
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -218,7 +177,7 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"param group {index}: 'rule' must be an optimisers rule, got {rule!r}")
         given = "lr" in param_group
         if not given:
-            param_group["lr"] = _default_lr(rule)
+            param_group["lr"] = default_lr(rule)
         if param_group["lr"] is None:
             raise ValueError(
                 f"param group {index}: {rule!r} has a schedule as its eta and "
@@ -229,11 +188,12 @@ class Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
-            entry = _Group.build(group, index, given, self._low_precision_state)
+            entry = Group.build(group, index, given, self._low_precision_state)
         except BaseException:
             self.param_groups.pop()
             raise
         self._groups.append(entry)
+        self._planned = None
         self._model.append(entry.model)
         self._tree.append(entry.tree)
         self._grads.append({})
@@ -244,6 +204,10 @@ class Optimizer(torch.optim.Optimizer):
         (names from ``named_parameters()``, else ``"0"``, ``"1"``, ...), for the tree
         functions, e.g. ``opt.freeze_(optim.state_tree[0]["0.weight"])``.  Changing a
         ``Leaf``'s rule by hand lasts until the group's ``lr`` or ``rule`` changes."""
+        # what is done to the Leaves now goes unseen: every planned step checks them
+        self._exposed = True
+        if self._planned is False:  # a Leaf may be thawed, its rule made plannable
+            self._planned = None
         return self._tree
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -269,16 +233,36 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:  # the step itself runs no torch op: no no_grad needed
             with torch.enable_grad():
                 loss = closure()
+        planned = self._planned
+        if planned and planned.step(self.param_groups, self._groups, self._tree, self._exposed):
+            self._changed = False
+            return loss
+        self._planned = None  # while the general step runs (it may change Leaves, or raise)
+        changed = self._general_step()
+        # a change of lr or rule gave the Leaves new rules: plan anew, unless the step
+        # before changed them too (a scheduler that moves the lr at every step)
+        steady, self._changed = not (changed and self._changed), changed
+        if changed:
+            planned = None
+        if steady and not (planned is False or (planned and planned.holds(self._tree))):
+            planned = Plan.build(self._groups, self._tree) or False
+        self._planned = planned
+        return loss
+
+    def _general_step(self) -> bool:
+        """The step through :func:`optimisers.update_`; whether a group's ``lr`` or
+        ``rule`` changed (and was applied to its Leaves) first."""
         grads = self._grads
+        changed = False
         try:
             for group, entry, g in zip(self.param_groups, self._groups, grads):
-                entry.refresh(group)
+                changed |= entry.refresh(group)
                 tv.gradient_views(entry.params, entry.names, entry.where, g)
             update_(self._tree, self._model, grads)
         finally:
             for g in grads:  # hold no gradient past the step (zero_grad frees them)
                 g.clear()
-        return loss
+        return changed
 
     # ------------------------------------------------------------------------------------
     # Checkpoints
@@ -322,13 +306,14 @@ class Optimizer(torch.optim.Optimizer):
             not fit this optimiser, saying which; nothing has changed then.
         """
         plan = self._check_state_dict(state_dict)
+        self._planned = None  # new state objects
         for entry, saved_group, states in plan:
             for leaf, saved in zip(entry.leaves, states):
                 leaf.state = tv.unflatten_state(leaf.state, saved)
             group = self.param_groups[entry.index]
             group.update({k: v for k, v in saved_group.items() if k not in _DESCRIPTIVE})
 
-    def _check_state_dict(self, sd: Any) -> list[tuple[_Group, dict[str, Any], list[Any]]]:
+    def _check_state_dict(self, sd: Any) -> list[tuple[Group, dict[str, Any], list[Any]]]:
         where = "load_state_dict"
         if not isinstance(sd, dict) or set(sd) != {"state", "param_groups"}:
             raise ValueError(
@@ -368,111 +353,3 @@ class Optimizer(torch.optim.Optimizer):
             plan.append((entry, saved, states))
             index += len(entry.leaves)
         return plan
-
-
-class _Group:
-    """What the optimiser keeps of one param group: its parameters and their names, the
-    model of numpy views and its state tree (made once), and the rule and ``lr`` its
-    leaves were last given (so that a change of either is applied once)."""
-
-    __slots__ = (
-        "_labels",
-        "base",
-        "index",
-        "leaves",
-        "lr",
-        "lr0",
-        "model",
-        "names",
-        "params",
-        "ptrs",
-        "rule",
-        "tree",
-    )
-
-    def __init__(
-        self,
-        index: int,
-        params: list[torch.Tensor],
-        names: list[str],
-        labels: list[str],
-        rule: Rule,
-        lr: float,
-        given: bool,
-        low_precision_state: bool,
-    ) -> None:
-        self.index, self.params, self.names, self._labels = index, params, names, labels
-        self.model = {
-            n: tv.tensor_view(p, labels[i]) for i, (n, p) in enumerate(zip(names, params))
-        }
-        self.rule, self.lr, self.lr0 = rule, lr, lr
-        self.base = _base_rule(rule, lr, given)
-        self.tree = setup(self.base, self.model, low_precision_state=low_precision_state)
-        self.leaves: list[Leaf] = [self.tree[n] for n in names]
-        self.ptrs = list(map(_DATA_PTR, params))
-
-    @classmethod
-    def build(
-        cls, group: dict[str, Any], index: int, given: bool, low_precision_state: bool
-    ) -> _Group:
-        """The entry of a group torch has just added (its parameters checked here)."""
-        params = list(group["params"])
-        named = group.get("param_names")
-        names = [str(n) for n in named] if named else [str(i) for i in range(len(params))]
-        labels = [
-            f"param group {index}, parameter {n!r}"
-            if named
-            else f"param group {index}, parameter {i}"
-            for i, n in enumerate(names)
-        ]
-        if len(set(names)) != len(names):
-            raise ValueError(f"param group {index}: parameter names repeat: {names}")
-        for p, label in zip(params, labels):
-            tv.check_parameter(p, label)
-        return cls(
-            index,
-            params,
-            names,
-            labels,
-            group["rule"],
-            float(group["lr"]),
-            given,
-            low_precision_state,
-        )
-
-    def where(self, i: int) -> str:
-        """How errors name the ``i``-th parameter of the group."""
-        return self._labels[i]
-
-    def refresh(self, group: dict[str, Any]) -> None:
-        """Apply a new ``lr`` or ``rule`` of the group to its leaves (once per change), and
-        refuse a parameter whose memory changed since the views were made."""
-        lr, rule = group["lr"], group["rule"]
-        if lr != self.lr or rule is not self.rule:
-            lr = float(lr)
-            if not isinstance(rule, Rule):
-                raise TypeError(
-                    f"param group {self.index}: 'rule' must be an optimisers rule, got {rule!r}"
-                )
-            if rule is not self.rule:  # a new rule: its etas take the group's lr
-                self.base, self.lr0 = _base_rule(rule, lr, True), lr
-            new = _at_lr(self.base, lr, self.lr0)
-            for leaf in self.leaves:
-                leaf.rule = new
-            self.lr, self.rule = lr, rule
-        params = group["params"]
-        if list(map(_DATA_PTR, params)) != self.ptrs:  # same memory (and count) as set up
-            self._replaced(params)
-
-    def _replaced(self, params: list[torch.Tensor]) -> None:
-        for i, p in enumerate(params[: len(self.params)]):
-            if p is not self.params[i] or p.data_ptr() != self.ptrs[i]:
-                raise RuntimeError(
-                    f"{self.where(i)} was replaced or moved to new memory "
-                    f"since it was added (net.to(...), .data = ...); build "
-                    f"the optimiser again for the new tensors"
-                )
-        raise RuntimeError(
-            f"param group {self.index}: its list of parameters changed "
-            f"({len(self.params)} -> {len(params)}); use add_param_group"
-        )
