@@ -130,6 +130,8 @@ def test_norm_pass_does_not_depend_on_thread_count(dtype, small_parallel_thresho
         "bc1": 0.1,
         "bc2": 1 - 0.999,
         "eta": 1e-3,
+        "y1": 1 / float(np.float32(0.1)),
+        "y2": 1 / float(np.float32(1 - 0.999)),
     }
     got = []
     for threads in (1, 2):
