@@ -15,8 +15,9 @@ cdef enum:
     FACTOR_CHUNK = 512      # columns per task of the row/column sums
     # Elements of u formed at a time (norm passes and Adafactor's steps).  Short, so that
     # the out-of-order core overlaps one chunk's divider-bound loop (square root and
-    # division) with the previous chunk's additions: the norm passes on 1e8 float32 went
-    # from 0.80 of their probe (512) to 0.9 (64 or 128; 32 was slower), bench/RESULTS.md.
+    # division) with the previous chunk's additions and loads: the norm passes on 1e8
+    # float32 went from about 0.8 of their probe (512) to about 0.9 (64 and 128 alike, 32
+    # slower); bench/RESULTS.md.
     U_CHUNK = 128
 
 

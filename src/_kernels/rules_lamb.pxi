@@ -275,4 +275,3 @@ cdef LambHP _lamb_layout
 
 register_kind("lamb", lamb_tile[float], lamb_tile[double], _lamb_layout, sizeof(LambHP),
               PAIRS, NULL, NULL, 0, lamb_pair_tile[float], lamb_pair_tile[double], 0b1)
-
