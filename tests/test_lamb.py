@@ -13,7 +13,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from assertions import assert_state_same
+from assertions import assert_arrays_same, assert_state_same
 from optimisers._native import kernels as K
 from reference import ref_init, ref_update
 
@@ -130,6 +130,8 @@ def test_norm_pass_does_not_depend_on_thread_count(dtype, small_parallel_thresho
         "bc1": 0.1,
         "bc2": 1 - 0.999,
         "eta": 1e-3,
+        "y1": 1 / float(np.float32(0.1)),
+        "y2": 1 / float(np.float32(1 - 0.999)),
     }
     got = []
     for threads in (1, 2):
@@ -201,3 +203,35 @@ def test_complex_matches_the_reference_bit_for_bit(
             ref_s[k], ref_x[k] = ref_update(rule, ref_s[k], ref_x[k], grads[k])
             assert np.array_equal(model[k], ref_x[k]), f"step {step}: {k}"
             assert_state_same(tree[k].state, ref_s[k], f"step {step}: state[{k}]")
+
+
+def _float32_bits(rng, n, lo, hi):
+    """n float32 values of random bit patterns with |value| in [lo, hi) or 0 (subnormals
+    included where lo is), signs random."""
+    a = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    a = np.where((np.abs(a) >= lo) & (np.abs(a) < hi), a, np.float32(0))
+    return a
+
+
+# running products of beta: bias corrections from 1 (bt = 0) to 2^-24 (the last above 0 in
+# float32 near 1: bt = 1 - 2^-24), through values whose reciprocal is inexact
+@pytest.mark.parametrize("bt", [0.0, 0.9, 0.9**7, 0.5, 0.999**3, 1 - 2.0**-20, 1 - 2.0**-24])
+def test_float32_divisions_by_the_bias_corrections_keep_their_bits(bt, n_threads):
+    """float32 LAMB divides m and v by 1 - beta^t as a product in float64 (rules_lamb.pxi,
+    `_by_bias`): on moments of random bit patterns (subnormals, tiny and huge values,
+    zeros of both signs) a step keeps the bits of the divisions (tests/reference.py)."""
+    rng = np.random.default_rng(int(bt * 1000))
+    n = 40_000
+    rule = opt.LAMB(0.01, (0.9, 0.99), 1e-6, 0.01)
+    x = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    tiny = float(np.finfo(np.float32).smallest_subnormal)
+    m = _float32_bits(rng, n, tiny, 1e30)
+    v = np.abs(_float32_bits(rng, n, tiny, 1e30))
+    state = opt.LAMBState(m, v, np.array([bt, bt]))
+    tree = opt.setup(rule, x)
+    tree.state = opt.LAMBState(m.copy(), v.copy(), state.beta_t.copy())
+    ref_s, ref_x = ref_update(rule, state, x.copy(), g)
+    tree, got = opt.update_(tree, x.copy(), g)
+    assert_arrays_same(got, ref_x, f"bt {bt}: x")
+    assert_state_same(tree.state, ref_s, f"bt {bt}: state")

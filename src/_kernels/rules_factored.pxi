@@ -13,7 +13,47 @@
 
 cdef enum:
     FACTOR_CHUNK = 512      # columns per task of the row/column sums
-    U_CHUNK = 512           # elements of u formed at a time inside a norm block
+    # Elements of u formed at a time (norm passes and Adafactor's steps).  Short, so that
+    # the out-of-order core overlaps one chunk's divider-bound loop (square root and
+    # division) with the previous chunk's additions and loads: the norm passes on 1e8
+    # float32 went from about 0.8 of their probe (512) to about 0.9 (64 and 128 alike, 32
+    # slower); bench/RESULTS.md.
+    U_CHUNK = 128
+
+
+cdef extern from *:
+    """
+    #if defined(__FMA__)
+    #define OPTIMISERS_HAS_FMA 1
+    #else
+    #define OPTIMISERS_HAS_FMA 0
+    #endif
+    """
+    bint OPTIMISERS_HAS_FMA
+
+
+cdef inline double _plus_square(double acc, floating a) noexcept nogil:
+    # acc + a^2 in float64, the square rounded before the add (the reference's order).  A
+    # float32 a squares exactly in float64 (24 + 24 bits), so a fused multiply-add gives the
+    # same bits with one instruction less, where the build has FMA (the norm passes are
+    # short of arithmetic throughput, not of bandwidth).  A float64 square is rounded.
+    cdef double w = <double> a
+    if floating is float and OPTIMISERS_HAS_FMA:
+        return fma(w, w, acc)
+    return acc + w * w
+
+
+cdef inline void _add_squares(double* lanes, const floating* a, Py_ssize_t n) noexcept nogil:
+    # lanes[k % LANES] += a[k]^2 for k < n, in order (norms.pxi's lanes, continued from one
+    # chunk to the next).  A loop of its own over memory lanes: inlined into a loop that
+    # also accumulates other lanes, gcc kept a lane of each in scalar registers besides.
+    cdef Py_ssize_t jj, k
+    cdef int l
+    for jj in range(n // LANES):
+        for l in range(LANES):
+            lanes[l] = _plus_square(lanes[l], a[jj * LANES + l])
+    for k in range((n // LANES) * LANES, n):
+        lanes[k % LANES] = _plus_square(lanes[k % LANES], a[k])
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,10 +170,8 @@ cdef void _u_block(const UForm* f, Py_ssize_t start, Py_ssize_t n, double* sums,
     cdef double ul[LANES]
     cdef floating u[U_CHUNK]
     cdef floating scratch[U_CHUNK]      # v', not stored
-    cdef double a, b
-    cdef Py_ssize_t s0 = 0, k, jj, m
+    cdef Py_ssize_t s0 = 0, m
     cdef const floating* g = <const floating*> f.g
-    cdef const floating* x
     cdef int l
     for l in range(LANES):
         xl[l] = 0.0
@@ -145,18 +183,8 @@ cdef void _u_block(const UForm* f, Py_ssize_t start, Py_ssize_t n, double* sums,
         else:
             _vector_u(f, start + s0, m, u, g + start + s0,
                       (<const floating*> f.v) + start + s0, scratch, <floating> 1)
-        x = (<const floating*> f.x) + start + s0
-        for jj in range(m // LANES):
-            for l in range(LANES):
-                a = <double> u[jj * LANES + l]
-                b = <double> x[jj * LANES + l]
-                ul[l] += a * a
-                xl[l] += b * b
-        for k in range((m // LANES) * LANES, m):
-            a = <double> u[k]
-            b = <double> x[k]
-            ul[k % LANES] += a * a
-            xl[k % LANES] += b * b
+        _add_squares(ul, u, m)
+        _add_squares(xl, (<const floating*> f.x) + start + s0, m)
         s0 += m
     sums[0] = _lanes_total(xl)
     sums[1] = _lanes_total(ul)

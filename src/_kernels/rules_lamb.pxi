@@ -15,11 +15,15 @@ cdef struct LambHP:
     double bc2
     double eta
     double ratio            # the trust ratio |x| / |u| of this step (1 where a norm is 0)
+    double y1               # 1/bc1 and 1/bc2 in float64 of bc1 and bc2 rounded to float32
+    double y2               # (`_by_bias`), formed by the rule class: gcc 12 dropped the
+                            # float32 rounding of (double)(float)bc formed here (SLP)
 
 
 cdef struct LambConstants:
-    # the hyper-parameters rounded to the dtype (held widened)
-    double b1, b2, omb1, omb2, eps, lam, bc1, bc2
+    # the hyper-parameters rounded to the dtype (held widened); y1, y2 as LambHP's
+    double b1, b2, omb1, omb2, eps, lam, bc1, bc2, y1, y2
+    bint by_reciprocal
 
 
 cdef inline void _lamb_constants(LambConstants* c, const LambHP* h,
@@ -28,19 +32,51 @@ cdef inline void _lamb_constants(LambConstants* c, const LambHP* h,
     c.omb1, c.omb2 = <floating> h.omb1, <floating> h.omb2
     c.eps, c.lam = <floating> h.eps, <floating> h.lam
     c.bc1, c.bc2 = <floating> h.bc1, <floating> h.bc2
+    c.y1, c.y2 = h.y1, h.y2
+    # (y1 or y2 not given, 0: a caller that does not know them gets the divider)
+    c.by_reciprocal = (floating is float and 0 < <floating> c.bc1 <= 1
+                       and 0 < <floating> c.bc2 <= 1 and c.y1 > 0 and c.y2 > 0)
 
 
-cdef inline floating _lamb_u(const LambConstants* c, floating g, floating x, floating* m,
-                             floating* v) noexcept nogil:
+cdef inline floating _by_bias(Quotients* how, floating a, double b, double y) noexcept nogil:
+    # a / b, correctly rounded, b a bias correction of the dtype and y = RN64(1/b).
+    # ByReciprocal (float32, 0 < b <= 1): RN32(RN64(a * y)), no divider.  Why the same bits:
+    # RN64(a * y) is within 2^-52 (relative) of a/b, and a/b is never that close to a
+    # rounding boundary of float32 (a midpoint M = Mi 2^e, Mi odd < 2^25) unless it is one:
+    # a - bM is a nonzero multiple of 2^min(ea, eb + e) (a = A 2^ea, b = B 2^eb, A, B < 2^24),
+    # so |a/b - M| >= M / (B Mi) > 2^-49 M (or >= M / A); and a/b = M exactly would need
+    # a = B Mi 2^(eb + e), which for b <= 1 is not a float32 (its odd part B Mi has over 24
+    # bits, or, under 2^-126, its exponent is below float32's least).  Overflow to inf and
+    # subnormal results follow from the same bound (their boundaries are such midpoints).
+    # The ByDivider form (float64, or a hand-made b outside (0, 1]) divides.
+    if Quotients is ByReciprocal and floating is float:
+        return <float> (<double> a * y)
+    return a / <floating> b
+
+
+cdef inline floating _lamb_u(Quotients* how, const LambConstants* c, floating g, floating x,
+                             floating* m, floating* v) noexcept nogil:
     # m <- b1 m + (1-b1) g ; v <- b2 v + (1-b2) g^2 ;
     # u = (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + lambda x     (optax: scale_by_adam,
-    # add_decayed_weights); m and v in place of their old values
+    # add_decayed_weights); m and v in place of their old values.  Two of its four
+    # divider operations go (`_by_bias`): its passes are short of divider throughput.
     cdef floating mi = <floating> c.b1 * m[0] + <floating> c.omb1 * g
     cdef floating vi = <floating> c.b2 * v[0] + <floating> c.omb2 * (g * g)
     m[0] = mi
     v[0] = vi
-    return ((mi / <floating> c.bc1) / (_sqrt(vi / <floating> c.bc2) + <floating> c.eps)
+    return ((_by_bias(how, mi, c.bc1, c.y1)
+             / (_sqrt(_by_bias(how, vi, c.bc2, c.y2)) + <floating> c.eps))
             + <floating> c.lam * x)
+
+
+cdef inline void _lamb_steps(Quotients* how, const LambConstants* c, floating ratio,
+                             floating eta, floating gs, Py_ssize_t n, floating* x,
+                             const floating* g, floating* m, floating* v, floating* out,
+                             bint subtract) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        _emit(out, i, (_lamb_u(how, c, g[i] * gs, x[i], &m[i], &v[i]) * ratio) * eta,
+              subtract)
 
 
 cdef void lamb_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
@@ -50,13 +86,12 @@ cdef void lamb_tile(const Stage* s, Py_ssize_t off, Py_ssize_t n, floating* x,
     cdef LambConstants c
     cdef floating* m = (<floating*> s.buf[0]) + off
     cdef floating* v = (<floating*> s.buf[1]) + off
-    cdef floating ratio = <floating> h.ratio, eta = <floating> h.eta
-    cdef floating gs = <floating> s.gs, u
-    cdef Py_ssize_t i
+    cdef floating ratio = <floating> h.ratio, eta = <floating> h.eta, gs = <floating> s.gs
     _lamb_constants(&c, h, <floating> 0)
-    for i in range(n):
-        u = _lamb_u(&c, g[i] * gs, x[i], &m[i], &v[i])
-        _emit(out, i, (u * ratio) * eta, subtract)
+    if c.by_reciprocal:
+        _lamb_steps(<ByReciprocal*> NULL, &c, ratio, eta, gs, n, x, g, m, v, out, subtract)
+    else:
+        _lamb_steps(<ByDivider*> NULL, &c, ratio, eta, gs, n, x, g, m, v, out, subtract)
 
 
 cdef inline void _lamb_pair_u(const LambConstants* c, floating gr, floating gi, floating xr,
@@ -122,8 +157,8 @@ cdef void _lamb_pair_block(const LambConstants* c, const floating* g, const floa
     sums[1] = _lanes_total(ul)
 
 
-cdef void _lamb_block(const LambConstants* c, const floating* g, const floating* m,
-                      const floating* v, const floating* x, Py_ssize_t n,
+cdef void _lamb_block(Quotients* how, const LambConstants* c, const floating* g,
+                      const floating* m, const floating* v, const floating* x, Py_ssize_t n,
                       double* sums) noexcept nogil:
     # sums[0] = sum of x^2, sums[1] = sum of u^2 over one block (LANES lanes each, element
     # k in lane k % LANES); u formed a chunk at a time into a buffer, so that the loop
@@ -131,9 +166,8 @@ cdef void _lamb_block(const LambConstants* c, const floating* g, const floating*
     cdef double xl[LANES]
     cdef double ul[LANES]
     cdef floating u[U_CHUNK]
-    cdef double a, b
     cdef floating mi, vi
-    cdef Py_ssize_t s0 = 0, k, jj, len_
+    cdef Py_ssize_t s0 = 0, k, len_
     cdef int l
     for l in range(LANES):
         xl[l] = 0.0
@@ -143,18 +177,9 @@ cdef void _lamb_block(const LambConstants* c, const floating* g, const floating*
         for k in range(len_):
             mi = m[s0 + k]
             vi = v[s0 + k]
-            u[k] = _lamb_u(c, g[s0 + k], x[s0 + k], &mi, &vi)
-        for jj in range(len_ // LANES):
-            for l in range(LANES):
-                a = <double> u[jj * LANES + l]
-                b = <double> x[s0 + jj * LANES + l]
-                ul[l] += a * a
-                xl[l] += b * b
-        for k in range((len_ // LANES) * LANES, len_):
-            a = <double> u[k]
-            b = <double> x[s0 + k]
-            ul[k % LANES] += a * a
-            xl[k % LANES] += b * b
+            u[k] = _lamb_u(how, c, g[s0 + k], x[s0 + k], &mi, &vi)
+        _add_squares(ul, u, len_)
+        _add_squares(xl, x + s0, len_)
         s0 += len_
     sums[0] = _lanes_total(xl)
     sums[1] = _lanes_total(ul)
@@ -167,8 +192,12 @@ cdef inline void _lamb_any_block(const LambConstants* c, const floating* g,
     # block [start, start + n) of n elements (pairs: complex elements, v real)
     if pairs:
         _lamb_pair_block(c, g + 2 * start, m + 2 * start, v + start, x + 2 * start, n, sums)
+    elif c.by_reciprocal:
+        _lamb_block(<ByReciprocal*> NULL, c, g + start, m + start, v + start, x + start, n,
+                    sums)
     else:
-        _lamb_block(c, g + start, m + start, v + start, x + start, n, sums)
+        _lamb_block(<ByDivider*> NULL, c, g + start, m + start, v + start, x + start, n,
+                    sums)
 
 
 cdef int _lamb_norms(const LambHP* h, const floating* g, const floating* m,

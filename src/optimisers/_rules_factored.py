@@ -259,6 +259,14 @@ class Adafactor(Rule):
         return row, col, factors
 
 
+def _reciprocal32(b: float) -> float:
+    """1/b in float64 of b rounded to float32: the float32 kernels divide by a bias
+    correction b as a product with it (rules_lamb.pxi, ``_by_bias``; they use it only
+    where 0 < b <= 1 in float32)."""
+    b32 = float(np.float32(b))
+    return 1.0 / b32 if b32 != 0 else math.inf
+
+
 @checked
 class LAMB(Rule):
     r"""LAMB (You et al., 2020) as ``optax.lamb`` computes it: Adam's direction with
@@ -342,6 +350,7 @@ class LAMB(Rule):
             "bc2": 1 - bt2,
             "eta": number(self.eta),
         }
+        hp["y1"], hp["y2"] = _reciprocal32(hp["bc1"]), _reciprocal32(hp["bc2"])
         xsq, usq = K.lamb_norms(g, _wide(state.m), _wide(state.v), x, hp)
         x_norm, u_norm = math.sqrt(xsq), math.sqrt(usq)
         # optax's scale_by_trust_ratio: 1 where either norm is 0 (NaN stays NaN)
