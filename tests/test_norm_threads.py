@@ -13,7 +13,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import _engine, _tree
+from optimisers import _engine, _kernels, _tree
 from reference import _blocked_sum, ref_global_norm
 
 # a model the prologue spreads over the threads (many small leaves: at the parallel
@@ -87,3 +87,39 @@ def test_the_recipe_steps_to_the_same_bits_for_any_thread_count(dtype, small_par
     for other in results[1:]:
         for k in model:
             np.testing.assert_array_equal(other[k], results[0][k], err_msg=k)
+
+
+def _mixed(path, x):
+    """The recipe on every leaf but the first (so the batch's first entry reads no
+    gradient, and its checks do not run beside the gradient pass)."""
+    return opt.AdamW(1e-2) if path == ("p000",) else _recipe(2.0)
+
+
+@pytest.mark.parametrize("rule", [_recipe(2.0), _mixed], ids=["led", "first-not-led"])
+def test_the_gradient_pass_beside_the_checks_gives_every_partial(rule, small_parallel_threshold):
+    # On more than one thread the small leaves' norms run on a second thread while the
+    # first checks the entries (when the first entry reads its gradient), the rest after.
+    model, grads = _model_and_grads(np.float32, seed=2)
+    for threads in (1, 2, 4):
+        with threadpool_limits(threads, user_api="openmp"):
+            got = _partials(rule, model, grads)
+        want = {k for k in model if rule is not _mixed or k != "p000"}
+        assert set(got) == want, threads
+        for k, part in got.items():
+            assert part == _reference_partial(grads[k], 2.0), (threads, k)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_a_check_that_raises_beside_the_gradient_pass_raises(threads):
+    # the exception of a check on the first thread comes out of the batch, and the
+    # second thread, which waits for the checks, stops (no hang)
+    model, grads = _model_and_grads(np.float32, seed=3)
+    state = opt.setup(_recipe(2.0), model)
+    step = _engine.Step()
+    _tree.collect(state, model, grads, (), step)
+    entries = list(step.entries)
+    entries[len(entries) // 2] = ([],) + tuple(entries[len(entries) // 2][1:])
+    with threadpool_limits(threads, user_api="openmp"):
+        with pytest.raises(ValueError, match="a program has 1 to"):
+            _kernels.Batch(entries)
+        assert _kernels.Batch(list(step.entries)).n_global == len(SIZES)  # and it goes on

@@ -40,6 +40,8 @@ Files, in the order they are included:
 * ``staging.pxi``: the same for a parameter stored in 16 bits (float16, bfloat16): each tile
   converted to float32 buffers, run by the float32 tile functions, rounded back once;
 * ``entry.pxi``: the Python entry points (``run_program``, build controls, the kind table);
+* ``prologue.pxi``: a batch's prologues (the gradient pass of a leading norm), on a second
+  thread beside the batch's checks;
 * ``batch.pxi``: many leaves checked, prepared and run in two calls (``Batch``).
 
 A parameter stored in 16 bits (float16, or bfloat16 where ml_dtypes defines it) runs the
@@ -128,6 +130,7 @@ include "rules_lamb.pxi"
 include "driver.pxi"
 include "staging.pxi"
 include "entry.pxi"
+include "prologue.pxi"
 include "batch.pxi"
 
 

@@ -1,8 +1,7 @@
 # Batches: many leaves, each with its own program, checked and prepared in one call and
 # run in another.  This is how update_ runs most leaves: the Python walk only routes each
 # leaf here; every check that can be made in C is made here, every leaf's prologues (a
-# leading ClipNorm's norm included) run before any leaf is written, and then all of them
-# run, small ones spread over the threads whole.
+# leading norm included: prologue.pxi) run before any leaf is written, then all of them run.
 
 cdef inline object _follow(object state, tuple path):
     """The part of ``state`` at ``path`` (tuple indices); TypeError or IndexError when the
@@ -95,6 +94,7 @@ cdef class Batch:
     cdef readonly object entries   # keeps the arrays alive until run()
     cdef readonly list problems
     cdef readonly Py_ssize_t n_global   # how many entries run led by ClipGlobalNorm/SkipNonFinite
+    cdef object error              # what a check raised on thread 0 (see _check_entries)
     cdef readonly bint marked      # some entry's template is a subclass of list (the engine's
                                    # mark for a template that holds for one step only)
 
@@ -114,6 +114,7 @@ cdef class Batch:
         self.n_leaves = 0
         self.ran = False
         self.marked = False
+        self.error = None
 
     def __dealloc__(self):
         free(self.stages)
@@ -130,11 +131,7 @@ cdef class Batch:
         free(self.tpls)
 
     def __init__(self, list entries):
-        cdef Py_ssize_t n = len(entries), j, total = 0
-        cdef Stage templates[TEMPLATE_CACHE][MAX_STAGES]
-        cdef void* template_ids[TEMPLATE_CACHE]
-        cdef int template_sizes[TEMPLATE_CACHE]
-        cdef int n_templates = 0, t, k, b, n_stages
+        cdef Py_ssize_t n = len(entries), j, total = 0, checked = 0, done = 0
         cdef int* status
         cdef tuple entry
         cdef list tpl
@@ -177,8 +174,52 @@ cdef class Batch:
             self.stages = <Stage*> malloc((total if total > 0 else 1) * sizeof(Stage))
             if self.stages == NULL:
                 raise MemoryError()
+            if omp_get_max_threads() == 1 or not _leads(entries[0]):
+                self._check_entries(status, &checked)
+                if self.error is not None:
+                    raise self.error
+            else:           # the gradient pass on thread 1 beside the checks on thread 0
+                with nogil, parallel(num_threads=2):
+                    if omp_get_thread_num() == 0:
+                        self._check_entries(status, &checked)
+                    else:
+                        _follow_prologues(self.stages, self.first, self.count, self.modes,
+                                          self.sizes, self.gs, self.is_double, status, n,
+                                          &checked, &done)
+                if self.error is not None:
+                    raise self.error
+            with nogil:
+                _prologues(self.stages, self.first, self.count, self.modes, self.sizes,
+                           self.gs, self.is_double, status, n, done)
+            self._mark_shared(status)     # (a prologue writes nothing but its stages)
             for j in range(n):
-                entry = <tuple> entries[j]
+                if status[j] != OK:
+                    self.count[j] = 0
+                    if status[j] == NONFINITE_NORM:      # the ClipNorm stage is the first
+                        clip = <const ClipNormHP*> self.stages[self.first[j]].hp
+                        self.problems.append((j, status[j], clip.norm, clip.p))
+                    else:
+                        self.problems.append((j, status[j], None, None))
+                elif self.is_global[j]:
+                    self.n_global += 1
+        finally:
+            free(status)
+
+    cdef void _check_entries(self, int* status, Py_ssize_t* checked) noexcept with gil:
+        """Convert every entry's program (the shared part once per template object) and
+        point its stages at its arrays: its Status in ``status``.  Publishes in
+        ``checked`` how many entries are done (-1 when a check raises: the exception is
+        kept in ``error``, for the caller to raise outside any parallel region)."""
+        cdef Py_ssize_t n = self.n_leaves, j
+        cdef Stage templates[TEMPLATE_CACHE][MAX_STAGES]
+        cdef void* template_ids[TEMPLATE_CACHE]
+        cdef int template_sizes[TEMPLATE_CACHE]
+        cdef int n_templates = 0, t, k, n_stages
+        cdef tuple entry
+        cdef list tpl
+        try:
+            for j in range(n):
+                entry = <tuple> self.entries[j]
                 tpl = <list> entry[0]
                 n_stages = len(tpl)
                 if n_stages == 0 or n_stages > MAX_STAGES:
@@ -205,21 +246,11 @@ cdef class Batch:
                 self.count[j] = n_stages
                 self.modes[j] = SUBTRACT
                 status[j] = self._fill_leaf(j, entry, n_stages)
-            self._mark_shared(status)
-            with nogil:
-                self._prologues(status)
-            for j in range(n):
-                if status[j] != OK:
-                    self.count[j] = 0
-                    if status[j] == NONFINITE_NORM:      # the ClipNorm stage is the first
-                        clip = <const ClipNormHP*> self.stages[self.first[j]].hp
-                        self.problems.append((j, status[j], clip.norm, clip.p))
-                    else:
-                        self.problems.append((j, status[j], None, None))
-                elif self.is_global[j]:
-                    self.n_global += 1
-        finally:
-            free(status)
+                if (j + 1) % PUBLISH == 0 or j + 1 == n:
+                    optimisers_store(checked, j + 1)
+        except BaseException as e:
+            self.error = e
+            optimisers_store(checked, -1)
 
     cdef int _fill_leaf(self, Py_ssize_t j, tuple entry, int n_stages) except -1:
         """Point entry j's stages at its arrays; the entry's Status (nothing raised for a
@@ -308,37 +339,6 @@ cdef class Batch:
                     status[keys[pass_ * n + i - 1].index] = SHARED
         free(keys)
         return 0
-
-    cdef void _prologues(self, int* status) noexcept nogil:
-        """Every OK entry's prologues.  They are cheap but for a leading norm (a read of
-        the gradient): large leaves compute theirs over the threads, small ones are spread
-        over the threads whole when there is enough to share, in runs of neighbours (so
-        that two threads seldom write one cache line of `status` or of the stages)."""
-        cdef Py_ssize_t j, small_elements = 0
-        cdef int n_threads = omp_get_max_threads(), n_small = 0
-        cdef bint any_norm = False
-        for j in range(self.n_leaves):
-            if status[j] != OK:
-                continue
-            if KINDS[self.stages[self.first[j]].kind].flags & LEADS:
-                any_norm = True
-            if self.sizes[j] >= _parallel_threshold:
-                self._prologue(j, status, n_threads)
-            else:
-                n_small += 1
-                small_elements += self.sizes[j]
-        if not (any_norm and _spread_small(n_threads, n_small, small_elements)):
-            n_threads = 1
-        for j in prange(self.n_leaves, schedule="dynamic", chunksize=32, num_threads=n_threads):
-            if status[j] == OK and self.sizes[j] < _parallel_threshold:
-                self._prologue(j, status, 1)
-
-    cdef void _prologue(self, Py_ssize_t j, int* status, int n_threads) noexcept nogil:
-        status[j] = _prepare_leaf(&self.stages[self.first[j]], &self.count[j], &self.modes[j],
-                                  self.gs[j], self.sizes[j], 1, n_threads,
-                                  not self.is_double[j])
-        if status[j] == STOPPED:
-            status[j] = OK
 
     @property
     def global_entries(self):
