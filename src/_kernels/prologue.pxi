@@ -9,12 +9,21 @@
 
 cdef extern from *:
     """
+    #if defined(__GNUC__)
     static inline Py_ssize_t optimisers_load(const Py_ssize_t* p) {
         return __atomic_load_n(p, __ATOMIC_ACQUIRE);
     }
     static inline void optimisers_store(Py_ssize_t* p, Py_ssize_t v) {
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
+    #else  /* MSVC on x86: volatile accesses acquire and release (/volatile:ms) */
+    static inline Py_ssize_t optimisers_load(const Py_ssize_t* p) {
+        return *(volatile const Py_ssize_t*) p;
+    }
+    static inline void optimisers_store(Py_ssize_t* p, Py_ssize_t v) {
+        *(volatile Py_ssize_t*) p = v;
+    }
+    #endif
     static inline void optimisers_pause(void) {
     #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
