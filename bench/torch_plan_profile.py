@@ -1,6 +1,6 @@
 """Where a planned ``optimisers.torch.Optimizer.step()`` goes, on 1000 float32 tensors of
 1000 elements with Adam, one thread: each part timed on its own (fastest of 300), beside
-torch's fused Adam, the general path and ``update_`` (bench/RESULTS.md, section 20).
+torch's fused Adam, the general path and ``update_`` (bench/RESULTS.md, section 22).
 
     python bench/torch_plan_profile.py
 """
