@@ -60,10 +60,12 @@ RULES: dict[str, Any] = {
     "clipglobalnorm+adamw": lambda: opt.OptimiserChain(
         opt.ClipGlobalNorm(1.0), opt.AdamW(1e-3, lambda_=0.1)
     ),
-    "recipe": lambda: lambda path, x: opt.OptimiserChain(
-        opt.SkipNonFinite(),
-        opt.ClipGlobalNorm(1.0),
-        opt.AdamW(schedule(), lambda_=0.1 if x.ndim >= 2 else 0.0),
+    "recipe": lambda: (
+        lambda path, x: opt.OptimiserChain(
+            opt.SkipNonFinite(),
+            opt.ClipGlobalNorm(1.0),
+            opt.AdamW(schedule(), lambda_=0.1 if x.ndim >= 2 else 0.0),
+        )
     ),
 }
 PHASES = ("step", "collect", "batch", "settle", "scheduled_templates", "run", "advance_scheduled")
