@@ -165,3 +165,22 @@ def test_the_bench_without_torch(no_torch: None) -> None:
         torch_step.optimiser_step(Case("adam", "float32", 64, 1, 1))
     with pytest.raises(SystemExit, match="this benchmark needs PyTorch"):
         torch_step.main(["--size", "64", "--tensors", "1"])
+
+
+def test_measure_prepared_stops_each_round_at_max_steps() -> None:
+    # min_steps asks for more than max_steps allows: each round stops at max_steps, and
+    # every timed step (warm-up included) is preceded by its prepare
+    calls: list[str] = []
+    budget = Budget(warmup=1, min_steps=50, max_steps=3, min_time=0.0, max_time=60.0, rounds=2)
+    timings = torch_step.measure_prepared(
+        {
+            "prepared": (lambda: calls.append("prepare"), lambda: calls.append("step")),
+            "plain": (None, lambda: calls.append("plain")),
+        },
+        budget,
+    )
+    assert timings["prepared"].steps == 6 and len(timings["prepared"].by_round) == 2
+    assert timings["plain"].steps == 6
+    prepared = [c for c in calls if c != "plain"]
+    assert prepared == ["prepare", "step"] * 7  # one warm-up and 2 rounds of 3
+    assert calls.count("plain") == 7

@@ -136,3 +136,27 @@ def test_a_tied_arrays_buffer_met_twice_is_one_gradient() -> None:
     grads[0][...] = 1.0
     state, model = dist.update_(state, model, grads)
     assert model[0] is model[1] and model[0].tolist() == [0.5, 0.5]  # not summed twice
+
+
+def test_a_late_rank_is_polled_gently_past_the_first_fifth_of_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the wait yields the core for its first 0.2 s, then sleeps 0.1 ms between polls,
+    # and returns as soon as the other ranks are done, well before the deadline
+    from optimisers.distributed import _comm
+
+    real_sleep, sleeps = _comm.time.sleep, []
+    start = _comm.time.monotonic()
+
+    def sleep(seconds: float) -> None:
+        sleeps.append((_comm.time.monotonic() - start, seconds))
+        real_sleep(seconds)
+
+    monkeypatch.setattr(_comm.time, "sleep", sleep)
+    c = dist.SelfComm(timeout=30.0)
+    c._deadline_wait(lambda: _comm.time.monotonic() - start > 0.3, "a test")
+    waited = _comm.time.monotonic() - start
+    assert 0.3 < waited < 5.0
+    assert sleeps, "no gentle poll after the first fifth of a second"
+    assert all(seconds == 1e-4 for _, seconds in sleeps)
+    assert min(at for at, _ in sleeps) >= 0.2  # none while the wait only yields
