@@ -615,3 +615,23 @@ def test_a_param_group_removed_by_hand(planned_steps):
     pair.step()
     assert all(torch.equal(p, k) for p, k in zip(pair.a[3:], kept))
     assert planned_steps[:2] == [True, False]
+
+
+def test_a_leaf_deleted_from_the_state_tree(planned_steps):
+    """A name deleted from a group's tree: the plan declines and the general step says
+    the tree no longer matches the model, writing nothing; put back, the steps go on."""
+    pair = Pair(opt.Adam(1e-2))
+    pair.step()
+    pair.step()
+    removed = [o.state_tree[0].pop("1") for o in (pair.planned, pair.general)]
+    pair.grads()
+    kept = [p.clone() for p in pair.a]
+    for o in (pair.planned, pair.general):
+        with pytest.raises(ValueError, match="the state tree does not match the model at 0"):
+            o.step()
+    assert all(torch.equal(p, k) for p, k in zip(pair.a, kept))
+    for o, leaf in zip((pair.planned, pair.general), removed):
+        o.state_tree[0]["1"] = leaf
+    pair.step()
+    pair.step()
+    assert planned_steps == [True, False, True]
