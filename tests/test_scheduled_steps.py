@@ -216,3 +216,39 @@ def test_a_copy_of_the_state_steps_apart_from_the_original():
     expected = _by_hand(lambda c: opt.Adam(ETA(c)), model, grads[:2] + grads[5:])
     for k in model:
         np.testing.assert_array_equal(twin_model[k], expected[k], err_msg=k)
+
+
+def test_a_template_met_in_two_batches_counts_the_leaves_of_both():
+    # a float64 gradient for a float32 leaf is cast and stepped in a second batch: the
+    # template's leaves are counted over both batches, so it still moves on in place
+    model = _model(np.float32, n=3)
+    grads = _grads(model, 5)
+    for g in grads:
+        g["p1"] = g["p1"].astype(np.float64)
+    state, ours = _start(opt.AdamW(ETA, lambda_=0.1), model)
+    state, ours = opt.update_(state, ours, grads[0])
+    tpl = state["p0"]._plan[3]
+    for count, g in enumerate(grads[1:], start=2):
+        state, ours = opt.update_(state, ours, g)
+        assert all(state[k]._plan[3] is tpl for k in model)
+        assert tpl.at == count
+    expected = _by_hand(lambda c: opt.AdamW(ETA(c), lambda_=0.1), model, grads)
+    for k in model:
+        np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
+
+
+def test_a_full_cache_of_scheduled_plans_is_cleared_and_results_stay_right(monkeypatch):
+    from optimisers import _plan
+
+    full = {("stale", i): (None, None) for i in range(4097)}
+    monkeypatch.setattr(_plan, "_SCHEDULED", full)
+    model = _model(np.float64, n=3)
+    grads = _grads(model, 4)
+    state, ours = _start(opt.Momentum(ETA, 0.9), model)
+    for g in grads:
+        state, ours = opt.update_(state, ours, g)
+    assert not any(k[0] == "stale" for k in full)  # cleared, then refilled as it goes
+    assert 0 < len(full) < 10
+    expected = _by_hand(lambda c: opt.Momentum(ETA(c), 0.9), model, grads)
+    for k in model:
+        np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
