@@ -635,3 +635,24 @@ def test_a_leaf_deleted_from_the_state_tree(planned_steps):
     pair.step()
     pair.step()
     assert planned_steps == [True, False, True]
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_a_gradient_without_memory_is_refused_before_anything_is_written(after, planned_steps):
+    """A gradient whose storage was freed (resized to 0 bytes) reports address 0: the plan
+    gives the step up, and the general step raises naming the parameter (it once read
+    freed memory there, and the plan crashed), with every parameter as it was."""
+    params = [torch.nn.Parameter(t) for t in tensors()]
+    optim = Optimizer(params, opt.Adam(1e-2))
+    for _ in range(after):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        optim.step()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    params[2].grad.untyped_storage().resize_(0)
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match="parameter 2: the gradient has no memory"):
+        optim.step()
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    assert True not in planned_steps[after - 1 :] if after else planned_steps == []

@@ -267,6 +267,8 @@ class Plan:
             found: list[int | None] = list(map(_DATA_PTR, given))
         except (AttributeError, RuntimeError, TypeError):  # not a tensor, no storage
             return None
+        if 0 in found and any(a == 0 and g.numel() for a, g in zip(found, given)):
+            return None  # a gradient without memory (storage freed): the general step says so
         if given is grads:
             self._refs, self._addresses = list(map(weakref.ref, grads)), found
             return found

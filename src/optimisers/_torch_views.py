@@ -120,12 +120,17 @@ def _gradient_view(p: torch.Tensor, g: torch.Tensor, where: str) -> np.ndarray:
         )
     if g.is_complex() and not p.is_complex():
         raise TypeError(f"{where}: a complex gradient ({g.dtype}) for a real parameter ({p.dtype})")
+    if g.numel() and g.data_ptr() == 0:
+        raise ValueError(
+            f"{where}: the gradient has no memory (its storage was freed or resized to 0)"
+        )
     if not g.is_contiguous():
         g = g.contiguous()  # rare (a gradient set by hand): one copy, read only
     return tensor_view(g, where)
 
 
 _NUMPY = torch.Tensor.numpy
+_DATA_PTR = torch.Tensor.data_ptr
 _GRAD = operator.attrgetter("grad")
 
 
@@ -145,8 +150,10 @@ def gradient_views(
     grads = list(map(_GRAD, params))
     if not any(g is None for g in grads):
         try:
-            out.update(zip(names, map(_NUMPY, grads)))
-            return
+            # a gradient at address 0 is empty or has no memory: the checks below say which
+            if 0 not in map(_DATA_PTR, grads):
+                out.update(zip(names, map(_NUMPY, grads)))
+                return
         except (TypeError, RuntimeError):  # not plainly viewable: say which and why
             out.clear()
     for i, (p, g) in enumerate(zip(params, grads)):
