@@ -95,7 +95,6 @@ cdef class Replay(Batch):
         (a leading ClipNorm's non-finite norm, no memory), the ``(index, Status)`` of the
         entries that refused, having written nothing."""
         cdef Py_ssize_t n = self.n_leaves, j
-        cdef int n_threads = omp_get_max_threads()
         cdef int* status
         cdef object address
         cdef list refused = []
@@ -124,13 +123,8 @@ cdef class Replay(Batch):
                     self.count[j] = 0
             if refused:
                 return refused
-            with nogil:
-                _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
-                          self.formats, self.gformats, self.n_leaves, self.sizes, self.xs,
-                          self.gs, n_threads, <float> 0)
-                _run_many(self.stages, self.first, self.count, self.modes, self.is_double,
-                          self.formats, self.gformats, self.n_leaves, self.sizes, self.xs,
-                          self.gs, n_threads, <double> 0)
+            self.ran = False
+            Batch.run(self)     # the tiles, as a batch runs them
             return refused
         finally:
             free(status)
