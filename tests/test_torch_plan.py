@@ -360,6 +360,72 @@ def test_a_gradient_whose_memory_changed_in_place(planned_steps):
     assert planned_steps == [True, True]
 
 
+def test_a_gradient_reshaped_in_place_to_its_parameters_size(planned_steps):
+    # torch refuses a .grad of another shape, but .data can reshape one in place: the plan
+    # checks the size (what its memory must hold) and takes the elements in order, as
+    # torch's fused step does; the general step refuses the shape
+    pair = Pair(opt.Adam(1e-2))
+    pair.step()
+    pair.step()
+    pair.grads()
+    flat = [p.grad.clone() for p in pair.a]
+    pair.a[0].grad.data = pair.a[0].grad.data.reshape(5, 3)
+    pair.planned.step()
+    for p, g in zip(pair.b, flat):
+        p.grad = g
+    pair.general.step()
+    pair.check()
+    pair.b[0].grad.data = pair.b[0].grad.data.reshape(5, 3)
+    with pytest.raises(ValueError, match=r"shape \(5, 3\).*\(3, 5\)"):
+        pair.general.step()
+    assert planned_steps == [True, True]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda g: g.reshape(-1)[:-1].clone(),  # fewer elements: refused
+        lambda g: g.to(torch.bfloat16),  # half the bytes: cast by the general step
+        lambda g: g.to(torch.float64),  # twice the bytes: cast by the general step
+    ],
+    ids=["smaller", "bfloat16", "float64"],
+)
+def test_a_gradient_changed_in_place_past_what_the_plan_takes(change, planned_steps):
+    pair = Pair(opt.Adam(1e-2))
+    pair.step()
+    pair.step()
+    pair.grads()
+    for p in (pair.a[0], pair.b[0]):
+        p.grad.data = change(p.grad.data)
+    if pair.a[0].grad.dtype != torch.float32:
+        pair.planned.step()
+        pair.general.step()
+        pair.check()
+    else:  # the general step names what is wrong, and nothing is written
+        before = [p.clone() for p in pair.a]
+        with pytest.raises(ValueError, match="shape"):
+            pair.planned.step()
+        assert all(torch.equal(p, q) for p, q in zip(pair.a, before))
+    assert planned_steps == [True, False]
+
+
+def test_weak_references_only_to_gradients_that_persist(planned_steps):
+    # fresh gradients (zero_grad's default) are checked at every step, and only the first
+    # one is followed; once they persist the plan keeps them all, weakly, and checks
+    # them no more while they stay at the same addresses
+    pair = Pair(opt.Adam(1e-2))
+    for _ in range(3):
+        pair.step(fresh=True)
+    plan = pair.planned._planned
+    assert plan._refs is None and plan._first() is pair.a[0].grad
+    pair.step()  # the tensors of the step before, refilled
+    assert [r() for r in plan._refs] == [p.grad for p in pair.a]
+    pair.step()
+    pair.step(fresh=True)
+    assert plan._refs is None
+    assert planned_steps == [True] * 5
+
+
 @pytest.mark.parametrize(
     "bad, error, match",
     [

@@ -25,9 +25,15 @@ general path, which also raises the errors, writing nothing):
   checks that the tree still holds the planned Leaves, and each Leaf's rule and state
   objects and flag, before running.  The arrays inside a state are not checked again
   (one resized in place, or made read-only, goes unseen): give the Leaf a new state;
-* the gradients: one that is not a dense, C-contiguous CPU tensor of its parameter's
-  dtype and shape declines the step (a ``None`` gradient only leaves its parameter out,
-  as the general step does).
+* the gradients: one that is not a dense, C-contiguous tensor of its parameter's dtype
+  and size declines the step (a ``None`` gradient only leaves its parameter out, as the
+  general step does).  torch keeps a CPU parameter's gradient on the CPU and of its
+  shape; only an in-place change (``.data =``, ``resize_``) can reshape one, and one
+  reshaped to its parameter's size is then taken element by element, as torch's fused
+  step does (the general step refuses its shape).  Gradients that persist from one step
+  to the next (``zero_grad(set_to_none=False)``) are held weakly and not checked again
+  while they stay at their addresses; fresh ones (torch's default) cost four attribute
+  reads each a step.
 
 Not planned at all (the general step every time): a frozen Leaf, a rule with a schedule
 or that the kernels cannot batch (a barrier, a rule written in Python, complex
@@ -52,7 +58,7 @@ from __future__ import annotations
 import operator
 import weakref
 from collections.abc import Sequence
-from itertools import compress, repeat
+from itertools import compress
 from typing import Any
 
 import torch
@@ -65,14 +71,12 @@ __all__ = ["Plan"]
 
 _GRAD = operator.attrgetter("grad")
 _DTYPE = operator.attrgetter("dtype")
-_SHAPE = operator.attrgetter("shape")
-_LAYOUT = operator.attrgetter("layout")
-_IS_CPU = operator.attrgetter("is_cpu")
 _RULE = operator.attrgetter("rule")
 _STATE = operator.attrgetter("state")
 _FROZEN = operator.attrgetter("frozen")
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _DATA_PTR = torch.Tensor.data_ptr
+_NUMEL = torch.Tensor.numel
 _IS = operator.is_
 _DEREF = weakref.ref.__call__  # what a weak reference refers to, or None
 
@@ -89,13 +93,14 @@ class Plan:
     __slots__ = (
         "_addresses",
         "_dtypes",
+        "_first",
         "_leaves",
         "_names",
         "_refs",
         "_replay",
         "_rules",
         "_runs",
-        "_shapes",
+        "_sizes",
         "_states",
         "_trees",
     )
@@ -118,12 +123,13 @@ class Plan:
         # what each Leaf was planned with: checked at each step once the tree is handed out
         self._rules = list(map(_RULE, leaves))
         self._states = list(map(_STATE, leaves))
-        # what every gradient must be: its parameter's dtype and shape
+        # what every gradient must be: its parameter's dtype and size
         self._dtypes = list(map(_DTYPE, params))
-        self._shapes = list(map(_SHAPE, params))
+        self._sizes = list(map(_NUMEL, params))
         # the gradients of the last step (weakly: zero_grad must free them) and addresses
         self._refs: list[Any] | None = None
         self._addresses: list[int | None] = []
+        self._first: Any = None  # the first gradient of the last step, weakly
 
     @classmethod
     def build(cls, groups: Sequence[Any], trees: list[Any]) -> Plan | None:
@@ -241,8 +247,8 @@ class Plan:
 
     def _gradient_addresses(self, grads: list[Any]) -> list[int | None] | None:
         """The data address of each gradient (``None`` for none; an empty one's may be 0),
-        or ``None`` when one is not a dense C-contiguous CPU tensor of its parameter's
-        dtype and shape."""
+        or ``None`` when one is not a dense C-contiguous tensor of its parameter's dtype
+        and size (see the module's docstring)."""
         refs = self._refs
         if refs is not None and all(map(_IS, grads, map(_DEREF, refs))):
             # the tensors of the last step: checked then; still at the same addresses?
@@ -251,15 +257,16 @@ class Plan:
                 return addresses
         present = [g is not None for g in grads]
         given = grads if all(present) else list(compress(grads, present))
-        dtypes, shapes = self._dtypes, self._shapes
+        dtypes, sizes = self._dtypes, self._sizes
         if given is not grads:
-            dtypes, shapes = list(compress(dtypes, present)), list(compress(shapes, present))
+            dtypes, sizes = list(compress(dtypes, present)), list(compress(sizes, present))
+        # A CPU parameter's gradient is on the CPU (torch refuses another device, by
+        # assignment and through .data), and the address of a sparse or mkldnn tensor
+        # raises RuntimeError: what is left to check is its dtype, size and layout.
         try:
             fits = (
                 list(map(_DTYPE, given)) == dtypes
-                and list(map(_SHAPE, given)) == shapes
-                and all(map(_IS_CPU, given))
-                and all(map(_IS, map(_LAYOUT, given), repeat(torch.strided)))
+                and list(map(_NUMEL, given)) == sizes
                 and all(map(_IS_CONTIGUOUS, given))
             )
             if not fits:
@@ -267,14 +274,21 @@ class Plan:
             found: list[int | None] = list(map(_DATA_PTR, given))
         except (AttributeError, RuntimeError, TypeError):  # not a tensor, no storage
             return None
-        if 0 in found and any(a == 0 and g.numel() for a, g in zip(found, given)):
+        if 0 in found and any(a == 0 and n for a, n in zip(found, sizes)):
             return None  # a gradient without memory (storage freed): the general step says so
-        if given is grads:
+        if given is not grads:
+            self._refs = None
+            it = iter(found)
+            return [next(it) if here else None for here in present]
+        # Weak references to the gradients (zero_grad must free them) are made once they
+        # persist from one step to the next, as with zero_grad(set_to_none=False); fresh
+        # ones each step (torch's default) are only followed by their first.
+        first = self._first
+        if first is not None and first() is grads[0]:
             self._refs, self._addresses = list(map(weakref.ref, grads)), found
-            return found
-        self._refs = None
-        it = iter(found)
-        return [next(it) if here else None for here in present]
+        else:
+            self._refs, self._first = None, weakref.ref(grads[0]) if grads else None
+        return found
 
 
 def _layout(template: list[Any]) -> list[tuple[Any, ...]]:
