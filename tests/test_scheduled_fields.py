@@ -87,3 +87,35 @@ def test_rprop_takes_schedules_that_keep_its_order() -> None:
     for _ in range(3):
         state, x = opt.update_(state, x, np.array([1.0, -1.0, 2.0, 0.0]))
     assert np.all(np.isfinite(x)) and x[3] == 1.0
+
+
+S = schedules.warmup_cosine_decay(0.0, 0.5, 3, 12)
+# every real field of these rules a schedule (pairs too); RMSProp has a constructor of its own
+SCHEDULED = [
+    opt.AdamW(S, (schedules.linear(0.8, 0.9, 5), C(0.99)), lambda_=S, epsilon=C(1e-8)),
+    opt.RMSProp(S, rho=schedules.linear(0.5, 0.9, 4), epsilon=S, centred=True),
+    opt.Rprop(S, ell=(C(0.5), schedules.linear(1.1, 1.5, 10))),
+    opt.OptimiserChain(opt.ClipNorm(schedules.piecewise_constant(2, {3: 0.5})), opt.Lion(S)),
+]
+
+
+@pytest.mark.parametrize("rule", SCHEDULED, ids=lambda r: type(r).__name__)
+def test_a_rule_at_a_count_is_the_rule_made_from_the_values(rule: opt.Rule) -> None:
+    # Rule._at does not check a @checked rule's values again (construction checked every
+    # value a schedule takes): it must give what the constructor, checking, gives
+    def made(r: opt.Rule, count: int) -> opt.Rule:
+        if isinstance(r, opt.OptimiserChain):
+            return opt.OptimiserChain(*(made(m, count) for m in r.opts))
+        return type(r)(
+            **{
+                k: schedules.value_at(v, count)
+                if not isinstance(v, tuple)
+                else tuple(schedules.value_at(u, count) for u in v)
+                for k, v in ((k, getattr(r, k)) for k in r._fields())
+            }
+        )
+
+    for count in (0, 1, 3, 7, 50):
+        at = rule._at(count)
+        assert at == made(rule, count) and repr(at) == repr(made(rule, count))
+        assert not at._scheduled() and rule._at(count) is not rule

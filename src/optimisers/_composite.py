@@ -107,7 +107,11 @@ class OptimiserChain(Rule):
     def _at(self, count: int) -> Rule:
         members = tuple(r._at(count) for r in self.opts)
         same = all(a is b for a, b in zip(members, self.opts))
-        return self if same else OptimiserChain(*members)
+        if same:
+            return self
+        chain = object.__new__(OptimiserChain)  # members like its own: checked already
+        object.__setattr__(chain, "opts", members)
+        return chain
 
     def _fails_late(self, leading: bool) -> bool:
         return any(r._fails_late(leading and i == 0) for i, r in enumerate(self.opts))

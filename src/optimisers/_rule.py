@@ -27,6 +27,8 @@ __all__ = ["Rule", "init", "builtin_rules", "state_types", "number", "extent"]
 # here as its class statement runs (``Rule.__init_subclass__``).  opt.RULES, the checkpoint
 # allow-lists and the benchmark's list are all read from it.
 _BUILTIN: dict[str, type[Rule]] = {}
+# a dataclass rule's field names by class (Rule._fields: the schedules look them up each step)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 class Rule:
@@ -170,8 +172,12 @@ class Rule:
 
     def _fields(self) -> tuple[str, ...]:
         """The names of the hyper-parameters (what ``adjust`` may change)."""
+        names = _FIELD_NAMES.get(type(self))
+        if names is not None:
+            return names
         if dataclasses.is_dataclass(self):
-            return tuple(f.name for f in dataclasses.fields(self))
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))
+            return names
         return tuple(k for k in getattr(self, "__dict__", {}) if not k.startswith("_"))
 
     # The hook of ``adjust``: a rule replaces its own fields; a rule made of rules
@@ -208,7 +214,16 @@ class Rule:
             value = getattr(self, name)
             if _holds_schedule(value):
                 changes[name] = _value_at(value, count)
-        return self._replace(**changes) if changes else self
+        if not changes:
+            return self
+        if getattr(type(self), "__post_init__", None) is not _check_fields:
+            return self._replace(**changes)
+        # A rule of @checked is not checked again: its construction checked every value
+        # a schedule takes (``real`` and ``extent`` use a schedule's exact bounds), and
+        # this runs for every scheduled rule at every step.
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__, **changes)
+        return new
 
     def _replace(self: _R, **changes: Any) -> _R:
         """A copy with the given fields replaced (a dataclass rule checks them again)."""
@@ -392,13 +407,15 @@ def pair(
     return (check(rule, f"{name}[0]", v[0]), check(rule, f"{name}[1]", v[1]))
 
 
+def _check_fields(self: Any) -> None:
+    """The ``__post_init__`` of a :func:`checked` rule."""
+    for name, value in self._check().items():
+        object.__setattr__(self, name, value)
+
+
 @dataclass_transform(frozen_default=True)
 def checked(cls: _C) -> _C:
     """Decorator: a frozen dataclass rule whose ``_check()`` normalises its fields."""
 
-    def __post_init__(self: Any) -> None:
-        for name, value in self._check().items():
-            object.__setattr__(self, name, value)
-
-    cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+    cls.__post_init__ = _check_fields  # type: ignore[attr-defined]
     return dataclasses.dataclass(frozen=True)(cls)  # type: ignore[return-value]
