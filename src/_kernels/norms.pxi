@@ -10,6 +10,7 @@
 cdef enum:
     NORM_BLOCK = 8192
     LANES = 8
+    NORM_CHUNK = 128        # elements of one block before the other's (_two_blocks_squares)
 
 cpdef enum NormKind:
     NORM_SQUARES = 0      # sum |g|^2        (p = 2)
@@ -28,24 +29,77 @@ cdef inline double _lanes_total(double* lanes) noexcept nogil:
     return total
 
 
+cdef extern from *:
+    """
+    #if defined(__FMA__)
+    #define OPTIMISERS_HAS_FMA 1
+    #else
+    #define OPTIMISERS_HAS_FMA 0
+    #endif
+    """
+    bint OPTIMISERS_HAS_FMA
+
+
+cdef inline double _plus_square(double acc, floating a) noexcept nogil:
+    # acc + a^2 in float64, the square rounded before the add (the reference's order).  A
+    # float32 a squares exactly in float64 (24 + 24 bits), so a fused multiply-add gives the
+    # same bits with one instruction less, where the build has FMA (the norm passes are
+    # short of arithmetic throughput, not of bandwidth: on 1e8 float32, 8 lanes of
+    # squares then adds ran at 0.8 of a plain read, with FMA 0.92; bench/RESULTS.md).  A
+    # float64 square is rounded.
+    cdef double w = <double> a
+    if floating is float and OPTIMISERS_HAS_FMA:
+        return fma(w, w, acc)
+    return acc + w * w
+
+
 # One loop per kind, so that each vectorises (a branch on the kind inside the loop does not).
 # Element i of the block goes to lane i % LANES; the tail continues the same lanes.
 
 cdef double _block_squares(const floating* g, Py_ssize_t n) noexcept nogil:
     cdef double lanes[LANES]
-    cdef double a
     cdef Py_ssize_t i, j
     cdef int l
     for l in range(LANES):
         lanes[l] = 0.0
     for j in range(n // LANES):
         for l in range(LANES):
-            a = <double> g[j * LANES + l]
-            lanes[l] += a * a
+            lanes[l] = _plus_square(lanes[l], g[j * LANES + l])
     for i in range((n // LANES) * LANES, n):
-        a = <double> g[i]
-        lanes[i % LANES] += a * a
+        lanes[i % LANES] = _plus_square(lanes[i % LANES], g[i])
     return _lanes_total(lanes)
+
+
+cdef inline void _add_squares(double* lanes, const floating* a, Py_ssize_t n) noexcept nogil:
+    # lanes[k % LANES] += a[k]^2 for k < n, in order (the lanes above, continued from one
+    # chunk to the next).  A loop of its own over memory lanes: inlined into a loop that
+    # also accumulates other lanes, gcc kept a lane of each in scalar registers besides.
+    cdef Py_ssize_t jj, k
+    cdef int l
+    for jj in range(n // LANES):
+        for l in range(LANES):
+            lanes[l] = _plus_square(lanes[l], a[jj * LANES + l])
+    for k in range((n // LANES) * LANES, n):
+        lanes[k % LANES] = _plus_square(lanes[k % LANES], a[k])
+
+
+cdef void _two_blocks_squares(const floating* g, double* partials) noexcept nogil:
+    # The partials of two whole blocks, each formed as _block_squares forms it (the same
+    # bits), a chunk of one then a chunk of the other: one block's lanes are chains of
+    # dependent adds, and two blocks give the core twice the adds to overlap (on 1e8
+    # float32 at one thread, 0.9 -> 1.0 of a plain read; bench/RESULTS.md).
+    cdef double a[LANES]
+    cdef double b[LANES]
+    cdef Py_ssize_t c
+    cdef int l
+    for l in range(LANES):
+        a[l] = 0.0
+        b[l] = 0.0
+    for c in range(NORM_BLOCK // NORM_CHUNK):
+        _add_squares(a, g + c * NORM_CHUNK, NORM_CHUNK)
+        _add_squares(b, g + NORM_BLOCK + c * NORM_CHUNK, NORM_CHUNK)
+    partials[0] = _lanes_total(a)
+    partials[1] = _lanes_total(b)
 
 
 cdef double _block_abs(const floating* g, Py_ssize_t n) noexcept nogil:
@@ -181,15 +235,31 @@ cdef double _block_extreme(const floating* g, Py_ssize_t n, bint want_max,
     return r
 
 
+cdef void _block_pair(const floating* g, Py_ssize_t n, Py_ssize_t k, int how, double p,
+                      bint pairs, double* partials) noexcept nogil:
+    """The partials of blocks 2k and 2k + 1 (the one block left at the end alone)."""
+    cdef Py_ssize_t b, start, m
+    cdef Py_ssize_t comps = 2 if pairs else 1
+    if how == NORM_SQUARES and not pairs and n - 2 * k * NORM_BLOCK >= 2 * NORM_BLOCK:
+        _two_blocks_squares(g + 2 * k * NORM_BLOCK, partials + 2 * k)
+        return
+    for b in range(2 * k, min(2 * k + 2, (n + NORM_BLOCK - 1) // NORM_BLOCK)):
+        start = b * NORM_BLOCK
+        m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
+        if how == NORM_MAX or how == NORM_MIN:
+            partials[b] = _block_extreme(g + start * comps, m, how == NORM_MAX, pairs)
+        else:
+            partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
+
+
 cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_threads,
                     bint pairs) noexcept nogil:
     # n elements; with ``pairs`` each is two components (a complex number)
     cdef Py_ssize_t n_blocks = (n + NORM_BLOCK - 1) // NORM_BLOCK
-    cdef Py_ssize_t b, start, m
+    cdef Py_ssize_t b, k
     cdef double total, part
     cdef double* partials
     cdef bint extreme = how == NORM_MAX or how == NORM_MIN
-    cdef Py_ssize_t comps = 2 if pairs else 1
     cdef double local[64]               # the partials of arrays up to 64 blocks: no malloc
     if n == 0:
         return 0.0
@@ -200,21 +270,11 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
     if partials == NULL:
         return -1.0
     if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
-        for b in range(n_blocks):
-            start = b * NORM_BLOCK
-            m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
-            if extreme:
-                partials[b] = _block_extreme(g + start * comps, m, how == NORM_MAX, pairs)
-            else:
-                partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
+        for k in range((n_blocks + 1) // 2):
+            _block_pair(g, n, k, how, p, pairs, partials)
     else:
-        for b in prange(n_blocks, schedule="static", num_threads=n_threads):
-            start = b * NORM_BLOCK
-            m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
-            if extreme:
-                partials[b] = _block_extreme(g + start * comps, m, how == NORM_MAX, pairs)
-            else:
-                partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
+        for k in prange((n_blocks + 1) // 2, schedule="static", num_threads=n_threads):
+            _block_pair(g, n, k, how, p, pairs, partials)
     if extreme:
         total = partials[0]
         for b in range(1, n_blocks):
@@ -290,25 +350,22 @@ cdef enum:
 
 cdef int _expand(double* parts, int m, double x) noexcept nogil:
     """Add the finite ``x`` to the expansion ``parts[0:m]`` (non-overlapping partials,
-    smallest first, whose sum is exact: Shewchuk's algorithm, as math.fsum): the new
-    length, or -1 when an intermediate sum overflows (all inputs are >= 0 here, so the
-    exact total is then beyond float64)."""
+    smallest first, whose sum is exact: Shewchuk's Grow-Expansion with zero elimination,
+    as math.fsum, with Knuth's TwoSum, which needs no comparison of magnitudes, so that
+    no branch waits on the data): the new length, or -1 when a sum overflows (all inputs
+    are >= 0 here, so the exact total is then beyond float64)."""
     cdef int i = 0, k
-    cdef double y, hi, lo, t
+    cdef double y, hi, b, lo
     for k in range(m):
         y = parts[k]
-        if fabs(x) < fabs(y):
-            t = x
-            x = y
-            y = t
         hi = x + y
-        if not (hi - hi == 0):
-            return -1
-        lo = y - (hi - x)
-        if lo != 0.0:
-            parts[i] = lo
-            i += 1
+        b = hi - x
+        lo = (x - (hi - b)) + (y - b)   # exactly x + y - hi
+        parts[i] = lo
+        i += lo != 0.0
         x = hi
+    if not (x - x == 0):              # an overflow: inf from there on, the inputs are >= 0
+        return -1
     if i >= _EXPANSION:               # cannot happen for doubles >= 0; stay in bounds
         return -1
     parts[i] = x

@@ -21,41 +21,6 @@ cdef enum:
     U_CHUNK = 128
 
 
-cdef extern from *:
-    """
-    #if defined(__FMA__)
-    #define OPTIMISERS_HAS_FMA 1
-    #else
-    #define OPTIMISERS_HAS_FMA 0
-    #endif
-    """
-    bint OPTIMISERS_HAS_FMA
-
-
-cdef inline double _plus_square(double acc, floating a) noexcept nogil:
-    # acc + a^2 in float64, the square rounded before the add (the reference's order).  A
-    # float32 a squares exactly in float64 (24 + 24 bits), so a fused multiply-add gives the
-    # same bits with one instruction less, where the build has FMA (the norm passes are
-    # short of arithmetic throughput, not of bandwidth).  A float64 square is rounded.
-    cdef double w = <double> a
-    if floating is float and OPTIMISERS_HAS_FMA:
-        return fma(w, w, acc)
-    return acc + w * w
-
-
-cdef inline void _add_squares(double* lanes, const floating* a, Py_ssize_t n) noexcept nogil:
-    # lanes[k % LANES] += a[k]^2 for k < n, in order (norms.pxi's lanes, continued from one
-    # chunk to the next).  A loop of its own over memory lanes: inlined into a loop that
-    # also accumulates other lanes, gcc kept a lane of each in scalar registers besides.
-    cdef Py_ssize_t jj, k
-    cdef int l
-    for jj in range(n // LANES):
-        for l in range(LANES):
-            lanes[l] = _plus_square(lanes[l], a[jj * LANES + l])
-    for k in range((n // LANES) * LANES, n):
-        lanes[k % LANES] = _plus_square(lanes[k % LANES], a[k])
-
-
 # ---------------------------------------------------------------------------------------
 # Adafactor
 
