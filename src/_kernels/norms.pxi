@@ -43,10 +43,9 @@ cdef extern from *:
 cdef inline double _plus_square(double acc, floating a) noexcept nogil:
     # acc + a^2 in float64, the square rounded before the add (the reference's order).  A
     # float32 a squares exactly in float64 (24 + 24 bits), so a fused multiply-add gives the
-    # same bits with one instruction less, where the build has FMA (the norm passes are
-    # short of arithmetic throughput, not of bandwidth: on 1e8 float32, 8 lanes of
-    # squares then adds ran at 0.8 of a plain read, with FMA 0.92; bench/RESULTS.md).  A
-    # float64 square is rounded.
+    # same bits with one instruction less, where the build has FMA (the passes over large
+    # arrays are short of arithmetic throughput, not of bandwidth).  A float64 square is
+    # rounded.
     cdef double w = <double> a
     if floating is float and OPTIMISERS_HAS_FMA:
         return fma(w, w, acc)
@@ -57,16 +56,20 @@ cdef inline double _plus_square(double acc, floating a) noexcept nogil:
 # Element i of the block goes to lane i % LANES; the tail continues the same lanes.
 
 cdef double _block_squares(const floating* g, Py_ssize_t n) noexcept nogil:
+    # (not _plus_square: gcc's loop with it took 15% longer on 1000 float32 in cache)
     cdef double lanes[LANES]
+    cdef double a
     cdef Py_ssize_t i, j
     cdef int l
     for l in range(LANES):
         lanes[l] = 0.0
     for j in range(n // LANES):
         for l in range(LANES):
-            lanes[l] = _plus_square(lanes[l], g[j * LANES + l])
+            a = <double> g[j * LANES + l]
+            lanes[l] += a * a
     for i in range((n // LANES) * LANES, n):
-        lanes[i % LANES] = _plus_square(lanes[i % LANES], g[i])
+        a = <double> g[i]
+        lanes[i % LANES] += a * a
     return _lanes_total(lanes)
 
 
@@ -86,8 +89,8 @@ cdef inline void _add_squares(double* lanes, const floating* a, Py_ssize_t n) no
 cdef void _two_blocks_squares(const floating* g, double* partials) noexcept nogil:
     # The partials of two whole blocks, each formed as _block_squares forms it (the same
     # bits), a chunk of one then a chunk of the other: one block's lanes are chains of
-    # dependent adds, and two blocks give the core twice the adds to overlap (on 1e8
-    # float32 at one thread, 0.9 -> 1.0 of a plain read; bench/RESULTS.md).
+    # dependent adds, and two blocks give the core twice the adds to overlap (the norm of
+    # 1e8 float32 went from 1.3x a plain read of it to 1.0x; bench/RESULTS.md).
     cdef double a[LANES]
     cdef double b[LANES]
     cdef Py_ssize_t c
@@ -235,21 +238,27 @@ cdef double _block_extreme(const floating* g, Py_ssize_t n, bint want_max,
     return r
 
 
+cdef inline void _block(const floating* g, Py_ssize_t n, Py_ssize_t b, int how, double p,
+                        bint pairs, double* partials) noexcept nogil:
+    """The partial of block b."""
+    cdef Py_ssize_t start = b * NORM_BLOCK
+    cdef Py_ssize_t m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
+    cdef Py_ssize_t comps = 2 if pairs else 1
+    if how == NORM_MAX or how == NORM_MIN:
+        partials[b] = _block_extreme(g + start * comps, m, how == NORM_MAX, pairs)
+    else:
+        partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
+
+
 cdef void _block_pair(const floating* g, Py_ssize_t n, Py_ssize_t k, int how, double p,
                       bint pairs, double* partials) noexcept nogil:
     """The partials of blocks 2k and 2k + 1 (the one block left at the end alone)."""
-    cdef Py_ssize_t b, start, m
-    cdef Py_ssize_t comps = 2 if pairs else 1
     if how == NORM_SQUARES and not pairs and n - 2 * k * NORM_BLOCK >= 2 * NORM_BLOCK:
         _two_blocks_squares(g + 2 * k * NORM_BLOCK, partials + 2 * k)
         return
-    for b in range(2 * k, min(2 * k + 2, (n + NORM_BLOCK - 1) // NORM_BLOCK)):
-        start = b * NORM_BLOCK
-        m = n - start if n - start < NORM_BLOCK else NORM_BLOCK
-        if how == NORM_MAX or how == NORM_MIN:
-            partials[b] = _block_extreme(g + start * comps, m, how == NORM_MAX, pairs)
-        else:
-            partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
+    _block(g, n, 2 * k, how, p, pairs, partials)
+    if (2 * k + 1) * NORM_BLOCK < n:
+        _block(g, n, 2 * k + 1, how, p, pairs, partials)
 
 
 cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_threads,
@@ -269,7 +278,9 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
         partials = <double*> malloc(n_blocks * sizeof(double))
     if partials == NULL:
         return -1.0
-    if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
+    if n_blocks == 1:           # most arrays: no pair to make
+        _block(g, n, 0, how, p, pairs, partials)
+    elif n_threads <= 1 or n < _parallel_threshold:
         for k in range((n_blocks + 1) // 2):
             _block_pair(g, n, k, how, p, pairs, partials)
     else:
