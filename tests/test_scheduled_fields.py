@@ -119,3 +119,35 @@ def test_a_rule_at_a_count_is_the_rule_made_from_the_values(rule: opt.Rule) -> N
         at = rule._at(count)
         assert at == made(rule, count) and repr(at) == repr(made(rule, count))
         assert not at._scheduled() and rule._at(count) is not rule
+
+
+def test_a_rule_outside_checked_is_rebuilt_at_a_count() -> None:
+    # a rule written in Python (fields in its __dict__) or a @checked rule whose subclass
+    # has a __post_init__ of its own goes through _replace: its own checks run again
+    class Halving(opt.Rule):
+        def __init__(self, eta: object) -> None:
+            self.eta = eta
+
+        def init(self, x: np.ndarray) -> None:
+            return None
+
+        def apply(self, state: None, x: np.ndarray, dx: np.ndarray) -> tuple:
+            return state, dx * self.eta
+
+    rule = Halving(schedules.linear(1.0, 0.0, 4))
+    assert rule._at(2).eta == 0.5 and rule._at(2) is not rule and rule.eta is not None
+
+    made: list[float] = []
+
+    class Checked(opt.Momentum):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            made.append(schedules.value_at(self.eta, 0))
+
+    chk = Checked(schedules.linear(0.2, 0.0, 4))
+    assert chk._at(1).eta == pytest.approx(0.15) and made == [0.2, pytest.approx(0.15)]
+
+
+def test_a_chain_with_nothing_scheduled_is_itself_at_any_count() -> None:
+    chain = opt.OptimiserChain(opt.ClipNorm(1.0), opt.Descent(0.1))
+    assert chain._at(5) is chain
