@@ -12,7 +12,7 @@ import optimisers as opt
 from optimisers import _plan, schedules
 from reference import ref_init, ref_update
 
-RULES = [opt.AdaDelta(), opt.Momentum(0.05), opt.Adam(1e-2), opt.RMSProp(1e-2)]
+RULES = [opt.AdaDelta(), opt.Momentum(0.05), opt.Adam(1e-2), opt.RMSProp(1e-2), opt.AccumGrad(2)]
 
 
 def _steps(rule, x, grads):
