@@ -278,9 +278,7 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
         partials = <double*> malloc(n_blocks * sizeof(double))
     if partials == NULL:
         return -1.0
-    if n_blocks == 1:           # most arrays: no pair to make
-        _block(g, n, 0, how, p, pairs, partials)
-    elif n_threads <= 1 or n < _parallel_threshold:
+    if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
         for k in range((n_blocks + 1) // 2):
             _block_pair(g, n, k, how, p, pairs, partials)
     else:
