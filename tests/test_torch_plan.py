@@ -163,31 +163,28 @@ def test_a_none_gradient_leaves_its_parameter_and_state_as_they_were(planned_ste
     assert planned_steps == [True] * 3
 
 
-def test_a_scheduler_moves_the_lr_and_the_plan_follows(planned_steps):
+@pytest.mark.parametrize(
+    "scheduler, steps",
+    [
+        (lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5), 10),
+        (  # a new lr at every step
+            lambda o: torch.optim.lr_scheduler.OneCycleLR(
+                o, max_lr=0.1, total_steps=20, cycle_momentum=False
+            ),
+            12,
+        ),
+    ],
+    ids=["StepLR", "OneCycleLR"],
+)
+def test_a_scheduler_moves_the_lr_and_the_plan_follows(scheduler, steps, planned_steps):
     pair = Pair(opt.Adam(1e-2))
-    scheds = [
-        torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)
-        for o in (pair.planned, pair.general)
-    ]
-    for _ in range(10):
+    scheds = [scheduler(o) for o in (pair.planned, pair.general)]
+    for _ in range(steps):
         pair.step()
         for s in scheds:
             s.step()
     # the plan applies each new lr itself
-    assert planned_steps == [True] * 9
-
-
-def test_a_scheduler_moving_the_lr_at_every_step(planned_steps):
-    pair = Pair(opt.Adam(1e-2))
-    scheds = [
-        torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=20, cycle_momentum=False)
-        for o in (pair.planned, pair.general)
-    ]
-    for _ in range(12):
-        pair.step()
-        for s in scheds:
-            s.step()
-    assert planned_steps == [True] * 11
+    assert planned_steps == [True] * (steps - 1)
 
 
 @pytest.mark.parametrize(

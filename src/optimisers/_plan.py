@@ -92,9 +92,15 @@ class ScheduledTemplate(list):
         still in cache, before the kernels run, and :func:`advance` take it after."""
         got = self._upcoming
         if not got or got[0] != self.at + 1:
-            concrete = self.rule._at(self.at + 1)
-            got = self._upcoming = (self.at + 1, concrete, template(concrete, x, state))
+            got = self._upcoming = (self.at + 1, *_made_at(self.rule, x, state, self.at + 1))
         return got
+
+
+def _made_at(rule: Rule, x: Any, state: Any, count: int) -> tuple[Rule, Any]:
+    """``rule`` at ``count`` (every schedule replaced by its value) and its template for
+    leaves like ``x`` (None: a barrier)."""
+    concrete = rule._at(count)
+    return concrete, template(concrete, x, state)
 
 
 def plan_count(plan: tuple[Any, ...]) -> int:
@@ -121,8 +127,7 @@ def scheduled_plan(rule: Rule, x: Any, state: Any, count: int) -> tuple[Any, ...
             return got[1]
         if len(_SCHEDULED) > 4096:
             _SCHEDULED.clear()
-        concrete = rule._at(count)
-        stages = template(concrete, x, state)
+        concrete, stages = _made_at(rule, x, state, count)
         tpl = None if stages is None else ScheduledTemplate(stages, concrete, rule, count)
         plan = (rule, x.dtype, gradient_dtype(rule, x.dtype), tpl, True, count)
         if tpl is not None:
