@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import optimisers as opt
-from optimisers.bench import busy, compare, distributed, plot, rules, speed, torch_step
+from optimisers.bench import busy, compare, distributed, plot, rules, speed, timing, torch_step
 from optimisers.bench.cases import Case, Unavailable
 from optimisers.bench.speed import optimisers_step
 from optimisers.bench.timing import Budget
@@ -167,17 +167,15 @@ def test_the_bench_without_torch(no_torch: None) -> None:
         torch_step.main(["--size", "64", "--tensors", "1"])
 
 
-def test_measure_prepared_stops_each_round_at_max_steps() -> None:
-    # min_steps asks for more than max_steps allows: each round stops at max_steps, and
-    # every timed step (warm-up included) is preceded by its prepare
+def test_measure_with_prepare_stops_each_round_at_max_steps() -> None:
+    # min_steps asks for more than max_steps allows: each round stops at its share of
+    # max_steps (3), and every timed step (warm-up included) is preceded by its prepare
     calls: list[str] = []
-    budget = Budget(warmup=1, min_steps=50, max_steps=3, min_time=0.0, max_time=60.0, rounds=2)
-    timings = torch_step.measure_prepared(
-        {
-            "prepared": (lambda: calls.append("prepare"), lambda: calls.append("step")),
-            "plain": (None, lambda: calls.append("plain")),
-        },
+    budget = Budget(warmup=1, min_steps=50, max_steps=6, min_time=0.0, max_time=60.0, rounds=2)
+    timings = timing.measure(
+        {"prepared": lambda: calls.append("step"), "plain": lambda: calls.append("plain")},
         budget,
+        prepare={"prepared": lambda: calls.append("prepare")},
     )
     assert timings["prepared"].steps == 6 and len(timings["prepared"].by_round) == 2
     assert timings["plain"].steps == 6

@@ -24,7 +24,7 @@ from optimisers import _torch_plan  # noqa: E402
 from optimisers._native import kernels  # noqa: E402
 from optimisers.bench import torch_step  # noqa: E402
 from optimisers.bench.cases import Case  # noqa: E402
-from optimisers.bench.timing import Budget  # noqa: E402
+from optimisers.bench.timing import Budget, measure  # noqa: E402
 from optimisers.torch import Optimizer  # noqa: E402
 
 SHAPES = [(3, 5), (7,), (2, 2, 3), (1,), (40,)]
@@ -519,15 +519,16 @@ def test_the_replay_entry_point():
 
 def test_the_bench_times_fresh_gradients_apart():
     step = torch_step.optimiser_step(Case("adam", "float32", 400, 4, 1))
-    prepare, same = torch_step._fresh(step)
+    prepare = torch_step._fresh(step)
     old = [p.grad for p in step.tensors]
     prepare()
     new = [p.grad for p in step.tensors]
     assert all(g is not h and torch.equal(g, h) for g, h in zip(old, new))  # new tensors
     calls = []
-    timing = torch_step.measure_prepared(
-        {"a": (lambda: calls.append("p"), lambda: calls.append("s")), "b": (None, same)},
+    timing = measure(
+        {"a": lambda: calls.append("s"), "b": step},
         Budget(warmup=1, min_steps=4, min_time=0, rounds=2),
+        prepare={"a": lambda: calls.append("p")},
     )
     assert timing["a"].steps == 4 and calls == ["p", "s"] * 5  # each step prepared first
     assert timing["b"].steps == 4

@@ -87,33 +87,40 @@ def ratio(a, b):
     return a.median / b.median
 
 
-def _sample(step, min_steps, min_time, max_time, max_steps, out):
+def _sample(step, min_steps, min_time, max_time, max_steps, out, prepare=None):
     clock = time.perf_counter
-    start = clock()
+    spent = 0.0
     n = 0
     while True:
+        if prepare is not None:  # not timed, nor counted in the time spent
+            prepare()
         t0 = clock()
         step()
         t1 = clock()
         out.append(t1 - t0)
         n += 1
-        spent = t1 - start
+        spent += t1 - t0
         if n >= max_steps or spent >= max_time or (n >= min_steps and spent >= min_time):
             return
 
 
-def measure(steps, budget=Budget()):
+def measure(steps, budget=Budget(), prepare=None):
     """Time every callable of the dict ``steps`` (name -> step): a dict name -> Timing.
+    ``prepare`` (name -> callable, for some of the names) runs untimed before each of that
+    step's runs, warm-up included (e.g. new gradient tensors, as after ``zero_grad()``).
 
     >>> t = measure({"noop": lambda: None}, Budget(warmup=1, min_steps=5, min_time=0))
     >>> t["noop"].steps >= 5
     True
     """
+    prepare = prepare or {}
     rounds = max(1, budget.rounds)
     names = list(steps)
     samples = {k: [[] for _ in range(rounds)] for k in names}
-    for f in steps.values():
+    for k, f in steps.items():
         for _ in range(budget.warmup):
+            if k in prepare:
+                prepare[k]()
             f()
     shuffler = random.Random(0)
     for r in range(rounds):
@@ -129,6 +136,7 @@ def measure(steps, budget=Budget()):
                 budget.max_time / rounds,
                 -(-budget.max_steps // rounds),
                 samples[k][r],
+                prepare.get(k),
             )
     return {k: Timing.of(v) for k, v in samples.items()}
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import random
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,9 +110,9 @@ def _torch_step(case: Case, variant: str) -> Callable[[], None]:
     return step
 
 
-def _fresh(step: Callable[[], None]) -> tuple[Callable[[], None], Callable[[], None]]:
-    """``(prepare, step)``: ``prepare`` (not timed) gives every parameter of ``step`` a new
-    gradient tensor of the same values, as autograd does after ``zero_grad()``."""
+def _fresh(step: Callable[[], None]) -> Callable[[], None]:
+    """What gives every parameter of ``step`` a new gradient tensor of the same values, as
+    autograd does after ``zero_grad()`` (run untimed before each step)."""
     params = step.tensors  # type: ignore[attr-defined]
     base = [p.grad.clone() for p in params]
 
@@ -122,38 +120,7 @@ def _fresh(step: Callable[[], None]) -> tuple[Callable[[], None], Callable[[], N
         for p, g in zip(params, base):
             p.grad = g.clone()
 
-    return prepare, step
-
-
-def measure_prepared(
-    steps: dict[str, tuple[Callable[[], None] | None, Callable[[], None]]], budget: Budget
-) -> dict[str, Timing]:
-    """As :func:`.timing.measure`, for steps each preceded by an untimed ``prepare`` (or
-    none): round-robin rounds, a new order each round, every step timed on its own."""
-    rounds = max(1, budget.rounds)
-    names = list(steps)
-    samples: dict[str, list[list[float]]] = {k: [[] for _ in range(rounds)] for k in names}
-    for prepare, step in steps.values():
-        for _ in range(budget.warmup):
-            if prepare is not None:
-                prepare()
-            step()
-    shuffler = random.Random(0)
-    for r in range(rounds):
-        shuffler.shuffle(names)
-        for k in names:
-            prepare, step = steps[k]
-            out, spent = samples[k][r], 0.0
-            while len(out) < -(-budget.min_steps // rounds) or spent < budget.min_time / rounds:
-                if prepare is not None:
-                    prepare()
-                t0 = time.perf_counter()
-                step()
-                out.append(time.perf_counter() - t0)
-                spent += out[-1]
-                if spent > budget.max_time / rounds or len(out) >= budget.max_steps:
-                    break
-    return {k: Timing.of(v) for k, v in samples.items()}
+    return prepare
 
 
 def _update_step(case: Case) -> Callable[[], None]:
@@ -184,13 +151,10 @@ def torch_table(
             }
             timing = measure(steps, budget)
             if case.rule == MANY[0]:  # the same case with fresh gradient tensors each step
-                fresh = measure_prepared(
-                    {
-                        "ours": _fresh(steps["ours"]),
-                        "torch": _fresh(steps["torch"]),
-                        "update_": (None, steps["update_"]),
-                    },
+                fresh = measure(
+                    steps,
                     budget,
+                    prepare={"ours": _fresh(steps["ours"]), "torch": _fresh(steps["torch"])},
                 )
             del steps
         rows.append(_row(case.label(), case.rule, variant, want, timing))
