@@ -150,7 +150,7 @@ def measure(size: int, arrays: int, rounds: int) -> dict[str, Any]:
     return row
 
 
-PHASES = ("check", "reduce-scatter", "divide", "step", "gather")
+PHASES = _step.PHASES
 
 
 def phases(size: int, arrays: int, rounds: int) -> list[list[float]]:
@@ -165,16 +165,8 @@ def phases(size: int, arrays: int, rounds: int) -> list[list[float]]:
 
     def phased() -> list[float]:
         t = [time.perf_counter()]
-        active = _step._check(state, model, buffers)
-        t.append(time.perf_counter())
-        _step._sum(state)
-        t.append(time.perf_counter())
-        _step._divide(state)
-        t.append(time.perf_counter())
-        _step._step_share(state, model, active)
-        t.append(time.perf_counter())
-        _step._gather(state, active)
-        t.append(time.perf_counter())
+        for _phase in _step.phases(state, model, buffers):
+            t.append(time.perf_counter())
         return list(np.diff(t))
 
     phased()

@@ -20,6 +20,7 @@ rank raises, none has written anything.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -120,12 +121,28 @@ def update_(state: DistState, model: Any, grads: Any) -> tuple[DistState, Any]:
     >>> model["w"]
     array([0.5, 0.5, 0.5], dtype=float32)
     """
-    active = _check(state, model, grads)
-    _sum(state)
-    _divide(state)
-    _step_share(state, model, active)
-    _gather(state, active)
+    for _phase in phases(state, model, grads):
+        pass
     return state, model
+
+
+# what phases() yields, in order
+PHASES = ("check", "reduce-scatter", "divide", "step", "gather")
+
+
+def phases(state: DistState, model: Any, grads: Any) -> Iterator[str]:
+    """The step of :func:`update_`, phase by phase: each phase's name once it has run (the
+    benchmark times them apart, ``optimisers-bench distributed --phases``)."""
+    active = _check(state, model, grads)
+    yield "check"
+    _sum(state)
+    yield "reduce-scatter"
+    _divide(state)
+    yield "divide"
+    _step_share(state, model, active)
+    yield "step"
+    _gather(state, active)
+    yield "gather"
 
 
 def _check(state: DistState, model: Any, grads: Any) -> np.ndarray:
