@@ -40,6 +40,7 @@ Files, in the order they are included:
 * ``staging.pxi``: the same for a parameter stored in 16 bits (float16, bfloat16): each tile
   converted to float32 buffers, run by the float32 tile functions, rounded back once;
 * ``entry.pxi``: the Python entry points (``run_program``, build controls, the kind table);
+* ``leafcache.pxi``: what a batch found in a leaf's state, reused while it holds;
 * ``batch.pxi``: many leaves checked, prepared and run in two calls (``Batch``);
 * ``replay.pxi``: a batch prepared once and run at every step with new gradients
   (``Replay``: optimisers.torch's planned step).
@@ -130,6 +131,7 @@ include "rules_lamb.pxi"
 include "driver.pxi"
 include "staging.pxi"
 include "entry.pxi"
+include "leafcache.pxi"
 include "batch.pxi"
 include "replay.pxi"
 

@@ -76,7 +76,17 @@ class Leaf:
     Leaf(Momentum(eta=0.01, rho=0.9), array([0., 0.]))
     """
 
-    __slots__ = ("rule", "state", "frozen", "_count", "_scratch", "_plan", "_backup", "__weakref__")
+    __slots__ = (
+        "rule",
+        "state",
+        "frozen",
+        "_count",
+        "_scratch",
+        "_plan",
+        "_backup",
+        "_fill",
+        "__weakref__",
+    )
 
     rule: Rule
     state: RuleState
@@ -91,6 +101,9 @@ class Leaf:
         # per-leaf facts update_ reuses between steps (_plan.leaf_plan)
         self._plan: Any = None  # the plan tuple, or None until the first step
         self._backup: list[Array] | None = None  # copies of its arrays, for a late failure
+        # what the batch found in its state at its last step (_kernels' leafcache.pxi),
+        # reused while the state is the same object and its arrays are unchanged
+        self._fill: Any = None
 
     @property
     def count(self) -> int:
@@ -128,6 +141,7 @@ class Leaf:
         self._scratch = None
         self._plan = None
         self._backup = None
+        self._fill = None
 
 
 def tree_equal(a: Any, b: Any) -> bool:
