@@ -18,8 +18,7 @@ SIZES = (7, 300, 1000)
 
 def _model(dtype: type, n: int = 3) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
-    return {f"p{i}": rng.standard_normal(SIZES[i % len(SIZES)]).astype(dtype)
-            for i in range(n)}
+    return {f"p{i}": rng.standard_normal(SIZES[i % len(SIZES)]).astype(dtype) for i in range(n)}
 
 
 def _grads(model: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
@@ -29,8 +28,10 @@ def _grads(model: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
 
 def _recipe(path: object, x: np.ndarray) -> opt.Rule:
     return opt.OptimiserChain(
-        opt.SkipNonFinite(), opt.ClipGlobalNorm(1.0),
-        opt.AdamW(opt.schedules.warmup_cosine_decay(0.0, 1e-2, 3, 100), lambda_=0.1))
+        opt.SkipNonFinite(),
+        opt.ClipGlobalNorm(1.0),
+        opt.AdamW(opt.schedules.warmup_cosine_decay(0.0, 1e-2, 3, 100), lambda_=0.1),
+    )
 
 
 RULES = {
@@ -53,7 +54,7 @@ def test_a_warm_cache_steps_as_a_cold_one(rule, dtype, n_threads):
     fills = None
     for step in range(6):
         for leaf in _leaves(cold):
-            leaf._fill = None                 # every step of `cold` fills its stages afresh
+            leaf._fill = None  # every step of `cold` fills its stages afresh
         g = _grads(warm_model, step)
         opt.update_(warm, warm_model, g)
         opt.update_(cold, cold_model, g)
@@ -62,7 +63,7 @@ def test_a_warm_cache_steps_as_a_cold_one(rule, dtype, n_threads):
         assert tree_equal(warm, cold)
         now = [leaf._fill for leaf in _leaves(warm)]
         assert all(f is not None for f in now)
-        if fills is not None:                 # the cache was used, not made again
+        if fills is not None:  # the cache was used, not made again
             assert all(a is b for a, b in zip(now, fills))
         fills = now
 
@@ -77,7 +78,7 @@ def _warm(rule: opt.Rule, dtype: type = np.float32) -> tuple[dict, dict]:
 
 
 def _snapshot(tree: dict, model: dict) -> tuple[dict, dict]:
-    return opt.update(tree, model, {k: None for k in model})     # copies, no step
+    return opt.update(tree, model, {k: None for k in model})  # copies, no step
 
 
 def _unchanged(tree: dict, model: dict, before: tuple[dict, dict]) -> None:
@@ -100,11 +101,11 @@ def test_a_new_state_object_is_stepped_and_the_old_one_is_not():
     leaf = tree["p1"]
     old = leaf.state
     kept = [a.copy() for a in old]
-    leaf.state = type(old)(*(a.copy() for a in old))     # as a hand-made or loaded state
+    leaf.state = type(old)(*(a.copy() for a in old))  # as a hand-made or loaded state
     opt.update_(tree, model, _grads(model, 5))
     for a, k in zip(old, kept):
-        np.testing.assert_array_equal(a, k)              # the old arrays were not written
-    assert not np.array_equal(leaf.state.m, old.m)       # the new ones were
+        np.testing.assert_array_equal(a, k)  # the old arrays were not written
+    assert not np.array_equal(leaf.state.m, old.m)  # the new ones were
 
 
 @pytest.mark.parametrize("field", ["m", "beta_t"])
@@ -120,7 +121,7 @@ def test_a_state_array_given_another_dtype_in_place_is_refused():
     tree, model = _warm(opt.Adam(1e-2))
     v = tree["p0"].state.v
     before = _snapshot(tree, model)
-    v.dtype = np.int32                                   # the same memory, read as int32
+    v.dtype = np.int32  # the same memory, read as int32
     _refused(tree, model, "p0")
     v.dtype = np.float32
     _unchanged(tree, model, before)
@@ -128,7 +129,7 @@ def test_a_state_array_given_another_dtype_in_place_is_refused():
 
 def test_a_state_array_resized_in_place_is_refused():
     tree, model = _warm(opt.Momentum(0.1))
-    tree["p1"].state.resize(100, refcheck=False)         # fewer elements, maybe new memory
+    tree["p1"].state.resize(100, refcheck=False)  # fewer elements, maybe new memory
     _refused(tree, model, "p1")
 
 
@@ -168,7 +169,7 @@ def test_adjust_freeze_thaw_pickle_and_update_step_as_without_the_cache():
     tree, model = _warm(_recipe)
     cold_tree, cold_model = _snapshot(tree, model)
     for leaf in _leaves(cold_tree):
-        assert leaf._fill is None                        # copies start cold
+        assert leaf._fill is None  # copies start cold
     for t in (tree, cold_tree):
         opt.adjust_(t, 5e-3)
         opt.freeze_(t["p1"])
@@ -199,7 +200,7 @@ def test_a_failed_step_with_a_warm_cache_writes_nothing():
     tree, model = _warm(_recipe)
     before = _snapshot(tree, model)
     g = _grads(model, 5)
-    g["p2"] = np.zeros(3, np.float32)                    # the wrong shape, on the last leaf
+    g["p2"] = np.zeros(3, np.float32)  # the wrong shape, on the last leaf
     with pytest.raises(ValueError, match="p2"):
         opt.update_(tree, model, g)
     _unchanged(tree, model, before)

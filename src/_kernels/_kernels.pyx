@@ -63,7 +63,6 @@ from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
 from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, hypot, INFINITY
-from libc.stdlib cimport qsort
 from libc.string cimport memcmp
 
 cnp.import_array()
