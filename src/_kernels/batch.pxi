@@ -4,13 +4,6 @@
 # leading ClipNorm's norm included) run before any leaf is written, and then all of them
 # run, small ones spread over the threads whole.
 
-cdef inline bint _spread_small(int n_threads, Py_ssize_t n_small,
-                               Py_ssize_t small_elements) noexcept nogil:
-    """Whether leaves below the parallel threshold are worth spreading over the threads,
-    each whole (together they are as much work as one array worth splitting)."""
-    return n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold
-
-
 cdef enum:
     TEMPLATE_CACHE = 8
 
@@ -345,7 +338,8 @@ cdef class Batch:
     def global_groups(self):
         """The entries of ``global_entries`` by template object (entries of one template
         share its rule's leading stage): a list of ``[template, sums, elements, empties,
-        first]``, ``first`` the index of its first entry.
+        first, spec]``, ``first`` the index of its first entry, ``spec`` the leading
+        stage's ``(clip, skip, omega, p, throw)``.
         ``sums`` is a short list of floats whose exact sum is that of the raw partials
         the entries' ``before`` hooks found (:func:`_expand`: math.fsum of the lists of
         every group is then the exactly rounded sum of all the partials, however the
@@ -356,6 +350,7 @@ cdef class Batch:
         cdef list g
         cdef Py_ssize_t j = 0, k, n = self.n_leaves
         cdef void* tpl
+        cdef const GlobalNormHP* h
         while j < n:
             if self.count[j] == 0 or not self.is_global[j]:
                 j += 1
@@ -367,7 +362,9 @@ cdef class Batch:
                 k += 1
             g = by_template.get(<size_t> tpl)
             if g is None:
-                g = by_template[<size_t> tpl] = [<object> tpl, [], 0, 0, j]
+                h = <const GlobalNormHP*> self.stages[self.first[j]].hp
+                g = by_template[<size_t> tpl] = [<object> tpl, [], 0, 0, j,
+                                                 (h.clip, h.skip, h.omega, h.p, h.throw)]
             self._run_sums(j, k, tpl, g)
             j = k
         return list(by_template.values())
@@ -444,7 +441,8 @@ cdef class Batch:
         cdef Py_ssize_t j
         for j in range(self.n_leaves):     # the step runs: it ends a SkipNonFinite's run
             if (self.count[j] != 0 and self.is_global[j]
-                    and self.stages[self.first[j]].ctr != NULL):
+                    and self.stages[self.first[j]].ctr != NULL
+                    and self.stages[self.first[j]].ctr[0] != 0):  # (reads overlap; writes wait)
                 self.stages[self.first[j]].ctr[0] = 0
         with nogil:
             _run_many(self.stages, self.first, self.count, self.modes, self.is_double,

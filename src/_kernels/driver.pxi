@@ -4,6 +4,13 @@
 # costs more than it gives (bench/RESULTS.md has the measurement).
 cdef Py_ssize_t _parallel_threshold = 32768
 
+cdef inline bint _spread_small(int n_threads, Py_ssize_t n_small,
+                               Py_ssize_t small_elements) noexcept nogil:
+    """Whether leaves below the parallel threshold are worth spreading over the threads,
+    each whole (together they are as much work as one array worth splitting)."""
+    return n_threads > 1 and n_small > 1 and small_elements >= _parallel_threshold
+
+
 cdef enum:
     FOLDED = -1     # Stage.kind of a leading stage whose scale the next stage applies
 

@@ -96,11 +96,10 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None, gate: An
         if not b.n_global:
             continue
         # the kernels sum each template's partials exactly (a few floats per template)
-        for tpl, sums, size, _empties, first in b.global_groups():
-            key = keys.get(id(tpl), False)
-            if key is False:  # a scheduled rule's template carries the rule at the count
-                rule = getattr(tpl, "concrete", None)
-                key = keys[id(tpl)] = _key(b.entries[first][4].rule if rule is None else rule)
+        for tpl, sums, size, _empties, _first, spec in b.global_groups():
+            key = keys.get(id(tpl))
+            if key is None:  # from the kernels' stage, which holds the rule's values
+                key = keys[id(tpl)] = _spec_key(*spec)
             _join(groups, key, sums, size, (b, tpl))
     for program in programs:
         prog, rule = program[3], program[4]  # the rule at the leaf's count
@@ -203,12 +202,12 @@ def _key(rule: Any) -> Any:
     spec = f() if f is not None else None
     if spec is None:
         return None
-    clip = bool(spec["clip"])
-    return (
-        (clip, spec["p"], spec["omega"], bool(spec["throw"]))
-        if clip
-        else (False, 1.0, math.inf, False)
-    ), bool(spec["skip"])
+    return _spec_key(spec["clip"], spec["skip"], spec["omega"], spec["p"], spec["throw"])
+
+
+def _spec_key(clip: float, skip: float, omega: float, p: float, throw: float) -> Any:
+    """``_key`` from the values of the leading stage (a batch's, or a rule's spec)."""
+    return ((True, p, omega, bool(throw)) if clip else (False, 1.0, math.inf, False)), bool(skip)
 
 
 def _join(
