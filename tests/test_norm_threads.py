@@ -18,8 +18,9 @@ from reference import _blocked_sum, ref_global_norm
 
 # a model the prologue spreads over the threads (many small leaves: at the parallel
 # threshold of the fixture, 4096, these are 100 leaves below it) and splits by blocks
-# (two leaves of several 8192-element blocks above it)
-SIZES = [37, 1, 513, 4095, 0, 8191] * 16 + [3 * 8192 + 5, 8192 * 2]
+# (leaves of several 8192-element blocks above it: blocks k and k + n/2 are reduced together,
+# the last alone when their count is odd)
+SIZES = [37, 1, 513, 4095, 0, 8191] * 16 + [3 * 8192 + 5, 8192 * 2, 5 * 8192 + 7, 5 * 8192]
 
 
 def _model_and_grads(dtype, seed=0):

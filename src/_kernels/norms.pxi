@@ -86,23 +86,24 @@ cdef inline void _add_squares(double* lanes, const floating* a, Py_ssize_t n) no
         lanes[k % LANES] = _plus_square(lanes[k % LANES], a[k])
 
 
-cdef void _two_blocks_squares(const floating* g, double* partials) noexcept nogil:
+cdef void _two_blocks_squares(const floating* a, const floating* b, double* partial_a,
+                              double* partial_b) noexcept nogil:
     # The partials of two whole blocks, each formed as _block_squares forms it (the same
     # bits), a chunk of one then a chunk of the other: one block's lanes are chains of
     # dependent adds, and two blocks give the core twice the adds to overlap (the norm of
     # 1e8 float32 went from 1.3x a plain read of it to 1.0x; bench/RESULTS.md).
-    cdef double a[LANES]
-    cdef double b[LANES]
+    cdef double la[LANES]
+    cdef double lb[LANES]
     cdef Py_ssize_t c
     cdef int l
     for l in range(LANES):
-        a[l] = 0.0
-        b[l] = 0.0
+        la[l] = 0.0
+        lb[l] = 0.0
     for c in range(NORM_BLOCK // NORM_CHUNK):
-        _add_squares(a, g + c * NORM_CHUNK, NORM_CHUNK)
-        _add_squares(b, g + NORM_BLOCK + c * NORM_CHUNK, NORM_CHUNK)
-    partials[0] = _lanes_total(a)
-    partials[1] = _lanes_total(b)
+        _add_squares(la, a + c * NORM_CHUNK, NORM_CHUNK)
+        _add_squares(lb, b + c * NORM_CHUNK, NORM_CHUNK)
+    partial_a[0] = _lanes_total(la)
+    partial_b[0] = _lanes_total(lb)
 
 
 cdef double _block_abs(const floating* g, Py_ssize_t n) noexcept nogil:
@@ -250,15 +251,21 @@ cdef inline void _block(const floating* g, Py_ssize_t n, Py_ssize_t b, int how, 
         partials[b] = _block_sum(g + start * comps, m, how, p, pairs)
 
 
-cdef void _block_pair(const floating* g, Py_ssize_t n, Py_ssize_t k, int how, double p,
-                      bint pairs, double* partials) noexcept nogil:
-    """The partials of blocks 2k and 2k + 1 (the one block left at the end alone)."""
-    if how == NORM_SQUARES and not pairs and n - 2 * k * NORM_BLOCK >= 2 * NORM_BLOCK:
-        _two_blocks_squares(g + 2 * k * NORM_BLOCK, partials + 2 * k)
+cdef void _block_pair(const floating* g, Py_ssize_t n, Py_ssize_t n_blocks, Py_ssize_t k,
+                      int how, double p, bint pairs, double* partials) noexcept nogil:
+    """The partials of blocks k and k + n_blocks // 2: two streams far apart, which one
+    core reads faster than one (a tenth, bench/RESULTS.md); for k = n_blocks // 2 (an odd
+    count of blocks), the last block alone."""
+    cdef Py_ssize_t other = k + n_blocks // 2
+    if other == n_blocks - 1 and n_blocks % 2 == 1:
+        _block(g, n, other, how, p, pairs, partials)
         return
-    _block(g, n, 2 * k, how, p, pairs, partials)
-    if (2 * k + 1) * NORM_BLOCK < n:
-        _block(g, n, 2 * k + 1, how, p, pairs, partials)
+    if how == NORM_SQUARES and not pairs and (other + 1) * NORM_BLOCK <= n:
+        _two_blocks_squares(g + k * NORM_BLOCK, g + other * NORM_BLOCK, partials + k,
+                            partials + other)
+        return
+    _block(g, n, k, how, p, pairs, partials)
+    _block(g, n, other, how, p, pairs, partials)
 
 
 cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_threads,
@@ -280,10 +287,10 @@ cdef double _reduce(const floating* g, Py_ssize_t n, int how, double p, int n_th
         return -1.0
     if n_threads <= 1 or n < _parallel_threshold or n_blocks < 2:
         for k in range((n_blocks + 1) // 2):
-            _block_pair(g, n, k, how, p, pairs, partials)
+            _block_pair(g, n, n_blocks, k, how, p, pairs, partials)
     else:
         for k in prange((n_blocks + 1) // 2, schedule="static", num_threads=n_threads):
-            _block_pair(g, n, k, how, p, pairs, partials)
+            _block_pair(g, n, n_blocks, k, how, p, pairs, partials)
     if extreme:
         total = partials[0]
         for b in range(1, n_blocks):
