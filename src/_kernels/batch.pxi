@@ -265,7 +265,7 @@ cdef class Batch:
         """SHARED for every entry whose parameter memory or owner another entry has too:
         their gradients must be summed (tied weights) or the state tree is not this model's,
         which the caller sorts out.  One pass over a hash table per key (a sort of the keys
-        took 40 us a step on 1000 leaves)."""
+        cost more than the rest of the batch's checks: bench/RESULTS.md section 19)."""
         cdef Py_ssize_t n = self.n_leaves, j, cap = 16
         cdef size_t key, h
         cdef int pass_
