@@ -2,7 +2,7 @@
 the commit before it?
 
     python bench/against_commit.py OLD_PYTHON NEW_PYTHON [--rounds 7] [--threads 2] [--quick]
-                                   [--recipe] [--quantile Q]
+                                   [--recipe] [--cases NAME,NAME...] [--quantile Q]
 
 OLD_PYTHON and NEW_PYTHON are the interpreters of two virtual environments, each with one
 build of optimisers installed (e.g. ``pip install .`` of a worktree at the previous commit).
@@ -45,6 +45,8 @@ CASES = {
     ),
     "adam f64 2.6e5 (cache)": ("opt.Adam()", 1, 260_000, "float64", 400),
     "adam f32 1000x1000": ("opt.Adam()", 1000, 1000, "float32", 100),
+    # issue 18's AdamW case (100 tensors, 25M parameters), through update_
+    "adamw f32 100x250000": ("opt.AdamW()", 100, 250_000, "float32", 30),
     "adam f32 10000 leaves of 10": ("opt.Adam()", 10_000, 10, "float32", 30),
     # issue 16's training recipe (a rule function, SkipNonFinite, ClipGlobalNorm, a schedule)
     "adamw f32 1000x1000": ("opt.AdamW(1e-3, lambda_=0.1)", 1000, 1000, "float32", 100),
@@ -121,6 +123,11 @@ def main():
         help="only issue 16's training recipe and AdamW alone, on 1000 arrays of 1000 elements",
     )
     ap.add_argument(
+        "--cases",
+        type=lambda text: text.split(","),
+        help="only these cases, by name, comma-separated (see CASES)",
+    )
+    ap.add_argument(
         "--quantile",
         type=float,
         default=0.5,
@@ -130,7 +137,10 @@ def main():
         "is what the code costs)",
     )
     args = ap.parse_args()
-    cases = list(RECIPE if args.recipe else QUICK if args.quick else CASES)
+    cases = list(args.cases or (RECIPE if args.recipe else QUICK if args.quick else CASES))
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {unknown}; the cases are {list(CASES)}")
     order = random.Random(0)
     ratios = {c: [] for c in cases}
     ms = {c: {"old": [], "new": []} for c in cases}
