@@ -112,17 +112,18 @@ def main():
     ap.add_argument("new")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
+    which = ap.add_mutually_exclusive_group()  # the cases to run (default: all of them)
+    which.add_argument(
         "--quick",
         action="store_true",
         help="only the cases that fit in cache and the many-leaf ones",
     )
-    ap.add_argument(
+    which.add_argument(
         "--recipe",
         action="store_true",
         help="only issue 16's training recipe and AdamW alone, on 1000 arrays of 1000 elements",
     )
-    ap.add_argument(
+    which.add_argument(
         "--cases",
         type=lambda text: text.split(","),
         help="only these cases, by name, comma-separated (see CASES)",
