@@ -15,6 +15,7 @@ import pytest
 
 import optimisers as opt
 from optimisers import schedules
+from registry import TUNED_RULES
 
 C = schedules.constant
 
@@ -151,3 +152,48 @@ def test_a_rule_outside_checked_is_rebuilt_at_a_count() -> None:
 def test_a_chain_with_nothing_scheduled_is_itself_at_any_count() -> None:
     chain = opt.OptimiserChain(opt.ClipNorm(1.0), opt.Descent(0.1))
     assert chain._at(5) is chain
+
+
+def _every_real_field_constant(rule: opt.Rule) -> opt.Rule | None:
+    """``rule`` with each float field (and each float in a pair) a constant schedule of
+    its value; None when it has no such field."""
+
+    def real(v: object) -> bool:  # a schedule's values are finite (p = inf stays a number)
+        return isinstance(v, float) and np.isfinite(v)
+
+    def scheduled(v: object) -> object:
+        if real(v):
+            return C(v)
+        if isinstance(v, tuple) and any(map(real, v)):
+            return tuple(C(u) if real(u) else u for u in v)
+        return v
+
+    changes = {k: scheduled(getattr(rule, k)) for k in rule._fields()}
+    changes = {k: v for k, v in changes.items() if v is not getattr(rule, k)}
+    return rule._replace(**changes) if changes else None
+
+
+SWEEP = [
+    (name, rule, scheduled)
+    for name, rule in TUNED_RULES
+    if (scheduled := _every_real_field_constant(rule)) is not None
+    and not getattr(rule, "matrix_only", False)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("plain, scheduled", [s[1:] for s in SWEEP], ids=[s[0] for s in SWEEP])
+def test_every_real_field_of_every_rule_takes_a_schedule(
+    plain: opt.Rule, scheduled: opt.Rule, dtype: type
+) -> None:
+    # what the pairs above check for the fields init reads, for every rule and field:
+    # setup takes the schedule's value at count 0 and each step the value at its count
+    rng = np.random.default_rng(5)
+    x0 = rng.standard_normal(64).astype(dtype)
+    sa, sb = opt.setup(plain, x0.copy()), opt.setup(scheduled, x0.copy())
+    xa, xb = x0.copy(), x0.copy()
+    for _ in range(4):
+        g = rng.standard_normal(64).astype(dtype)
+        sa, xa = opt.update_(sa, xa, g)
+        sb, xb = opt.update_(sb, xb, g)
+        assert xa.tobytes() == xb.tobytes()

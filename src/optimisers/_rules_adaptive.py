@@ -10,7 +10,7 @@ from ._native import kernels as K
 from ._program import Program, moment_dtype, moment_zeros
 from ._rule import Rule, checked, decay, flag, nonneg, number
 from ._rules_sgd import zeros
-from ._schedule import Hyperparameter
+from ._schedule import Hyperparameter, value_at
 from ._types import Array, RuleState
 
 __all__ = ["RMSProp", "AdaGrad", "AdaDelta", "RMSPropState", "AdaDeltaState"]
@@ -138,7 +138,8 @@ class AdaGrad(Rule):
         }
 
     def init(self, x: Array) -> RuleState:
-        return np.full(x.shape, self.epsilon, moment_dtype(x.dtype))
+        # the accumulator starts at epsilon: a scheduled one's value before the first step
+        return np.full(x.shape, value_at(self.epsilon, 0), moment_dtype(x.dtype))
 
     def _compile(self, acc: RuleState, prog: Program) -> RuleState:
         prog.add(K.ADAGRAD, {"eta": self.eta, "eps": self.epsilon}, acc)
