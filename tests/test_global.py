@@ -95,6 +95,25 @@ def test_global_norm_of_a_tree():
     assert np.isnan(opt.global_norm([np.ones(3), np.array([np.nan])], np.inf))
 
 
+def test_global_norm_counts_what_optimisers_train():
+    # integer and boolean arrays and bare numbers are not trained (no Leaf, no clipping):
+    # the norm for the training log is the one ClipGlobalNorm clips by
+    w = {"w": np.array([3.0, 4.0]), "h": np.array([0.0], np.float16)}
+    g = {**w, "steps": np.array([100]), "mask": np.array([True, True]), "lr": 2.0}
+    assert opt.global_norm(g) == 5.0
+    assert opt.global_norm({"h": np.array([3.0, 4.0], np.float16)}) == 5.0
+    state = opt.setup(opt.ClipGlobalNorm(1.0), {"w": np.zeros(2), "steps": np.array([0])})
+    model = {"w": np.zeros(2), "steps": np.array([0])}
+    state, model = opt.update_(state, model, {"w": w["w"], "steps": g["steps"]})
+    np.testing.assert_allclose(model["w"], [-0.6, -0.8])  # scaled by 1 / 5
+
+
+@pytest.mark.parametrize("p", ["2", True, None, 2j])
+def test_global_norm_refuses_a_p_that_is_no_real_number(p):
+    with pytest.raises(TypeError, match="global_norm: p must be a real number"):
+        opt.global_norm({"w": np.ones(2)}, p)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("p", PS + [3.0, -np.inf])
 def test_the_step_is_clipped_by_the_global_norm(p, dtype, n_threads, small_parallel_threshold):
@@ -326,6 +345,20 @@ def test_max_consecutive_raises_and_a_good_step_resets():
     assert int(state["b"].state[0].consecutive) == 1
     with pytest.raises(FloatingPointError):
         opt.update_(opt.setup(OptimiserChain(SkipNonFinite(0), Descent(0.5)), model), model, bad)
+
+
+def test_a_good_step_ends_the_run_of_skips_for_a_leaf_without_a_gradient_in_it():
+    # b has no gradient in the good step, so its own count is not reset there: the run of
+    # skips is the shortest count, and two skips in a row stay allowed
+    model = {"a": np.ones(2), "b": np.ones(2)}
+    state = opt.setup(OptimiserChain(SkipNonFinite(2), Descent(0.1)), model)
+    bad = {"a": np.array([np.nan, 1.0]), "b": np.ones(2)}
+    for g in (bad, {"a": np.ones(2), "b": None}, bad, bad):
+        state, model = opt.update_(state, model, g)
+    before = copy.deepcopy(state)
+    with pytest.raises(FloatingPointError, match=r"at a\) after 2 steps skipped in a row"):
+        opt.update_(state, model, bad)
+    assert tree_equal(state, before)
 
 
 def test_skip_fields():

@@ -23,6 +23,7 @@ from ._functor import children
 from ._keypath import linked_keypath
 from ._native import kernels as K
 from ._norms import clip_scale, combine_partials, norm_kind
+from ._tree import isnumeric
 from ._types import Array, Gradient
 
 __all__ = ["global_norm", "settle", "settle_across"]
@@ -31,9 +32,11 @@ __all__ = ["global_norm", "settle", "settle_across"]
 def global_norm(grads: Gradient, p: float = 2.0) -> float:
     """The p-norm of a whole gradient tree, computed by the kernels.
 
-    Every array of ``grads`` (nested containers; ``None`` and non-arrays are skipped) is
-    reduced in float64 (blocks of 8192 elements, 8 lanes, an order fixed by the data), and
-    the partials are added exactly rounded, so the result does not depend on the number of
+    Every array of ``grads`` that optimisers would train (floating or complex: see
+    :func:`isnumeric`; ``None``, integer and boolean arrays, scalars and everything else
+    are skipped, as ``ClipGlobalNorm`` skips the leaves it does not update) is reduced in
+    float64 (blocks of 8192 elements, 8 lanes, an order fixed by the data), and the
+    partials are added exactly rounded, so the result does not depend on the number of
     threads.  Equal to torch's ``clip_grad_norm_`` total norm.
 
     Parameters
@@ -42,7 +45,8 @@ def global_norm(grads: Gradient, p: float = 2.0) -> float:
         The gradients (any real or complex dtype; others than float32/float64 and complex64/
         complex128 are read as float64).
     p : float, default 2.0
-        Any real or ``inf``/``-inf``; ``p=0`` counts non-zeros.
+        Any real number or ``inf``/``-inf`` (not a bool or a string); ``p=0`` counts
+        non-zeros.
 
     Returns
     -------
@@ -54,7 +58,11 @@ def global_norm(grads: Gradient, p: float = 2.0) -> float:
     >>> import numpy as np, optimisers as opt
     >>> opt.global_norm({"a": np.array([3.0], np.float32), "b": (np.array([4.0]), None)})
     5.0
+    >>> opt.global_norm({"w": np.array([3.0, 4.0]), "steps": np.array([100])})  # not trained
+    5.0
     """
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"global_norm: p must be a real number or +-inf, not {p!r}")
     p = float(p)
     if math.isnan(p):
         raise ValueError("global_norm: p must be a real number or +-inf, not NaN")
@@ -68,11 +76,13 @@ def global_norm(grads: Gradient, p: float = 2.0) -> float:
 
 
 def _arrays(x: Any) -> Iterator[Array]:
-    if isinstance(x, np.ndarray) or (np.isscalar(x) and isinstance(x, (int, float, complex))):
-        a = np.asarray(x)
-        if a.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
-            a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
-        yield np.ascontiguousarray(a)
+    """The trainable arrays of a gradient tree, in a dtype the kernels reduce (16-bit
+    floats widened to float64)."""
+    if isinstance(x, np.ndarray):
+        if isnumeric(x):
+            if x.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
+                x = x.astype(np.float64)
+            yield np.ascontiguousarray(x)
         return
     kids = children(x) if x is not None else None
     for c in kids[1] if kids is not None else ():
@@ -271,13 +281,16 @@ def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
     for _part, m in _members(units):
         leaf = _leaf(m)
         states.append((leaf.rule._global_spec()["max"], leaf.rule._skip_state(leaf.state)))
-    for limit, s in states:
-        if limit is not None and s.consecutive >= limit:
-            raise FloatingPointError(
-                f"SkipNonFinite: a non-finite gradient (at {where}) "
-                f"after {int(s.consecutive)} steps skipped in a row "
-                f"(max_consecutive={limit})"
-            )
+    # The run of skips is the shortest of the leaves': a leaf's count is reset only by a
+    # good step it takes part in, so one that had no gradient in the last good step holds
+    # a count from before it (every leaf takes part: all counts are the run's length).
+    run = min(int(s.consecutive) for _limit, s in states)
+    limits = [limit for limit, _s in states if limit is not None]
+    if limits and run >= min(limits):
+        raise FloatingPointError(
+            f"SkipNonFinite: a non-finite gradient (at {where}) after {run} steps "
+            f"skipped in a row (max_consecutive={min(limits)})"
+        )
     if gate is not None:
         gate()
     for _limit, s in states:

@@ -260,9 +260,16 @@ class ClipGlobalNorm(Rule):
     throw : bool, default True
         Raise ``FloatingPointError`` when the global norm is not finite, before any
         parameter or state is written, naming a key path where a non-finite gradient sits.
+        A step that a ``SkipNonFinite`` of the same call skips (its leaves' gradients hold
+        a NaN or an infinity) is skipped for every leaf of the call, these included: the
+        skip is decided first, and nothing is written either way.
 
     Notes
     -----
+    Leaves share a norm when their rules are equal at the step: with a scheduled ``omega``,
+    leaves at different counts (after ``None`` gradients, or a freeze) take different values
+    of it, and each value's leaves are clipped by their own norm.
+
     One read of every gradient: each leaf's partial sum (:math:`\sum_i |g_i|^p`, or the
     max) is accumulated in float64 in blocks of 8192 elements with 8 lanes (the order fixed
     by the data), the partials are added exactly rounded (``math.fsum``), so the norm does
@@ -352,12 +359,15 @@ class SkipNonFinite(Rule):
     ----------
     max_consecutive : int or None, default None
         At most this many steps skipped in a row: the next non-finite step raises
-        ``FloatingPointError`` instead (nothing written).  ``None``: no limit.
+        ``FloatingPointError`` instead (nothing written).  ``None``: no limit.  The run is
+        the shortest count among the call's leaves (see Notes), so a leaf that had no
+        gradient in the last good step does not make a run look longer than it is.
 
     Notes
     -----
     State: ``SkipNonFiniteState(skipped, consecutive)``, 0-d int64 arrays: the steps
-    skipped so far and, of them, those in a row up to now (reset by a good step).  The check
+    skipped so far and, of them, those in a row up to now (reset by a good step the leaf
+    takes part in; with several limits in one call, the smallest applies).  The check
     is a float64 reduction of each gradient by the kernels (a NaN or an infinity makes it
     non-finite; an overflow of finite values is told apart by a second look).
 
