@@ -252,3 +252,30 @@ def test_a_full_cache_of_scheduled_plans_is_cleared_and_results_stay_right(monke
     expected = _by_hand(lambda c: opt.Momentum(ETA(c), 0.9), model, grads)
     for k in model:
         np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_schedule_after_accumgrad_runs_at_the_count_of_its_own_updates(dtype, n_threads):
+    # Adam after AccumGrad(3) updates once in 3 calls: its schedule must take s(0), s(1),
+    # ... at those updates (as its bias correction does), as optax's MultiSteps does
+    eta = schedules.linear(0.1, 0.01, 4)
+    model = _model(dtype, n=3)
+    grads = _grads(model, 12)
+    state, ours = _start(opt.OptimiserChain(opt.AccumGrad(3), opt.Adam(eta)), model)
+    for g in grads:
+        state, ours = opt.update_(state, ours, g)
+    assert [state[k].count for k in sorted(model)] == [12, 12, 12]
+    for k, x in model.items():  # by hand: the mean of each 3 gradients, Adam at s(k)
+        x = x.copy()
+        leaf = opt.setup(opt.Adam(eta(0)), x)
+        for update in range(4):
+            acc = grads[3 * update][k] / dtype(3)
+            for g in grads[3 * update + 1 : 3 * update + 3]:
+                acc = acc + g[k] / dtype(3)
+            leaf.rule = opt.Adam(eta(update))
+            leaf, x = opt.update_(leaf, x, acc)
+        np.testing.assert_array_equal(ours[k], x, err_msg=k)
+    chain = opt.OptimiserChain(
+        opt.AccumGrad(2), opt.OptimiserChain(opt.AccumGrad(2), opt.Adam(eta))
+    )
+    assert chain._at(11).opts[1].opts[1].eta == eta(2)  # nested: 11 // 2 // 2

@@ -105,7 +105,14 @@ class OptimiserChain(Rule):
         return any(r._scheduled() for r in self.opts)
 
     def _at(self, count: int) -> Rule:
-        members = tuple(r._at(count) for r in self.opts)
+        # the rules after an AccumGrad(n) take one update in n: their schedules run at the
+        # count of their own updates (as their state, e.g. Adam's bias correction, does)
+        at = []
+        for r in self.opts:
+            at.append(r._at(count))
+            if isinstance(r, AccumGrad):
+                count //= r.n
+        members = tuple(at)
         same = all(a is b for a, b in zip(members, self.opts))
         if same:
             return self
@@ -163,7 +170,9 @@ class AccumGrad(Rule):
         d = a \text{ on the } n\text{-th gradient, else no step}
 
     Use as ``OptimiserChain(AccumGrad(n), rule)``: ``rule`` then sees one gradient in ``n``
-    and its state advances once.  Rules before ``AccumGrad`` in a chain run every time.
+    and its state advances once; a schedule in it runs at the count of its own updates,
+    the leaf's count // ``n`` (optax's ``MultiSteps`` does the same), so a warm-up of 100
+    steps lasts 100 of its updates.  Rules before ``AccumGrad`` in a chain run every time.
 
     Parameters
     ----------
