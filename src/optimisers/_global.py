@@ -284,7 +284,8 @@ def _skip(units: list[Any], culprit: Any, gate: Any = None) -> None:
     # The run of skips is the shortest of the leaves': a leaf's count is reset only by a
     # good step it takes part in, so one that had no gradient in the last good step holds
     # a count from before it (every leaf takes part: all counts are the run's length).
-    run = min(int(s.consecutive) for _limit, s in states)
+    # (a rank of optimisers.distributed may hold none of them)
+    run = min((int(s.consecutive) for _limit, s in states), default=0)
     limits = [limit for limit, _s in states if limit is not None]
     if limits and run >= min(limits):
         raise FloatingPointError(
