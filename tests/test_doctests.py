@@ -24,6 +24,7 @@ NEEDS = {
     "optimisers._torch_views": "torch",
     "optimisers._torch_groups": "torch",
     "optimisers._torch_plan": "torch",
+    "optimisers._torch_state": "torch",
 }
 
 MODULES = sorted(

@@ -1,6 +1,17 @@
 """The param groups of :class:`optimisers.torch.Optimizer`: each group's parameters, its
 model of numpy views and state tree, and how its ``lr`` becomes the ``eta`` of its rule.
 
+A group's ``lr`` is the ``eta`` of its rule, of *every* rule in a chain that has one
+(:func:`at_lr`): a chain with two learning rates, such as ``OptimiserChain(RMSProp(1.0),
+Momentum(lr))``, has both moved by a scheduler, so that its step scales as ``lr**2``, not
+as ``lr``: such a chain matches torch's ``RMSprop(momentum=...)`` at a constant ``lr``
+only, and is not the rule to use with a scheduler.
+
+A parameter that has not taken a step yet has its state made again from the rule at the
+``lr`` (and rule) in force when either changes, as torch makes its state at the first
+step: ``Rprop``'s step sizes start at the ``lr`` of a warm-up scheduler, not at the
+constructor's (only for rules whose ``init`` reads ``eta``, and on a new rule).
+
 Imported only by :mod:`optimisers.torch` (it imports torch).
 
 >>> import optimisers as opt
@@ -12,22 +23,96 @@ Momentum(eta=0.005, rho=0.9)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import _torch_views as tv
 from ._adjust import adjust
 from ._composite import MixedPrecision, OptimiserChain
-from ._leaf import Leaf
-from ._rule import Rule
+from ._leaf import Leaf, state_misfit, tree_equal
+from ._rule import Rule, init
 from ._rules_sgd import Descent
 from ._schedule import Schedule
 from ._tree import setup
 
-__all__ = ["Group", "at_lr", "base_rule", "default_lr"]
+__all__ = ["Group", "at_lr", "base_rule", "check_keys", "check_new_group", "default_lr"]
 
 _DATA_PTR = torch.Tensor.data_ptr
+
+# The hyper-parameters of torch.optim's optimisers (their constructors' keywords, lr
+# aside): this optimiser reads none of them from a group (its rule holds them), so a group
+# that has one is refused rather than silently run without it.  The keys torch's lr
+# schedulers write (initial_lr, max_lr, min_lr, base_momentum, max_momentum) are not here.
+TORCH_KEYS = frozenset(
+    {
+        "adjust_lr_fn", "alpha", "amsgrad", "beta2_decay", "betas", "capturable",
+        "centered", "d", "dampening", "decoupled_weight_decay", "differentiable", "eps",
+        "etas", "foreach", "fused", "history_size", "initial_accumulator_value", "lambd",
+        "line_search_fn", "lr_decay", "max_eval", "max_iter", "maximize", "momentum",
+        "momentum_decay", "nesterov", "ns_coefficients", "ns_steps", "rho", "step_sizes",
+        "t0", "tolerance_change", "tolerance_grad", "weight_decay",
+    }
+)  # fmt: skip
+_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+_HINTS = {
+    "weight_decay": "opt.AdamW(1e-3, lambda_=0.01) (torch's AdamW), or "
+    "opt.OptimiserChain(opt.WeightDecay(0.01), opt.Adam(1e-3)) (torch's Adam "
+    "with weight_decay)",
+    "betas": "opt.Adam(1e-3, beta=(0.9, 0.999))",
+    "eps": "opt.Adam(1e-3, epsilon=1e-8)",
+    "momentum": "opt.Momentum(1e-3, rho=0.9)",
+    "nesterov": "opt.Nesterov(1e-3, rho=0.9)",
+}
+
+
+def check_keys(group: dict[str, Any], at: str, saved: bool = False) -> None:
+    """``ValueError`` naming ``at`` when ``group`` (``saved``: a group of a state dict) has
+    a key of :data:`TORCH_KEYS`."""
+    found = sorted(TORCH_KEYS.intersection(group))
+    if not found:
+        return
+    key = found[0]
+    if saved:
+        todo = "it had no effect where it was saved: delete it from the state dict's group"
+    elif key in _FLAGS:
+        todo = "leave it out: this optimiser always runs its own fused CPU kernels"
+    elif key == "maximize":
+        todo = "leave it out and minimise the negated loss"
+    else:
+        example = _HINTS.get(key, "opt.AdamW(1e-3, lambda_=0.0)")
+        todo = f"give the group a 'rule' that holds it, e.g. {{'params': ..., 'rule': {example}}}"
+    raise ValueError(
+        f"{at}: {key!r} is a torch.optim hyper-parameter, which an "
+        f"optimisers.torch.Optimizer does not read (the group's rule holds its "
+        f"hyper-parameters, and the group's 'lr' its eta): {todo}"
+        + (f"; the group also has {found[1:]}" if len(found) > 1 else "")
+    )
+
+
+def check_new_group(group: dict[str, Any], index: int) -> None:
+    """Refuse, before torch adds it, a group with a torch.optim hyper-parameter or with a
+    parameter given twice (``group["params"]`` made a list, as torch makes it)."""
+    at = f"param group {index}"
+    check_keys(group, at)
+    params = group.get("params")
+    if params is None or isinstance(params, (torch.Tensor, set)):
+        return  # one tensor; torch refuses a set (unordered) or no params itself
+    group["params"] = params = list(params)
+    tensors = [p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params]
+    first: dict[int, int] = {}
+    for i, t in enumerate(tensors):
+        j = first.setdefault(id(t), i)
+        if j != i:
+            named = isinstance(params[i], tuple) and isinstance(params[j], tuple)
+            what = f"{params[j][0]!r} and {params[i][0]!r}" if named else f"{j} and {i}"
+            raise ValueError(
+                f"{at}: the same tensor is given twice (parameters {what}); each "
+                f"parameter must appear once (two entries would step it twice, each with "
+                f"its own state): remove the repeat"
+            )
 
 
 def _etas(rule: Rule) -> list[Any]:
@@ -54,7 +139,8 @@ def at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
     """The base ``rule`` (made for the learning rate ``lr0``) at ``lr``: every ``eta``
     equal to ``lr0`` becomes ``lr`` exactly; another one (the second learning rate of a
     chain such as ``RMSProp(1.0) -> Momentum(0.01)``) is scaled by ``lr / lr0``, so that a
-    scheduler moves the chain's learning rates together."""
+    scheduler moves the chain's learning rates together: the step of a chain with two
+    ``eta`` then scales as ``lr**2`` (see the module's docstring)."""
     if isinstance(rule, OptimiserChain):
         return OptimiserChain(*(at_lr(r, lr, lr0) for r in rule.opts))
     if isinstance(rule, MixedPrecision):
@@ -77,14 +163,17 @@ def default_lr(rule: Rule) -> float | None:
 
 class Group:
     """What the optimiser keeps of one param group: its parameters and their names, the
-    model of numpy views and its state tree (made once), and the rule and ``lr`` its
-    leaves were last given (so that a change of either is applied once)."""
+    model of numpy views and its state tree (made once), the rule and ``lr`` its leaves
+    were last given (so that a change of either is applied once), and which of its
+    parameters have not stepped yet (their state is made again at a change)."""
 
     __slots__ = (
         "_labels",
         "base",
+        "eta_init",
         "index",
         "leaves",
+        "lps",
         "lr",
         "lr0",
         "model",
@@ -93,6 +182,7 @@ class Group:
         "ptrs",
         "rule",
         "tree",
+        "unstepped",
     )
 
     def __init__(
@@ -107,13 +197,23 @@ class Group:
         low_precision_state: bool,
     ) -> None:
         self.index, self.params, self.names, self._labels = index, params, names, labels
-        self.model = {
-            n: tv.tensor_view(p, labels[i]) for i, (n, p) in enumerate(zip(names, params))
-        }
+        self.lps = low_precision_state
+        self._view()
         self.rule, self.lr, self.lr0 = rule, lr, lr
         self.base = base_rule(rule, lr, given)
         self.tree = setup(self.base, self.model, low_precision_state=low_precision_state)
         self.leaves: list[Leaf] = [self.tree[n] for n in names]
+        self.eta_init = self._reads_eta(self.base, lr)
+        # the positions of the parameters that may not have stepped (count 0), whose state
+        # is made again when the lr or rule changes (pruned then)
+        self.unstepped = list(range(len(params)))
+
+    def _view(self) -> None:
+        """The model of numpy views of the parameters, and their addresses."""
+        labels, params = self._labels, self.params
+        self.model = {
+            n: tv.tensor_view(p, labels[i]) for i, (n, p) in enumerate(zip(self.names, params))
+        }
         self.ptrs = list(map(_DATA_PTR, params))
 
     @classmethod
@@ -145,9 +245,27 @@ class Group:
             low_precision_state,
         )
 
+    # Pickle and deepcopy (of the optimiser): everything but the numpy views and the
+    # addresses, made again for the parameters the copy holds.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("model", "ptrs", "tree")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._view()
+        self.tree = dict(zip(self.names, self.leaves))
+
     def where(self, i: int) -> str:
         """How errors name the ``i``-th parameter of the group."""
         return self._labels[i]
+
+    def loaded(self, counts: list[int | None]) -> None:
+        """The states were loaded, with these counts (``None``: not saved, the count is
+        unknown): the parameters at count 0 have their state made at the next step."""
+        self.unstepped = [i for i, c in enumerate(counts) if c == 0]
+        if self.unstepped and self.eta_init:
+            self.lr = math.nan  # the next step applies the group's lr (NaN equals nothing)
 
     def refresh(self, group: dict[str, Any]) -> bool:
         """Apply a new ``lr`` or ``rule`` of the group to its leaves (once per change), and
@@ -156,21 +274,74 @@ class Group:
         lr, rule = group["lr"], group["rule"]
         changed = lr != self.lr or rule is not self.rule
         if changed:
-            lr = float(lr)
-            if not isinstance(rule, Rule):
-                raise TypeError(
-                    f"param group {self.index}: 'rule' must be an optimisers rule, got {rule!r}"
-                )
-            if rule is not self.rule:  # a new rule: its etas take the group's lr
-                self.base, self.lr0 = base_rule(rule, lr, True), lr
-            new = at_lr(self.base, lr, self.lr0)
-            for leaf in self.leaves:
-                leaf.rule = new
-            self.lr, self.rule = lr, rule
+            self._apply(lr, rule)
         params = group["params"]
         if list(map(_DATA_PTR, params)) != self.ptrs:  # same memory (and count) as set up
             self._replaced(params)
         return changed
+
+    def _apply(self, lr: Any, rule: Any) -> None:
+        """Give the leaves the rule at ``lr``, after checking all of it (nothing changes
+        when it raises); the parameters not stepped yet get their state made again (for a
+        new rule, or an ``lr`` that their rule's ``init`` reads)."""
+        at = f"param group {self.index}"
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{at}: its 'lr' is {lr!r}, not a number") from None
+        if not isinstance(rule, Rule):
+            raise TypeError(f"{at}: 'rule' must be an optimisers rule, got {rule!r}")
+        base, lr0, eta_init = self.base, self.lr0, self.eta_init
+        renewed = rule is not self.rule
+        if renewed:  # a new rule: its etas take the group's lr
+            base, lr0 = base_rule(rule, lr, True), lr
+            eta_init = self._reads_eta(base, lr)
+        new = at_lr(base, lr, lr0)
+        if renewed:
+            self._check_kind(new, rule)
+        remake = self.unstepped
+        if remake and (renewed or eta_init):
+            remake = [i for i in remake if self.leaves[i]._count == 0]
+            states = [
+                init(new, self.model[self.names[i]], low_precision_state=self.lps) for i in remake
+            ]
+            for i, state in zip(remake, states):
+                self.leaves[i].state = state
+            self.unstepped = remake
+        for leaf in self.leaves:
+            leaf.rule = new
+        self.lr, self.rule, self.base, self.lr0, self.eta_init = lr, rule, base, lr0, eta_init
+
+    def _check_kind(self, new: Rule, rule: Rule) -> None:
+        """``ValueError`` when the state of a leaf does not fit the rule ``new`` (the group's
+        new ``rule`` at its lr): a rule of another kind, which cannot carry it over."""
+        for i, (name, leaf) in enumerate(zip(self.names, self.leaves)):
+            try:
+                misfit = state_misfit(new, leaf.state, self.model[name])
+            except Exception:  # a rule written in Python whose init refuses an empty array
+                misfit = None  # its own apply judges the state, as in any step
+            if misfit is not None:
+                raise ValueError(
+                    f"param group {self.index}: its 'rule' was changed from "
+                    f"{self.rule!r} to {rule!r}, which keeps another kind of state "
+                    f"({self.where(i)}: {misfit}), so the state cannot carry over.  Put "
+                    f"the old rule back in param_groups[{self.index}]['rule'], or build a "
+                    f"new Optimizer with the new rule for these parameters (its state "
+                    f"starts afresh, as in a new torch optimiser)"
+                )
+
+    def _reads_eta(self, base: Rule, lr: float) -> bool:
+        """Whether the state ``base`` makes depends on its learning rate (``Rprop``'s step
+        sizes): its ``init`` at two ``lr`` on a small array like the first parameter."""
+        if not self.params:
+            return False
+        x = self.model[self.names[0]]
+        probe = np.zeros((1,) * x.ndim, x.dtype)
+        try:
+            one, two = (at_lr(base, v, lr).init(probe) for v in (0.25, 0.5))
+        except Exception:  # an init that refuses the probe: take it as reading eta
+            return True
+        return not tree_equal(one, two)
 
     def _replaced(self, params: list[torch.Tensor]) -> None:
         for i, p in enumerate(params[: len(self.params)]):

@@ -18,7 +18,9 @@ general path, which also raises the errors, writing nothing):
   (:meth:`Plan.step` declines; the general step applies the change, and the optimiser
   plans again).  A new ``lr`` (a scheduler, by hand) is applied by the plan itself, as the
   general step would: the group's Leaves get the rule at that ``lr`` and the replay its
-  programs' new hyper-parameters (``Replay.refill``), once per change;
+  programs' new hyper-parameters (``Replay.refill``), once per change, unless the group
+  has parameters not stepped yet whose rule's state is made from its ``lr`` (``Rprop``):
+  their state is made again, and the general step runs;
 * the Leaves' rules, states and frozen flags: the optimiser drops its plan on
   ``add_param_group`` and ``load_state_dict``, and once its :attr:`state_tree` has been
   handed out (``adjust_``, ``freeze_`` and the like can change a Leaf then), every step
@@ -181,7 +183,10 @@ class Plan:
         mine = self._leaves[start:end]
         if len(entry.leaves) != len(mine) or not all(map(_IS, entry.leaves, mine)):
             return False  # Leaves replaced in the tree: the general step sorts it out
+        remade = entry.unstepped and entry.eta_init  # states made again at this lr
         entry.refresh(group)
+        if remade:
+            return False  # new state objects: the general step runs, and plans again
         news = []
         for first, _end, old, x, link in runs:
             new = leaf_plan(self._leaves[first], x, link)[3]

@@ -37,6 +37,7 @@ __all__ = [
     "check_parameter",
     "flatten_state",
     "gradient_views",
+    "readable",
     "state_misfit",
     "tensor_view",
     "unflatten_state",
@@ -213,20 +214,38 @@ def state_misfit(mine: dict[str, Any], saved: Any) -> str | None:
                     f"{k!r} is {s.dtype} of shape {tuple(s.shape)}, this state "
                     f"{v.dtype} of shape {tuple(v.shape)}"
                 )
-        elif isinstance(s, torch.Tensor) or (s is None) != (v is None):
+        elif (
+            isinstance(s, torch.Tensor)
+            or (s is None) != (v is None)
+            or (isinstance(v, _NUMBERS) and not isinstance(s, _NUMBERS))
+        ):
             return f"{k!r} is {s!r}, this state holds {v!r}"
     return None
 
 
+_NUMBERS = (bool, int, float, complex)
+
+
+def readable(t: torch.Tensor) -> np.ndarray:
+    """The values of the saved state tensor ``t`` as a numpy array that
+    :func:`unflatten_state` copies from (bfloat16 as int16): detached, dense, on the CPU,
+    with no conj or neg bit; a view when it already is one.  Raises what torch raises for
+    a tensor that cannot be read so (``load_state_dict`` calls it before writing)."""
+    t = t.detach()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg()
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def unflatten_state(state: Any, saved: dict[str, Any], prefix: str = "") -> Any:
-    """``state`` with the values of ``saved`` (checked by :func:`state_misfit`): arrays are
-    written in place (the same memory), tuples rebuilt around them."""
+    """``state`` with the values of ``saved`` (checked by :func:`state_misfit`, its tensors
+    made numpy arrays by :func:`readable`): arrays are written in place (the same memory),
+    tuples rebuilt around them."""
     if isinstance(state, np.ndarray):
-        src = saved[prefix]
-        np.copyto(
-            state.view(np.int16) if state.dtype.name == "bfloat16" else state,
-            (src.view(torch.int16) if src.dtype == torch.bfloat16 else src).numpy(),
-        )
+        np.copyto(state.view(np.int16) if state.dtype.name == "bfloat16" else state, saved[prefix])
         return state
     if isinstance(state, tuple):
         fields = getattr(state, "_fields", None)

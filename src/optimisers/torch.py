@@ -52,17 +52,14 @@ from typing import Any, Literal
 
 import torch
 
+from . import _torch_state
 from . import _torch_views as tv
 from ._engine import update_
 from ._rule import Rule
-from ._torch_groups import Group, default_lr
+from ._torch_groups import Group, check_new_group, default_lr
 from ._torch_plan import Plan
 
 __all__ = ["Optimizer"]
-
-# keys of a saved param group that describe it rather than set it (not restored by
-# load_state_dict): the parameters, and what identifies the rule and the shapes
-_DESCRIPTIVE = ("params", "param_names", "rule", "param_shapes")
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -75,7 +72,11 @@ class Optimizer(torch.optim.Optimizer):
         ``net.named_parameters()`` gives; errors then name the parameter), or dicts of
         parameter groups, each with ``"params"`` and optionally its own ``"rule"`` and
         ``"lr"``.  Parameters must be dense, contiguous CPU tensors of float16, bfloat16
-        (needs ml_dtypes), float32, float64 or a complex dtype the rule accepts.
+        (needs ml_dtypes), float32, float64 or a complex dtype the rule accepts, each
+        given once.  A group with a key of a ``torch.optim`` hyper-parameter
+        (``weight_decay``, ``betas``, ``momentum``, ``eps``, ``maximize``, ``foreach``,
+        ...) is refused with a ``ValueError``: the rule holds the hyper-parameters (give
+        the group a ``"rule"``, e.g. ``opt.AdamW(1e-3, lambda_=0.0)``).
     rule : Rule
         The rule of the groups that name none: any built-in rule, chain, ``MixedPrecision``
         or rule written in Python.
@@ -89,12 +90,21 @@ class Optimizer(torch.optim.Optimizer):
     chain that has one: given in the group it overrides the rule's ``eta``; left out it is
     the rule's (the first ``eta`` of a chain).  Changed by a scheduler (or by hand), the
     new value is used from the next ``step()``: the rule is adjusted once per change,
-    never per tensor.  A rule with no ``eta`` anywhere (``AdaDelta``, a chain of
-    transforms) is followed by ``Descent(lr)``: ``lr`` multiplies its step, with 1.0 by
-    default, which is exactly what torch's ``Adadelta(lr=...)`` does.  An ``eta`` given
-    as a schedule of :mod:`optimisers.schedules` is refused (say ``"lr"`` and use a torch
-    scheduler, or use :func:`optimisers.update_` directly).  Other keys of a group
-    (``weight_decay``, ``betas``) are kept but not read: the rule holds those.
+    never per tensor.  A chain with two ``eta`` has both moved (the second in proportion),
+    so that its step scales as ``lr**2``: ``OptimiserChain(RMSProp(1.0), Momentum(lr))``
+    is torch's ``RMSprop(momentum=...)`` at a constant ``lr`` only; under a scheduler use
+    a chain with one ``eta``.  A parameter that has not stepped yet gets its state from
+    the rule at the ``lr`` of its first step, as torch makes it then (``Rprop``'s step
+    sizes start at a warm-up scheduler's first ``lr``).  A rule with no ``eta`` anywhere
+    (``AdaDelta``, a chain of transforms) is followed by ``Descent(lr)``: ``lr``
+    multiplies its step, with 1.0 by default, which is exactly what torch's
+    ``Adadelta(lr=...)`` does.  An ``eta`` given as a schedule of
+    :mod:`optimisers.schedules` is refused (say ``"lr"`` and use a torch scheduler, or use
+    :func:`optimisers.update_` directly).  A group's ``"rule"`` may be
+    replaced by a rule that keeps the same kind of state (``Adam`` -> ``AdamW``), which
+    goes on from that state at the group's ``lr``; one of another kind (``Adam`` ->
+    ``Momentum``) is refused at the next step with a ``ValueError``, the Leaves as they
+    were.
 
     **Steps.**  ``step()`` steps every parameter whose ``.grad`` is not ``None`` with one
     :func:`optimisers.update_` over all the groups, or with the plan of such a step made
@@ -110,11 +120,17 @@ class Optimizer(torch.optim.Optimizer):
 
     **Checkpoints.**  ``state_dict()`` is torch's layout: ``{"state": {index: {name:
     tensor}}, "param_groups": [...]}`` with only tensors and plain values (``"rule"`` is
-    the rule's ``repr``), so ``torch.load(path, weights_only=True)`` reads it.
+    the rule's ``repr``; for a rule written in Python without a ``__repr__``, its class
+    and fields), so ``torch.load(path, weights_only=True)`` reads it.
     ``load_state_dict`` checks every group's rule, the parameters' shapes and every state
-    tensor's name, dtype and shape before it changes anything, then copies the values
-    into the optimiser's own state and restores the groups' ``lr`` (and other plain
-    values): training resumes bit for bit.
+    tensor's name, dtype and shape, and converts every tensor (a sparse one, one that
+    requires grad), before it changes anything, then copies the values into the
+    optimiser's own state, restores each parameter's ``"count"`` (its number of updates,
+    at which a hyper-parameter given as a schedule is evaluated) and the groups' ``lr``
+    (and other plain values): training resumes bit for bit.  torch's state-dict hooks
+    (``register_state_dict_pre_hook`` and the like) run as torch runs them.
+    ``copy.deepcopy`` and ``pickle`` give a working copy with the same state
+    (``copy.deepcopy((net, optim))``: the copy steps the copied net's parameters).
 
     Examples
     --------
@@ -171,7 +187,10 @@ class Optimizer(torch.optim.Optimizer):
         param_group : dict
             As for ``torch.optim.Optimizer.add_param_group``.
         """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
         index = len(self.param_groups)
+        check_new_group(param_group, index)
         rule = param_group.get("rule", self.defaults["rule"])
         if not isinstance(rule, Rule):
             raise TypeError(f"param group {index}: 'rule' must be an optimisers rule, got {rule!r}")
@@ -197,6 +216,31 @@ class Optimizer(torch.optim.Optimizer):
         self._model.append(entry.model)
         self._tree.append(entry.tree)
         self._grads.append({})
+
+    # pickle and copy.deepcopy: torch keeps "defaults", "state" and "param_groups"; the
+    # groups' entries (rules, Leaves) go with them, and the numpy views are made again of
+    # the tensors the copy holds (copy.deepcopy((net, optim)) gives the net's copies)
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_groups"] = self._groups
+        state["_low_precision_state"] = self._low_precision_state
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_groups" not in state:
+            raise TypeError(
+                "this optimisers.torch.Optimizer was pickled without its rules' state "
+                "(by an older version of optimisers); save and load optim.state_dict() "
+                "instead"
+            )
+        differentiable = "differentiable" in state["defaults"]
+        super().__setstate__(state)
+        if not differentiable:  # torch adds it; it would go into the groups added later
+            self.defaults.pop("differentiable", None)
+        self._model = [entry.model for entry in self._groups]
+        self._tree = [entry.tree for entry in self._groups]
+        self._grads = [{} for _ in self._groups]
+        self._planned, self._exposed, self._changed = None, False, False
 
     @property
     def state_tree(self) -> list[Any]:
@@ -270,86 +314,50 @@ class Optimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's layout with tensors and plain values only (loads with
         ``torch.load(..., weights_only=True)``); the tensors are copies of the state.
+        torch's state-dict hooks run as in ``torch.optim.Optimizer.state_dict``.
 
         Returns
         -------
         dict
-            ``{"state": {index: {name: tensor or value}}, "param_groups": [...]}``.
+            ``{"state": {index: {name: tensor or value, "count": n}}, "param_groups":
+            [...]}``.
         """
-        state: dict[int, dict[str, Any]] = {}
-        groups = []
-        index = 0
-        for group, entry in zip(self.param_groups, self._groups):
-            saved = {k: v for k, v in group.items() if k not in ("params", "rule")}
-            saved["rule"] = repr(group["rule"])
-            saved["param_shapes"] = [list(p.shape) for p in entry.params]
-            saved["params"] = list(range(index, index + len(entry.params)))
-            for leaf in entry.leaves:
-                state[index] = tv.flatten_state(leaf.state)
-                index += 1
-            groups.append(saved)
-        return {"state": state, "param_groups": groups}
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        state_dict = _torch_state.save(self.param_groups, self._groups)
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            hook_result = post_hook(self, state_dict)
+            if hook_result is not None:
+                state_dict = hook_result
+        return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load what :meth:`state_dict` gave, after checking all of it.
+        """Load what :meth:`state_dict` gave, after checking and converting all of it.
+        torch's load-state-dict hooks run as in ``torch.optim.Optimizer.load_state_dict``
+        (the pre-hooks on a shallow copy of ``state_dict``, before the checks).
 
         Parameters
         ----------
         state_dict : dict
             From :meth:`state_dict` of an optimiser with the same groups, rules and
             parameter shapes (possibly read by ``torch.load(..., weights_only=True)``).
+            One without update counts (saved by an older version) loads unless a rule
+            has a hyper-parameter given as a schedule.
 
         Raises
         ------
         ValueError
             When it is not such a dict, or its groups, rules, shapes or state tensors do
-            not fit this optimiser, saying which; nothing has changed then.
+            not fit this optimiser (or cannot be read), saying which; nothing has changed
+            then.
         """
-        plan = self._check_state_dict(state_dict)
+        state_dict = state_dict.copy() if isinstance(state_dict, dict) else state_dict
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            hook_result = pre_hook(self, state_dict)
+            if hook_result is not None:
+                state_dict = hook_result
+        loaded = _torch_state.check(self.param_groups, self._groups, state_dict)
         self._planned = None  # new state objects
-        for entry, saved_group, states in plan:
-            for leaf, saved in zip(entry.leaves, states):
-                leaf.state = tv.unflatten_state(leaf.state, saved)
-            group = self.param_groups[entry.index]
-            group.update({k: v for k, v in saved_group.items() if k not in _DESCRIPTIVE})
-
-    def _check_state_dict(self, sd: Any) -> list[tuple[Group, dict[str, Any], list[Any]]]:
-        where = "load_state_dict"
-        if not isinstance(sd, dict) or set(sd) != {"state", "param_groups"}:
-            raise ValueError(
-                f"{where}: expected {{'state', 'param_groups'}} as state_dict() "
-                f"writes, got {sorted(sd) if isinstance(sd, dict) else type(sd)}"
-            )
-        saved_groups, saved_state = sd["param_groups"], sd["state"]
-        if len(saved_groups) != len(self._groups):
-            raise ValueError(
-                f"{where}: the state dict has {len(saved_groups)} param groups, "
-                f"this optimiser {len(self._groups)}"
-            )
-        plan, index = [], 0
-        for entry, saved in zip(self._groups, saved_groups):
-            at = f"{where}: param group {entry.index}"
-            rule = repr(self.param_groups[entry.index]["rule"])
-            if saved.get("rule") != rule:
-                raise ValueError(
-                    f"{at}: the state dict is for the rule {saved.get('rule')}, "
-                    f"this group has {rule}"
-                )
-            shapes = [list(p.shape) for p in entry.params]
-            if saved.get("param_shapes") != shapes:
-                raise ValueError(
-                    f"{at}: the state dict is for parameters of shapes "
-                    f"{saved.get('param_shapes')}, this group has {shapes}"
-                )
-            states = []
-            for i, leaf in enumerate(entry.leaves):
-                got = saved_state.get(index + i, saved_state.get(str(index + i)))
-                misfit = tv.state_misfit(tv.flatten_state(leaf.state), got)
-                if misfit is not None:
-                    raise ValueError(
-                        f"{where}: the state of {entry.where(i)} does not fit its rule: {misfit}"
-                    )
-                states.append(got)
-            plan.append((entry, saved, states))
-            index += len(entry.leaves)
-        return plan
+        _torch_state.load(self.param_groups, loaded)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
