@@ -49,8 +49,12 @@ tensors use by default) and checked step by step by :func:`compare` on the pairs
     at 0) and steps ``x -= v``.  By induction ``v = lr*buf`` at every step, so the two agree
     *while the learning rate is constant*.  Under a schedule they differ: torch applies a new
     ``lr`` to the whole buffer at once, ``Momentum`` only to new gradients (the same holds for
-    ``Nesterov``, whose ``v`` is ``-lr*buf``).  ``dampening != 0`` has no equivalent (torch
-    does not dampen the first gradient).
+    ``Nesterov``, whose ``v`` is ``-lr*buf``); ``optimisers.torch.Optimizer`` therefore
+    rescales ``v`` by the new ``lr`` over the old, and tracks torch under a scheduler.
+    ``dampening != 0`` has no equivalent (torch does not dampen the first gradient).  With
+    ``optimisers.torch.Optimizer`` a group's ``lr`` moves every ``eta`` of its chain, so the
+    ``RMSprop(momentum=mu)`` chain, with two, steps as ``lr**2`` under a scheduler: use it
+    at a constant ``lr`` only.
 (2) torch's ``AdamW`` defaults to ``weight_decay=1e-2``; ``AdamW``'s ``lambda_`` defaults to
     0.  Both multiply the decay by the learning rate (``couple=True``, the default).
 (3) The defaults differ: torch ``alpha=0.99``, ``RMSProp`` ``rho=0.9``.

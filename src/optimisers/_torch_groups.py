@@ -7,6 +7,12 @@ Momentum(lr))``, has both moved by a scheduler, so that its step scales as ``lr*
 as ``lr``: such a chain matches torch's ``RMSprop(momentum=...)`` at a constant ``lr``
 only, and is not the rule to use with a scheduler.
 
+A ``Momentum`` or ``Nesterov`` keeps its velocity ``v = eta * buf``, with ``buf`` torch's
+momentum buffer (``SGD(momentum=...)``): when the ``lr`` changes, ``v`` is rescaled by the
+new ``eta`` over the old, as torch's step applies a new ``lr`` to its whole buffer, so that
+``SGD`` with momentum (Nesterov's too) tracks torch's under a scheduler.  (From an ``lr`` of
+0 there is nothing to rescale: ``v`` then holds no more of the gradients.)
+
 A parameter that has not taken a step yet has its state made again from the rule at the
 ``lr`` (and rule) in force when either changes, as torch makes its state at the first
 step: ``Rprop``'s step sizes start at the ``lr`` of a warm-up scheduler, not at the
@@ -24,6 +30,7 @@ Momentum(eta=0.005, rho=0.9)
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -34,7 +41,7 @@ from ._adjust import adjust
 from ._composite import MixedPrecision, OptimiserChain
 from ._leaf import Leaf, state_misfit, tree_equal
 from ._rule import Rule, init
-from ._rules_sgd import Descent
+from ._rules_sgd import Descent, Momentum, Nesterov
 from ._schedule import Schedule
 from ._tree import setup
 
@@ -66,6 +73,22 @@ _HINTS = {
     "momentum": "opt.Momentum(1e-3, rho=0.9)",
     "nesterov": "opt.Nesterov(1e-3, rho=0.9)",
 }
+
+
+def _velocities(old: Rule, new: Rule, state: Any) -> Iterator[tuple[np.ndarray, float]]:
+    """The velocity of each ``Momentum`` and ``Nesterov`` in ``state`` (a chain's, a
+    ``MixedPrecision``'s) whose ``eta`` goes from ``old``'s to ``new``'s, with the ratio of
+    the two: it holds ``eta`` times torch's momentum buffer, which a new ``lr`` leaves as
+    it is."""
+    if isinstance(old, (Momentum, Nesterov)) and type(new) is type(old):
+        a, b = old.eta, new.eta  # numbers: an eta given as a schedule is refused here
+        if isinstance(a, float) and isinstance(b, float) and a != b and a != 0 and math.isfinite(a):
+            yield state, b / a
+    elif isinstance(old, OptimiserChain) and isinstance(new, OptimiserChain):
+        for o, n, s in zip(old.opts, new.opts, state):
+            yield from _velocities(o, n, s)
+    elif isinstance(old, MixedPrecision) and isinstance(new, MixedPrecision):
+        yield from _velocities(old.rule, new.rule, state.inner)
 
 
 def check_keys(group: dict[str, Any], at: str, saved: bool = False) -> None:
@@ -309,6 +332,9 @@ class Group:
                 self.leaves[i].state = state
             self.unstepped = remake
         for leaf in self.leaves:
+            if not renewed:
+                for v, ratio in _velocities(leaf.rule, new, leaf.state):
+                    v *= ratio
             leaf.rule = new
         self.lr, self.rule, self.base, self.lr0, self.eta_init = lr, rule, base, lr0, eta_init
 
