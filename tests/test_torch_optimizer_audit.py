@@ -1,10 +1,10 @@
-"""optimisers.torch.Optimizer: what the audit of /work/audit/torch.md found, fixed.
+"""optimisers.torch.Optimizer: what an audit of it (a user's view, black-box) found, fixed.
 
-Update counts in the state dict (bug 3), a load that checks and converts everything before
-it writes (bug 8), torch.optim's keys refused in a group (doubtful 3), torch's state-dict
-hooks (bug 10), copy.deepcopy and pickle (bug 5), a state made at the lr of the first step
-(bug 2), a rule of another kind refused (bug 9), a parameter given twice refused (doubtful
-5), rules written in Python in checkpoints (bug 4).  Skips where torch is not installed."""
+Update counts in the state dict, a load that checks and converts everything before it
+writes, torch.optim's keys refused in a group, torch's state-dict hooks, copy.deepcopy and
+pickle, a state made at the lr of the first step, a rule of another kind refused, a
+parameter given twice refused, rules written in Python in checkpoints.  Skips where torch
+is not installed."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch", reason="optimisers.torch needs PyTorch (CI 
 import optimisers as opt  # noqa: E402
 from optimisers import schedules  # noqa: E402
 from optimisers.torch import Optimizer  # noqa: E402
+from test_torch_optimizer_state import train, weights  # noqa: E402
 
 F = torch.nn.functional
 LRS = torch.optim.lr_scheduler
@@ -41,19 +42,6 @@ def data(n, seed=1):
         X = torch.randn(16, 4, generator=g, dtype=D)
         out.append((X, X[:, :1] * X[:, 1:2]))
     return out
-
-
-def train(net, optim, batches, sched=None):
-    for X, y in batches:
-        optim.zero_grad()
-        F.mse_loss(net(X), y).backward()
-        optim.step()
-        if sched is not None:
-            sched.step()
-
-
-def weights(net):
-    return [p.detach().clone() for p in net.parameters()]
 
 
 def snapshot(net, optim):
