@@ -694,3 +694,25 @@ def test_a_library_rule_is_still_named_by_its_repr():
         Optimizer([torch.zeros(2, requires_grad=True)], opt.Adam(2e-3)).load_state_dict(
             optim.state_dict()
         )
+
+
+def test_a_leaf_given_to_the_state_tree_is_the_one_saved_and_given_the_lr():
+    # resetting one parameter's state by hand: the steps, state_dict and a new lr all take
+    # the Leaf the tree holds now
+    w = torch.zeros(2, dtype=D)
+    optim = Optimizer([w], opt.Adam(0.1))
+    for _ in range(3):
+        w.grad = torch.ones(2, dtype=D)
+        optim.step()
+    fresh = opt.Leaf(opt.Adam(0.1), opt.init(opt.Adam(0.1), w.numpy()))
+    optim.state_tree[0]["0"] = fresh
+    w.grad = torch.ones(2, dtype=D)
+    optim.step()
+    assert fresh.count == 1
+    np.testing.assert_array_equal(optim.state_dict()["state"][0]["m"].numpy(), fresh.state.m)
+    optim.param_groups[0]["lr"] = 0.05
+    optim.step()
+    assert fresh.rule == opt.Adam(0.05) and fresh.count == 2
+    optim.state_tree[0]["0"] = "not a leaf"
+    with pytest.raises(ValueError, match="parameter 0: the state tree holds 'not a leaf'"):
+        optim.state_dict()

@@ -617,8 +617,8 @@ def test_tied_parameters_are_not_planned(planned_steps):
 
 
 def test_an_lr_change_after_a_leaf_was_replaced_in_the_tree(planned_steps):
-    """A Leaf replaced in the state tree, then a new lr: the plan (made with the new Leaf)
-    does not apply the lr to Leaves the group does not hold; the general step does it."""
+    """A Leaf replaced in the state tree, then a new lr: the group takes its Leaves from
+    the tree, so the plan (made again with the new Leaf) applies the lr to it itself."""
     pair = Pair(opt.Adam(1e-2))
     pair.step()
     pair.step()
@@ -630,7 +630,8 @@ def test_an_lr_change_after_a_leaf_was_replaced_in_the_tree(planned_steps):
         o.param_groups[0]["lr"] = 3e-3
     pair.step()
     pair.step()
-    assert planned_steps == [True, False, True, False, True]
+    assert pair.planned.state_tree[0]["2"].rule == opt.Adam(3e-3)
+    assert planned_steps == [True, False, True, True, True]
 
 
 def test_an_lr_change_that_changes_a_leafs_program(planned_steps):

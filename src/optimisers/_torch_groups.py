@@ -195,7 +195,6 @@ class Group:
         "base",
         "eta_init",
         "index",
-        "leaves",
         "lps",
         "lr",
         "lr0",
@@ -225,7 +224,6 @@ class Group:
         self.rule, self.lr, self.lr0 = rule, lr, lr
         self.base = base_rule(rule, lr, given)
         self.tree = setup(self.base, self.model, low_precision_state=low_precision_state)
-        self.leaves: list[Leaf] = [self.tree[n] for n in names]
         self.eta_init = self._reads_eta(self.base, lr)
         # the positions of the parameters that may not have stepped (count 0), whose state
         # is made again when the lr or rule changes (pruned then)
@@ -271,13 +269,28 @@ class Group:
     # Pickle and deepcopy (of the optimiser): everything but the numpy views and the
     # addresses, made again for the parameters the copy holds.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if k not in ("model", "ptrs", "tree")}
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("model", "ptrs")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
         self._view()
-        self.tree = dict(zip(self.names, self.leaves))
+
+    @property
+    def leaves(self) -> list[Leaf]:
+        """The Leaf of each parameter, as the state tree holds it now: one given to the tree
+        by hand (``optim.state_tree[0]["0.weight"] = opt.Leaf(...)``, a reset of its state)
+        is the one the steps, the ``lr`` and ``state_dict`` then use."""
+        tree, found = self.tree, []
+        for i, name in enumerate(self.names):
+            leaf = tree.get(name)
+            if not isinstance(leaf, Leaf):
+                raise ValueError(
+                    f"{self.where(i)}: the state tree holds {leaf!r} for it, not a Leaf "
+                    f"(optim.state_tree[{self.index}] was changed by hand)"
+                )
+            found.append(leaf)
+        return found
 
     def where(self, i: int) -> str:
         """How errors name the ``i``-th parameter of the group."""
@@ -322,16 +335,17 @@ class Group:
         new = at_lr(base, lr, lr0)
         if renewed:
             self._check_kind(new, rule)
+        leaves = self.leaves
         remake = self.unstepped
         if remake and (renewed or eta_init):
-            remake = [i for i in remake if self.leaves[i]._count == 0]
+            remake = [i for i in remake if leaves[i]._count == 0]
             states = [
                 init(new, self.model[self.names[i]], low_precision_state=self.lps) for i in remake
             ]
             for i, state in zip(remake, states):
-                self.leaves[i].state = state
+                leaves[i].state = state
             self.unstepped = remake
-        for leaf in self.leaves:
+        for leaf in leaves:
             if not renewed:
                 for v, ratio in _velocities(leaf.rule, new, leaf.state):
                     v *= ratio

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from . import _torch_views as tv
+from ._leaf import Leaf
 from ._rule import Rule
 from ._torch_groups import Group, check_keys
 
@@ -148,19 +149,20 @@ def check(param_groups: list[dict[str, Any]], groups: Sequence[Group], sd: Any) 
         except (TypeError, ValueError, RuntimeError):
             raise ValueError(f"{at}: its 'lr' is {saved['lr']!r}, not a number") from None
         values = {k: v for k, v in saved.items() if k not in _DESCRIPTIVE}
+        leaves = entry.leaves
         states = [
-            _leaf_state(entry, i, saved_state.get(index + i, saved_state.get(str(index + i))))
-            for i in range(len(entry.leaves))
+            _leaf_state(entry, i, leaf, saved_state.get(index + i, saved_state.get(str(index + i))))
+            for i, leaf in enumerate(leaves)
         ]
         loaded.append((entry, values, states))
-        index += len(entry.leaves)
+        index += len(leaves)
     return loaded
 
 
-def _leaf_state(entry: Group, i: int, got: Any) -> tuple[dict[str, Any], int | None]:
-    """The saved state of the ``i``-th parameter of ``entry``, checked and converted."""
+def _leaf_state(entry: Group, i: int, leaf: Leaf, got: Any) -> tuple[dict[str, Any], int | None]:
+    """The saved state of the ``i``-th parameter of ``entry`` (its Leaf ``leaf``), checked
+    and converted."""
     where = f"load_state_dict: the state of {entry.where(i)}"
-    leaf = entry.leaves[i]
     count = None
     if isinstance(got, dict) and COUNT in got:
         got = dict(got)
