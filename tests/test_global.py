@@ -16,7 +16,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import optimisers as opt
-from optimisers import AdamW, ClipGlobalNorm, Descent, OptimiserChain, SkipNonFinite
+from optimisers import AdamW, ClipGlobalNorm, Descent, Momentum, OptimiserChain, SkipNonFinite
 from optimisers._engine import template
 from optimisers._leaf import tree_equal
 from optimisers._native import kernels as K
@@ -198,13 +198,22 @@ def test_skip_and_clip_share_one_stage_and_the_scale_is_folded():
 
 
 def test_clip_global_norm_must_lead():
-    x = {"x": np.zeros(3)}
-    for rule in (
-        OptimiserChain(Descent(0.1), ClipGlobalNorm()),
-        OptimiserChain(ClipGlobalNorm(), SkipNonFinite(), Descent(0.1)),
+    # refused when the chain is built, naming what comes first ...
+    for rules, before in (
+        ((Descent(0.1), ClipGlobalNorm()), "Descent"),
+        ((ClipGlobalNorm(), SkipNonFinite(), Descent(0.1)), "ClipGlobalNorm"),
+        ((Momentum(), SkipNonFinite()), "Momentum"),
+        ((SkipNonFinite(), Descent(0.1), ClipGlobalNorm()), "Descent"),
     ):
-        with pytest.raises(ValueError, match="must lead its chain"):
-            opt.update_(opt.setup(rule, x), x, {"x": np.ones(3)})
+        with pytest.raises(ValueError, match=f"must lead its chain.*after {before}"):
+            OptimiserChain(*rules)
+    OptimiserChain(SkipNonFinite(), ClipGlobalNorm(), Descent(0.1))  # the recipe's order
+    # ... and, nested out of sight of the chain, by the engine before anything is written
+    x = {"x": np.zeros(3)}
+    rule = OptimiserChain(Descent(0.1), OptimiserChain(ClipGlobalNorm(), Descent(0.1)))
+    with pytest.raises(ValueError, match="must lead its chain"):
+        opt.update_(opt.setup(rule, x), x, {"x": np.ones(3)})
+    assert x["x"].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_apply_alone_clips_by_its_own_norm():

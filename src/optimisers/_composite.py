@@ -16,6 +16,11 @@ from ._types import Array, DTypeLike, RuleState
 __all__ = ["OptimiserChain", "AccumGrad", "MixedPrecision", "AccumGradState", "MixedPrecisionState"]
 
 
+def _skip_only(rules: list[Rule]) -> bool:
+    """Whether ``rules`` is one SkipNonFinite (what a ClipGlobalNorm may follow)."""
+    return len(rules) == 1 and getattr(rules[0], "_leads", None) == "skip"
+
+
 class OptimiserChain(Rule):
     r"""Compose rules: each one transforms the step the previous one produced.
 
@@ -59,6 +64,18 @@ class OptimiserChain(Rule):
                 )
             if not isinstance(r, Rule):
                 raise TypeError(f"OptimiserChain takes rules, got {r!r}")
+        before: list[Rule] = []  # the rules before each one that do something
+        for r in rules:
+            # SkipNonFinite and ClipGlobalNorm look at the raw gradients of every leaf
+            lead = getattr(r, "_leads", None)
+            if lead and before and not (lead == "clip" and _skip_only(before)):
+                raise ValueError(
+                    f"{type(r).__name__} must lead its chain (a ClipGlobalNorm may follow a "
+                    f"SkipNonFinite): it looks at the raw gradients of every leaf, and "
+                    f"here it comes after {before[-1]!r}"
+                )
+            if not (isinstance(r, OptimiserChain) and not r.opts):
+                before.append(r)
         for r in rules[:-1]:
             # Lookahead and EMA follow the step of the whole program (rules_averaged.pxi)
             if getattr(r, "_follows_step", False):

@@ -249,7 +249,8 @@ class ClipGlobalNorm(Rule):
 
     The leaves of :math:`G` are those updated in the same ``update_`` call whose rule starts
     with an equal ``ClipGlobalNorm`` (torch's ``clip_grad_norm_`` over a model, optax's
-    ``clip_by_global_norm``).  It leads its chain (after a ``SkipNonFinite`` if any).
+    ``clip_by_global_norm``).  It leads its chain (after a ``SkipNonFinite`` if any):
+    ``OptimiserChain`` refuses it anywhere else.
 
     Parameters
     ----------
@@ -291,6 +292,8 @@ class ClipGlobalNorm(Rule):
     omega: Hyperparameter = 1.0
     p: Hyperparameter = 2.0
     throw: bool = True
+
+    _leads = "clip"  # where it may stand in a chain (OptimiserChain checks it)
 
     def _check(self) -> dict[str, Any]:
         return _norm_fields(self)
@@ -352,8 +355,9 @@ class SkipNonFinite(Rule):
 
     The gradients looked at are those of the leaves updated in the same ``update_`` call
     whose rule starts with ``SkipNonFinite``; a skipped step changes no parameter and no
-    state of any leaf of the call, except this rule's counts.  It leads its chain; a
-    ``ClipGlobalNorm`` right after it shares its one read of the gradients.
+    state of any leaf of the call, except this rule's counts.  It leads its chain
+    (``OptimiserChain`` refuses it anywhere else); a ``ClipGlobalNorm`` right after it
+    shares its one read of the gradients.
 
     Parameters
     ----------
@@ -387,6 +391,7 @@ class SkipNonFinite(Rule):
     max_consecutive: int | None = None
 
     state_types = (SkipNonFiniteState,)
+    _leads = "skip"  # where it may stand in a chain (OptimiserChain checks it)
 
     def _check(self) -> dict[str, Any]:
         m = self.max_consecutive
