@@ -362,6 +362,19 @@ def scenario_faults(comm: Any) -> None:
     )
     Boom.armed = False
     good()
+    # a state that does not fit its array on the owner rank only (as a checkpoint of other
+    # arrays would leave it): found while routing, told to the other ranks, no hang
+    # (a new Leaf, planned afresh: its state is checked while routing)
+    i = state.paths.index(opt.KeyPath("a"))
+    kept = state.leaves[i]
+    if kept is not None:
+        misfit = opt.init(opt.Adam(0.05), np.zeros(3, np.float32))
+        state.leaves[i] = opt.Leaf(kept.rule, misfit)
+    expect_failure(
+        comm, state, model, grads_of(comm.rank, step, model), ValueError, "a misfit state"
+    )
+    state.leaves[i] = kept
+    good()
     # a rule that fails after the global norm was agreed (a late program), on one rank only
     late = opt.OptimiserChain(opt.ClipGlobalNorm(1.0), Boom())
     m3 = make_model(np.float32)

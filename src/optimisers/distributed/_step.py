@@ -213,9 +213,6 @@ def _step_share(state: DistState, model: Any, active: np.ndarray) -> None:
     """The engine's step over this rank's arrays, every rank agreeing before any write."""
     comm = state.comm
     step = Step()
-    for i, leaf in enumerate(state.leaves):
-        if leaf is not None and active[i]:
-            step.route(leaf, state.arrays[i], state.recv[i], state.links[i])
 
     def across(mine: dict[Any, Any]) -> dict[Any, list[Any]]:
         totals: dict[Any, list[Any]] = {}
@@ -233,6 +230,11 @@ def _step_share(state: DistState, model: Any, active: np.ndarray) -> None:
         agree(comm, None, "update_ (before writing)")
 
     try:
+        # routing checks each leaf's state against its rule: a misfit on one rank (a state
+        # loaded for other arrays) is told to the others like any failure of the step
+        for i, leaf in enumerate(state.leaves):
+            if leaf is not None and active[i]:
+                step.route(leaf, state.arrays[i], state.recv[i], state.links[i])
         # replicated state: every rank sees every leaf, its own verdict is the global one
         step.run(model, across if state.global_stages and state.sharded else None, gate)
     except BaseException as e:
