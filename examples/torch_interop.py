@@ -50,7 +50,8 @@ tensors use by default) and checked step by step by :func:`compare` on the pairs
     *while the learning rate is constant*.  Under a schedule they differ: torch applies a new
     ``lr`` to the whole buffer at once, ``Momentum`` only to new gradients (the same holds for
     ``Nesterov``, whose ``v`` is ``-lr*buf``); ``optimisers.torch.Optimizer`` therefore
-    rescales ``v`` by the new ``lr`` over the old, and tracks torch under a scheduler.
+    runs them in torch's form, ``OptimiserChain(Momentum(1.0, mu), Descent(lr))``, and tracks
+    torch under a scheduler.
     ``dampening != 0`` has no equivalent (torch does not dampen the first gradient).  With
     ``optimisers.torch.Optimizer`` a group's ``lr`` moves every ``eta`` of its chain, so the
     ``RMSprop(momentum=mu)`` chain, with two, steps as ``lr**2`` under a scheduler: use it

@@ -188,17 +188,26 @@ SCHEDULERS = {
         milestones=[10],
     ),
     "LambdaLR": lambda o: S.LambdaLR(o, lambda k: 1 / (1 + k)),
+    # an lr of 0: a warm-up from it, a cosine through it (torch's momentum buffer goes on)
+    "warm-up from 0": lambda o: S.LambdaLR(o, lambda k: min(1.0, k / 5)),
+    "cosine through 0": lambda o: S.CosineAnnealingLR(o, T_max=10, eta_min=0.0),
     "ReduceLROnPlateau": lambda o: S.ReduceLROnPlateau(o, factor=0.5, patience=1),
 }
 
 
-@pytest.mark.parametrize("sched", list(SCHEDULERS))
-@pytest.mark.parametrize(
-    "rule",
-    # SGD's momentum: the velocity is rescaled at each new lr, as torch's buffer holds none
-    ["Adam", "AdamW", "Adadelta", "SGD-momentum", "SGD-nesterov", "SGD-weight-decay"]
-    + ["RMSprop", "Adagrad", "Rprop", "NAdam-torch"],
-)
+# SGD's momentum runs in torch's form (a buffer, then the lr), so a new lr applies to the
+# whole buffer, 0 included.  Rprop from an lr of 0 is left out: torch clamps a zero step
+# size up to its minimum at once, the seed's Rprop grows it from 0 (which stays 0).
+SCHEDULED = [
+    (sched, rule)
+    for sched in SCHEDULERS
+    for rule in ["Adam", "AdamW", "Adadelta", "SGD-momentum", "SGD-nesterov"]
+    + ["SGD-weight-decay", "RMSprop", "Adagrad", "Rprop", "NAdam-torch"]
+    if (sched, rule) != ("warm-up from 0", "Rprop")
+]
+
+
+@pytest.mark.parametrize("sched, rule", SCHEDULED)
 def test_schedulers_track_torch(sched, rule, torch_float64):
     make, r = PAIRS[rule]
     worst, _ = train_pair(

@@ -56,6 +56,10 @@ RESUMABLE = [
     opt.OptimiserChain(opt.AccumGrad(3), opt.Lion(1e-3)),
     opt.AdaDelta(0.9),
     opt.RMSProp(1e-3, centred=True),
+    # SGD's momentum: the velocity is torch's buffer whatever the lr (a scheduler moved it)
+    opt.Momentum(1e-2, 0.9),
+    opt.Nesterov(1e-2, 0.9),
+    opt.MixedPrecision(opt.OptimiserChain(opt.WeightDecay(1e-3), opt.Momentum(1e-2, 0.9))),
 ]
 
 

@@ -266,8 +266,9 @@ def test_a_state_replaced_by_hand_is_the_one_stepped():
     for _ in range(3):
         pair.step()
     for o in (pair.planned, pair.general):
-        leaf = o.state_tree[0]["0"]
-        leaf.state = np.full_like(leaf.state, 3.0)
+        leaf = o.state_tree[0]["0"]  # Momentum in torch's form: (buffer, Descent's None)
+        velocity, rest = leaf.state
+        leaf.state = (np.full_like(velocity, 3.0), rest)
     pair.step()
     assert tree is pair.planned.state_tree
 

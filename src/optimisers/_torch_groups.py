@@ -7,11 +7,11 @@ Momentum(lr))``, has both moved by a scheduler, so that its step scales as ``lr*
 as ``lr``: such a chain matches torch's ``RMSprop(momentum=...)`` at a constant ``lr``
 only, and is not the rule to use with a scheduler.
 
-A ``Momentum`` or ``Nesterov`` keeps its velocity ``v = eta * buf``, with ``buf`` torch's
-momentum buffer (``SGD(momentum=...)``): when the ``lr`` changes, ``v`` is rescaled by the
-new ``eta`` over the old, as torch's step applies a new ``lr`` to its whole buffer, so that
-``SGD`` with momentum (Nesterov's too) tracks torch's under a scheduler.  (From an ``lr`` of
-0 there is nothing to rescale: ``v`` then holds no more of the gradients.)
+A ``Momentum`` or ``Nesterov`` runs as torch's ``SGD`` runs it (:func:`base_rule`): at
+``eta = 1`` its velocity is torch's momentum buffer, and the ``lr`` multiplies the step
+after it (``Descent(lr)``), so that a new ``lr`` (0 included) applies to the whole buffer
+at once, as in torch, and ``SGD`` with momentum (Nesterov's too) tracks torch's under a
+scheduler, its checkpoints holding the buffer whatever the ``lr``.
 
 A parameter that has not taken a step yet has its state made again from the rule at the
 ``lr`` (and rule) in force when either changes, as torch makes its state at the first
@@ -30,7 +30,6 @@ Momentum(eta=0.005, rho=0.9)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -73,22 +72,6 @@ _HINTS = {
     "momentum": "opt.Momentum(1e-3, rho=0.9)",
     "nesterov": "opt.Nesterov(1e-3, rho=0.9)",
 }
-
-
-def _velocities(old: Rule, new: Rule, state: Any) -> Iterator[tuple[np.ndarray, float]]:
-    """The velocity of each ``Momentum`` and ``Nesterov`` in ``state`` (a chain's, a
-    ``MixedPrecision``'s) whose ``eta`` goes from ``old``'s to ``new``'s, with the ratio of
-    the two: it holds ``eta`` times torch's momentum buffer, which a new ``lr`` leaves as
-    it is."""
-    if isinstance(old, (Momentum, Nesterov)) and type(new) is type(old):
-        a, b = old.eta, new.eta  # numbers: an eta given as a schedule is refused here
-        if isinstance(a, float) and isinstance(b, float) and a != b and a != 0 and math.isfinite(a):
-            yield state, b / a
-    elif isinstance(old, OptimiserChain) and isinstance(new, OptimiserChain):
-        for o, n, s in zip(old.opts, new.opts, state):
-            yield from _velocities(o, n, s)
-    elif isinstance(old, MixedPrecision) and isinstance(new, MixedPrecision):
-        yield from _velocities(old.rule, new.rule, state.inner)
 
 
 def check_keys(group: dict[str, Any], at: str, saved: bool = False) -> None:
@@ -150,12 +133,43 @@ def _etas(rule: Rule) -> list[Any]:
 def base_rule(rule: Rule, lr: float, given: bool) -> Rule:
     """The rule a group starts with at its first ``lr``: with ``lr`` given in the group,
     every ``eta`` set to it; a rule with no ``eta`` anywhere followed by ``Descent(lr)``
-    (inside a ``MixedPrecision``), which scales its step as torch's ``Adadelta`` does."""
+    (inside a ``MixedPrecision``), which scales its step as torch's ``Adadelta`` does;
+    and each ``Momentum`` and ``Nesterov`` in torch's form (:func:`_as_buffer`)."""
     if _etas(rule):
-        return adjust(rule, eta=lr) if given else rule
+        return _as_buffer(adjust(rule, eta=lr) if given else rule)
     if isinstance(rule, MixedPrecision):
         return MixedPrecision(rule.dtype, OptimiserChain(rule.rule, Descent(lr)))
     return OptimiserChain(rule, Descent(lr))
+
+
+def _as_buffer(rule: Rule) -> Rule:
+    """``rule`` with each ``Momentum(eta, rho)`` (or ``Nesterov``) made
+    ``OptimiserChain(Momentum(1.0, rho), Descent(eta))``: the same step (torch's ``SGD``
+    computes it so: a buffer ``buf <- mu*buf + g``, then ``p -= lr*buf``), whose velocity
+    is the buffer whatever the ``lr`` (:func:`at_lr` leaves a unit momentum before a
+    ``Descent`` as it is)."""
+    if isinstance(rule, OptimiserChain):
+        opts, out = rule.opts, []
+        for i, r in enumerate(opts):
+            out.append(r if _buffer_at(opts, i) else _as_buffer(r))
+        return OptimiserChain(*out)
+    if isinstance(rule, MixedPrecision):
+        return MixedPrecision(rule.dtype, _as_buffer(rule.rule))
+    if isinstance(rule, (Momentum, Nesterov)) and not isinstance(rule.eta, Schedule):
+        return OptimiserChain(adjust(rule, eta=1.0), Descent(rule.eta))
+    return rule
+
+
+def _buffer_at(opts: tuple[Rule, ...], i: int) -> bool:
+    """Whether ``opts[i]`` is a momentum in torch's form: at ``eta = 1``, a ``Descent``
+    after it."""
+    r = opts[i]
+    return (
+        isinstance(r, (Momentum, Nesterov))
+        and r.eta == 1.0
+        and i + 1 < len(opts)
+        and isinstance(opts[i + 1], Descent)
+    )
 
 
 def at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
@@ -165,7 +179,10 @@ def at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
     scheduler moves the chain's learning rates together: the step of a chain with two
     ``eta`` then scales as ``lr**2`` (see the module's docstring)."""
     if isinstance(rule, OptimiserChain):
-        return OptimiserChain(*(at_lr(r, lr, lr0) for r in rule.opts))
+        opts = rule.opts
+        return OptimiserChain(
+            *(r if _buffer_at(opts, i) else at_lr(r, lr, lr0) for i, r in enumerate(opts))
+        )
     if isinstance(rule, MixedPrecision):
         return MixedPrecision(rule.dtype, at_lr(rule.rule, lr, lr0))
     if "eta" in rule._fields():
@@ -346,9 +363,6 @@ class Group:
                 leaves[i].state = state
             self.unstepped = remake
         for leaf in leaves:
-            if not renewed:
-                for v, ratio in _velocities(leaf.rule, new, leaf.state):
-                    v *= ratio
             leaf.rule = new
         self.lr, self.rule, self.base, self.lr0, self.eta_init = lr, rule, base, lr0, eta_init
 
