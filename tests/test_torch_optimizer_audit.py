@@ -716,3 +716,20 @@ def test_a_leaf_given_to_the_state_tree_is_the_one_saved_and_given_the_lr():
     optim.state_tree[0]["0"] = "not a leaf"
     with pytest.raises(ValueError, match="parameter 0: the state tree holds 'not a leaf'"):
         optim.state_dict()
+
+
+def test_a_torch_key_set_in_a_group_later_is_refused_at_the_next_step():
+    # a weight-decay schedule written into the groups (as DINO's loop does) would be
+    # ignored: the step refuses it, naming the group and key, before anything is written
+    w = torch.ones(3, dtype=D)
+    optim = Optimizer([w], opt.AdamW(0.1, lambda_=0.0))
+    w.grad = torch.ones(3, dtype=D)
+    optim.step()
+    before = w.clone()
+    optim.param_groups[0]["weight_decay"] = 0.5
+    with pytest.raises(ValueError, match=r"step: param group 0: 'weight_decay' is a torch\.optim"):
+        optim.step()
+    assert torch.equal(w, before)
+    del optim.param_groups[0]["weight_decay"]
+    optim.step()
+    assert not torch.equal(w, before)

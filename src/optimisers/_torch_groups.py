@@ -64,9 +64,9 @@ TORCH_KEYS = frozenset(
 )  # fmt: skip
 _FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _HINTS = {
-    "weight_decay": "opt.AdamW(1e-3, lambda_=0.01) (torch's AdamW), or "
-    "opt.OptimiserChain(opt.WeightDecay(0.01), opt.Adam(1e-3)) (torch's Adam "
-    "with weight_decay)",
+    "weight_decay": "opt.AdamW(1e-3, lambda_=0.01) (torch's AdamW; lambda_ may be a "
+    "schedule of optimisers.schedules), or opt.OptimiserChain(opt.WeightDecay(0.01), "
+    "opt.Adam(1e-3)) (torch's Adam with weight_decay)",
     "betas": "opt.Adam(1e-3, beta=(0.9, 0.999))",
     "eps": "opt.Adam(1e-3, epsilon=1e-8)",
     "momentum": "opt.Momentum(1e-3, rho=0.9)",

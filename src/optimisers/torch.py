@@ -4,7 +4,9 @@ r"""A ``torch.optim.Optimizer`` that steps PyTorch parameters with any rule of t
 
     from optimisers.torch import Optimizer
     optim = Optimizer(net.parameters(), opt.AdamW(1e-3, lambda_=0.01))  # was torch.optim.AdamW
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-2, total_steps=1000)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        optim, max_lr=1e-2, total_steps=1000, cycle_momentum=False
+    )
     for X, y in loader:
         optim.zero_grad(); loss_fn(net(X), y).backward(); optim.step(); sched.step()
 
@@ -56,7 +58,7 @@ from . import _torch_state
 from . import _torch_views as tv
 from ._engine import update_
 from ._rule import Rule
-from ._torch_groups import Group, check_new_group, default_lr
+from ._torch_groups import TORCH_KEYS, Group, check_keys, check_new_group, default_lr
 from ._torch_plan import Plan
 
 __all__ = ["Optimizer"]
@@ -277,6 +279,9 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:  # the step itself runs no torch op: no no_grad needed
             with torch.enable_grad():
                 loss = closure()
+        for index, group in enumerate(self.param_groups):  # a torch.optim key set since
+            if not TORCH_KEYS.isdisjoint(group):  # (a weight-decay schedule): not read
+                check_keys(group, f"step: param group {index}")
         planned = self._planned
         if planned and planned.step(self.param_groups, self._groups, self._tree, self._exposed):
             self._changed = False
