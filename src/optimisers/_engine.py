@@ -317,8 +317,9 @@ class Step:
                 f"{linked_keypath(e[3])} and {linked_keypath(link)}: the state "
                 f"tree does not belong to this model"
             )
-        else:
-            e[2] = e[2] + g  # tied weights: sum the gradients
+        else:  # tied weights: sum the gradients (an overflow to inf is the verdict's
+            with np.errstate(over="ignore"):  # to give: a skip or a clear error)
+                e[2] = e[2] + g
 
     def check_gradients(self) -> None:
         """Check the gradients of the batch entries (the general path checks its own as it

@@ -37,7 +37,9 @@ def global_norm(grads: Gradient, p: float = 2.0) -> float:
     are skipped, as ``ClipGlobalNorm`` skips the leaves it does not update) is reduced in
     float64 (blocks of 8192 elements, 8 lanes, an order fixed by the data), and the
     partials are added exactly rounded, so the result does not depend on the number of
-    threads.  Equal to torch's ``clip_grad_norm_`` total norm.
+    threads.  Equal to torch's ``clip_grad_norm_`` total norm.  Each array counts as given:
+    for a parameter tied at two places of a model, ``ClipGlobalNorm`` clips by the norm of
+    its summed gradient, which the gradients alone do not tell.
 
     Parameters
     ----------
