@@ -395,3 +395,21 @@ def test_checkpoint_keeps_the_skip_counts(tmp_path):
     state, m1 = opt.update_(state, m1, g)
     loaded, m2 = opt.update_(loaded, m2, g)
     assert tree_equal(loaded, state) and tree_equal(m1, m2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])  # a batch, a Program each
+def test_a_scheduled_omega_at_other_counts_shares_the_norm(dtype):
+    # equal rules share one global norm; a scheduled omega has its value at each leaf's
+    # count: a (no gradient for 5 steps) clips with omega(0) = 1, b with omega(5) = 0.55
+    omega = opt.schedules.piecewise_constant(1.0, {3: 0.55})
+    rule = OptimiserChain(SkipNonFinite(), ClipGlobalNorm(omega), Descent(1.0))
+    model = {"a": np.zeros(1, dtype), "b": np.zeros(1, dtype)}
+    state = opt.setup(rule, model)
+    for _ in range(5):
+        state, model = opt.update_(state, model, {"a": None, "b": np.full(1, 100.0, dtype)})
+    b0 = model["b"].copy()
+    g = {"a": np.full(1, 100.0, dtype), "b": np.full(1, 100.0, dtype)}
+    state, model = opt.update_(state, model, g)
+    norm = 100.0 * np.sqrt(2.0)  # over both leaves
+    np.testing.assert_allclose(-model["a"], [100.0 * 1.0 / norm], rtol=1e-15)
+    np.testing.assert_allclose(b0 - model["b"], [100.0 * 0.55 / norm], rtol=1e-13)

@@ -102,8 +102,11 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None, gate: An
 
     ``across`` and ``gate`` are ``optimisers.distributed``'s hooks (see ``settle_across``):
     with them the verdict is taken over the partials of every rank."""
-    groups: dict[Any, list[Any]] = {}  # (clip, p, omega, throw) -> [sums, elements, units]
-    keys: dict[int, Any] = {}  # id(template or rule) -> ((clip, p, omega, throw), skip) or None
+    # (clip, p, omega as the rule holds it, throw) -> [sums, elements, units]: leaves
+    # whose rules are equal share a norm, also when a scheduled omega has other values at
+    # their counts (each unit is clipped by its own value)
+    groups: dict[Any, list[Any]] = {}
+    keys: dict[int, Any] = {}  # id(template or rule) -> (group key, skip, omega) or None
     for b in batches:
         if not b.n_global:
             continue
@@ -111,13 +114,15 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None, gate: An
         for tpl, sums, size, _empties, _first, spec in b.global_groups():
             key = keys.get(id(tpl))
             if key is None:  # from the kernels' stage, which holds the rule's values
-                key = keys[id(tpl)] = _spec_key(*spec)
+                clip, skip, omega, p, throw = spec
+                held = _held_omega(getattr(tpl, "rule", None), omega)  # a scheduled one's
+                key = keys[id(tpl)] = _spec_key(clip, skip, omega, p, throw, held)
             _join(groups, key, sums, size, (b, tpl))
     for program in programs:
         prog, rule = program[3], program[4]  # the rule at the leaf's count
         key = keys.get(id(rule), False)
         if key is False:
-            key = keys[id(rule)] = _key(rule)
+            key = keys[id(rule)] = _key(rule, program[0].rule)
         if key is not None:
             p, n = key[0][1], prog.src.size
             part = K.p_partial(prog.src, norm_kind(p), p)
@@ -127,19 +132,19 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None, gate: An
     if not groups:
         return False
     # a skip first: any non-finite gradient among the leaves a SkipNonFinite leads
-    skipping = [u for g in groups.values() for u, k in g[2] if k]
+    skipping = [u for g in groups.values() for u, k, _o in g[2] if k]
     if skipping and not all(math.isfinite(sum(g[0])) for g in groups.values()):
         culprit = _culprit(skipping)
         if culprit is not None:
             _skip(skipping, culprit)
             return True
-    for (clip, p, omega, throw), (parts, size, units) in groups.items():
+    for (clip, p, _held, throw), (parts, size, units) in groups.items():
         if not clip:  # a batch's scale is 1 already
-            _set_scales([u for u, k in units if not isinstance(u, tuple)], 1.0)
+            _set_scales([u for u, _k, _o in units if not isinstance(u, tuple)], 1.0)
             continue
         norm = combine_partials(parts, p, size)
         if throw and not math.isfinite(norm):
-            culprit = _culprit([u for u, k in units])
+            culprit = _culprit([u for u, _k, _o in units])
             why = (
                 f"a non-finite gradient is at {_where(culprit)}"
                 if culprit
@@ -149,7 +154,7 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None, gate: An
                 f"ClipGlobalNorm: the global {p:g}-norm of the gradients "
                 f"is {norm}: {why} (throw=False lets it through)"
             )
-        _set_scales([u for u, k in units], clip_scale(omega, norm))
+        _clip_units(units, norm)
     return False
 
 
@@ -164,13 +169,13 @@ def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
     mine = {}
     for key, (parts, size, units) in groups.items():
         finite = math.isfinite(sum(parts))
-        skips = [u for u, k in units if k]
+        skips = [u for u, k, _o in units if k]
         mine[key] = (
             parts,
             size,
             bool(skips),
             None if finite else _where_or_none(_culprit(skips)),
-            None if finite else _where_or_none(_culprit([u for u, k in units])),
+            None if finite else _where_or_none(_culprit([u for u, _k, _o in units])),
         )
     totals = across(mine)
     if any(t[2] for t in totals.values()) and not all(
@@ -178,13 +183,13 @@ def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
     ):
         where = next((t[3] for t in totals.values() if t[3] is not None), None)
         if where is not None:
-            _skip([u for g in groups.values() for u, k in g[2] if k], where, gate)
+            _skip([u for g in groups.values() for u, k, _o in g[2] if k], where, gate)
             return True
     for key, (parts, size, _skips, _where_skip, where) in totals.items():
-        clip, p, omega, throw = key
-        units = [u for u, k in groups[key][2]] if key in groups else []
+        clip, p, _held, throw = key
+        units = groups[key][2] if key in groups else []
         if not clip:
-            _set_scales([u for u in units if not isinstance(u, tuple)], 1.0)
+            _set_scales([u for u, _k, _o in units if not isinstance(u, tuple)], 1.0)
             continue
         norm = combine_partials(parts, p, size)
         if throw and not math.isfinite(norm):
@@ -198,7 +203,7 @@ def settle_across(groups: dict[Any, Any], across: Any, gate: Any) -> bool:
                 f"over all ranks is {norm}: {why} (throw=False lets it "
                 f"through)"
             )
-        _set_scales(units, clip_scale(omega, norm))
+        _clip_units(units, norm)
     return False
 
 
@@ -206,20 +211,35 @@ def _where_or_none(member: Any) -> str | None:
     return None if member is None else _where(member)
 
 
-def _key(rule: Any) -> Any:
-    """``((clip, p, omega, throw), skip)`` of a leaf's leading ClipGlobalNorm and/or
-    SkipNonFinite (equal ClipGlobalNorms share a norm, with or without a SkipNonFinite before
-    them), or None."""
+def _key(rule: Any, held: Any) -> Any:
+    """``((clip, p, omega held, throw), skip, omega)`` of a leaf's leading ClipGlobalNorm
+    and/or SkipNonFinite, ``rule`` at the leaf's count and ``held`` as its Leaf holds it
+    (equal ClipGlobalNorms share a norm, with or without a SkipNonFinite before them), or
+    None."""
     f = getattr(rule, "_global_spec", None)
     spec = f() if f is not None else None
     if spec is None:
         return None
-    return _spec_key(spec["clip"], spec["skip"], spec["omega"], spec["p"], spec["throw"])
+    omega = spec["omega"]
+    return _spec_key(
+        spec["clip"], spec["skip"], omega, spec["p"], spec["throw"], _held_omega(held, omega)
+    )
 
 
-def _spec_key(clip: float, skip: float, omega: float, p: float, throw: float) -> Any:
-    """``_key`` from the values of the leading stage (a batch's, or a rule's spec)."""
-    return ((True, p, omega, bool(throw)) if clip else (False, 1.0, math.inf, False)), bool(skip)
+def _held_omega(held: Any, omega: float) -> Any:
+    """The omega of ``held`` (the rule as a Leaf holds it: a schedule, or a number), which
+    names its norm group; ``omega`` (the value at the count) without such a rule."""
+    f = getattr(held, "_global_spec", None)
+    spec = f() if f is not None else None
+    return omega if spec is None else spec["omega"]
+
+
+def _spec_key(clip: float, skip: float, omega: float, p: float, throw: float, held: Any) -> Any:
+    """``_key`` from the values of the leading stage (a batch's, or a rule's spec) and the
+    omega the rule holds (``held``: a schedule, or the value)."""
+    if not clip:
+        return (False, 1.0, math.inf, False), bool(skip), math.inf
+    return (True, p, held, bool(throw)), bool(skip), omega
 
 
 def _join(
@@ -230,7 +250,14 @@ def _join(
         g = groups[key[0]] = [[], 0, []]
     g[0].extend(parts)
     g[1] += size
-    g[2].append((unit, key[1]))
+    g[2].append((unit, key[1], key[2]))
+
+
+def _clip_units(units: list[Any], norm: float) -> None:
+    """Scale each of ``units`` by ``min(1, omega / norm)`` at its own omega (one value
+    unless a scheduled omega is at other counts in other leaves)."""
+    for omega in dict.fromkeys(o for _u, _k, o in units):
+        _set_scales([u for u, _k, o in units if o == omega], clip_scale(omega, norm))
 
 
 def _set_scales(units: list[Any], scale: float) -> None:

@@ -267,9 +267,10 @@ class ClipGlobalNorm(Rule):
 
     Notes
     -----
-    Leaves share a norm when their rules are equal at the step: with a scheduled ``omega``,
-    leaves at different counts (after ``None`` gradients, or a freeze) take different values
-    of it, and each value's leaves are clipped by their own norm.
+    Leaves whose rules are equal share the norm, also with a scheduled ``omega`` whose
+    leaves are at different counts (after ``None`` gradients, or a freeze): each is then
+    scaled by :math:`\min(1, \omega_t / \lVert G\rVert_p)` at its own count :math:`t`.
+    (A scheduled ``p`` splits them: norms of other ``p`` do not add up.)
 
     One read of every gradient: each leaf's partial sum (:math:`\sum_i |g_i|^p`, or the
     max) is accumulated in float64 in blocks of 8192 elements with 8 lanes (the order fixed
