@@ -138,6 +138,17 @@ def test_checkpoint_one_rank_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(model["a"], ref["a"])
 
 
+def test_checkpoint_for_other_arrays_refused_at_load(tmp_path: Path) -> None:
+    # refused where it is read, naming the path, not at the first step (where only the
+    # ranks holding the array would see it)
+    model = {"a": np.ones((4, 4), np.float32), "b": np.ones(3, np.float32)}
+    path = tmp_path / "s.opt"
+    dist.save_state(path, dist.setup(opt.Adam(0.1), model, dist.SelfComm()))
+    other = {"a": np.ones((4, 5), np.float32), "b": np.ones(3, np.float32)}
+    with pytest.raises(opt.CheckpointError, match=r"has, at a, a state .* shape \(4, 5\)"):
+        dist.load_state(path, other, dist.SelfComm())
+
+
 def test_import_brings_no_transport() -> None:
     code = (
         "import sys, optimisers.distributed; "

@@ -15,8 +15,9 @@ from typing import Any
 
 from .._checkpoint import load_state as _load_state
 from .._checkpoint import save_state as _save_state
+from .._checkpoint_format import CheckpointError
 from .._keypath import getkeypath
-from .._leaf import Leaf
+from .._leaf import Leaf, state_misfit
 from .._tree import setup as _setup
 from .._tree import trainables
 from ._comm import wrap
@@ -129,7 +130,8 @@ def load_state(
     Raises
     ------
     OSError, CheckpointError, KeyError
-        On rank 0, when the file cannot be read or does not fit the model;
+        On rank 0, when the file cannot be read or does not fit the model (a state of
+        another shape or dtype than its array included);
         :class:`RankFailed` on the other ranks.
 
     Examples
@@ -148,13 +150,25 @@ def load_state(
     try:
         if c.rank == 0:
             tree = _load_state(path)
-            for kp, _ in _trainable_paths(model):
+            for kp, x in _trainable_paths(model):
                 leaf = getkeypath(tree, kp)
                 if leaf is not None and not isinstance(leaf, Leaf):
                     raise TypeError(
                         f"load_state: the checkpoint {os.fspath(path)!r} has a "
                         f"{type(leaf).__name__} at {kp}, where the model has "
                         f"an array"
+                    )
+                # a state for another array (shape, dtype) would fail at the first step
+                misfit = (
+                    None
+                    if leaf is None or leaf.rule._user_rule()
+                    else (state_misfit(leaf.rule, leaf.state, x))
+                )
+                if misfit is not None:
+                    raise CheckpointError(
+                        f"load_state: the checkpoint {os.fspath(path)!r} has, at {kp}, a "
+                        f"state that does not fit the model's array of {x.dtype} and "
+                        f"shape {x.shape}: {misfit}"
                     )
                 saved.append(leaf)
                 rules.append(None if leaf is None else leaf.rule)
