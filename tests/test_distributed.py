@@ -147,6 +147,13 @@ def test_checkpoint_for_other_arrays_refused_at_load(tmp_path: Path) -> None:
     other = {"a": np.ones((4, 5), np.float32), "b": np.ones(3, np.float32)}
     with pytest.raises(opt.CheckpointError, match=r"has, at a, a state .* shape \(4, 5\)"):
         dist.load_state(path, other, dist.SelfComm())
+    # and a state for an array the model lacks, which would be dropped unseen
+    with pytest.raises(opt.CheckpointError, match="has a state at b, where the model has no"):
+        dist.load_state(path, {"a": model["a"]}, dist.SelfComm())
+    # a tied array's one Leaf stands at both its paths: not a state the model lacks
+    tied = {"a": model["b"], "b": model["b"]}
+    dist.save_state(path, dist.setup(opt.Adam(0.1), tied, dist.SelfComm()))
+    assert dist.load_state(path, tied, dist.SelfComm()).tree["b"] is not None
 
 
 def test_import_brings_no_transport() -> None:

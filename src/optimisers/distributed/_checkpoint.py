@@ -16,7 +16,8 @@ from typing import Any
 from .._checkpoint import load_state as _load_state
 from .._checkpoint import save_state as _save_state
 from .._checkpoint_format import CheckpointError
-from .._keypath import getkeypath
+from .._functor import children
+from .._keypath import KeyPath, getkeypath
 from .._leaf import Leaf, state_misfit
 from .._tree import setup as _setup
 from .._tree import trainables
@@ -172,6 +173,16 @@ def load_state(
                     )
                 saved.append(leaf)
                 rules.append(None if leaf is None else leaf.rule)
+            # a state for an array this model lacks would be dropped unseen (a tied
+            # array's Leaf is found at its first path, and stands at the others too)
+            found = {id(leaf) for leaf in saved}
+            extra = [kp for kp, leaf in _leaf_paths(tree) if id(leaf) not in found]
+            if extra:
+                raise CheckpointError(
+                    f"load_state: the checkpoint {os.fspath(path)!r} has a state at "
+                    f"{extra[0]}, where the model has no trainable array"
+                    f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}"
+                )
     except Exception as e:
         fail(c, e, "load_state")
         raise
@@ -197,6 +208,17 @@ def load_state(
             mine.state, mine.frozen, mine.count = leaf.state, leaf.frozen, leaf.count
             mine._plan = None
     return state
+
+
+def _leaf_paths(tree: Any, path: tuple[Any, ...] = ()) -> list[tuple[KeyPath, Leaf]]:
+    """``(key path, Leaf)`` of every Leaf in a state tree, in its order."""
+    if isinstance(tree, Leaf):
+        return [(KeyPath(*path), tree)]
+    kids = children(tree) if tree is not None else None
+    found: list[tuple[KeyPath, Leaf]] = []
+    for k, v in zip(*kids) if kids is not None else ():
+        found += _leaf_paths(v, (*path, k))
+    return found
 
 
 def _trainable_paths(model: Any) -> list[Any]:
