@@ -115,8 +115,10 @@ def settle(batches: list[Any], programs: list[Any], across: Any = None, gate: An
             key = keys.get(id(tpl))
             if key is None:  # from the kernels' stage, which holds the rule's values
                 clip, skip, omega, p, throw = spec
-                held = _held_omega(getattr(tpl, "rule", None), omega)  # a scheduled one's
-                key = keys[id(tpl)] = _spec_key(clip, skip, omega, p, throw, held)
+                held = getattr(tpl, "global_omega", None)  # a scheduled template's
+                key = keys[id(tpl)] = _spec_key(
+                    clip, skip, omega, p, throw, omega if held is None else held
+                )
             _join(groups, key, sums, size, (b, tpl))
     for program in programs:
         prog, rule = program[3], program[4]  # the rule at the leaf's count

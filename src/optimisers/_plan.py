@@ -73,7 +73,7 @@ class ScheduledTemplate(list):
     has stepped, :func:`advance` moves it on to the next count in place, so that a
     schedule costs one evaluation per rule, dtype and step, and nothing per leaf."""
 
-    __slots__ = ("at", "concrete", "rule", "plan", "members", "_upcoming")
+    __slots__ = ("at", "concrete", "rule", "plan", "members", "_upcoming", "global_omega")
 
     def __init__(self, stages: list[Any], concrete: Rule, rule: Rule, count: int) -> None:
         super().__init__(stages)
@@ -85,6 +85,10 @@ class ScheduledTemplate(list):
         # hold it (a Leaf is not hashable; a dead one leaves by itself)
         self.members: weakref.WeakValueDictionary[int, Leaf] = weakref.WeakValueDictionary()
         self._upcoming: tuple[Any, ...] = ()  # (count, concrete rule, stages) of upcoming()
+        # the omega of a leading ClipGlobalNorm as the rule holds it (a schedule, or a
+        # number), which names its norm group at every count (_global.settle); else None
+        spec = rule._global_spec() if hasattr(rule, "_global_spec") else None
+        self.global_omega = None if spec is None else spec["omega"]
 
     def upcoming(self, x: Any, state: Any) -> tuple[Any, ...]:
         """``(count, concrete rule, stages or None)`` of the count after this one, for
