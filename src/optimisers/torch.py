@@ -271,9 +271,14 @@ class Optimizer(torch.optim.Optimizer):
         Raises
         ------
         TypeError, ValueError
-            On a sparse, non-CPU or misshapen gradient, a parameter replaced since it was
-            added, or anything :func:`optimisers.update_` refuses, naming the parameter;
-            nothing has been written then.
+            On a sparse, non-CPU or misshapen gradient, or anything
+            :func:`optimisers.update_` refuses, naming the parameter; nothing has been
+            written then.
+        RuntimeError
+            On a parameter replaced (another tensor, or its memory) since it was added.
+        FloatingPointError
+            On a non-finite norm that a ``ClipNorm`` or ``ClipGlobalNorm`` with ``throw``
+            refuses, or too many steps in a row skipped by a ``SkipNonFinite``.
         """
         loss = None
         if closure is not None:  # the step itself runs no torch op: no no_grad needed
