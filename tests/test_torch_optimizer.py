@@ -370,3 +370,42 @@ def test_a_group_rule_changed_in_training():
     with pytest.raises(ValueError, match="which keeps another kind of state"):
         optim.step()
     assert torch.equal(w.detach(), before)
+
+
+# torch's schedulers that cycle the momentum (their default, cycle_momentum=True) write a
+# group's "momentum" (SGD) or "betas" (Adam): the rule's rho or beta, as "lr" is its eta
+CYCLING = {
+    "OneCycleLR": lambda o: S.OneCycleLR(o, max_lr=3e-2, total_steps=30),
+    "CyclicLR": lambda o: S.CyclicLR(o, base_lr=1e-3, max_lr=3e-2, step_size_up=5),
+}
+
+
+@pytest.mark.parametrize("sched", list(CYCLING))
+@pytest.mark.parametrize("rule", ["SGD-momentum", "SGD-nesterov", "SGD-weight-decay"])
+def test_a_cycled_momentum_tracks_torch_sgd(sched, rule, torch_float64):
+    make, r = PAIRS[rule]
+    worst, _ = train_pair(make, r, steps=30, sched=CYCLING[sched])
+    assert worst < 1e-9, f"{rule} under {sched}: {worst:.2e}"
+
+
+def test_api_example_cycles_adams_beta1():
+    # API.md's example: OneCycleLR at its defaults (cycle_momentum=True) over AdamW
+    net = make_net(dtype=torch.float32)
+    optim = Optimizer(net.parameters(), opt.AdamW(1e-3, lambda_=0.01))
+    sched = S.OneCycleLR(optim, max_lr=1e-2, total_steps=1000)
+    X, y = make_data(torch.float32)
+    seen = set()
+    for _ in range(5):
+        optim.zero_grad()
+        torch.nn.functional.mse_loss(net(X), y).backward()
+        optim.step()
+        beta = optim.param_groups[0]["betas"]
+        assert optim.state_tree[0]["0"].rule.beta == beta  # the step's betas
+        seen.add(beta[0])
+        sched.step()
+    assert len(seen) == 5 and all(0.85 <= b <= 0.95 for b in seen)
+    optim.param_groups[0]["betas"] = (1.5, 0.999)  # out of range: refused, nothing written
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match=r"param group 0: its 'betas' is \(1\.5, 0\.999\)"):
+        optim.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))

@@ -240,31 +240,35 @@ def test_a_plain_value_of_another_kind_is_refused():
 
 
 @pytest.mark.parametrize(
-    "key, value, hint",
+    "key, value, hint, rule",
     [
-        ("weight_decay", 0.0, "opt.AdamW"),
-        ("betas", (0.9, 0.99), "beta=(0.9, 0.999)"),
-        ("momentum", 0.9, "opt.Momentum"),
-        ("eps", 1e-6, "epsilon="),
-        ("nesterov", True, "opt.Nesterov"),
-        ("amsgrad", False, "lambda_=0.0"),
-        ("foreach", None, "always runs its own fused"),
-        ("maximize", False, "negated loss"),
+        ("weight_decay", 0.0, "opt.AdamW", opt.Adam(1e-3)),
+        # a group's betas / momentum set its rule's (for torch's schedulers): refused
+        # where the rule has none
+        ("betas", (0.9, 0.99), "its rule has no beta pair", opt.RMSProp(1e-3)),
+        ("momentum", 0.9, "no Momentum or Nesterov for it to set (its rule's key is 'betas')",
+         opt.Adam(1e-3)),
+        ("eps", 1e-6, "epsilon=", opt.Adam(1e-3)),
+        ("nesterov", True, "opt.Nesterov", opt.Adam(1e-3)),
+        ("amsgrad", False, "lambda_=0.0", opt.Adam(1e-3)),
+        ("foreach", None, "always runs its own fused", opt.Adam(1e-3)),
+        ("maximize", False, "negated loss", opt.Adam(1e-3)),
     ],
-)
-def test_torch_hyperparameters_in_a_group_are_refused(key, value, hint):
+)  # fmt: skip
+def test_torch_hyperparameters_in_a_group_are_refused(key, value, hint, rule):
     a, b = make_net().parameters(), make_net(1).parameters()
     with pytest.raises(ValueError, match=rf"param group 0: '{key}' is a torch.optim hyper") as e:
-        Optimizer([{"params": a, key: value}], opt.Adam(1e-3))
+        Optimizer([{"params": a, key: value}], rule)
     assert hint in str(e.value)
-    optim = Optimizer(make_net().parameters(), opt.Adam(1e-3))
+    optim = Optimizer(make_net().parameters(), rule)
     with pytest.raises(ValueError, match=rf"param group 1: '{key}'"):
-        optim.add_param_group({"params": b, key: value, "rule": opt.Adam(1e-3)})
+        optim.add_param_group({"params": b, key: value, "rule": rule})
     assert len(optim.param_groups) == len(optim._groups) == 1
 
 
 def test_several_torch_keys_are_all_named():
-    with pytest.raises(ValueError, match=r"the group also has \['maximize', 'weight_decay'\]"):
+    # (betas set the Adam rule's: allowed)
+    with pytest.raises(ValueError, match=r"'maximize' .* the group also has \['weight_decay'\]"):
         Optimizer([{"params": make_net().parameters(), "weight_decay": 0.1, "betas": (0.9, 0.99),
                     "maximize": False}], opt.Adam(1e-3))  # fmt: skip
 
@@ -391,7 +395,9 @@ def test_a_copied_optimiser_steps_as_the_original(how):
     train(net2, optim2, batches[3:], sched2)
     same(snapshot(net, optim), snapshot(net2, optim2))
     optim2.add_param_group({"params": [torch.zeros(2, dtype=D, requires_grad=True)]})
-    assert set(optim2.param_groups[2]) == {"params", "rule", "lr"}
+    # the default rule's momentum key (for torch's schedulers), none for Rprop's group
+    assert set(optim2.param_groups[2]) == {"params", "rule", "lr", "betas"}
+    assert "betas" not in optim2.param_groups[1]
 
 
 def test_a_deepcopy_of_the_optimiser_alone_steps_copies_of_the_tensors():

@@ -89,6 +89,28 @@ def test_checkpoint_resumes_bit_for_bit(rule, tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("rule", [opt.Adam(1e-2), opt.Nesterov(1e-2, 0.9)], ids=repr)
+def test_checkpoint_resumes_under_a_cycled_momentum(rule, tmp_path):
+    # OneCycleLR at its defaults writes the group's betas / momentum at every step: the
+    # state dict keeps it, and the resumed run applies it as the straight one does
+    data = list(batches(12))
+    net = make_net()
+    optim = Optimizer(net.parameters(), rule)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=3e-2, total_steps=12)
+    train(net, optim, data[:5], sched)
+    ck = {"optim": copy.deepcopy(optim.state_dict()), "sched": sched.state_dict()}
+    ck["model"] = copy.deepcopy(net.state_dict())
+    train(net, optim, data[5:], sched)
+    net2 = make_net(seed=5)
+    net2.load_state_dict(ck["model"])
+    optim2 = Optimizer(net2.parameters(), rule)
+    sched2 = torch.optim.lr_scheduler.OneCycleLR(optim2, max_lr=3e-2, total_steps=12)
+    optim2.load_state_dict(ck["optim"])
+    sched2.load_state_dict(ck["sched"])
+    train(net2, optim2, data[5:], sched2)
+    assert all(torch.equal(a, b) for a, b in zip(weights(net), weights(net2)))
+
+
 def test_state_dict_is_torch_layout_of_plain_values():
     net = make_net(dtype=torch.float64)
     optim = Optimizer(net.named_parameters(), opt.Adam(1e-3))

@@ -42,6 +42,7 @@ from ._leaf import Leaf, state_misfit, tree_equal
 from ._rule import Rule, init
 from ._rules_sgd import Descent, Momentum, Nesterov
 from ._schedule import Schedule
+from ._torch_momentum import momentum_key, with_momentum
 from ._tree import setup
 
 __all__ = ["Group", "at_lr", "base_rule", "check_keys", "check_new_group", "default_lr"]
@@ -74,14 +75,22 @@ _HINTS = {
 }
 
 
-def check_keys(group: dict[str, Any], at: str, saved: bool = False) -> None:
+def check_keys(
+    group: dict[str, Any], at: str, saved: bool = False, allowed: str | None = None
+) -> None:
     """``ValueError`` naming ``at`` when ``group`` (``saved``: a group of a state dict) has
-    a key of :data:`TORCH_KEYS`."""
-    found = sorted(TORCH_KEYS.intersection(group))
+    a key of :data:`TORCH_KEYS` other than ``allowed`` (the ``"betas"`` or ``"momentum"``
+    of its rule: ``_torch_momentum``)."""
+    found = sorted(TORCH_KEYS.intersection(group).difference((allowed,)))
     if not found:
         return
     key = found[0]
-    if saved:
+    if key in ("betas", "momentum") and not saved:
+        todo = (
+            f"its rule has no {'beta pair' if key == 'betas' else 'Momentum or Nesterov'} "
+            f"for it to set" + (f" (its rule's key is {allowed!r})" if allowed else "")
+        )
+    elif saved:
         todo = "it had no effect where it was saved: delete it from the state dict's group"
     elif key in _FLAGS:
         todo = "leave it out: this optimiser always runs its own fused CPU kernels"
@@ -98,11 +107,12 @@ def check_keys(group: dict[str, Any], at: str, saved: bool = False) -> None:
     )
 
 
-def check_new_group(group: dict[str, Any], index: int) -> None:
-    """Refuse, before torch adds it, a group with a torch.optim hyper-parameter or with a
-    parameter given twice (``group["params"]`` made a list, as torch makes it)."""
+def check_new_group(group: dict[str, Any], index: int, allowed: str | None) -> None:
+    """Refuse, before torch adds it, a group with a torch.optim hyper-parameter (but
+    ``allowed``, its rule's momentum key) or with a parameter given twice
+    (``group["params"]`` made a list, as torch makes it)."""
     at = f"param group {index}"
-    check_keys(group, at)
+    check_keys(group, at, allowed=allowed)
     params = group.get("params")
     if params is None or isinstance(params, (torch.Tensor, set)):
         return  # one tensor; torch refuses a set (unordered) or no params itself
@@ -215,6 +225,8 @@ class Group:
         "lps",
         "lr",
         "lr0",
+        "mom",
+        "mom_key",
         "model",
         "names",
         "params",
@@ -234,12 +246,20 @@ class Group:
         lr: float,
         given: bool,
         low_precision_state: bool,
+        momentum: Any = None,
     ) -> None:
         self.index, self.params, self.names, self._labels = index, params, names, labels
         self.lps = low_precision_state
         self._view()
         self.rule, self.lr, self.lr0 = rule, lr, lr
         self.base = base_rule(rule, lr, given)
+        # the group's "betas" or "momentum" (its rule's, or given in the group), applied
+        # before the state is made (Adam's running products start at the betas)
+        key = momentum_key(rule)
+        self.mom_key: str | None = None if key is None else key[0]
+        self.mom: Any = None if key is None else momentum
+        if key is not None and momentum != key[1]:
+            self.base = with_momentum(self.base, key[0], momentum)
         self.tree = setup(self.base, self.model, low_precision_state=low_precision_state)
         self.eta_init = self._reads_eta(self.base, lr)
         # the positions of the parameters that may not have stepped (count 0), whose state
@@ -272,6 +292,7 @@ class Group:
             raise ValueError(f"param group {index}: parameter names repeat: {names}")
         for p, label in zip(params, labels):
             tv.check_parameter(p, label)
+        key = momentum_key(group["rule"])
         return cls(
             index,
             params,
@@ -281,6 +302,7 @@ class Group:
             float(group["lr"]),
             given,
             low_precision_state,
+            None if key is None else group[key[0]],
         )
 
     # Pickle and deepcopy (of the optimiser): everything but the numpy views and the
@@ -324,19 +346,21 @@ class Group:
         """Apply a new ``lr`` or ``rule`` of the group to its leaves (once per change), and
         refuse a parameter whose memory changed since the views were made; whether there
         was a change."""
-        lr, rule = group["lr"], group["rule"]
-        changed = lr != self.lr or rule is not self.rule
+        lr, rule, key = group["lr"], group["rule"], self.mom_key
+        mom = None if key is None else group.get(key)
+        changed = lr != self.lr or rule is not self.rule or mom != self.mom
         if changed:
-            self._apply(lr, rule)
+            self._apply(lr, rule, group)
         params = group["params"]
         if list(map(_DATA_PTR, params)) != self.ptrs:  # same memory (and count) as set up
             self._replaced(params)
         return changed
 
-    def _apply(self, lr: Any, rule: Any) -> None:
-        """Give the leaves the rule at ``lr``, after checking all of it (nothing changes
-        when it raises); the parameters not stepped yet get their state made again (for a
-        new rule, or an ``lr`` that their rule's ``init`` reads)."""
+    def _apply(self, lr: Any, rule: Any, group: dict[str, Any]) -> None:
+        """Give the leaves the rule at ``lr`` and the group's momentum, after checking all
+        of it (nothing changes when it raises); the parameters not stepped yet get their
+        state made again (for a new rule or momentum, or an ``lr`` that their rule's
+        ``init`` reads)."""
         at = f"param group {self.index}"
         try:
             lr = float(lr)
@@ -350,11 +374,17 @@ class Group:
             base, lr0 = base_rule(rule, lr, True), lr
             eta_init = self._reads_eta(base, lr)
         new = at_lr(base, lr, lr0)
+        key, mom = self._momentum(group, rule, renewed)
+        if key is not None:
+            try:
+                new = with_momentum(new, key, mom)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{at}: its {key!r} is {mom!r}: {e}") from None
         if renewed:
             self._check_kind(new, rule)
         leaves = self.leaves
         remake = self.unstepped
-        if remake and (renewed or eta_init):
+        if remake and (renewed or eta_init or mom != self.mom):
             remake = [i for i in remake if leaves[i]._count == 0]
             states = [
                 init(new, self.model[self.names[i]], low_precision_state=self.lps) for i in remake
@@ -365,6 +395,22 @@ class Group:
         for leaf in leaves:
             leaf.rule = new
         self.lr, self.rule, self.base, self.lr0, self.eta_init = lr, rule, base, lr0, eta_init
+        if renewed and key != self.mom_key:  # the group's key follows its new rule
+            if self.mom_key is not None:
+                group.pop(self.mom_key, None)
+            if key is not None:
+                group[key] = mom
+        self.mom_key, self.mom = key, mom
+
+    def _momentum(self, group: dict[str, Any], rule: Rule, renewed: bool) -> tuple[Any, Any]:
+        """The group's momentum key and value to apply: its own, or for a new rule with
+        another key (or none), the new rule's."""
+        if not renewed:
+            return self.mom_key, None if self.mom_key is None else group.get(self.mom_key)
+        key = momentum_key(rule)
+        if key is None:
+            return None, None
+        return key[0], group.get(key[0], key[1]) if key[0] == self.mom_key else key[1]
 
     def _check_kind(self, new: Rule, rule: Rule) -> None:
         """``ValueError`` when the state of a leaf does not fit the rule ``new`` (the group's

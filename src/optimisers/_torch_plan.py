@@ -183,9 +183,9 @@ class Plan:
         mine = self._leaves[start:end]
         if len(entry.leaves) != len(mine) or not all(map(_IS, entry.leaves, mine)):
             return False  # Leaves replaced in the tree: the general step sorts it out
-        remade = entry.unstepped and entry.eta_init  # states made again at this lr
+        states = list(map(_STATE, mine))
         entry.refresh(group)
-        if remade:
+        if not all(map(_IS, map(_STATE, mine), states)):  # made again (a first step's)
             return False  # new state objects: the general step runs, and plans again
         news = []
         for first, _end, old, x, link in runs:
@@ -237,7 +237,10 @@ class Plan:
             params = group["params"]
             if group["rule"] is not entry.rule or list(map(_DATA_PTR, params)) != entry.ptrs:
                 return False
-            if group["lr"] != entry.lr and not self._new_lr(index, group, entry):
+            moved = group["lr"] != entry.lr or (
+                entry.mom_key is not None and group.get(entry.mom_key) != entry.mom
+            )
+            if moved and not self._new_lr(index, group, entry):
                 return False
             grads += map(_GRAD, params)
         if exposed and not self.holds(trees):

@@ -143,7 +143,7 @@ def check(param_groups: list[dict[str, Any]], groups: Sequence[Group], sd: Any) 
                 f"{at}: the state dict is for parameters of shapes "
                 f"{saved.get('param_shapes')}, this group has {shapes}"
             )
-        check_keys(saved, at, saved=True)
+        check_keys(saved, at, saved=True, allowed=entry.mom_key)
         try:
             float(saved.get("lr", 0.0))
         except (TypeError, ValueError, RuntimeError):

@@ -4,9 +4,7 @@ r"""A ``torch.optim.Optimizer`` that steps PyTorch parameters with any rule of t
 
     from optimisers.torch import Optimizer
     optim = Optimizer(net.parameters(), opt.AdamW(1e-3, lambda_=0.01))  # was torch.optim.AdamW
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        optim, max_lr=1e-2, total_steps=1000, cycle_momentum=False
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-2, total_steps=1000)
     for X, y in loader:
         optim.zero_grad(); loss_fn(net(X), y).backward(); optim.step(); sched.step()
 
@@ -59,6 +57,7 @@ from . import _torch_views as tv
 from ._engine import update_
 from ._rule import Rule
 from ._torch_groups import TORCH_KEYS, Group, check_keys, check_new_group, default_lr
+from ._torch_momentum import momentum_key
 from ._torch_plan import Plan
 
 __all__ = ["Optimizer"]
@@ -106,7 +105,10 @@ class Optimizer(torch.optim.Optimizer):
     replaced by a rule that keeps the same kind of state (``Adam`` -> ``AdamW``), which
     goes on from that state at the group's ``lr``; one of another kind (``Adam`` ->
     ``Momentum``) is refused at the next step with a ``ValueError``, the Leaves as they
-    were.
+    were.  A group's ``"betas"`` is the ``beta`` pair of its rule and its ``"momentum"``
+    the ``rho`` of its ``Momentum`` or ``Nesterov``, as ``"lr"`` is its ``eta``
+    (``optimisers._torch_momentum``): torch's schedulers that cycle the momentum
+    (``OneCycleLR``, ``CyclicLR`` at their defaults) drive them.
 
     **Steps.**  ``step()`` steps every parameter whose ``.grad`` is not ``None`` with one
     :func:`optimisers.update_` over all the groups, or with the plan of such a step made
@@ -175,6 +177,9 @@ class Optimizer(torch.optim.Optimizer):
         self._exposed = False
         self._changed = False  # the last step changed a group's lr or rule
         defaults = {"rule": rule, "lr": default_lr(rule)}
+        key = momentum_key(rule)  # what torch's schedulers cycle (cycle_momentum=True)
+        if key is not None:
+            defaults[key[0]] = key[1]
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -192,10 +197,12 @@ class Optimizer(torch.optim.Optimizer):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
         index = len(self.param_groups)
-        check_new_group(param_group, index)
         rule = param_group.get("rule", self.defaults["rule"])
         if not isinstance(rule, Rule):
             raise TypeError(f"param group {index}: 'rule' must be an optimisers rule, got {rule!r}")
+        key = momentum_key(rule)
+        check_new_group(param_group, index, None if key is None else key[0])
+        mine = set(param_group)  # the keys given, before torch adds the defaults
         given = "lr" in param_group
         if not given:
             param_group["lr"] = default_lr(rule)
@@ -208,6 +215,11 @@ class Optimizer(torch.optim.Optimizer):
             )
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        for k in ("betas", "momentum"):  # the group's momentum is its own rule's
+            if key is None or k != key[0]:
+                group.pop(k, None)  # a default of another rule
+            elif k not in mine:
+                group[k] = key[1]
         try:
             entry = Group.build(group, index, given, self._low_precision_state)
         except BaseException:
@@ -284,9 +296,10 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:  # the step itself runs no torch op: no no_grad needed
             with torch.enable_grad():
                 loss = closure()
-        for index, group in enumerate(self.param_groups):  # a torch.optim key set since
-            if not TORCH_KEYS.isdisjoint(group):  # (a weight-decay schedule): not read
-                check_keys(group, f"step: param group {index}")
+        for index, (group, entry) in enumerate(zip(self.param_groups, self._groups)):
+            if not TORCH_KEYS.isdisjoint(group):  # a torch.optim key set since it was
+                # added (a weight-decay schedule), which nothing would read
+                check_keys(group, f"step: param group {index}", allowed=entry.mom_key)
         planned = self._planned
         if planned and planned.step(self.param_groups, self._groups, self._tree, self._exposed):
             self._changed = False
