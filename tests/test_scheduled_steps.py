@@ -279,3 +279,29 @@ def test_a_schedule_after_accumgrad_runs_at_the_count_of_its_own_updates(dtype, 
         opt.AccumGrad(2), opt.OptimiserChain(opt.AccumGrad(2), opt.Adam(eta))
     )
     assert chain._at(11).opts[1].opts[1].eta == eta(2)  # nested: 11 // 2 // 2
+
+
+@pytest.mark.parametrize("kinds", [2, 20])  # a few rules, and more than the batch's 16
+def test_leaves_of_many_scheduled_rules_in_turn_share_the_norm(kinds, n_threads):
+    # a rule function whose rules alternate leaf by leaf (matrices and vectors, say): one
+    # norm over every leaf, each stepped at its own rule's scheduled value
+    def rule_for(path, x):
+        k = int(path[0][1:]) % kinds
+        return opt.OptimiserChain(
+            opt.ClipGlobalNorm(1.0), opt.Descent(schedules.linear(0.1 * (k + 1), 0.0, 10))
+        )
+
+    model = _model(np.float64, n=2 * kinds + 1, size=3)
+    grads = _grads(model, 3)
+    state, ours = _start(rule_for, model)
+    for g in grads:
+        state, ours = opt.update_(state, ours, g)
+    expected = {k: v.copy() for k, v in model.items()}
+    for count, g in enumerate(grads):
+        norm = np.sqrt(sum(float(np.sum(v * v)) for v in g.values()))
+        scale = min(1.0, 1.0 / norm)
+        for k in expected:
+            eta = schedules.linear(0.1 * (int(k[1:]) % kinds + 1), 0.0, 10)(count)
+            expected[k] = expected[k] - eta * (g[k] * scale)
+    for k in model:
+        np.testing.assert_allclose(ours[k], expected[k], rtol=1e-14, err_msg=k)

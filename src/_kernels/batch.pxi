@@ -345,29 +345,55 @@ cdef class Batch:
         every group is then the exactly rounded sum of all the partials, however the
         leaves were split into batches); for p = +-inf it is ``[max]`` or ``[min]``, NaN
         winning, empty arrays left out of a min.  ``elements`` counts the elements of the
-        entries, ``empties`` the empty arrays among them.  No Python object per entry."""
-        cdef dict by_template = {}
+        entries, ``empties`` the empty arrays among them.  No Python object per entry, and
+        one sum per template however its entries interleave with another's (leaves of
+        two rules in turn: a rule function's matrices and vectors)."""
+        cdef list groups = []
         cdef list g
-        cdef Py_ssize_t j = 0, k, n = self.n_leaves
+        cdef Py_ssize_t j
         cdef void* tpl
         cdef const GlobalNormHP* h
-        while j < n:
-            if self.count[j] == 0 or not self.is_global[j]:
-                j += 1
+        for j in self._template_firsts(True):
+            tpl = self.tpls[j]
+            h = <const GlobalNormHP*> self.stages[self.first[j]].hp
+            g = [<object> tpl, [], 0, 0, j, (h.clip, h.skip, h.omega, h.p, h.throw)]
+            self._run_sums(j, self.n_leaves, tpl, g)
+            groups.append(g)
+        return groups
+
+    cdef list _template_firsts(self, bint global_only):
+        """The index of the first entry of each template among the entries that run
+        (``global_only``: that lead with a global stage), in order: one pass, a linear
+        search among the few templates seen (a dict past sixteen)."""
+        cdef void* seen[16]
+        cdef int n_seen = 0, i
+        cdef dict more = None
+        cdef list firsts = []
+        cdef Py_ssize_t j
+        cdef void* tpl
+        cdef void* last = NULL
+        for j in range(self.n_leaves):
+            if self.count[j] == 0 or (global_only and not self.is_global[j]):
                 continue
             tpl = self.tpls[j]
-            k = j                           # a run of entries of one template: [j, k)
-            while k < n and (self.tpls[k] == tpl or self.count[k] == 0
-                             or not self.is_global[k]):
-                k += 1
-            g = by_template.get(<size_t> tpl)
-            if g is None:
-                h = <const GlobalNormHP*> self.stages[self.first[j]].hp
-                g = by_template[<size_t> tpl] = [<object> tpl, [], 0, 0, j,
-                                                 (h.clip, h.skip, h.omega, h.p, h.throw)]
-            self._run_sums(j, k, tpl, g)
-            j = k
-        return list(by_template.values())
+            if tpl == last:                 # a run of one template
+                continue
+            last = tpl
+            for i in range(n_seen):
+                if seen[i] == tpl:
+                    break
+            else:
+                if n_seen < 16:
+                    seen[n_seen] = tpl
+                    n_seen += 1
+                else:
+                    if more is None:
+                        more = {}
+                    if <size_t> tpl in more:
+                        continue
+                    more[<size_t> tpl] = j
+                firsts.append(j)
+        return firsts
 
     cdef int _run_sums(self, Py_ssize_t j0, Py_ssize_t j1, void* tpl, list g) except -1:
         """Add the partials of the entries of ``tpl`` in ``[j0, j1)`` to the group ``g``."""
@@ -403,17 +429,21 @@ cdef class Batch:
     def marked_templates(self):
         """``[template, entries, first]`` for each template among the entries run whose
         type is a subclass of list (see ``marked``): how many ran it, the first's index."""
-        cdef dict found = {}
-        cdef Py_ssize_t j = 0, k, n = self.n_leaves if self.marked else 0
+        cdef list found = []
+        cdef Py_ssize_t j, k, members
         cdef void* tpl
-        while j < n:
-            tpl, k = self.tpls[j], j + 1        # a run of entries of one template: [j, k)
-            while self.count[j] != 0 and k < n and self.tpls[k] == tpl and self.count[k] != 0:
-                k += 1
-            if self.count[j] != 0 and type(<object> tpl) is not list:
-                found.setdefault(<size_t> tpl, [<object> tpl, 0, j])[1] += k - j
-            j = k
-        return list(found.values())
+        if not self.marked:
+            return found
+        for j in self._template_firsts(False):
+            tpl = self.tpls[j]
+            if type(<object> tpl) is list:
+                continue
+            members = 0
+            for k in range(j, self.n_leaves):
+                if self.tpls[k] == tpl and self.count[k] != 0:
+                    members += 1
+            found.append([<object> tpl, members, j])
+        return found
 
     def set_template_scale(self, template, double scale):
         """The leading scale of every entry of ``global_entries`` whose template is
