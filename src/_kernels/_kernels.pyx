@@ -41,6 +41,7 @@ Files, in the order they are included:
   converted to float32 buffers, run by the float32 tile functions, rounded back once;
 * ``entry.pxi``: the Python entry points (``run_program``, build controls, the kind table);
 * ``leafcache.pxi``: what a batch found in a leaf's state, reused while it holds;
+* ``templates.pxi``: the templates of a batch's entries in one pass, however they interleave;
 * ``batch.pxi``: many leaves checked, prepared and run in two calls (``Batch``);
 * ``replay.pxi``: a batch prepared once and run at every step with new gradients
   (``Replay``: optimisers.torch's planned step).
@@ -131,6 +132,7 @@ include "driver.pxi"
 include "staging.pxi"
 include "entry.pxi"
 include "leafcache.pxi"
+include "templates.pxi"
 include "batch.pxi"
 include "replay.pxi"
 

@@ -353,47 +353,13 @@ cdef class Batch:
         cdef Py_ssize_t j
         cdef void* tpl
         cdef const GlobalNormHP* h
-        for j in self._template_firsts(True):
+        for j in template_firsts(self.n_leaves, self.count, self.is_global, self.tpls, True):
             tpl = self.tpls[j]
             h = <const GlobalNormHP*> self.stages[self.first[j]].hp
             g = [<object> tpl, [], 0, 0, j, (h.clip, h.skip, h.omega, h.p, h.throw)]
             self._run_sums(j, self.n_leaves, tpl, g)
             groups.append(g)
         return groups
-
-    cdef list _template_firsts(self, bint global_only):
-        """The index of the first entry of each template among the entries that run
-        (``global_only``: that lead with a global stage), in order: one pass, a linear
-        search among the few templates seen (a dict past sixteen)."""
-        cdef void* seen[16]
-        cdef int n_seen = 0, i
-        cdef dict more = None
-        cdef list firsts = []
-        cdef Py_ssize_t j
-        cdef void* tpl
-        cdef void* last = NULL
-        for j in range(self.n_leaves):
-            if self.count[j] == 0 or (global_only and not self.is_global[j]):
-                continue
-            tpl = self.tpls[j]
-            if tpl == last:                 # a run of one template
-                continue
-            last = tpl
-            for i in range(n_seen):
-                if seen[i] == tpl:
-                    break
-            else:
-                if n_seen < 16:
-                    seen[n_seen] = tpl
-                    n_seen += 1
-                else:
-                    if more is None:
-                        more = {}
-                    if <size_t> tpl in more:
-                        continue
-                    more[<size_t> tpl] = j
-                firsts.append(j)
-        return firsts
 
     cdef int _run_sums(self, Py_ssize_t j0, Py_ssize_t j1, void* tpl, list g) except -1:
         """Add the partials of the entries of ``tpl`` in ``[j0, j1)`` to the group ``g``."""
@@ -434,7 +400,7 @@ cdef class Batch:
         cdef void* tpl
         if not self.marked:
             return found
-        for j in self._template_firsts(False):
+        for j in template_firsts(self.n_leaves, self.count, self.is_global, self.tpls, False):
             tpl = self.tpls[j]
             if type(<object> tpl) is list:
                 continue
