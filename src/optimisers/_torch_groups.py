@@ -7,7 +7,7 @@ Momentum(lr))``, has both moved by a scheduler, so that its step scales as ``lr*
 as ``lr``: such a chain matches torch's ``RMSprop(momentum=...)`` at a constant ``lr``
 only, and is not the rule to use with a scheduler.
 
-A ``Momentum`` or ``Nesterov`` runs as torch's ``SGD`` runs it (:func:`base_rule`): at
+A ``Momentum`` or ``Nesterov`` runs as torch's ``SGD`` runs it (:func:`leaf_rule`): at
 ``eta = 1`` its velocity is torch's momentum buffer, and the ``lr`` multiplies the step
 after it (``Descent(lr)``), so that a new ``lr`` (0 included) applies to the whole buffer
 at once, as in torch, and ``SGD`` with momentum (Nesterov's too) tracks torch's under a
@@ -143,43 +143,26 @@ def _etas(rule: Rule) -> list[Any]:
 def base_rule(rule: Rule, lr: float, given: bool) -> Rule:
     """The rule a group starts with at its first ``lr``: with ``lr`` given in the group,
     every ``eta`` set to it; a rule with no ``eta`` anywhere followed by ``Descent(lr)``
-    (inside a ``MixedPrecision``), which scales its step as torch's ``Adadelta`` does;
-    and each ``Momentum`` and ``Nesterov`` in torch's form (:func:`_as_buffer`)."""
+    (inside a ``MixedPrecision``), which scales its step as torch's ``Adadelta`` does."""
     if _etas(rule):
-        return _as_buffer(adjust(rule, eta=lr) if given else rule)
+        return adjust(rule, eta=lr) if given else rule
     if isinstance(rule, MixedPrecision):
         return MixedPrecision(rule.dtype, OptimiserChain(rule.rule, Descent(lr)))
     return OptimiserChain(rule, Descent(lr))
 
 
-def _as_buffer(rule: Rule) -> Rule:
-    """``rule`` with each ``Momentum(eta, rho)`` (or ``Nesterov``) made
-    ``OptimiserChain(Momentum(1.0, rho), Descent(eta))``: the same step (torch's ``SGD``
-    computes it so: a buffer ``buf <- mu*buf + g``, then ``p -= lr*buf``), whose velocity
-    is the buffer whatever the ``lr`` (:func:`at_lr` leaves a unit momentum before a
-    ``Descent`` as it is)."""
+def leaf_rule(rule: Rule) -> Rule:
+    """The rule the group's Leaves run for its rule at an ``lr`` (:func:`at_lr`): each
+    ``Momentum(eta, rho)`` (or ``Nesterov``) made ``OptimiserChain(Momentum(1.0, rho),
+    Descent(eta))``, the same step as torch's ``SGD`` computes it (a buffer ``buf <-
+    mu*buf + g``, then ``p -= lr*buf``), whose velocity is the buffer whatever the ``lr``."""
     if isinstance(rule, OptimiserChain):
-        opts, out = rule.opts, []
-        for i, r in enumerate(opts):
-            out.append(r if _buffer_at(opts, i) else _as_buffer(r))
-        return OptimiserChain(*out)
+        return OptimiserChain(*map(leaf_rule, rule.opts))
     if isinstance(rule, MixedPrecision):
-        return MixedPrecision(rule.dtype, _as_buffer(rule.rule))
+        return MixedPrecision(rule.dtype, leaf_rule(rule.rule))
     if isinstance(rule, (Momentum, Nesterov)) and not isinstance(rule.eta, Schedule):
         return OptimiserChain(adjust(rule, eta=1.0), Descent(rule.eta))
     return rule
-
-
-def _buffer_at(opts: tuple[Rule, ...], i: int) -> bool:
-    """Whether ``opts[i]`` is a momentum in torch's form: at ``eta = 1``, a ``Descent``
-    after it."""
-    r = opts[i]
-    return (
-        isinstance(r, (Momentum, Nesterov))
-        and r.eta == 1.0
-        and i + 1 < len(opts)
-        and isinstance(opts[i + 1], Descent)
-    )
 
 
 def at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
@@ -189,10 +172,7 @@ def at_lr(rule: Rule, lr: float, lr0: float) -> Rule:
     scheduler moves the chain's learning rates together: the step of a chain with two
     ``eta`` then scales as ``lr**2`` (see the module's docstring)."""
     if isinstance(rule, OptimiserChain):
-        opts = rule.opts
-        return OptimiserChain(
-            *(r if _buffer_at(opts, i) else at_lr(r, lr, lr0) for i, r in enumerate(opts))
-        )
+        return OptimiserChain(*(at_lr(r, lr, lr0) for r in rule.opts))
     if isinstance(rule, MixedPrecision):
         return MixedPrecision(rule.dtype, at_lr(rule.rule, lr, lr0))
     if "eta" in rule._fields():
@@ -260,7 +240,7 @@ class Group:
         self.mom: Any = None if key is None else momentum
         if key is not None and momentum != key[1]:
             self.base = with_momentum(self.base, key[0], momentum)
-        self.tree = setup(self.base, self.model, low_precision_state=low_precision_state)
+        self.tree = setup(leaf_rule(self.base), self.model, low_precision_state=low_precision_state)
         self.eta_init = self._reads_eta(self.base, lr)
         # the positions of the parameters that may not have stepped (count 0), whose state
         # is made again when the lr or rule changes (pruned then)
@@ -380,6 +360,7 @@ class Group:
                 new = with_momentum(new, key, mom)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{at}: its {key!r} is {mom!r}: {e}") from None
+        new = leaf_rule(new)
         if renewed:
             self._check_kind(new, rule)
         leaves = self.leaves
