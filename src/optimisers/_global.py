@@ -23,6 +23,7 @@ from ._functor import children
 from ._keypath import linked_keypath
 from ._native import kernels as K
 from ._norms import clip_scale, combine_partials, norm_kind
+from ._plan import global_omega
 from ._tree import isnumeric
 from ._types import Array, Gradient
 
@@ -222,18 +223,15 @@ def _key(rule: Any, held: Any) -> Any:
     spec = f() if f is not None else None
     if spec is None:
         return None
-    omega = spec["omega"]
+    omega, held_omega = spec["omega"], global_omega(held)
     return _spec_key(
-        spec["clip"], spec["skip"], omega, spec["p"], spec["throw"], _held_omega(held, omega)
+        spec["clip"],
+        spec["skip"],
+        omega,
+        spec["p"],
+        spec["throw"],
+        omega if held_omega is None else held_omega,
     )
-
-
-def _held_omega(held: Any, omega: float) -> Any:
-    """The omega of ``held`` (the rule as a Leaf holds it: a schedule, or a number), which
-    names its norm group; ``omega`` (the value at the count) without such a rule."""
-    f = getattr(held, "_global_spec", None)
-    spec = f() if f is not None else None
-    return omega if spec is None else spec["omega"]
 
 
 def _spec_key(clip: float, skip: float, omega: float, p: float, throw: float, held: Any) -> Any:

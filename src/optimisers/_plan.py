@@ -29,10 +29,12 @@ __all__ = [
     "advance",
     "advance_scheduled",
     "check_state",
+    "global_omega",
     "join",
     "leaf_plan",
     "moved_on",
     "plan_count",
+    "rule_state_misfit",
     "scheduled_plan",
     "scheduled_templates",
     "template",
@@ -85,10 +87,7 @@ class ScheduledTemplate(list):
         # hold it (a Leaf is not hashable; a dead one leaves by itself)
         self.members: weakref.WeakValueDictionary[int, Leaf] = weakref.WeakValueDictionary()
         self._upcoming: tuple[Any, ...] = ()  # (count, concrete rule, stages) of upcoming()
-        # the omega of a leading ClipGlobalNorm as the rule holds it (a schedule, or a
-        # number), which names its norm group at every count (_global.settle); else None
-        spec = rule._global_spec() if hasattr(rule, "_global_spec") else None
-        self.global_omega = None if spec is None else spec["omega"]
+        self.global_omega = global_omega(rule)  # its norm group at every count (settle)
 
     def upcoming(self, x: Any, state: Any) -> tuple[Any, ...]:
         """``(count, concrete rule, stages or None)`` of the count after this one, for
@@ -98,6 +97,15 @@ class ScheduledTemplate(list):
         if not got or got[0] != self.at + 1:
             got = self._upcoming = (self.at + 1, *_made_at(self.rule, x, state, self.at + 1))
         return got
+
+
+def global_omega(rule: Any) -> Any:
+    """The omega of ``rule``'s leading ClipGlobalNorm as the rule holds it (a schedule, or
+    a number), which names its norm group at every count (``_global.settle``); None
+    without one."""
+    f = getattr(rule, "_global_spec", None)
+    spec = f() if f is not None else None
+    return None if spec is None else spec["omega"]
 
 
 def _made_at(rule: Rule, x: Any, state: Any, count: int) -> tuple[Rule, Any]:
@@ -208,14 +216,19 @@ def advance_scheduled(scheduled: list[list[Any]], stepped: list[list[tuple[Any, 
                         join(e[4], nxt)
 
 
+def rule_state_misfit(rule: Any, state: Any, x: Any) -> str | None:
+    """:func:`state_misfit`, or None for a rule written in Python (it keeps a state of its
+    own)."""
+    return None if rule._user_rule() else state_misfit(rule, state, x)
+
+
 def check_state(
     rule: Any, state: Any, x: Any, link: tuple[Any, ...], otherwise: str | None = None
 ) -> None:
     """``ValueError`` naming the key path and what differs when ``state`` does not fit
     ``rule`` for the parameter ``x`` (``otherwise``: the reason to give when nothing is
     found to differ, else fine).  A rule written in Python keeps a state of its own."""
-    misfit = None if rule._user_rule() else state_misfit(rule, state, x)
-    misfit = misfit or otherwise
+    misfit = rule_state_misfit(rule, state, x) or otherwise
     if misfit is not None:
         raise ValueError(
             f"the state of the Leaf at {linked_keypath(link)} does not fit its "

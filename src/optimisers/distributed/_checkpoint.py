@@ -18,7 +18,8 @@ from .._checkpoint import save_state as _save_state
 from .._checkpoint_format import CheckpointError
 from .._functor import children
 from .._keypath import KeyPath, getkeypath
-from .._leaf import Leaf, state_misfit
+from .._leaf import Leaf
+from .._plan import rule_state_misfit
 from .._tree import setup as _setup
 from .._tree import trainables
 from ._comm import wrap
@@ -160,11 +161,7 @@ def load_state(
                         f"an array"
                     )
                 # a state for another array (shape, dtype) would fail at the first step
-                misfit = (
-                    None
-                    if leaf is None or leaf.rule._user_rule()
-                    else (state_misfit(leaf.rule, leaf.state, x))
-                )
+                misfit = None if leaf is None else rule_state_misfit(leaf.rule, leaf.state, x)
                 if misfit is not None:
                     raise CheckpointError(
                         f"load_state: the checkpoint {os.fspath(path)!r} has, at {kp}, a "
