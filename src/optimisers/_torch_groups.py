@@ -45,7 +45,16 @@ from ._schedule import Schedule
 from ._torch_momentum import momentum_key, with_momentum
 from ._tree import setup
 
-__all__ = ["Group", "at_lr", "base_rule", "check_keys", "check_new_group", "default_lr"]
+__all__ = [
+    "REFUSED_KEYS",
+    "Group",
+    "at_lr",
+    "base_rule",
+    "check_keys",
+    "check_new_group",
+    "default_lr",
+    "leaf_rule",
+]
 
 _DATA_PTR = torch.Tensor.data_ptr
 
@@ -63,6 +72,9 @@ TORCH_KEYS = frozenset(
         "t0", "tolerance_change", "tolerance_grad", "weight_decay",
     }
 )  # fmt: skip
+# the keys refused in a group whose rule has no momentum key, or has "betas" / "momentum"
+# (_torch_momentum), which it allows
+REFUSED_KEYS = {k: TORCH_KEYS.difference((k,)) for k in (None, "betas", "momentum")}
 _FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _HINTS = {
     "weight_decay": "opt.AdamW(1e-3, lambda_=0.01) (torch's AdamW; lambda_ may be a "
@@ -81,7 +93,7 @@ def check_keys(
     """``ValueError`` naming ``at`` when ``group`` (``saved``: a group of a state dict) has
     a key of :data:`TORCH_KEYS` other than ``allowed`` (the ``"betas"`` or ``"momentum"``
     of its rule: ``_torch_momentum``)."""
-    found = sorted(TORCH_KEYS.intersection(group).difference((allowed,)))
+    found = sorted(REFUSED_KEYS[allowed].intersection(group))
     if not found:
         return
     key = found[0]

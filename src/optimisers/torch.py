@@ -56,7 +56,7 @@ from . import _torch_state
 from . import _torch_views as tv
 from ._engine import update_
 from ._rule import Rule
-from ._torch_groups import TORCH_KEYS, Group, check_keys, check_new_group, default_lr
+from ._torch_groups import REFUSED_KEYS, Group, check_keys, check_new_group, default_lr
 from ._torch_momentum import momentum_key
 from ._torch_plan import Plan
 
@@ -75,9 +75,10 @@ class Optimizer(torch.optim.Optimizer):
         ``"lr"``.  Parameters must be dense, contiguous CPU tensors of float16, bfloat16
         (needs ml_dtypes), float32, float64 or a complex dtype the rule accepts, each
         given once.  A group with a key of a ``torch.optim`` hyper-parameter
-        (``weight_decay``, ``betas``, ``momentum``, ``eps``, ``maximize``, ``foreach``,
-        ...) is refused with a ``ValueError``: the rule holds the hyper-parameters (give
-        the group a ``"rule"``, e.g. ``opt.AdamW(1e-3, lambda_=0.0)``).
+        (``weight_decay``, ``eps``, ``maximize``, ``foreach``, ...; ``betas`` or
+        ``momentum`` where its rule has none to set) is refused with a ``ValueError``: the
+        rule holds the hyper-parameters (give the group a ``"rule"``, e.g.
+        ``opt.AdamW(1e-3, lambda_=0.0)``).
     rule : Rule
         The rule of the groups that name none: any built-in rule, chain, ``MixedPrecision``
         or rule written in Python.
@@ -297,8 +298,9 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for index, (group, entry) in enumerate(zip(self.param_groups, self._groups)):
-            if not TORCH_KEYS.isdisjoint(group):  # a torch.optim key set since it was
-                # added (a weight-decay schedule), which nothing would read
+            # a torch.optim key set since the group was added (a weight-decay schedule),
+            # which nothing would read
+            if not REFUSED_KEYS[entry.mom_key].isdisjoint(group):
                 check_keys(group, f"step: param group {index}", allowed=entry.mom_key)
         planned = self._planned
         if planned and planned.step(self.param_groups, self._groups, self._tree, self._exposed):
